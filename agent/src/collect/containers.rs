@@ -1,0 +1,393 @@
+//! Container health from the local Docker engine, through bollard.
+//!
+//! Cost per interval is bounded: one list request, one one-shot stats request per running
+//! container (at most `docker.stats_concurrency` in flight), and an inspect only for containers
+//! that are new, changed state, were named by an engine event, or whose health check is not
+//! passing (their failing streak moves). Everything else comes from a cache of inspections.
+//!
+//! The conversions (stats to CPU percent and memory, inspection to a report) are pure
+//! functions, tested without an engine.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bollard::models::{
+    ContainerInspectResponse, ContainerStatsResponse, ContainerSummary, HealthStatusEnum,
+};
+use bollard::query_parameters::{ListContainersOptions, StatsOptions};
+use bollard::Docker;
+use futures_util::{StreamExt, TryStreamExt};
+use leakmon_protocol::{Container, Health};
+
+use crate::config::DockerConfig;
+
+pub const LABEL_SERVICE: &str = "com.docker.swarm.service.name";
+pub const LABEL_TASK: &str = "com.docker.swarm.task.name";
+pub const LABEL_NODE: &str = "com.docker.swarm.node.id";
+
+/// Connects to the engine named by `docker.host` (no request is made yet).
+pub fn connect(cfg: &DockerConfig) -> Result<Docker, bollard::errors::Error> {
+    let timeout = cfg.timeout.0.as_secs().max(1);
+    if cfg.host.starts_with("unix://") {
+        Docker::connect_with_unix(&cfg.host, timeout, bollard::API_DEFAULT_VERSION)
+    } else {
+        Docker::connect_with_http(&cfg.host, timeout, bollard::API_DEFAULT_VERSION)
+    }
+}
+
+/// Container ids whose cached inspection an engine event has made stale.
+#[derive(Debug, Clone, Default)]
+pub struct Invalidations(Arc<Mutex<HashSet<String>>>);
+
+impl Invalidations {
+    pub fn mark(&self, id: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(id.to_owned());
+        }
+    }
+
+    fn take(&self) -> HashSet<String> {
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// The parts of an inspection a report needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspected {
+    pub state: String,
+    pub health: Health,
+    pub failing_streak: u64,
+    pub restart_count: u64,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub started_at: Option<i64>,
+}
+
+pub fn from_inspect(r: &ContainerInspectResponse) -> Inspected {
+    let st = r.state.as_ref();
+    let health = st.and_then(|s| s.health.as_ref());
+    Inspected {
+        state: st
+            .and_then(|s| s.status)
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        health: match health.and_then(|h| h.status) {
+            Some(HealthStatusEnum::STARTING) => Health::Starting,
+            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+            _ => Health::None,
+        },
+        failing_streak: health
+            .and_then(|h| h.failing_streak)
+            .map(|n| n.max(0) as u64)
+            .unwrap_or(0),
+        restart_count: r.restart_count.map(|n| n.max(0) as u64).unwrap_or(0),
+        exit_code: st.and_then(|s| s.exit_code),
+        oom_killed: st.and_then(|s| s.oom_killed).unwrap_or(false),
+        started_at: st
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(parse_docker_time),
+    }
+}
+
+/// Docker's RFC 3339 times to ms since the epoch; its zero time means "never".
+pub fn parse_docker_time(s: &str) -> Option<i64> {
+    if s.starts_with("0001-01-01") {
+        return None;
+    }
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(s))
+        .ok()?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as i64)
+}
+
+/// CPU counters of one stats sample: (container ns, system ns, online CPUs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuCounters {
+    pub container: u64,
+    pub system: u64,
+    pub online: u32,
+}
+
+pub fn cpu_counters(s: &ContainerStatsResponse) -> Option<CpuCounters> {
+    let c = s.cpu_stats.as_ref()?;
+    let container = c.cpu_usage.as_ref()?.total_usage?;
+    let system = c.system_cpu_usage?;
+    let online = c.online_cpus.filter(|n| *n > 0).unwrap_or_else(|| {
+        c.cpu_usage
+            .as_ref()
+            .and_then(|u| u.percpu_usage.as_ref())
+            .map(|v| v.len() as u32)
+            .unwrap_or(1)
+    });
+    Some(CpuCounters {
+        container,
+        system,
+        online,
+    })
+}
+
+/// Percent of one core between two samples, as `docker stats` computes it.
+pub fn cpu_percent(prev: &CpuCounters, cur: &CpuCounters) -> Option<f64> {
+    let dc = cur.container.checked_sub(prev.container)?;
+    let ds = cur.system.checked_sub(prev.system)?;
+    if ds == 0 {
+        return None;
+    }
+    Some(dc as f64 / ds as f64 * f64::from(cur.online) * 100.0)
+}
+
+/// Memory used without the reclaimable page cache (cgroup v2 `inactive_file`, v1
+/// `total_inactive_file`), and the limit.
+pub fn memory(s: &ContainerStatsResponse) -> (Option<u64>, Option<u64>) {
+    let Some(m) = s.memory_stats.as_ref() else {
+        return (None, None);
+    };
+    let cache = m
+        .stats
+        .as_ref()
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    (m.usage.map(|u| u.saturating_sub(cache)), m.limit)
+}
+
+/// Builds one report entry from the list summary, the inspection and the stats figures.
+pub fn to_report(
+    s: &ContainerSummary,
+    i: Option<&Inspected>,
+    cpu_percent: Option<f64>,
+    mem: (Option<u64>, Option<u64>),
+) -> Container {
+    let label = |k: &str| s.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    let name = s
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    let state = i
+        .map(|i| i.state.clone())
+        .filter(|s| !s.is_empty())
+        .or_else(|| s.state.map(|st| st.to_string()))
+        .unwrap_or_default();
+    Container {
+        id: s.id.clone().unwrap_or_default(),
+        name,
+        image: s.image.clone().unwrap_or_default(),
+        state,
+        health: i.map(|i| i.health).unwrap_or(Health::None),
+        failing_streak: i.map(|i| i.failing_streak).unwrap_or(0),
+        restart_count: i.map(|i| i.restart_count).unwrap_or(0),
+        exit_code: i.and_then(|i| i.exit_code),
+        oom_killed: i.map(|i| i.oom_killed).unwrap_or(false),
+        started_at: i.and_then(|i| i.started_at),
+        swarm_service: label(LABEL_SERVICE),
+        swarm_task: label(LABEL_TASK),
+        swarm_node_id: label(LABEL_NODE),
+        cpu_percent,
+        mem_usage: mem.0,
+        mem_limit: mem.1,
+    }
+}
+
+/// Samples the containers of one engine, keeping what it needs between samples.
+pub struct ContainerCollector {
+    docker: Docker,
+    concurrency: usize,
+    inspected: HashMap<String, Inspected>,
+    prev_cpu: HashMap<String, CpuCounters>,
+    stale: Invalidations,
+}
+
+impl ContainerCollector {
+    pub fn new(docker: Docker, concurrency: usize, stale: Invalidations) -> Self {
+        ContainerCollector {
+            docker,
+            concurrency,
+            inspected: HashMap::new(),
+            prev_cpu: HashMap::new(),
+            stale,
+        }
+    }
+
+    pub async fn sample(&mut self) -> Result<Vec<Container>, bollard::errors::Error> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await?;
+        let stale = self.stale.take();
+        let ids: HashSet<&str> = list.iter().filter_map(|c| c.id.as_deref()).collect();
+        self.inspected.retain(|id, _| ids.contains(id.as_str()));
+        self.prev_cpu.retain(|id, _| ids.contains(id.as_str()));
+
+        for c in &list {
+            let Some(id) = c.id.as_deref() else { continue };
+            let listed_state = c.state.map(|s| s.to_string()).unwrap_or_default();
+            let needs = match self.inspected.get(id) {
+                None => true,
+                Some(i) => {
+                    stale.contains(id)
+                        || i.state != listed_state
+                        || matches!(i.health, Health::Starting | Health::Unhealthy)
+                }
+            };
+            if needs {
+                match self.docker.inspect_container(id, None).await {
+                    Ok(r) => {
+                        self.inspected.insert(id.to_owned(), from_inspect(&r));
+                    }
+                    // Gone between list and inspect: report what the list said.
+                    Err(e) => tracing::debug!(container = id, error = %e, "inspect failed"),
+                }
+            }
+        }
+
+        let running: Vec<String> = list
+            .iter()
+            .filter(|c| c.state.map(|s| s.to_string()).as_deref() == Some("running"))
+            .filter_map(|c| c.id.clone())
+            .collect();
+        let docker = &self.docker;
+        let stats: HashMap<String, ContainerStatsResponse> =
+            futures_util::stream::iter(running.into_iter().map(|id| async move {
+                let s = docker
+                    .stats(
+                        &id,
+                        Some(StatsOptions {
+                            stream: false,
+                            one_shot: true,
+                        }),
+                    )
+                    .try_next()
+                    .await;
+                (id, s)
+            }))
+            .buffer_unordered(self.concurrency)
+            .filter_map(|(id, r)| async move {
+                match r {
+                    Ok(Some(s)) => Some((id, s)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::debug!(container = %id, error = %e, "stats failed");
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await;
+
+        let mut out = Vec::with_capacity(list.len());
+        for c in &list {
+            let Some(id) = c.id.as_deref() else { continue };
+            let (cpu, mem) = match stats.get(id) {
+                Some(s) => {
+                    let cur = cpu_counters(s);
+                    let pct = match (self.prev_cpu.get(id), cur) {
+                        (Some(p), Some(c)) => cpu_percent(p, &c),
+                        _ => None,
+                    };
+                    match cur {
+                        Some(c) => {
+                            self.prev_cpu.insert(id.to_owned(), c);
+                        }
+                        None => {
+                            self.prev_cpu.remove(id);
+                        }
+                    }
+                    (pct, memory(s))
+                }
+                None => {
+                    self.prev_cpu.remove(id);
+                    (None, (None, None))
+                }
+            };
+            out.push(to_report(c, self.inspected.get(id), cpu, mem));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_json(total: u64, system: u64, online: u32) -> ContainerStatsResponse {
+        serde_json::from_value(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": total}, "system_cpu_usage": system,
+                          "online_cpus": online},
+            "memory_stats": {"usage": 5000, "limit": 10000,
+                             "stats": {"inactive_file": 1000}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cpu_percent_from_consecutive_one_shot_samples() {
+        let a = cpu_counters(&stats_json(1_000, 10_000, 4)).unwrap();
+        let b = cpu_counters(&stats_json(1_500, 12_000, 4)).unwrap();
+        // 500 of 2000 system ns, times 4 cores = 100 % of one core.
+        assert_eq!(cpu_percent(&a, &b), Some(100.0));
+        assert_eq!(cpu_percent(&b, &a), None, "counters reset");
+        assert_eq!(cpu_percent(&a, &a), None, "no time passed");
+    }
+
+    #[test]
+    fn memory_without_cache() {
+        assert_eq!(memory(&stats_json(0, 0, 1)), (Some(4000), Some(10000)));
+        let v1: ContainerStatsResponse = serde_json::from_value(serde_json::json!({
+            "memory_stats": {"usage": 300, "limit": 1000, "stats": {"total_inactive_file": 100}}
+        }))
+        .unwrap();
+        assert_eq!(memory(&v1), (Some(200), Some(1000)));
+    }
+
+    #[test]
+    fn inspection_fields() {
+        let r: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "abc", "RestartCount": 3,
+            "State": {"Status": "running", "Running": true, "OOMKilled": true, "ExitCode": 0,
+                      "StartedAt": "2026-11-26T18:53:35.909737130Z",
+                      "FinishedAt": "0001-01-01T00:00:00Z",
+                      "Health": {"Status": "unhealthy", "FailingStreak": 4, "Log": []}}
+        }))
+        .unwrap();
+        let i = from_inspect(&r);
+        assert_eq!(i.state, "running");
+        assert_eq!(i.health, Health::Unhealthy);
+        assert_eq!(i.failing_streak, 4);
+        assert_eq!(i.restart_count, 3);
+        assert!(i.oom_killed);
+        assert_eq!(i.started_at, Some(1_795_719_215_909));
+        assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn report_takes_swarm_labels_and_name() {
+        let s: ContainerSummary = serde_json::from_value(serde_json::json!({
+            "Id": "abc", "Names": ["/web.1.xyz"], "Image": "nginx:1", "State": "exited",
+            "Labels": {"com.docker.swarm.service.name": "web",
+                       "com.docker.swarm.task.name": "web.1.xyz",
+                       "com.docker.swarm.node.id": "n1"}
+        }))
+        .unwrap();
+        let c = to_report(&s, None, None, (None, None));
+        assert_eq!(c.name, "web.1.xyz");
+        assert_eq!(c.state, "exited");
+        assert_eq!(c.health, Health::None);
+        assert_eq!(c.swarm_service.as_deref(), Some("web"));
+        assert_eq!(c.swarm_node_id.as_deref(), Some("n1"));
+    }
+}

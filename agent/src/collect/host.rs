@@ -1,0 +1,677 @@
+//! Host health from /proc and /sys, read directly (no crate: the files are simple, and reading
+//! them ourselves keeps the agent small and lets both roots be moved for containers).
+//!
+//! The parsers are pure functions over file text; [`HostCollector`] does the reading and keeps
+//! the previous CPU counters to turn them into percentages.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use leakmon_protocol::{CpuUsage, Disk, Load, Memory, NetIf, Swap, Temperature};
+
+use crate::config::HostConfig;
+
+/// Raw jiffies of the aggregate `cpu` line of /proc/stat, in the kernel's order.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CpuTimes([u64; 10]);
+
+/// Parses /proc/stat: the aggregate CPU times and the number of CPUs listed.
+pub fn parse_stat(text: &str) -> Option<(CpuTimes, u32)> {
+    let mut total = None;
+    let mut n = 0u32;
+    for line in text.lines() {
+        let mut it = line.split_ascii_whitespace();
+        match it.next() {
+            Some("cpu") => {
+                let mut t = [0u64; 10];
+                for (slot, v) in t.iter_mut().zip(it) {
+                    *slot = v.parse().ok()?;
+                }
+                total = Some(CpuTimes(t));
+            }
+            Some(name) if name.starts_with("cpu") => n += 1,
+            _ => {}
+        }
+    }
+    total.map(|t| (t, n))
+}
+
+/// CPU usage by state between two samples, in percent. The kernel counts guest time inside
+/// user (and guest_nice inside nice), so those are subtracted to keep the sum at 100.
+pub fn cpu_usage(prev: &CpuTimes, cur: &CpuTimes) -> Option<CpuUsage> {
+    let d: Vec<f64> = prev
+        .0
+        .iter()
+        .zip(cur.0.iter())
+        .map(|(a, b)| b.saturating_sub(*a) as f64)
+        .collect();
+    let (guest, guest_nice) = (d[8], d[9]);
+    let user = (d[0] - guest).max(0.0);
+    let nice = (d[1] - guest_nice).max(0.0);
+    let total: f64 = user + nice + d[2..8].iter().sum::<f64>() + guest + guest_nice;
+    if total <= 0.0 {
+        return None;
+    }
+    let p = |x: f64| x * 100.0 / total;
+    Some(CpuUsage {
+        user: p(user),
+        nice: p(nice),
+        system: p(d[2]),
+        idle: p(d[3]),
+        iowait: p(d[4]),
+        irq: p(d[5]),
+        softirq: p(d[6]),
+        steal: p(d[7]),
+        guest: p(guest),
+        guest_nice: p(guest_nice),
+    })
+}
+
+pub fn parse_loadavg(text: &str) -> Option<Load> {
+    let mut it = text.split_ascii_whitespace().map(|s| s.parse::<f64>());
+    Some(Load {
+        load1: it.next()?.ok()?,
+        load5: it.next()?.ok()?,
+        load15: it.next()?.ok()?,
+    })
+}
+
+pub fn parse_uptime(text: &str) -> Option<u64> {
+    text.split_ascii_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .map(|s| s as u64)
+}
+
+/// Parses /proc/meminfo into memory and swap, in bytes.
+pub fn parse_meminfo(text: &str) -> Option<(Memory, Swap)> {
+    let mut get = std::collections::HashMap::new();
+    for line in text.lines() {
+        let Some((k, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let kb = rest
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(kb) = kb {
+            get.insert(k, kb * 1024);
+        }
+    }
+    let v = |k: &str| get.get(k).copied().unwrap_or(0);
+    let total = *get.get("MemTotal")?;
+    let free = v("MemFree");
+    let buffers = v("Buffers");
+    let cached = v("Cached") + v("SReclaimable");
+    // Kernels before 3.14 have no MemAvailable; estimate it as free + buffers + cache.
+    let available = get
+        .get("MemAvailable")
+        .copied()
+        .unwrap_or(free + buffers + cached);
+    let used = total.saturating_sub(free + buffers + cached);
+    let pct = |x: u64, of: u64| {
+        if of == 0 {
+            0.0
+        } else {
+            x as f64 * 100.0 / of as f64
+        }
+    };
+    let swap_total = v("SwapTotal");
+    let swap_free = v("SwapFree");
+    let swap_used = swap_total.saturating_sub(swap_free);
+    Some((
+        Memory {
+            total,
+            available,
+            used,
+            free,
+            buffers,
+            cached,
+            used_percent: pct(used, total),
+            available_percent: pct(available, total),
+        },
+        Swap {
+            total: swap_total,
+            used: swap_used,
+            free: swap_free,
+            used_percent: pct(swap_used, swap_total),
+        },
+    ))
+}
+
+/// Parses /proc/net/dev, skipping ignored interfaces.
+pub fn parse_net_dev(text: &str, ignore: &[String]) -> Vec<NetIf> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if matches_any(name, ignore) {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_ascii_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if f.len() < 16 {
+            continue;
+        }
+        out.push(NetIf {
+            interface: name.to_owned(),
+            bytes_recv: f[0],
+            packets_recv: f[1],
+            err_in: f[2],
+            drop_in: f[3],
+            bytes_sent: f[8],
+            packets_sent: f[9],
+            err_out: f[10],
+            drop_out: f[11],
+        });
+    }
+    out
+}
+
+/// `pattern` matches exactly, or as a prefix when it ends in `*`.
+pub fn matches_any(name: &str, patterns: &[String]) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == p,
+    })
+}
+
+/// One line of /proc/<pid>/mounts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    pub device: String,
+    pub path: String,
+    pub fstype: String,
+}
+
+/// Filesystem types the kernel lists as `nodev` in /proc/filesystems are virtual (proc, tmpfs,
+/// overlay, cgroup...), except these, which hold real data without a block device.
+const NODEV_REAL: &[&str] = &[
+    "zfs", "nfs", "nfs4", "cifs", "smb3", "9p", "virtiofs", "ceph",
+];
+
+/// Virtual filesystems from /proc/filesystems.
+pub fn parse_nodev(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("nodev"))
+        .map(|fs| fs.trim().to_owned())
+        .filter(|fs| !NODEV_REAL.contains(&fs.as_str()))
+        .collect()
+}
+
+/// The real filesystems of a mount table: no virtual ones, no ignored paths, each device
+/// once (bind mounts of the same device show at their shortest path).
+pub fn real_mounts(mounts_text: &str, nodev: &HashSet<String>, ignore: &[String]) -> Vec<Mount> {
+    let mut by_device: Vec<Mount> = Vec::new();
+    for line in mounts_text.lines() {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(device), Some(path), Some(fstype)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let path = unescape_mount(path);
+        if nodev.contains(fstype)
+            || matches!(fstype, "squashfs" | "iso9660" | "autofs")
+            || matches_any(&path, ignore)
+        {
+            continue;
+        }
+        let m = Mount {
+            device: unescape_mount(device),
+            path,
+            fstype: fstype.to_owned(),
+        };
+        match by_device.iter_mut().find(|x| x.device == m.device) {
+            Some(x) if m.path.len() < x.path.len() => *x = m,
+            Some(_) => {}
+            None => by_device.push(m),
+        }
+    }
+    by_device
+}
+
+/// Mount tables escape space, tab, newline and backslash as octal (`\040`).
+fn unescape_mount(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_owned();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| {
+            b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) && d[0] <= b'3'
+        });
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Usage of one filesystem from statvfs numbers.
+pub fn disk_usage(m: &Mount, s: &FsStat) -> Disk {
+    let total = s.blocks * s.frsize;
+    let free_all = s.bfree * s.frsize;
+    let avail = s.bavail * s.frsize;
+    let used = total.saturating_sub(free_all);
+    let denom = used + avail;
+    Disk {
+        path: m.path.clone(),
+        device: m.device.clone(),
+        fstype: m.fstype.clone(),
+        total,
+        used,
+        free: avail,
+        used_percent: if denom == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / denom as f64
+        },
+        inodes_total: s.files,
+        inodes_used: s.files.saturating_sub(s.ffree),
+        inodes_free: s.ffree,
+    }
+}
+
+/// The statvfs numbers we use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsStat {
+    pub frsize: u64,
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+}
+
+fn statvfs(path: &Path) -> Option<FsStat> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `s` points to writable memory of the
+    // right type; statvfs only writes to it, and we read it only when it returned 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let s = unsafe { s.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field widths differ between targets
+    Some(FsStat {
+        frsize: if s.f_frsize > 0 {
+            s.f_frsize as u64
+        } else {
+            s.f_bsize as u64
+        },
+        blocks: s.f_blocks as u64,
+        bfree: s.f_bfree as u64,
+        bavail: s.f_bavail as u64,
+        files: s.f_files as u64,
+        ffree: s.f_ffree as u64,
+    })
+}
+
+/// Everything one host sample holds, before it gets a header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSample {
+    pub hostname: String,
+    pub uptime_s: u64,
+    pub n_cpus: u32,
+    pub cpu: Option<CpuUsage>,
+    pub load: Load,
+    pub mem: Memory,
+    pub swap: Swap,
+    pub disks: Vec<Disk>,
+    pub net: Vec<NetIf>,
+    pub temps: Vec<Temperature>,
+}
+
+/// Reads host health; keeps the previous CPU counters between samples.
+pub struct HostCollector {
+    cfg: HostConfig,
+    /// `self` natively; `1` when /proc is the host's mounted elsewhere, so that per-namespace
+    /// files (mounts, net/dev) are the host's, not the container's.
+    pid_dir: &'static str,
+    prev_cpu: Option<CpuTimes>,
+    nodev: HashSet<String>,
+}
+
+impl HostCollector {
+    pub fn new(cfg: HostConfig) -> Self {
+        let pid_dir = if cfg.proc_root == Path::new("/proc") {
+            "self"
+        } else {
+            "1"
+        };
+        let nodev = std::fs::read_to_string(cfg.proc_root.join("filesystems"))
+            .map(|t| parse_nodev(&t))
+            .unwrap_or_default();
+        HostCollector {
+            cfg,
+            pid_dir,
+            prev_cpu: None,
+            nodev,
+        }
+    }
+
+    fn proc(&self, rel: &str) -> PathBuf {
+        self.cfg.proc_root.join(rel)
+    }
+
+    fn read(&self, path: &Path) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+
+    /// Takes one sample. Files that cannot be read leave their part empty rather than failing
+    /// the sample: a missing sensor or an unreadable mount is not an outage.
+    pub fn sample(&mut self) -> HostSample {
+        let (cpu, n_cpus) = match self.read(&self.proc("stat")).and_then(|t| parse_stat(&t)) {
+            Some((cur, n)) => {
+                let usage = self.prev_cpu.and_then(|p| cpu_usage(&p, &cur));
+                self.prev_cpu = Some(cur);
+                (usage, n)
+            }
+            None => (None, 0),
+        };
+        let (mem, swap) = self
+            .read(&self.proc("meminfo"))
+            .and_then(|t| parse_meminfo(&t))
+            .unwrap_or_default();
+        HostSample {
+            hostname: self
+                .read(&self.proc("sys/kernel/hostname"))
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            uptime_s: self
+                .read(&self.proc("uptime"))
+                .and_then(|t| parse_uptime(&t))
+                .unwrap_or(0),
+            n_cpus,
+            cpu,
+            load: self
+                .read(&self.proc("loadavg"))
+                .and_then(|t| parse_loadavg(&t))
+                .unwrap_or_default(),
+            mem,
+            swap,
+            disks: self.disks(),
+            net: self
+                .read(&self.proc(&format!("{}/net/dev", self.pid_dir)))
+                .map(|t| parse_net_dev(&t, &self.cfg.net_ignore))
+                .unwrap_or_default(),
+            temps: read_temperatures(&self.cfg.sys_root),
+        }
+    }
+
+    fn disks(&self) -> Vec<Disk> {
+        let Some(text) = self.read(&self.proc(&format!("{}/mounts", self.pid_dir))) else {
+            return Vec::new();
+        };
+        real_mounts(&text, &self.nodev, &self.cfg.disk_ignore)
+            .iter()
+            .filter_map(|m| {
+                let at = self
+                    .cfg
+                    .rootfs
+                    .join(m.path.strip_prefix('/').unwrap_or(&m.path));
+                let s = statvfs(&at)?;
+                (s.blocks > 0).then(|| disk_usage(m, &s))
+            })
+            .collect()
+    }
+}
+
+/// Temperatures from hwmon (`tempN_input`, millidegrees) and thermal zones (`temp`).
+/// Absent directories or unreadable sensors yield nothing, not an error.
+pub fn read_temperatures(sys_root: &Path) -> Vec<Temperature> {
+    let mut out = Vec::new();
+    for dir in sorted_entries(&sys_root.join("class/hwmon")) {
+        let name = read_trim(&dir.join("name")).unwrap_or_else(|| file_name(&dir));
+        for f in sorted_entries(&dir) {
+            let fname = file_name(&f);
+            let Some(idx) = fname
+                .strip_prefix("temp")
+                .and_then(|r| r.strip_suffix("_input"))
+            else {
+                continue;
+            };
+            let Some(milli) = read_trim(&f).and_then(|v| v.parse::<i64>().ok()) else {
+                continue;
+            };
+            let label = read_trim(&dir.join(format!("temp{idx}_label")))
+                .unwrap_or_else(|| format!("temp{idx}"));
+            out.push(Temperature {
+                sensor: sensor_name(&format!("{name}_{label}")),
+                temp: milli as f64 / 1000.0,
+            });
+        }
+    }
+    for dir in sorted_entries(&sys_root.join("class/thermal")) {
+        if !file_name(&dir).starts_with("thermal_zone") {
+            continue;
+        }
+        let Some(milli) = read_trim(&dir.join("temp")).and_then(|v| v.parse::<i64>().ok()) else {
+            continue;
+        };
+        let kind = read_trim(&dir.join("type")).unwrap_or_else(|| file_name(&dir));
+        out.push(Temperature {
+            sensor: sensor_name(&kind),
+            temp: milli as f64 / 1000.0,
+        });
+    }
+    out
+}
+
+/// Lower case, spaces to underscores: `coretemp_Package id 0` -> `coretemp_package_id_0`.
+fn sensor_name(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "cpu  100 10 50 800 20 5 5 10 0 0\n\
+cpu0 50 5 25 400 10 2 3 5 0 0\n\
+cpu1 50 5 25 400 10 3 2 5 0 0\n\
+intr 12345\nctxt 999\n";
+
+    #[test]
+    fn stat_and_cpu_usage() {
+        let (a, n) = parse_stat(STAT).unwrap();
+        assert_eq!(n, 2);
+        let b = CpuTimes([150, 10, 75, 1000, 20, 5, 5, 10, 0, 0]);
+        let u = cpu_usage(&a, &b).unwrap();
+        // deltas: user 50, system 25, idle 200 of 275
+        assert!((u.user - 50.0 * 100.0 / 275.0).abs() < 1e-9);
+        assert!((u.idle - 200.0 * 100.0 / 275.0).abs() < 1e-9);
+        let sum = u.user + u.nice + u.system + u.idle + u.iowait + u.irq + u.softirq + u.steal;
+        assert!((sum + u.guest + u.guest_nice - 100.0).abs() < 1e-9);
+        assert!(cpu_usage(&a, &a).is_none(), "no time passed");
+    }
+
+    #[test]
+    fn guest_time_is_not_counted_twice() {
+        let a = CpuTimes([0; 10]);
+        let b = CpuTimes([100, 0, 0, 100, 0, 0, 0, 0, 40, 0]);
+        let u = cpu_usage(&a, &b).unwrap();
+        assert!((u.user - 30.0).abs() < 1e-9);
+        assert!((u.guest - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn counters_going_backwards_do_not_underflow() {
+        let a = CpuTimes([100; 10]);
+        let b = CpuTimes([50; 10]);
+        assert!(cpu_usage(&a, &b).is_none());
+    }
+
+    #[test]
+    fn load_uptime() {
+        let l = parse_loadavg("0.52 0.58 0.59 2/1234 5678\n").unwrap();
+        assert_eq!((l.load1, l.load5, l.load15), (0.52, 0.58, 0.59));
+        assert_eq!(parse_uptime("350735.47 234388.90\n"), Some(350735));
+        assert!(parse_loadavg("").is_none());
+    }
+
+    #[test]
+    fn meminfo() {
+        let t = "MemTotal:        1000 kB\nMemFree:          100 kB\nMemAvailable:     600 kB\n\
+Buffers:           50 kB\nCached:           300 kB\nSReclaimable:      50 kB\n\
+SwapTotal:        200 kB\nSwapFree:         150 kB\n";
+        let (m, s) = parse_meminfo(t).unwrap();
+        assert_eq!(m.total, 1000 * 1024);
+        assert_eq!(m.cached, 350 * 1024);
+        assert_eq!(m.used, 500 * 1024);
+        assert!((m.used_percent - 50.0).abs() < 1e-9);
+        assert!((m.available_percent - 60.0).abs() < 1e-9);
+        assert_eq!(s.used, 50 * 1024);
+        assert!((s.used_percent - 25.0).abs() < 1e-9);
+        assert!(parse_meminfo("MemFree: 1 kB\n").is_none());
+    }
+
+    #[test]
+    fn net_dev() {
+        let t = "Inter-|   Receive                                                |  Transmit\n\
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n\
+    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0\n\
+  eth0: 5000 50 1 2 0 0 0 0 7000 70 3 4 0 0 0 0\n\
+vethab12: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n";
+        let v = parse_net_dev(t, &["lo".into(), "veth*".into()]);
+        assert_eq!(v.len(), 1);
+        let e = &v[0];
+        assert_eq!(e.interface, "eth0");
+        assert_eq!(
+            (e.bytes_recv, e.packets_recv, e.err_in, e.drop_in),
+            (5000, 50, 1, 2)
+        );
+        assert_eq!(
+            (e.bytes_sent, e.packets_sent, e.err_out, e.drop_out),
+            (7000, 70, 3, 4)
+        );
+    }
+
+    #[test]
+    fn mounts_keep_only_real_filesystems() {
+        let fs = "nodev\tsysfs\nnodev\tproc\nnodev\ttmpfs\nnodev\toverlay\n\text4\nnodev\tzfs\n";
+        let nodev = parse_nodev(fs);
+        assert!(nodev.contains("tmpfs") && !nodev.contains("zfs") && !nodev.contains("ext4"));
+        let mounts = "sysfs /sys sysfs rw 0 0\nproc /proc proc rw 0 0\n\
+/dev/sda1 / ext4 rw 0 0\n/dev/sda1 /var/lib/docker/x ext4 rw 0 0\n\
+/dev/sda1 /srv/bind ext4 rw 0 0\ntmpfs /run tmpfs rw 0 0\n\
+overlay /var/lib/docker/overlay2/abc/merged overlay rw 0 0\n\
+/dev/sdb1 /mnt/my\\040data ext4 rw 0 0\ntank/data /tank zfs rw 0 0\n\
+/dev/loop0 /snap/core squashfs ro 0 0\n";
+        let m = real_mounts(mounts, &nodev, &["/var/lib/docker/*".into()]);
+        let paths: Vec<&str> = m.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths, vec!["/", "/mnt/my data", "/tank"]);
+    }
+
+    #[test]
+    fn disk_usage_like_df() {
+        let m = Mount {
+            device: "/dev/sda1".into(),
+            path: "/".into(),
+            fstype: "ext4".into(),
+        };
+        let d = disk_usage(
+            &m,
+            &FsStat {
+                frsize: 4096,
+                blocks: 1000,
+                bfree: 300,
+                bavail: 250,
+                files: 100,
+                ffree: 40,
+            },
+        );
+        assert_eq!(d.total, 4096 * 1000);
+        assert_eq!(d.used, 4096 * 700);
+        assert_eq!(d.free, 4096 * 250);
+        assert!((d.used_percent - 700.0 * 100.0 / 950.0).abs() < 1e-9);
+        assert_eq!(d.inodes_used, 60);
+    }
+
+    #[test]
+    fn temperatures_from_a_fake_sys() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path();
+        let hw = sys.join("class/hwmon/hwmon0");
+        std::fs::create_dir_all(&hw).unwrap();
+        std::fs::write(hw.join("name"), "coretemp\n").unwrap();
+        std::fs::write(hw.join("temp1_input"), "45500\n").unwrap();
+        std::fs::write(hw.join("temp1_label"), "Package id 0\n").unwrap();
+        std::fs::write(hw.join("temp2_input"), "41000\n").unwrap();
+        let tz = sys.join("class/thermal/thermal_zone0");
+        std::fs::create_dir_all(&tz).unwrap();
+        std::fs::write(tz.join("type"), "cpu-thermal\n").unwrap();
+        std::fs::write(tz.join("temp"), "48312\n").unwrap();
+        std::fs::create_dir_all(sys.join("class/thermal/cooling_device0")).unwrap();
+        let t = read_temperatures(sys);
+        let got: Vec<(&str, f64)> = t.iter().map(|t| (t.sensor.as_str(), t.temp)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("coretemp_package_id_0", 45.5),
+                ("coretemp_temp2", 41.0),
+                ("cpu-thermal", 48.312)
+            ]
+        );
+        assert!(read_temperatures(&sys.join("nonexistent")).is_empty());
+    }
+
+    #[test]
+    fn real_proc_sample_is_plausible() {
+        let mut c = HostCollector::new(HostConfig::default());
+        let a = c.sample();
+        assert!(a.n_cpus >= 1);
+        assert!(a.mem.total > 0);
+        assert!(a.uptime_s > 0);
+        assert!(a.cpu.is_none(), "first sample has no usage");
+        assert!(a.disks.iter().any(|d| d.total > 0), "{:?}", a.disks);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let b = c.sample();
+        if let Some(u) = b.cpu {
+            assert!(u.idle >= 0.0 && u.idle <= 100.0);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The collectors and the tasks that drive them: the sampling tick and the engine events.
+
+pub mod containers;
+pub mod host;
+
+use std::time::Duration;
+
+use bollard::Docker;
+use futures_util::StreamExt;
+use leakmon_protocol::{Identity, SwarmRole};
+use tokio::sync::{mpsc, watch};
+
+use crate::events;
+use crate::publish::{now_ms, Report};
+use containers::{ContainerCollector, Invalidations};
+use host::HostCollector;
+
+/// How often the engine's identity (Swarm membership, version) is re-read.
+const IDENTITY_EVERY: Duration = Duration::from_secs(60);
+
+/// Fills in what the engine knows about this node; clears it when the engine is away.
+pub async fn engine_identity(docker: &Docker, base: &Identity) -> Identity {
+    let mut id = base.clone();
+    match docker.info().await {
+        Ok(info) => {
+            id.engine_version = info.server_version;
+            if let Some(sw) = info.swarm {
+                id.swarm_node_id = sw.node_id.filter(|s| !s.is_empty());
+                id.swarm_role = id.swarm_node_id.as_ref().map(|_| {
+                    if sw.control_available == Some(true) {
+                        SwarmRole::Manager
+                    } else {
+                        SwarmRole::Worker
+                    }
+                });
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "engine info unavailable"),
+    }
+    id
+}
+
+/// Samples host and containers every `interval` and hands the reports to the publisher.
+pub async fn sampler(
+    interval: Duration,
+    mut host: HostCollector,
+    docker: Option<(Docker, ContainerCollector)>,
+    tx: mpsc::Sender<Report>,
+    identity: watch::Sender<Identity>,
+    base: Identity,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut docker = docker;
+    let mut engine_ok: Option<bool> = None;
+    let mut identity_at = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let ts = now_ms();
+        let sample = Box::new(host.sample());
+        if tx.send(Report::Host { ts, sample }).await.is_err() {
+            return;
+        }
+        let Some((client, collector)) = docker.as_mut() else {
+            continue;
+        };
+        let ts = now_ms();
+        let result = collector.sample().await.map_err(|e| e.to_string());
+        let ok = result.is_ok();
+        if engine_ok != Some(ok) {
+            match &result {
+                Ok(_) => tracing::info!("Docker engine answers; reporting containers"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Docker engine unavailable; host metrics go on")
+                }
+            }
+        }
+        let refresh = engine_ok != Some(ok) || identity_at.elapsed() >= IDENTITY_EVERY;
+        engine_ok = Some(ok);
+        if tx.send(Report::Containers { ts, result }).await.is_err() {
+            return;
+        }
+        if refresh {
+            identity_at = tokio::time::Instant::now();
+            let id = engine_identity(client, &base).await;
+            identity.send_if_modified(|cur| {
+                let changed = *cur != id;
+                *cur = id;
+                changed
+            });
+        }
+    }
+}
+
+/// Forwards engine events as they happen; reconnects to the event stream when it breaks.
+pub async fn event_watcher(docker: Docker, tx: mpsc::Sender<Report>, stale: Invalidations) {
+    loop {
+        let mut stream = events::stream(&docker);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(m) => {
+                    if let Some(e) = events::from_message(&m, now_ms()) {
+                        stale.mark(&e.container_id);
+                        tracing::debug!(action = %e.action, container = %e.container_name, "engine event");
+                        if tx.send(Report::Event(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "engine event stream broke");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,267 @@
+//! The agent's configuration (`/etc/leakmon/agent.toml`). Key names are a contract; every
+//! key is documented in docs/config.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leakmon_common::config::{ByteSize, ConfigError, Dur};
+use leakmon_common::mqtt::{Connector, MqttSettings};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_PATH: &str = "/etc/leakmon/agent.toml";
+pub const ENV_PREFIX: &str = "LEAKMON_AGENT";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Node name in topics and tags; default: the hostname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Sampling interval of host and container health.
+    pub interval: Dur,
+    /// Where the agent keeps its counters (run and connection sequence numbers).
+    pub state_dir: PathBuf,
+    pub host: HostConfig,
+    pub mqtt: MqttSettings,
+    pub docker: DockerConfig,
+    pub buffer: BufferConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Where the host's /proc is mounted (`/host/proc` in a container).
+    pub proc_root: PathBuf,
+    /// Where the host's /sys is mounted.
+    pub sys_root: PathBuf,
+    /// Where the host's root filesystem is mounted, to measure its filesystems (`/` natively).
+    pub rootfs: PathBuf,
+    /// Interfaces not reported; a trailing `*` matches a prefix.
+    pub net_ignore: Vec<String>,
+    /// Mount points not reported; a trailing `*` matches a prefix.
+    pub disk_ignore: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Set false on a host without Docker: container reports are then not sent.
+    pub enabled: bool,
+    /// `unix:///var/run/docker.sock` or `tcp://host:2375`.
+    pub host: String,
+    /// Time limit of one request to the engine.
+    pub timeout: Dur,
+    /// Stats requests in flight at once.
+    pub stats_concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// Memory the queue may hold while the broker is away; the oldest messages go first.
+    pub max_bytes: ByteSize,
+    /// With this set, messages queued while disconnected are kept on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+    /// Disk the spool may use; the oldest messages go first.
+    pub spool_max_bytes: ByteSize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: None,
+            interval: Dur::secs(5),
+            state_dir: "/var/lib/leakmon".into(),
+            host: HostConfig::default(),
+            mqtt: MqttSettings::default(),
+            docker: DockerConfig::default(),
+            buffer: BufferConfig::default(),
+        }
+    }
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            proc_root: "/proc".into(),
+            sys_root: "/sys".into(),
+            rootfs: "/".into(),
+            net_ignore: vec!["lo".into(), "veth*".into()],
+            disk_ignore: vec!["/var/lib/docker/*".into(), "/run/*".into()],
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: true,
+            host: "unix:///var/run/docker.sock".into(),
+            timeout: Dur::secs(5),
+            stats_concurrency: 4,
+        }
+    }
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            max_bytes: ByteSize::mib(4),
+            spool_dir: None,
+            spool_max_bytes: ByteSize::mib(64),
+        }
+    }
+}
+
+/// The config after every check, with derived values filled in.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub cfg: Config,
+    pub node: String,
+    pub interval: Duration,
+    pub mqtt: Connector,
+}
+
+impl Config {
+    pub fn load(path: &std::path::Path, required: bool) -> Result<Config, ConfigError> {
+        leakmon_common::config::load(path, required, ENV_PREFIX, std::env::vars())
+    }
+
+    /// Semantic checks; `hostname` is the default node name.
+    pub fn check(mut self, hostname: &str) -> Result<Checked, ConfigError> {
+        let node = self.node.clone().unwrap_or_else(|| hostname.to_owned());
+        leakmon_protocol::topics::validate_node(&node).map_err(|e| {
+            ConfigError::new(
+                "node",
+                format!("{e}; set `node` to a name like \"edge-01\""),
+            )
+        })?;
+        let interval = self.interval.0;
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "interval",
+                "must be between 100ms and 1h, e.g. \"5s\"",
+            ));
+        }
+        let mqtt = self.mqtt.connector("mqtt")?;
+        let d = &self.docker;
+        if !(d.host.starts_with("unix://")
+            || d.host.starts_with("tcp://")
+            || d.host.starts_with("http://"))
+        {
+            return Err(ConfigError::new(
+                "docker.host",
+                "must start with unix:// (a socket path) or tcp:// (host:port)",
+            ));
+        }
+        if d.timeout.0.is_zero() {
+            return Err(ConfigError::new("docker.timeout", "must be above zero"));
+        }
+        if !(1..=64).contains(&d.stats_concurrency) {
+            return Err(ConfigError::new(
+                "docker.stats_concurrency",
+                "must be between 1 and 64",
+            ));
+        }
+        if self.buffer.max_bytes.0 < 64 * 1024 {
+            return Err(ConfigError::new(
+                "buffer.max_bytes",
+                "must be at least 64KiB (a few minutes of samples)",
+            ));
+        }
+        if self.buffer.spool_dir.is_some() && self.buffer.spool_max_bytes.0 < 1 << 20 {
+            return Err(ConfigError::new(
+                "buffer.spool_max_bytes",
+                "must be at least 1MiB",
+            ));
+        }
+        for (key, p) in [
+            ("host.proc_root", &self.host.proc_root),
+            ("host.sys_root", &self.host.sys_root),
+            ("host.rootfs", &self.host.rootfs),
+            ("state_dir", &self.state_dir),
+        ] {
+            if !p.is_absolute() {
+                return Err(ConfigError::new(key, "must be an absolute path"));
+            }
+        }
+        if self.mqtt.client_id.is_none() {
+            self.mqtt.client_id = Some(format!("leakmon-agent-{node}"));
+        }
+        Ok(Checked {
+            cfg: self,
+            node,
+            interval,
+            mqtt,
+        })
+    }
+
+    /// The config for `--print-config`, with secrets masked.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if c.mqtt.password.is_some() {
+            c.mqtt.password = Some("********".into());
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Checked, ConfigError> {
+        let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string()));
+        leakmon_common::config::from_str_with_env::<Config>(text, "agent.toml", ENV_PREFIX, env)?
+            .check("host-1")
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../config/agent.toml");
+        let c = parse(text, &[]).unwrap();
+        assert_eq!(c.node, "edge-01");
+        assert_eq!(c.interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn defaults_and_env() {
+        let c = parse("", &[("LEAKMON_AGENT__MQTT__URL", "mqtt://10.0.0.1:1884")]).unwrap();
+        assert_eq!(c.node, "host-1");
+        assert_eq!(c.mqtt.endpoint.port, 1884);
+        assert_eq!(
+            c.cfg.mqtt.client_id.as_deref(),
+            Some("leakmon-agent-host-1")
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        for (text, key) in [
+            ("node = \"a/b\"", "node"),
+            ("interval = \"10ms\"", "interval"),
+            ("interval = 5", "interval"),
+            ("[mqtt]\nurl = \"http://x\"", "mqtt.url"),
+            ("[docker]\nhost = \"/var/run/docker.sock\"", "docker.host"),
+            (
+                "[docker]\nstats_concurrency = 0",
+                "docker.stats_concurrency",
+            ),
+            ("[buffer]\nmax_bytes = \"1KiB\"", "buffer.max_bytes"),
+            ("[host]\nproc_root = \"proc\"", "host.proc_root"),
+        ] {
+            let e = parse(text, &[]).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+        let e = parse("[mqttt]\nurl = \"x\"", &[]).unwrap_err();
+        assert!(e.message.contains("unknown field `mqttt`"), "{e}");
+    }
+
+    #[test]
+    fn redaction() {
+        let c = parse("[mqtt]\nusername = \"u\"\npassword = \"secret\"", &[]).unwrap();
+        let printed = leakmon_common::config::to_toml(&c.cfg.redacted());
+        assert!(!printed.contains("secret"));
+    }
+}

@@ -1,0 +1,253 @@
+//! `leakmon-agent`: host and container health of one node, published over MQTT.
+//!
+//! Thin binary: flags, config, logging, then [`run`] wires the collectors to the publisher.
+//! Module map: `config` (keys and checks), `collect` (host from /proc and /sys, containers and
+//! identity from Docker), `events` (engine events), `queue` / `spool` / `outbox` (store and
+//! forward), `state` (counters kept on disk), `publish` (the MQTT shell).
+
+mod collect;
+mod config;
+mod events;
+mod outbox;
+mod publish;
+mod queue;
+mod spool;
+mod state;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use leakmon_protocol::{Identity, Topics};
+use tokio::sync::{mpsc, watch};
+
+use config::{Checked, Config};
+
+const USAGE: &str = "\
+leakmon-agent: host and container health over MQTT
+
+Usage: leakmon-agent [--config PATH] [--check-config | --print-config | --version]
+
+  --config PATH    config file (default /etc/leakmon/agent.toml; optional at that path)
+  --check-config   validate the config and exit (0 valid, 2 invalid)
+  --print-config   print the effective config (file + environment) and exit
+  --version        print the version and exit
+
+Every key can be set by environment: mqtt.url -> LEAKMON_AGENT__MQTT__URL.
+Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
+
+struct Args {
+    config: Option<PathBuf>,
+    check: bool,
+    print: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        check: false,
+        print: false,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--config" | "-c") => {
+                args.config = Some(it.next().ok_or("--config needs a path")?.into());
+            }
+            Some(s) if s.starts_with("--config=") => {
+                args.config = Some(s["--config=".len()..].into());
+            }
+            Some("--check-config") => args.check = true,
+            Some("--print-config") => args.print = true,
+            Some("--version" | "-V") => {
+                println!("leakmon-agent {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            Some("--help" | "-h") => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            _ => return Err(format!("unknown argument {a:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    let checked = match Config::load(&path, required).and_then(|c| c.check(&local_hostname())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("leakmon-agent: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print {
+        print!(
+            "{}",
+            leakmon_common::config::to_toml(&checked.cfg.redacted())
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.check {
+        println!("configuration OK (node {})", checked.node);
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leakmon-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(checked)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "leakmon-agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEAKMON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(c: Checked) -> anyhow::Result<()> {
+    let Checked {
+        cfg,
+        node,
+        interval,
+        mqtt,
+    } = c;
+    let state = state::State::open(&cfg.state_dir, publish::now_ms());
+    let spool = match &cfg.buffer.spool_dir {
+        Some(dir) => Some(
+            spool::Spool::open(dir, cfg.buffer.spool_max_bytes.0)
+                .with_context(|| format!("cannot open the spool in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let outbox = outbox::Outbox::new(
+        usize::try_from(cfg.buffer.max_bytes.0).unwrap_or(usize::MAX),
+        spool,
+    );
+    let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
+    let host = collect::host::HostCollector::new(cfg.host.clone());
+
+    let base = Identity {
+        hostname: local_hostname(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        arch: std::env::consts::ARCH.into(),
+        interval_ms: interval.as_millis() as u64,
+        ..Default::default()
+    };
+    let stale = collect::containers::Invalidations::default();
+    let docker = if cfg.docker.enabled {
+        Some(collect::containers::connect(&cfg.docker).context("docker.host")?)
+    } else {
+        None
+    };
+    let first_identity = match &docker {
+        Some(d) => collect::engine_identity(d, &base).await,
+        None => base.clone(),
+    };
+    let (identity_tx, identity_rx) = watch::channel(first_identity);
+    let (tx, rx) = mpsc::channel(64);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+
+    tracing::info!(
+        node = %node,
+        run = state.run(),
+        broker = %cfg.mqtt.url,
+        interval_ms = interval.as_millis() as u64,
+        docker = cfg.docker.enabled,
+        spool = cfg.buffer.spool_dir.is_some(),
+        "leakmon-agent starting"
+    );
+    let publisher = publish::Publisher {
+        connector: mqtt,
+        client_id: cfg.mqtt.client_id.clone().unwrap_or_default(),
+        encoder: publish::Encoder::new(topics, node, state.run()),
+        state,
+        outbox,
+        reports: rx,
+        identity: identity_rx,
+        shutdown: shutdown_rx,
+        ready: Some(ready_tx),
+    };
+    let publisher = tokio::spawn(publisher.run());
+    let _ = ready_rx.await;
+
+    let collectors = docker.map(|d| {
+        let c = collect::containers::ContainerCollector::new(
+            d.clone(),
+            cfg.docker.stats_concurrency,
+            stale.clone(),
+        );
+        (d, c)
+    });
+    let watcher = collectors
+        .as_ref()
+        .map(|(d, _)| tokio::spawn(collect::event_watcher(d.clone(), tx.clone(), stale)));
+    let sampler = tokio::spawn(collect::sampler(
+        interval,
+        host,
+        collectors,
+        tx,
+        identity_tx,
+        base,
+    ));
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: delivering what is queued and saying goodbye");
+    sampler.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    let _ = shutdown_tx.send(true);
+    publisher.await.context("publisher task")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

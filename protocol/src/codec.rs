@@ -1,0 +1,318 @@
+//! JSON encoding and checked decoding.
+//!
+//! [`decode`] is what a consumer should call on anything that arrives from the network: it
+//! bounds the size, parses, checks the version and that the payload's node matches the topic's.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Header, Status, PROTOCOL_VERSION};
+
+/// Payloads larger than this are refused without parsing. An agent's largest message (a
+/// containers report of a few hundred containers) stays well below it.
+pub const MAX_PAYLOAD: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload of {0} bytes is over the {MAX_PAYLOAD}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed JSON: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("protocol version {0} is not supported (this build speaks {PROTOCOL_VERSION})")]
+    Version(u32),
+    #[error("payload names node `{payload}` but was published under node `{topic}`")]
+    NodeMismatch { topic: String, payload: String },
+}
+
+impl DecodeError {
+    /// A short stable label, for counters and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge(_) => "too_large",
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::Version(_) => "version",
+            DecodeError::NodeMismatch { .. } => "node_mismatch",
+        }
+    }
+}
+
+/// Messages that know their version and node, so [`decode`] can check them.
+pub trait Versioned {
+    fn version(&self) -> u32;
+    fn node(&self) -> &str;
+}
+
+impl Versioned for Status {
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+macro_rules! versioned_by_header {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn version(&self) -> u32 { self.header.v }
+            fn node(&self) -> &str { &self.header.node }
+        }
+    )*};
+}
+versioned_by_header!(
+    crate::HostReport,
+    crate::ContainersReport,
+    crate::EventReport
+);
+
+impl Versioned for Header {
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+/// Encodes a message as compact JSON.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no custom
+    // serialisers that error.
+    serde_json::to_vec(msg).unwrap_or_default()
+}
+
+/// Decodes a payload that arrived on `topic_node`'s topic, checking size, version and node.
+pub fn decode<T: DeserializeOwned + Versioned>(
+    topic_node: &str,
+    payload: &[u8],
+) -> Result<T, DecodeError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(DecodeError::TooLarge(payload.len()));
+    }
+    // Check the version before the full shape, so a future version with a changed shape is
+    // reported as a version problem rather than as malformed.
+    #[derive(serde::Deserialize)]
+    struct V {
+        v: u32,
+    }
+    let v: V = serde_json::from_slice(payload)?;
+    if v.v != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(v.v));
+    }
+    let msg: T = serde_json::from_slice(payload)?;
+    if msg.node() != topic_node {
+        return Err(DecodeError::NodeMismatch {
+            topic: topic_node.to_owned(),
+            payload: msg.node().to_owned(),
+        });
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+
+    fn header(seq: u64) -> Header {
+        Header {
+            v: PROTOCOL_VERSION,
+            node: "edge-01".into(),
+            run: 3,
+            seq,
+            ts: 1_764_180_000_123,
+        }
+    }
+
+    fn host() -> HostReport {
+        HostReport {
+            header: header(1),
+            hostname: "edge-01".into(),
+            uptime_s: 1234,
+            n_cpus: 4,
+            cpu: Some(CpuUsage {
+                user: 12.5,
+                system: 3.0,
+                idle: 84.5,
+                ..Default::default()
+            }),
+            load: Load {
+                load1: 0.5,
+                load5: 0.25,
+                load15: 0.125,
+            },
+            mem: Memory {
+                total: 4 << 30,
+                available: 3 << 30,
+                used: 1 << 30,
+                free: 2 << 30,
+                buffers: 1 << 20,
+                cached: 1 << 29,
+                used_percent: 25.0,
+                available_percent: 75.0,
+            },
+            swap: Swap::default(),
+            disks: vec![Disk {
+                path: "/".into(),
+                device: "/dev/sda1".into(),
+                fstype: "ext4".into(),
+                total: 100,
+                used: 40,
+                free: 60,
+                used_percent: 40.0,
+                inodes_total: 10,
+                inodes_used: 1,
+                inodes_free: 9,
+            }],
+            net: vec![NetIf {
+                interface: "eth0".into(),
+                bytes_recv: 1,
+                ..Default::default()
+            }],
+            temps: vec![Temperature {
+                sensor: "cpu_thermal".into(),
+                temp: 48.3,
+            }],
+            buffer: BufferStats {
+                dropped_total: 7,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn host_round_trip() {
+        let h = host();
+        let bytes = encode(&h);
+        let back: HostReport = decode("edge-01", &bytes).unwrap();
+        assert_eq!(back, h);
+        // Flat header fields at the top level, as documented.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["ts"], 1_764_180_000_123i64);
+        assert_eq!(v["mem"]["used_percent"], 25.0);
+    }
+
+    #[test]
+    fn status_round_trip_birth_and_will() {
+        let birth = Status {
+            v: 1,
+            node: "edge-01".into(),
+            state: NodeState::Online,
+            seq: 9,
+            reason: None,
+            ts: 5,
+            identity: Some(Identity {
+                hostname: "edge-01".into(),
+                agent_version: "0.1.0".into(),
+                arch: "aarch64".into(),
+                interval_ms: 5000,
+                swarm_node_id: Some("abc".into()),
+                swarm_role: Some(SwarmRole::Manager),
+                engine_version: Some("20.10.24".into()),
+            }),
+        };
+        let bytes = encode(&birth);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["state"], "online");
+        assert_eq!(v["swarm_role"], "manager");
+        assert!(v.get("reason").is_none());
+        assert_eq!(decode::<Status>("edge-01", &bytes).unwrap(), birth);
+
+        let will = Status {
+            v: 1,
+            node: "edge-01".into(),
+            state: NodeState::Offline,
+            seq: 9,
+            reason: Some(OfflineReason::Lost),
+            ts: 5,
+            identity: None,
+        };
+        let bytes = encode(&will);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"v":1,"node":"edge-01","state":"offline","seq":9,"reason":"lost","ts":5}"#
+        );
+        assert_eq!(decode::<Status>("edge-01", &bytes).unwrap(), will);
+    }
+
+    #[test]
+    fn containers_and_event_round_trip() {
+        let c = ContainersReport {
+            header: header(2),
+            engine: EngineState::Ok,
+            error: None,
+            containers: vec![Container {
+                id: "a".repeat(64),
+                name: "db".into(),
+                image: "postgres:16".into(),
+                state: "running".into(),
+                health: Health::Unhealthy,
+                failing_streak: 3,
+                restart_count: 2,
+                exit_code: Some(0),
+                oom_killed: false,
+                started_at: Some(1),
+                swarm_service: Some("db".into()),
+                swarm_task: Some("db.1.x".into()),
+                swarm_node_id: Some("n".into()),
+                cpu_percent: Some(12.5),
+                mem_usage: Some(1000),
+                mem_limit: Some(2000),
+            }],
+        };
+        assert_eq!(
+            decode::<ContainersReport>("edge-01", &encode(&c)).unwrap(),
+            c
+        );
+        let e = EventReport {
+            header: header(3),
+            action: "die".into(),
+            container_id: "b".repeat(64),
+            container_name: "web".into(),
+            image: "nginx".into(),
+            exit_code: Some(137),
+            signal: None,
+            health: None,
+            swarm_service: None,
+            swarm_task: None,
+        };
+        assert_eq!(decode::<EventReport>("edge-01", &encode(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn decode_rejects_with_reasons() {
+        let h = encode(&host());
+        assert_eq!(
+            decode::<HostReport>("other", &h).unwrap_err().reason(),
+            "node_mismatch"
+        );
+        assert_eq!(
+            decode::<HostReport>("edge-01", b"{not json")
+                .unwrap_err()
+                .reason(),
+            "malformed"
+        );
+        let mut v: serde_json::Value = serde_json::from_slice(&h).unwrap();
+        v["v"] = 2.into();
+        assert_eq!(
+            decode::<HostReport>("edge-01", &serde_json::to_vec(&v).unwrap())
+                .unwrap_err()
+                .reason(),
+            "version"
+        );
+        let big = vec![b' '; MAX_PAYLOAD + 1];
+        assert_eq!(
+            decode::<HostReport>("edge-01", &big).unwrap_err().reason(),
+            "too_large"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_accepted_for_forward_compatibility() {
+        let mut v: serde_json::Value = serde_json::from_slice(&encode(&host())).unwrap();
+        v["some_future_field"] = 1.into();
+        assert!(decode::<HostReport>("edge-01", &serde_json::to_vec(&v).unwrap()).is_ok());
+    }
+}

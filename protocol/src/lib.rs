@@ -1,0 +1,24 @@
+//! The leakmon wire protocol: MQTT topic names, message types and their JSON encoding.
+//!
+//! This crate is the only place that knows topic strings and payload shapes. It does no I/O
+//! and knows nothing of tokio, MQTT clients or InfluxDB: agents encode with it, the gateway
+//! decodes with it, and both agree because they share these types.
+//!
+//! - [`topics`]: building and parsing `<prefix>/v1/nodes/<node>/<channel>`.
+//! - [`messages`]: the payloads (status, host, containers, event) and [`PROTOCOL_VERSION`].
+//! - [`codec`]: encoding and checked decoding with typed errors.
+
+pub mod codec;
+pub mod messages;
+pub mod topics;
+
+pub use codec::{decode, encode, DecodeError};
+pub use messages::*;
+pub use topics::{Channel, TopicError, Topics};
+
+/// The version every payload carries in its `v` field. Consumers check it and drop what they
+/// do not understand; additive changes (new optional fields) keep the version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The default topic prefix (`mqtt.topic_prefix`).
+pub const DEFAULT_PREFIX: &str = "leakmon";

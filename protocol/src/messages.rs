@@ -1,0 +1,319 @@
+//! Payload types. Every payload is a JSON object with `v` (the protocol version) and `node`.
+//! Data payloads also carry `run`, `seq` and `ts` (see [`Header`]).
+//!
+//! Units: times are milliseconds since the Unix epoch (`ts`, `started_at`), sizes are bytes,
+//! percentages are 0-100 (CPU percentages of containers are per core, as `docker stats` shows:
+//! up to 100 x cores), temperatures are degrees Celsius. Optional fields are omitted, not null.
+
+use serde::{Deserialize, Serialize};
+
+/// Fields every data message (host, containers, event) starts with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Protocol version, [`crate::PROTOCOL_VERSION`].
+    pub v: u32,
+    /// The node name; always equal to the node level of the topic.
+    pub node: String,
+    /// The agent run: grows by one every time the agent process starts (kept on disk).
+    pub run: u64,
+    /// Per-node message sequence number within one run: 1, 2, 3, ... over all data channels.
+    /// `(run, seq)` orders a node's messages; a gap within a run means a message was lost.
+    pub seq: u64,
+    /// When the data was sampled (not sent), in milliseconds since the Unix epoch.
+    pub ts: i64,
+}
+
+/// Online or offline, on the retained status topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Online,
+    Offline,
+}
+
+/// Why a node went offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OfflineReason {
+    /// The broker published the agent's Last Will: the connection died without goodbye.
+    Lost,
+    /// The agent said goodbye itself (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+/// Swarm role of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmRole {
+    Manager,
+    Worker,
+}
+
+/// Who a node is; sent in its birth certificate.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Identity {
+    pub hostname: String,
+    pub agent_version: String,
+    /// CPU architecture as Rust names it: `x86_64`, `aarch64`, `arm`.
+    pub arch: String,
+    /// Sampling interval in milliseconds.
+    pub interval_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_role: Option<SwarmRole>,
+    /// Docker engine version; absent while the engine does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+}
+
+/// The retained status of a node: birth (`online`) or death (`offline`).
+///
+/// `seq` grows with every MQTT connection of the agent and survives restarts. The birth and
+/// the Last Will registered on the same connection carry the same `seq`, so a consumer that has
+/// seen birth N ignores a death whose `seq` is below N (a late Will of an older connection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub v: u32,
+    pub node: String,
+    pub state: NodeState,
+    pub seq: u64,
+    /// Set on `offline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<OfflineReason>,
+    /// When the status was produced; for a Will, when its connection was opened.
+    pub ts: i64,
+    /// Set on `online`.
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+/// CPU time by state since the previous sample, in percent of all CPUs (sums to ~100).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CpuUsage {
+    pub user: f64,
+    pub nice: f64,
+    pub system: f64,
+    pub idle: f64,
+    pub iowait: f64,
+    pub irq: f64,
+    pub softirq: f64,
+    pub steal: f64,
+    pub guest: f64,
+    pub guest_nice: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Load {
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+}
+
+/// Memory in bytes, from /proc/meminfo. `used` = total - free - buffers - cached (as `free`
+/// and Telegraf count it); `used_percent` = used / total.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Memory {
+    pub total: u64,
+    pub available: u64,
+    pub used: u64,
+    pub free: u64,
+    pub buffers: u64,
+    pub cached: u64,
+    pub used_percent: f64,
+    pub available_percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Swap {
+    pub total: u64,
+    pub used: u64,
+    pub free: u64,
+    pub used_percent: f64,
+}
+
+/// One real (block-device or network) filesystem.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Disk {
+    /// Mount point.
+    pub path: String,
+    /// Source device, e.g. `/dev/sda1`.
+    pub device: String,
+    pub fstype: String,
+    pub total: u64,
+    /// total - free.
+    pub used: u64,
+    /// Available to unprivileged users.
+    pub free: u64,
+    /// used / (used + free), as `df` shows it.
+    pub used_percent: f64,
+    pub inodes_total: u64,
+    pub inodes_used: u64,
+    pub inodes_free: u64,
+}
+
+/// Cumulative counters of one network interface, from /proc/net/dev.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NetIf {
+    pub interface: String,
+    pub bytes_recv: u64,
+    pub bytes_sent: u64,
+    pub packets_recv: u64,
+    pub packets_sent: u64,
+    pub err_in: u64,
+    pub err_out: u64,
+    pub drop_in: u64,
+    pub drop_out: u64,
+}
+
+/// One temperature sensor.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Temperature {
+    /// `<hwmon name>_<label or tempN>` for hwmon, the zone type for thermal zones.
+    pub sensor: String,
+    /// Degrees Celsius.
+    pub temp: f64,
+}
+
+/// The agent's store-and-forward buffer, as of this sample.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct BufferStats {
+    /// Messages waiting in memory.
+    pub queued: u64,
+    pub queued_bytes: u64,
+    /// Bytes waiting in the disk spool (0 without one).
+    pub spooled_bytes: u64,
+    /// Messages dropped because the buffer was full, since the agent started.
+    pub dropped_total: u64,
+}
+
+/// `.../host`: one sample of host health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    #[serde(flatten)]
+    pub header: Header,
+    pub hostname: String,
+    pub uptime_s: u64,
+    pub n_cpus: u32,
+    /// Absent on the first sample (usage is a difference between two samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUsage>,
+    pub load: Load,
+    pub mem: Memory,
+    pub swap: Swap,
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    #[serde(default)]
+    pub net: Vec<NetIf>,
+    #[serde(default)]
+    pub temps: Vec<Temperature>,
+    pub buffer: BufferStats,
+}
+
+/// Health-check state, as Docker names it; `none` when the container has no health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::None => "none",
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One container on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    /// Full 64-hex-digit id.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    pub image: String,
+    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited` or `dead`.
+    pub state: String,
+    pub health: Health,
+    /// Consecutive failed health checks.
+    #[serde(default)]
+    pub failing_streak: u64,
+    pub restart_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// Start time, ms since the epoch; absent if never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_node_id: Option<String>,
+    /// Percent of one core since the previous sample; absent on the first sample or when
+    /// the container is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// Bytes used, without the page cache (as `docker stats` counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_usage: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<u64>,
+}
+
+/// Whether the agent could reach its Docker engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineState {
+    Ok,
+    Unavailable,
+}
+
+/// `.../containers`: one sample of every container on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainersReport {
+    #[serde(flatten)]
+    pub header: Header,
+    pub engine: EngineState,
+    /// Why the engine is unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub containers: Vec<Container>,
+}
+
+/// `.../events`: one Docker engine event, published as it happens. `ts` is the engine's event
+/// time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventReport {
+    #[serde(flatten)]
+    pub header: Header,
+    /// `die`, `oom`, `kill`, `restart`, `start` or `health_status`.
+    pub action: String,
+    pub container_id: String,
+    #[serde(default)]
+    pub container_name: String,
+    #[serde(default)]
+    pub image: String,
+    /// On `die`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// On `kill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// On `health_status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_task: Option<String>,
+}

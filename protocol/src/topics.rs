@@ -1,0 +1,222 @@
+//! Topic names. Every topic leakmon uses is built and parsed here.
+//!
+//! Layout: `<prefix>/v1/nodes/<node>/<channel>` where channel is one of `status`, `host`,
+//! `containers`, `events`. The `v1` segment is the topic-layout version; it changes only if
+//! the layout itself changes.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The per-node channels an agent publishes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Retained birth / death certificate (also the MQTT Last Will).
+    Status,
+    /// Host health samples.
+    Host,
+    /// Container health samples.
+    Containers,
+    /// Docker engine events, one per message, published as they happen.
+    Events,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [
+        Channel::Status,
+        Channel::Host,
+        Channel::Containers,
+        Channel::Events,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Status => "status",
+            Channel::Host => "host",
+            Channel::Containers => "containers",
+            Channel::Events => "events",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = TopicError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| TopicError::UnknownChannel(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic does not start with `{0}/v1/nodes/`")]
+    ForeignTopic(String),
+    #[error("unknown channel `{0}`")]
+    UnknownChannel(String),
+    #[error("invalid node name `{name}`: {why}")]
+    InvalidNode { name: String, why: &'static str },
+    #[error("invalid topic prefix `{prefix}`: {why}")]
+    InvalidPrefix { prefix: String, why: &'static str },
+}
+
+/// The longest node name accepted (it becomes part of topics and InfluxDB tags).
+pub const MAX_NODE_LEN: usize = 128;
+
+/// Checks that a node name can be a single MQTT topic level and a readable tag:
+/// ASCII letters, digits, `.`, `_` and `-`, 1 to [`MAX_NODE_LEN`] characters.
+pub fn validate_node(name: &str) -> Result<(), TopicError> {
+    let bad = |why| {
+        Err(TopicError::InvalidNode {
+            name: name.to_owned(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NODE_LEN {
+        return bad("it is longer than 128 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("use only ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// Topic builder and parser for one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// A prefix is one or more topic levels without wildcards, e.g. `leakmon` or `site3/leakmon`.
+    pub fn new(prefix: &str) -> Result<Self, TopicError> {
+        let bad = |why| {
+            Err(TopicError::InvalidPrefix {
+                prefix: prefix.to_owned(),
+                why,
+            })
+        };
+        if prefix.is_empty() {
+            return bad("it is empty");
+        }
+        if prefix.contains(['+', '#', '\0']) {
+            return bad("it must not contain MQTT wildcards '+' or '#'");
+        }
+        if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+            return bad("it must not start or end with '/' or have empty levels");
+        }
+        Ok(Topics {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>/v1/nodes/<node>/<channel>`.
+    pub fn node(&self, node: &str, channel: Channel) -> String {
+        format!("{}/v1/nodes/{}/{}", self.prefix, node, channel.as_str())
+    }
+
+    /// The filter matching one channel of every node: `<prefix>/v1/nodes/+/<channel>`.
+    pub fn all_nodes(&self, channel: Channel) -> String {
+        format!("{}/v1/nodes/+/{}", self.prefix, channel.as_str())
+    }
+
+    /// Splits a node topic into its node name and channel.
+    pub fn parse<'t>(&self, topic: &'t str) -> Result<(&'t str, Channel), TopicError> {
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix("/v1/nodes/"))
+            .ok_or_else(|| TopicError::ForeignTopic(self.prefix.clone()))?;
+        let (node, channel) = rest
+            .split_once('/')
+            .ok_or_else(|| TopicError::UnknownChannel(String::new()))?;
+        validate_node(node)?;
+        Ok((node, channel.parse()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_and_parses_every_channel() {
+        let t = Topics::new("leakmon").unwrap();
+        for c in Channel::ALL {
+            let topic = t.node("edge-01", c);
+            assert_eq!(topic, format!("leakmon/v1/nodes/edge-01/{c}"));
+            assert_eq!(t.parse(&topic).unwrap(), ("edge-01", c));
+        }
+        assert_eq!(t.all_nodes(Channel::Host), "leakmon/v1/nodes/+/host");
+    }
+
+    #[test]
+    fn multi_level_prefix() {
+        let t = Topics::new("site3/leakmon").unwrap();
+        assert_eq!(
+            t.parse("site3/leakmon/v1/nodes/pi.4/events").unwrap(),
+            ("pi.4", Channel::Events)
+        );
+        assert!(t.parse("leakmon/v1/nodes/pi/events").is_err());
+    }
+
+    #[test]
+    fn rejects_bad_topics() {
+        let t = Topics::new("leakmon").unwrap();
+        assert!(matches!(
+            t.parse("other/v1/nodes/a/host"),
+            Err(TopicError::ForeignTopic(_))
+        ));
+        assert!(matches!(
+            t.parse("leakmon/v1/nodes/a/cpu"),
+            Err(TopicError::UnknownChannel(_))
+        ));
+        assert!(matches!(
+            t.parse("leakmon/v1/nodes/a/host/extra"),
+            Err(TopicError::UnknownChannel(_))
+        ));
+        assert!(matches!(
+            t.parse("leakmon/v1/nodes/a"),
+            Err(TopicError::UnknownChannel(_))
+        ));
+        assert!(matches!(
+            t.parse("leakmon/v1/nodes/a b/host"),
+            Err(TopicError::InvalidNode { .. })
+        ));
+    }
+
+    #[test]
+    fn node_names() {
+        assert!(validate_node("edge-01").is_ok());
+        assert!(validate_node("raspberrypi.local").is_ok());
+        assert!(validate_node("").is_err());
+        assert!(validate_node("a/b").is_err());
+        assert!(validate_node("a+").is_err());
+        assert!(validate_node("#").is_err());
+        assert!(validate_node(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(Topics::new("leakmon").is_ok());
+        assert!(Topics::new("a/b/c").is_ok());
+        for bad in ["", "/a", "a/", "a//b", "a/+", "#"] {
+            assert!(Topics::new(bad).is_err(), "{bad}");
+        }
+    }
+}
