@@ -172,14 +172,13 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         ..Default::default()
     };
     let stale = collect::containers::Invalidations::default();
-    let docker = if cfg.docker.enabled {
-        Some(collect::containers::connect(&cfg.docker).context("docker.host")?)
-    } else {
-        None
-    };
-    let first_identity = match &docker {
-        Some(d) => collect::engine_identity(d, &base).await,
-        None => base.clone(),
+    let engine = cfg
+        .docker
+        .enabled
+        .then(|| collect::containers::Engine::new(cfg.docker.clone()));
+    let first_identity = match engine.clone().map(|mut e| e.client()) {
+        Some(Ok(d)) => collect::engine_identity(&d, &base).await,
+        _ => base.clone(),
     };
     let (identity_tx, identity_rx) = watch::channel(first_identity);
     let (tx, rx) = mpsc::channel(64);
@@ -209,17 +208,12 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let publisher = tokio::spawn(publisher.run());
     let _ = ready_rx.await;
 
-    let collectors = docker.map(|d| {
-        let c = collect::containers::ContainerCollector::new(
-            d.clone(),
-            cfg.docker.stats_concurrency,
-            stale.clone(),
-        );
-        (d, c)
+    let watcher = engine
+        .clone()
+        .map(|e| tokio::spawn(collect::event_watcher(e, tx.clone(), stale.clone())));
+    let collectors = engine.map(|e| {
+        collect::containers::ContainerCollector::new(e, cfg.docker.stats_concurrency, stale)
     });
-    let watcher = collectors
-        .as_ref()
-        .map(|(d, _)| tokio::spawn(collect::event_watcher(d.clone(), tx.clone(), stale)));
     let sampler = tokio::spawn(collect::sampler(
         interval,
         host,

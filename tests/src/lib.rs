@@ -1,1 +1,425 @@
+//! The end-to-end harness: real services started per test, and the project's real binaries.
+//!
+//! - [`Broker`]: a mosquitto of its own on a free loopback port, with persistence, so it can
+//!   be stopped and restarted like a real broker (a persistent subscriber session survives).
+//! - [`Agent`]: the `leakmon-agent` binary built by `cargo build`, with a config of the test's.
+//! - [`Subscriber`]: an MQTT client that records every message with its arrival time.
+//! - [`docker`]: the local engine through the `docker` CLI (tests set the scene with it).
+//!
+//! Nothing here is mocked: if mosquitto or dockerd is missing, the tests fail loudly.
 
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the workspace's binaries are (`LEAKMON_BIN_DIR`, else `target/debug`).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LEAKMON_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("debug")
+        });
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` first (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// A mosquitto broker of the test's own.
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Self::start_on(free_port())
+    }
+
+    /// Starts on a given port (a port an agent was already told to use).
+    pub fn start_on(port: u16) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // mosquitto started as root drops to its own user: let it save its sessions here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod broker dir");
+        let mut b = Broker {
+            port,
+            dir,
+            child: None,
+        };
+        b.launch();
+        b
+    }
+
+    /// The URL agents use to reach this broker.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let mut f = std::fs::File::create(&conf).expect("write mosquitto.conf");
+        writeln!(
+            f,
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\nautosave_interval 1\nlog_dest stderr\n\
+             log_type error\nlog_type warning\nmax_queued_messages 100000",
+            self.port,
+            self.dir.path().display()
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start mosquitto: is it installed? (scripts/test installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("mosquitto did not start listening");
+    }
+
+    /// Stops the broker cleanly (it saves its sessions, as a service stop does).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, libc::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        self.launch();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `leakmon-agent`.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with `config` (TOML) written to a temp file; `state_dir` defaults to a
+    /// temp dir of its own.
+    pub fn start(config: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, config)
+    }
+
+    /// Starts in an existing dir (to restart an agent with the same state and spool).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Agent {
+        let path = dir.path().join("agent.toml");
+        let full = format!(
+            "state_dir = \"{}\"\n{config}",
+            dir.path().join("state").display()
+        );
+        std::fs::write(&path, full).expect("write agent.toml");
+        let mut a = Agent {
+            child: None,
+            dir,
+            config: path,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(bin("leakmon-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("LEAKMON_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start leakmon-agent");
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no goodbye, as in a crash or power loss of the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        signal(&c, libc::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > end {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Gives back the directory (state and spool) for a restart.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        self.kill9();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One received MQTT message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// An MQTT subscriber on its own thread, recording everything it receives.
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` with QoS 1. With `persistent`, the session survives the
+    /// subscriber's and the broker's restarts, so nothing published meanwhile is missed.
+    pub fn start(port: u16, filter: &str, persistent: bool) -> Subscriber {
+        let id = format!("e2e-sub-{}-{}", std::process::id(), free_port());
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(!persistent);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(2 << 20, 2 << 20);
+        let (client, mut conn) = rumqttc::Client::new(opts, 100);
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m, s, filter) = (messages.clone(), stop.clone(), filter.to_owned());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for ev in conn.iter() {
+                if s.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match ev {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe(filter.clone(), rumqttc::QoS::AtLeastOnce);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if let Ok(mut v) = m.lock() {
+                            v.push(Received {
+                                topic: p.topic.clone(),
+                                payload: p.payload.to_vec(),
+                                retain: p.retain,
+                                at: Instant::now(),
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscriber did not get its SUBACK");
+        Subscriber {
+            messages,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.messages.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Messages on topics ending in `/<suffix>`.
+    pub fn on(&self, suffix: &str) -> Vec<Received> {
+        let end = format!("/{suffix}");
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic.ends_with(&end))
+            .collect()
+    }
+
+    /// Waits for a message on `suffix` whose JSON satisfies `pred`.
+    pub fn wait_json(
+        &self,
+        suffix: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<Received> {
+        wait_for(timeout, || {
+            self.on(suffix).into_iter().find(|m| pred(&m.json()))
+        })
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The thread ends at its next event (keep-alive at the latest); do not wait for it.
+        drop(self.thread.take());
+    }
+}
+
+/// The local Docker engine, driven through its CLI.
+pub mod docker {
+    use std::process::Command;
+
+    pub const TEST_IMAGE: &str = "leakmon-test/busybox:latest";
+
+    /// Runs `docker <args>`; panics with its output on failure.
+    pub fn run(args: &[&str]) -> String {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("cannot run the docker CLI");
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// True if the engine answers.
+    pub fn available() -> bool {
+        Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Builds a tiny image from the static busybox (no registry needed).
+    pub fn ensure_test_image() {
+        assert!(
+            available(),
+            "the Docker engine does not answer: scripts/test starts dockerd"
+        );
+        let have = Command::new("docker")
+            .args(["image", "inspect", TEST_IMAGE])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if have {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("busybox-static is not installed (scripts/test installs it)");
+        std::fs::copy(busybox, dir.path().join("busybox")).expect("copy busybox");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
+        )
+        .expect("write Dockerfile");
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", TEST_IMAGE])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("docker build");
+        assert!(
+            out.status.success(),
+            "building the test image failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Removes a container if it exists.
+    pub fn remove(name: &str) {
+        let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    }
+}

@@ -199,9 +199,32 @@ pub fn to_report(
     }
 }
 
+/// A Docker client connected on first use, and again after a failed connect (the socket may
+/// not exist yet when the agent starts before the engine).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: DockerConfig,
+    docker: Option<Docker>,
+}
+
+impl Engine {
+    pub fn new(cfg: DockerConfig) -> Self {
+        Engine { cfg, docker: None }
+    }
+
+    pub fn client(&mut self) -> Result<Docker, String> {
+        if let Some(d) = &self.docker {
+            return Ok(d.clone());
+        }
+        let d = connect(&self.cfg).map_err(|e| e.to_string())?;
+        self.docker = Some(d.clone());
+        Ok(d)
+    }
+}
+
 /// Samples the containers of one engine, keeping what it needs between samples.
 pub struct ContainerCollector {
-    docker: Docker,
+    engine: Engine,
     concurrency: usize,
     inspected: HashMap<String, Inspected>,
     prev_cpu: HashMap<String, CpuCounters>,
@@ -209,9 +232,9 @@ pub struct ContainerCollector {
 }
 
 impl ContainerCollector {
-    pub fn new(docker: Docker, concurrency: usize, stale: Invalidations) -> Self {
+    pub fn new(engine: Engine, concurrency: usize, stale: Invalidations) -> Self {
         ContainerCollector {
-            docker,
+            engine,
             concurrency,
             inspected: HashMap::new(),
             prev_cpu: HashMap::new(),
@@ -219,14 +242,19 @@ impl ContainerCollector {
         }
     }
 
-    pub async fn sample(&mut self) -> Result<Vec<Container>, bollard::errors::Error> {
-        let list = self
-            .docker
+    pub fn engine(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    pub async fn sample(&mut self) -> Result<Vec<Container>, String> {
+        let docker = self.engine.client()?;
+        let list = docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
                 ..Default::default()
             }))
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         let stale = self.stale.take();
         let ids: HashSet<&str> = list.iter().filter_map(|c| c.id.as_deref()).collect();
         self.inspected.retain(|id, _| ids.contains(id.as_str()));
@@ -244,7 +272,7 @@ impl ContainerCollector {
                 }
             };
             if needs {
-                match self.docker.inspect_container(id, None).await {
+                match docker.inspect_container(id, None).await {
                     Ok(r) => {
                         self.inspected.insert(id.to_owned(), from_inspect(&r));
                     }
@@ -259,7 +287,7 @@ impl ContainerCollector {
             .filter(|c| c.state.map(|s| s.to_string()).as_deref() == Some("running"))
             .filter_map(|c| c.id.clone())
             .collect();
-        let docker = &self.docker;
+        let docker = &docker;
         let stats: HashMap<String, ContainerStatsResponse> =
             futures_util::stream::iter(running.into_iter().map(|id| async move {
                 let s = docker

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::events;
 use crate::publish::{now_ms, Report};
-use containers::{ContainerCollector, Invalidations};
+use containers::{ContainerCollector, Engine, Invalidations};
 use host::HostCollector;
 
 /// How often the engine's identity (Swarm membership, version) is re-read.
@@ -44,7 +44,7 @@ pub async fn engine_identity(docker: &Docker, base: &Identity) -> Identity {
 pub async fn sampler(
     interval: Duration,
     mut host: HostCollector,
-    docker: Option<(Docker, ContainerCollector)>,
+    docker: Option<ContainerCollector>,
     tx: mpsc::Sender<Report>,
     identity: watch::Sender<Identity>,
     base: Identity,
@@ -61,11 +61,11 @@ pub async fn sampler(
         if tx.send(Report::Host { ts, sample }).await.is_err() {
             return;
         }
-        let Some((client, collector)) = docker.as_mut() else {
+        let Some(collector) = docker.as_mut() else {
             continue;
         };
         let ts = now_ms();
-        let result = collector.sample().await.map_err(|e| e.to_string());
+        let result = collector.sample().await;
         let ok = result.is_ok();
         if engine_ok != Some(ok) {
             match &result {
@@ -82,7 +82,10 @@ pub async fn sampler(
         }
         if refresh {
             identity_at = tokio::time::Instant::now();
-            let id = engine_identity(client, &base).await;
+            let id = match collector.engine().client() {
+                Ok(client) => engine_identity(&client, &base).await,
+                Err(_) => base.clone(),
+            };
             identity.send_if_modified(|cur| {
                 let changed = *cur != id;
                 *cur = id;
@@ -93,8 +96,16 @@ pub async fn sampler(
 }
 
 /// Forwards engine events as they happen; reconnects to the event stream when it breaks.
-pub async fn event_watcher(docker: Docker, tx: mpsc::Sender<Report>, stale: Invalidations) {
+pub async fn event_watcher(mut engine: Engine, tx: mpsc::Sender<Report>, stale: Invalidations) {
     loop {
+        let docker = match engine.client() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "engine not reachable for events");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let mut stream = events::stream(&docker);
         while let Some(item) = stream.next().await {
             match item {

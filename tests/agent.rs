@@ -1,0 +1,502 @@
+//! End to end: the real agent against a real mosquitto and the real local dockerd.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use leakmon_e2e::{bin, docker, wait_for, Agent, Broker, Received, Subscriber};
+use leakmon_protocol::{
+    decode, ContainersReport, EngineState, EventReport, Health, HostReport, NodeState,
+    OfflineReason, Status,
+};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn config(broker_url: &str, node: &str, extra: &str) -> String {
+    format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n{extra}\n[mqtt]\nurl = \"{broker_url}\"\n\
+         keep_alive = \"2s\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n"
+    )
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn status(m: &Received, node: &str) -> Status {
+    decode(node, &m.payload).expect("a valid status payload")
+}
+
+#[test]
+fn birth_is_retained_with_identity_and_reports_are_plausible() {
+    let node = "e2e-birth";
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "leakmon/#", false);
+    let agent = Agent::start(&config(&broker.url(), node, ""));
+
+    // The second host sample carries CPU usage (a difference of two samples).
+    let host = sub
+        .wait_json("host", S(20), |v| v["cpu"].is_object())
+        .unwrap_or_else(|| panic!("no host report with CPU usage; agent log:\n{}", agent.log()));
+    let h: HostReport = decode(node, &host.payload).expect("valid host report");
+    assert!(h.n_cpus >= 1);
+    assert!(h.uptime_s > 0);
+    assert!(h.mem.total > 0 && h.mem.used > 0 && h.mem.used <= h.mem.total);
+    assert!((0.0..=100.0).contains(&h.mem.used_percent));
+    let cpu = h.cpu.expect("cpu usage");
+    let sum = cpu.user
+        + cpu.nice
+        + cpu.system
+        + cpu.idle
+        + cpu.iowait
+        + cpu.irq
+        + cpu.softirq
+        + cpu.steal
+        + cpu.guest
+        + cpu.guest_nice;
+    assert!((sum - 100.0).abs() < 0.5, "cpu states sum to {sum}");
+    assert!(h.load.load1 >= 0.0);
+    let root = h
+        .disks
+        .iter()
+        .find(|d| d.path == "/")
+        .unwrap_or_else(|| panic!("no root filesystem in {:?}", h.disks));
+    assert!(root.total > 0 && root.used > 0 && root.used_percent > 0.0);
+    assert!(
+        h.disks
+            .iter()
+            .all(|d| !["proc", "sysfs", "tmpfs", "overlay", "cgroup2"].contains(&d.fstype.as_str())),
+        "pseudo filesystems reported: {:?}",
+        h.disks
+    );
+    // dockerd is running, so its bridge exists; loopback is ignored by default.
+    assert!(
+        h.net.iter().any(|n| n.interface == "docker0"),
+        "{:?}",
+        h.net
+    );
+    assert!(h.net.iter().all(|n| n.interface != "lo"));
+    assert!(
+        (h.header.ts - now_ms()).abs() < 10_000,
+        "ts is the sample time"
+    );
+    assert_eq!(h.header.run, 1);
+
+    let c = sub
+        .wait_json("containers", S(10), |_| true)
+        .expect("a containers report");
+    let c: ContainersReport = decode(node, &c.payload).expect("valid containers report");
+    assert_eq!(c.engine, EngineState::Ok);
+
+    // A consumer that connects later still learns the node is online, and who it is.
+    let late = Subscriber::start(
+        broker.port,
+        &format!("leakmon/v1/nodes/{node}/status"),
+        false,
+    );
+    let birth = late
+        .wait_json("status", S(5), |v| v["state"] == "online")
+        .expect("retained birth");
+    assert!(birth.retain, "birth must be retained");
+    let b = status(&birth, node);
+    let id = b.identity.expect("identity in birth");
+    assert_eq!(id.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(id.arch, std::env::consts::ARCH);
+    assert_eq!(id.interval_ms, 1000);
+    assert!(!id.hostname.is_empty());
+    let engine = docker::run(&["info", "--format", "{{.ServerVersion}}"]);
+    assert_eq!(id.engine_version.as_deref(), Some(engine.as_str()));
+    let swarm_id = docker::run(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    assert_eq!(
+        id.swarm_node_id.clone().unwrap_or_default(),
+        swarm_id,
+        "swarm node id as the engine reports it"
+    );
+    assert_eq!(id.swarm_role.is_some(), id.swarm_node_id.is_some());
+}
+
+#[test]
+fn container_health_appears_and_die_event_arrives_within_a_second() {
+    docker::ensure_test_image();
+    let node = "e2e-containers";
+    let name = format!("e2e-health-{}", std::process::id());
+    docker::remove(&name);
+    docker::run(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        "--memory",
+        "64m",
+        "--label",
+        "com.docker.swarm.service.name=e2e-svc",
+        docker::TEST_IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "leakmon/#", false);
+    let agent = Agent::start(&config(&broker.url(), node, ""));
+
+    let report = wait_for(S(30), || {
+        sub.on("containers").into_iter().find_map(|m| {
+            let r: ContainersReport = decode(node, &m.payload).ok()?;
+            let c = r.containers.into_iter().find(|c| c.name == name)?;
+            (c.health == Health::Healthy && c.cpu_percent.is_some()).then_some(c)
+        })
+    })
+    .unwrap_or_else(|| panic!("{name} never reported healthy; agent log:\n{}", agent.log()));
+    assert_eq!(report.state, "running");
+    assert_eq!(report.image, docker::TEST_IMAGE);
+    assert_eq!(report.id.len(), 64);
+    assert_eq!(report.swarm_service.as_deref(), Some("e2e-svc"));
+    assert!(report.started_at.is_some());
+    assert_eq!(report.mem_limit, Some(64 << 20));
+    assert!(report.mem_usage.is_some());
+    assert!(report.cpu_percent.unwrap_or(-1.0) >= 0.0);
+    assert!(!report.oom_killed);
+
+    let t0 = Instant::now();
+    docker::run(&["kill", &name]);
+    let die = sub
+        .wait_json("events", S(5), |v| {
+            v["action"] == "die" && v["container_name"] == name.as_str()
+        })
+        .expect("a die event");
+    let latency = die.at.duration_since(t0);
+    let e: EventReport = decode(node, &die.payload).expect("valid event");
+    assert_eq!(e.exit_code, Some(137));
+    assert_eq!(e.swarm_service.as_deref(), Some("e2e-svc"));
+    assert!(
+        latency < S(1),
+        "die event took {latency:?} from `docker kill` (events must not wait for a tick)"
+    );
+    assert!(sub
+        .on("events")
+        .iter()
+        .any(|m| m.json()["action"] == "kill" && m.json()["signal"] == "9"));
+
+    // The next sample shows it exited, with its exit code.
+    let exited = wait_for(S(10), || {
+        sub.on("containers").into_iter().rev().find_map(|m| {
+            let r: ContainersReport = decode(node, &m.payload).ok()?;
+            r.containers
+                .into_iter()
+                .find(|c| c.name == name && c.state == "exited")
+        })
+    })
+    .expect("exited state reported");
+    assert_eq!(exited.exit_code, Some(137));
+    docker::remove(&name);
+}
+
+#[test]
+fn kill_9_publishes_the_will_within_the_keep_alive_bound() {
+    let node = "e2e-will";
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "leakmon/+/nodes/+/status", false);
+    let mut agent = Agent::start(&config(&broker.url(), node, ""));
+    let birth = sub
+        .wait_json("status", S(15), |v| v["state"] == "online")
+        .expect("birth");
+    let seq = status(&birth, node).seq;
+
+    let t0 = Instant::now();
+    agent.kill9();
+    let will = sub
+        .wait_json("status", S(10), |v| v["state"] == "offline")
+        .expect("the Will");
+    let took = will.at.duration_since(t0);
+    let w = status(&will, node);
+    assert_eq!(w.reason, Some(OfflineReason::Lost));
+    assert_eq!(
+        w.seq, seq,
+        "the Will carries the seq of its connection's birth"
+    );
+    // keep_alive is 2 s: the bound is 1.5 x 2 s + 1 s.
+    assert!(took < Duration::from_millis(4000), "Will took {took:?}");
+
+    let late = Subscriber::start(broker.port, "leakmon/+/nodes/+/status", false);
+    let kept = late
+        .wait_json("status", S(5), |_| true)
+        .expect("retained status");
+    assert!(kept.retain);
+    assert_eq!(status(&kept, node).state, NodeState::Offline);
+
+    // A restarted agent is born again with a higher seq, so the old death is stale.
+    let agent2 = Agent::start_in(agent.into_dir(), &config(&broker.url(), node, ""));
+    let again = sub
+        .wait_json("status", S(15), |v| {
+            v["state"] == "online" && v["seq"].as_u64() > Some(seq)
+        })
+        .unwrap_or_else(|| panic!("no second birth; log:\n{}", agent2.log()));
+    assert!(status(&again, node).seq > seq);
+}
+
+#[test]
+fn sigterm_says_goodbye_and_exits_zero() {
+    let node = "e2e-bye";
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "leakmon/#", false);
+    let mut agent = Agent::start(&config(&broker.url(), node, ""));
+    sub.wait_json("host", S(15), |_| true).expect("host report");
+    assert_eq!(agent.terminate(), Some(0), "log:\n{}", agent.log());
+    let bye = sub
+        .wait_json("status", S(5), |v| v["state"] == "offline")
+        .expect("goodbye");
+    assert_eq!(status(&bye, node).reason, Some(OfflineReason::Shutdown));
+    // No Will follows a clean goodbye.
+    std::thread::sleep(S(4));
+    assert!(!sub
+        .on("status")
+        .iter()
+        .any(|m| m.json()["reason"] == "lost"));
+}
+
+/// Data messages (host, containers, events) of one node, by (run, seq), in arrival order.
+fn data_seqs(sub: &Subscriber) -> Vec<(u64, u64, i64, String)> {
+    sub.all()
+        .into_iter()
+        .filter(|m| !m.topic.ends_with("/status"))
+        .map(|m| {
+            let v = m.json();
+            (
+                v["run"].as_u64().unwrap_or(0),
+                v["seq"].as_u64().unwrap_or(0),
+                v["ts"].as_i64().unwrap_or(0),
+                m.topic.rsplit('/').next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Checks that a run's seqs arrived without gaps, in order, with few duplicates.
+fn assert_complete(seqs: &[(u64, u64, i64, String)], run: u64) -> u64 {
+    let of_run: Vec<u64> = seqs.iter().filter(|s| s.0 == run).map(|s| s.1).collect();
+    assert!(!of_run.is_empty(), "nothing from run {run}");
+    let distinct: HashSet<u64> = of_run.iter().copied().collect();
+    let max = *distinct.iter().max().unwrap_or(&0);
+    let missing: Vec<u64> = (1..=max).filter(|s| !distinct.contains(s)).collect();
+    assert!(missing.is_empty(), "run {run}: seqs missing: {missing:?}");
+    let dups = of_run.len() - distinct.len();
+    assert!(
+        dups <= 32,
+        "run {run}: {dups} duplicates, more than the in-flight window"
+    );
+    // First arrivals are in order.
+    let mut seen = HashSet::new();
+    let firsts: Vec<u64> = of_run.into_iter().filter(|s| seen.insert(*s)).collect();
+    assert!(
+        firsts.windows(2).all(|w| w[0] < w[1]),
+        "run {run}: out of order: {firsts:?}"
+    );
+    max
+}
+
+/// Host sample times must be about one interval apart all the way through.
+fn assert_no_sampling_gap(seqs: &[(u64, u64, i64, String)]) {
+    let ts: BTreeMap<i64, ()> = seqs
+        .iter()
+        .filter(|s| s.3 == "host")
+        .map(|s| (s.2, ()))
+        .collect();
+    let ts: Vec<i64> = ts.into_keys().collect();
+    let worst = ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(worst < 2_500, "a {worst} ms hole in host samples");
+}
+
+#[test]
+fn broker_outage_of_30s_loses_nothing() {
+    let node = "e2e-outage";
+    let mut broker = Broker::start();
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), true);
+    let agent = Agent::start(&config(&broker.url(), node, ""));
+    wait_for(S(20), || (sub.on("host").len() >= 3).then_some(()))
+        .unwrap_or_else(|| panic!("no host reports; log:\n{}", agent.log()));
+
+    broker.stop();
+    let stopped_ms = now_ms();
+    std::thread::sleep(S(30));
+    broker.start_again();
+    let restarted_ms = now_ms();
+
+    wait_for(S(60), || {
+        sub.on("host")
+            .iter()
+            .any(|m| m.json()["ts"].as_i64() > Some(restarted_ms + 3000))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no fresh samples after the outage; log:\n{}", agent.log()));
+
+    let seqs = data_seqs(&sub);
+    assert_complete(&seqs, 1);
+    assert_no_sampling_gap(&seqs);
+    let during = seqs
+        .iter()
+        .filter(|s| s.3 == "host" && s.2 > stopped_ms + 1000 && s.2 < restarted_ms)
+        .count();
+    assert!(
+        during >= 25,
+        "only {during} host samples from the 30 s outage"
+    );
+    // The agent reported its backlog while it had one.
+    assert!(
+        sub.on("host")
+            .iter()
+            .any(|m| m.json()["buffer"]["queued"].as_u64() > Some(0)),
+        "no host report showed queued messages"
+    );
+}
+
+#[test]
+fn spool_keeps_samples_across_an_agent_restart_while_the_broker_is_down() {
+    let node = "e2e-spool";
+    let mut broker = Broker::start();
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), true);
+    let spool_cfg = "[buffer]\nspool_dir = \"SPOOL\"\n";
+    let url = broker.url();
+    let start = |dir: tempfile::TempDir| {
+        let spool = dir.path().join("spool");
+        let cfg = config(
+            &url,
+            node,
+            &spool_cfg.replace("SPOOL", &spool.display().to_string()),
+        );
+        Agent::start_in(dir, &cfg)
+    };
+    let agent = start(tempfile::tempdir().expect("tempdir"));
+    wait_for(S(20), || (sub.on("host").len() >= 2).then_some(()))
+        .unwrap_or_else(|| panic!("no host reports; log:\n{}", agent.log()));
+
+    broker.stop();
+    std::thread::sleep(S(5));
+    let killed_ms = now_ms();
+    // Killed without warning: only what reached the spool survives.
+    let dir = agent.into_dir();
+    let spool_files = std::fs::read_dir(dir.path().join("spool"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(spool_files > 0, "nothing was spooled");
+    let agent = start(dir);
+    std::thread::sleep(S(3));
+    broker.start_again();
+    let restarted_ms = now_ms();
+
+    wait_for(S(60), || {
+        sub.on("host")
+            .iter()
+            .any(|m| m.json()["run"] == 2 && m.json()["ts"].as_i64() > Some(restarted_ms + 2000))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("run 2 never delivered fresh samples; log:\n{}", agent.log()));
+    let seqs = data_seqs(&sub);
+    assert_complete(&seqs, 1);
+    assert_complete(&seqs, 2);
+    let last_run1 = seqs
+        .iter()
+        .filter(|s| s.0 == 1 && s.3 == "host")
+        .map(|s| s.2)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        last_run1 > killed_ms - 2000,
+        "samples of run 1 taken before the kill are missing (last at {}, killed at {killed_ms})",
+        last_run1
+    );
+    assert_no_sampling_gap(
+        &seqs
+            .iter()
+            .filter(|s| s.0 == 2)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+}
+
+#[test]
+fn agent_starts_without_broker_and_without_engine() {
+    let node = "e2e-alone";
+    let port = leakmon_e2e::free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let agent = Agent::start(&config(
+        &url,
+        node,
+        "[docker]\nhost = \"unix:///nonexistent/docker.sock\"\n",
+    ));
+    std::thread::sleep(S(3));
+    let broker = Broker::start_on(port);
+    let sub = Subscriber::start(broker.port, "leakmon/#", false);
+    sub.wait_json("status", S(15), |v| v["state"] == "online")
+        .unwrap_or_else(|| panic!("no birth after the broker came; log:\n{}", agent.log()));
+    let c = sub
+        .wait_json("containers", S(15), |v| v["engine"] == "unavailable")
+        .expect("containers report saying the engine is unavailable");
+    let c: ContainersReport = decode(node, &c.payload).expect("valid");
+    assert!(c.error.is_some());
+    sub.wait_json("host", S(10), |v| v["cpu"].is_object())
+        .expect("host reports go on");
+    // Samples from before the broker came were buffered and arrive too.
+    let seqs = data_seqs(&sub);
+    assert_complete(&seqs, 1);
+}
+
+fn check_config(text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).expect("write");
+    let mut cmd = Command::new(bin("leakmon-agent"));
+    cmd.arg("--check-config").arg("--config").arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run agent");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_exits_2_and_names_the_key() {
+    let (code, err) = check_config("interval = \"fast\"\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("`interval`") && err.contains("\"5s\""),
+        "{err}"
+    );
+
+    let (code, err) = check_config("[mqtt]\nurll = \"mqtt://x\"\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("urll") && err.contains("`url`"), "{err}");
+
+    let (code, err) = check_config("", &[("LEAKMON_AGENT__MQTT__KEEP_ALIVE", "0s")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("mqtt.keep_alive"), "{err}");
+
+    let (code, err) = check_config("[mqtt]\nurl = \"http://broker\"\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("mqtt.url") && err.contains("mqtt://"), "{err}");
+
+    let (code, _) = check_config(include_str!("../config/agent.toml"), &[]);
+    assert_eq!(code, Some(0), "the shipped example config is valid");
+
+    let out = Command::new(bin("leakmon-agent"))
+        .args(["--check-config", "--config", "/nonexistent/agent.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = Command::new(bin("leakmon-agent"))
+        .arg("--print-config")
+        .env("LEAKMON_AGENT__NODE", "printed-node")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node = \"printed-node\""));
+}
