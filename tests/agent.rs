@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use leakmon_e2e::{bin, docker, wait_for, Agent, Broker, Received, Subscriber};
+use leakmon_e2e::{bin, docker, free_port, pki, wait_for, Agent, Broker, Received, Subscriber};
 use leakmon_protocol::{
     decode, ContainersReport, EngineState, EventReport, Health, HostReport, NodeState,
     OfflineReason, Status,
@@ -499,4 +499,55 @@ fn bad_config_exits_2_and_names_the_key() {
         .expect("run");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("node = \"printed-node\""));
+}
+
+#[test]
+fn tls_with_client_certificate_and_password() {
+    let tls_port = free_port();
+    let broker = Broker::start_custom(|dir| {
+        pki::make(dir, &["server", "edge-tls"]);
+        let out = Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(dir.join("passwd"))
+            .args(["edge-tls", "s3cret"])
+            .output()
+            .expect("mosquitto_passwd");
+        assert!(out.status.success());
+        let d = dir.display();
+        format!(
+            "per_listener_settings true\n\
+             listener {{port}} 127.0.0.1\nallow_anonymous true\n\
+             listener {tls_port} 127.0.0.1\nallow_anonymous false\npassword_file {d}/passwd\n\
+             cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+             require_certificate true\n"
+        )
+    });
+    let sub = Subscriber::start(broker.port, "leakmon/#", false);
+    let d = broker.dir.path().display().to_string();
+    let tls = |node: &str, password: &str| {
+        format!(
+            "node = \"{node}\"\ninterval = \"1s\"\n[docker]\nenabled = false\n[mqtt]\n\
+             url = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{d}/ca.pem\"\n\
+             client_cert = \"{d}/edge-tls.pem\"\nclient_key = \"{d}/edge-tls.key\"\n\
+             username = \"edge-tls\"\npassword = \"{password}\"\n\
+             reconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n"
+        )
+    };
+    let good = Agent::start(&tls("edge-tls", "s3cret"));
+    sub.wait_json("status", S(15), |v| {
+        v["node"] == "edge-tls" && v["state"] == "online"
+    })
+    .unwrap_or_else(|| panic!("no birth over TLS; log:\n{}", good.log()));
+    sub.wait_json("host", S(10), |v| v["node"] == "edge-tls")
+        .expect("host reports over TLS");
+
+    // The broker refuses a wrong password, and the agent says so and keeps trying.
+    let bad = Agent::start(&tls("edge-bad", "wrong"));
+    std::thread::sleep(S(4));
+    assert!(
+        !sub.all().iter().any(|m| m.json()["node"] == "edge-bad"),
+        "a wrong password got through"
+    );
+    let log = bad.log();
+    assert!(log.contains("connection lost"), "{log}");
 }

@@ -51,7 +51,8 @@ pub struct DockerConfig {
     pub host: String,
     /// Time limit of one request to the engine.
     pub timeout: Dur,
-    /// Stats requests in flight at once.
+    /// Stats requests in flight at once. Each waits for the engine's next 1 s collection
+    /// tick rather than working, so a sample of N containers takes about N / this seconds.
     pub stats_concurrency: usize,
 }
 
@@ -99,7 +100,7 @@ impl Default for DockerConfig {
             enabled: true,
             host: "unix:///var/run/docker.sock".into(),
             timeout: Dur::secs(5),
-            stats_concurrency: 4,
+            stats_concurrency: 32,
         }
     }
 }

@@ -132,13 +132,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging to stderr; `LEAKMON_LOG` is a level or `target=level` list such as
+/// `info,leakmon_agent::publish=debug` (parsed without a regex engine, to stay small).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEAKMON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let spec = std::env::var("LEAKMON_LOG").unwrap_or_default();
+    let filter = spec.parse::<Targets>().unwrap_or_else(|e| {
+        eprintln!("leakmon-agent: ignoring LEAKMON_LOG={spec:?} ({e}); logging at info");
+        Targets::new().with_default(LevelFilter::INFO)
+    });
+    let filter = if spec.trim().is_empty() {
+        Targets::new().with_default(LevelFilter::INFO)
+    } else {
+        filter
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
         .init();
 }
 
@@ -214,20 +229,28 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let collectors = engine.map(|e| {
         collect::containers::ContainerCollector::new(e, cfg.docker.stats_concurrency, stale)
     });
-    let sampler = tokio::spawn(collect::sampler(
+    let mut tasks = vec![tokio::spawn(collect::host_sampler(
         interval,
         host,
-        collectors,
-        tx,
-        identity_tx,
-        base,
-    ));
+        tx.clone(),
+    ))];
+    if let Some(w) = watcher {
+        tasks.push(w);
+    }
+    if let Some(c) = collectors {
+        tasks.push(tokio::spawn(collect::container_sampler(
+            interval,
+            c,
+            tx,
+            identity_tx,
+            base,
+        )));
+    }
 
     wait_for_signal().await?;
     tracing::info!("shutting down: delivering what is queued and saying goodbye");
-    sampler.abort();
-    if let Some(w) = watcher {
-        w.abort();
+    for t in &tasks {
+        t.abort();
     }
     let _ = shutdown_tx.send(true);
     publisher.await.context("publisher task")?;

@@ -197,6 +197,12 @@ impl Publisher {
         }
     }
 
+    fn birth(&self, seq: u64) -> Message {
+        let identity = self.identity.borrow().clone();
+        self.encoder
+            .status(NodeState::Online, seq, None, Some(identity))
+    }
+
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -296,14 +302,7 @@ impl Publisher {
                         Some(OfflineReason::Shutdown),
                         None,
                     );
-                    if publish(&client, &bye) {
-                        inflight.push_back(InFlight {
-                            msg: bye,
-                            origin: Origin::Transient,
-                            pkid: None,
-                        });
-                        goodbye_sent = true;
-                    }
+                    goodbye_sent = send(&client, &mut inflight, bye, Origin::Transient);
                 }
                 if goodbye_sent && inflight.is_empty() {
                     disconnecting = true;
@@ -315,21 +314,9 @@ impl Publisher {
                     let Some((m, origin)) = self.outbox.next() else {
                         break;
                     };
-                    if !publish(&client, &m) {
-                        // Cannot happen while the window is below the channel capacity; keep
-                        // the message rather than lose it.
-                        inflight.push_back(InFlight {
-                            msg: m,
-                            origin,
-                            pkid: None,
-                        });
+                    if !send(&client, &mut inflight, m, origin) {
                         break;
                     }
-                    inflight.push_back(InFlight {
-                        msg: m,
-                        origin,
-                        pkid: None,
-                    });
                 }
             }
             let deadline = drain_until
@@ -343,15 +330,7 @@ impl Publisher {
                         connected = true;
                         self.state.mark_connected();
                         self.outbox.set_online();
-                        let birth = self.encoder.status(
-                            NodeState::Online,
-                            seq,
-                            None,
-                            Some(self.identity.borrow().clone()),
-                        );
-                        if publish(&client, &birth) {
-                            inflight.push_back(InFlight { msg: birth, origin: Origin::Transient, pkid: None });
-                        }
+                        send(&client, &mut inflight, self.birth(seq), Origin::Transient);
                         tracing::info!(broker = %self.connector.settings().url, seq, "connected; birth published");
                         self.signal_ready();
                     }
@@ -386,15 +365,7 @@ impl Publisher {
                     } else {
                         // The engine told us more (it came up, or the node joined a Swarm):
                         // the retained birth is replaced, same seq.
-                        let birth = self.encoder.status(
-                            NodeState::Online,
-                            seq,
-                            None,
-                            Some(self.identity.borrow().clone()),
-                        );
-                        if publish(&client, &birth) {
-                            inflight.push_back(InFlight { msg: birth, origin: Origin::Transient, pkid: None });
-                        }
+                        send(&client, &mut inflight, self.birth(seq), Origin::Transient);
                     }
                 },
                 r = self.reports.recv(), if drain_until.is_none() => match r {
@@ -442,15 +413,29 @@ impl Publisher {
     }
 }
 
-fn publish(client: &AsyncClient, m: &Message) -> bool {
-    client
+/// Hands a message to the client and tracks it as in flight. The message is tracked even if
+/// the client's channel refused it (impossible while the window is below the channel's
+/// capacity): it then comes back to the outbox when the connection ends, rather than being lost.
+fn send(
+    client: &AsyncClient,
+    inflight: &mut VecDeque<InFlight>,
+    msg: Message,
+    origin: Origin,
+) -> bool {
+    let ok = client
         .try_publish(
-            m.topic.clone(),
+            msg.topic.clone(),
             QoS::AtLeastOnce,
-            m.retain,
-            m.payload.clone(),
+            msg.retain,
+            msg.payload.clone(),
         )
-        .is_ok()
+        .is_ok();
+    inflight.push_back(InFlight {
+        msg,
+        origin,
+        pkid: None,
+    });
+    ok
 }
 
 #[cfg(test)]

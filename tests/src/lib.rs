@@ -66,8 +66,10 @@ fn signal(child: &Child, sig: i32) {
 /// A mosquitto broker of the test's own.
 pub struct Broker {
     pub port: u16,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Listener configuration; `None` for a plain anonymous listener on `port`.
+    listener: Option<String>,
 }
 
 impl Broker {
@@ -86,7 +88,26 @@ impl Broker {
             port,
             dir,
             child: None,
+            listener: None,
         };
+        b.launch();
+        b
+    }
+
+    /// Starts with a listener configuration of the caller's (TLS, passwords, ACLs). `setup`
+    /// gets the broker's directory (world-readable) to put certificates and files in, and
+    /// returns the listener lines; `{port}` in them is replaced by the broker's port.
+    pub fn start_custom(setup: impl FnOnce(&Path) -> String) -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            listener: None,
+        };
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod broker dir");
+        b.listener = Some(setup(b.dir.path()).replace("{port}", &b.port.to_string()));
         b.launch();
         b
     }
@@ -99,12 +120,15 @@ impl Broker {
     fn launch(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf).expect("write mosquitto.conf");
+        let listener = self
+            .listener
+            .clone()
+            .unwrap_or_else(|| format!("listener {} 127.0.0.1\nallow_anonymous true", self.port));
         writeln!(
             f,
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+            "{listener}\npersistence true\n\
              persistence_location {}/\nautosave_interval 1\nlog_dest stderr\n\
              log_type error\nlog_type warning\nmax_queued_messages 100000",
-            self.port,
             self.dir.path().display()
         )
         .expect("write mosquitto.conf");
@@ -421,5 +445,98 @@ pub mod docker {
     /// Removes a container if it exists.
     pub fn remove(name: &str) {
         let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    }
+}
+
+/// A throwaway certificate authority for TLS tests, made with the openssl CLI.
+pub mod pki {
+    use std::path::Path;
+    use std::process::Command;
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("cannot run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Writes `ca.pem`, and `<name>.pem` / `<name>.key` signed by it for each of `names`
+    /// (the first is the server, valid for IP 127.0.0.1); all world-readable.
+    pub fn make(dir: &Path, names: &[&str]) {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=leakmon-test-ca",
+            ],
+        );
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write san.ext");
+        for name in names {
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "san.ext",
+                ],
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        for e in std::fs::read_dir(dir).expect("read pki dir").flatten() {
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644));
+        }
     }
 }

@@ -40,20 +40,16 @@ pub async fn engine_identity(docker: &Docker, base: &Identity) -> Identity {
     id
 }
 
-/// Samples host and containers every `interval` and hands the reports to the publisher.
-pub async fn sampler(
-    interval: Duration,
-    mut host: HostCollector,
-    docker: Option<ContainerCollector>,
-    tx: mpsc::Sender<Report>,
-    identity: watch::Sender<Identity>,
-    base: Identity,
-) {
+fn ticker(interval: Duration) -> tokio::time::Interval {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut docker = docker;
-    let mut engine_ok: Option<bool> = None;
-    let mut identity_at = tokio::time::Instant::now();
+    tick
+}
+
+/// Samples the host every `interval`. It runs apart from container sampling, so a slow
+/// engine never delays host reports.
+pub async fn host_sampler(interval: Duration, mut host: HostCollector, tx: mpsc::Sender<Report>) {
+    let mut tick = ticker(interval);
     loop {
         tick.tick().await;
         let ts = now_ms();
@@ -61,9 +57,24 @@ pub async fn sampler(
         if tx.send(Report::Host { ts, sample }).await.is_err() {
             return;
         }
-        let Some(collector) = docker.as_mut() else {
-            continue;
-        };
+    }
+}
+
+/// Samples the containers every `interval` (or as fast as the engine answers, if slower: a
+/// one-shot stats request waits for the engine's next 1 s collection tick), and keeps the
+/// engine's identity (Swarm membership, version) current for the birth.
+pub async fn container_sampler(
+    interval: Duration,
+    mut collector: ContainerCollector,
+    tx: mpsc::Sender<Report>,
+    identity: watch::Sender<Identity>,
+    base: Identity,
+) {
+    let mut tick = ticker(interval);
+    let mut engine_ok: Option<bool> = None;
+    let mut identity_at = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
         let ts = now_ms();
         let result = collector.sample().await;
         let ok = result.is_ok();

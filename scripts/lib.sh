@@ -1,0 +1,50 @@
+# Shared helpers for the project's scripts: installing Debian packages and starting the
+# services the tests and the demo need. Sourced, not run.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_packages PKG...: installs the Debian packages that are missing.
+ensure_packages() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_dockerd: starts dockerd when no engine answers on the default socket.
+ensure_dockerd() {
+    if docker info >/dev/null 2>&1; then return 0; fi
+    log "starting dockerd (log: /var/log/leakmon-dockerd.log)"
+    as_root sh -c 'setsid nohup dockerd >/var/log/leakmon-dockerd.log 2>&1 </dev/null &'
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    tail -20 /var/log/leakmon-dockerd.log >&2 || true
+    die "dockerd did not come up; the end-to-end tests need a real engine"
+}
+
+# ensure_mosquitto PORT: starts a mosquitto on 127.0.0.1:PORT unless something listens there.
+ensure_mosquitto() {
+    local port=$1
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    log "starting mosquitto on 127.0.0.1:$port"
+    local conf
+    conf=$(mktemp /tmp/leakmon-mosquitto-XXXX.conf)
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$conf"
+    setsid nohup mosquitto -c "$conf" >/tmp/leakmon-mosquitto.log 2>&1 </dev/null &
+    for _ in $(seq 1 40); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.25
+    done
+    die "mosquitto did not start on port $port (see /tmp/leakmon-mosquitto.log)"
+}
