@@ -144,24 +144,42 @@ fn container_health_appears_and_die_event_arrives_within_a_second() {
     let broker = Broker::start();
     let sub = Subscriber::start(broker.port, "leakmon/#", false);
     let agent = Agent::start(&config(&broker.url(), node, ""));
+    // A second agent reads CPU and memory through the engine's stats endpoint instead of
+    // the cgroup files, so both paths are checked against the real engine.
+    let via_stats = "e2e-containers-stats";
+    let stats_agent = Agent::start(&config(
+        &broker.url(),
+        via_stats,
+        "[docker]\nread_cgroups = false\n",
+    ));
 
-    let report = wait_for(S(30), || {
-        sub.on("containers").into_iter().find_map(|m| {
-            let r: ContainersReport = decode(node, &m.payload).ok()?;
-            let c = r.containers.into_iter().find(|c| c.name == name)?;
-            (c.health == Health::Healthy && c.cpu_percent.is_some()).then_some(c)
+    for (node, agent) in [(node, &agent), (via_stats, &stats_agent)] {
+        let report = wait_for(S(30), || {
+            sub.on("containers").into_iter().find_map(|m| {
+                let r: ContainersReport = decode(node, &m.payload).ok()?;
+                let c = r.containers.into_iter().find(|c| c.name == name)?;
+                (c.health == Health::Healthy && c.cpu_percent.is_some()).then_some(c)
+            })
         })
-    })
-    .unwrap_or_else(|| panic!("{name} never reported healthy; agent log:\n{}", agent.log()));
-    assert_eq!(report.state, "running");
-    assert_eq!(report.image, docker::TEST_IMAGE);
-    assert_eq!(report.id.len(), 64);
-    assert_eq!(report.swarm_service.as_deref(), Some("e2e-svc"));
-    assert!(report.started_at.is_some());
-    assert_eq!(report.mem_limit, Some(64 << 20));
-    assert!(report.mem_usage.is_some());
-    assert!(report.cpu_percent.unwrap_or(-1.0) >= 0.0);
-    assert!(!report.oom_killed);
+        .unwrap_or_else(|| {
+            panic!(
+                "{node}: {name} never reported healthy; log:\n{}",
+                agent.log()
+            )
+        });
+        assert_eq!(report.state, "running");
+        assert_eq!(report.image, docker::TEST_IMAGE);
+        assert_eq!(report.id.len(), 64);
+        assert_eq!(report.swarm_service.as_deref(), Some("e2e-svc"));
+        assert!(report.started_at.is_some());
+        assert_eq!(report.mem_limit, Some(64 << 20), "{node}");
+        let used = report.mem_usage.unwrap_or(0);
+        assert!(used > 0 && used < 64 << 20, "{node}: memory used {used}");
+        let cpu = report.cpu_percent.unwrap_or(-1.0);
+        assert!((0.0..=100.0 * 64.0).contains(&cpu), "{node}: cpu {cpu}");
+        assert!(!report.oom_killed);
+    }
+    drop(stats_agent);
 
     let t0 = Instant::now();
     docker::run(&["kill", &name]);

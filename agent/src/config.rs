@@ -51,6 +51,9 @@ pub struct DockerConfig {
     pub host: String,
     /// Time limit of one request to the engine.
     pub timeout: Dur,
+    /// Read container CPU and memory from cgroup files (cheap); false asks the engine's
+    /// stats endpoint for every container instead.
+    pub read_cgroups: bool,
     /// Stats requests in flight at once. Each waits for the engine's next 1 s collection
     /// tick rather than working, so a sample of N containers takes about N / this seconds.
     pub stats_concurrency: usize,
@@ -100,6 +103,7 @@ impl Default for DockerConfig {
             enabled: true,
             host: "unix:///var/run/docker.sock".into(),
             timeout: Dur::secs(5),
+            read_cgroups: true,
             stats_concurrency: 32,
         }
     }

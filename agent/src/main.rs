@@ -227,7 +227,14 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         .clone()
         .map(|e| tokio::spawn(collect::event_watcher(e, tx.clone(), stale.clone())));
     let collectors = engine.map(|e| {
-        collect::containers::ContainerCollector::new(e, cfg.docker.stats_concurrency, stale)
+        collect::containers::ContainerCollector::new(
+            e,
+            cfg.docker.stats_concurrency,
+            cfg.docker.read_cgroups.then(|| {
+                collect::cgroup::CgroupReader::new(&cfg.host.sys_root, &cfg.host.proc_root)
+            }),
+            stale,
+        )
     });
     let mut tasks = vec![tokio::spawn(collect::host_sampler(
         interval,

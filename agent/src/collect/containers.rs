@@ -1,9 +1,10 @@
 //! Container health from the local Docker engine, through bollard.
 //!
-//! Cost per interval is bounded: one list request, one one-shot stats request per running
-//! container (at most `docker.stats_concurrency` in flight), and an inspect only for containers
-//! that are new, changed state, were named by an engine event, or whose health check is not
-//! passing (their failing streak moves). Everything else comes from a cache of inspections.
+//! Cost per interval is bounded: one list request; CPU and memory of running containers from
+//! their cgroup files (see `cgroup.rs`), or, where those cannot be read, one one-shot stats
+//! request per container (at most `docker.stats_concurrency` in flight); and an inspect only
+//! for containers that are new, changed state, were named by an engine event, or whose health
+//! check is not passing (their failing streak moves). The rest comes from a cache.
 //!
 //! The conversions (stats to CPU percent and memory, inspection to a report) are pure
 //! functions, tested without an engine.
@@ -17,6 +18,9 @@ use bollard::models::{
 use bollard::query_parameters::{ListContainersOptions, StatsOptions};
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
+use std::time::Instant;
+
+use super::cgroup::{self, CgroupPaths, CgroupReader};
 use leakmon_protocol::{Container, Health};
 
 use crate::config::DockerConfig;
@@ -64,6 +68,8 @@ pub struct Inspected {
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     pub started_at: Option<i64>,
+    /// Main process id while running, else 0.
+    pub pid: i64,
 }
 
 pub fn from_inspect(r: &ContainerInspectResponse) -> Inspected {
@@ -90,6 +96,7 @@ pub fn from_inspect(r: &ContainerInspectResponse) -> Inspected {
         started_at: st
             .and_then(|s| s.started_at.as_deref())
             .and_then(parse_docker_time),
+        pid: st.and_then(|s| s.pid).unwrap_or(0),
     }
 }
 
@@ -222,24 +229,63 @@ impl Engine {
     }
 }
 
+/// CPU percent, and memory (usage, limit), of one container.
+type CpuMem = (Option<f64>, (Option<u64>, Option<u64>));
+
 /// Samples the containers of one engine, keeping what it needs between samples.
 pub struct ContainerCollector {
     engine: Engine,
     concurrency: usize,
     inspected: HashMap<String, Inspected>,
+    /// Previous stats-endpoint CPU counters, for containers read that way.
     prev_cpu: HashMap<String, CpuCounters>,
+    /// `None` when `docker.read_cgroups` is off.
+    cgroups: Option<CgroupReader>,
+    /// Per container: the pid its cgroup paths were found for, and the paths.
+    cgroup_paths: HashMap<String, (i64, Option<CgroupPaths>)>,
+    /// Previous cgroup CPU reading and when it was taken.
+    prev_cgroup: HashMap<String, (u64, Instant)>,
     stale: Invalidations,
 }
 
 impl ContainerCollector {
-    pub fn new(engine: Engine, concurrency: usize, stale: Invalidations) -> Self {
+    pub fn new(
+        engine: Engine,
+        concurrency: usize,
+        cgroups: Option<CgroupReader>,
+        stale: Invalidations,
+    ) -> Self {
         ContainerCollector {
             engine,
             concurrency,
             inspected: HashMap::new(),
             prev_cpu: HashMap::new(),
+            cgroups,
+            cgroup_paths: HashMap::new(),
+            prev_cgroup: HashMap::new(),
             stale,
         }
+    }
+
+    /// CPU percent and memory of a running container from its cgroup, if readable.
+    fn read_cgroup(&mut self, id: &str, now: Instant) -> Option<CpuMem> {
+        let reader = self.cgroups.as_ref()?;
+        let pid = self.inspected.get(id).map(|i| i.pid).filter(|p| *p > 0)?;
+        let paths = match self.cgroup_paths.get(id) {
+            Some((p, paths)) if *p == pid => paths.clone(),
+            _ => {
+                let paths = reader.paths(pid);
+                self.cgroup_paths
+                    .insert(id.to_owned(), (pid, paths.clone()));
+                paths
+            }
+        }?;
+        let u = reader.usage(&paths)?;
+        let pct = self.prev_cgroup.get(id).and_then(|(prev, at)| {
+            cgroup::cpu_percent(*prev, u.cpu_ns, now.duration_since(*at).as_nanos() as u64)
+        });
+        self.prev_cgroup.insert(id.to_owned(), (u.cpu_ns, now));
+        Some((pct, (Some(u.mem_usage), Some(u.mem_limit))))
     }
 
     pub fn engine(&mut self) -> &mut Engine {
@@ -259,6 +305,8 @@ impl ContainerCollector {
         let ids: HashSet<&str> = list.iter().filter_map(|c| c.id.as_deref()).collect();
         self.inspected.retain(|id, _| ids.contains(id.as_str()));
         self.prev_cpu.retain(|id, _| ids.contains(id.as_str()));
+        self.cgroup_paths.retain(|id, _| ids.contains(id.as_str()));
+        self.prev_cgroup.retain(|id, _| ids.contains(id.as_str()));
 
         for c in &list {
             let Some(id) = c.id.as_deref() else { continue };
@@ -282,11 +330,22 @@ impl ContainerCollector {
             }
         }
 
-        let running: Vec<String> = list
-            .iter()
-            .filter(|c| c.state.map(|s| s.to_string()).as_deref() == Some("running"))
-            .filter_map(|c| c.id.clone())
-            .collect();
+        let now = Instant::now();
+        let mut from_cgroups = HashMap::new();
+        let mut running: Vec<String> = Vec::new();
+        for c in &list {
+            let Some(id) = c.id.as_deref() else { continue };
+            if c.state.map(|s| s.to_string()).as_deref() != Some("running") {
+                continue;
+            }
+            match self.read_cgroup(id, now) {
+                Some(v) => {
+                    from_cgroups.insert(id.to_owned(), v);
+                }
+                // Fall back to the engine's stats endpoint for this one.
+                None => running.push(id.to_owned()),
+            }
+        }
         let docker = &docker;
         let stats: HashMap<String, ContainerStatsResponse> =
             futures_util::stream::iter(running.into_iter().map(|id| async move {
@@ -319,8 +378,9 @@ impl ContainerCollector {
         let mut out = Vec::with_capacity(list.len());
         for c in &list {
             let Some(id) = c.id.as_deref() else { continue };
-            let (cpu, mem) = match stats.get(id) {
-                Some(s) => {
+            let (cpu, mem) = match (from_cgroups.remove(id), stats.get(id)) {
+                (Some(v), _) => v,
+                (None, Some(s)) => {
                     let cur = cpu_counters(s);
                     let pct = match (self.prev_cpu.get(id), cur) {
                         (Some(p), Some(c)) => cpu_percent(p, &c),
@@ -336,8 +396,9 @@ impl ContainerCollector {
                     }
                     (pct, memory(s))
                 }
-                None => {
+                (None, None) => {
                     self.prev_cpu.remove(id);
+                    self.prev_cgroup.remove(id);
                     (None, (None, None))
                 }
             };

@@ -1,5 +1,6 @@
 //! The collectors and the tasks that drive them: the sampling tick and the engine events.
 
+pub mod cgroup;
 pub mod containers;
 pub mod host;
 
