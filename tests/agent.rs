@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use leakmon_e2e::{bin, docker, free_port, pki, wait_for, Agent, Broker, Received, Subscriber};
 use leakmon_protocol::{
     decode, ContainersReport, EngineState, EventReport, Health, HostReport, NodeState,
-    OfflineReason, Status,
+    OfflineReason, Status, SwarmRole,
 };
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -59,12 +59,24 @@ fn birth_is_retained_with_identity_and_reports_are_plausible() {
         + cpu.guest_nice;
     assert!((sum - 100.0).abs() < 0.5, "cpu states sum to {sum}");
     assert!(h.load.load1 >= 0.0);
-    let root = h
-        .disks
-        .iter()
-        .find(|d| d.path == "/")
-        .unwrap_or_else(|| panic!("no root filesystem in {:?}", h.disks));
-    assert!(root.total > 0 && root.used > 0 && root.used_percent > 0.0);
+    assert!(!h.disks.is_empty(), "no filesystems reported");
+    assert!(h.disks.iter().all(|d| d.total > 0 && d.used <= d.total));
+    // When / is a real filesystem here (not the overlay of a container), it is reported.
+    let root_fs = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("/"))
+        .last()
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .unwrap_or_default();
+    if ["ext4", "ext3", "xfs", "btrfs"].contains(&root_fs.as_str()) {
+        let root = h
+            .disks
+            .iter()
+            .find(|d| d.path == "/")
+            .unwrap_or_else(|| panic!("no root filesystem in {:?}", h.disks));
+        assert!(root.total > 0 && root.used > 0 && root.used_percent > 0.0);
+    }
     assert!(
         h.disks
             .iter()
@@ -109,13 +121,49 @@ fn birth_is_retained_with_identity_and_reports_are_plausible() {
     assert!(!id.hostname.is_empty());
     let engine = docker::run(&["info", "--format", "{{.ServerVersion}}"]);
     assert_eq!(id.engine_version.as_deref(), Some(engine.as_str()));
-    let swarm_id = docker::run(&["info", "--format", "{{.Swarm.NodeID}}"]);
-    assert_eq!(
-        id.swarm_node_id.clone().unwrap_or_default(),
-        swarm_id,
-        "swarm node id as the engine reports it"
-    );
+    // Swarm identity is checked in birth_names_the_swarm_node_and_role (which may join a
+    // Swarm while this test runs, so it is not compared here).
     assert_eq!(id.swarm_role.is_some(), id.swarm_node_id.is_some());
+}
+
+/// Leaves the Swarm it joined when dropped, even if the test fails.
+struct SwarmGuard(bool);
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = Command::new("docker")
+                .args(["swarm", "leave", "--force"])
+                .output();
+        }
+    }
+}
+
+#[test]
+fn birth_names_the_swarm_node_and_role() {
+    let in_swarm = docker::run(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    let _guard = SwarmGuard(in_swarm != "active");
+    if in_swarm != "active" {
+        docker::run(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    }
+    let node_id = docker::run(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    let manager = docker::run(&["info", "--format", "{{.Swarm.ControlAvailable}}"]) == "true";
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "leakmon/#", false);
+    let node = "e2e-swarm";
+    let agent = Agent::start(&config(&broker.url(), node, ""));
+    let birth = sub
+        .wait_json("status", S(15), |v| v["state"] == "online")
+        .unwrap_or_else(|| panic!("no birth; log:\n{}", agent.log()));
+    let id = status(&birth, node).identity.expect("identity");
+    assert_eq!(id.swarm_node_id.as_deref(), Some(node_id.as_str()));
+    assert_eq!(
+        id.swarm_role,
+        Some(if manager {
+            SwarmRole::Manager
+        } else {
+            SwarmRole::Worker
+        })
+    );
 }
 
 #[test]
