@@ -65,8 +65,7 @@ fn birth_is_retained_with_identity_and_reports_are_plausible() {
     let root_fs = std::fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("/"))
-        .last()
+        .rfind(|l| l.split_whitespace().nth(1) == Some("/"))
         .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
         .unwrap_or_default();
     if ["ext4", "ext3", "xfs", "btrfs"].contains(&root_fs.as_str()) {
