@@ -150,6 +150,12 @@ impl Config {
             ));
         }
         let mqtt = self.mqtt.connector("mqtt")?;
+        if self.mqtt.shared_group.is_some() {
+            return Err(ConfigError::new(
+                "mqtt.shared_group",
+                "is a gateway setting; agents publish, they do not share subscriptions",
+            ));
+        }
         let d = &self.docker;
         if !(d.host.starts_with("unix://")
             || d.host.starts_with("tcp://")

@@ -11,7 +11,6 @@ mod events;
 mod outbox;
 mod publish;
 mod queue;
-mod spool;
 mod state;
 
 use std::io::IsTerminal;
@@ -167,7 +166,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let state = state::State::open(&cfg.state_dir, publish::now_ms());
     let spool = match &cfg.buffer.spool_dir {
         Some(dir) => Some(
-            spool::Spool::open(dir, cfg.buffer.spool_max_bytes.0)
+            leakmon_common::spool::Spool::open(dir, cfg.buffer.spool_max_bytes.0)
                 .with_context(|| format!("cannot open the spool in {}", dir.display()))?,
         ),
         None => None,

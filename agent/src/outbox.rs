@@ -10,7 +10,7 @@ use std::time::Instant;
 use leakmon_protocol::BufferStats;
 
 use crate::queue::{Message, Queue};
-use crate::spool::{RecordPos, Spool};
+use leakmon_common::spool::{RecordPos, Spool};
 
 /// Where an in-flight message came from, so its acknowledgement can be credited.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,7 +39,7 @@ impl Outbox {
     pub fn push(&mut self, m: Message, now: Instant) {
         if !self.online {
             if let Some(sp) = self.spool.as_mut() {
-                match sp.append(&m, now) {
+                match sp.append(&m.to_record(), now) {
                     Ok(_) => {
                         let d = sp.take_dropped();
                         self.mem.count_dropped(d);
@@ -64,10 +64,23 @@ impl Outbox {
     /// The next message to send, oldest first.
     pub fn next(&mut self) -> Option<(Message, Origin)> {
         if let Some(sp) = self.spool.as_mut() {
-            match sp.next() {
-                Ok(Some((m, pos))) => return Some((m, Origin::Spool(pos))),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read the spool"),
+            loop {
+                match sp.next_record() {
+                    Ok(Some((body, pos))) => match Message::from_record(&body) {
+                        Some(m) => return Some((m, Origin::Spool(pos))),
+                        None => {
+                            // Checksummed but not ours (a file from another program?).
+                            tracing::warn!("skipping an unreadable spool record");
+                            self.mem.count_dropped(1);
+                            let _ = sp.ack(pos);
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the spool");
+                        break;
+                    }
+                }
             }
             let d = sp.take_dropped();
             self.mem.count_dropped(d);

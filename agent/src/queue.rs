@@ -19,9 +19,34 @@ pub struct Message {
     pub retain: bool,
 }
 
+const RETAIN: u8 = 1;
+
 impl Message {
     pub fn cost(&self) -> usize {
         self.topic.len() + self.payload.len() + OVERHEAD
+    }
+
+    /// The spool record of a message: `flags: u8 | topic_len: u16 LE | topic | payload`.
+    pub fn to_record(&self) -> Vec<u8> {
+        let topic = self.topic.as_bytes();
+        let topic_len = topic.len().min(u16::MAX as usize);
+        let mut body = Vec::with_capacity(3 + topic_len + self.payload.len());
+        body.push(if self.retain { RETAIN } else { 0 });
+        body.extend_from_slice(&(topic_len as u16).to_le_bytes());
+        body.extend_from_slice(&topic[..topic_len]);
+        body.extend_from_slice(&self.payload);
+        body
+    }
+
+    pub fn from_record(body: &[u8]) -> Option<Message> {
+        let flags = *body.first()?;
+        let tl = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
+        let topic = std::str::from_utf8(body.get(3..3 + tl)?).ok()?.to_owned();
+        Some(Message {
+            topic,
+            payload: body[3 + tl..].to_vec(),
+            retain: flags & RETAIN != 0,
+        })
     }
 }
 
@@ -177,6 +202,26 @@ mod tests {
         q.push(msg(4, 10));
         assert_eq!(q.requeue_front(vec![msg(1, 10), msg(2, 10)].into_iter()), 2);
         assert_eq!(ids(&mut q), ["t/3", "t/4"]);
+    }
+
+    #[test]
+    fn spool_record_round_trip() {
+        for m in [
+            msg(1, 0),
+            msg(2, 100),
+            Message {
+                retain: true,
+                ..msg(3, 5)
+            },
+        ] {
+            assert_eq!(Message::from_record(&m.to_record()), Some(m));
+        }
+        assert_eq!(Message::from_record(&[]), None);
+        assert_eq!(
+            Message::from_record(&[0, 9, 0, b'a']),
+            None,
+            "topic runs past the end"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What the leakmon binaries share beyond the wire protocol: layered configuration
 //! ([`config`]), the MQTT connection set-up with TLS ([`mqtt`]) and reconnect backoff
-//! ([`backoff`]). Pure except where it reads the files a config names.
+//! ([`backoff`]), and the disk spool of records both use while their peer is away ([`spool`]).
 
 pub mod backoff;
 pub mod config;
 pub mod mqtt;
+pub mod spool;

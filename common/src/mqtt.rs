@@ -46,6 +46,10 @@ pub struct MqttSettings {
     pub reconnect_max: Dur,
     /// Largest MQTT packet sent or accepted.
     pub max_packet_size: ByteSize,
+    /// Gateway only: share the data topics among the gateways of this group (MQTT shared
+    /// subscriptions, `$share/<group>/...`), so each message is ingested by one of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_group: Option<String>,
 }
 
 impl Default for MqttSettings {
@@ -63,6 +67,7 @@ impl Default for MqttSettings {
             reconnect_min: Dur::millis(500),
             reconnect_max: Dur::secs(30),
             max_packet_size: ByteSize::mib(1),
+            shared_group: None,
         }
     }
 }
@@ -174,6 +179,14 @@ impl MqttSettings {
                 key("max_packet_size"),
                 "must be between 4KiB and 256MiB",
             ));
+        }
+        if let Some(g) = &self.shared_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                return Err(ConfigError::new(
+                    key("shared_group"),
+                    "must be a non-empty name without '/', '+' or '#'",
+                ));
+            }
         }
         let tls_keys = [
             ("ca_file", self.ca_file.is_some()),

@@ -1,17 +1,253 @@
-//! `leakmon-gateway`: MQTT to InfluxDB, liveness and Swarm rescheduling. Ingest and control
-//! arrive with the next issues; for now the binary only knows its version.
+//! `leakmon-gateway`: ingests every agent's MQTT data into InfluxDB, keeps node liveness, and
+//! serves its state over HTTP.
+//!
+//! Module map: `config` (keys and checks), `ingest` (MQTT shell, decoding, schema, InfluxDB
+//! writer with buffer and spool), `liveness` (pure state machine), `nodes` (per-node view),
+//! `metrics` (counters), `http` (endpoints).
 
+mod config;
+mod http;
+mod ingest;
+mod liveness;
+mod metrics;
+mod nodes;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version" | "-V") => {
-            println!("leakmon-gateway {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("leakmon-gateway: not implemented yet (ingest and control are coming)");
-            ExitCode::from(2)
+use anyhow::Context;
+use leakmon_protocol::Topics;
+use tokio::sync::{mpsc, watch};
+
+use config::{Checked, Config};
+
+const USAGE: &str = "\
+leakmon-gateway: agents' MQTT data into InfluxDB, node liveness, HTTP API
+
+Usage: leakmon-gateway [--config PATH] [--check-config | --print-config | --version]
+
+  --config PATH    config file (default /etc/leakmon/gateway.toml; optional at that path)
+  --check-config   validate the config and exit (0 valid, 2 invalid)
+  --print-config   print the effective config (file + environment) and exit
+  --version        print the version and exit
+
+Every key can be set by environment: influxdb.url -> LEAKMON_GATEWAY__INFLUXDB__URL.
+Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
+
+struct Args {
+    config: Option<PathBuf>,
+    check: bool,
+    print: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        check: false,
+        print: false,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--config" | "-c") => {
+                args.config = Some(it.next().ok_or("--config needs a path")?.into());
+            }
+            Some(s) if s.starts_with("--config=") => {
+                args.config = Some(s["--config=".len()..].into());
+            }
+            Some("--check-config") => args.check = true,
+            Some("--print-config") => args.print = true,
+            Some("--version" | "-V") => {
+                println!("leakmon-gateway {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            Some("--help" | "-h") => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            _ => return Err(format!("unknown argument {a:?}\n\n{USAGE}")),
         }
     }
+    Ok(Some(args))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let spec = std::env::var("LEAKMON_LOG").unwrap_or_default();
+    let filter = if spec.trim().is_empty() {
+        Targets::new().with_default(LevelFilter::INFO)
+    } else {
+        spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("leakmon-gateway: ignoring LEAKMON_LOG={spec:?} ({e}); logging at info");
+            Targets::new().with_default(LevelFilter::INFO)
+        })
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    let checked = match Config::load(&path, required).and_then(|c| c.check(&hostname())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("leakmon-gateway: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print {
+        print!(
+            "{}",
+            leakmon_common::config::to_toml(&checked.cfg.redacted())
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.check {
+        println!("configuration OK (gateway {})", checked.name);
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leakmon-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(checked)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "leakmon-gateway failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(c: Checked) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Checked {
+        cfg,
+        name,
+        mqtt,
+        http,
+        offline_after,
+    } = c;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let nodes = Arc::new(Mutex::new(nodes::Nodes::new(liveness::Liveness::new(
+        offline_after,
+    ))));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let lines = if cfg.influxdb.url.is_empty() {
+        tracing::info!("no influxdb.url: metrics are kept in memory for the HTTP API only");
+        None
+    } else {
+        let i = &cfg.influxdb;
+        let spool = match &i.spool_dir {
+            Some(dir) => Some(
+                leakmon_common::spool::Spool::open(dir, i.spool_max_bytes.0)
+                    .with_context(|| format!("cannot open the spool in {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let buffer = ingest::buffer::Buffer::new(
+            usize::try_from(i.max_buffer_bytes.0).unwrap_or(usize::MAX),
+            spool,
+        );
+        let (tx, rx) = mpsc::channel(1024);
+        let writer = ingest::influx::run(
+            ingest::influx::Target::new(i),
+            ingest::influx::WriterConfig {
+                batch_size: i.batch_size,
+                flush_interval: i.flush_interval.0,
+                timeout: i.timeout.0,
+                max_retry_delay: i.max_retry_delay.0,
+            },
+            buffer,
+            rx,
+            metrics.clone(),
+        );
+        tasks.push(tokio::spawn(writer));
+        Some(tx)
+    };
+
+    if let Some(addr) = http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+        tracing::info!(%addr, "HTTP API on http://{addr}/api/v1/nodes");
+        tokio::spawn(http::serve(
+            listener,
+            http::AppState {
+                nodes: nodes.clone(),
+                metrics: metrics.clone(),
+            },
+            shutdown_rx.clone(),
+        ));
+    }
+
+    tracing::info!(gateway = %name, broker = %cfg.mqtt.url, influxdb = %cfg.influxdb.url, "leakmon-gateway starting");
+    let ingest = ingest::Ingest {
+        connector: mqtt,
+        client_id: cfg.mqtt.client_id.clone().unwrap_or_default(),
+        topics: Topics::new(&cfg.mqtt.topic_prefix)?,
+        shared_group: cfg.mqtt.shared_group.clone(),
+        nodes,
+        metrics,
+        lines,
+        shutdown: shutdown_rx,
+    };
+    let ingest = tokio::spawn(ingest.run());
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    // Ingest ends first, dropping its sender; the writer then spools what it holds and ends.
+    let _ = ingest.await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }

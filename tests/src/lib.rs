@@ -227,6 +227,10 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL: no goodbye, as in a crash or power loss of the process.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -539,4 +543,293 @@ pub mod pki {
             let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644));
         }
     }
+}
+
+/// A process the test started, killed when dropped.
+pub struct Service {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+    program: String,
+}
+
+impl Service {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("service.log"))
+            .expect("service log");
+        let log2 = log.try_clone().expect("log");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (scripts/test installs it)",
+                    self.program
+                )
+            });
+        self.child = Some(child);
+    }
+
+    fn wait_http(&self, path: &str) {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        wait_for(Duration::from_secs(30), || {
+            http_get(&url).ok().filter(|(s, _)| *s < 500).map(|_| ())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{} did not answer on {url}; log:\n{}",
+                self.program,
+                std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+            )
+        });
+    }
+
+    /// Kills the process (SIGKILL): the database is suddenly gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn start_again(&mut self, ready_path: &str) {
+        assert!(self.child.is_none());
+        self.spawn();
+        self.wait_http(ready_path);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// InfluxDB 1.x (Debian's influxd), with its data in a temp dir.
+    pub fn influxdb() -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let rpc = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [http]\n  enabled = true\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n"
+        );
+        std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");
+        let mut s = Service {
+            port,
+            args: vec![
+                "-config".into(),
+                dir.path().join("influxdb.conf").display().to_string(),
+            ],
+            dir,
+            child: None,
+            program: "influxd".into(),
+        };
+        s.spawn();
+        s.wait_http("/ping");
+        s
+    }
+
+    /// VictoriaMetrics (serves InfluxDB's /api/v2/write), with its data in a temp dir.
+    pub fn victoria_metrics() -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut s = Service {
+            port,
+            args: vec![
+                format!("-storageDataPath={}", dir.path().join("data").display()),
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                "-retentionPeriod=100y".into(),
+                "-search.latencyOffset=0s".into(),
+            ],
+            dir,
+            child: None,
+            program: "victoria-metrics".into(),
+        };
+        s.spawn();
+        s.wait_http("/health");
+        s
+    }
+
+    /// InfluxQL query against InfluxDB 1.x; the JSON answer.
+    pub fn influx_query(&self, db: &str, q: &str) -> serde_json::Value {
+        let url = format!(
+            "http://127.0.0.1:{}/query?db={}&epoch=ms&q={}",
+            self.port,
+            db,
+            urlencode(q)
+        );
+        http_get(&url)
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A minimal HTTP/1.0 GET on loopback: status and body.
+pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
+    let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut s = TcpStream::connect(hostport)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// A running `leakmon-gateway` with a config of the test's.
+pub struct Gateway {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    config: PathBuf,
+}
+
+impl Gateway {
+    pub fn start(config: &str) -> Gateway {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Gateway {
+        let http_port = free_port();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            format!("{config}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n"),
+        )
+        .expect("write gateway.toml");
+        let mut g = Gateway {
+            child: None,
+            dir,
+            http_port,
+            config: path,
+        };
+        g.spawn();
+        g
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .expect("gateway log");
+        let child = Command::new(bin("leakmon-gateway"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("LEAKMON_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start leakmon-gateway");
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
+        wait_for(Duration::from_secs(15), || http_get(&url).ok().map(|_| ()))
+            .unwrap_or_else(|| panic!("gateway did not serve /healthz; log:\n{}", self.log()));
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        http_get(&format!("http://127.0.0.1:{}{path}", self.http_port))
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM and wait.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        signal(&c, libc::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > end {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts it again with the same config and directory (spool).
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Publishes one message with mosquitto_pub (for bad-input tests).
+pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
+    use std::io::Write as _;
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-s",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (mosquitto-clients)");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(payload);
+    }
+    let _ = child.wait();
 }

@@ -1,10 +1,11 @@
-//! The disk spool: messages queued while the broker is unreachable, kept in segment files so
-//! they survive an agent restart or a power cut.
+//! A disk spool of records (opaque byte strings), kept in segment files so they survive a
+//! restart or a power cut: the agent's MQTT messages while the broker is away, the gateway's
+//! line-protocol batches while the database is down.
 //!
 //! Layout: `<spool_dir>/<16 hex digits>.seg`, oldest first. A record is
-//! `len: u32 LE | crc32(body): u32 LE | body`, body = `flags: u8 | topic_len: u16 LE | topic |
-//! payload`. A torn record at the end of a segment (power cut mid-write) fails its length or
-//! checksum and the segment is truncated there when the spool is opened.
+//! `len: u32 LE | crc32(body): u32 LE | body`. A torn record at the end of a segment (power
+//! cut mid-write) fails its length or checksum and the segment is truncated there when the
+//! spool is opened.
 //!
 //! Bound: the segments' total size stays under `max_bytes`; to make room, the oldest segment
 //! is deleted and its unsent records are counted as dropped. Segments are small
@@ -23,10 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::queue::Message;
-
 const HEADER: u64 = 8;
-const RETAIN: u8 = 1;
 /// How often appended data is forced to disk while spooling.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
@@ -78,34 +76,16 @@ fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.seg"))
 }
 
-fn encode(m: &Message) -> Vec<u8> {
-    let topic = m.topic.as_bytes();
-    let topic_len = topic.len().min(u16::MAX as usize);
-    let mut body = Vec::with_capacity(3 + topic_len + m.payload.len());
-    body.push(if m.retain { RETAIN } else { 0 });
-    body.extend_from_slice(&(topic_len as u16).to_le_bytes());
-    body.extend_from_slice(&topic[..topic_len]);
-    body.extend_from_slice(&m.payload);
+fn encode(body: &[u8]) -> Vec<u8> {
     let mut rec = Vec::with_capacity(HEADER as usize + body.len());
     rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    rec.extend_from_slice(&body);
+    rec.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    rec.extend_from_slice(body);
     rec
 }
 
-fn decode(body: &[u8]) -> Option<Message> {
-    let flags = *body.first()?;
-    let tl = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
-    let topic = std::str::from_utf8(body.get(3..3 + tl)?).ok()?.to_owned();
-    Some(Message {
-        topic,
-        payload: body[3 + tl..].to_vec(),
-        retain: flags & RETAIN != 0,
-    })
-}
-
-/// Reads the record at `offset`: its message and total length, or `None` if it is torn.
-fn read_record(f: &File, offset: u64, end: u64) -> io::Result<Option<(Message, u64)>> {
+/// Reads the record at `offset`: its body and total length, or `None` if it is torn.
+fn read_record(f: &File, offset: u64, end: u64) -> io::Result<Option<(Vec<u8>, u64)>> {
     if offset + HEADER > end {
         return Ok(None);
     }
@@ -121,7 +101,7 @@ fn read_record(f: &File, offset: u64, end: u64) -> io::Result<Option<(Message, u
     if crc32fast::hash(&body) != crc {
         return Ok(None);
     }
-    Ok(decode(&body).map(|m| (m, HEADER + len)))
+    Ok(Some((body, HEADER + len)))
 }
 
 impl Spool {
@@ -226,9 +206,9 @@ impl Spool {
         std::fs::rename(tmp, self.cursor_path())
     }
 
-    /// Appends a message; returns how many older records were dropped to make room.
-    pub fn append(&mut self, m: &Message, now: Instant) -> io::Result<u64> {
-        let rec = encode(m);
+    /// Appends a record; returns how many older records were dropped to make room.
+    pub fn append(&mut self, body: &[u8], now: Instant) -> io::Result<u64> {
+        let rec = encode(body);
         let len = rec.len() as u64;
         let mut dropped = 0;
         while self.total + len > self.max_bytes && !self.segments.is_empty() {
@@ -323,7 +303,7 @@ impl Spool {
     }
 
     /// The next record not yet handed out.
-    pub fn next(&mut self) -> io::Result<Option<(Message, RecordPos)>> {
+    pub fn next_record(&mut self) -> io::Result<Option<(Vec<u8>, RecordPos)>> {
         loop {
             let Some(idx) = self.segments.iter().position(|s| s.id >= self.read.seg) else {
                 return Ok(None);
@@ -424,17 +404,15 @@ impl Spool {
 mod tests {
     use super::*;
 
-    fn msg(i: usize, size: usize) -> Message {
-        Message {
-            topic: format!("leakmon/v1/nodes/n/host/{i}"),
-            payload: vec![b'a' + (i % 26) as u8; size],
-            retain: i % 2 == 0,
-        }
+    fn msg(i: usize, size: usize) -> Vec<u8> {
+        let mut v = format!("record {i}:").into_bytes();
+        v.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, size));
+        v
     }
 
-    fn drain(s: &mut Spool) -> Vec<Message> {
+    fn drain(s: &mut Spool) -> Vec<Vec<u8>> {
         let mut out = vec![];
-        while let Some((m, pos)) = s.next().unwrap() {
+        while let Some((m, pos)) = s.next_record().unwrap() {
             s.ack(pos).unwrap();
             out.push(m);
         }
@@ -529,10 +507,10 @@ mod tests {
         for i in 0..5 {
             s.append(&msg(i, 10), now).unwrap();
         }
-        let (_, p0) = s.next().unwrap().unwrap();
+        let (_, p0) = s.next_record().unwrap().unwrap();
         s.ack(p0).unwrap();
-        let (_, p1) = s.next().unwrap().unwrap();
-        let (_, _p2) = s.next().unwrap().unwrap();
+        let (_, p1) = s.next_record().unwrap().unwrap();
+        let (_, _p2) = s.next_record().unwrap().unwrap();
         // Connection lost with records 1 and 2 in flight.
         s.rewind(Some(p1));
         assert_eq!(
@@ -551,10 +529,10 @@ mod tests {
                 s.append(&msg(i, 10), now).unwrap();
             }
             for _ in 0..3 {
-                let (_, p) = s.next().unwrap().unwrap();
+                let (_, p) = s.next_record().unwrap().unwrap();
                 s.ack(p).unwrap();
             }
-            let (_, p3) = s.next().unwrap().unwrap();
+            let (_, p3) = s.next_record().unwrap().unwrap();
             s.rewind(Some(p3));
             s.save_cursor().unwrap();
         }

@@ -1,0 +1,235 @@
+//! The gateway's configuration (`/etc/leakmon/gateway.toml`). Key names are a contract; every
+//! key is documented in docs/config.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leakmon_common::config::{ByteSize, ConfigError, Dur};
+use leakmon_common::mqtt::{Connector, MqttSettings};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_PATH: &str = "/etc/leakmon/gateway.toml";
+pub const ENV_PREFIX: &str = "LEAKMON_GATEWAY";
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This gateway's name in logs and its MQTT client id; default: the hostname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub mqtt: MqttSettings,
+    pub influxdb: InfluxConfig,
+    pub http: HttpConfig,
+    pub liveness: LivenessConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfluxConfig {
+    /// Base URL; empty: no database, metrics are kept in memory for the HTTP API only.
+    pub url: String,
+    pub api: Api,
+    /// v1: database and retention policy (empty: the database's default policy).
+    pub database: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub retention_policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// v2: token, organisation and bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub org: String,
+    pub bucket: String,
+    /// Lines per write request.
+    pub batch_size: usize,
+    /// Longest a point waits before its batch is sent.
+    pub flush_interval: Dur,
+    /// Time limit of one write request.
+    pub timeout: Dur,
+    /// Longest wait between retries of a failed write.
+    pub max_retry_delay: Dur,
+    /// Memory held for points the database has not taken yet; beyond it they go to the spool
+    /// (or, without one, the oldest are dropped).
+    pub max_buffer_bytes: ByteSize,
+    /// Disk spool for points while the database is down; survives gateway restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: ByteSize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of /healthz, /metrics and /api/v1/nodes; empty disables the server.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    /// A node silent this long is `stale`.
+    pub offline_after: Dur,
+}
+
+impl Default for InfluxConfig {
+    fn default() -> Self {
+        InfluxConfig {
+            url: String::new(),
+            api: Api::V1,
+            database: "leakmon".into(),
+            retention_policy: String::new(),
+            username: None,
+            password: None,
+            token: None,
+            org: String::new(),
+            bucket: "leakmon".into(),
+            batch_size: 5000,
+            flush_interval: Dur::secs(1),
+            timeout: Dur::secs(10),
+            max_retry_delay: Dur::secs(30),
+            max_buffer_bytes: ByteSize::mib(64),
+            spool_dir: None,
+            spool_max_bytes: ByteSize::mib(1024),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9900".into(),
+        }
+    }
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            offline_after: Dur::secs(15),
+        }
+    }
+}
+
+/// The config after every check.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub cfg: Config,
+    pub name: String,
+    pub mqtt: Connector,
+    pub http: Option<SocketAddr>,
+    pub offline_after: Duration,
+}
+
+impl Config {
+    pub fn load(path: &std::path::Path, required: bool) -> Result<Config, ConfigError> {
+        leakmon_common::config::load(path, required, ENV_PREFIX, std::env::vars())
+    }
+
+    pub fn check(mut self, hostname: &str) -> Result<Checked, ConfigError> {
+        let name = self.name.clone().unwrap_or_else(|| hostname.to_owned());
+        let mqtt = self.mqtt.connector("mqtt")?;
+        let i = &self.influxdb;
+        if !i.url.is_empty() {
+            if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "influxdb.url",
+                    "must start with http:// or https://, e.g. http://127.0.0.1:8086",
+                ));
+            }
+            match i.api {
+                Api::V1 if i.database.is_empty() => {
+                    return Err(ConfigError::new(
+                        "influxdb.database",
+                        "the v1 API needs a database name",
+                    ))
+                }
+                Api::V2 if i.bucket.is_empty() => {
+                    return Err(ConfigError::new(
+                        "influxdb.bucket",
+                        "the v2 API needs a bucket",
+                    ))
+                }
+                _ => {}
+            }
+            if i.password.is_some() && i.username.is_none() {
+                return Err(ConfigError::new(
+                    "influxdb.password",
+                    "a password needs influxdb.username too",
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&i.batch_size) {
+            return Err(ConfigError::new(
+                "influxdb.batch_size",
+                "must be between 1 and 100000 lines",
+            ));
+        }
+        if i.flush_interval.0.is_zero() || i.timeout.0.is_zero() {
+            return Err(ConfigError::new(
+                if i.flush_interval.0.is_zero() {
+                    "influxdb.flush_interval"
+                } else {
+                    "influxdb.timeout"
+                },
+                "must be above zero",
+            ));
+        }
+        if i.max_buffer_bytes.0 < 1 << 20 {
+            return Err(ConfigError::new(
+                "influxdb.max_buffer_bytes",
+                "must be at least 1MiB",
+            ));
+        }
+        let http = if self.http.listen.is_empty() {
+            None
+        } else {
+            Some(self.http.listen.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "http.listen",
+                    "must be an address and port like 127.0.0.1:9900 (empty disables it)",
+                )
+            })?)
+        };
+        let offline_after = self.liveness.offline_after.0;
+        if offline_after < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "liveness.offline_after",
+                "must be at least 1s (and longer than the agents' interval)",
+            ));
+        }
+        if self.mqtt.client_id.is_none() {
+            self.mqtt.client_id = Some(format!("leakmon-gateway-{name}"));
+        }
+        Ok(Checked {
+            cfg: self,
+            name,
+            mqtt,
+            http,
+            offline_after,
+        })
+    }
+
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        for s in [
+            &mut c.mqtt.password,
+            &mut c.influxdb.password,
+            &mut c.influxdb.token,
+        ] {
+            if s.is_some() {
+                *s = Some("********".into());
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,210 @@
+//! Ingest: the MQTT shell that subscribes to every agent, checks what arrives ([`decode`]),
+//! keeps node state ([`crate::nodes`]), maps messages to points ([`schema`], [`line`]) and hands
+//! them to the database writer ([`influx`], with [`buffer`] and [`policy`]).
+
+pub mod buffer;
+pub mod decode;
+pub mod influx;
+pub mod line;
+pub mod policy;
+pub mod schema;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leakmon_common::backoff::{Backoff, Jitter};
+use leakmon_common::mqtt::Connector;
+use leakmon_protocol::{Channel, Topics};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+
+use crate::liveness::Transition;
+use crate::metrics::Metrics;
+use crate::nodes::Nodes;
+use decode::{decode_message, Incoming};
+use line::Point;
+
+/// Largest MQTT packet the gateway reads (or `mqtt.max_packet_size`, if larger). Brokers
+/// should be set to refuse larger ones (mosquitto: `max_packet_size`).
+pub const MAX_INCOMING_PACKET: usize = 16 << 20;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What the ingest shell needs.
+pub struct Ingest {
+    pub connector: Connector,
+    pub client_id: String,
+    pub topics: Topics,
+    /// MQTT v5-style shared subscription group for the data topics (`$share/<group>/...`).
+    pub shared_group: Option<String>,
+    pub nodes: Arc<Mutex<Nodes>>,
+    pub metrics: Arc<Metrics>,
+    /// Lines for the database; `None` without one.
+    pub lines: Option<mpsc::Sender<String>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Logs the first rejections of each kind per node, then every 100th.
+fn log_reject(count: u64, r: &decode::Reject) {
+    if count <= 3 || count % 100 == 0 {
+        tracing::warn!(node = r.node.as_deref().unwrap_or("?"), reason = r.reason, count,
+            detail = %r.detail, "dropped an agent payload");
+    }
+}
+
+impl Ingest {
+    fn subscriptions(&self) -> Vec<String> {
+        let mut subs = vec![self.topics.all_nodes(Channel::Status)];
+        for c in [Channel::Host, Channel::Containers, Channel::Events] {
+            let t = self.topics.all_nodes(c);
+            subs.push(match &self.shared_group {
+                // Every gateway keeps liveness of every node, so status is never shared.
+                Some(g) => format!("$share/{g}/{t}"),
+                None => t,
+            });
+        }
+        subs
+    }
+
+    async fn emit(&self, points: Vec<Point>) {
+        let Some(tx) = &self.lines else { return };
+        let mut s = String::new();
+        for p in &points {
+            p.write_line(&mut s);
+        }
+        if !s.is_empty() && tx.send(s).await.is_err() {
+            tracing::warn!("database writer stopped; points dropped");
+        }
+    }
+
+    fn transition_points(&self, nodes: &Nodes, ts: Vec<Transition>, ts_ms: i64) -> Vec<Point> {
+        ts.into_iter()
+            .map(|t| {
+                tracing::info!(node = %t.node, from = t.from.map(|s| s.as_str()).unwrap_or("-"),
+                    to = t.to.as_str(), "node state changed");
+                schema::node_point(&nodes.tags(&t.node), ts_ms, t.to.as_str(), None)
+            })
+            .collect()
+    }
+
+    /// Handles one MQTT publish; returns the points to write.
+    fn handle(&self, topic: &str, payload: &[u8]) -> Vec<Point> {
+        let ms = now_ms();
+        let now = Instant::now();
+        let (node, msg) = match decode_message(&self.topics, topic, payload, ms) {
+            Ok(v) => v,
+            Err(r) => {
+                let n = self
+                    .metrics
+                    .rejected(r.node.as_deref().unwrap_or("?"), r.reason);
+                log_reject(n, &r);
+                return Vec::new();
+            }
+        };
+        self.metrics.message_in(&node, ms);
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return Vec::new();
+        };
+        match msg {
+            Incoming::Status(s) => {
+                let t = nodes.on_status(&node, &s, now, ms);
+                let tags = nodes.tags(&node);
+                t.map(|t| {
+                    tracing::info!(node = %node, seq = s.seq, to = t.to.as_str(), "node status");
+                    vec![schema::node_point(&tags, s.ts, t.to.as_str(), Some(&s))]
+                })
+                .unwrap_or_default()
+            }
+            Incoming::Host(r) => {
+                let t = nodes.on_host(&node, &r, now, ms);
+                let mut pts = schema::host_points(&nodes.tags(&node), &r);
+                pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
+                pts
+            }
+            Incoming::Containers(r) => {
+                let t = nodes.on_containers(&node, &r, now, ms);
+                let mut pts = schema::container_points(&nodes.tags(&node), &r);
+                pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
+                pts
+            }
+            Incoming::Event(e) => {
+                let t = nodes.on_data(&node, now, ms);
+                let mut pts = vec![schema::event_point(&nodes.tags(&node), &e)];
+                pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
+                pts
+            }
+        }
+    }
+
+    pub async fn run(mut self) {
+        let s = self.connector.settings();
+        let mut backoff = Backoff::new(s.reconnect_min.0, s.reconnect_max.0);
+        let mut jitter = Jitter::from_entropy();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            // A persistent session: while the gateway is away the broker keeps its QoS 1
+            // messages, so a restart loses nothing.
+            let mut opts = self.connector.options(&self.client_id, None);
+            opts.set_clean_session(false);
+            // Read packets well beyond the payload limit, so an oversized payload is counted
+            // and dropped; a packet rumqttc refused would break the connection, and the broker
+            // would redeliver it to this persistent session forever.
+            let out =
+                usize::try_from(self.connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
+            opts.set_max_packet_size(out.max(MAX_INCOMING_PACKET), out);
+            opts.set_inflight(100);
+            let (client, mut el) = AsyncClient::new(opts, 64);
+            let ended = loop {
+                tokio::select! {
+                    ev = el.poll() => match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            backoff.reset();
+                            for t in self.subscriptions() {
+                                if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                                    tracing::warn!(topic = %t, error = %e, "subscribe failed");
+                                }
+                            }
+                            tracing::info!(broker = %self.connector.settings().url, "connected; subscribed to agents");
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let pts = self.handle(&p.topic, &p.payload);
+                            self.emit(pts).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => break Some(e.to_string()),
+                    },
+                    _ = tick.tick() => {
+                        let pts = match self.nodes.lock() {
+                            Ok(mut n) => {
+                                let t = n.tick(Instant::now());
+                                self.transition_points(&n, t, now_ms())
+                            }
+                            Err(_) => Vec::new(),
+                        };
+                        self.emit(pts).await;
+                    }
+                    _ = self.shutdown.changed() => break None,
+                }
+            };
+            match ended {
+                None => {
+                    let _ = client.try_disconnect();
+                    return;
+                }
+                Some(e) => {
+                    let d = backoff.next_delay(jitter.next_u64());
+                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "MQTT connection lost");
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}

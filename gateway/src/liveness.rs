@@ -1,0 +1,282 @@
+//! Which nodes are alive: a pure state machine, time passed in.
+//!
+//! Rules:
+//! - a birth (`online`, seq N) makes a node `online`, unless a newer birth was already seen;
+//! - a death (`offline`: the agent's Will, or its clean goodbye) makes it `offline`, unless its
+//!   seq is older than the current birth's (a late Will of an earlier connection);
+//! - a node that sent nothing for `offline_after` becomes `stale`;
+//! - any message from a `stale` node (or one never seen, e.g. the gateway started after its
+//!   birth was retained elsewhere) makes it `online` again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use leakmon_protocol::{NodeState, OfflineReason, Status};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Online,
+    Offline(OfflineReason),
+    Stale,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Online => "online",
+            State::Offline(_) => "offline",
+            State::Stale => "stale",
+        }
+    }
+}
+
+/// What the gateway knows of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub state: State,
+    /// seq of the newest birth seen.
+    pub birth_seq: Option<u64>,
+    pub last_seen: Instant,
+    /// When the current state began.
+    pub since: Instant,
+}
+
+/// A state change, to record and act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub node: String,
+    pub from: Option<State>,
+    pub to: State,
+}
+
+#[derive(Debug)]
+pub struct Liveness {
+    offline_after: Duration,
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Liveness {
+    pub fn new(offline_after: Duration) -> Self {
+        Liveness {
+            offline_after,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
+    }
+
+    fn set(&mut self, node: &str, to: State, now: Instant) -> Option<Transition> {
+        let from = match self.nodes.get_mut(node) {
+            None => {
+                self.nodes.insert(
+                    node.to_owned(),
+                    Node {
+                        state: to,
+                        birth_seq: None,
+                        last_seen: now,
+                        since: now,
+                    },
+                );
+                None
+            }
+            Some(n) => {
+                n.last_seen = now;
+                if n.state == to {
+                    return None;
+                }
+                let from = n.state;
+                n.state = to;
+                n.since = now;
+                Some(from)
+            }
+        };
+        Some(Transition {
+            node: node.to_owned(),
+            from,
+            to,
+        })
+    }
+
+    /// A status message (birth or death) from `node`.
+    pub fn on_status(&mut self, node: &str, s: &Status, now: Instant) -> Option<Transition> {
+        let known = self.nodes.get(node).and_then(|n| n.birth_seq);
+        match s.state {
+            NodeState::Online => {
+                if known.is_some_and(|k| s.seq < k) {
+                    return None; // an older birth, replayed
+                }
+                let t = self.set(node, State::Online, now);
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.birth_seq = Some(s.seq);
+                }
+                t
+            }
+            NodeState::Offline => {
+                if known.is_some_and(|k| s.seq < k) {
+                    return None; // a late death of an older connection
+                }
+                let reason = s.reason.unwrap_or(OfflineReason::Lost);
+                self.set(node, State::Offline(reason), now)
+            }
+        }
+    }
+
+    /// A data message (host, containers, event) from `node`.
+    pub fn on_data(&mut self, node: &str, now: Instant) -> Option<Transition> {
+        match self.nodes.get_mut(node) {
+            Some(n) if n.state == State::Online => {
+                n.last_seen = now;
+                None
+            }
+            // Data after a death: the agent is back but its birth has not reached us yet
+            // (or was lost); treat the data as proof of life.
+            _ => self.set(node, State::Online, now),
+        }
+    }
+
+    /// Marks nodes silent for longer than `offline_after` as stale.
+    pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let silent: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.state == State::Online
+                    && now.saturating_duration_since(n.last_seen) > self.offline_after
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        silent
+            .into_iter()
+            .filter_map(|node| {
+                let n = self.nodes.get_mut(&node)?;
+                let from = n.state;
+                n.state = State::Stale;
+                n.since = now;
+                Some(Transition {
+                    node,
+                    from: Some(from),
+                    to: State::Stale,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: NodeState, seq: u64, reason: Option<OfflineReason>) -> Status {
+        Status {
+            v: 1,
+            node: "n".into(),
+            state,
+            seq,
+            reason,
+            ts: 0,
+            identity: None,
+        }
+    }
+    fn birth(seq: u64) -> Status {
+        status(NodeState::Online, seq, None)
+    }
+    fn will(seq: u64) -> Status {
+        status(NodeState::Offline, seq, Some(OfflineReason::Lost))
+    }
+
+    const AFTER: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn birth_makes_online() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        let t = l.on_status("n", &birth(1), t0).unwrap();
+        assert_eq!((t.from, t.to), (None, State::Online));
+        assert_eq!(l.nodes()["n"].birth_seq, Some(1));
+        assert!(
+            l.on_status("n", &birth(1), t0).is_none(),
+            "repeat is no change"
+        );
+    }
+
+    #[test]
+    fn will_makes_offline_lost_and_goodbye_offline_shutdown() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        l.on_status("n", &birth(3), t0);
+        let t = l.on_status("n", &will(3), t0).unwrap();
+        assert_eq!(t.to, State::Offline(OfflineReason::Lost));
+        l.on_status("n", &birth(4), t0);
+        let t = l
+            .on_status(
+                "n",
+                &status(NodeState::Offline, 4, Some(OfflineReason::Shutdown)),
+                t0,
+            )
+            .unwrap();
+        assert_eq!(t.to, State::Offline(OfflineReason::Shutdown));
+    }
+
+    #[test]
+    fn late_will_of_an_older_connection_is_ignored() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        l.on_status("n", &birth(5), t0);
+        assert!(l.on_status("n", &will(4), t0).is_none());
+        assert_eq!(l.nodes()["n"].state, State::Online);
+        // and an older birth replayed does not roll the seq back
+        assert!(l.on_status("n", &birth(4), t0).is_none());
+        assert_eq!(l.nodes()["n"].birth_seq, Some(5));
+    }
+
+    #[test]
+    fn silence_makes_stale_and_data_revives() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        l.on_status("n", &birth(1), t0);
+        assert!(l.on_data("n", t0 + Duration::from_secs(10)).is_none());
+        assert!(
+            l.tick(t0 + Duration::from_secs(20)).is_empty(),
+            "10 s of silence"
+        );
+        let t = l.tick(t0 + Duration::from_secs(26));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].to, State::Stale);
+        assert!(
+            l.tick(t0 + Duration::from_secs(40)).is_empty(),
+            "stale once"
+        );
+        let t = l.on_data("n", t0 + Duration::from_secs(41)).unwrap();
+        assert_eq!((t.from, t.to), (Some(State::Stale), State::Online));
+    }
+
+    #[test]
+    fn offline_nodes_do_not_go_stale() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        l.on_status("n", &birth(1), t0);
+        l.on_status("n", &will(1), t0);
+        assert!(l.tick(t0 + Duration::from_secs(100)).is_empty());
+    }
+
+    #[test]
+    fn unknown_node_sending_data_is_online() {
+        let mut l = Liveness::new(AFTER);
+        let t = l.on_data("m", Instant::now()).unwrap();
+        assert_eq!((t.from, t.to), (None, State::Online));
+    }
+
+    #[test]
+    fn several_nodes_independently() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        l.on_status("a", &birth(1), t0);
+        l.on_status("b", &birth(1), t0);
+        l.on_data("a", t0 + Duration::from_secs(14));
+        let t = l.tick(t0 + Duration::from_secs(16));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].node, "b");
+    }
+}

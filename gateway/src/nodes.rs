@@ -1,0 +1,191 @@
+//! What the gateway knows of every node: liveness, identity and the latest health summary.
+//! Serves `/api/v1/nodes` and the tags of written points. Pure; times are passed in.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use leakmon_protocol::{ContainersReport, EngineState, Health, HostReport, Status};
+use serde::Serialize;
+
+use crate::ingest::schema::NodeTags;
+use crate::liveness::{Liveness, Transition};
+
+/// The health summary of a node's last host report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HostSummary {
+    pub ts: i64,
+    /// 100 - idle.
+    pub cpu_busy_percent: Option<f64>,
+    pub load1: f64,
+    pub mem_used_percent: f64,
+    /// The fullest filesystem.
+    pub disk_used_percent_max: Option<f64>,
+    pub temp_max: Option<f64>,
+    pub uptime_s: u64,
+    pub buffer_dropped_total: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ContainersSummary {
+    pub ts: i64,
+    pub engine_ok: bool,
+    pub total: usize,
+    pub running: usize,
+    pub unhealthy: Vec<String>,
+}
+
+/// One node as `/api/v1/nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    pub state: &'static str,
+    /// Unix ms of the last message.
+    pub last_seen: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_node_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<ContainersSummary>,
+}
+
+#[derive(Debug)]
+pub struct Nodes {
+    pub liveness: Liveness,
+    views: BTreeMap<String, NodeView>,
+}
+
+impl Nodes {
+    pub fn new(liveness: Liveness) -> Self {
+        Nodes {
+            liveness,
+            views: BTreeMap::new(),
+        }
+    }
+
+    fn view(&mut self, node: &str) -> &mut NodeView {
+        self.views
+            .entry(node.to_owned())
+            .or_insert_with(|| NodeView {
+                node: node.to_owned(),
+                state: "unknown",
+                last_seen: 0,
+                swarm_node_id: None,
+                swarm_role: None,
+                hostname: None,
+                agent_version: None,
+                host: None,
+                containers: None,
+            })
+    }
+
+    pub fn tags(&self, node: &str) -> NodeTags {
+        NodeTags {
+            host: node.to_owned(),
+            swarm_node_id: self.views.get(node).and_then(|v| v.swarm_node_id.clone()),
+        }
+    }
+
+    pub fn on_status(
+        &mut self,
+        node: &str,
+        s: &Status,
+        now: Instant,
+        now_ms: i64,
+    ) -> Option<Transition> {
+        let v = self.view(node);
+        v.last_seen = now_ms;
+        if let Some(id) = &s.identity {
+            v.swarm_node_id = id.swarm_node_id.clone();
+            v.swarm_role = id.swarm_role.map(|r| {
+                match r {
+                    leakmon_protocol::SwarmRole::Manager => "manager",
+                    leakmon_protocol::SwarmRole::Worker => "worker",
+                }
+                .to_owned()
+            });
+            v.hostname = Some(id.hostname.clone());
+            v.agent_version = Some(id.agent_version.clone());
+        }
+        let t = self.liveness.on_status(node, s, now);
+        self.sync_state(node);
+        t
+    }
+
+    pub fn on_host(
+        &mut self,
+        node: &str,
+        r: &HostReport,
+        now: Instant,
+        now_ms: i64,
+    ) -> Option<Transition> {
+        let v = self.view(node);
+        v.last_seen = now_ms;
+        v.host = Some(HostSummary {
+            ts: r.header.ts,
+            cpu_busy_percent: r.cpu.as_ref().map(|c| (100.0 - c.idle).max(0.0)),
+            load1: r.load.load1,
+            mem_used_percent: r.mem.used_percent,
+            disk_used_percent_max: r.disks.iter().map(|d| d.used_percent).reduce(f64::max),
+            temp_max: r.temps.iter().map(|t| t.temp).reduce(f64::max),
+            uptime_s: r.uptime_s,
+            buffer_dropped_total: r.buffer.dropped_total,
+        });
+        self.on_data(node, now, now_ms)
+    }
+
+    pub fn on_containers(
+        &mut self,
+        node: &str,
+        r: &ContainersReport,
+        now: Instant,
+        now_ms: i64,
+    ) -> Option<Transition> {
+        let v = self.view(node);
+        v.containers = Some(ContainersSummary {
+            ts: r.header.ts,
+            engine_ok: r.engine == EngineState::Ok,
+            total: r.containers.len(),
+            running: r.containers.iter().filter(|c| c.state == "running").count(),
+            unhealthy: r
+                .containers
+                .iter()
+                .filter(|c| c.health == Health::Unhealthy)
+                .map(|c| c.name.clone())
+                .collect(),
+        });
+        self.on_data(node, now, now_ms)
+    }
+
+    pub fn on_data(&mut self, node: &str, now: Instant, now_ms: i64) -> Option<Transition> {
+        self.view(node).last_seen = now_ms;
+        let t = self.liveness.on_data(node, now);
+        self.sync_state(node);
+        t
+    }
+
+    pub fn tick(&mut self, now: Instant) -> Vec<Transition> {
+        let t = self.liveness.tick(now);
+        for tr in &t {
+            self.sync_state(&tr.node);
+        }
+        t
+    }
+
+    fn sync_state(&mut self, node: &str) {
+        let state = self.liveness.nodes().get(node).map(|n| n.state.as_str());
+        if let (Some(s), Some(v)) = (state, self.views.get_mut(node)) {
+            v.state = s;
+        }
+    }
+
+    pub fn list(&self) -> Vec<NodeView> {
+        self.views.values().cloned().collect()
+    }
+}

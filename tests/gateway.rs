@@ -1,0 +1,457 @@
+//! End to end: real agents through a real mosquitto into the real gateway, and from it into
+//! real InfluxDB 1.6.7 (v1 API) and VictoriaMetrics (v2 API), read back through each
+//! database's own query API.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use leakmon_e2e::{bin, http_get, wait_for, Agent, Broker, Gateway, Service, Subscriber};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn agent_config(broker: &Broker, node: &str) -> String {
+    format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{}\"\nkeep_alive = \"2s\"\n\
+         reconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
+        broker.url()
+    )
+}
+
+fn gateway_config(broker: &Broker, influx: &str, extra: &str) -> String {
+    format!(
+        "name = \"gw-{}\"\n[mqtt]\nurl = \"{}\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n\
+         [influxdb]\n{influx}\nflush_interval = \"500ms\"\nmax_retry_delay = \"2s\"\n{extra}\n\
+         [liveness]\noffline_after = \"4s\"\n",
+        broker.port,
+        broker.url()
+    )
+}
+
+/// Rows of an InfluxQL answer: (columns, values).
+fn rows(v: &serde_json::Value) -> Vec<Vec<serde_json::Value>> {
+    v["results"][0]["series"]
+        .as_array()
+        .map(|series| {
+            series
+                .iter()
+                .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+                .filter_map(|r| r.as_array().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn measurements(db: &Service) -> BTreeSet<String> {
+    rows(&db.influx_query("leakmon", "SHOW MEASUREMENTS"))
+        .into_iter()
+        .filter_map(|r| r.first().and_then(|v| v.as_str()).map(str::to_owned))
+        .collect()
+}
+
+/// Host sample times (ms) the subscriber saw for `node`.
+fn host_times(sub: &Subscriber, node: &str) -> BTreeSet<i64> {
+    sub.on("host")
+        .into_iter()
+        .map(|m| m.json())
+        .filter(|v| v["node"] == node)
+        .filter_map(|v| v["ts"].as_i64())
+        .collect()
+}
+
+/// `mem` point times (ms) in InfluxDB for `node`.
+fn influx_mem_times(db: &Service, node: &str) -> BTreeSet<i64> {
+    rows(&db.influx_query(
+        "leakmon",
+        &format!("SELECT used_percent FROM mem WHERE host = '{node}'"),
+    ))
+    .into_iter()
+    .filter_map(|r| r.first().and_then(|v| v.as_i64()))
+    .collect()
+}
+
+#[test]
+fn points_land_in_influxdb_v1_with_the_documented_names() {
+    let db = Service::influxdb();
+    let broker = Broker::start();
+    let node = "e2e-gw-v1";
+    let gw = Gateway::start(&gateway_config(
+        &broker,
+        &format!(
+            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
+            db.url()
+        ),
+        "",
+    ));
+    let _agent = Agent::start(&agent_config(&broker, node));
+
+    let want = [
+        "cpu",
+        "mem",
+        "swap",
+        "system",
+        "disk",
+        "net",
+        "docker",
+        "leakmon_agent",
+        "leakmon_node",
+    ];
+    wait_for(S(30), || {
+        let have = measurements(&db);
+        want.iter().all(|m| have.contains(*m)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "measurements {:?}, want {want:?}; gateway log:\n{}",
+            measurements(&db),
+            gw.log()
+        )
+    });
+    let q = |q: &str| rows(&db.influx_query("leakmon", q));
+    let cpu = q(&format!(
+        "SELECT last(usage_idle) FROM cpu WHERE host = '{node}' AND cpu = 'cpu-total'"
+    ));
+    let idle = cpu[0][1].as_f64().expect("usage_idle");
+    assert!((0.0..=100.0).contains(&idle));
+    let mem = q(&format!(
+        "SELECT last(used_percent), last(total) FROM mem WHERE host = '{node}'"
+    ));
+    assert!(mem[0][2].as_i64().unwrap_or(0) > 0, "mem total {mem:?}");
+    let sys = q(&format!(
+        "SELECT last(n_cpus), last(load1) FROM system WHERE host = '{node}'"
+    ));
+    assert!(sys[0][1].as_i64().unwrap_or(0) >= 1);
+    let disks = q(&format!(
+        "SELECT last(used_percent) FROM disk WHERE host = '{node}' GROUP BY path"
+    ));
+    assert!(!disks.is_empty());
+    let states = q(&format!(
+        "SELECT state FROM leakmon_node WHERE host = '{node}'"
+    ));
+    assert!(states.iter().any(|r| r[1] == "online"), "{states:?}");
+
+    // Every measurement written is documented in docs/schema.md.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schema.md"))
+        .expect("docs/schema.md");
+    for m in measurements(&db) {
+        assert!(
+            doc.contains(&format!("`{m}`")),
+            "measurement {m} is not in docs/schema.md"
+        );
+    }
+
+    // The HTTP API shows the node, online, with a host summary.
+    let nodes: serde_json::Value =
+        serde_json::from_str(&gw.get("/api/v1/nodes")).expect("nodes JSON");
+    let n = nodes["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["node"] == node).cloned())
+        .expect("node in API");
+    assert_eq!(n["state"], "online");
+    assert!(n["host"]["mem_used_percent"].as_f64().is_some());
+    let metrics = gw.get("/metrics");
+    assert!(metrics.contains("leakmon_gateway_points_written_total"));
+    assert!(metrics.contains(&format!(
+        "leakmon_gateway_node_last_seen_seconds{{node=\"{node}\"}}"
+    )));
+}
+
+#[test]
+fn points_land_in_victoria_metrics_through_the_v2_api() {
+    let vm = Service::victoria_metrics();
+    let broker = Broker::start();
+    let node = "e2e-gw-v2";
+    let gw = Gateway::start(&gateway_config(
+        &broker,
+        &format!(
+            "url = \"{}\"\napi = \"v2\"\norg = \"leakmon\"\nbucket = \"leakmon\"\ntoken = \"x\"",
+            vm.url()
+        ),
+        "",
+    ));
+    let _agent = Agent::start(&agent_config(&broker, node));
+    let export = |name: &str| {
+        let _ = http_get(&format!("{}/internal/force_flush", vm.url()));
+        let url = format!(
+            "{}/api/v1/export?match[]=%7B__name__%3D%22{name}%22,host%3D%22{node}%22%7D",
+            vm.url()
+        );
+        http_get(&url).map(|(_, b)| b).unwrap_or_default()
+    };
+    for series in [
+        "mem_used_percent",
+        "cpu_usage_idle",
+        "system_load1",
+        "disk_used_percent",
+    ] {
+        let got = wait_for(S(30), || {
+            let b = export(series);
+            b.contains("\"values\"").then_some(b)
+        })
+        .unwrap_or_else(|| panic!("no {series} in VictoriaMetrics; gateway log:\n{}", gw.log()));
+        let v: serde_json::Value =
+            serde_json::from_str(got.lines().next().unwrap_or("")).expect("export JSON");
+        assert_eq!(v["metric"]["host"], node);
+    }
+}
+
+#[test]
+fn database_down_for_30s_loses_nothing() {
+    let mut db = Service::influxdb();
+    let broker = Broker::start();
+    let node = "e2e-gw-outage";
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
+    let gw = Gateway::start(&gateway_config(
+        &broker,
+        &format!(
+            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
+            db.url()
+        ),
+        "",
+    ));
+    let agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(30), || {
+        (influx_mem_times(&db, node).len() >= 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+
+    db.kill();
+    std::thread::sleep(S(30));
+    db.start_again("/ping");
+    std::thread::sleep(S(3));
+    drop(agent);
+    let sent = host_times(&sub, node);
+    wait_for(S(60), || {
+        sent.is_subset(&influx_mem_times(&db, node)).then_some(())
+    });
+    let have = influx_mem_times(&db, node);
+    let missing: Vec<&i64> = sent.difference(&have).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} host samples missing in InfluxDB after the outage: {:?}; gateway log:\n{}",
+        missing.len(),
+        sent.len(),
+        missing.iter().take(10).collect::<Vec<_>>(),
+        gw.log()
+    );
+    assert!(sent.len() >= 30, "only {} samples sent", sent.len());
+    assert!(gw
+        .get("/metrics")
+        .contains("leakmon_gateway_write_errors_total"));
+}
+
+#[test]
+fn gateway_restarted_while_the_database_is_down_loses_nothing_spooled() {
+    let mut db = Service::influxdb();
+    let broker = Broker::start();
+    let node = "e2e-gw-spool";
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let spool = gw_dir.path().join("spool");
+    let mut gw = Gateway::start_in(
+        gw_dir,
+        &gateway_config(
+            &broker,
+            &format!(
+                "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
+                db.url()
+            ),
+            &format!("spool_dir = \"{}\"", spool.display()),
+        ),
+    );
+    let agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(30), || {
+        (influx_mem_times(&db, node).len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+
+    db.kill();
+    std::thread::sleep(S(6));
+    gw.restart();
+    std::thread::sleep(S(4));
+    db.start_again("/ping");
+    std::thread::sleep(S(2));
+    drop(agent);
+    let sent = host_times(&sub, node);
+    wait_for(S(60), || {
+        sent.is_subset(&influx_mem_times(&db, node)).then_some(())
+    });
+    let have = influx_mem_times(&db, node);
+    let missing: Vec<&i64> = sent.difference(&have).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} samples missing: {:?}; gateway log:\n{}",
+        missing.len(),
+        sent.len(),
+        missing.iter().take(10).collect::<Vec<_>>(),
+        gw.log()
+    );
+}
+
+#[test]
+fn malformed_flood_is_counted_and_good_data_keeps_flowing() {
+    let db = Service::influxdb();
+    let broker = Broker::start();
+    let node = "e2e-gw-flood";
+    let gw = Gateway::start(&gateway_config(
+        &broker,
+        &format!(
+            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
+            db.url()
+        ),
+        "",
+    ));
+    let _agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(30), || {
+        (!influx_mem_times(&db, node).is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+
+    // A flood from a misbehaving client: junk, wrong version, a node posing as another,
+    // absurd values, and a payload over the size limit.
+    let mut opts = rumqttc::MqttOptions::new("e2e-flooder", "127.0.0.1", broker.port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+    // Drives the flooder's connection; ends with the test process.
+    std::thread::spawn(move || for _ in conn.iter() {});
+    // A complete, valid host report of this node, as a real agent would send it.
+    let good = sub_first_host(&broker, node);
+    for i in 0..300 {
+        let (topic, payload): (String, Vec<u8>) = match i % 5 {
+            0 => (
+                format!("leakmon/v1/nodes/{node}/host"),
+                b"{not json".to_vec(),
+            ),
+            1 => (
+                format!("leakmon/v1/nodes/{node}/host"),
+                good.replace("\"v\":1", "\"v\":7").into_bytes(),
+            ),
+            2 => (
+                "leakmon/v1/nodes/someone-else/host".to_owned(),
+                good.clone().into_bytes(),
+            ),
+            3 => (format!("leakmon/v1/nodes/{node}/events"), b"[]".to_vec()),
+            _ => (
+                format!("leakmon/v1/nodes/{node}/containers"),
+                vec![b' '; 1_100_000],
+            ),
+        };
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .expect("publish");
+    }
+    let before = influx_mem_times(&db, node).len();
+    let metrics = wait_for(S(30), || {
+        let m = gw.get("/metrics");
+        (m.contains("reason=\"malformed\"")
+            && m.contains("reason=\"version\"")
+            && m.contains("reason=\"node_mismatch\"")
+            && m.contains("reason=\"too_large\""))
+        .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("reject counters did not move:\n{}", gw.get("/metrics")));
+    assert!(metrics.contains(&format!(
+        "leakmon_gateway_rejected_total{{node=\"{node}\",reason=\"malformed\"}}"
+    )));
+    // Good data keeps landing after the flood.
+    wait_for(S(20), || {
+        (influx_mem_times(&db, node).len() >= before + 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("ingest stopped after the flood; log:\n{}", gw.log()));
+    drop(client);
+}
+
+/// The first host report `node` publishes, as text.
+fn sub_first_host(broker: &Broker, node: &str) -> String {
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), false);
+    let m = sub
+        .wait_json("host", S(10), |_| true)
+        .expect("a host report to copy");
+    String::from_utf8(m.payload).expect("UTF-8 JSON")
+}
+
+#[test]
+fn liveness_online_stale_offline_through_the_api() {
+    let broker = Broker::start();
+    let node = "e2e-gw-live";
+    // No database: the gateway keeps state in memory for the HTTP API.
+    let gw = Gateway::start(&format!(
+        "[mqtt]\nurl = \"{}\"\n[liveness]\noffline_after = \"3s\"\n",
+        broker.url()
+    ));
+    let mut agent = Agent::start(&agent_config(&broker, node));
+    let state = || -> String {
+        serde_json::from_str::<serde_json::Value>(&gw.get("/api/v1/nodes"))
+            .ok()
+            .and_then(|v| {
+                v["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["node"] == node)
+                    .map(|n| n["state"].as_str().unwrap_or("").to_owned())
+            })
+            .unwrap_or_default()
+    };
+    wait_for(S(15), || (state() == "online").then_some(()))
+        .unwrap_or_else(|| panic!("never online; log:\n{}", gw.log()));
+    let pid = agent.pid().expect("agent pid");
+    // Frozen agent: the TCP link stays up, nothing is sent: stale after 3 s of silence.
+    let _ = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status();
+    wait_for(S(10), || (state() == "stale").then_some(()))
+        .unwrap_or_else(|| panic!("never stale: {}; log:\n{}", state(), gw.log()));
+    let _ = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+    wait_for(S(10), || (state() == "online").then_some(()))
+        .unwrap_or_else(|| panic!("never back online: {}", state()));
+    agent.kill9();
+    wait_for(S(10), || (state() == "offline").then_some(()))
+        .unwrap_or_else(|| panic!("never offline after the Will: {}", state()));
+}
+
+#[test]
+fn bad_gateway_config_exits_2_and_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, key) in [
+        ("[influxdb]\nurl = \"127.0.0.1:8086\"\n", "influxdb.url"),
+        (
+            "[influxdb]\nurl = \"http://x\"\napi = \"v3\"\n",
+            "influxdb.api",
+        ),
+        ("[http]\nlisten = \"nowhere\"\n", "http.listen"),
+        (
+            "[liveness]\noffline_after = \"0s\"\n",
+            "liveness.offline_after",
+        ),
+        ("[mqtt]\nshared_group = \"a/b\"\n", "mqtt.shared_group"),
+    ] {
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).expect("write");
+        let out = Command::new(bin("leakmon-gateway"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("run gateway");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let out = Command::new(bin("leakmon-gateway"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/gateway.toml"
+        ))
+        .output()
+        .expect("run gateway");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
