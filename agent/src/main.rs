@@ -13,7 +13,6 @@ mod publish;
 mod queue;
 mod state;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +22,9 @@ use tokio::sync::{mpsc, watch};
 
 use config::{Checked, Config};
 
+use leakmon_common::cli;
+
+const NAME: &str = "leakmon-agent";
 const USAGE: &str = "\
 leakmon-agent: host and container health over MQTT
 
@@ -36,53 +38,10 @@ Usage: leakmon-agent [--config PATH] [--check-config | --print-config | --versio
 Every key can be set by environment: mqtt.url -> LEAKMON_AGENT__MQTT__URL.
 Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
 
-struct Args {
-    config: Option<PathBuf>,
-    check: bool,
-    print: bool,
-}
-
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args {
-        config: None,
-        check: false,
-        print: false,
-    };
-    let mut it = std::env::args_os().skip(1);
-    while let Some(a) = it.next() {
-        match a.to_str() {
-            Some("--config" | "-c") => {
-                args.config = Some(it.next().ok_or("--config needs a path")?.into());
-            }
-            Some(s) if s.starts_with("--config=") => {
-                args.config = Some(s["--config=".len()..].into());
-            }
-            Some("--check-config") => args.check = true,
-            Some("--print-config") => args.print = true,
-            Some("--version" | "-V") => {
-                println!("leakmon-agent {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
-            }
-            Some("--help" | "-h") => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            _ => return Err(format!("unknown argument {a:?}\n\n{USAGE}")),
-        }
-    }
-    Ok(Some(args))
-}
-
-fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
+    let args = match cli::parse_args(NAME, USAGE, std::env::args_os().skip(1)) {
+        Ok(cli::Parsed::Run(a)) => a,
+        Ok(cli::Parsed::Done) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -92,7 +51,7 @@ fn main() -> ExitCode {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(config::DEFAULT_PATH), false),
     };
-    let checked = match Config::load(&path, required).and_then(|c| c.check(&local_hostname())) {
+    let checked = match Config::load(&path, required).and_then(|c| c.check(&cli::hostname())) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("leakmon-agent: invalid configuration: {e}");
@@ -110,7 +69,7 @@ fn main() -> ExitCode {
         println!("configuration OK (node {})", checked.node);
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    cli::init_logging(NAME);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(1)
@@ -129,31 +88,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logging to stderr; `LEAKMON_LOG` is a level or `target=level` list such as
-/// `info,leakmon_agent::publish=debug` (parsed without a regex engine, to stay small).
-fn init_logging() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let spec = std::env::var("LEAKMON_LOG").unwrap_or_default();
-    let filter = spec.parse::<Targets>().unwrap_or_else(|e| {
-        eprintln!("leakmon-agent: ignoring LEAKMON_LOG={spec:?} ({e}); logging at info");
-        Targets::new().with_default(LevelFilter::INFO)
-    });
-    let filter = if spec.trim().is_empty() {
-        Targets::new().with_default(LevelFilter::INFO)
-    } else {
-        filter
-    };
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .with(filter)
-        .init();
 }
 
 async fn run(c: Checked) -> anyhow::Result<()> {
@@ -179,7 +113,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let host = collect::host::HostCollector::new(cfg.host.clone());
 
     let base = Identity {
-        hostname: local_hostname(),
+        hostname: cli::hostname(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         arch: std::env::consts::ARCH.into(),
         interval_ms: interval.as_millis() as u64,
@@ -253,7 +187,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         )));
     }
 
-    wait_for_signal().await?;
+    cli::wait_for_signal().await.context("signal handlers")?;
     tracing::info!("shutting down: delivering what is queued and saying goodbye");
     for t in &tasks {
         t.abort();
@@ -261,16 +195,5 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     publisher.await.context("publisher task")?;
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! ([`backoff`]), and the disk spool of records both use while their peer is away ([`spool`]).
 
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod mqtt;
 pub mod spool;

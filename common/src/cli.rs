@@ -1,0 +1,127 @@
+//! The command-line edge both binaries share: flags, logging set-up, the hostname, signals.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// The common flags: `--config PATH`, `--check-config`, `--print-config`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Args {
+    pub config: Option<PathBuf>,
+    pub check: bool,
+    pub print: bool,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    Run(Args),
+    /// `--version` or `--help` was answered; exit 0.
+    Done,
+}
+
+/// Parses `args` (without the program name). `--version` and `--help` print and return
+/// `Done`; anything unknown is an error carrying the usage text.
+pub fn parse_args(
+    name: &str,
+    usage: &str,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Parsed, String> {
+    let mut out = Args::default();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--config" | "-c") => {
+                out.config = Some(it.next().ok_or("--config needs a path")?.into());
+            }
+            Some(s) if s.starts_with("--config=") => {
+                out.config = Some(s["--config=".len()..].into());
+            }
+            Some("--check-config") => out.check = true,
+            Some("--print-config") => out.print = true,
+            Some("--version" | "-V") => {
+                println!("{name} {}", env!("CARGO_PKG_VERSION"));
+                return Ok(Parsed::Done);
+            }
+            Some("--help" | "-h") => {
+                println!("{usage}");
+                return Ok(Parsed::Done);
+            }
+            _ => return Err(format!("unknown argument {a:?}\n\n{usage}")),
+        }
+    }
+    Ok(Parsed::Run(out))
+}
+
+/// This machine's hostname (the default node and gateway name).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Logging to stderr; `LEAKMON_LOG` is a level or a `target=level` list such as
+/// `info,leakmon_agent::publish=debug` (parsed without a regex engine, to stay small).
+pub fn init_logging(name: &str) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let spec = std::env::var("LEAKMON_LOG").unwrap_or_default();
+    let filter = if spec.trim().is_empty() {
+        Targets::new().with_default(LevelFilter::INFO)
+    } else {
+        spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("{name}: ignoring LEAKMON_LOG={spec:?} ({e}); logging at info");
+            Targets::new().with_default(LevelFilter::INFO)
+        })
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
+        .init();
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(a: &[&str]) -> Result<Parsed, String> {
+        parse_args("x", "usage", a.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn flags() {
+        assert_eq!(
+            parse(&["--config", "/a.toml", "--check-config"]).unwrap(),
+            Parsed::Run(Args {
+                config: Some("/a.toml".into()),
+                check: true,
+                print: false
+            })
+        );
+        assert_eq!(
+            parse(&["--config=/b.toml", "--print-config"]).unwrap(),
+            Parsed::Run(Args {
+                config: Some("/b.toml".into()),
+                check: false,
+                print: true
+            })
+        );
+        assert!(parse(&["--config"]).is_err());
+        assert!(parse(&["--bogus"]).unwrap_err().contains("usage"));
+    }
+}
