@@ -66,7 +66,11 @@ pub fn init_logging(name: &str) {
     use tracing_subscriber::prelude::*;
     let spec = std::env::var("LEAKMON_LOG").unwrap_or_default();
     let filter = if spec.trim().is_empty() {
-        Targets::new().with_default(LevelFilter::INFO)
+        // The gateway's embedded broker logs every connection at info; keep it quiet unless
+        // asked for (LEAKMON_LOG=info,rumqttd=info).
+        Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("rumqttd", LevelFilter::OFF)
     } else {
         spec.parse::<Targets>().unwrap_or_else(|e| {
             eprintln!("{name}: ignoring LEAKMON_LOG={spec:?} ({e}); logging at info");

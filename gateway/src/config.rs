@@ -22,6 +22,15 @@ pub struct Config {
     pub influxdb: InfluxConfig,
     pub http: HttpConfig,
     pub liveness: LivenessConfig,
+    pub broker: BrokerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `auto`: start an embedded broker when `mqtt.url` is on this machine and nothing
+    /// answers there; `always`; `never`.
+    pub embedded: crate::broker::Embedded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,12 +5,14 @@
 //! writer with buffer and spool), `liveness` (pure state machine), `nodes` (per-node view),
 //! `metrics` (counters), `http` (endpoints).
 
+mod broker;
 mod config;
 mod http;
 mod ingest;
 mod liveness;
 mod metrics;
 mod nodes;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ const USAGE: &str = "\
 leakmon-gateway: agents' MQTT data into InfluxDB, node liveness, HTTP API
 
 Usage: leakmon-gateway [--config PATH] [--check-config | --print-config | --version]
+       leakmon-gateway status [--url URL] [--watch [SECONDS]] [--json]
 
   --config PATH    config file (default /etc/leakmon/gateway.toml; optional at that path)
   --check-config   validate the config and exit (0 valid, 2 invalid)
@@ -39,6 +42,29 @@ Every key can be set by environment: influxdb.url -> LEAKMON_GATEWAY__INFLUXDB__
 Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("status") {
+        let a = match status::parse(&argv[1..]) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                ExitCode::from(rt.block_on(status::run(a)))
+            }
+            Err(e) => {
+                eprintln!("leakmon-gateway: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match cli::parse_args(NAME, USAGE, std::env::args_os().skip(1)) {
         Ok(cli::Parsed::Run(a)) => a,
         Ok(cli::Parsed::Done) => return ExitCode::SUCCESS,
@@ -98,6 +124,10 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         http,
         offline_after,
     } = c;
+    if cfg.mqtt.url.starts_with("mqtt://") || cfg.mqtt.url.starts_with("tcp://") {
+        let ep = &mqtt.endpoint;
+        broker::maybe_start(cfg.broker.embedded, &ep.host, ep.port).context("broker.embedded")?;
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let nodes = Arc::new(Mutex::new(nodes::Nodes::new(liveness::Liveness::new(
         offline_after,

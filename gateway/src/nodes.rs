@@ -32,6 +32,19 @@ pub struct ContainersSummary {
     pub total: usize,
     pub running: usize,
     pub unhealthy: Vec<String>,
+    pub list: Vec<ContainerLine>,
+}
+
+/// One container, as the status table shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerLine {
+    pub name: String,
+    pub state: String,
+    pub health: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_usage: Option<u64>,
 }
 
 /// One node as `/api/v1/nodes` shows it.
@@ -158,6 +171,17 @@ impl Nodes {
                 .iter()
                 .filter(|c| c.health == Health::Unhealthy)
                 .map(|c| c.name.clone())
+                .collect(),
+            list: r
+                .containers
+                .iter()
+                .map(|c| ContainerLine {
+                    name: c.name.clone(),
+                    state: c.state.clone(),
+                    health: c.health.as_str(),
+                    cpu_percent: c.cpu_percent,
+                    mem_usage: c.mem_usage,
+                })
                 .collect(),
         });
         self.on_data(node, now, now_ms)

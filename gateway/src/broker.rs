@@ -1,0 +1,97 @@
+//! The embedded MQTT broker: when the configured broker is on this machine and nothing answers
+//! there, the gateway starts rumqttd on that address, so a single command brings up a working
+//! setup. A real deployment points `mqtt.url` at its broker (mosquitto, EMQX, ...) and this
+//! never runs (`broker.embedded = "never"` makes sure).
+//!
+//! rumqttd is maintained by the rumqttc authors and embeds in a program; it brings a few
+//! dependencies the gateway would not need otherwise, which is acceptable here and is why the
+//! agent never links it.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `broker.embedded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Embedded {
+    /// Start one when `mqtt.url` is a loopback address where nothing answers.
+    #[default]
+    Auto,
+    /// Always start one on `mqtt.url`'s address.
+    Always,
+    Never,
+}
+
+fn answers(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// Decides and, if needed, starts the embedded broker; returns the address it listens on.
+pub fn maybe_start(mode: Embedded, host: &str, port: u16) -> anyhow::Result<Option<SocketAddr>> {
+    if mode == Embedded::Never {
+        return Ok(None);
+    }
+    let addr = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next());
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let start = match mode {
+        Embedded::Always => true,
+        Embedded::Auto => addr.ip().is_loopback() && !answers(addr),
+        Embedded::Never => false,
+    };
+    if !start {
+        return Ok(None);
+    }
+    let mut v4 = HashMap::new();
+    v4.insert(
+        "1".to_owned(),
+        rumqttd::ServerSettings {
+            name: "leakmon-embedded".into(),
+            listen: addr,
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: crate::ingest::MAX_INCOMING_PACKET,
+                max_inflight_count: 500,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        },
+    );
+    let config = rumqttd::Config {
+        router: rumqttd::RouterConfig {
+            max_connections: 10_000,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 << 20,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(v4),
+        ..Default::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::Builder::new()
+        .name("embedded-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })?;
+    for _ in 0..50 {
+        if answers(addr) {
+            tracing::warn!(%addr, "no MQTT broker answered; started an embedded one (rumqttd) for this gateway and local agents");
+            return Ok(Some(addr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("the embedded broker did not start listening on {addr}")
+}

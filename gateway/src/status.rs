@@ -1,0 +1,295 @@
+//! `leakmon-gateway status`: the fleet as a table, read from a gateway's HTTP API.
+//! Rendering is pure (`render`); the command fetches and prints, once or every few seconds.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const USAGE: &str = "\
+Usage: leakmon-gateway status [--url URL] [--watch [SECONDS]] [--json]
+
+  --url URL        the gateway's HTTP API (default http://127.0.0.1:9900)
+  --watch [SECS]   refresh every SECS seconds (default 2) until Ctrl-C
+  --json           print the API's JSON instead of a table";
+
+pub struct StatusArgs {
+    pub url: String,
+    pub watch: Option<Duration>,
+    pub json: bool,
+}
+
+pub fn parse(args: &[String]) -> Result<StatusArgs, String> {
+    let mut out = StatusArgs {
+        url: "http://127.0.0.1:9900".into(),
+        watch: None,
+        json: false,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--url" => {
+                i += 1;
+                out.url = args.get(i).ok_or("--url needs a URL")?.clone();
+            }
+            "--watch" => {
+                let secs = args.get(i + 1).and_then(|s| s.parse::<f64>().ok());
+                if secs.is_some() {
+                    i += 1;
+                }
+                out.watch = Some(Duration::from_secs_f64(secs.unwrap_or(2.0).max(0.2)));
+            }
+            "--json" => out.json = true,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map(|f| format!("{f:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn ago(now_ms: i64, then: &Value) -> String {
+    match then.as_i64() {
+        Some(t) if t > 0 => {
+            let s = (now_ms - t).max(0) / 1000;
+            if s < 120 {
+                format!("{s}s ago")
+            } else if s < 7200 {
+                format!("{}m ago", s / 60)
+            } else {
+                format!("{}h ago", s / 3600)
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
+fn bytes(v: &Value) -> String {
+    match v.as_u64() {
+        Some(b) if b >= 1 << 30 => format!("{:.1}G", b as f64 / (1u64 << 30) as f64),
+        Some(b) if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1u64 << 20) as f64),
+        Some(b) => format!("{}K", b / 1024),
+        None => "-".into(),
+    }
+}
+
+/// Pads each column to its widest cell.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// The nodes table and, below it, every container.
+pub fn render(api: &Value, now_ms: i64, color: bool) -> String {
+    let paint = |state: &str| -> String {
+        if !color {
+            return state.to_owned();
+        }
+        let code = match state {
+            "online" | "healthy" => "32",
+            "stale" | "starting" => "33",
+            "offline" | "unhealthy" => "31",
+            _ => "0",
+        };
+        format!("\x1b[{code}m{state}\x1b[0m")
+    };
+    let empty = Vec::new();
+    let nodes = api["nodes"].as_array().unwrap_or(&empty);
+    let mut rows = vec![[
+        "NODE",
+        "STATE",
+        "ROLE",
+        "LAST SEEN",
+        "CPU%",
+        "MEM%",
+        "DISK%",
+        "TEMP",
+        "LOAD",
+        "CONTAINERS",
+        "UNHEALTHY",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let mut crows = vec![["CONTAINER", "NODE", "STATE", "HEALTH", "CPU%", "MEM"]
+        .map(String::from)
+        .to_vec()];
+    for n in nodes {
+        let h = &n["host"];
+        let c = &n["containers"];
+        let unhealthy: Vec<String> = c["unhealthy"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.push(vec![
+            n["node"].as_str().unwrap_or("?").to_owned(),
+            n["state"].as_str().unwrap_or("?").to_owned(),
+            n["swarm_role"].as_str().unwrap_or("-").to_owned(),
+            ago(now_ms, &n["last_seen"]),
+            num(&h["cpu_busy_percent"], 1),
+            num(&h["mem_used_percent"], 1),
+            num(&h["disk_used_percent_max"], 1),
+            num(&h["temp_max"], 1),
+            num(&h["load1"], 2),
+            match (c["running"].as_u64(), c["total"].as_u64()) {
+                (Some(r), Some(t)) => format!("{r}/{t}"),
+                _ => "-".into(),
+            },
+            if unhealthy.is_empty() {
+                "-".into()
+            } else {
+                unhealthy.join(",")
+            },
+        ]);
+        for k in c["list"].as_array().unwrap_or(&empty) {
+            crows.push(vec![
+                k["name"].as_str().unwrap_or("?").to_owned(),
+                n["node"].as_str().unwrap_or("?").to_owned(),
+                k["state"].as_str().unwrap_or("?").to_owned(),
+                k["health"].as_str().unwrap_or("-").to_owned(),
+                num(&k["cpu_percent"], 1),
+                bytes(&k["mem_usage"]),
+            ]);
+        }
+    }
+    // Colour after padding, so escape codes do not skew the columns.
+    let mut out = table(&rows);
+    if crows.len() > 1 {
+        out.push('\n');
+        out.push_str(&table(&crows));
+    }
+    if color {
+        for s in [
+            "online",
+            "offline",
+            "stale",
+            "unhealthy",
+            "healthy",
+            "starting",
+        ] {
+            out = out.replace(&format!(" {s} "), &format!(" {} ", paint(s)));
+        }
+    }
+    out
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let u = format!("{}/api/v1/nodes", url.trim_end_matches('/'));
+    let r = client
+        .get(&u)
+        .send()
+        .await
+        .map_err(|e| format!("{u}: {e}"))?;
+    let body = r.text().await.map_err(|e| format!("{u}: {e}"))?;
+    serde_json::from_str(&body).map_err(|e| format!("{u}: not the nodes API ({e})"))
+}
+
+/// Runs the command; exit code 0, or 1 if the gateway cannot be reached (once mode).
+pub async fn run(a: StatusArgs) -> u8 {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let now = crate::ingest::now_ms();
+        let text = match fetch(&client, &a.url).await {
+            Ok(v) if a.json => format!("{v:#}\n"),
+            Ok(v) => render(&v, now, tty),
+            Err(e) if a.watch.is_none() => {
+                eprintln!("leakmon-gateway status: {e}");
+                return 1;
+            }
+            Err(e) => format!("waiting for the gateway: {e}\n"),
+        };
+        match a.watch {
+            None => {
+                print!("{text}");
+                return 0;
+            }
+            Some(every) => {
+                if tty {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!(
+                    "leakmon fleet (from {}, every {:.0?}; Ctrl-C to stop)\n\n{text}",
+                    a.url, every
+                );
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_nodes_and_containers() {
+        let api = serde_json::json!({"nodes": [{
+            "node": "edge-01", "state": "online", "last_seen": 9_000, "swarm_role": "manager",
+            "host": {"cpu_busy_percent": 12.345, "mem_used_percent": 40.0,
+                     "disk_used_percent_max": 71.2, "temp_max": 48.3, "load1": 0.5},
+            "containers": {"running": 2, "total": 3, "unhealthy": ["db"],
+                           "list": [{"name": "db", "state": "running", "health": "unhealthy",
+                                     "cpu_percent": 1.5, "mem_usage": 73400320}]}
+        }, {"node": "edge-02", "state": "stale", "last_seen": 0}]});
+        let t = render(&api, 10_000, false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NODE"));
+        assert!(lines[1].contains("edge-01") && lines[1].contains("online"));
+        assert!(
+            lines[1].contains("12.3") && lines[1].contains("2/3") && lines[1].contains("1s ago")
+        );
+        assert!(lines[2].contains("edge-02") && lines[2].contains("stale"));
+        assert!(t.contains("CONTAINER"));
+        assert!(t.contains("db") && t.contains("70.0M"));
+        assert!(!t.contains('\x1b'), "no colour off a TTY");
+        assert!(render(&api, 10_000, true).contains("\x1b[31munhealthy"));
+    }
+
+    #[test]
+    fn args() {
+        let a = parse(&[
+            "--watch".into(),
+            "5".into(),
+            "--url".into(),
+            "http://x:1".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.watch, Some(Duration::from_secs(5)));
+        assert_eq!(a.url, "http://x:1");
+        let a = parse(&["--watch".into(), "--json".into()]).unwrap();
+        assert_eq!(a.watch, Some(Duration::from_secs(2)));
+        assert!(a.json);
+        assert!(parse(&["--nope".into()]).is_err());
+    }
+}
