@@ -455,3 +455,52 @@ fn bad_gateway_config_exits_2_and_names_the_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn embedded_broker_and_status_table_with_no_other_service() {
+    // No mosquitto, no database: the gateway embeds a broker on a loopback port where nothing
+    // answers, and keeps state in memory.
+    let port = leakmon_e2e::free_port();
+    let gw = Gateway::start(&format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n"));
+    let node = "e2e-embedded";
+    let _agent = Agent::start(&format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n"
+    ));
+    let url = format!("http://127.0.0.1:{}", gw.http_port);
+    let table = wait_for(S(20), || {
+        let out = Command::new(bin("leakmon-gateway"))
+            .args(["status", "--url", &url])
+            .output()
+            .ok()?;
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && t.contains(node) && t.contains("online") && t.contains("/"))
+            .then_some(t)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no live node in the status table; gateway log:\n{}",
+            gw.log()
+        )
+    });
+    let header = table.lines().next().unwrap_or("");
+    for col in [
+        "NODE",
+        "STATE",
+        "CPU%",
+        "MEM%",
+        "DISK%",
+        "CONTAINERS",
+        "UNHEALTHY",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(!table.contains('\x1b'), "no colour when not on a terminal");
+    let json = Command::new(bin("leakmon-gateway"))
+        .args(["status", "--json", "--url", &url])
+        .output()
+        .expect("status --json");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert!(v["nodes"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n["node"] == node)));
+}
