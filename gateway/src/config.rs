@@ -67,6 +67,8 @@ pub struct InfluxConfig {
     pub timeout: Dur,
     /// Longest wait between retries of a failed write.
     pub max_retry_delay: Dur,
+    /// Write requests in flight at once.
+    pub concurrency: usize,
     /// Memory held for points the database has not taken yet; beyond it they go to the spool
     /// (or, without one, the oldest are dropped).
     pub max_buffer_bytes: ByteSize,
@@ -106,6 +108,7 @@ impl Default for InfluxConfig {
             flush_interval: Dur::secs(1),
             timeout: Dur::secs(10),
             max_retry_delay: Dur::secs(30),
+            concurrency: 4,
             max_buffer_bytes: ByteSize::mib(64),
             spool_dir: None,
             spool_max_bytes: ByteSize::mib(1024),
@@ -181,6 +184,12 @@ impl Config {
             return Err(ConfigError::new(
                 "influxdb.batch_size",
                 "must be between 1 and 100000 lines",
+            ));
+        }
+        if !(1..=64).contains(&i.concurrency) {
+            return Err(ConfigError::new(
+                "influxdb.concurrency",
+                "must be between 1 and 64 requests",
             ));
         }
         if i.flush_interval.0.is_zero() || i.timeout.0.is_zero() {

@@ -159,6 +159,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
                 flush_interval: i.flush_interval.0,
                 timeout: i.timeout.0,
                 max_retry_delay: i.max_retry_delay.0,
+                concurrency: i.concurrency,
             },
             buffer,
             rx,

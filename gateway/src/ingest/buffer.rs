@@ -126,16 +126,18 @@ impl Buffer {
         }
     }
 
-    /// On shutdown: memory and the batch in flight go to the spool (if any), so a restart
-    /// writes them. Returns the lines that could not be kept.
-    pub fn close(&mut self, current: Option<(String, Origin)>, now: Instant) -> u64 {
+    /// On shutdown: the batches handed out and not settled, and memory, go to the spool (if
+    /// any), so a restart writes them. Returns the lines that could not be kept.
+    pub fn close(&mut self, unsettled: Vec<(String, Origin)>, now: Instant) -> u64 {
         let mut lost = 0;
         let mut pending: Vec<String> = Vec::new();
-        let mut rewind = None;
-        match current {
-            Some((_, Origin::Spool(pos))) => rewind = Some(pos),
-            Some((b2, _)) => pending.push(b2),
-            None => {}
+        // Spool records handed out are simply read again next time: rewind to the oldest.
+        let mut rewind: Option<RecordPos> = None;
+        for (b, origin) in unsettled {
+            match origin {
+                Origin::Spool(pos) => rewind = Some(rewind.map_or(pos, |r| r.min(pos))),
+                Origin::Memory | Origin::Part => pending.push(b),
+            }
         }
         pending.extend(self.mem.drain(..));
         self.mem_bytes = 0;
@@ -240,7 +242,7 @@ mod tests {
             for i in 0..4 {
                 b.push(batch(i, 3), now);
             }
-            let cur = b.next();
+            let cur = b.next().into_iter().collect();
             assert_eq!(b.close(cur, now), 0);
         }
         let mut b = Buffer::new(1 << 20, Some(Spool::open(dir.path(), 1 << 20).unwrap()));

@@ -9,6 +9,9 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -152,12 +155,10 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     pub timeout: Duration,
     pub max_retry_delay: Duration,
+    /// Write requests in flight at once. Writes are idempotent (points carry their sample
+    /// time), so their order does not matter to the database.
+    pub concurrency: usize,
 }
-
-/// A write request under way: status, Retry-After and body when it ends.
-type InFlight = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Option<u16>, Option<String>, String)> + Send>,
->;
 
 struct Current {
     body: String,
@@ -165,6 +166,19 @@ struct Current {
     origin: Origin,
     attempt: u32,
 }
+
+impl Current {
+    fn new(body: String, origin: Origin) -> Self {
+        Current {
+            lines: body.matches('\n').count(),
+            body,
+            origin,
+            attempt: 0,
+        }
+    }
+}
+
+type Answer = (Option<u16>, Option<String>, String);
 
 /// The writer task: lines in, batches out to the database.
 pub async fn run(
@@ -189,22 +203,28 @@ pub async fn run(
     let mut batch = String::new();
     let mut batch_lines = 0usize;
     let mut batch_started: Option<Instant> = None;
-    // Halves of a split batch wait here, ahead of the buffer.
-    let mut parts: std::collections::VecDeque<Current> = Default::default();
-    let mut current: Option<Current> = None;
+    // Batches to send before the buffer's: failed ones awaiting retry, halves of split ones.
+    let mut again: VecDeque<Current> = VecDeque::new();
+    // After a failure every new send waits: the database is likely down or overloaded.
     let mut retry_at: Option<Instant> = None;
     let mut closing = false;
-    let mut inflight: Option<InFlight> = None;
+    let mut inflight = FuturesUnordered::new();
 
     loop {
-        if current.is_none() {
-            current = parts.pop_front().or_else(|| {
-                buffer.next().map(|(body, origin)| Current {
-                    lines: body.matches('\n').count(),
-                    body,
-                    origin,
-                    attempt: 0,
-                })
+        let now = Instant::now();
+        while !closing && inflight.len() < cfg.concurrency && retry_at.is_none_or(|t| t <= now) {
+            retry_at = None;
+            let next = again.pop_front().or_else(|| {
+                buffer
+                    .next()
+                    .map(|(body, origin)| Current::new(body, origin))
+            });
+            let Some(mut c) = next else { break };
+            c.attempt += 1;
+            let (client, target) = (client.clone(), target.clone());
+            inflight.push(async move {
+                let answer: Answer = write(&client, &target, &c.body).await;
+                (c, answer)
             });
         }
         metrics.set_buffer(
@@ -212,23 +232,9 @@ pub async fn run(
             buffer.spool_bytes(),
             buffer.dropped_lines(),
         );
-        let now = Instant::now();
-        if inflight.is_none() && !closing && retry_at.is_none_or(|t| t <= now) {
-            if let Some(c) = current.as_mut() {
-                c.attempt += 1;
-                let (client, target, body) = (client.clone(), target.clone(), c.body.clone());
-                inflight = Some(Box::pin(
-                    async move { write(&client, &target, &body).await },
-                ));
-                retry_at = None;
-            }
-        }
         let flush_at = batch_started.map(|t| t + cfg.flush_interval);
         tokio::select! {
-            res = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
-                inflight = None;
-                let Some(c) = current.take() else { continue };
-                let (status, ra, text) = res;
+            Some((c, (status, ra, text))) = inflight.next(), if !inflight.is_empty() => {
                 match policy::classify(status, ra.as_deref(), c.lines, c.attempt, cfg.max_retry_delay) {
                     Outcome::Written => {
                         metrics.points_written(c.lines as u64);
@@ -240,13 +246,14 @@ pub async fn run(
                             tracing::warn!(status = ?status, attempt = c.attempt, retry_in_ms = d.as_millis() as u64,
                                 error = %text.trim(), "database write failed; keeping the points");
                         }
-                        retry_at = Some(Instant::now() + d);
-                        current = Some(c);
+                        let at = Instant::now() + d;
+                        retry_at = Some(retry_at.map_or(at, |t| t.max(at)));
+                        again.push_front(c);
                     }
                     Outcome::Split => {
                         let (a, b) = policy::split_batch(&c.body);
-                        parts.push_front(Current { lines: b.matches('\n').count(), body: b, origin: c.origin, attempt: 0 });
-                        parts.push_front(Current { lines: a.matches('\n').count(), body: a, origin: Origin::Part, attempt: 0 });
+                        again.push_front(Current::new(b, c.origin));
+                        again.push_front(Current::new(a, Origin::Part));
                     }
                     Outcome::Rejected => {
                         metrics.lines_rejected(c.lines as u64);
@@ -276,18 +283,15 @@ pub async fn run(
                 batch_lines = 0;
                 batch_started = None;
             }
-            _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() && inflight.is_none() => {}
+            _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {}
         }
-        if closing && inflight.is_none() {
+        if closing && inflight.is_empty() {
             if !batch.is_empty() {
                 buffer.push(std::mem::take(&mut batch), std::time::Instant::now());
             }
-            // Parts of a split batch go back whole: the spool keeps text, not halves.
-            let cur = current.take().map(|c| (c.body, c.origin));
-            let mut lost = buffer.close(cur, std::time::Instant::now());
-            for p in parts.drain(..) {
-                lost += p.lines as u64;
-            }
+            let pending: Vec<(String, Origin)> =
+                again.drain(..).map(|c| (c.body, c.origin)).collect();
+            let lost = buffer.close(pending, std::time::Instant::now());
             if lost > 0 {
                 tracing::warn!(
                     lines = lost,

@@ -1,0 +1,244 @@
+//! Load generator for the ingest benchmark (scripts/bench-gateway).
+//!
+//! `loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] [RATE]`: publishes host reports for AGENTS
+//! simulated nodes through the broker on 127.0.0.1:PORT (QoS 1) for SECONDS, RATE reports per
+//! agent per second (0, the default: as fast as the broker takes them); prints
+//! `messages=N points=N` (11 points per report).
+//!
+//! `loadgen direct URL DB AGENTS SECONDS`: writes the same points as line protocol straight
+//! to InfluxDB 1.x (`/write?db=`, batches of 5000 lines, the gateway's batch size); prints
+//! `points=N`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leakmon_protocol::{
+    encode, BufferStats, CpuUsage, Disk, Header, HostReport, Load, Memory, NetIf, Swap, Temperature,
+};
+
+/// Points the gateway makes of one report below: cpu, mem, swap, system, 2 disk, 2 net,
+/// 2 temp, leakmon_agent.
+pub const POINTS_PER_REPORT: u64 = 11;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn report(node: &str, seq: u64, ts: i64) -> HostReport {
+    HostReport {
+        header: Header {
+            v: 1,
+            node: node.to_owned(),
+            run: 1,
+            seq,
+            ts,
+        },
+        hostname: node.to_owned(),
+        uptime_s: 1000 + seq,
+        n_cpus: 4,
+        cpu: Some(CpuUsage {
+            user: 10.0,
+            system: 5.0,
+            idle: 85.0,
+            ..Default::default()
+        }),
+        load: Load {
+            load1: 0.5,
+            load5: 0.4,
+            load15: 0.3,
+        },
+        mem: Memory {
+            total: 4 << 30,
+            available: 3 << 30,
+            used: 1 << 30,
+            free: 2 << 30,
+            buffers: 1 << 20,
+            cached: 1 << 29,
+            used_percent: 25.0,
+            available_percent: 75.0,
+        },
+        swap: Swap::default(),
+        disks: ["/", "/data"]
+            .iter()
+            .map(|p| Disk {
+                path: (*p).into(),
+                device: "/dev/sda1".into(),
+                fstype: "ext4".into(),
+                total: 100 << 30,
+                used: 40 << 30,
+                free: 60 << 30,
+                used_percent: 40.0,
+                inodes_total: 1000,
+                inodes_used: 100,
+                inodes_free: 900,
+            })
+            .collect(),
+        net: ["eth0", "wlan0"]
+            .iter()
+            .map(|i| NetIf {
+                interface: (*i).into(),
+                bytes_recv: seq * 1000,
+                bytes_sent: seq * 500,
+                ..Default::default()
+            })
+            .collect(),
+        temps: ["cpu-thermal", "gpu-thermal"]
+            .iter()
+            .map(|s| Temperature {
+                sensor: (*s).into(),
+                temp: 48.5,
+            })
+            .collect(),
+        buffer: BufferStats::default(),
+    }
+}
+
+fn mqtt(port: u16, agents: usize, seconds: u64, conns: usize, rate: f64) {
+    let sent = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let mut opts = rumqttc::MqttOptions::new(format!("loadgen-{c}"), "127.0.0.1", port);
+                opts.set_max_packet_size(1 << 20, 1 << 20);
+                opts.set_inflight(200);
+                let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+                std::thread::spawn(move || for _ in conn.iter() {});
+                let mut seq = 0u64;
+                // Each connection speaks for its share of the simulated agents; timestamps
+                // step by 1 ms per report so no two reports of a node share a point.
+                let mine: Vec<String> = (0..agents)
+                    .filter(|a| a % conns == c)
+                    .map(|a| format!("sim-{a:04}"))
+                    .collect();
+                let base = now_ms() - 3_600_000;
+                let start = Instant::now();
+                while Instant::now() < end {
+                    if rate > 0.0 {
+                        let due = start + Duration::from_secs_f64(seq as f64 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    seq += 1;
+                    for node in &mine {
+                        let r = report(node, seq, base + seq as i64);
+                        let topic = format!("leakmon/v1/nodes/{node}/host");
+                        if client
+                            .publish(topic, rumqttc::QoS::AtLeastOnce, false, encode(&r))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let _ = client.disconnect();
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let n = sent.load(Ordering::Relaxed);
+    println!("messages={n} points={}", n * POINTS_PER_REPORT);
+}
+
+/// The line protocol the gateway writes for one report (same names, same shapes).
+fn lines(r: &HostReport, out: &mut String) {
+    use std::fmt::Write as _;
+    let (h, ts) = (&r.header.node, r.header.ts);
+    let _ = writeln!(out, "cpu,cpu=cpu-total,host={h} usage_user=10,usage_nice=0,usage_system=5,usage_idle=85,usage_iowait=0,usage_irq=0,usage_softirq=0,usage_steal=0,usage_guest=0,usage_guest_nice=0 {ts}");
+    let _ = writeln!(out, "mem,host={h} total=4294967296i,available=3221225472i,used=1073741824i,free=2147483648i,buffered=1048576i,cached=536870912i,used_percent=25,available_percent=75,swap_total=0i,swap_free=0i {ts}");
+    let _ = writeln!(
+        out,
+        "swap,host={h} total=0i,used=0i,free=0i,used_percent=0 {ts}"
+    );
+    let _ = writeln!(
+        out,
+        "system,host={h} load1=0.5,load5=0.4,load15=0.3,n_cpus=4i,uptime={}i {ts}",
+        r.uptime_s
+    );
+    for d in &r.disks {
+        let _ = writeln!(out, "disk,device=sda1,fstype=ext4,host={h},path={} total=107374182400i,used=42949672960i,free=64424509440i,used_percent=40,inodes_total=1000i,inodes_used=100i,inodes_free=900i {ts}", d.path);
+    }
+    for n in &r.net {
+        let _ = writeln!(out, "net,host={h},interface={} bytes_recv={}i,bytes_sent={}i,packets_recv=0i,packets_sent=0i,err_in=0i,err_out=0i,drop_in=0i,drop_out=0i {ts}", n.interface, n.bytes_recv, n.bytes_sent);
+    }
+    for t in &r.temps {
+        let _ = writeln!(out, "temp,host={h},sensor={} temp=48.5 {ts}", t.sensor);
+    }
+    let _ = writeln!(out, "leakmon_agent,host={h} run=1i,seq={}i,queued=0i,queued_bytes=0i,spooled_bytes=0i,dropped_total=0i {ts}", r.header.seq);
+}
+
+fn post(addr: &str, path: &str, body: &[u8]) -> std::io::Result<u16> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
+fn direct(url: &str, db: &str, agents: usize, seconds: u64) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let path = format!("/write?db={db}&precision=ms");
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let base = now_ms() - 7_200_000;
+    let mut points = 0u64;
+    let mut seq = 0u64;
+    let mut batch = String::new();
+    let mut in_batch = 0u64;
+    while Instant::now() < end {
+        seq += 1;
+        for a in 0..agents {
+            let node = format!("direct-{a:04}");
+            lines(&report(&node, seq, base + seq as i64), &mut batch);
+            in_batch += POINTS_PER_REPORT;
+            if in_batch >= 5000 {
+                match post(addr, &path, batch.as_bytes()) {
+                    Ok(204) => points += in_batch,
+                    Ok(code) => eprintln!("direct write answered {code}"),
+                    Err(e) => eprintln!("direct write failed: {e}"),
+                }
+                batch.clear();
+                in_batch = 0;
+            }
+        }
+    }
+    println!("points={points}");
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize, d: u64| a.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
+    match a.first().map(String::as_str) {
+        Some("mqtt") => mqtt(
+            num(1, 1883) as u16,
+            num(2, 1000) as usize,
+            num(3, 30),
+            num(4, 4) as usize,
+            a.get(5).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        ),
+        Some("direct") if a.len() >= 3 => direct(&a[1], &a[2], num(3, 1000) as usize, num(4, 30)),
+        _ => {
+            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS");
+            std::process::exit(2);
+        }
+    }
+}
