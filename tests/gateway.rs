@@ -504,3 +504,110 @@ fn embedded_broker_and_status_table_with_no_other_service() {
         .as_array()
         .is_some_and(|a| a.iter().any(|n| n["node"] == node)));
 }
+
+#[test]
+fn a_line_the_database_refuses_is_counted_and_the_rest_is_written() {
+    let db = Service::influxdb();
+    let broker = Broker::start();
+    let node = "e2e-gw-conflict";
+    // Make every `leakmon_agent` point of this node unwritable: its `queued` field already
+    // exists as a string in this week's shard, so InfluxDB answers 400 (field type conflict)
+    // for that line.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let body = format!("leakmon_agent,host={node} queued=\"text\" {now}\n");
+    let _ = Command::new("curl")
+        .args(["-sf", "-XPOST", &format!("{}/query", db.url())])
+        .args(["--data-urlencode", "q=CREATE DATABASE leakmon"])
+        .output();
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-XPOST"])
+        .arg(format!("{}/write?db=leakmon&precision=ms", db.url()))
+        .args(["--data-binary", &body])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "204",
+        "seeding the conflict"
+    );
+    let gw = Gateway::start(&gateway_config(
+        &broker,
+        &format!(
+            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
+            db.url()
+        ),
+        "",
+    ));
+    let _agent = Agent::start(&agent_config(&broker, node));
+    // The rest of every batch lands...
+    wait_for(S(30), || {
+        (influx_mem_times(&db, node).len() >= 5).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no mem points; gateway log:\n{}", gw.log()));
+    // ...and the refused lines are counted, not retried forever.
+    let rejected = wait_for(S(20), || {
+        gw.get("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("leakmon_gateway_lines_rejected_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|n| *n >= 3)
+    })
+    .unwrap_or_else(|| panic!("no rejected lines counted:\n{}", gw.get("/metrics")));
+    assert!(rejected >= 3);
+    let cpu = rows(&db.influx_query(
+        "leakmon",
+        &format!("SELECT count(usage_idle) FROM cpu WHERE host = '{node}'"),
+    ));
+    assert!(
+        cpu.first().and_then(|r| r[1].as_i64()).unwrap_or(0) >= 3,
+        "{cpu:?}"
+    );
+}
+
+fn messages_total(gw: &Gateway) -> u64 {
+    gw.get("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("leakmon_gateway_messages_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn gateways_in_a_shared_group_split_the_data() {
+    let broker = Broker::start();
+    let node = "e2e-gw-shared";
+    let cfg = |name: &str| {
+        format!(
+            "name = \"{name}\"\n[mqtt]\nurl = \"{}\"\nshared_group = \"ingest\"\n",
+            broker.url()
+        )
+    };
+    let g1 = Gateway::start(&cfg("g1"));
+    let g2 = Gateway::start(&cfg("g2"));
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), false);
+    let agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(30), || (sub.on("host").len() >= 10).then_some(()))
+        .unwrap_or_else(|| panic!("no data; agent log:\n{}", agent.log()));
+    drop(agent);
+    std::thread::sleep(S(2));
+    let data = sub
+        .all()
+        .iter()
+        .filter(|m| !m.topic.ends_with("/status"))
+        .count() as u64;
+    let status = sub.on("status").len() as u64;
+    let (a, b) = (messages_total(&g1), messages_total(&g2));
+    // Status goes to both (each keeps liveness); each data message to exactly one.
+    assert!(
+        a > status && b > status,
+        "both take a share: g1 {a}, g2 {b}"
+    );
+    let shared = a + b - 2 * status;
+    assert!(
+        shared.abs_diff(data) <= 2,
+        "data messages: {data} sent, {shared} ingested in total (g1 {a}, g2 {b}, status {status})"
+    );
+}

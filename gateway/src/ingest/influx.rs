@@ -28,6 +28,8 @@ pub struct Target {
     pub base: String,
     pub api: Api,
     pub database: String,
+    /// Compress request bodies.
+    pub gzip: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,7 @@ impl Target {
             base,
             api: c.api,
             database: c.database.clone(),
+            gzip: c.gzip,
         }
     }
 
@@ -112,9 +115,12 @@ async fn write(
 ) -> (Option<u16>, Option<String>, String) {
     let rb = client
         .post(&t.write_url)
-        .header("Content-Encoding", "gzip")
-        .header("Content-Type", "text/plain; charset=utf-8")
-        .body(gzip(body));
+        .header("Content-Type", "text/plain; charset=utf-8");
+    let rb = if t.gzip {
+        rb.header("Content-Encoding", "gzip").body(gzip(body))
+    } else {
+        rb.body(body.to_owned())
+    };
     match t.authorize(rb).send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
