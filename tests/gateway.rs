@@ -28,6 +28,33 @@ fn gateway_config(broker: &Broker, influx: &str, extra: &str) -> String {
     )
 }
 
+/// `[influxdb]` keys for InfluxDB 1.x.
+fn v1(db: &Service) -> String {
+    format!(
+        "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
+        db.url()
+    )
+}
+
+/// Waits until every host sample the subscriber saw is in InfluxDB; fails listing the missing.
+fn assert_all_stored(db: &Service, sub: &Subscriber, node: &str, gw: &Gateway) -> usize {
+    let sent = host_times(sub, node);
+    wait_for(S(60), || {
+        sent.is_subset(&influx_mem_times(db, node)).then_some(())
+    });
+    let have = influx_mem_times(db, node);
+    let missing: Vec<&i64> = sent.difference(&have).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} host samples missing in InfluxDB: {:?}; gateway log:\n{}",
+        missing.len(),
+        sent.len(),
+        missing.iter().take(10).collect::<Vec<_>>(),
+        gw.log()
+    );
+    sent.len()
+}
+
 /// Rows of an InfluxQL answer: (columns, values).
 fn rows(v: &serde_json::Value) -> Vec<Vec<serde_json::Value>> {
     v["results"][0]["series"]
@@ -75,14 +102,7 @@ fn points_land_in_influxdb_v1_with_the_documented_names() {
     let db = Service::influxdb();
     let broker = Broker::start();
     let node = "e2e-gw-v1";
-    let gw = Gateway::start(&gateway_config(
-        &broker,
-        &format!(
-            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
-            db.url()
-        ),
-        "",
-    ));
+    let gw = Gateway::start(&gateway_config(&broker, &v1(&db), ""));
     let _agent = Agent::start(&agent_config(&broker, node));
 
     let want = [
@@ -201,14 +221,7 @@ fn database_down_for_30s_loses_nothing() {
     let broker = Broker::start();
     let node = "e2e-gw-outage";
     let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
-    let gw = Gateway::start(&gateway_config(
-        &broker,
-        &format!(
-            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
-            db.url()
-        ),
-        "",
-    ));
+    let gw = Gateway::start(&gateway_config(&broker, &v1(&db), ""));
     let agent = Agent::start(&agent_config(&broker, node));
     wait_for(S(30), || {
         (influx_mem_times(&db, node).len() >= 3).then_some(())
@@ -220,21 +233,8 @@ fn database_down_for_30s_loses_nothing() {
     db.start_again("/ping");
     std::thread::sleep(S(3));
     drop(agent);
-    let sent = host_times(&sub, node);
-    wait_for(S(60), || {
-        sent.is_subset(&influx_mem_times(&db, node)).then_some(())
-    });
-    let have = influx_mem_times(&db, node);
-    let missing: Vec<&i64> = sent.difference(&have).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} host samples missing in InfluxDB after the outage: {:?}; gateway log:\n{}",
-        missing.len(),
-        sent.len(),
-        missing.iter().take(10).collect::<Vec<_>>(),
-        gw.log()
-    );
-    assert!(sent.len() >= 30, "only {} samples sent", sent.len());
+    let sent = assert_all_stored(&db, &sub, node, &gw);
+    assert!(sent >= 30, "only {sent} samples sent");
     assert!(gw
         .get("/metrics")
         .contains("leakmon_gateway_write_errors_total"));
@@ -252,10 +252,7 @@ fn gateway_restarted_while_the_database_is_down_loses_nothing_spooled() {
         gw_dir,
         &gateway_config(
             &broker,
-            &format!(
-                "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
-                db.url()
-            ),
+            &v1(&db),
             &format!("spool_dir = \"{}\"", spool.display()),
         ),
     );
@@ -272,20 +269,7 @@ fn gateway_restarted_while_the_database_is_down_loses_nothing_spooled() {
     db.start_again("/ping");
     std::thread::sleep(S(2));
     drop(agent);
-    let sent = host_times(&sub, node);
-    wait_for(S(60), || {
-        sent.is_subset(&influx_mem_times(&db, node)).then_some(())
-    });
-    let have = influx_mem_times(&db, node);
-    let missing: Vec<&i64> = sent.difference(&have).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} samples missing: {:?}; gateway log:\n{}",
-        missing.len(),
-        sent.len(),
-        missing.iter().take(10).collect::<Vec<_>>(),
-        gw.log()
-    );
+    assert_all_stored(&db, &sub, node, &gw);
 }
 
 #[test]
@@ -293,14 +277,7 @@ fn malformed_flood_is_counted_and_good_data_keeps_flowing() {
     let db = Service::influxdb();
     let broker = Broker::start();
     let node = "e2e-gw-flood";
-    let gw = Gateway::start(&gateway_config(
-        &broker,
-        &format!(
-            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
-            db.url()
-        ),
-        "",
-    ));
+    let gw = Gateway::start(&gateway_config(&broker, &v1(&db), ""));
     let _agent = Agent::start(&agent_config(&broker, node));
     wait_for(S(30), || {
         (!influx_mem_times(&db, node).is_empty()).then_some(())
@@ -533,14 +510,7 @@ fn a_line_the_database_refuses_is_counted_and_the_rest_is_written() {
         "204",
         "seeding the conflict"
     );
-    let gw = Gateway::start(&gateway_config(
-        &broker,
-        &format!(
-            "url = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"",
-            db.url()
-        ),
-        "",
-    ));
+    let gw = Gateway::start(&gateway_config(&broker, &v1(&db), ""));
     let _agent = Agent::start(&agent_config(&broker, node));
     // The rest of every batch lands...
     wait_for(S(30), || {

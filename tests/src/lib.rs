@@ -174,57 +174,49 @@ impl Drop for Broker {
     }
 }
 
-/// A running `leakmon-agent`.
-pub struct Agent {
+/// One of the project's binaries, running with a config file in a directory of its own and
+/// logging (at debug) to `<dir>/<binary>.log`. Killed when dropped.
+pub struct Daemon {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     config: PathBuf,
+    binary: &'static str,
 }
 
-impl Agent {
-    /// Starts the agent with `config` (TOML) written to a temp file; `state_dir` defaults to a
-    /// temp dir of its own.
-    pub fn start(config: &str) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, config)
-    }
-
-    /// Starts in an existing dir (to restart an agent with the same state and spool).
-    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Agent {
-        let path = dir.path().join("agent.toml");
-        let full = format!(
-            "state_dir = \"{}\"\n{config}",
-            dir.path().join("state").display()
-        );
-        std::fs::write(&path, full).expect("write agent.toml");
-        let mut a = Agent {
+impl Daemon {
+    fn start(binary: &'static str, dir: tempfile::TempDir, config: &str) -> Daemon {
+        let path = dir.path().join(format!("{binary}.toml"));
+        std::fs::write(&path, config).expect("write config");
+        let mut d = Daemon {
             child: None,
             dir,
             config: path,
+            binary,
         };
-        a.spawn();
-        a
+        d.spawn();
+        d
     }
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .expect("agent log");
-        let child = Command::new(bin("leakmon-agent"))
+            .open(self.dir.path().join(format!("{}.log", self.binary)))
+            .expect("log file");
+        let child = Command::new(bin(self.binary))
             .arg("--config")
             .arg(&self.config)
             .env("LEAKMON_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start leakmon-agent");
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.binary));
         self.child = Some(child);
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.binary)))
+            .unwrap_or_default()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -239,11 +231,11 @@ impl Agent {
         }
     }
 
-    /// SIGTERM and wait; returns the exit code.
+    /// SIGTERM and wait (up to 30 s); returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
         signal(&c, libc::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(15);
+        let end = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(st)) = c.try_wait() {
                 return st.code();
@@ -256,18 +248,50 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
 
-    /// Gives back the directory (state and spool) for a restart.
-    pub fn into_dir(mut self) -> tempfile::TempDir {
+impl Drop for Daemon {
+    fn drop(&mut self) {
         self.kill9();
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::mem::replace(&mut self.dir, dir)
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
+/// A running `leakmon-agent`.
+pub struct Agent(Daemon);
+
+impl std::ops::Deref for Agent {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.0
+    }
+}
+
+impl Agent {
+    /// Starts the agent with `config` (TOML); `state_dir` is a temp dir of its own.
+    pub fn start(config: &str) -> Agent {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    /// Starts in an existing dir (to restart an agent with the same state and spool).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Agent {
+        let full = format!(
+            "state_dir = \"{}\"\n{config}",
+            dir.path().join("state").display()
+        );
+        Agent(Daemon::start("leakmon-agent", dir, &full))
+    }
+
+    /// Gives back the directory (state and spool) for a restart.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        self.0.kill9();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.0.dir, dir)
     }
 }
 
@@ -715,12 +739,17 @@ pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
-/// A running `leakmon-gateway` with a config of the test's.
+/// A running `leakmon-gateway` with a config of the test's (and an HTTP port of its own).
 pub struct Gateway {
-    child: Option<Child>,
-    pub dir: tempfile::TempDir,
+    daemon: Daemon,
     pub http_port: u16,
-    config: PathBuf,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Gateway {
@@ -730,44 +759,19 @@ impl Gateway {
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Gateway {
         let http_port = free_port();
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(
-            &path,
-            format!("{config}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n"),
-        )
-        .expect("write gateway.toml");
-        let mut g = Gateway {
-            child: None,
-            dir,
+        let full = format!("{config}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n");
+        let g = Gateway {
+            daemon: Daemon::start("leakmon-gateway", dir, &full),
             http_port,
-            config: path,
         };
-        g.spawn();
+        g.wait_ready();
         g
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("gateway.log"))
-            .expect("gateway log");
-        let child = Command::new(bin("leakmon-gateway"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("LEAKMON_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start leakmon-gateway");
-        self.child = Some(child);
+    fn wait_ready(&self) {
         let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
         wait_for(Duration::from_secs(15), || http_get(&url).ok().map(|_| ()))
             .unwrap_or_else(|| panic!("gateway did not serve /healthz; log:\n{}", self.log()));
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
     pub fn get(&self, path: &str) -> String {
@@ -776,37 +780,11 @@ impl Gateway {
             .unwrap_or_default()
     }
 
-    /// SIGTERM and wait.
-    pub fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        signal(&c, libc::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > end {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts it again with the same config and directory (spool).
+    /// SIGTERM, then start again with the same config and directory (spool).
     pub fn restart(&mut self) {
-        self.terminate();
-        self.spawn();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.daemon.terminate();
+        self.daemon.spawn();
+        self.wait_ready();
     }
 }
 
