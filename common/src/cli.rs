@@ -52,6 +52,53 @@ pub fn parse_args(
     Ok(Parsed::Run(out))
 }
 
+/// What a binary's config type offers to [`configure`].
+pub struct Stage<'a, K> {
+    pub name: &'a str,
+    pub usage: &'a str,
+    pub default_path: &'a str,
+    /// Loads and checks the config at a path (`required`: the path was given explicitly).
+    pub load: &'a dyn Fn(&std::path::Path, bool) -> Result<K, crate::config::ConfigError>,
+    /// The effective config as TOML, secrets masked (`--print-config`).
+    pub print: &'a dyn Fn(&K) -> String,
+    /// The one-line answer of `--check-config`.
+    pub ok: &'a dyn Fn(&K) -> String,
+}
+
+/// Parses the flags and loads the config, answering `--version`, `--help`, `--check-config`
+/// and `--print-config` itself. `Err` carries the exit code (0 when a flag was answered, 2 for
+/// bad flags or config); `Ok` is the checked config to run with.
+pub fn configure<K>(
+    stage: &Stage<'_, K>,
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<K, u8> {
+    let args = match parse_args(stage.name, stage.usage, argv) {
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Done) => return Err(0),
+        Err(e) => {
+            eprintln!("{e}");
+            return Err(2);
+        }
+    };
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(stage.default_path), false),
+    };
+    let checked = (stage.load)(&path, required).map_err(|e| {
+        eprintln!("{}: invalid configuration: {e}", stage.name);
+        2u8
+    })?;
+    if args.print {
+        print!("{}", (stage.print)(&checked));
+        return Err(0);
+    }
+    if args.check {
+        println!("{}", (stage.ok)(&checked));
+        return Err(0);
+    }
+    Ok(checked)
+}
+
 /// This machine's hostname (the default node and gateway name).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

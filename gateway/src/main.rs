@@ -14,7 +14,6 @@ mod metrics;
 mod nodes;
 mod status;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -65,36 +64,18 @@ fn main() -> ExitCode {
             }
         };
     }
-    let args = match cli::parse_args(NAME, USAGE, std::env::args_os().skip(1)) {
-        Ok(cli::Parsed::Run(a)) => a,
-        Ok(cli::Parsed::Done) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+    let stage = cli::Stage {
+        name: NAME,
+        usage: USAGE,
+        default_path: config::DEFAULT_PATH,
+        load: &|path, required| Config::load(path, required)?.check(&cli::hostname()),
+        print: &|c: &Checked| leakmon_common::config::to_toml(&c.cfg.redacted()),
+        ok: &|c: &Checked| format!("configuration OK (gateway {})", c.name),
     };
-    let (path, required) = match &args.config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(config::DEFAULT_PATH), false),
-    };
-    let checked = match Config::load(&path, required).and_then(|c| c.check(&cli::hostname())) {
+    let checked = match cli::configure(&stage, std::env::args_os().skip(1)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("leakmon-gateway: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return ExitCode::from(code),
     };
-    if args.print {
-        print!(
-            "{}",
-            leakmon_common::config::to_toml(&checked.cfg.redacted())
-        );
-        return ExitCode::SUCCESS;
-    }
-    if args.check {
-        println!("configuration OK (gateway {})", checked.name);
-        return ExitCode::SUCCESS;
-    }
     cli::init_logging(NAME);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
