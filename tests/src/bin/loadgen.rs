@@ -140,6 +140,8 @@ fn mqtt(port: u16, agents: usize, seconds: u64, conns: usize, rate: f64) {
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                // Let the connection send what is still queued before saying goodbye.
+                std::thread::sleep(Duration::from_secs(2));
                 let _ = client.disconnect();
             })
         })
