@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# A real multi-node Docker Swarm on one machine: one network namespace, UTS and mount
+# namespace and dockerd per node, all on one bridge. Needs root, docker.io, iproute2,
+# iptables, util-linux (nsenter, unshare). See ../shared/notes/multi-node-swarm.md.
+#
+#   tests/swarm/rig.sh up [MANAGERS] [WORKERS]   (default 3 managers, 2 workers)
+#   tests/swarm/rig.sh down
+#   tests/swarm/rig.sh docker N ARGS...           docker CLI against node N
+#   tests/swarm/rig.sh cut N | restore N          pull / plug node N's cable
+#
+# Nodes are node1..nodeN with addresses 172.30.0.11.., on bridge lmbr0 (172.30.0.1).
+set -euo pipefail
+
+BR=lmbr0
+NET=172.30.0
+ROOT=${LEAKMON_SWARM_ROOT:-/var/lib/leakmon-swarm}
+RUN=/run/lmsw
+
+ns() { echo "lmn$1"; }
+sock() { echo "unix://$RUN/n$1/docker.sock"; }
+ndocker() { local n=$1; shift; docker -H "$(sock "$n")" "$@"; }
+
+node_up() {
+    local n=$1 addr="$NET.$((10 + $1))"
+    ip netns add "$(ns "$n")"
+    ip link add "lmv$n" type veth peer name eth0 netns "$(ns "$n")"
+    ip link set "lmv$n" master $BR up
+    ip -n "$(ns "$n")" addr add "$addr/24" dev eth0
+    ip -n "$(ns "$n")" link set eth0 up
+    ip -n "$(ns "$n")" link set lo up
+    ip -n "$(ns "$n")" route add default via "$NET.1"
+    mkdir -p "$ROOT/n$n/data" "$RUN/n$n"
+    # A resolver that refuses at once: image pulls fail fast and the local image is used.
+    echo "nameserver 127.0.0.1" >"$RUN/n$n/resolv.conf"
+    # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts dockerd needs).
+    setsid nsenter --net="/var/run/netns/$(ns "$n")" unshare --uts --mount sh -c "
+        hostname node$n
+        mount --bind $RUN/n$n/resolv.conf /etc/resolv.conf
+        exec dockerd --data-root $ROOT/n$n/data --exec-root $RUN/n$n/exec \
+            --pidfile $RUN/n$n/docker.pid -H $(sock "$n") \
+            --bridge=none --iptables=false --ip-masq=false
+    " >"$RUN/n$n/dockerd.log" 2>&1 </dev/null &
+}
+
+wait_engine() {
+    for _ in $(seq 1 120); do
+        ndocker "$1" info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    tail -20 "$RUN/n$1/dockerd.log" >&2
+    echo "node$1's dockerd did not come up" >&2
+    return 1
+}
+
+build_image() {
+    local n=$1 dir
+    dir=$(mktemp -d)
+    cp "$(command -v busybox)" "$dir/busybox"
+    printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\nCMD ["/bin/sh"]\n' >"$dir/Dockerfile"
+    DOCKER_BUILDKIT=0 ndocker "$n" build -q -t leakmon-test/busybox:latest "$dir" >/dev/null
+    rm -rf "$dir"
+}
+
+up() {
+    local managers=${1:-3} workers=${2:-2} total
+    total=$((managers + workers))
+    down >/dev/null 2>&1 || true
+    ip link add $BR type bridge
+    ip addr add "$NET.1/24" dev $BR
+    ip link set $BR up
+    iptables -I FORWARD -i $BR -o $BR -j ACCEPT
+    echo "$total" >"$ROOT.nodes" 2>/dev/null || { mkdir -p "$(dirname "$ROOT")"; echo "$total" >"$ROOT.nodes"; }
+    for n in $(seq 1 "$total"); do node_up "$n"; done
+    for n in $(seq 1 "$total"); do wait_engine "$n"; done
+    ndocker 1 swarm init --advertise-addr "$NET.11" >/dev/null
+    local mtoken wtoken
+    mtoken=$(ndocker 1 swarm join-token -q manager)
+    wtoken=$(ndocker 1 swarm join-token -q worker)
+    for n in $(seq 2 "$total"); do
+        local token=$wtoken
+        [ "$n" -le "$managers" ] && token=$mtoken
+        for attempt in 1 2 3; do
+            ndocker "$n" swarm join --advertise-addr "$NET.$((10 + n))" --token "$token" "$NET.11:2377" >/dev/null 2>&1 && break
+            ndocker "$n" swarm leave --force >/dev/null 2>&1 || true
+            [ "$attempt" = 3 ] && { echo "node$n could not join" >&2; return 1; }
+        done
+    done
+    for n in $(seq 1 "$total"); do build_image "$n"; done
+    ndocker 1 node ls
+}
+
+down() {
+    local total
+    total=$(cat "$ROOT.nodes" 2>/dev/null || echo 9)
+    for n in $(seq 1 "$total"); do
+        [ -f "$RUN/n$n/docker.pid" ] && kill "$(cat "$RUN/n$n/docker.pid")" 2>/dev/null || true
+    done
+    sleep 2
+    # containerd and its shims of each node (named by the node's exec root)
+    pkill -9 -f "$RUN/n" 2>/dev/null || true
+    for n in $(seq 1 "$total"); do
+        [ -f "$RUN/n$n/docker.pid" ] && kill -9 "$(cat "$RUN/n$n/docker.pid")" 2>/dev/null || true
+        ip netns del "$(ns "$n")" 2>/dev/null || true
+        ip link del "lmv$n" 2>/dev/null || true
+    done
+    iptables -D FORWARD -i $BR -o $BR -j ACCEPT 2>/dev/null || true
+    ip link del $BR 2>/dev/null || true
+    grep -o "$ROOT[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$RUN" "$ROOT" "$ROOT.nodes"
+}
+
+case "${1:-}" in
+    up) shift; up "$@" ;;
+    down) down ;;
+    docker) shift; n=$1; shift; ndocker "$n" "$@" ;;
+    cut) ip link set "lmv$2" down ;;
+    restore) ip link set "lmv$2" up ;;
+    *) sed -n '2,12p' "$0"; exit 2 ;;
+esac
