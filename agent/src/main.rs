@@ -51,24 +51,7 @@ fn main() -> ExitCode {
         Err(code) => return ExitCode::from(code),
     };
     cli::init_logging(NAME);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(1)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("leakmon-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(checked)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "leakmon-agent failed");
-            ExitCode::FAILURE
-        }
-    }
+    cli::run_async(NAME, Some(1), run(checked))
 }
 
 async fn run(c: Checked) -> anyhow::Result<()> {

@@ -44,12 +44,7 @@ pub enum Report {
     Event(EngineEvent),
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use leakmon_common::now_ms;
 
 /// Turns reports into messages with a header; the only place `seq` is assigned.
 pub struct Encoder {

@@ -134,6 +134,36 @@ pub fn init_logging(name: &str) {
         .init();
 }
 
+/// Runs `fut` on a current-thread tokio runtime (with at most `max_blocking` blocking
+/// threads, if given) and turns its outcome into the process exit code: an error is logged
+/// with its whole chain and exits 1.
+pub fn run_async<E: std::fmt::Display>(
+    name: &str,
+    max_blocking: Option<usize>,
+    fut: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all();
+    if let Some(n) = max_blocking {
+        b.max_blocking_threads(n);
+    }
+    let rt = match b.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{name} failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Waits for SIGTERM or SIGINT.
 pub async fn wait_for_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};

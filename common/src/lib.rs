@@ -7,3 +7,11 @@ pub mod cli;
 pub mod config;
 pub mod mqtt;
 pub mod spool;
+
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

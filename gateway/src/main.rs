@@ -50,19 +50,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        return match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                ExitCode::from(rt.block_on(status::run(a)))
+        return cli::run_async(NAME, None, async {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            match status::run(a).await {
+                0 => Ok(()),
+                _ => Err("the gateway's HTTP API did not answer"),
             }
-            Err(e) => {
-                eprintln!("leakmon-gateway: cannot start the runtime: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        });
     }
     let stage = cli::Stage {
         name: NAME,
@@ -77,23 +71,7 @@ fn main() -> ExitCode {
         Err(code) => return ExitCode::from(code),
     };
     cli::init_logging(NAME);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("leakmon-gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(checked)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "leakmon-gateway failed");
-            ExitCode::FAILURE
-        }
-    }
+    cli::run_async(NAME, None, run(checked))
 }
 
 async fn run(c: Checked) -> anyhow::Result<()> {
@@ -105,7 +83,8 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         http,
         offline_after,
     } = c;
-    if cfg.mqtt.url.starts_with("mqtt://") || cfg.mqtt.url.starts_with("tcp://") {
+    // Only a plain listener can be embedded; a TLS url always means a real broker.
+    if !mqtt.endpoint.tls {
         let ep = &mqtt.endpoint;
         broker::maybe_start(cfg.broker.embedded, &ep.host, ep.port).context("broker.embedded")?;
     }

@@ -28,12 +28,7 @@ use line::Point;
 /// should be set to refuse larger ones (mosquitto: `max_packet_size`).
 pub const MAX_INCOMING_PACKET: usize = 16 << 20;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use leakmon_common::now_ms;
 
 /// What the ingest shell needs.
 pub struct Ingest {
