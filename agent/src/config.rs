@@ -157,15 +157,7 @@ impl Config {
             ));
         }
         let d = &self.docker;
-        if !(d.host.starts_with("unix://")
-            || d.host.starts_with("tcp://")
-            || d.host.starts_with("http://"))
-        {
-            return Err(ConfigError::new(
-                "docker.host",
-                "must start with unix:// (a socket path) or tcp:// (host:port)",
-            ));
-        }
+        leakmon_common::docker::check_host("docker.host", &d.host)?;
         if d.timeout.0.is_zero() {
             return Err(ConfigError::new("docker.timeout", "must be above zero"));
         }

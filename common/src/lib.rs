@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod docker;
 pub mod mqtt;
 pub mod spool;
 

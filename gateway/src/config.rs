@@ -23,6 +23,109 @@ pub struct Config {
     pub http: HttpConfig,
     pub liveness: LivenessConfig,
     pub broker: BrokerConfig,
+    pub docker: DockerConfig,
+    pub leader: LeaderConfig,
+    pub reschedule: RescheduleConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The local engine (a Swarm manager): `unix:///var/run/docker.sock` or `tcp://host:port`.
+    pub host: String,
+    /// Time limit of one request to the engine.
+    pub timeout: Dur,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaderMode {
+    /// `swarm` when the engine answers as a Swarm member, `standalone` when there is no
+    /// engine socket or the engine is in no Swarm.
+    Auto,
+    /// Active only while the local engine is the Swarm leader.
+    Swarm,
+    /// Always active (one gateway, no Swarm).
+    Standalone,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderConfig {
+    pub mode: LeaderMode,
+    /// How often the local engine is asked who leads (and the Swarm's node list is read).
+    pub poll_interval: Dur,
+    /// MQTT client id of the active gateway's persistent session, the same on every gateway
+    /// of a fleet: the broker keeps the agents' messages for it during a hand-over.
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RescheduleConfig {
+    /// Decide and act on dead nodes and unhealthy tasks.
+    pub enabled: bool,
+    /// Publish every decision and action, carry none out.
+    pub dry_run: bool,
+    /// TCP ports probed on a node whose agent is gone; any answer (even a refusal) is life.
+    pub probe_ports: Vec<u16>,
+    pub probe_timeout: Dur,
+    /// A node leakmon drained is set active after being back this long.
+    pub reactivate_after: Dur,
+    /// A Swarm task's container unhealthy this long has its service force-updated.
+    pub unhealthy_after: Dur,
+    /// At most one force-update per service this often.
+    pub force_update_every: Dur,
+    /// A node that dies again within this time of its reactivation is flapping and stays
+    /// drained.
+    pub cooldown: Dur,
+    /// Most nodes drained by leakmon at once; default fewer than half the Swarm's nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_drained: Option<usize>,
+    /// Force-update services whose replicas are unevenly spread after a node is reactivated.
+    pub rebalance: bool,
+    /// Opt-in: set the Swarm's dispatcher heartbeat period (Swarm's default 5s) when this
+    /// gateway becomes active. Shorter makes Swarm itself notice dead nodes sooner, at the
+    /// cost of more heartbeat traffic from every node to the managers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_heartbeat: Option<Dur>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: "unix:///var/run/docker.sock".into(),
+            timeout: Dur::secs(5),
+        }
+    }
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            mode: LeaderMode::Auto,
+            poll_interval: Dur::secs(1),
+            session_id: "leakmon-gateway-active".into(),
+        }
+    }
+}
+
+impl Default for RescheduleConfig {
+    fn default() -> Self {
+        RescheduleConfig {
+            enabled: true,
+            dry_run: false,
+            probe_ports: vec![2377, 7946],
+            probe_timeout: Dur::secs(1),
+            reactivate_after: Dur::secs(60),
+            unhealthy_after: Dur::secs(30),
+            force_update_every: Dur::secs(300),
+            cooldown: Dur::secs(600),
+            max_drained: None,
+            rebalance: false,
+            swarm_heartbeat: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -227,6 +330,62 @@ impl Config {
                 "liveness.offline_after",
                 "must be at least 1s (and longer than the agents' interval)",
             ));
+        }
+        leakmon_common::docker::check_host("docker.host", &self.docker.host)?;
+        if self.docker.timeout.0.is_zero() {
+            return Err(ConfigError::new("docker.timeout", "must be above zero"));
+        }
+        let l = &self.leader;
+        if l.poll_interval.0 < Duration::from_millis(100)
+            || l.poll_interval.0 > Duration::from_secs(5)
+        {
+            return Err(ConfigError::new(
+                "leader.poll_interval",
+                "must be between 100ms and 5s (a takeover waits up to one interval)",
+            ));
+        }
+        if l.session_id.is_empty() {
+            return Err(ConfigError::new(
+                "leader.session_id",
+                "must not be empty: the same MQTT client id on every gateway of the fleet",
+            ));
+        }
+        let r = &self.reschedule;
+        if r.probe_ports.is_empty() || r.probe_ports.contains(&0) {
+            return Err(ConfigError::new(
+                "reschedule.probe_ports",
+                "needs at least one port from 1 to 65535, e.g. [2377, 7946]",
+            ));
+        }
+        if r.probe_timeout.0 < Duration::from_millis(50)
+            || r.probe_timeout.0 > Duration::from_secs(30)
+        {
+            return Err(ConfigError::new(
+                "reschedule.probe_timeout",
+                "must be between 50ms and 30s",
+            ));
+        }
+        for (key, d) in [
+            ("reschedule.unhealthy_after", r.unhealthy_after.0),
+            ("reschedule.force_update_every", r.force_update_every.0),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(key, "must be above zero"));
+            }
+        }
+        if r.max_drained == Some(0) {
+            return Err(ConfigError::new(
+                "reschedule.max_drained",
+                "must be at least 1 (or left out: fewer than half the nodes)",
+            ));
+        }
+        if let Some(h) = r.swarm_heartbeat {
+            if h.0 < Duration::from_secs(1) || h.0 > Duration::from_secs(60) {
+                return Err(ConfigError::new(
+                    "reschedule.swarm_heartbeat",
+                    "must be between 1s and 60s (Swarm's default is 5s)",
+                ));
+            }
         }
         if self.mqtt.client_id.is_none() {
             self.mqtt.client_id = Some(format!("leakmon-gateway-{name}"));

@@ -7,6 +7,7 @@
 
 mod broker;
 mod config;
+mod control;
 mod http;
 mod ingest;
 mod liveness;
@@ -145,10 +146,26 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     }
 
     tracing::info!(gateway = %name, broker = %cfg.mqtt.url, influxdb = %cfg.influxdb.url, "leakmon-gateway starting");
+    let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
+    let (outgoing_tx, outgoing) = mpsc::channel(1024);
+    let (session, control) = control::Control {
+        name: name.clone(),
+        hostname: cli::hostname(),
+        cfg: cfg.clone(),
+        topics: topics.clone(),
+        nodes: nodes.clone(),
+        metrics: metrics.clone(),
+        outgoing: outgoing_tx,
+        lines: lines.clone(),
+    }
+    .start(shutdown_rx.clone())
+    .await;
+    tasks.push(tokio::spawn(control));
     let ingest = ingest::Ingest {
         connector: mqtt,
-        client_id: cfg.mqtt.client_id.clone().unwrap_or_default(),
-        topics: Topics::new(&cfg.mqtt.topic_prefix)?,
+        session,
+        outgoing,
+        topics,
         shared_group: cfg.mqtt.shared_group.clone(),
         nodes,
         metrics,

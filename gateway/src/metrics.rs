@@ -14,6 +14,9 @@ pub struct Metrics {
     buffer_bytes: AtomicU64,
     spool_bytes: AtomicU64,
     buffer_dropped_lines: AtomicU64,
+    /// 1 while this gateway is the active one.
+    active: AtomicU64,
+    events: AtomicU64,
     /// Rejected payloads by (node, reason).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Unix ms of the last message per node.
@@ -41,6 +44,14 @@ impl Metrics {
         let c = m.entry((node.to_owned(), reason)).or_insert(0);
         *c += 1;
         *c
+    }
+
+    pub fn set_active(&self, active: bool) {
+        self.active.store(u64::from(active), Relaxed);
+    }
+
+    pub fn event(&self) {
+        self.events.fetch_add(1, Relaxed);
     }
 
     pub fn points_written(&self, n: u64) {
@@ -108,6 +119,18 @@ impl Metrics {
             "Lines dropped because the write buffer was full and there is no spool.",
             "counter",
             self.buffer_dropped_lines.load(Relaxed),
+        );
+        counter(
+            "leakmon_gateway_active",
+            "1 while this gateway is the active one (writes and acts), 0 on standby.",
+            "gauge",
+            self.active.load(Relaxed),
+        );
+        counter(
+            "leakmon_gateway_events_total",
+            "Gateway events (decisions and actions) published.",
+            "counter",
+            self.events.load(Relaxed),
         );
         let _ = writeln!(
             s,

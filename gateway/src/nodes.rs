@@ -2,13 +2,15 @@
 //! Serves `/api/v1/nodes` and the tags of written points. Pure; times are passed in.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use leakmon_protocol::{ContainersReport, EngineState, Health, HostReport, Status};
 use serde::Serialize;
 
+use crate::control::decide::{AgentFact, AgentState, UnhealthyTask};
 use crate::ingest::schema::NodeTags;
-use crate::liveness::{Liveness, Transition};
+use crate::liveness::{Liveness, State, Transition};
+use leakmon_protocol::OfflineReason;
 
 /// The health summary of a node's last host report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -38,7 +40,11 @@ pub struct ContainersSummary {
 /// One container, as the status table shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerLine {
+    #[serde(skip)]
+    pub id: String,
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub state: String,
     pub health: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +68,8 @@ pub struct NodeView {
     pub hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +101,7 @@ impl Nodes {
                 swarm_role: None,
                 hostname: None,
                 agent_version: None,
+                interval_ms: None,
                 host: None,
                 containers: None,
             })
@@ -125,6 +134,7 @@ impl Nodes {
             });
             v.hostname = Some(id.hostname.clone());
             v.agent_version = Some(id.agent_version.clone());
+            v.interval_ms = Some(id.interval_ms);
         }
         let t = self.liveness.on_status(node, s, now);
         self.sync_state(node);
@@ -176,7 +186,9 @@ impl Nodes {
                 .containers
                 .iter()
                 .map(|c| ContainerLine {
+                    id: c.id.clone(),
                     name: c.name.clone(),
+                    service: c.swarm_service.clone(),
                     state: c.state.clone(),
                     health: c.health.as_str(),
                     cpu_percent: c.cpu_percent,
@@ -207,6 +219,52 @@ impl Nodes {
         if let (Some(s), Some(v)) = (state, self.views.get_mut(node)) {
             v.state = s;
         }
+    }
+
+    /// Every agent's liveness, for the control loop.
+    pub fn agent_facts(&self) -> Vec<AgentFact> {
+        self.liveness
+            .nodes()
+            .iter()
+            .map(|(name, n)| {
+                let v = self.views.get(name);
+                AgentFact {
+                    name: name.clone(),
+                    swarm_node_id: v.and_then(|v| v.swarm_node_id.clone()),
+                    state: match n.state {
+                        State::Online => AgentState::Online,
+                        State::Offline(OfflineReason::Lost) => AgentState::Lost,
+                        State::Offline(OfflineReason::Shutdown) => AgentState::Shutdown,
+                        State::Stale => AgentState::Stale,
+                    },
+                    last_seen: n.last_seen,
+                    interval: Duration::from_millis(
+                        v.and_then(|v| v.interval_ms).unwrap_or(1000).max(100),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Unhealthy containers of Swarm tasks on nodes whose agent is online.
+    pub fn unhealthy_tasks(&self) -> Vec<UnhealthyTask> {
+        self.views
+            .values()
+            .filter(|v| v.state == "online")
+            .filter_map(|v| Some((v, v.containers.as_ref()?)))
+            .flat_map(|(v, c)| {
+                c.list
+                    .iter()
+                    .filter(|l| l.health == Health::Unhealthy.as_str())
+                    .filter_map(move |l| {
+                        Some(UnhealthyTask {
+                            container_id: l.id.clone(),
+                            service: l.service.clone()?,
+                            node: v.node.clone(),
+                        })
+                    })
+            })
+            .collect()
     }
 
     pub fn list(&self) -> Vec<NodeView> {

@@ -317,3 +317,109 @@ pub struct EventReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm_task: Option<String>,
 }
+
+/// Whether a gateway is the one acting for the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayRole {
+    /// Writes to the database and acts on the Swarm.
+    Active,
+    /// Keeps the same subscriptions and liveness state, writes and acts on nothing.
+    Standby,
+}
+
+/// The retained `<prefix>/v1/gateway/status`: which gateway is active, where, since when.
+/// Published by a gateway when it becomes active (and again after each reconnect).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    pub v: u32,
+    /// The gateway's name (`name` in its config; default its hostname).
+    pub gateway: String,
+    pub role: GatewayRole,
+    /// The hostname of the machine (Swarm node) it runs on.
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_node_id: Option<String>,
+    /// `swarm` (active because its engine is the Swarm leader) or `standalone`.
+    pub mode: String,
+    /// When it became active, ms since the epoch.
+    pub since: i64,
+    pub gateway_version: String,
+}
+
+/// What the gateway saw or did; one JSON object per message on `<prefix>/v1/gateway/events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A node is dead: its agent is gone and it does not answer a probe, or Swarm reports it down.
+    NodeDown,
+    /// A node that was down is back (agent online, Swarm ready).
+    NodeUp,
+    /// The agent is gone but its node answers: nothing is moved.
+    AgentLost,
+    /// The node was set to `pause` then `drain` by leakmon.
+    Drain,
+    /// Replicas added on live nodes for the tasks stranded on a dead node.
+    Surge,
+    /// The added replicas were removed again once Swarm had let go of the dead node.
+    Settle,
+    /// A pinned service was re-pinned to a standby node.
+    Failover,
+    /// A pinned service had nowhere to go (no healthy standby node, or no failover label).
+    FailoverImpossible,
+    /// A node leakmon drained was set active again.
+    Reactivate,
+    /// A service was force-updated (an unhealthy task, or a rebalance).
+    ForceUpdate,
+    /// Too many nodes drained by leakmon at once: no further drains.
+    MassFailure,
+    /// A node that died again soon after it came back: it stays drained.
+    Flapping,
+    /// A Swarm API call failed; it is not retried blindly.
+    ActionFailed,
+    /// This gateway became the active one.
+    GatewayActive,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::NodeDown => "node_down",
+            EventKind::NodeUp => "node_up",
+            EventKind::AgentLost => "agent_lost",
+            EventKind::Drain => "drain",
+            EventKind::Surge => "surge",
+            EventKind::Settle => "settle",
+            EventKind::Failover => "failover",
+            EventKind::FailoverImpossible => "failover_impossible",
+            EventKind::Reactivate => "reactivate",
+            EventKind::ForceUpdate => "force_update",
+            EventKind::MassFailure => "mass_failure",
+            EventKind::Flapping => "flapping",
+            EventKind::ActionFailed => "action_failed",
+            EventKind::GatewayActive => "gateway_active",
+        }
+    }
+}
+
+/// One gateway event. `details` holds kind-specific fields (see docs/protocol.md), e.g.
+/// `reason`, `service`, `from`, `to`, `replicas`, `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayEvent {
+    pub v: u32,
+    pub kind: EventKind,
+    /// The node (hostname) concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// When it happened, ms since the epoch.
+    pub ts: i64,
+    /// The gateway that decided it.
+    pub gateway: String,
+    /// True when `reschedule.dry_run` is on: the action was published, not carried out.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// A human-readable line.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}

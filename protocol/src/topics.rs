@@ -1,6 +1,7 @@
 //! Topic names. Every topic leakmon uses is built and parsed here.
 //!
-//! Layout: `<prefix>/v1/nodes/<node>/<channel>` where channel is one of `status`, `host`,
+//! Layout: `<prefix>/v1/nodes/<node>/<channel>` (agents) and `<prefix>/v1/gateway/{status,events}`
+//! (the active gateway) where channel is one of `status`, `host`,
 //! `containers`, `events`. The `v1` segment is the topic-layout version; it changes only if
 //! the layout itself changes.
 
@@ -136,6 +137,16 @@ impl Topics {
         format!("{}/v1/nodes/+/{}", self.prefix, channel.as_str())
     }
 
+    /// `<prefix>/v1/gateway/status`: the retained record of the active gateway.
+    pub fn gateway_status(&self) -> String {
+        format!("{}/v1/gateway/status", self.prefix)
+    }
+
+    /// `<prefix>/v1/gateway/events`: every decision and action of the active gateway.
+    pub fn gateway_events(&self) -> String {
+        format!("{}/v1/gateway/events", self.prefix)
+    }
+
     /// Splits a node topic into its node name and channel.
     pub fn parse<'t>(&self, topic: &'t str) -> Result<(&'t str, Channel), TopicError> {
         let rest = topic
@@ -163,6 +174,9 @@ mod tests {
             assert_eq!(t.parse(&topic).unwrap(), ("edge-01", c));
         }
         assert_eq!(t.all_nodes(Channel::Host), "leakmon/v1/nodes/+/host");
+        assert_eq!(t.gateway_status(), "leakmon/v1/gateway/status");
+        assert_eq!(t.gateway_events(), "leakmon/v1/gateway/events");
+        assert!(t.parse(&t.gateway_events()).is_err(), "not a node topic");
     }
 
     #[test]

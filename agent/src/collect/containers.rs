@@ -31,12 +31,7 @@ pub const LABEL_NODE: &str = "com.docker.swarm.node.id";
 
 /// Connects to the engine named by `docker.host` (no request is made yet).
 pub fn connect(cfg: &DockerConfig) -> Result<Docker, bollard::errors::Error> {
-    let timeout = cfg.timeout.0.as_secs().max(1);
-    if cfg.host.starts_with("unix://") {
-        Docker::connect_with_unix(&cfg.host, timeout, bollard::API_DEFAULT_VERSION)
-    } else {
-        Docker::connect_with_http(&cfg.host, timeout, bollard::API_DEFAULT_VERSION)
-    }
+    leakmon_common::docker::connect(&cfg.host, cfg.timeout.0)
 }
 
 /// Container ids whose cached inspection an engine event has made stale.

@@ -18,6 +18,7 @@ use leakmon_protocol::{Channel, Topics};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
+use crate::control::{Outgoing, Session};
 use crate::liveness::Transition;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
@@ -33,7 +34,10 @@ pub use leakmon_common::now_ms;
 /// What the ingest shell needs.
 pub struct Ingest {
     pub connector: Connector,
-    pub client_id: String,
+    /// Client id, session kind and whether to write: follows the gateway's role.
+    pub session: watch::Receiver<Session>,
+    /// Events and status the control loop publishes.
+    pub outgoing: mpsc::Receiver<Outgoing>,
     pub topics: Topics,
     /// MQTT v5-style shared subscription group for the data topics (`$share/<group>/...`).
     pub shared_group: Option<String>,
@@ -66,8 +70,12 @@ impl Ingest {
         subs
     }
 
+    /// Hands points to the database writer; only the active gateway writes.
     async fn emit(&self, points: Vec<Point>) {
         let Some(tx) = &self.lines else { return };
+        if !self.session.borrow().active {
+            return;
+        }
         let mut s = String::new();
         for p in &points {
             p.write_line(&mut s);
@@ -142,10 +150,11 @@ impl Ingest {
         let mut jitter = Jitter::from_entropy();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            // A persistent session: while the gateway is away the broker keeps its QoS 1
-            // messages, so a restart loses nothing.
-            let mut opts = self.connector.options(&self.client_id, None);
-            opts.set_clean_session(false);
+            let session = self.session.borrow_and_update().clone();
+            // The active gateway uses a persistent session: while it is away (a restart, a
+            // hand-over to another gateway) the broker keeps its QoS 1 messages.
+            let mut opts = self.connector.options(&session.client_id, None);
+            opts.set_clean_session(!session.persistent);
             // Read packets well beyond the payload limit, so an oversized payload is counted
             // and dropped; a packet rumqttc refused would break the connection, and the broker
             // would redeliver it to this persistent session forever.
@@ -154,25 +163,39 @@ impl Ingest {
             opts.set_max_packet_size(out.max(MAX_INCOMING_PACKET), out);
             opts.set_inflight(100);
             let (client, mut el) = AsyncClient::new(opts, 64);
+            let mut connected = false;
             let ended = loop {
                 tokio::select! {
                     ev = el.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             backoff.reset();
+                            connected = true;
                             for t in self.subscriptions() {
                                 if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
                                     tracing::warn!(topic = %t, error = %e, "subscribe failed");
                                 }
                             }
-                            tracing::info!(broker = %self.connector.settings().url, "connected; subscribed to agents");
+                            tracing::info!(broker = %self.connector.settings().url,
+                                client_id = %session.client_id, active = session.active,
+                                "connected; subscribed to agents");
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             let pts = self.handle(&p.topic, &p.payload);
                             self.emit(pts).await;
                         }
                         Ok(_) => {}
-                        Err(e) => break Some(e.to_string()),
+                        Err(e) => break Ended::Lost(e.to_string()),
                     },
+                    Some(o) = self.outgoing.recv(), if connected => {
+                        if let Err(e) = client.try_publish(o.topic.clone(), QoS::AtLeastOnce, o.retain, o.payload) {
+                            tracing::warn!(topic = %o.topic, error = %e, "publish failed");
+                        }
+                    }
+                    changed = self.session.changed() => {
+                        if changed.is_err() || *self.session.borrow() != session {
+                            break Ended::Switch;
+                        }
+                    }
                     _ = tick.tick() => {
                         let pts = match self.nodes.lock() {
                             Ok(mut n) => {
@@ -183,15 +206,22 @@ impl Ingest {
                         };
                         self.emit(pts).await;
                     }
-                    _ = self.shutdown.changed() => break None,
+                    _ = self.shutdown.changed() => break Ended::Shutdown,
                 }
             };
             match ended {
-                None => {
-                    let _ = client.try_disconnect();
+                Ended::Shutdown => {
+                    disconnect(&client, &mut el).await;
                     return;
                 }
-                Some(e) => {
+                Ended::Switch => {
+                    tracing::info!(
+                        active = self.session.borrow().active,
+                        "role changed: reconnecting"
+                    );
+                    disconnect(&client, &mut el).await;
+                }
+                Ended::Lost(e) => {
                     let d = backoff.next_delay(jitter.next_u64());
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "MQTT connection lost");
                     tokio::select! {
@@ -202,4 +232,25 @@ impl Ingest {
             }
         }
     }
+}
+
+enum Ended {
+    Shutdown,
+    /// The role changed: reconnect at once with the new client id.
+    Switch,
+    Lost(String),
+}
+
+/// Sends DISCONNECT (and whatever is queued before it), waiting at most a second.
+async fn disconnect(client: &AsyncClient, el: &mut rumqttc::EventLoop) {
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }

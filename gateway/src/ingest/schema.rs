@@ -5,7 +5,9 @@
 //! Pure: the timestamp of every point is the agent's sample time (`ts`), so a message written
 //! twice lands on the same points.
 
-use leakmon_protocol::{Container, ContainersReport, EngineState, EventReport, HostReport, Status};
+use leakmon_protocol::{
+    Container, ContainersReport, EngineState, EventReport, GatewayEvent, HostReport, Status,
+};
 
 use super::line::Point;
 
@@ -240,4 +242,18 @@ pub fn node_point(n: &NodeTags, ts: i64, state: &str, s: Option<&Status>) -> Poi
         }
     }
     p
+}
+
+/// A gateway event (`node_down`, `drain`, `failover`, ...): measurement `leakmon_event`.
+pub fn gateway_event_point(e: &GatewayEvent) -> Point {
+    Point::new("leakmon_event", e.ts)
+        .tag("kind", e.kind.as_str())
+        .tag_opt("host", e.node.as_deref())
+        .tag("gateway", e.gateway.as_str())
+        .string("message", e.message.as_str())
+        .string(
+            "details",
+            serde_json::Value::Object(e.details.clone()).to_string(),
+        )
+        .boolean("dry_run", e.dry_run)
 }

@@ -1,0 +1,1210 @@
+//! The control loop's decisions: a pure state machine, time passed in.
+//!
+//! Inputs: what the agents say (through [`crate::liveness`]), what Swarm says of its nodes,
+//! the results of direct TCP probes, the unhealthy Swarm tasks, whether this gateway is the
+//! active one, and the time. Outputs: [`Action`]s for the shell to carry out.
+//!
+//! Rules (each has a unit test below):
+//! 1. A node is **dead** when Swarm reports it `down`, or when its agent is gone (its Will, or
+//!    silence past `liveness.offline_after`) and a probe sent after the agent fell silent got
+//!    no answer. A clean goodbye is not "gone".
+//! 2. An agent that is gone on a node that answers the probe is `agent_lost`: an event, never
+//!    a drain. Probes are repeated every [`PROBE_EVERY`] while the agent stays gone, so a node
+//!    that dies later is still caught. Probing starts early, once an agent has been silent for
+//!    two sampling intervals, so the result is ready when the agent is declared gone.
+//! 3. Only the active gateway announces and acts. A standby keeps all state warm; when it
+//!    becomes active it acts on what is dead and not yet handled.
+//! 4. A dead node is evacuated (paused, its replicated tasks surged, its pinned services failed
+//!    over) unless an operator drained it, or leakmon already drains `max_drained` other nodes:
+//!    then a single `mass_failure` event, and nothing more is drained until that count drops.
+//! 5. After an evacuation with a surge, the node is settled (surge scaled back, node drained)
+//!    as soon as Swarm marks it down, or it comes back, or [`SETTLE_TIMEOUT`] has passed.
+//! 6. A node leakmon drained that is back (agent online and Swarm ready) for
+//!    `reactivate_after` without a break is reactivated; a node that dies again within
+//!    `cooldown` of its last reactivation is `flapping` and stays drained.
+//! 7. A Swarm task's container unhealthy for `unhealthy_after` has its service force-updated,
+//!    at most once per `force_update_every` per service.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use leakmon_protocol::EventKind;
+
+/// How often a node whose agent is gone is probed again.
+pub const PROBE_EVERY: Duration = Duration::from_secs(3);
+/// The longest a surge waits for Swarm to let go of a dead node before it is settled anyway.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An agent silent this many sampling intervals is probed (before it is declared gone).
+const SILENT_INTERVALS: u32 = 2;
+const MIN_SILENCE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub reactivate_after: Duration,
+    pub unhealthy_after: Duration,
+    pub force_update_every: Duration,
+    pub cooldown: Duration,
+    /// `None`: fewer than half the Swarm's nodes.
+    pub max_drained: Option<usize>,
+    pub rebalance: bool,
+}
+
+/// An agent's liveness, as [`crate::liveness`] keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    Online,
+    /// Its Will arrived: the connection died.
+    Lost,
+    /// It said goodbye (a clean stop): not a sign of a dead node.
+    Shutdown,
+    /// Silent past `liveness.offline_after`.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentFact {
+    /// The agent's node name (topic level).
+    pub name: String,
+    pub swarm_node_id: Option<String>,
+    pub state: AgentState,
+    /// Its last message.
+    pub last_seen: Instant,
+    /// Its sampling interval.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwarmState {
+    Ready,
+    Down,
+    /// `unknown` or `disconnected`: no verdict from Swarm.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+/// A Swarm node as the manager lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwarmNode {
+    pub id: String,
+    pub hostname: String,
+    /// The address Swarm knows it by (probed).
+    pub addr: String,
+    pub state: SwarmState,
+    pub availability: Availability,
+    /// Carries leakmon's drain label: leakmon set it to pause/drain.
+    pub leakmon_drained: bool,
+}
+
+/// An unhealthy container of a Swarm task, as an agent reported it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UnhealthyTask {
+    pub container_id: String,
+    pub service: String,
+    pub node: String,
+}
+
+/// Why a node was declared dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadBy {
+    /// Swarm marked it down.
+    Swarm,
+    /// The agent is gone and the probe got no answer.
+    Probe,
+}
+
+impl DeadBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadBy::Swarm => "swarm reports the node down",
+            DeadBy::Probe => "agent gone and no answer to the probe",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Alive,
+    /// The agent is silent or gone; a probe is needed.
+    Suspect,
+    AgentLost,
+    Dead(DeadBy),
+}
+
+/// A decision for the shell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish (and record) an event.
+    Event {
+        kind: EventKind,
+        node: Option<String>,
+        message: String,
+        details: Vec<(&'static str, String)>,
+    },
+    /// TCP-probe a node; answer with [`Decide::on_probe`].
+    Probe { node_id: String, addr: String },
+    /// Pause the node (labelled as leakmon's), fail over its pinned services, and either surge
+    /// its replicated services (`surge`, settled later) or, if Swarm already let go of it,
+    /// drain it at once. Idempotent: a repeat finishes what an earlier one left.
+    Evacuate {
+        node_id: String,
+        hostname: String,
+        surge: bool,
+    },
+    /// Scale back the surge recorded for the node, then drain it.
+    Settle { node_id: String, hostname: String },
+    /// Set the node active again and remove leakmon's label.
+    Reactivate { node_id: String, hostname: String },
+    /// Force-update services whose replicas are unevenly spread.
+    Rebalance,
+    /// Force-update a service (an unhealthy task).
+    ForceUpdate {
+        service: String,
+        node: String,
+        container_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Probe {
+    in_flight: bool,
+    sent: Option<Instant>,
+    /// (answered, when the probe was sent)
+    result: Option<(bool, Instant)>,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    node: SwarmNode,
+    announced: Verdict,
+    probe: Probe,
+    /// Evacuated by this gateway (or adopted from Swarm's labels) and not back since.
+    evacuated: bool,
+    evacuated_at: Option<Instant>,
+    settle_pending: bool,
+    back_since: Option<Instant>,
+    reactivated_at: Option<Instant>,
+    flapping: bool,
+    /// Held back by `max_drained`.
+    held: bool,
+}
+
+#[derive(Debug)]
+pub struct Decide {
+    s: Settings,
+    active: bool,
+    nodes: BTreeMap<String, Track>,
+    agents: Vec<AgentFact>,
+    mass_failure: bool,
+    /// container id -> (task, first seen unhealthy)
+    unhealthy: BTreeMap<String, (UnhealthyTask, Instant)>,
+    forced: BTreeMap<String, Instant>,
+}
+
+fn event(
+    kind: EventKind,
+    node: Option<&str>,
+    message: String,
+    details: Vec<(&'static str, String)>,
+) -> Action {
+    Action::Event {
+        kind,
+        node: node.map(str::to_owned),
+        message,
+        details,
+    }
+}
+
+impl Decide {
+    pub fn new(s: Settings) -> Self {
+        Decide {
+            s,
+            active: false,
+            nodes: BTreeMap::new(),
+            agents: Vec::new(),
+            mass_failure: false,
+            unhealthy: BTreeMap::new(),
+            forced: BTreeMap::new(),
+        }
+    }
+
+    /// This gateway became active (its engine is the Swarm leader) or stopped being so.
+    pub fn set_active(&mut self, active: bool, now: Instant) {
+        if active && !self.active {
+            // Nodes a previous gateway already handled are not announced again; whatever it
+            // left unfinished is finished by a repeated (idempotent) evacuation.
+            for i in self.ids() {
+                let v = self.verdict(&i, now);
+                if let Some(t) = self.nodes.get_mut(&i) {
+                    if t.node.leakmon_drained && matches!(v, Verdict::Dead(_)) {
+                        t.announced = v;
+                    }
+                }
+            }
+        }
+        self.active = active;
+    }
+
+    /// The Swarm's node list (every poll).
+    pub fn on_swarm(&mut self, nodes: Vec<SwarmNode>) {
+        let ids: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        self.nodes.retain(|id, _| ids.contains(id));
+        for n in nodes {
+            match self.nodes.get_mut(&n.id) {
+                Some(t) => {
+                    // Adopted: leakmon paused it earlier (another gateway, or before a restart)
+                    // and nobody drained it yet.
+                    if n.leakmon_drained && n.availability == Availability::Pause && !t.evacuated {
+                        t.settle_pending = true;
+                    }
+                    t.node = n;
+                }
+                None => {
+                    let settle_pending = n.leakmon_drained && n.availability == Availability::Pause;
+                    self.nodes.insert(
+                        n.id.clone(),
+                        Track {
+                            node: n,
+                            announced: Verdict::Alive,
+                            probe: Probe::default(),
+                            evacuated: false,
+                            evacuated_at: None,
+                            settle_pending,
+                            back_since: None,
+                            reactivated_at: None,
+                            flapping: false,
+                            held: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every agent's liveness (every tick).
+    pub fn on_agents(&mut self, agents: Vec<AgentFact>) {
+        self.agents = agents;
+    }
+
+    /// The containers of Swarm tasks that are unhealthy right now.
+    pub fn on_unhealthy(&mut self, tasks: Vec<UnhealthyTask>, now: Instant) {
+        let ids: BTreeSet<&str> = tasks.iter().map(|t| t.container_id.as_str()).collect();
+        self.unhealthy.retain(|id, _| ids.contains(id.as_str()));
+        for t in tasks {
+            self.unhealthy
+                .entry(t.container_id.clone())
+                .or_insert((t, now));
+        }
+    }
+
+    /// The answer to an [`Action::Probe`] sent at `sent`.
+    pub fn on_probe(&mut self, node_id: &str, answered: bool, sent: Instant) {
+        if let Some(t) = self.nodes.get_mut(node_id) {
+            t.probe.in_flight = false;
+            t.probe.result = Some((answered, sent));
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    fn agent(&self, n: &SwarmNode) -> Option<&AgentFact> {
+        self.agents
+            .iter()
+            .find(|a| a.swarm_node_id.as_deref() == Some(n.id.as_str()))
+            .or_else(|| {
+                self.agents
+                    .iter()
+                    .find(|a| a.swarm_node_id.is_none() && a.name == n.hostname)
+            })
+    }
+
+    fn verdict(&self, id: &str, now: Instant) -> Verdict {
+        let Some(t) = self.nodes.get(id) else {
+            return Verdict::Alive;
+        };
+        if t.node.state == SwarmState::Down {
+            return Verdict::Dead(DeadBy::Swarm);
+        }
+        let Some(a) = self.agent(&t.node) else {
+            return Verdict::Alive;
+        };
+        let gone = matches!(a.state, AgentState::Lost | AgentState::Stale);
+        let silent = a.state == AgentState::Online
+            && now.saturating_duration_since(a.last_seen)
+                > (a.interval * SILENT_INTERVALS).max(MIN_SILENCE);
+        if !gone {
+            return if silent {
+                Verdict::Suspect
+            } else {
+                Verdict::Alive
+            };
+        }
+        match t.probe.result {
+            // Only a probe sent after the agent's last word counts.
+            Some((answered, sent)) if sent >= a.last_seen => {
+                if answered {
+                    Verdict::AgentLost
+                } else {
+                    Verdict::Dead(DeadBy::Probe)
+                }
+            }
+            _ => Verdict::Suspect,
+        }
+    }
+
+    fn drained_besides(&self, id: &str) -> usize {
+        self.nodes
+            .iter()
+            .filter(|(k, t)| k.as_str() != id && (t.node.leakmon_drained || t.evacuated))
+            .count()
+    }
+
+    fn max_drained(&self) -> usize {
+        self.s
+            .max_drained
+            .unwrap_or_else(|| self.nodes.len().saturating_sub(1) / 2)
+    }
+
+    /// Advances the machine; returns what to do now.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        for id in self.ids() {
+            let v = self.verdict(&id, now);
+            self.probe_if_needed(&id, v, now, &mut out);
+            if self.active {
+                self.node_rules(&id, v, now, &mut out);
+            }
+        }
+        if self.active {
+            let over = self
+                .nodes
+                .values()
+                .filter(|t| t.node.leakmon_drained || t.evacuated)
+                .count()
+                >= self.max_drained();
+            if !over && !self.nodes.values().any(|t| t.held) {
+                self.mass_failure = false;
+            }
+            self.unhealthy_rules(now, &mut out);
+        }
+        out
+    }
+
+    fn probe_if_needed(&mut self, id: &str, v: Verdict, now: Instant, out: &mut Vec<Action>) {
+        let Some(t) = self.nodes.get(id) else { return };
+        let want = match v {
+            Verdict::Suspect => true,
+            // Keep probing a node whose agent is gone, in case the node dies later (or, once
+            // dead by probe, answers again).
+            Verdict::AgentLost | Verdict::Dead(DeadBy::Probe) => true,
+            _ => false,
+        };
+        let due = match (t.probe.sent, v) {
+            (None, _) => true,
+            (Some(_), Verdict::Suspect) => !matches!(
+                (t.probe.result, self.agent(&t.node)),
+                (Some((_, sent)), Some(a)) if sent >= a.last_seen
+            ),
+            (Some(sent), _) => now.saturating_duration_since(sent) >= PROBE_EVERY,
+        };
+        if want && due && !t.probe.in_flight && !t.node.addr.is_empty() {
+            let addr = t.node.addr.clone();
+            if let Some(t) = self.nodes.get_mut(id) {
+                t.probe.in_flight = true;
+                t.probe.sent = Some(now);
+            }
+            out.push(Action::Probe {
+                node_id: id.to_owned(),
+                addr,
+            });
+        }
+    }
+
+    fn node_rules(&mut self, id: &str, v: Verdict, now: Instant, out: &mut Vec<Action>) {
+        let max = self.max_drained();
+        let others = self.drained_besides(id);
+        let s = self.s.clone();
+        let Some(t) = self.nodes.get_mut(id) else {
+            return;
+        };
+        let host = t.node.hostname.clone();
+        let h = Some(host.as_str());
+        // Announcements
+        match (t.announced, v) {
+            (a, Verdict::Dead(by)) if !matches!(a, Verdict::Dead(_)) => {
+                out.push(event(
+                    EventKind::NodeDown,
+                    h,
+                    format!("node {host} is down: {}", by.as_str()),
+                    vec![
+                        ("reason", by.as_str().to_owned()),
+                        ("swarm_node_id", id.to_owned()),
+                    ],
+                ));
+                if let Some(r) = t.reactivated_at {
+                    if now.saturating_duration_since(r) < s.cooldown && !t.flapping {
+                        t.flapping = true;
+                        out.push(event(
+                            EventKind::Flapping,
+                            h,
+                            format!(
+                                "node {host} died again {} s after it was reactivated; it stays drained until an operator sets it active",
+                                now.saturating_duration_since(r).as_secs()
+                            ),
+                            vec![],
+                        ));
+                    }
+                }
+                t.announced = v;
+            }
+            (Verdict::Dead(_), Verdict::Alive) => {
+                out.push(event(
+                    EventKind::NodeUp,
+                    h,
+                    format!("node {host} is back"),
+                    vec![("swarm_node_id", id.to_owned())],
+                ));
+                t.announced = v;
+            }
+            (a, Verdict::AgentLost) if a != Verdict::AgentLost => {
+                out.push(event(
+                    EventKind::AgentLost,
+                    h,
+                    format!("the agent on {host} is gone but the node answers; nothing is moved"),
+                    vec![("swarm_node_id", id.to_owned())],
+                ));
+                t.announced = v;
+            }
+            (Verdict::AgentLost, Verdict::Alive) => t.announced = v,
+            _ => {}
+        }
+        // Evacuation
+        let operator_drained =
+            t.node.availability == Availability::Drain && !t.node.leakmon_drained;
+        if matches!(v, Verdict::Dead(_)) && !t.evacuated && !operator_drained {
+            if others >= max {
+                if !t.held {
+                    t.held = true;
+                    if !self.mass_failure {
+                        self.mass_failure = true;
+                        out.push(event(
+                            EventKind::MassFailure,
+                            h,
+                            format!(
+                                "{others} nodes already drained by leakmon (max_drained {max}): {host} is not drained"
+                            ),
+                            vec![("drained", others.to_string()), ("max_drained", max.to_string())],
+                        ));
+                    }
+                }
+            } else {
+                t.held = false;
+                t.evacuated = true;
+                t.evacuated_at = Some(now);
+                let surge = t.node.state != SwarmState::Down;
+                t.settle_pending = t.settle_pending || surge;
+                out.push(Action::Evacuate {
+                    node_id: id.to_owned(),
+                    hostname: host.clone(),
+                    surge,
+                });
+            }
+        }
+        if !matches!(v, Verdict::Dead(_)) {
+            t.held = false;
+        }
+        // Settling
+        if t.settle_pending {
+            let since = t.evacuated_at.unwrap_or(now);
+            if t.node.state == SwarmState::Down
+                || v == Verdict::Alive
+                || now.saturating_duration_since(since) >= SETTLE_TIMEOUT
+            {
+                t.settle_pending = false;
+                out.push(Action::Settle {
+                    node_id: id.to_owned(),
+                    hostname: host.clone(),
+                });
+            }
+        }
+        // Reactivation
+        let back = v == Verdict::Alive && t.node.state == SwarmState::Ready;
+        if back && t.node.leakmon_drained && t.node.availability != Availability::Active {
+            let since = *t.back_since.get_or_insert(now);
+            if !t.flapping
+                && !t.settle_pending
+                && now.saturating_duration_since(since) >= s.reactivate_after
+            {
+                t.back_since = None;
+                t.reactivated_at = Some(now);
+                t.evacuated = false;
+                out.push(Action::Reactivate {
+                    node_id: id.to_owned(),
+                    hostname: host,
+                });
+                if s.rebalance {
+                    out.push(Action::Rebalance);
+                }
+            }
+        } else {
+            t.back_since = None;
+            if back && !t.node.leakmon_drained {
+                // Back and not (or no longer) drained by leakmon: a later death acts again.
+                t.evacuated = false;
+            }
+        }
+    }
+
+    fn unhealthy_rules(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let due: Vec<UnhealthyTask> = self
+            .unhealthy
+            .values()
+            .filter(|(_, since)| now.saturating_duration_since(*since) >= self.s.unhealthy_after)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in due {
+            let recent = self
+                .forced
+                .get(&t.service)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.s.force_update_every);
+            if recent {
+                continue;
+            }
+            self.forced.insert(t.service.clone(), now);
+            out.push(Action::ForceUpdate {
+                service: t.service,
+                node: t.node,
+                container_id: t.container_id,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn settings() -> Settings {
+        Settings {
+            reactivate_after: 60 * S,
+            unhealthy_after: 30 * S,
+            force_update_every: 300 * S,
+            cooldown: 600 * S,
+            max_drained: None,
+            rebalance: false,
+        }
+    }
+
+    fn node(i: u32) -> SwarmNode {
+        SwarmNode {
+            id: format!("id{i}"),
+            hostname: format!("node{i}"),
+            addr: format!("10.0.0.{i}"),
+            state: SwarmState::Ready,
+            availability: Availability::Active,
+            leakmon_drained: false,
+        }
+    }
+
+    fn agent(i: u32, state: AgentState, last_seen: Instant) -> AgentFact {
+        AgentFact {
+            name: format!("node{i}"),
+            swarm_node_id: Some(format!("id{i}")),
+            state,
+            last_seen,
+            interval: S,
+        }
+    }
+
+    /// A five-node fleet, all agents online, this gateway active.
+    struct Fleet {
+        d: Decide,
+        t0: Instant,
+        swarm: Vec<SwarmNode>,
+        agents: Vec<AgentFact>,
+    }
+
+    impl Fleet {
+        fn new() -> Fleet {
+            Self::with(settings())
+        }
+        fn with(s: Settings) -> Fleet {
+            let t0 = Instant::now();
+            let mut f = Fleet {
+                d: Decide::new(s),
+                t0,
+                swarm: (1..=5).map(node).collect(),
+                agents: (1..=5).map(|i| agent(i, AgentState::Online, t0)).collect(),
+            };
+            f.d.set_active(true, t0);
+            f.feed();
+            f
+        }
+        fn at(&self, secs: f64) -> Instant {
+            self.t0 + Duration::from_secs_f64(secs)
+        }
+        fn feed(&mut self) {
+            self.d.on_swarm(self.swarm.clone());
+            self.d.on_agents(self.agents.clone());
+        }
+        /// Agents that are online keep talking until `secs`.
+        fn run_to(&mut self, secs: f64) -> Vec<Action> {
+            let now = self.at(secs);
+            for a in &mut self.agents {
+                if a.state == AgentState::Online && a.name != "silent" {
+                    a.last_seen = now;
+                }
+            }
+            self.feed();
+            self.d.tick(now)
+        }
+        fn agent_mut(&mut self, i: u32) -> &mut AgentFact {
+            &mut self.agents[(i - 1) as usize]
+        }
+        fn swarm_mut(&mut self, i: u32) -> &mut SwarmNode {
+            &mut self.swarm[(i - 1) as usize]
+        }
+        /// Node i's agent falls silent at `secs`.
+        fn silence(&mut self, i: u32, secs: f64) {
+            let at = self.at(secs);
+            let a = self.agent_mut(i);
+            a.name = "silent".into();
+            a.last_seen = at;
+        }
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<EventKind> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    }
+    fn probes(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Probe { node_id, .. } => Some(node_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+    fn evacuations(actions: &[Action]) -> Vec<(String, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Evacuate { node_id, surge, .. } => Some((node_id.clone(), *surge)),
+                _ => None,
+            })
+            .collect()
+    }
+    /// Nothing but (re-)probes.
+    fn quiet(actions: &[Action]) -> bool {
+        actions.iter().all(|a| matches!(a, Action::Probe { .. }))
+    }
+    fn has(actions: &[Action], f: impl Fn(&Action) -> bool) -> bool {
+        actions.iter().any(f)
+    }
+
+    /// Node 5's cable pulled at t=10: silent, then its Will, then no probe answer.
+    fn kill_node5(f: &mut Fleet) -> Vec<Action> {
+        f.run_to(10.0);
+        f.silence(5, 10.0);
+        let a = f.run_to(12.5);
+        assert_eq!(probes(&a), ["id5"], "probed once silent for 2 intervals");
+        assert!(kinds(&a).is_empty());
+        f.d.on_probe("id5", false, f.at(12.5));
+        let a = f.run_to(13.0);
+        assert!(kinds(&a).is_empty(), "silence alone is not death: {a:?}");
+        f.agent_mut(5).state = AgentState::Lost; // the Will
+        f.run_to(14.0)
+    }
+
+    #[test]
+    fn all_well_means_no_actions() {
+        let mut f = Fleet::new();
+        for s in 1..100 {
+            assert!(f.run_to(s as f64).is_empty());
+        }
+    }
+
+    #[test]
+    fn agent_gone_and_no_probe_answer_is_dead_and_evacuated_with_a_surge() {
+        let mut f = Fleet::new();
+        let a = kill_node5(&mut f);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        assert_eq!(evacuations(&a), [("id5".to_owned(), true)]);
+        assert!(quiet(&f.run_to(15.0)), "announced and evacuated once");
+    }
+
+    #[test]
+    fn stale_agent_counts_as_gone() {
+        let mut f = Fleet::new();
+        f.silence(5, 10.0);
+        f.run_to(12.5);
+        f.d.on_probe("id5", false, f.at(12.5));
+        f.agent_mut(5).state = AgentState::Stale;
+        assert_eq!(kinds(&f.run_to(26.0)), [EventKind::NodeDown]);
+    }
+
+    #[test]
+    fn a_probe_sent_before_the_agent_fell_silent_does_not_count() {
+        let mut f = Fleet::new();
+        f.d.on_probe("id5", false, f.at(1.0)); // an old failed probe
+        f.silence(5, 10.0);
+        f.agent_mut(5).state = AgentState::Lost;
+        let a = f.run_to(11.0);
+        assert!(kinds(&a).is_empty(), "{a:?}");
+        assert_eq!(probes(&a), ["id5"], "a fresh probe instead");
+    }
+
+    #[test]
+    fn agent_gone_on_a_node_that_answers_is_agent_lost_and_never_drained() {
+        let mut f = Fleet::new();
+        f.silence(3, 10.0);
+        f.agent_mut(3).state = AgentState::Lost;
+        let a = f.run_to(11.0);
+        assert_eq!(probes(&a), ["id3"]);
+        f.d.on_probe("id3", true, f.at(11.0));
+        let a = f.run_to(11.5);
+        assert_eq!(kinds(&a), [EventKind::AgentLost]);
+        assert!(evacuations(&a).is_empty());
+        // re-probed every PROBE_EVERY, quietly
+        let a = f.run_to(14.5);
+        assert_eq!(probes(&a), ["id3"]);
+        f.d.on_probe("id3", true, f.at(14.5));
+        assert!(quiet(&f.run_to(15.0)));
+        // ...and when the node dies later, it is caught
+        let a = f.run_to(17.6);
+        assert_eq!(probes(&a), ["id3"]);
+        f.d.on_probe("id3", false, f.at(17.6));
+        let a = f.run_to(18.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        assert_eq!(evacuations(&a).len(), 1);
+    }
+
+    #[test]
+    fn a_clean_goodbye_is_not_death() {
+        let mut f = Fleet::new();
+        f.silence(2, 10.0);
+        f.agent_mut(2).state = AgentState::Shutdown;
+        for s in 11..40 {
+            let a = f.run_to(s as f64);
+            assert!(kinds(&a).is_empty() && probes(&a).is_empty(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn swarm_down_alone_is_dead_and_drained_without_surge() {
+        let mut f = Fleet::new();
+        f.run_to(5.0);
+        f.swarm_mut(4).state = SwarmState::Down;
+        let a = f.run_to(6.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        assert_eq!(evacuations(&a), [("id4".to_owned(), false)]);
+        assert!(
+            !has(&a, |x| matches!(x, Action::Settle { .. })),
+            "nothing to settle"
+        );
+    }
+
+    #[test]
+    fn partition_gateway_cannot_reach_node_but_agent_talks_is_alive() {
+        let mut f = Fleet::new();
+        f.d.on_probe("id2", false, f.at(1.0));
+        for s in 2..30 {
+            assert!(f.run_to(s as f64).is_empty());
+        }
+    }
+
+    #[test]
+    fn surge_is_settled_when_swarm_marks_the_node_down() {
+        let mut f = Fleet::new();
+        kill_node5(&mut f);
+        assert!(quiet(&f.run_to(20.0)));
+        f.swarm_mut(5).state = SwarmState::Down;
+        f.swarm_mut(5).availability = Availability::Pause;
+        f.swarm_mut(5).leakmon_drained = true;
+        let a = f.run_to(21.0);
+        assert!(
+            has(
+                &a,
+                |x| matches!(x, Action::Settle { node_id, .. } if node_id == "id5")
+            ),
+            "{a:?}"
+        );
+        assert!(kinds(&a).is_empty(), "already announced: {a:?}");
+        assert!(quiet(&f.run_to(22.0)), "settled once");
+    }
+
+    #[test]
+    fn surge_is_settled_when_the_node_returns_before_swarm_notices_or_after_a_timeout() {
+        let mut f = Fleet::new();
+        kill_node5(&mut f);
+        f.swarm_mut(5).availability = Availability::Pause;
+        f.swarm_mut(5).leakmon_drained = true;
+        // back: new birth, answers
+        let a5 = f.agent_mut(5);
+        a5.state = AgentState::Online;
+        a5.name = "node5".into();
+        let a = f.run_to(16.0);
+        assert_eq!(kinds(&a), [EventKind::NodeUp]);
+        assert!(has(&a, |x| matches!(x, Action::Settle { .. })));
+
+        let mut f = Fleet::new();
+        kill_node5(&mut f);
+        assert!(quiet(&f.run_to(14.0 + 59.0)));
+        assert!(has(&f.run_to(14.0 + 60.0), |x| matches!(
+            x,
+            Action::Settle { .. }
+        )));
+    }
+
+    #[test]
+    fn reactivated_after_being_back_for_the_delay_without_a_break() {
+        let mut f = Fleet::new();
+        kill_node5(&mut f);
+        f.swarm_mut(5).state = SwarmState::Down;
+        f.swarm_mut(5).availability = Availability::Drain;
+        f.swarm_mut(5).leakmon_drained = true;
+        f.run_to(20.0);
+        // back at 30
+        f.swarm_mut(5).state = SwarmState::Ready;
+        let a5 = f.agent_mut(5);
+        a5.state = AgentState::Online;
+        a5.name = "node5".into();
+        assert_eq!(kinds(&f.run_to(30.0)), [EventKind::NodeUp]);
+        // a short break at 50 restarts the clock
+        f.swarm_mut(5).state = SwarmState::Other;
+        assert!(quiet(&f.run_to(50.0)));
+        f.swarm_mut(5).state = SwarmState::Ready;
+        assert!(quiet(&f.run_to(51.0)));
+        assert!(quiet(&f.run_to(110.0)), "59 s back");
+        let a = f.run_to(111.0);
+        assert!(
+            has(
+                &a,
+                |x| matches!(x, Action::Reactivate { node_id, .. } if node_id == "id5")
+            ),
+            "{a:?}"
+        );
+        assert!(!has(&a, |x| matches!(x, Action::Rebalance)));
+        f.swarm_mut(5).availability = Availability::Active;
+        f.swarm_mut(5).leakmon_drained = false;
+        assert!(quiet(&f.run_to(112.0)));
+    }
+
+    #[test]
+    fn rebalance_follows_a_reactivation_when_enabled() {
+        let mut f = Fleet::with(Settings {
+            rebalance: true,
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        f.swarm_mut(2).availability = Availability::Drain;
+        f.swarm_mut(2).leakmon_drained = true;
+        f.run_to(1.0);
+        let a = f.run_to(6.0);
+        assert!(has(&a, |x| matches!(x, Action::Reactivate { .. })));
+        assert!(has(&a, |x| matches!(x, Action::Rebalance)));
+    }
+
+    #[test]
+    fn a_node_an_operator_drained_is_never_touched() {
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        f.swarm_mut(2).availability = Availability::Drain;
+        for s in 1..100 {
+            assert!(f.run_to(s as f64).is_empty());
+        }
+        // and it dies: announced, nothing to move
+        f.swarm_mut(2).state = SwarmState::Down;
+        let a = f.run_to(101.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        assert!(evacuations(&a).is_empty());
+    }
+
+    #[test]
+    fn flapping_node_stays_drained() {
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        f.swarm_mut(4).state = SwarmState::Down;
+        assert_eq!(evacuations(&f.run_to(1.0)).len(), 1);
+        f.swarm_mut(4).availability = Availability::Drain;
+        f.swarm_mut(4).leakmon_drained = true;
+        f.swarm_mut(4).state = SwarmState::Ready;
+        f.run_to(2.0);
+        let a = f.run_to(7.0);
+        assert!(has(&a, |x| matches!(x, Action::Reactivate { .. })));
+        f.swarm_mut(4).availability = Availability::Active;
+        f.swarm_mut(4).leakmon_drained = false;
+        f.run_to(8.0);
+        // dies again 2 minutes later
+        f.swarm_mut(4).state = SwarmState::Down;
+        let a = f.run_to(127.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown, EventKind::Flapping]);
+        assert_eq!(evacuations(&a).len(), 1);
+        f.swarm_mut(4).availability = Availability::Drain;
+        f.swarm_mut(4).leakmon_drained = true;
+        f.swarm_mut(4).state = SwarmState::Ready;
+        f.run_to(128.0);
+        for s in 129..300 {
+            assert!(
+                !has(&f.run_to(s as f64), |x| matches!(
+                    x,
+                    Action::Reactivate { .. }
+                )),
+                "flapping: stays drained"
+            );
+        }
+    }
+
+    #[test]
+    fn death_long_after_a_reactivation_is_not_flapping() {
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            cooldown: 60 * S,
+            ..settings()
+        });
+        f.swarm_mut(4).availability = Availability::Drain;
+        f.swarm_mut(4).leakmon_drained = true;
+        f.run_to(1.0);
+        assert!(has(&f.run_to(6.0), |x| matches!(
+            x,
+            Action::Reactivate { .. }
+        )));
+        f.swarm_mut(4).availability = Availability::Active;
+        f.swarm_mut(4).leakmon_drained = false;
+        f.run_to(7.0);
+        f.swarm_mut(4).state = SwarmState::Down;
+        assert_eq!(kinds(&f.run_to(100.0)), [EventKind::NodeDown]);
+    }
+
+    #[test]
+    fn standby_decides_nothing_and_acts_on_becoming_active() {
+        let mut f = Fleet::new();
+        f.d.set_active(false, f.at(0.0));
+        f.swarm_mut(5).state = SwarmState::Down;
+        for s in 1..20 {
+            let a = f.run_to(s as f64);
+            assert!(kinds(&a).is_empty() && evacuations(&a).is_empty(), "{a:?}");
+        }
+        f.d.set_active(true, f.at(20.0));
+        let a = f.run_to(20.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        assert_eq!(evacuations(&a).len(), 1);
+    }
+
+    #[test]
+    fn standby_keeps_probing_so_a_takeover_is_quick() {
+        let mut f = Fleet::new();
+        f.d.set_active(false, f.at(0.0));
+        f.silence(5, 10.0);
+        f.agent_mut(5).state = AgentState::Lost;
+        assert_eq!(probes(&f.run_to(11.0)), ["id5"]);
+        f.d.on_probe("id5", false, f.at(11.0));
+        assert!(quiet(&f.run_to(11.5)));
+        f.d.set_active(true, f.at(12.0));
+        let a = f.run_to(12.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+    }
+
+    #[test]
+    fn leader_change_does_not_reannounce_what_the_old_leader_handled_but_finishes_it() {
+        let mut f = Fleet::new();
+        f.d.set_active(false, f.at(0.0));
+        let s = f.swarm_mut(5);
+        s.state = SwarmState::Down;
+        s.availability = Availability::Pause;
+        s.leakmon_drained = true;
+        f.run_to(1.0);
+        f.d.set_active(true, f.at(2.0));
+        let a = f.run_to(2.0);
+        assert!(kinds(&a).is_empty(), "{a:?}");
+        assert_eq!(
+            evacuations(&a),
+            [("id5".to_owned(), false)],
+            "repeat: finish it"
+        );
+        assert!(
+            has(&a, |x| matches!(x, Action::Settle { .. })),
+            "the pause is settled"
+        );
+    }
+
+    #[test]
+    fn losing_leadership_stops_acting() {
+        let mut f = Fleet::new();
+        f.run_to(1.0);
+        f.d.set_active(false, f.at(2.0));
+        f.swarm_mut(1).state = SwarmState::Down;
+        assert!(evacuations(&f.run_to(3.0)).is_empty());
+    }
+
+    #[test]
+    fn several_nodes_at_once_up_to_max_drained_then_one_mass_failure() {
+        let mut f = Fleet::new();
+        for i in [3, 4, 5] {
+            f.swarm_mut(i).state = SwarmState::Down;
+        }
+        let a = f.run_to(1.0);
+        assert_eq!(
+            kinds(&a),
+            [
+                EventKind::NodeDown,
+                EventKind::NodeDown,
+                EventKind::NodeDown,
+                EventKind::MassFailure
+            ]
+        );
+        assert_eq!(evacuations(&a).len(), 2, "fewer than half of 5");
+        for i in [3, 4] {
+            let s = f.swarm_mut(i);
+            s.availability = Availability::Drain;
+            s.leakmon_drained = true;
+        }
+        f.swarm_mut(2).state = SwarmState::Down;
+        let a = f.run_to(2.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "mass_failure raised once");
+        assert!(evacuations(&a).is_empty());
+        // node 3 comes back and is reactivated: a held node may now be drained
+        f.swarm_mut(3).state = SwarmState::Ready;
+        f.run_to(3.0);
+        let a = f.run_to(63.0);
+        assert!(has(&a, |x| matches!(x, Action::Reactivate { .. })));
+        let s = f.swarm_mut(3);
+        s.availability = Availability::Active;
+        s.leakmon_drained = false;
+        let a = f.run_to(64.0);
+        assert_eq!(evacuations(&a).len(), 1, "{a:?}");
+    }
+
+    #[test]
+    fn explicit_max_drained() {
+        let mut f = Fleet::with(Settings {
+            max_drained: Some(1),
+            ..settings()
+        });
+        f.swarm_mut(4).state = SwarmState::Down;
+        f.swarm_mut(5).state = SwarmState::Down;
+        let a = f.run_to(1.0);
+        assert_eq!(evacuations(&a).len(), 1);
+        assert!(kinds(&a).contains(&EventKind::MassFailure));
+    }
+
+    #[test]
+    fn flapping_agent_before_the_probe_answers_is_nothing() {
+        let mut f = Fleet::new();
+        f.silence(2, 10.0);
+        f.agent_mut(2).state = AgentState::Lost;
+        assert_eq!(probes(&f.run_to(11.0)), ["id2"]);
+        // the agent is back before the probe result
+        let a2 = f.agent_mut(2);
+        a2.state = AgentState::Online;
+        a2.name = "node2".into();
+        f.run_to(11.5);
+        f.d.on_probe("id2", false, f.at(11.0));
+        for s in 12..30 {
+            let a = f.run_to(s as f64);
+            assert!(kinds(&a).is_empty(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn a_late_will_of_an_older_connection_changes_nothing() {
+        use crate::liveness::Liveness;
+        use leakmon_protocol::{NodeState, OfflineReason, Status};
+        let st = |state, seq| Status {
+            v: 1,
+            node: "node5".into(),
+            state,
+            seq,
+            reason: (state == NodeState::Offline).then_some(OfflineReason::Lost),
+            ts: 0,
+            identity: None,
+        };
+        let mut l = Liveness::new(15 * S);
+        let mut f = Fleet::new();
+        l.on_status("node5", &st(NodeState::Online, 7), f.at(0.0));
+        l.on_status("node5", &st(NodeState::Offline, 6), f.at(5.0));
+        let n = &l.nodes()["node5"];
+        f.agent_mut(5).state = match n.state {
+            crate::liveness::State::Online => AgentState::Online,
+            _ => AgentState::Lost,
+        };
+        for s in 5..30 {
+            assert!(f.run_to(s as f64).is_empty());
+        }
+    }
+
+    #[test]
+    fn agents_are_matched_by_hostname_without_a_swarm_id() {
+        let mut f = Fleet::new();
+        let a = f.agent_mut(5);
+        a.swarm_node_id = None;
+        f.silence(5, 10.0);
+        f.agent_mut(5).state = AgentState::Lost;
+        // the silenced agent is renamed "silent" by the test, so it no longer matches: rename back
+        f.agent_mut(5).name = "node5".into();
+        let a = f.run_to(11.0);
+        assert_eq!(probes(&a), ["id5"]);
+    }
+
+    #[test]
+    fn unhealthy_task_forces_an_update_after_the_delay_rate_limited_per_service() {
+        let mut f = Fleet::new();
+        let t = |c: &str| UnhealthyTask {
+            container_id: c.into(),
+            service: "web".into(),
+            node: "node2".into(),
+        };
+        f.d.on_unhealthy(vec![t("c1")], f.at(0.0));
+        assert!(quiet(&f.run_to(29.0)));
+        let a = f.run_to(30.0);
+        assert!(
+            has(
+                &a,
+                |x| matches!(x, Action::ForceUpdate { service, .. } if service == "web")
+            ),
+            "{a:?}"
+        );
+        // the replacement is unhealthy too: not before force_update_every
+        f.d.on_unhealthy(vec![t("c2")], f.at(31.0));
+        assert!(quiet(&f.run_to(100.0)));
+        assert_eq!(f.run_to(330.0).len(), 1);
+        // healthy again in between resets the clock
+        f.d.on_unhealthy(vec![], f.at(331.0));
+        f.d.on_unhealthy(vec![t("c3")], f.at(340.0));
+        assert!(quiet(&f.run_to(369.0)));
+    }
+
+    #[test]
+    fn unhealthy_tasks_are_left_alone_while_standby() {
+        let mut f = Fleet::new();
+        f.d.set_active(false, f.at(0.0));
+        f.d.on_unhealthy(
+            vec![UnhealthyTask {
+                container_id: "c".into(),
+                service: "s".into(),
+                node: "n".into(),
+            }],
+            f.at(0.0),
+        );
+        assert!(quiet(&f.run_to(100.0)));
+    }
+}

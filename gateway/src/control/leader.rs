@@ -1,0 +1,141 @@
+//! Which gateway is active: decided by the local engine (Swarm's own Raft), never by an
+//! election of ours. Pure: the engine's answer in, the role out.
+
+use std::path::Path;
+
+use crate::config::LeaderMode;
+
+use super::swarm::EngineView;
+
+/// What the gateway does now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Writes points, publishes events, acts on the Swarm.
+    pub active: bool,
+    /// `swarm` or `standalone`; why, when standby.
+    pub mode: &'static str,
+    pub reason: String,
+}
+
+impl Role {
+    pub fn standby(reason: impl Into<String>) -> Role {
+        Role {
+            active: false,
+            mode: "swarm",
+            reason: reason.into(),
+        }
+    }
+    fn active(mode: &'static str, reason: impl Into<String>) -> Role {
+        Role {
+            active: true,
+            mode,
+            reason: reason.into(),
+        }
+    }
+    pub fn standalone() -> Role {
+        Role::active("standalone", "leader.mode = standalone")
+    }
+    /// Whether the Swarm can be acted on (a Swarm leader, not a standalone gateway).
+    pub fn swarm_active(&self) -> bool {
+        self.active && self.mode == "swarm"
+    }
+}
+
+/// In `auto` mode without an engine socket, there is no Swarm to follow.
+pub fn no_engine(mode: LeaderMode, socket: Option<&Path>) -> bool {
+    mode == LeaderMode::Auto && socket.is_some_and(|p| !p.exists())
+}
+
+/// The role for what the engine said.
+pub fn role(mode: LeaderMode, view: &EngineView) -> Role {
+    if mode == LeaderMode::Standalone {
+        return Role::standalone();
+    }
+    match view {
+        EngineView::Unreachable(e) => {
+            Role::standby(format!("the local engine does not answer: {e}"))
+        }
+        EngineView::NoSwarm if mode == LeaderMode::Auto => {
+            Role::active("standalone", "the local engine is in no Swarm")
+        }
+        EngineView::NoSwarm => {
+            Role::standby("leader.mode = swarm but the local engine is in no Swarm")
+        }
+        EngineView::Worker => {
+            Role::standby("the local engine is a Swarm worker: run gateways beside managers")
+        }
+        EngineView::NoQuorum(e) => Role::standby(format!("the Swarm has no leader or quorum: {e}")),
+        EngineView::Manager { self_id, nodes } => {
+            if nodes.iter().any(|n| &n.id == self_id && n.leader) {
+                Role::active("swarm", "the local engine is the Swarm leader")
+            } else {
+                Role::standby("the local engine is a Swarm manager, not the leader")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::decide::{Availability, SwarmState};
+    use crate::control::swarm::NodeFacts;
+
+    fn mgr(id: &str, leader: bool) -> NodeFacts {
+        NodeFacts {
+            id: id.into(),
+            hostname: id.into(),
+            labels: Default::default(),
+            state: SwarmState::Ready,
+            availability: Availability::Active,
+            addr: String::new(),
+            leader,
+        }
+    }
+
+    #[test]
+    fn active_only_on_the_leader() {
+        let view = |me: &str| EngineView::Manager {
+            self_id: me.into(),
+            nodes: vec![mgr("a", true), mgr("b", false)],
+        };
+        for mode in [LeaderMode::Auto, LeaderMode::Swarm] {
+            assert!(role(mode, &view("a")).swarm_active());
+            assert!(!role(mode, &view("b")).active);
+        }
+    }
+
+    #[test]
+    fn no_quorum_worker_or_dead_engine_is_standby() {
+        for v in [
+            EngineView::NoQuorum("503".into()),
+            EngineView::Worker,
+            EngineView::Unreachable("refused".into()),
+        ] {
+            for mode in [LeaderMode::Auto, LeaderMode::Swarm] {
+                assert!(!role(mode, &v).active, "{v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn outside_a_swarm_auto_is_standalone_and_swarm_waits() {
+        let r = role(LeaderMode::Auto, &EngineView::NoSwarm);
+        assert!(r.active && !r.swarm_active());
+        assert!(!role(LeaderMode::Swarm, &EngineView::NoSwarm).active);
+        assert!(role(LeaderMode::Standalone, &EngineView::Worker).active);
+    }
+
+    #[test]
+    fn auto_without_a_socket_has_no_engine() {
+        assert!(no_engine(
+            LeaderMode::Auto,
+            Some(Path::new("/nonexistent/docker.sock"))
+        ));
+        assert!(!no_engine(
+            LeaderMode::Swarm,
+            Some(Path::new("/nonexistent/docker.sock"))
+        ));
+        assert!(!no_engine(LeaderMode::Auto, None), "tcp:// host");
+    }
+}

@@ -1,0 +1,396 @@
+//! Control: which gateway is active ([`leader`]), what to do about dead nodes and unhealthy
+//! tasks ([`decide`], pure), and doing it on the Swarm ([`swarm`]). This module is the thin
+//! async shell around them: it polls the local engine, probes nodes, feeds the machine and
+//! carries out its actions, publishing every decision as an event.
+
+pub mod decide;
+pub mod leader;
+pub mod swarm;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leakmon_protocol::{
+    encode, EventKind, GatewayEvent, GatewayRole, GatewayStatus, Topics, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, LeaderMode};
+use crate::ingest::schema;
+use crate::metrics::Metrics;
+use crate::nodes::Nodes;
+use decide::{Action, Decide, Settings};
+use leader::Role;
+use swarm::{EngineView, Ev, SwarmApi};
+
+/// How often the decision machine runs.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A message for the ingest shell's MQTT connection to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// How the ingest shell connects and whether it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Write points (only the active gateway does).
+    pub active: bool,
+    pub client_id: String,
+    /// A persistent session: the broker keeps messages for it while it is away.
+    pub persistent: bool,
+}
+
+/// Everything the control loop needs from the rest of the gateway.
+pub struct Control {
+    pub name: String,
+    pub hostname: String,
+    pub cfg: Config,
+    pub topics: Topics,
+    pub nodes: Arc<Mutex<Nodes>>,
+    pub metrics: Arc<Metrics>,
+    pub outgoing: mpsc::Sender<Outgoing>,
+    pub lines: Option<mpsc::Sender<String>>,
+}
+
+/// The running loop's state.
+struct Loop {
+    c: Control,
+    api: Option<SwarmApi>,
+    decide: Option<Decide>,
+    role: Role,
+    self_id: Option<String>,
+    session: watch::Sender<Session>,
+    probes: mpsc::Sender<(String, bool, Instant)>,
+}
+
+impl Control {
+    /// Asks the engine once (so ingest starts in the right role), then returns the session
+    /// for ingest and the loop to run.
+    pub async fn start(
+        self,
+        shutdown: watch::Receiver<bool>,
+    ) -> (
+        watch::Receiver<Session>,
+        impl std::future::Future<Output = ()>,
+    ) {
+        let cfg = &self.cfg;
+        let socket = leakmon_common::docker::socket_path(&cfg.docker.host);
+        let api = if cfg.leader.mode == LeaderMode::Standalone
+            || leader::no_engine(cfg.leader.mode, socket)
+        {
+            tracing::info!(mode = ?cfg.leader.mode, docker = %cfg.docker.host,
+                "standalone: always active, no Swarm to act on");
+            None
+        } else {
+            match leakmon_common::docker::connect(&cfg.docker.host, cfg.docker.timeout.0) {
+                Ok(d) => Some(SwarmApi::new(d, cfg.reschedule.dry_run)),
+                Err(e) => {
+                    tracing::warn!(docker = %cfg.docker.host, error = %e, "cannot use the Docker engine: standby");
+                    None
+                }
+            }
+        };
+        let decide = cfg.reschedule.enabled.then(|| {
+            let r = &cfg.reschedule;
+            Decide::new(Settings {
+                reactivate_after: r.reactivate_after.0,
+                unhealthy_after: r.unhealthy_after.0,
+                force_update_every: r.force_update_every.0,
+                cooldown: r.cooldown.0,
+                max_drained: r.max_drained,
+                rebalance: r.rebalance,
+            })
+        });
+        let standalone = api.is_none()
+            && (cfg.leader.mode == LeaderMode::Standalone
+                || leader::no_engine(cfg.leader.mode, socket));
+        let role = if standalone {
+            Role::standalone()
+        } else {
+            Role::standby("starting")
+        };
+        let (session, session_rx) = watch::channel(Session {
+            active: false,
+            client_id: own_client_id(&self.cfg),
+            persistent: false,
+        });
+        let (probes, probe_rx) = mpsc::channel(256);
+        let mut l = Loop {
+            c: self,
+            api,
+            decide,
+            role: Role::standby("starting"),
+            self_id: None,
+            session,
+            probes,
+        };
+        if standalone {
+            l.set_role(role);
+        } else {
+            l.poll().await;
+        }
+        (session_rx, l.run(probe_rx, shutdown))
+    }
+}
+
+fn own_client_id(cfg: &Config) -> String {
+    cfg.mqtt.client_id.clone().unwrap_or_default()
+}
+
+impl Loop {
+    fn emit(&self, e: Ev) {
+        let dry_run = self.c.cfg.reschedule.dry_run
+            && !matches!(e.kind, EventKind::GatewayActive | EventKind::ActionFailed);
+        let ev = GatewayEvent {
+            v: PROTOCOL_VERSION,
+            kind: e.kind,
+            node: e.node,
+            ts: leakmon_common::now_ms(),
+            gateway: self.c.name.clone(),
+            dry_run,
+            message: e.message,
+            details: e
+                .details
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+                .collect(),
+        };
+        tracing::info!(
+            kind = ev.kind.as_str(),
+            node = ev.node.as_deref().unwrap_or("-"),
+            dry_run = ev.dry_run,
+            "{}",
+            ev.message
+        );
+        self.c.metrics.event();
+        let out = Outgoing {
+            topic: self.c.topics.gateway_events(),
+            payload: encode(&ev),
+            retain: false,
+        };
+        if self.c.outgoing.try_send(out).is_err() {
+            tracing::warn!(
+                kind = ev.kind.as_str(),
+                "MQTT outbox full: event not published"
+            );
+        }
+        if let Some(lines) = &self.c.lines {
+            let mut s = String::new();
+            schema::gateway_event_point(&ev).write_line(&mut s);
+            if lines.try_send(s).is_err() {
+                tracing::warn!(
+                    kind = ev.kind.as_str(),
+                    "database writer busy: event point dropped"
+                );
+            }
+        }
+    }
+
+    fn set_role(&mut self, role: Role) {
+        if role == self.role {
+            return;
+        }
+        let became_active = role.active && !self.role.active;
+        if role.active {
+            tracing::info!(mode = role.mode, reason = %role.reason, "this gateway is active");
+        } else {
+            tracing::warn!(reason = %role.reason, "this gateway is on standby");
+        }
+        let cfg = &self.c.cfg;
+        let session = Session {
+            active: role.active,
+            client_id: if role.swarm_active() {
+                cfg.leader.session_id.clone()
+            } else {
+                own_client_id(cfg)
+            },
+            persistent: role.active,
+        };
+        self.session.send_if_modified(|s| {
+            let changed = *s != session;
+            *s = session;
+            changed
+        });
+        self.c.metrics.set_active(role.active);
+        let now = Instant::now();
+        if let Some(d) = &mut self.decide {
+            d.set_active(role.swarm_active(), now);
+        }
+        self.role = role;
+        if became_active {
+            let since = leakmon_common::now_ms();
+            let st = GatewayStatus {
+                v: PROTOCOL_VERSION,
+                gateway: self.c.name.clone(),
+                role: GatewayRole::Active,
+                hostname: self.c.hostname.clone(),
+                swarm_node_id: self.self_id.clone(),
+                mode: self.role.mode.to_owned(),
+                since,
+                gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            let _ = self.c.outgoing.try_send(Outgoing {
+                topic: self.c.topics.gateway_status(),
+                payload: encode(&st),
+                retain: true,
+            });
+            self.emit(Ev {
+                kind: EventKind::GatewayActive,
+                node: Some(self.c.hostname.clone()),
+                message: format!(
+                    "gateway {} on {} is active ({})",
+                    self.c.name, self.c.hostname, self.role.reason
+                ),
+                details: vec![("mode", self.role.mode.to_owned())],
+            });
+        }
+    }
+
+    /// Asks the local engine who leads and what its nodes are.
+    async fn poll(&mut self) {
+        let Some(api) = self.api.clone() else {
+            return;
+        };
+        let view = api.view().await;
+        let role = leader::role(self.c.cfg.leader.mode, &view);
+        if let EngineView::Manager { self_id, nodes } = &view {
+            self.self_id = Some(self_id.clone());
+            if let Some(d) = &mut self.decide {
+                d.on_swarm(nodes.iter().map(|n| n.to_decide()).collect());
+            }
+        }
+        let became_swarm_active = role.swarm_active() && !self.role.swarm_active();
+        self.set_role(role);
+        if became_swarm_active {
+            if let Some(h) = self.c.cfg.reschedule.swarm_heartbeat {
+                match api.ensure_heartbeat(h.0).await {
+                    Ok(true) => tracing::info!(period = ?h.0, "Swarm dispatcher heartbeat set"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot set the Swarm dispatcher heartbeat")
+                    }
+                }
+            }
+        }
+    }
+
+    fn probe(&self, node_id: String, addr: String) {
+        let ports = self.c.cfg.reschedule.probe_ports.clone();
+        let timeout = self.c.cfg.reschedule.probe_timeout.0;
+        let tx = self.probes.clone();
+        let sent = Instant::now();
+        tokio::spawn(async move {
+            let answered = probe(&addr, &ports, timeout).await;
+            tracing::debug!(node_id = %node_id, addr = %addr, answered, "probe");
+            let _ = tx.send((node_id, answered, sent)).await;
+        });
+    }
+
+    async fn act(&mut self, a: Action) {
+        let Some(api) = self.api.clone() else { return };
+        let now_ms = leakmon_common::now_ms();
+        let evs = match a {
+            Action::Event {
+                kind,
+                node,
+                message,
+                details,
+            } => vec![Ev {
+                kind,
+                node,
+                message,
+                details,
+            }],
+            Action::Probe { node_id, addr } => {
+                self.probe(node_id, addr);
+                Vec::new()
+            }
+            Action::Evacuate {
+                node_id,
+                hostname,
+                surge,
+            } => api.evacuate(&node_id, &hostname, surge, now_ms).await,
+            Action::Settle { node_id, hostname } => api.settle(&node_id, &hostname).await,
+            Action::Reactivate { node_id, hostname } => api.reactivate(&node_id, &hostname).await,
+            Action::Rebalance => api.rebalance(&self.c.hostname).await,
+            Action::ForceUpdate {
+                service,
+                node,
+                container_id,
+            } => {
+                let short = container_id.get(..12).unwrap_or(&container_id);
+                api.force_update(
+                    &service,
+                    &node,
+                    &format!("container {short} on {node} unhealthy"),
+                )
+                .await
+            }
+        };
+        for e in evs {
+            self.emit(e);
+        }
+    }
+
+    async fn tick(&mut self) {
+        let Some(d) = &mut self.decide else { return };
+        let (agents, unhealthy) = match self.c.nodes.lock() {
+            Ok(n) => (n.agent_facts(), n.unhealthy_tasks()),
+            Err(_) => return,
+        };
+        let now = Instant::now();
+        d.on_agents(agents);
+        d.on_unhealthy(unhealthy, now);
+        let actions = d.tick(now);
+        for a in actions {
+            self.act(a).await;
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut probes: mpsc::Receiver<(String, bool, Instant)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut poll = tokio::time::interval(self.c.cfg.leader.poll_interval.0);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = poll.tick() => self.poll().await,
+                _ = tick.tick() => self.tick().await,
+                Some((id, answered, sent)) = probes.recv() => {
+                    if let Some(d) = &mut self.decide {
+                        d.on_probe(&id, answered, sent);
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// A node answers when any port connects or refuses the connection within `timeout`.
+pub async fn probe(addr: &str, ports: &[u16], timeout: Duration) -> bool {
+    let tries = ports.iter().map(|&p| {
+        let addr = addr.to_owned();
+        async move {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((addr.as_str(), p)))
+                .await
+            {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+                Err(_) => false,
+            }
+        }
+    });
+    futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .any(|a| a)
+}
