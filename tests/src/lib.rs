@@ -181,10 +181,22 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     config: PathBuf,
     binary: &'static str,
+    /// A command the binary is run under (e.g. `nsenter ...` to run it inside a node).
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
     fn start(binary: &'static str, dir: tempfile::TempDir, config: &str) -> Daemon {
+        Self::start_wrapped(binary, dir, config, Vec::new())
+    }
+
+    /// Starts `binary` under `wrapper` (which must exec it, keeping the pid).
+    pub fn start_wrapped(
+        binary: &'static str,
+        dir: tempfile::TempDir,
+        config: &str,
+        wrapper: Vec<String>,
+    ) -> Daemon {
         let path = dir.path().join(format!("{binary}.toml"));
         std::fs::write(&path, config).expect("write config");
         let mut d = Daemon {
@@ -192,18 +204,32 @@ impl Daemon {
             dir,
             config: path,
             binary,
+            wrapper,
         };
         d.spawn();
         d
     }
 
-    fn spawn(&mut self) {
+    /// Writes a new config; takes effect at the next [`Daemon::spawn`].
+    pub fn set_config(&self, config: &str) {
+        std::fs::write(&self.config, config).expect("write config");
+    }
+
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{}.log", self.binary)))
             .expect("log file");
-        let child = Command::new(bin(self.binary))
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin(self.binary));
+                c
+            }
+            None => Command::new(bin(self.binary)),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .env("LEAKMON_LOG", "debug")
@@ -635,6 +661,11 @@ impl Service {
 
     /// InfluxDB 1.x (Debian's influxd), with its data in a temp dir.
     pub fn influxdb() -> Service {
+        Self::influxdb_on("127.0.0.1")
+    }
+
+    /// InfluxDB 1.x with its HTTP API on `ip` (`0.0.0.0` for clients in other namespaces).
+    pub fn influxdb_on(ip: &str) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let rpc = free_port();
@@ -643,7 +674,7 @@ impl Service {
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  enabled = true\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [http]\n  enabled = true\n  bind-address = \"{ip}:{port}\"\n  log-enabled = false\n\
              [monitor]\n  store-enabled = false\n"
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influxdb.conf");

@@ -1,0 +1,598 @@
+//! The control loop on a real 5-node Swarm (tests/swarm/rig.sh: 3 managers, 2 workers, each
+//! its own dockerd in its own network namespace): an agent on every node, a gateway beside
+//! every manager, mosquitto and InfluxDB on the host side. Every assertion about the Swarm is
+//! read back through the Swarm's own API (the docker CLI against a live manager).
+//!
+//! One test, scenarios in order (they share the Swarm): a worker's link cut; its link
+//! restored; only an agent killed; the leader's link cut and a worker death after it; dry run.
+
+use std::process::Command;
+use std::time::Duration;
+
+use leakmon_e2e::{bin, http_get, wait_for, Broker, Daemon, Service, Subscriber};
+use serde_json::Value;
+
+const RIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/swarm/rig.sh");
+const NODES: u32 = 5;
+const MANAGERS: u32 = 3;
+
+fn rig(args: &[&str]) -> String {
+    let out = Command::new(RIG).args(args).output().expect("run rig.sh");
+    assert!(
+        out.status.success(),
+        "rig.sh {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker` against a manager that is up (`via`), output or "" on failure.
+fn docker(via: u32, args: &[&str]) -> String {
+    let out = Command::new(RIG)
+        .arg("docker")
+        .arg(via.to_string())
+        .args(args)
+        .output()
+        .expect("run rig.sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Tears the rig down even when the test fails.
+struct Rig;
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = Command::new(RIG).arg("down").output();
+    }
+}
+
+fn addr(n: u32) -> String {
+    format!("172.30.0.{}", 10 + n)
+}
+
+/// Runs a binary inside node n: its network namespace and its hostname.
+fn in_node(n: u32) -> Vec<String> {
+    let pid = std::fs::read_to_string(format!("/run/lmsw/n{n}/docker.pid")).expect("dockerd pid");
+    vec![
+        "nsenter".into(),
+        format!("--net=/var/run/netns/lmn{n}"),
+        format!("--uts=/proc/{}/ns/uts", pid.trim()),
+        "--".into(),
+    ]
+}
+
+fn agent_config(n: u32, broker: u16, dir: &std::path::Path) -> String {
+    format!(
+        "node = \"node{n}\"\ninterval = \"1s\"\nstate_dir = \"{}\"\n\
+         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
+         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n",
+        dir.join("state").display()
+    )
+}
+
+fn gateway_config(n: u32, broker: u16, influx: u16, dry_run: bool) -> String {
+    format!(
+        "name = \"gw{n}\"\n\
+         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
+         [influxdb]\nurl = \"http://172.30.0.1:{influx}\"\nflush_interval = \"500ms\"\n\
+         [http]\nlisten = \"0.0.0.0:9900\"\n\
+         [liveness]\noffline_after = \"3s\"\n\
+         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n\
+         [leader]\nmode = \"swarm\"\n\
+         [broker]\nembedded = \"never\"\n\
+         [reschedule]\ndry_run = {dry_run}\nprobe_timeout = \"500ms\"\nreactivate_after = \"5s\"\n"
+    )
+}
+
+struct Fleet {
+    _rig: Rig,
+    broker: Broker,
+    influx: Service,
+    agents: Vec<Daemon>,
+    gateways: Vec<Daemon>,
+    events: Subscriber,
+    status: Subscriber,
+}
+
+impl Fleet {
+    fn agent(&mut self, n: u32) -> &mut Daemon {
+        &mut self.agents[(n - 1) as usize]
+    }
+
+    /// Events seen so far, as JSON.
+    fn events(&self) -> Vec<Value> {
+        self.events.all().iter().map(|m| m.json()).collect()
+    }
+
+    fn wait_event(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(Duration::from_secs(secs), || {
+            self.events().into_iter().find(|e| pred(e))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {what} event within {secs} s; events:\n{}\n{}",
+                self.events()
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.logs()
+            )
+        })
+    }
+
+    fn logs(&self) -> String {
+        self.gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let log = g.log();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .filter(|l| {
+                        l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR ")
+                    })
+                    .rev()
+                    .take(40)
+                    .collect();
+                format!(
+                    "--- gw{} (last lines) ---\n{}",
+                    i + 1,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The hostname of the active gateway, from the retained status.
+    fn active(&self) -> Option<String> {
+        self.status
+            .all()
+            .last()
+            .map(|m| m.json()["hostname"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+fn kind(e: &Value) -> &str {
+    e["kind"].as_str().unwrap_or_default()
+}
+fn node_of(e: &Value) -> &str {
+    e["node"].as_str().unwrap_or_default()
+}
+
+/// `Hostname Availability Status leakmon.drained-label` per node, through a live manager.
+fn node_line(via: u32, n: u32) -> String {
+    docker(
+        via,
+        &[
+            "node",
+            "inspect",
+            &format!("node{n}"),
+            "--format",
+            "{{.Spec.Availability}} {{.Status.State}} {{index .Spec.Labels \"leakmon.drained\"}}",
+        ],
+    )
+}
+
+/// Nodes of the running tasks of a service.
+fn running_on(via: u32, service: &str) -> Vec<String> {
+    docker(
+        via,
+        &[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
+        ],
+    )
+    .lines()
+    .filter(|l| l.contains("Running"))
+    .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+    .collect()
+}
+
+fn replicas(via: u32, service: &str) -> String {
+    docker(
+        via,
+        &[
+            "service",
+            "inspect",
+            service,
+            "--format",
+            "{{.Spec.Mode.Replicated.Replicas}}",
+        ],
+    )
+}
+
+fn metric(n: u32, name: &str) -> Option<f64> {
+    let (_, body) = http_get(&format!("http://{}:9900/metrics", addr(n))).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn setup() -> Fleet {
+    let rig_guard = Rig;
+    let ls = rig(&["up", &MANAGERS.to_string(), &(NODES - MANAGERS).to_string()]);
+    assert_eq!(ls.matches("Ready").count(), NODES as usize, "{ls}");
+    let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
+    let influx = Service::influxdb_on("0.0.0.0");
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+    let status = Subscriber::start(broker.port, "leakmon/v1/gateway/status", false);
+
+    docker(
+        1,
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "leakmon.standby=true",
+            "node3",
+        ],
+    );
+    rig(&[
+        "docker",
+        "1",
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "5",
+        "--placement-pref",
+        "spread=node.id",
+        "leakmon-test/busybox",
+        "sleep",
+        "100000",
+    ]);
+    rig(&[
+        "docker",
+        "1",
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "db",
+        "--label",
+        "leakmon.failover=true",
+        "--constraint",
+        "node.hostname==node4",
+        "leakmon-test/busybox",
+        "sleep",
+        "100000",
+    ]);
+    wait_for(Duration::from_secs(90), || {
+        (running_on(1, "web").len() == 5 && running_on(1, "db") == ["node4"]).then_some(())
+    })
+    .expect("web x5 and db on node4 running");
+
+    let agents = (1..=NODES)
+        .map(|n| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cfg = agent_config(n, broker.port, dir.path());
+            Daemon::start_wrapped("leakmon-agent", dir, &cfg, in_node(n))
+        })
+        .collect();
+    let gateways = (1..=MANAGERS)
+        .map(|n| {
+            let cfg = gateway_config(n, broker.port, influx.port, false);
+            Daemon::start_wrapped(
+                "leakmon-gateway",
+                tempfile::tempdir().expect("tempdir"),
+                &cfg,
+                in_node(n),
+            )
+        })
+        .collect();
+    let f = Fleet {
+        _rig: rig_guard,
+        broker,
+        influx,
+        agents,
+        gateways,
+        events,
+        status,
+    };
+    assert!(bin("leakmon-gateway").exists());
+    f
+}
+
+#[test]
+fn control_loop_on_a_real_five_node_swarm() {
+    let mut f = setup();
+
+    // --- Leadership: exactly the gateway beside the Swarm leader is active.
+    let leader = docker(
+        1,
+        &[
+            "node",
+            "ls",
+            "--filter",
+            "role=manager",
+            "--format",
+            "{{.Hostname}} {{.ManagerStatus}}",
+        ],
+    );
+    let leader = leader
+        .lines()
+        .find(|l| l.contains("Leader"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a leader")
+        .to_owned();
+    wait_for(Duration::from_secs(20), || {
+        (f.active().as_deref() == Some(leader.as_str())).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "retained gateway status names {leader}: {:?}\n{}",
+            f.active(),
+            f.logs()
+        )
+    });
+    let status = f.status.all().last().map(|m| m.json()).unwrap_or_default();
+    assert_eq!(status["role"], "active");
+    assert!(status["since"].as_i64().unwrap_or(0) > 0);
+    assert!(f.status.all().last().map(|m| m.retain).unwrap_or(false) || f.status.all().len() == 1);
+    let leader_n: u32 = leader.trim_start_matches("node").parse().expect("nodeN");
+    // every agent is seen (birth through the gateways)
+    wait_for(Duration::from_secs(30), || {
+        let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(leader_n))).ok()?;
+        (body.matches("\"state\":\"online\"").count() == NODES as usize).then_some(())
+    })
+    .unwrap_or_else(|| panic!("all agents online on the active gateway\n{}", f.logs()));
+    // only the active gateway writes
+    wait_for(Duration::from_secs(20), || {
+        (metric(leader_n, "leakmon_gateway_points_written_total")? > 0.0).then_some(())
+    })
+    .expect("the active gateway writes points");
+    for n in 1..=MANAGERS {
+        let active = metric(n, "leakmon_gateway_active").expect("gateway metrics");
+        let written = metric(n, "leakmon_gateway_points_written_total").expect("gateway metrics");
+        if n == leader_n {
+            assert_eq!(active, 1.0);
+        } else {
+            assert_eq!(
+                (active, written),
+                (0.0, 0.0),
+                "gw{n} is standby and writes nothing"
+            );
+        }
+    }
+
+    // --- A worker's link cut: node_down, drained, web whole on live nodes, db on the standby.
+    rig(&["cut", "4"]);
+    let down = f.wait_event(30, "node_down node4", |e| {
+        kind(e) == "node_down" && node_of(e) == "node4"
+    });
+    assert_eq!(down["gateway"], format!("gw{leader_n}"));
+    assert_eq!(down["dry_run"], false);
+    f.wait_event(30, "failover of db", |e| {
+        kind(e) == "failover" && e["details"]["service"] == "db" && e["details"]["to"] == "node3"
+    });
+    wait_for(Duration::from_secs(30), || {
+        (running_on(1, "db") == ["node3"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("db runs on the standby: {:?}", running_on(1, "db")));
+    wait_for(Duration::from_secs(30), || {
+        let on = running_on(1, "web");
+        (on.iter().filter(|n| *n != "node4").count() >= 5).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "web at full strength on live nodes: {:?}",
+            running_on(1, "web")
+        )
+    });
+    // Swarm marks node4 down: the surge is settled, the node drained
+    wait_for(Duration::from_secs(60), || {
+        node_line(1, 4).starts_with("drain down").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node4 drained by leakmon: {}\n{}",
+            node_line(1, 4),
+            f.logs()
+        )
+    });
+    assert!(
+        node_line(1, 4).split_whitespace().nth(2).is_some(),
+        "leakmon's label on node4"
+    );
+    wait_for(Duration::from_secs(30), || {
+        (replicas(1, "web") == "5").then_some(())
+    })
+    .unwrap_or_else(|| panic!("web settled back to 5 replicas: {}", replicas(1, "web")));
+    wait_for(Duration::from_secs(20), || {
+        let on = running_on(1, "web");
+        (on.len() == 5 && !on.contains(&"node4".to_owned())).then_some(())
+    })
+    .unwrap_or_else(|| panic!("5 web tasks, none on node4: {:?}", running_on(1, "web")));
+    let kinds: Vec<String> = f
+        .events()
+        .iter()
+        .filter(|e| node_of(e) == "node4")
+        .map(|e| kind(e).to_owned())
+        .collect();
+    for k in ["node_down", "drain", "surge", "failover", "settle"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
+    let db_labels = docker(
+        1,
+        &[
+            "service",
+            "inspect",
+            "db",
+            "--format",
+            "{{json .Spec.Labels}}",
+        ],
+    );
+    assert!(
+        db_labels.contains("node.hostname==node4"),
+        "original constraints kept: {db_labels}"
+    );
+
+    // --- Its link restored: node_up, reactivated after the delay; db stays on the standby.
+    rig(&["restore", "4"]);
+    f.wait_event(60, "node_up node4", |e| {
+        kind(e) == "node_up" && node_of(e) == "node4"
+    });
+    f.wait_event(40, "reactivate node4", |e| {
+        kind(e) == "reactivate" && node_of(e) == "node4"
+    });
+    let line = node_line(1, 4);
+    assert!(line.starts_with("active ready"), "{line}");
+    assert_eq!(line.split_whitespace().count(), 2, "label removed: {line}");
+    assert_eq!(
+        running_on(1, "db"),
+        ["node3"],
+        "never fails back on its own"
+    );
+
+    // --- Only an agent killed: agent_lost, nothing drained.
+    f.agent(2).kill9();
+    f.wait_event(20, "agent_lost node2", |e| {
+        kind(e) == "agent_lost" && node_of(e) == "node2"
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        node_line(1, 2).starts_with("active ready"),
+        "{}",
+        node_line(1, 2)
+    );
+    assert!(!f
+        .events()
+        .iter()
+        .any(|e| node_of(e) == "node2" && kind(e) != "agent_lost"));
+    f.agent(2).spawn();
+    // node2's agent talks again (its samples are the hand-over check below)
+    wait_for(Duration::from_secs(30), || {
+        let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(leader_n))).ok()?;
+        (body.matches("\"state\":\"online\"").count() == NODES as usize).then_some(())
+    })
+    .expect("node2's agent back online");
+    std::thread::sleep(Duration::from_secs(8));
+
+    // --- The leader's link cut: another gateway takes over and handles a worker's death.
+    let before = f.events().len();
+    let cut_at = now_ms();
+    rig(&["cut", &leader_n.to_string()]);
+    let via = (1..=MANAGERS)
+        .find(|n| *n != leader_n)
+        .expect("another manager");
+    let took_over = f.wait_event(60, "gateway_active on another node", |e| {
+        kind(e) == "gateway_active" && node_of(e) != leader
+    });
+    let new_gw = took_over["gateway"].as_str().unwrap_or_default().to_owned();
+    wait_for(Duration::from_secs(10), || {
+        (f.active().as_deref() != Some(leader.as_str())).then_some(())
+    })
+    .expect("retained status names the new active gateway");
+    rig(&["cut", "5"]);
+    let down5 = f.wait_event(40, "node_down node5", |e| {
+        kind(e) == "node_down" && node_of(e) == "node5"
+    });
+    assert_eq!(down5["gateway"], new_gw);
+    wait_for(Duration::from_secs(60), || {
+        node_line(via, 5).starts_with("drain").then_some(())
+    })
+    .unwrap_or_else(|| panic!("node5 drained: {}\n{}", node_line(via, 5), f.logs()));
+    wait_for(Duration::from_secs(40), || {
+        let on = running_on(via, "web");
+        (on.iter().filter(|n| *n != "node5" && **n != leader).count() >= 5).then_some(())
+    })
+    .unwrap_or_else(|| panic!("web whole on live nodes: {:?}", running_on(via, "web")));
+    assert!(f.events()[before..]
+        .iter()
+        .all(|e| e["gateway"] == new_gw || kind(e) == "gateway_active"));
+
+    // both come back; both reactivated
+    rig(&["restore", &leader_n.to_string()]);
+    rig(&["restore", "5"]);
+    for n in [leader_n, 5] {
+        wait_for(Duration::from_secs(90), || {
+            node_line(via, n).starts_with("active ready").then_some(())
+        })
+        .unwrap_or_else(|| panic!("node{n} reactivated: {}\n{}", node_line(via, n), f.logs()));
+    }
+    // No point lost at the hand-over: node2's samples have no hole around the cut.
+    std::thread::sleep(Duration::from_secs(5));
+    let q = format!(
+        "SELECT load1 FROM system WHERE host = 'node2' AND time >= {}ms AND time <= {}ms",
+        cut_at - 5_000,
+        cut_at + 30_000
+    );
+    let r = f.influx.influx_query("leakmon", &q);
+    let times: Vec<i64> = r["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|p| p[0].as_i64()).collect())
+        .unwrap_or_default();
+    if times.len() < 30 {
+        for (i, g) in f.gateways.iter().enumerate() {
+            let _ = std::fs::write(format!("/tmp/lm-gw{}.log", i + 1), g.log());
+        }
+        let all = f.influx.influx_query(
+            "leakmon",
+            "SELECT count(load1) FROM system WHERE host = 'node2' GROUP BY time(5s)",
+        );
+        panic!(
+            "node2's samples across the hand-over (cut at {cut_at}): {} ({r})\n{all}\n{}",
+            times.len(),
+            f.logs()
+        );
+    }
+    let worst = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(
+        worst < 2_000,
+        "a hole of {worst} ms in node2's samples across the hand-over"
+    );
+
+    // --- Dry run: the same death is published, nothing is changed.
+    for (i, g) in f.gateways.iter_mut().enumerate() {
+        let n = i as u32 + 1;
+        g.terminate();
+        g.set_config(&gateway_config(n, f.broker.port, f.influx.port, true));
+        g.spawn();
+    }
+    let before = f.events().len();
+    std::thread::sleep(Duration::from_secs(5));
+    rig(&["cut", "5"]);
+    wait_for(Duration::from_secs(40), || {
+        f.events()[before..]
+            .iter()
+            .find(|e| kind(e) == "node_down" && node_of(e) == "node5")
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("dry-run node_down\n{}", f.logs()));
+    wait_for(Duration::from_secs(30), || {
+        f.events()[before..]
+            .iter()
+            .find(|e| kind(e) == "drain" && node_of(e) == "node5" && e["dry_run"] == true)
+            .cloned()
+    })
+    .expect("the drain it would do, published as dry_run");
+    wait_for(Duration::from_secs(40), || {
+        node_line(via, 5).contains(" down").then_some(())
+    })
+    .expect("Swarm marks node5 down");
+    std::thread::sleep(Duration::from_secs(3));
+    let line = node_line(via, 5);
+    assert!(
+        line.starts_with("active down"),
+        "dry run changes nothing: {line}"
+    );
+    assert_eq!(replicas(via, "web"), "5", "dry run adds no replicas");
+    rig(&["restore", "5"]);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
