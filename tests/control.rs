@@ -6,83 +6,11 @@
 //! One test, scenarios in order (they share the Swarm): a worker's link cut; its link
 //! restored; only an agent killed; the leader's link cut and a worker death after it; dry run.
 
-use std::process::Command;
 use std::time::Duration;
 
+use leakmon_e2e::swarm::*;
 use leakmon_e2e::{bin, http_get, wait_for, Broker, Daemon, Service, Subscriber};
 use serde_json::Value;
-
-const RIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/swarm/rig.sh");
-const NODES: u32 = 5;
-const MANAGERS: u32 = 3;
-
-fn rig(args: &[&str]) -> String {
-    let out = Command::new(RIG).args(args).output().expect("run rig.sh");
-    assert!(
-        out.status.success(),
-        "rig.sh {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `docker` against a manager that is up (`via`), output or "" on failure.
-fn docker(via: u32, args: &[&str]) -> String {
-    let out = Command::new(RIG)
-        .arg("docker")
-        .arg(via.to_string())
-        .args(args)
-        .output()
-        .expect("run rig.sh");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Tears the rig down even when the test fails.
-struct Rig;
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = Command::new(RIG).arg("down").output();
-    }
-}
-
-fn addr(n: u32) -> String {
-    format!("172.30.0.{}", 10 + n)
-}
-
-/// Runs a binary inside node n: its network namespace and its hostname.
-fn in_node(n: u32) -> Vec<String> {
-    let pid = std::fs::read_to_string(format!("/run/lmsw/n{n}/docker.pid")).expect("dockerd pid");
-    vec![
-        "nsenter".into(),
-        format!("--net=/var/run/netns/lmn{n}"),
-        format!("--uts=/proc/{}/ns/uts", pid.trim()),
-        "--".into(),
-    ]
-}
-
-fn agent_config(n: u32, broker: u16, dir: &std::path::Path) -> String {
-    format!(
-        "node = \"node{n}\"\ninterval = \"1s\"\nstate_dir = \"{}\"\n\
-         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
-         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n",
-        dir.join("state").display()
-    )
-}
-
-fn gateway_config(n: u32, broker: u16, influx: u16, dry_run: bool) -> String {
-    format!(
-        "name = \"gw{n}\"\n\
-         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
-         [influxdb]\nurl = \"http://172.30.0.1:{influx}\"\nflush_interval = \"500ms\"\n\
-         [http]\nlisten = \"0.0.0.0:9900\"\n\
-         [liveness]\noffline_after = \"3s\"\n\
-         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n\
-         [leader]\nmode = \"swarm\"\n\
-         [broker]\nembedded = \"never\"\n\
-         [reschedule]\ndry_run = {dry_run}\nprobe_timeout = \"500ms\"\nreactivate_after = \"5s\"\n"
-    )
-}
 
 struct Fleet {
     _rig: Rig,
@@ -161,53 +89,6 @@ fn node_of(e: &Value) -> &str {
     e["node"].as_str().unwrap_or_default()
 }
 
-/// `Hostname Availability Status leakmon.drained-label` per node, through a live manager.
-fn node_line(via: u32, n: u32) -> String {
-    docker(
-        via,
-        &[
-            "node",
-            "inspect",
-            &format!("node{n}"),
-            "--format",
-            "{{.Spec.Availability}} {{.Status.State}} {{index .Spec.Labels \"leakmon.drained\"}}",
-        ],
-    )
-}
-
-/// Nodes of the running tasks of a service.
-fn running_on(via: u32, service: &str) -> Vec<String> {
-    docker(
-        via,
-        &[
-            "service",
-            "ps",
-            service,
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "{{.Node}} {{.CurrentState}}",
-        ],
-    )
-    .lines()
-    .filter(|l| l.contains("Running"))
-    .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-    .collect()
-}
-
-fn replicas(via: u32, service: &str) -> String {
-    docker(
-        via,
-        &[
-            "service",
-            "inspect",
-            service,
-            "--format",
-            "{{.Spec.Mode.Replicated.Replicas}}",
-        ],
-    )
-}
-
 fn metric(n: u32, name: &str) -> Option<f64> {
     let (_, body) = http_get(&format!("http://{}:9900/metrics", addr(n))).ok()?;
     body.lines()
@@ -220,76 +101,27 @@ fn setup() -> Fleet {
     let rig_guard = Rig;
     let ls = rig(&["up", &MANAGERS.to_string(), &(NODES - MANAGERS).to_string()]);
     assert_eq!(ls.matches("Ready").count(), NODES as usize, "{ls}");
+    assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+    assert_eq!(
+        ls.matches("Reachable").count(),
+        MANAGERS as usize - 1,
+        "{ls}"
+    );
+    for n in 1..=NODES {
+        assert!(ls.contains(&format!("node{n}")), "distinct hostnames: {ls}");
+    }
     let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
     let influx = Service::influxdb_on("0.0.0.0");
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
     let status = Subscriber::start(broker.port, "leakmon/v1/gateway/status", false);
 
-    docker(
-        1,
-        &[
-            "node",
-            "update",
-            "--label-add",
-            "leakmon.standby=true",
-            "node3",
-        ],
-    );
-    rig(&[
-        "docker",
-        "1",
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "web",
-        "--replicas",
-        "5",
-        "--placement-pref",
-        "spread=node.id",
-        "leakmon-test/busybox",
-        "sleep",
-        "100000",
-    ]);
-    rig(&[
-        "docker",
-        "1",
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        "db",
-        "--label",
-        "leakmon.failover=true",
-        "--constraint",
-        "node.hostname==node4",
-        "leakmon-test/busybox",
-        "sleep",
-        "100000",
-    ]);
+    create_services();
     wait_for(Duration::from_secs(90), || {
         (running_on(1, "web").len() == 5 && running_on(1, "db") == ["node4"]).then_some(())
     })
     .expect("web x5 and db on node4 running");
-
-    let agents = (1..=NODES)
-        .map(|n| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let cfg = agent_config(n, broker.port, dir.path());
-            Daemon::start_wrapped("leakmon-agent", dir, &cfg, in_node(n))
-        })
-        .collect();
-    let gateways = (1..=MANAGERS)
-        .map(|n| {
-            let cfg = gateway_config(n, broker.port, influx.port, false);
-            Daemon::start_wrapped(
-                "leakmon-gateway",
-                tempfile::tempdir().expect("tempdir"),
-                &cfg,
-                in_node(n),
-            )
-        })
-        .collect();
+    let agents = start_agents(broker.port);
+    let gateways = start_gateways(broker.port, influx.port, None);
     let f = Fleet {
         _rig: rig_guard,
         broker,

@@ -503,6 +503,8 @@ pub mod docker {
 }
 
 /// A throwaway certificate authority for TLS tests, made with the openssl CLI.
+pub mod swarm;
+
 pub mod pki {
     use std::path::Path;
     use std::process::Command;
@@ -735,7 +737,7 @@ impl Drop for Service {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -1,0 +1,156 @@
+//! Control-loop benchmark on the real 5-node Swarm of tests/swarm/rig.sh (3 managers, 2
+//! workers). A worker (node4) runs a replica of `web` (5 replicas, spread) and the pinned
+//! `db` (`node.hostname==node4`, `leakmon.failover=true`; node3 is the standby). Its link is
+//! cut; measured from the cut: the node declared down (leakmon's `node_down` event; for Swarm
+//! alone, Swarm marking it down), `web` at full strength on live nodes, `db` running elsewhere.
+//! Swarm alone (no gateway) and leakmon (a gateway beside every manager), TRIALS each, in one
+//! run. Prints a Markdown table. Run as root by scripts/bench-control.
+//!
+//!   bench_control [TRIALS] [SWARM_HEARTBEAT]
+
+use std::time::{Duration, Instant};
+
+use leakmon_e2e::swarm::*;
+use leakmon_e2e::{wait_for, Broker, Service, Subscriber};
+
+const LIMIT: Duration = Duration::from_secs(45);
+
+#[derive(Debug, Default, Clone)]
+struct Trial {
+    down: Option<f64>,
+    web: Option<f64>,
+    db: Option<f64>,
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100.0).round() / 100.0
+}
+
+fn prepare_services() {
+    let _ = docker(1, &["service", "rm", "db"]);
+    // web: make sure a replica runs on node4 (Swarm does not rebalance on its own)
+    wait_for(Duration::from_secs(60), || {
+        (node_line(1, 4).starts_with("active ready")).then_some(())
+    })
+    .expect("node4 active and ready");
+    let on = running_tasks(1, "web").unwrap_or_default();
+    if !on.contains(&"node4".to_owned()) {
+        docker(1, &["service", "update", "--force", "--detach", "web"]);
+    }
+    create_db();
+    wait_for(Duration::from_secs(120), || {
+        let web = running_tasks(1, "web")?;
+        let db = running_tasks(1, "db")?;
+        (web.len() == 5 && web.contains(&"node4".to_owned()) && db == ["node4"]).then_some(())
+    })
+    .expect("web x5 incl. node4, db on node4");
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+fn trial(events: Option<&Subscriber>) -> Trial {
+    prepare_services();
+    let seen = events.map(|e| e.all().len()).unwrap_or(0);
+    let t0 = Instant::now();
+    rig(&["cut", "4"]);
+    let mut t = Trial::default();
+    while t0.elapsed() < LIMIT && (t.down.is_none() || t.web.is_none() || t.db.is_none()) {
+        let now = secs(t0.elapsed());
+        if t.down.is_none() {
+            let down = match events {
+                Some(e) => e.all()[seen..].iter().any(|m| {
+                    let j = m.json();
+                    j["kind"] == "node_down" && j["node"] == "node4"
+                }),
+                None => api(1, "/nodes/node4").is_some_and(|n| n["Status"]["State"] == "down"),
+            };
+            if down {
+                t.down = Some(now);
+            }
+        }
+        if t.web.is_none()
+            && running_tasks(1, "web")
+                .is_some_and(|w| w.iter().filter(|n| *n != "node4").count() >= 5)
+        {
+            t.web = Some(now);
+        }
+        if t.db.is_none() && running_tasks(1, "db").is_some_and(|d| d.iter().any(|n| n != "node4"))
+        {
+            t.db = Some(now);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rig(&["restore", "4"]);
+    eprintln!("  trial: {t:?}");
+    t
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+fn cell(ts: &[Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
+    let got: Vec<f64> = ts.iter().filter_map(&f).collect();
+    let never = ts.len() - got.len();
+    match median(got.clone()) {
+        None => format!("never (> {} s, {} of {})", LIMIT.as_secs(), never, ts.len()),
+        Some(m) => {
+            let lo = got.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = got.iter().cloned().fold(0.0, f64::max);
+            let mut s = format!("{m:.2} s ({lo:.2}-{hi:.2})");
+            if never > 0 {
+                s.push_str(&format!(", never in {never}"));
+            }
+            s
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let heartbeat = args.next();
+    let _rig = Rig;
+    rig(&["up", "3", "2"]);
+    let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
+    let influx = Service::influxdb_on("0.0.0.0");
+    create_services();
+    let _agents = start_agents(broker.port);
+
+    eprintln!("Swarm alone, {trials} trials");
+    let alone: Vec<Trial> = (0..trials).map(|_| trial(None)).collect();
+
+    eprintln!("leakmon, {trials} trials");
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+    let extra = heartbeat.map(|h| format!("swarm_heartbeat = \"{h}\"\n"));
+    let gateways = start_gateways(broker.port, influx.port, extra.as_deref());
+    wait_for(Duration::from_secs(30), || {
+        events
+            .all()
+            .iter()
+            .any(|m| m.json()["kind"] == "gateway_active")
+            .then_some(())
+    })
+    .expect("a gateway becomes active");
+    let with: Vec<Trial> = (0..trials).map(|_| trial(Some(&events))).collect();
+    drop(gateways);
+
+    println!("| from the cut of node4's link | Swarm alone | leakmon |");
+    println!("|---|---|---|");
+    println!(
+        "| node declared down | {} | {} |",
+        cell(&alone, |t| t.down),
+        cell(&with, |t| t.down)
+    );
+    println!(
+        "| `web` (5 replicas) at full strength on live nodes | {} | {} |",
+        cell(&alone, |t| t.web),
+        cell(&with, |t| t.web)
+    );
+    println!(
+        "| pinned `db` running on another node | {} | {} |",
+        cell(&alone, |t| t.db),
+        cell(&with, |t| t.db)
+    );
+    println!("\nmedian (min-max) of {trials} trials each; polled every ~20 ms through the Docker API of node1");
+}

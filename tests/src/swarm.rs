@@ -1,0 +1,237 @@
+//! Driving the multi-node Swarm rig (tests/swarm/rig.sh) from Rust: nodes, services and
+//! the project's daemons inside nodes. Used by the control suite and the control benchmark.
+
+use std::process::Command;
+
+pub const RIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/swarm/rig.sh");
+pub const NODES: u32 = 5;
+pub const MANAGERS: u32 = 3;
+
+pub fn rig(args: &[&str]) -> String {
+    let out = Command::new(RIG).args(args).output().expect("run rig.sh");
+    assert!(
+        out.status.success(),
+        "rig.sh {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker` against a manager that is up (`via`), output or "" on failure.
+pub fn docker(via: u32, args: &[&str]) -> String {
+    let out = Command::new(RIG)
+        .arg("docker")
+        .arg(via.to_string())
+        .args(args)
+        .output()
+        .expect("run rig.sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Tears the rig down even when the test fails.
+pub struct Rig;
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = Command::new(RIG).arg("down").output();
+    }
+}
+
+pub fn addr(n: u32) -> String {
+    format!("172.30.0.{}", 10 + n)
+}
+
+/// Runs a binary inside node n: its network namespace and its hostname.
+pub fn in_node(n: u32) -> Vec<String> {
+    let pid = std::fs::read_to_string(format!("/run/lmsw/n{n}/docker.pid")).expect("dockerd pid");
+    vec![
+        "nsenter".into(),
+        format!("--net=/var/run/netns/lmn{n}"),
+        format!("--uts=/proc/{}/ns/uts", pid.trim()),
+        "--".into(),
+    ]
+}
+
+pub fn agent_config(n: u32, broker: u16, dir: &std::path::Path) -> String {
+    format!(
+        "node = \"node{n}\"\ninterval = \"1s\"\nstate_dir = \"{}\"\n\
+         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
+         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n",
+        dir.join("state").display()
+    )
+}
+
+pub fn gateway_config(n: u32, broker: u16, influx: u16, dry_run: bool) -> String {
+    format!(
+        "name = \"gw{n}\"\n\
+         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
+         [influxdb]\nurl = \"http://172.30.0.1:{influx}\"\nflush_interval = \"500ms\"\n\
+         [http]\nlisten = \"0.0.0.0:9900\"\n\
+         [liveness]\noffline_after = \"3s\"\n\
+         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n\
+         [leader]\nmode = \"swarm\"\n\
+         [broker]\nembedded = \"never\"\n\
+         [reschedule]\ndry_run = {dry_run}\nprobe_timeout = \"500ms\"\nreactivate_after = \"5s\"\n"
+    )
+}
+
+/// `Availability State label`, through a live manager.
+pub fn node_line(via: u32, n: u32) -> String {
+    docker(
+        via,
+        &[
+            "node",
+            "inspect",
+            &format!("node{n}"),
+            "--format",
+            "{{.Spec.Availability}} {{.Status.State}} {{index .Spec.Labels \"leakmon.drained\"}}",
+        ],
+    )
+}
+
+/// Nodes of the running tasks of a service.
+pub fn running_on(via: u32, service: &str) -> Vec<String> {
+    docker(
+        via,
+        &[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
+        ],
+    )
+    .lines()
+    .filter(|l| l.contains("Running"))
+    .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+    .collect()
+}
+
+pub fn replicas(via: u32, service: &str) -> String {
+    docker(
+        via,
+        &[
+            "service",
+            "inspect",
+            service,
+            "--format",
+            "{{.Spec.Mode.Replicated.Replicas}}",
+        ],
+    )
+}
+
+/// GET on node n's Docker API (HTTP/1.0 over its unix socket, no CLI process): the JSON body.
+/// Fast enough to poll every few milliseconds in the benchmark.
+pub fn api(n: u32, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::os::unix::net::UnixStream::connect(format!("/run/lmsw/n{n}/docker.sock")).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
+
+/// Hostnames of the nodes running tasks of `service` (desired running, state running), read
+/// from the API of manager `via`.
+pub fn running_tasks(via: u32, service: &str) -> Option<Vec<String>> {
+    let nodes = api(via, "/nodes")?;
+    let host = |id: &str| {
+        nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["ID"] == id)
+            .and_then(|n| n["Description"]["Hostname"].as_str().map(str::to_owned))
+    };
+    let filter = format!("{{\"service\":[\"{service}\"],\"desired-state\":[\"running\"]}}");
+    let tasks = api(
+        via,
+        &format!("/tasks?filters={}", crate::urlencode(&filter)),
+    )?;
+    Some(
+        tasks
+            .as_array()?
+            .iter()
+            .filter(|t| t["Status"]["State"] == "running")
+            .filter_map(|t| host(t["NodeID"].as_str()?))
+            .collect(),
+    )
+}
+
+/// Node3 is the standby; `web` (5 replicas, spread) and `db` (pinned to node4, failover label).
+pub fn create_services() {
+    docker(
+        1,
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "leakmon.standby=true",
+            "node3",
+        ],
+    );
+    create_service(&[
+        "--name",
+        "web",
+        "--replicas",
+        "5",
+        "--placement-pref",
+        "spread=node.id",
+    ]);
+    create_db();
+}
+
+/// `db`: one replica pinned to node4 that may fail over.
+pub fn create_db() {
+    create_service(&[
+        "--name",
+        "db",
+        "--label",
+        "leakmon.failover=true",
+        "--constraint",
+        "node.hostname==node4",
+    ]);
+}
+
+fn create_service(args: &[&str]) {
+    let mut a = vec!["docker", "1", "service", "create", "--detach"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["leakmon-test/busybox", "sleep", "100000"]);
+    rig(&a);
+}
+
+/// An agent on every node.
+pub fn start_agents(broker: u16) -> Vec<crate::Daemon> {
+    (1..=NODES)
+        .map(|n| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cfg = agent_config(n, broker, dir.path());
+            crate::Daemon::start_wrapped("leakmon-agent", dir, &cfg, in_node(n))
+        })
+        .collect()
+}
+
+/// A gateway beside every manager; `extra` is appended to the `[reschedule]` section.
+pub fn start_gateways(broker: u16, influx: u16, extra: Option<&str>) -> Vec<crate::Daemon> {
+    (1..=MANAGERS)
+        .map(|n| {
+            let mut cfg = gateway_config(n, broker, influx, false);
+            cfg.push_str(extra.unwrap_or_default());
+            crate::Daemon::start_wrapped(
+                "leakmon-gateway",
+                tempfile::tempdir().expect("tempdir"),
+                &cfg,
+                in_node(n),
+            )
+        })
+        .collect()
+}
