@@ -413,3 +413,65 @@ impl Config {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml: &str) -> Result<Checked, ConfigError> {
+        leakmon_common::config::from_str_with_env(toml, "test", ENV_PREFIX, std::iter::empty())
+            .and_then(|c: Config| c.check("host1"))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_contract() {
+        let c = check("").unwrap();
+        let r = &c.cfg.reschedule;
+        assert!(r.enabled && !r.dry_run);
+        assert_eq!(r.probe_ports, [2377, 7946]);
+        assert_eq!(r.probe_timeout.0, Duration::from_secs(1));
+        assert_eq!(r.reactivate_after.0, Duration::from_secs(60));
+        assert_eq!(r.unhealthy_after.0, Duration::from_secs(30));
+        assert_eq!(r.max_drained, None);
+        assert_eq!(c.cfg.docker.host, "unix:///var/run/docker.sock");
+        assert_eq!(c.cfg.leader.mode, LeaderMode::Auto);
+    }
+
+    #[test]
+    fn bad_control_settings_name_their_key() {
+        for (toml, key) in [
+            ("[reschedule]\nprobe_ports = []", "reschedule.probe_ports"),
+            ("[reschedule]\nprobe_ports = [0]", "reschedule.probe_ports"),
+            (
+                "[reschedule]\nprobe_timeout = \"10ms\"",
+                "reschedule.probe_timeout",
+            ),
+            ("[reschedule]\nmax_drained = 0", "reschedule.max_drained"),
+            (
+                "[reschedule]\nswarm_heartbeat = \"100ms\"",
+                "reschedule.swarm_heartbeat",
+            ),
+            (
+                "[reschedule]\nunhealthy_after = \"0s\"",
+                "reschedule.unhealthy_after",
+            ),
+            ("[leader]\npoll_interval = \"10s\"", "leader.poll_interval"),
+            ("[leader]\nsession_id = \"\"", "leader.session_id"),
+            ("[docker]\nhost = \"/var/run/docker.sock\"", "docker.host"),
+            ("[docker]\ntimeout = \"0s\"", "docker.timeout"),
+        ] {
+            let e = check(toml)
+                .err()
+                .unwrap_or_else(|| panic!("{toml} accepted"));
+            assert_eq!(e.key, key, "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_mode_and_keys_are_errors() {
+        let e = check("[leader]\nmode = \"raft\"").err().expect("refused");
+        assert!(e.to_string().contains("leader.mode"), "{e}");
+        let e = check("[reschedule]\ndryrun = true").err().expect("refused");
+        assert!(e.to_string().contains("dryrun"), "{e}");
+    }
+}

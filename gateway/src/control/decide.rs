@@ -473,6 +473,9 @@ impl Decide {
                 ));
                 t.announced = v;
             }
+            // A dead node that answers again before its agent is back: it is announced up when
+            // the agent is (the agent reconnects within seconds; until then it stays dead).
+            (Verdict::Dead(_), Verdict::AgentLost) => {}
             (a, Verdict::AgentLost) if a != Verdict::AgentLost => {
                 out.push(event(
                     EventKind::AgentLost,
@@ -869,6 +872,24 @@ mod tests {
             x,
             Action::Settle { .. }
         )));
+    }
+
+    #[test]
+    fn a_dead_node_answering_before_its_agent_is_back_is_announced_up_with_the_agent() {
+        let mut f = Fleet::new();
+        kill_node5(&mut f);
+        f.swarm_mut(5).availability = Availability::Drain;
+        f.swarm_mut(5).leakmon_drained = true;
+        // the link is back: the node answers, its agent has not reconnected yet
+        let a = f.run_to(17.1);
+        assert_eq!(probes(&a), ["id5"]);
+        f.d.on_probe("id5", true, f.at(17.1));
+        let a = f.run_to(18.0);
+        assert!(kinds(&a).is_empty(), "neither agent_lost nor node_up yet: {a:?}");
+        let a5 = f.agent_mut(5);
+        a5.state = AgentState::Online;
+        a5.name = "node5".into();
+        assert_eq!(kinds(&f.run_to(19.0)), [EventKind::NodeUp]);
     }
 
     #[test]
