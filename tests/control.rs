@@ -286,6 +286,57 @@ fn control_loop_on_a_real_five_node_swarm() {
         "never fails back on its own"
     );
 
+    // --- A Swarm task's container unhealthy: its service is force-updated, once.
+    rig(&[
+        "docker",
+        "1",
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "sick",
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "--health-start-period",
+        "0s",
+        "leakmon-test/busybox",
+        "sleep",
+        "100000",
+    ]);
+    let forced = f.wait_event(60, "force_update of sick", |e| {
+        kind(e) == "force_update" && e["details"]["service"] == "sick"
+    });
+    assert!(
+        forced["details"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unhealthy"),
+        "{forced}"
+    );
+    let version = docker(
+        1,
+        &[
+            "service",
+            "inspect",
+            "sick",
+            "--format",
+            "{{.Spec.TaskTemplate.ForceUpdate}}",
+        ],
+    );
+    assert_eq!(version, "1", "force-updated through the Swarm API");
+    std::thread::sleep(Duration::from_secs(8));
+    let again = f
+        .events()
+        .iter()
+        .filter(|e| kind(e) == "force_update" && e["details"]["service"] == "sick")
+        .count();
+    assert_eq!(again, 1, "rate-limited per service (force_update_every)");
+    docker(1, &["service", "rm", "sick"]);
+
     // --- Only an agent killed: agent_lost, nothing drained.
     f.agent(2).kill9();
     f.wait_event(20, "agent_lost node2", |e| {
@@ -420,6 +471,37 @@ fn control_loop_on_a_real_five_node_swarm() {
     );
     assert_eq!(replicas(via, "web"), "5", "dry run adds no replicas");
     rig(&["restore", "5"]);
+
+    // --- The opt-in Swarm heartbeat: set by the gateway that becomes active.
+    let heartbeat = || {
+        docker(
+            via,
+            &[
+                "info",
+                "--format",
+                "{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}",
+            ],
+        )
+    };
+    assert_eq!(heartbeat(), "5s", "Swarm's default, untouched so far");
+    for (i, g) in f.gateways.iter_mut().enumerate() {
+        let n = i as u32 + 1;
+        g.terminate();
+        let mut cfg = gateway_config(n, f.broker.port, f.influx.port, false);
+        cfg.push_str("swarm_heartbeat = \"2s\"\n");
+        g.set_config(&cfg);
+        g.spawn();
+    }
+    wait_for(Duration::from_secs(20), || {
+        (heartbeat() == "2s").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "reschedule.swarm_heartbeat applied: {}\n{}",
+            heartbeat(),
+            f.logs()
+        )
+    });
 }
 
 fn now_ms() -> i64 {

@@ -469,9 +469,9 @@ mod tests {
 
     #[test]
     fn unknown_mode_and_keys_are_errors() {
-        let e = check("[leader]\nmode = \"raft\"").err().expect("refused");
+        let e = check("[leader]\nmode = \"raft\"").expect_err("refused");
         assert!(e.to_string().contains("leader.mode"), "{e}");
-        let e = check("[reschedule]\ndryrun = true").err().expect("refused");
+        let e = check("[reschedule]\ndryrun = true").expect_err("refused");
         assert!(e.to_string().contains("dryrun"), "{e}");
     }
 }

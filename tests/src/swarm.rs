@@ -71,7 +71,8 @@ pub fn gateway_config(n: u32, broker: u16, influx: u16, dry_run: bool) -> String
          [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n\
          [leader]\nmode = \"swarm\"\n\
          [broker]\nembedded = \"never\"\n\
-         [reschedule]\ndry_run = {dry_run}\nprobe_timeout = \"500ms\"\nreactivate_after = \"5s\"\n"
+         [reschedule]\ndry_run = {dry_run}\nprobe_timeout = \"500ms\"\nreactivate_after = \"5s\"\n\
+         unhealthy_after = \"3s\"\nforce_update_every = \"10m\"\n"
     )
 }
 

@@ -885,7 +885,10 @@ mod tests {
         assert_eq!(probes(&a), ["id5"]);
         f.d.on_probe("id5", true, f.at(17.1));
         let a = f.run_to(18.0);
-        assert!(kinds(&a).is_empty(), "neither agent_lost nor node_up yet: {a:?}");
+        assert!(
+            kinds(&a).is_empty(),
+            "neither agent_lost nor node_up yet: {a:?}"
+        );
         let a5 = f.agent_mut(5);
         a5.state = AgentState::Online;
         a5.name = "node5".into();

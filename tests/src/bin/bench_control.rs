@@ -33,9 +33,24 @@ fn prepare_services() {
         (node_line(1, 4).starts_with("active ready")).then_some(())
     })
     .expect("node4 active and ready");
-    let on = running_tasks(1, "web").unwrap_or_default();
+    let on = wait_for(Duration::from_secs(60), || {
+        running_tasks(1, "web").filter(|w| w.len() == 5)
+    })
+    .expect("web x5 running");
     if !on.contains(&"node4".to_owned()) {
-        docker(1, &["service", "update", "--force", "--detach", "web"]);
+        // Swarm does not rebalance by itself: restart every replica at once to spread them
+        docker(
+            1,
+            &[
+                "service",
+                "update",
+                "--force",
+                "--detach",
+                "--update-parallelism",
+                "0",
+                "web",
+            ],
+        );
     }
     create_db();
     wait_for(Duration::from_secs(120), || {
@@ -82,6 +97,62 @@ fn trial(events: Option<&Subscriber>) -> Trial {
     rig(&["restore", "4"]);
     eprintln!("  trial: {t:?}");
     t
+}
+
+/// The manager whose engine is the Swarm leader, through the API of any manager but `not`.
+fn leader(not: Option<u32>) -> Option<u32> {
+    (1..=MANAGERS).filter(|n| Some(*n) != not).find_map(|via| {
+        let nodes = api(via, "/nodes")?;
+        nodes.as_array()?.iter().find_map(|n| {
+            (n["ManagerStatus"]["Leader"] == true)
+                .then(|| {
+                    n["Description"]["Hostname"]
+                        .as_str()?
+                        .trim_start_matches("node")
+                        .parse()
+                        .ok()
+                })
+                .flatten()
+        })
+    })
+}
+
+/// Cuts the leader's link: when does Swarm have another leader (`down`), and the gateway
+/// beside it take over (`web`)?
+fn handover(events: &Subscriber) -> Trial {
+    let old = leader(None).expect("a leader");
+    let seen = events.all().len();
+    let t0 = Instant::now();
+    rig(&["cut", &old.to_string()]);
+    let (mut swarm, mut gw) = (None, None);
+    while t0.elapsed() < LIMIT && (swarm.is_none() || gw.is_none()) {
+        if swarm.is_none() && leader(Some(old)).is_some_and(|n| n != old) {
+            swarm = Some(secs(t0.elapsed()));
+        }
+        if gw.is_none()
+            && events.all()[seen..].iter().any(|m| {
+                let j = m.json();
+                j["kind"] == "gateway_active" && j["node"] != format!("node{old}").as_str()
+            })
+        {
+            gw = Some(secs(t0.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rig(&["restore", &old.to_string()]);
+    let via = (1..=MANAGERS).find(|n| *n != old).unwrap_or(1);
+    wait_for(Duration::from_secs(120), || {
+        node_line(via, old)
+            .starts_with("active ready")
+            .then_some(())
+    })
+    .expect("the old leader back and active");
+    eprintln!("  hand-over: swarm {swarm:?}, gateway {gw:?}");
+    Trial {
+        down: swarm,
+        web: gw,
+        db: None,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -133,6 +204,9 @@ fn main() {
     })
     .expect("a gateway becomes active");
     let with: Vec<Trial> = (0..trials).map(|_| trial(Some(&events))).collect();
+
+    eprintln!("leader hand-over, {} trials", trials.min(3));
+    let handovers: Vec<Trial> = (0..trials.min(3)).map(|_| handover(&events)).collect();
     drop(gateways);
 
     println!("| from the cut of node4's link | Swarm alone | leakmon |");
@@ -153,4 +227,14 @@ fn main() {
         cell(&with, |t| t.db)
     );
     println!("\nmedian (min-max) of {trials} trials each; polled every ~20 ms through the Docker API of node1");
+    println!("\n| from the cut of the leader's link | |");
+    println!("|---|---|");
+    println!(
+        "| Swarm has elected a new leader | {} |",
+        cell(&handovers, |t| t.down)
+    );
+    println!(
+        "| the gateway beside it is active (`gateway_active`) | {} |",
+        cell(&handovers, |t| t.web)
+    );
 }
