@@ -254,6 +254,20 @@ fn control_loop_on_a_real_five_node_swarm() {
     for k in ["node_down", "drain", "surge", "failover", "settle"] {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
     }
+    let order = docker(
+        1,
+        &[
+            "service",
+            "inspect",
+            "db",
+            "--format",
+            "{{.Spec.UpdateConfig.Order}}",
+        ],
+    );
+    assert_eq!(
+        order, "stop-first",
+        "db's own update order restored once node4 is settled"
+    );
     let db_labels = docker(
         1,
         &[

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    LocalNodeState, Node, NodeSpecAvailabilityEnum, NodeState, Service, ServiceSpec, TaskState,
+    LocalNodeState, Node, NodeSpecAvailabilityEnum, NodeState, Service, ServiceSpec,
+    ServiceSpecUpdateConfigOrderEnum as Order, TaskState,
 };
 use bollard::query_parameters::{
     ListServicesOptions, ListTasksOptions, UpdateNodeOptions, UpdateServiceOptions,
@@ -28,6 +29,12 @@ pub const LABEL_FAILOVER: &str = "leakmon.failover";
 pub const LABEL_ORIGINAL: &str = "leakmon.failover.original";
 /// On a service: the node it was failed over to.
 pub const LABEL_FAILED_OVER_TO: &str = "leakmon.failover.node";
+
+/// On a service: its update order before a failover from node `<id>` made it `start-first`
+/// (restored when that node is settled).
+pub fn order_label(node_id: &str) -> String {
+    format!("leakmon.failover.order.{node_id}")
+}
 
 /// On a service: replicas leakmon added for the tasks stranded on node `<id>`.
 pub fn surge_label(node_id: &str) -> String {
@@ -442,6 +449,16 @@ impl SwarmApi {
                     .entry(LABEL_ORIGINAL.into())
                     .or_insert_with(|| serde_json::to_string(&old).unwrap_or_default());
                 labels.insert(LABEL_FAILED_OVER_TO.into(), to.hostname.clone());
+                // stop-first would wait for the old task on the dead node to stop, that is
+                // for Swarm to mark the node down; start-first starts the new task at once.
+                // The original order comes back when the node is settled. (Once Swarm has
+                // marked the node down, stop-first does not wait: nothing to change.)
+                let uc = spec.update_config.get_or_insert_with(Default::default);
+                let before = uc.order.map(|o| o.to_string()).unwrap_or_default();
+                if surge && uc.order != Some(Order::START_FIRST) {
+                    labels.insert(order_label(id), before);
+                    uc.order = Some(Order::START_FIRST);
+                }
                 spec.labels = Some(labels);
                 set_constraints(&mut spec, new.clone());
                 match self.update_service(s, spec).await {
@@ -505,6 +522,23 @@ impl SwarmApi {
                         continue;
                     };
                     let mut labels = spec.labels.clone().unwrap_or_default();
+                    let name = name_of(s);
+                    if let Some(order) = labels.remove(&order_label(id)) {
+                        // the failover is done: its service gets its own update order back
+                        spec.update_config
+                            .get_or_insert_with(Default::default)
+                            .order = match order.as_str() {
+                            "stop-first" => Some(Order::STOP_FIRST),
+                            "start-first" => Some(Order::START_FIRST),
+                            _ => None,
+                        };
+                        let mut spec = spec.clone();
+                        spec.labels = Some(labels.clone());
+                        if let Err(e) = self.update_service(s, spec).await {
+                            out.push(failed(host, "settle", e));
+                        }
+                        continue;
+                    }
                     let Some(added) = labels.remove(&key) else {
                         continue;
                     };
@@ -513,7 +547,6 @@ impl SwarmApi {
                     let to = (r - added).max(0);
                     set_replicas(&mut spec, to);
                     spec.labels = Some(labels);
-                    let name = name_of(s);
                     match self.update_service(s, spec).await {
                         Ok(()) => out.push(ev(
                             EventKind::Settle,
