@@ -148,7 +148,8 @@ impl Ingest {
         let s = self.connector.settings();
         let mut backoff = Backoff::new(s.reconnect_min.0, s.reconnect_max.0);
         let mut jitter = Jitter::from_entropy();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Silence is noticed within a quarter second of `liveness.offline_after`.
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             let session = self.session.borrow_and_update().clone();
             // The active gateway uses a persistent session: while it is away (a restart, a
