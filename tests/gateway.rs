@@ -551,7 +551,7 @@ fn gateways_in_a_shared_group_split_the_data() {
     let node = "e2e-gw-shared";
     let cfg = |name: &str| {
         format!(
-            "name = \"{name}\"\n[mqtt]\nurl = \"{}\"\nshared_group = \"ingest\"\n",
+            "name = \"{name}\"\n[leader]\nmode = \"standalone\"\n[mqtt]\nurl = \"{}\"\nshared_group = \"ingest\"\n",
             broker.url()
         )
     };

@@ -373,6 +373,18 @@ impl Config {
                 return Err(ConfigError::new(key, "must be above zero"));
             }
         }
+        if r.reactivate_after.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "reschedule.reactivate_after",
+                "must be at least 1s",
+            ));
+        }
+        if self.mqtt.shared_group.is_some() && l.mode != LeaderMode::Standalone {
+            return Err(ConfigError::new(
+                "mqtt.shared_group",
+                "needs leader.mode = \"standalone\": beside a Swarm one gateway is active and takes all the data",
+            ));
+        }
         if r.max_drained == Some(0) {
             return Err(ConfigError::new(
                 "reschedule.max_drained",
@@ -459,6 +471,11 @@ mod tests {
             ("[leader]\nsession_id = \"\"", "leader.session_id"),
             ("[docker]\nhost = \"/var/run/docker.sock\"", "docker.host"),
             ("[docker]\ntimeout = \"0s\"", "docker.timeout"),
+            (
+                "[reschedule]\nreactivate_after = \"0s\"",
+                "reschedule.reactivate_after",
+            ),
+            ("[mqtt]\nshared_group = \"g\"", "mqtt.shared_group"),
         ] {
             let e = check(toml)
                 .err()

@@ -32,6 +32,8 @@ use leakmon_protocol::EventKind;
 
 /// How often a node whose agent is gone is probed again.
 pub const PROBE_EVERY: Duration = Duration::from_secs(3);
+/// A probe unanswered this long is taken as lost.
+const PROBE_LOST: Duration = Duration::from_secs(30);
 /// The longest a surge waits for Swarm to let go of a dead node before it is settled anyway.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An agent silent this many sampling intervals is probed (before it is declared gone).
@@ -47,6 +49,9 @@ pub struct Settings {
     /// `None`: fewer than half the Swarm's nodes.
     pub max_drained: Option<usize>,
     pub rebalance: bool,
+    /// After the machine starts, how long agents' retained statuses may take to arrive: until
+    /// then a node without an agent is neither settled nor reactivated on that account.
+    pub grace: Duration,
 }
 
 /// An agent's liveness, as [`crate::liveness`] keeps it.
@@ -192,6 +197,10 @@ struct Track {
     flapping: bool,
     /// Held back by `max_drained`.
     held: bool,
+    /// Its leakmon pause was taken over from Swarm's labels (once).
+    adopted: bool,
+    /// A reactivation was asked for since the node last died.
+    reactivate_sent: bool,
 }
 
 #[derive(Debug)]
@@ -204,6 +213,7 @@ pub struct Decide {
     /// container id -> (task, first seen unhealthy)
     unhealthy: BTreeMap<String, (UnhealthyTask, Instant)>,
     forced: BTreeMap<String, Instant>,
+    started: Option<Instant>,
 }
 
 fn event(
@@ -230,6 +240,7 @@ impl Decide {
             mass_failure: false,
             unhealthy: BTreeMap::new(),
             forced: BTreeMap::new(),
+            started: None,
         }
     }
 
@@ -238,11 +249,15 @@ impl Decide {
         if active && !self.active {
             // Nodes a previous gateway already handled are not announced again; whatever it
             // left unfinished is finished by a repeated (idempotent) evacuation.
+            // What was announced while this gateway was last active is forgotten for nodes
+            // that are fine now (another gateway announced their return).
             for i in self.ids() {
                 let v = self.verdict(&i, now);
                 if let Some(t) = self.nodes.get_mut(&i) {
-                    if t.node.leakmon_drained && matches!(v, Verdict::Dead(_)) {
-                        t.announced = v;
+                    match v {
+                        Verdict::Dead(_) if t.node.leakmon_drained => t.announced = v,
+                        Verdict::Alive => t.announced = v,
+                        _ => {}
                     }
                 }
             }
@@ -251,38 +266,36 @@ impl Decide {
     }
 
     /// The Swarm's node list (every poll).
-    pub fn on_swarm(&mut self, nodes: Vec<SwarmNode>) {
+    pub fn on_swarm(&mut self, nodes: Vec<SwarmNode>, now: Instant) {
         let ids: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
         self.nodes.retain(|id, _| ids.contains(id));
         for n in nodes {
-            match self.nodes.get_mut(&n.id) {
-                Some(t) => {
-                    // Adopted: leakmon paused it earlier (another gateway, or before a restart)
-                    // and nobody drained it yet.
-                    if n.leakmon_drained && n.availability == Availability::Pause && !t.evacuated {
-                        t.settle_pending = true;
-                    }
-                    t.node = n;
-                }
-                None => {
-                    let settle_pending = n.leakmon_drained && n.availability == Availability::Pause;
-                    self.nodes.insert(
-                        n.id.clone(),
-                        Track {
-                            node: n,
-                            announced: Verdict::Alive,
-                            probe: Probe::default(),
-                            evacuated: false,
-                            evacuated_at: None,
-                            settle_pending,
-                            back_since: None,
-                            reactivated_at: None,
-                            flapping: false,
-                            held: false,
-                        },
-                    );
-                }
+            let t = self.nodes.entry(n.id.clone()).or_insert_with(|| Track {
+                node: n.clone(),
+                announced: Verdict::Alive,
+                probe: Probe::default(),
+                evacuated: false,
+                evacuated_at: None,
+                settle_pending: false,
+                back_since: None,
+                reactivated_at: None,
+                flapping: false,
+                held: false,
+                adopted: false,
+                reactivate_sent: false,
+            });
+            // Adopted, once: leakmon paused it earlier (another gateway, or this one before a
+            // restart) and nobody drained it yet; it is settled like our own.
+            let paused_by_leakmon = n.leakmon_drained && n.availability == Availability::Pause;
+            if paused_by_leakmon && !t.adopted && !t.evacuated {
+                t.adopted = true;
+                t.settle_pending = true;
+                t.evacuated_at = Some(now);
             }
+            if !n.leakmon_drained {
+                t.adopted = false;
+            }
+            t.node = n;
         }
     }
 
@@ -314,15 +327,17 @@ impl Decide {
         self.nodes.keys().cloned().collect()
     }
 
+    /// The node's agent: by Swarm node id, else by hostname; among several (an agent renamed,
+    /// a stale retained status), an online one, then the one heard from last.
     fn agent(&self, n: &SwarmNode) -> Option<&AgentFact> {
-        self.agents
-            .iter()
-            .find(|a| a.swarm_node_id.as_deref() == Some(n.id.as_str()))
-            .or_else(|| {
-                self.agents
-                    .iter()
-                    .find(|a| a.swarm_node_id.is_none() && a.name == n.hostname)
-            })
+        let best = |f: &dyn Fn(&AgentFact) -> bool| {
+            self.agents
+                .iter()
+                .filter(|a| f(a))
+                .max_by_key(|a| (a.state == AgentState::Online, a.last_seen))
+        };
+        best(&|a| a.swarm_node_id.as_deref() == Some(n.id.as_str()))
+            .or_else(|| best(&|a| a.swarm_node_id.is_none() && a.name == n.hostname))
     }
 
     fn verdict(&self, id: &str, now: Instant) -> Verdict {
@@ -375,6 +390,7 @@ impl Decide {
     /// Advances the machine; returns what to do now.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        self.started.get_or_insert(now);
         for id in self.ids() {
             let v = self.verdict(&id, now);
             self.probe_if_needed(&id, v, now, &mut out);
@@ -383,13 +399,7 @@ impl Decide {
             }
         }
         if self.active {
-            let over = self
-                .nodes
-                .values()
-                .filter(|t| t.node.leakmon_drained || t.evacuated)
-                .count()
-                >= self.max_drained();
-            if !over && !self.nodes.values().any(|t| t.held) {
+            if !self.nodes.values().any(|t| t.held) {
                 self.mass_failure = false;
             }
             self.unhealthy_rules(now, &mut out);
@@ -414,7 +424,12 @@ impl Decide {
             ),
             (Some(sent), _) => now.saturating_duration_since(sent) >= PROBE_EVERY,
         };
-        if want && due && !t.probe.in_flight && !t.node.addr.is_empty() {
+        // A probe never answered (its task lost) does not block the next one forever.
+        let in_flight = t.probe.in_flight
+            && t.probe
+                .sent
+                .is_some_and(|s| now.saturating_duration_since(s) < PROBE_LOST);
+        if want && due && !in_flight && !t.node.addr.is_empty() {
             let addr = t.node.addr.clone();
             if let Some(t) = self.nodes.get_mut(id) {
                 t.probe.in_flight = true;
@@ -431,6 +446,16 @@ impl Decide {
         let max = self.max_drained();
         let others = self.drained_besides(id);
         let s = self.s.clone();
+        let warm = self
+            .started
+            .is_some_and(|st| now.saturating_duration_since(st) >= s.grace);
+        let agent = self.nodes.get(id).and_then(|t| self.agent(&t.node));
+        // "back" needs the agent online (when the node has one) and, early after a start,
+        // the agent's status actually heard.
+        let agent_ok = match agent {
+            Some(a) => a.state == AgentState::Online,
+            None => warm,
+        };
         let Some(t) = self.nodes.get_mut(id) else {
             return;
         };
@@ -488,9 +513,15 @@ impl Decide {
             (Verdict::AgentLost, Verdict::Alive) => t.announced = v,
             _ => {}
         }
+        if matches!(v, Verdict::Dead(_)) {
+            t.reactivate_sent = false;
+        }
         // Evacuation
         let operator_drained =
-            t.node.availability == Availability::Drain && !t.node.leakmon_drained;
+            t.node.availability != Availability::Active && !t.node.leakmon_drained;
+        if operator_drained {
+            t.held = false;
+        }
         if matches!(v, Verdict::Dead(_)) && !t.evacuated && !operator_drained {
             if others >= max {
                 if !t.held {
@@ -511,7 +542,10 @@ impl Decide {
                 t.held = false;
                 t.evacuated = true;
                 t.evacuated_at = Some(now);
-                let surge = t.node.state != SwarmState::Down;
+                // Not once Swarm let go of the node (drained at once), nor on a node already
+                // drained (a repeat after a takeover must not turn it back to pause).
+                let surge =
+                    t.node.state != SwarmState::Down && t.node.availability != Availability::Drain;
                 t.settle_pending = t.settle_pending || surge;
                 out.push(Action::Evacuate {
                     node_id: id.to_owned(),
@@ -527,7 +561,7 @@ impl Decide {
         if t.settle_pending {
             let since = t.evacuated_at.unwrap_or(now);
             if t.node.state == SwarmState::Down
-                || v == Verdict::Alive
+                || (v == Verdict::Alive && agent_ok)
                 || now.saturating_duration_since(since) >= SETTLE_TIMEOUT
             {
                 t.settle_pending = false;
@@ -538,15 +572,17 @@ impl Decide {
             }
         }
         // Reactivation
-        let back = v == Verdict::Alive && t.node.state == SwarmState::Ready;
-        if back && t.node.leakmon_drained && t.node.availability != Availability::Active {
+        let back = v == Verdict::Alive && agent_ok && t.node.state == SwarmState::Ready;
+        if back && t.node.leakmon_drained {
             let since = *t.back_since.get_or_insert(now);
             if !t.flapping
                 && !t.settle_pending
+                && !t.reactivate_sent
                 && now.saturating_duration_since(since) >= s.reactivate_after
             {
                 t.back_since = None;
                 t.reactivated_at = Some(now);
+                t.reactivate_sent = true;
                 t.evacuated = false;
                 out.push(Action::Reactivate {
                     node_id: id.to_owned(),
@@ -558,9 +594,11 @@ impl Decide {
             }
         } else {
             t.back_since = None;
-            if back && !t.node.leakmon_drained {
-                // Back and not (or no longer) drained by leakmon: a later death acts again.
+            if back && t.node.availability == Availability::Active {
+                // Back and active (leakmon reactivated it, or an operator did): a later death
+                // acts again, and a flapping verdict is over.
                 t.evacuated = false;
+                t.flapping = false;
             }
         }
     }
@@ -604,6 +642,7 @@ mod tests {
             cooldown: 600 * S,
             max_drained: None,
             rebalance: false,
+            grace: Duration::ZERO,
         }
     }
 
@@ -649,14 +688,14 @@ mod tests {
                 agents: (1..=5).map(|i| agent(i, AgentState::Online, t0)).collect(),
             };
             f.d.set_active(true, t0);
-            f.feed();
+            f.feed(t0);
             f
         }
         fn at(&self, secs: f64) -> Instant {
             self.t0 + Duration::from_secs_f64(secs)
         }
-        fn feed(&mut self) {
-            self.d.on_swarm(self.swarm.clone());
+        fn feed(&mut self, now: Instant) {
+            self.d.on_swarm(self.swarm.clone(), now);
             self.d.on_agents(self.agents.clone());
         }
         /// Agents that are online keep talking until `secs`.
@@ -667,7 +706,7 @@ mod tests {
                     a.last_seen = now;
                 }
             }
-            self.feed();
+            self.feed(now);
             self.d.tick(now)
         }
         fn agent_mut(&mut self, i: u32) -> &mut AgentFact {
@@ -1187,6 +1226,140 @@ mod tests {
         f.agent_mut(5).name = "node5".into();
         let a = f.run_to(11.0);
         assert_eq!(probes(&a), ["id5"]);
+    }
+
+    #[test]
+    fn a_node_paused_by_an_earlier_gateway_is_adopted_and_settled_once() {
+        let mut f = Fleet::new();
+        let s = f.swarm_mut(5);
+        s.availability = Availability::Pause;
+        s.leakmon_drained = true;
+        // it is back (agent online, ready): settled once, not on every poll
+        let a = f.run_to(1.0);
+        assert_eq!(
+            a.iter()
+                .filter(|x| matches!(x, Action::Settle { .. }))
+                .count(),
+            1,
+            "{a:?}"
+        );
+        for s in 2..10 {
+            assert!(!has(&f.run_to(s as f64), |x| matches!(
+                x,
+                Action::Settle { .. }
+            )));
+        }
+    }
+
+    #[test]
+    fn reactivation_is_asked_once_even_if_swarm_does_not_follow() {
+        // e.g. dry run, or a failed call: no repeat every reactivate_after
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        let s = f.swarm_mut(2);
+        s.availability = Availability::Drain;
+        s.leakmon_drained = true;
+        f.run_to(1.0);
+        let n = (2..60)
+            .map(|s| f.run_to(s as f64))
+            .filter(|a| has(a, |x| matches!(x, Action::Reactivate { .. })))
+            .count();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn no_settle_or_reactivation_on_a_missing_agent_during_the_start_grace() {
+        let mut f = Fleet::with(Settings {
+            grace: 15 * S,
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        f.agents.retain(|a| a.name != "node5"); // its retained status not heard yet
+        let s = f.swarm_mut(5);
+        s.availability = Availability::Pause;
+        s.leakmon_drained = true;
+        for s in 1..14 {
+            let a = f.run_to(s as f64);
+            assert!(
+                !has(&a, |x| matches!(
+                    x,
+                    Action::Settle { .. } | Action::Reactivate { .. }
+                )),
+                "{s}: {a:?}"
+            );
+        }
+        assert!(has(&f.run_to(16.0), |x| matches!(x, Action::Settle { .. })));
+    }
+
+    #[test]
+    fn a_node_already_drained_is_not_surged_back_to_pause() {
+        let mut f = Fleet::new();
+        f.d.set_active(false, f.at(0.0));
+        let s = f.swarm_mut(5);
+        s.availability = Availability::Drain;
+        s.leakmon_drained = true;
+        f.silence(5, 0.0);
+        f.agent_mut(5).state = AgentState::Lost;
+        f.run_to(1.0);
+        f.d.on_probe("id5", false, f.at(1.0));
+        f.d.set_active(true, f.at(2.0));
+        assert_eq!(evacuations(&f.run_to(2.0)), [("id5".to_owned(), false)]);
+    }
+
+    #[test]
+    fn an_operator_paused_node_is_left_alone() {
+        let mut f = Fleet::new();
+        f.swarm_mut(2).availability = Availability::Pause;
+        f.swarm_mut(2).state = SwarmState::Down;
+        let a = f.run_to(1.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        assert!(evacuations(&a).is_empty());
+    }
+
+    #[test]
+    fn an_operator_reactivating_a_flapping_node_ends_the_flapping() {
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        // flapping: reactivated, then dead again at once
+        f.swarm_mut(4).availability = Availability::Drain;
+        f.swarm_mut(4).leakmon_drained = true;
+        f.run_to(1.0);
+        f.run_to(6.0);
+        f.swarm_mut(4).availability = Availability::Active;
+        f.swarm_mut(4).leakmon_drained = false;
+        f.run_to(7.0);
+        f.swarm_mut(4).state = SwarmState::Down;
+        assert!(kinds(&f.run_to(8.0)).contains(&EventKind::Flapping));
+        // the operator sets it active (the label may stay: it no longer counts)
+        f.swarm_mut(4).state = SwarmState::Ready;
+        f.swarm_mut(4).availability = Availability::Active;
+        f.run_to(9.0);
+        // its next death is handled again
+        f.swarm_mut(4).state = SwarmState::Down;
+        let a = f.run_to(700.0);
+        assert_eq!(evacuations(&a).len(), 1, "{a:?}");
+        assert!(!kinds(&a).contains(&EventKind::Flapping), "cooldown over");
+    }
+
+    #[test]
+    fn the_online_agent_wins_over_a_stale_one_with_the_same_node() {
+        let mut f = Fleet::new();
+        let old = AgentFact {
+            name: "old-name".into(),
+            swarm_node_id: Some("id3".into()),
+            state: AgentState::Lost,
+            last_seen: f.at(0.0),
+            interval: S,
+        };
+        f.agents.insert(0, old);
+        for s in 1..20 {
+            let a = f.run_to(s as f64);
+            assert!(a.is_empty(), "{a:?}");
+        }
     }
 
     #[test]

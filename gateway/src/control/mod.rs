@@ -103,6 +103,7 @@ impl Control {
                 cooldown: r.cooldown.0,
                 max_drained: r.max_drained,
                 rebalance: r.rebalance,
+                grace: cfg.liveness.offline_after.0,
             })
         });
         let standalone = api.is_none()
@@ -222,6 +223,9 @@ impl Loop {
         }
         self.role = role;
         if became_active {
+            // The retained status names the gateway that became active last. (One that steps
+            // down does not publish: coming back from a cut, it would overwrite its
+            // successor's record.)
             let since = leakmon_common::now_ms();
             let st = GatewayStatus {
                 v: PROTOCOL_VERSION,
@@ -233,11 +237,18 @@ impl Loop {
                 since,
                 gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
             };
-            let _ = self.c.outgoing.try_send(Outgoing {
-                topic: self.c.topics.gateway_status(),
-                payload: encode(&st),
-                retain: true,
-            });
+            if self
+                .c
+                .outgoing
+                .try_send(Outgoing {
+                    topic: self.c.topics.gateway_status(),
+                    payload: encode(&st),
+                    retain: true,
+                })
+                .is_err()
+            {
+                tracing::warn!("MQTT outbox full: gateway status not published");
+            }
             self.emit(Ev {
                 kind: EventKind::GatewayActive,
                 node: Some(self.c.hostname.clone()),
@@ -260,7 +271,10 @@ impl Loop {
         if let EngineView::Manager { self_id, nodes } = &view {
             self.self_id = Some(self_id.clone());
             if let Some(d) = &mut self.decide {
-                d.on_swarm(nodes.iter().map(|n| n.to_decide()).collect());
+                d.on_swarm(
+                    nodes.iter().map(|n| n.to_decide()).collect(),
+                    Instant::now(),
+                );
             }
         }
         let became_swarm_active = role.swarm_active() && !self.role.swarm_active();

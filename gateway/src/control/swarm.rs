@@ -100,7 +100,12 @@ impl NodeFacts {
                     .manager_status
                     .as_ref()
                     .and_then(|m| m.addr.as_deref())
-                    .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_owned()))
+                    .and_then(|a| {
+                        a.parse::<std::net::SocketAddr>()
+                            .map(|s| s.ip().to_string())
+                            .ok()
+                            .or_else(|| a.rsplit_once(':').map(|(h, _)| h.to_owned()))
+                    })
                     .unwrap_or_default(),
                 Some(a) => a.to_owned(),
             },
@@ -119,7 +124,9 @@ impl NodeFacts {
             addr: self.addr.clone(),
             state: self.state,
             availability: self.availability,
-            leakmon_drained: self.labels.contains_key(LABEL_DRAINED),
+            // A label left on a node an operator set active again does not count.
+            leakmon_drained: self.labels.contains_key(LABEL_DRAINED)
+                && self.availability != Availability::Active,
         }
     }
 }
@@ -298,11 +305,17 @@ impl SwarmApi {
     async fn set_node(
         &self,
         id: &str,
-        availability: NodeSpecAvailabilityEnum,
+        mut availability: NodeSpecAvailabilityEnum,
         label: Option<String>,
     ) -> Result<bool, bollard::errors::Error> {
         let n = self.docker.inspect_node(id).await?;
         let mut spec = n.spec.unwrap_or_default();
+        // A drained node is never turned back to pause.
+        if availability == NodeSpecAvailabilityEnum::PAUSE
+            && spec.availability == Some(NodeSpecAvailabilityEnum::DRAIN)
+        {
+            availability = NodeSpecAvailabilityEnum::DRAIN;
+        }
         let labels = spec.labels.get_or_insert_with(HashMap::new);
         let changed_label = match &label {
             Some(v) => labels.insert(LABEL_DRAINED.into(), v.clone()).is_none(),
@@ -602,7 +615,8 @@ impl SwarmApi {
             .set_node(id, NodeSpecAvailabilityEnum::ACTIVE, None)
             .await
         {
-            Ok(_) => vec![ev(
+            Ok(false) => Vec::new(),
+            Ok(true) => vec![ev(
                 EventKind::Reactivate,
                 host,
                 format!("node {host} is back and set active again"),

@@ -70,10 +70,12 @@ impl Ingest {
         subs
     }
 
-    /// Hands points to the database writer; only the active gateway writes.
-    async fn emit(&self, points: Vec<Point>) {
+    /// Hands points to the database writer. Only a connection made as the active gateway
+    /// writes, and it writes everything it received (and acknowledged), also after the role
+    /// has moved on: those messages are not delivered to anyone else.
+    async fn emit(&self, points: Vec<Point>, active: bool) {
         let Some(tx) = &self.lines else { return };
-        if !self.session.borrow().active {
+        if !active {
             return;
         }
         let mut s = String::new();
@@ -144,6 +146,25 @@ impl Ingest {
         }
     }
 
+    /// Sends DISCONNECT (and whatever is queued before it), waiting at most a second; messages
+    /// still arriving meanwhile are handled (they are acknowledged already).
+    async fn disconnect(&self, client: &AsyncClient, el: &mut rumqttc::EventLoop, active: bool) {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let pts = self.handle(&p.topic, &p.payload);
+                        self.emit(pts, active).await;
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+
     pub async fn run(mut self) {
         let s = self.connector.settings();
         let mut backoff = Backoff::new(s.reconnect_min.0, s.reconnect_max.0);
@@ -182,7 +203,7 @@ impl Ingest {
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             let pts = self.handle(&p.topic, &p.payload);
-                            self.emit(pts).await;
+                            self.emit(pts, session.active).await;
                         }
                         Ok(_) => {}
                         Err(e) => break Ended::Lost(e.to_string()),
@@ -205,14 +226,14 @@ impl Ingest {
                             }
                             Err(_) => Vec::new(),
                         };
-                        self.emit(pts).await;
+                        self.emit(pts, session.active).await;
                     }
                     _ = self.shutdown.changed() => break Ended::Shutdown,
                 }
             };
             match ended {
                 Ended::Shutdown => {
-                    disconnect(&client, &mut el).await;
+                    self.disconnect(&client, &mut el, session.active).await;
                     return;
                 }
                 Ended::Switch => {
@@ -220,7 +241,7 @@ impl Ingest {
                         active = self.session.borrow().active,
                         "role changed: reconnecting"
                     );
-                    disconnect(&client, &mut el).await;
+                    self.disconnect(&client, &mut el, session.active).await;
                 }
                 Ended::Lost(e) => {
                     let d = backoff.next_delay(jitter.next_u64());
@@ -240,18 +261,4 @@ enum Ended {
     /// The role changed: reconnect at once with the new client id.
     Switch,
     Lost(String),
-}
-
-/// Sends DISCONNECT (and whatever is queued before it), waiting at most a second.
-async fn disconnect(client: &AsyncClient, el: &mut rumqttc::EventLoop) {
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match el.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
 }
