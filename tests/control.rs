@@ -419,6 +419,22 @@ fn control_loop_on_a_real_five_node_swarm() {
     }
     // No point lost at the hand-over: node2's samples have no hole around the cut.
     std::thread::sleep(Duration::from_secs(5));
+    // Every event is a leakmon_event point too, written once (by the active gateway).
+    let r = f.influx.influx_query(
+        "leakmon",
+        "SELECT \"gateway\", \"message\" FROM leakmon_event WHERE \"kind\" = 'node_down' AND \"host\" = 'node5'",
+    );
+    let stored = r["results"][0]["series"][0]["values"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let published = f
+        .events()
+        .iter()
+        .filter(|e| kind(e) == "node_down" && node_of(e) == "node5")
+        .count();
+    assert_eq!(stored.len(), published, "node_down points for node5: {r}");
+    assert!(stored.iter().all(|p| p[1] == new_gw.as_str()), "{r}");
     let q = format!(
         "SELECT load1 FROM system WHERE host = 'node2' AND time >= {}ms AND time <= {}ms",
         cut_at - 5_000,

@@ -148,6 +148,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     tracing::info!(gateway = %name, broker = %cfg.mqtt.url, influxdb = %cfg.influxdb.url, "leakmon-gateway starting");
     let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
     let (outgoing_tx, outgoing) = mpsc::channel(1024);
+    let (connected, mqtt_up) = watch::channel(false);
     let (session, control) = control::Control {
         name: name.clone(),
         hostname: cli::hostname(),
@@ -157,6 +158,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         outgoing: outgoing_tx,
         lines: lines.clone(),
+        mqtt_up,
     }
     .start(shutdown_rx.clone())
     .await;
@@ -165,6 +167,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         connector: mqtt,
         session,
         outgoing,
+        connected,
         topics,
         shared_group: cfg.mqtt.shared_group.clone(),
         nodes,

@@ -66,10 +66,22 @@ pub fn role(mode: LeaderMode, view: &EngineView) -> Role {
         }
         EngineView::NoQuorum(e) => Role::standby(format!("the Swarm has no leader or quorum: {e}")),
         EngineView::Manager { self_id, nodes } => {
-            if nodes.iter().any(|n| &n.id == self_id && n.leader) {
-                Role::active("swarm", "the local engine is the Swarm leader")
+            if !nodes.iter().any(|n| &n.id == self_id && n.leader) {
+                return Role::standby("the local engine is a Swarm manager, not the leader");
+            }
+            // A leader cut off from the others may still believe it leads for a while: act
+            // only while it reaches a majority of the managers.
+            let managers = nodes.iter().filter(|n| n.manager).count();
+            let reachable = nodes
+                .iter()
+                .filter(|n| n.manager && (n.reachable || &n.id == self_id))
+                .count();
+            if reachable * 2 <= managers {
+                Role::standby(format!(
+                    "the local engine leads but reaches only {reachable} of {managers} managers"
+                ))
             } else {
-                Role::standby("the local engine is a Swarm manager, not the leader")
+                Role::active("swarm", "the local engine is the Swarm leader")
             }
         }
     }
@@ -90,7 +102,24 @@ mod tests {
             availability: Availability::Active,
             addr: String::new(),
             leader,
+            manager: true,
+            reachable: true,
         }
+    }
+
+    #[test]
+    fn a_leader_cut_off_from_most_managers_stands_by() {
+        let mut nodes = vec![mgr("a", true), mgr("b", false), mgr("c", false)];
+        let view = |nodes: &Vec<NodeFacts>| EngineView::Manager {
+            self_id: "a".into(),
+            nodes: nodes.clone(),
+        };
+        nodes[1].reachable = false;
+        assert!(role(LeaderMode::Swarm, &view(&nodes)).active, "2 of 3");
+        nodes[2].reachable = false;
+        let r = role(LeaderMode::Swarm, &view(&nodes));
+        assert!(!r.active, "1 of 3");
+        assert!(r.reason.contains("1 of 3"), "{}", r.reason);
     }
 
     #[test]

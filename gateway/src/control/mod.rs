@@ -54,6 +54,8 @@ pub struct Control {
     pub metrics: Arc<Metrics>,
     pub outgoing: mpsc::Sender<Outgoing>,
     pub lines: Option<mpsc::Sender<String>>,
+    /// The broker connection is up.
+    pub mqtt_up: watch::Receiver<bool>,
 }
 
 /// The running loop's state.
@@ -65,6 +67,8 @@ struct Loop {
     self_id: Option<String>,
     session: watch::Sender<Session>,
     probes: mpsc::Sender<(String, bool, Instant)>,
+    /// Since when the broker connection has been up.
+    mqtt_since: Option<Instant>,
 }
 
 impl Control {
@@ -128,6 +132,7 @@ impl Control {
             self_id: None,
             session,
             probes,
+            mqtt_since: None,
         };
         if standalone {
             l.set_role(role);
@@ -217,10 +222,6 @@ impl Loop {
             changed
         });
         self.c.metrics.set_active(role.active);
-        let now = Instant::now();
-        if let Some(d) = &mut self.decide {
-            d.set_active(role.swarm_active(), now);
-        }
         self.role = role;
         if became_active {
             // The retained status names the gateway that became active last. (One that steps
@@ -351,12 +352,25 @@ impl Loop {
     }
 
     async fn tick(&mut self) {
+        let now = Instant::now();
+        // Agent silence means something only while this gateway hears the broker: decide
+        // (and act) only after the connection has been up for `liveness.offline_after`.
+        let up = *self.c.mqtt_up.borrow();
+        match (up, self.mqtt_since) {
+            (true, None) => self.mqtt_since = Some(now),
+            (false, Some(_)) => self.mqtt_since = None,
+            _ => {}
+        }
+        let heard = self.mqtt_since.is_some_and(|t| {
+            now.saturating_duration_since(t) >= self.c.cfg.liveness.offline_after.0
+        });
+        let can_act = self.role.swarm_active() && heard;
         let Some(d) = &mut self.decide else { return };
+        d.set_active(can_act, now);
         let (agents, unhealthy) = match self.c.nodes.lock() {
             Ok(n) => (n.agent_facts(), n.unhealthy_tasks()),
             Err(_) => return,
         };
-        let now = Instant::now();
         d.on_agents(agents);
         d.on_unhealthy(unhealthy, now);
         let actions = d.tick(now);

@@ -69,6 +69,9 @@ pub struct NodeFacts {
     pub availability: Availability,
     pub addr: String,
     pub leader: bool,
+    /// A manager, and whether Raft reaches it (as the answering manager sees it).
+    pub manager: bool,
+    pub reachable: bool,
 }
 
 impl NodeFacts {
@@ -114,6 +117,12 @@ impl NodeFacts {
                 .as_ref()
                 .and_then(|m| m.leader)
                 .unwrap_or(false),
+            manager: n.manager_status.is_some(),
+            reachable: n
+                .manager_status
+                .as_ref()
+                .and_then(|m| m.reachability)
+                .is_some_and(|r| r == bollard::models::Reachability::REACHABLE),
         })
     }
 
@@ -743,6 +752,8 @@ mod tests {
             availability: Availability::Active,
             addr: String::new(),
             leader: false,
+            manager: false,
+            reachable: false,
         }
     }
 

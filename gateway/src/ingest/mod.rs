@@ -38,6 +38,8 @@ pub struct Ingest {
     pub session: watch::Receiver<Session>,
     /// Events and status the control loop publishes.
     pub outgoing: mpsc::Receiver<Outgoing>,
+    /// Whether the broker connection is up (the control loop acts only while it is).
+    pub connected: watch::Sender<bool>,
     pub topics: Topics,
     /// MQTT v5-style shared subscription group for the data topics (`$share/<group>/...`).
     pub shared_group: Option<String>,
@@ -192,6 +194,7 @@ impl Ingest {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             backoff.reset();
                             connected = true;
+                            self.connected.send_replace(true);
                             for t in self.subscriptions() {
                                 if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
                                     tracing::warn!(topic = %t, error = %e, "subscribe failed");
@@ -231,6 +234,7 @@ impl Ingest {
                     _ = self.shutdown.changed() => break Ended::Shutdown,
                 }
             };
+            self.connected.send_replace(false);
             match ended {
                 Ended::Shutdown => {
                     self.disconnect(&client, &mut el, session.active).await;
