@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use leakmon_common::config::{ByteSize, ConfigError, Dur};
 use leakmon_common::mqtt::{Connector, MqttSettings};
+use leakmon_protocol::{EventKind, Severity};
+
+use crate::alerts::rules::{Metric, Rule};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_PATH: &str = "/etc/leakmon/gateway.toml";
@@ -26,6 +29,127 @@ pub struct Config {
     pub docker: DockerConfig,
     pub leader: LeaderConfig,
     pub reschedule: RescheduleConfig,
+    pub alerts: AlertsConfig,
+    pub homeassistant: HomeAssistantConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    /// A reminder of an alert still firing after this long; "0s": never.
+    pub repeat_after: Dur,
+    /// Gateway events that alert.
+    pub events: Vec<EventKind>,
+    /// Threshold rules; absent: the built-in ones (docs/config.md), `[]`: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Vec<Rule>>,
+    pub webhook: Vec<WebhookConfig>,
+    pub exec: Vec<ExecConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The leakmon alert JSON (docs/protocol.md).
+    Json,
+    /// `{"text": "..."}`, for Slack, Mattermost, Rocket.Chat and the like.
+    Slack,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Only these alerts (rule names, event kinds, `agent_offline`); empty: all.
+    #[serde(default)]
+    pub alerts: Vec<String>,
+    #[serde(default = "info")]
+    pub min_severity: Severity,
+    #[serde(default = "json")]
+    pub format: WebhookFormat,
+    #[serde(default = "five_s")]
+    pub timeout: Dur,
+    /// Retries after a failed delivery, with a backoff doubling from 1 s.
+    #[serde(default = "three")]
+    pub retries: u32,
+    /// Alerts waiting for this receiver; beyond it the oldest are dropped (and counted).
+    #[serde(default = "hundred")]
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Program and arguments (no shell unless you name one).
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub alerts: Vec<String>,
+    #[serde(default = "info")]
+    pub min_severity: Severity,
+    #[serde(default = "ten_s")]
+    pub timeout: Dur,
+}
+
+fn info() -> Severity {
+    Severity::Info
+}
+fn json() -> WebhookFormat {
+    WebhookFormat::Json
+}
+fn five_s() -> Dur {
+    Dur::secs(5)
+}
+fn ten_s() -> Dur {
+    Dur::secs(10)
+}
+fn three() -> u32 {
+    3
+}
+fn hundred() -> usize {
+    100
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            repeat_after: Dur::secs(4 * 3600),
+            events: vec![
+                EventKind::NodeDown,
+                EventKind::AgentLost,
+                EventKind::Failover,
+                EventKind::FailoverImpossible,
+                EventKind::MassFailure,
+                EventKind::Flapping,
+                EventKind::ActionFailed,
+                EventKind::ForceUpdate,
+            ],
+            rule: None,
+            webhook: Vec::new(),
+            exec: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Publish Home Assistant MQTT discovery configs for every node.
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        HomeAssistantConfig {
+            enabled: false,
+            discovery_prefix: "homeassistant".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +372,82 @@ pub struct Checked {
     pub offline_after: Duration,
 }
 
+impl AlertsConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in self.rule.iter().flatten().enumerate() {
+            let key = |k: &str| format!("alerts.rule[{i}].{k}");
+            if r.name.is_empty() || r.name.contains(char::is_whitespace) {
+                return Err(ConfigError::new(
+                    key("name"),
+                    "needs a name without spaces, e.g. disk_full",
+                ));
+            }
+            if !names.insert(r.name.clone()) {
+                return Err(ConfigError::new(
+                    key("name"),
+                    "is used by another rule: names must be unique",
+                ));
+            }
+            if !r.above.is_finite() {
+                return Err(ConfigError::new(key("above"), "must be a number"));
+            }
+            if r.clear_below.is_some_and(|c| !c.is_finite() || c > r.above) {
+                return Err(ConfigError::new(
+                    key("clear_below"),
+                    "must be at or below `above` (it is the level that resolves the alert)",
+                ));
+            }
+            if r.window.is_some() != (r.metric == Metric::Restarts) {
+                return Err(ConfigError::new(
+                    key("window"),
+                    "is needed by metric = \"restarts\" (and only there), e.g. \"10m\"",
+                ));
+            }
+        }
+        for (i, w) in self.webhook.iter().enumerate() {
+            let key = |k: &str| format!("alerts.webhook[{i}].{k}");
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            if w.headers.iter().any(|(k, v)| {
+                k.is_empty() || k.contains([':', '\r', '\n', ' ']) || v.contains(['\r', '\n'])
+            }) {
+                return Err(ConfigError::new(key("headers"), "names without ':' or spaces, values on one line, e.g. { Authorization = \"Bearer ...\" }"));
+            }
+            if w.timeout.0.is_zero() {
+                return Err(ConfigError::new(key("timeout"), "must be above zero"));
+            }
+            if !(1..=10_000).contains(&w.queue) {
+                return Err(ConfigError::new(
+                    key("queue"),
+                    "must be between 1 and 10000 alerts",
+                ));
+            }
+        }
+        for (i, x) in self.exec.iter().enumerate() {
+            let key = |k: &str| format!("alerts.exec[{i}].{k}");
+            if x.command.first().is_none_or(|c| c.is_empty()) {
+                return Err(ConfigError::new(key("command"), "needs a program and its arguments, e.g. [\"/usr/local/bin/notify\", \"--quiet\"]"));
+            }
+            if x.timeout.0.is_zero() {
+                return Err(ConfigError::new(key("timeout"), "must be above zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.rule
+            .clone()
+            .unwrap_or_else(crate::alerts::rules::default_rules)
+    }
+}
+
 impl Config {
     pub fn load(path: &std::path::Path, required: bool) -> Result<Config, ConfigError> {
         leakmon_common::config::load(path, required, ENV_PREFIX, std::env::vars())
@@ -398,6 +598,15 @@ impl Config {
                     "must be between 1s and 60s (Swarm's default is 5s)",
                 ));
             }
+        }
+        self.alerts.check()?;
+        if self.homeassistant.discovery_prefix.is_empty()
+            || self.homeassistant.discovery_prefix.contains(['+', '#'])
+        {
+            return Err(ConfigError::new(
+                "homeassistant.discovery_prefix",
+                "must be a topic prefix without wildcards, e.g. homeassistant",
+            ));
         }
         if self.mqtt.client_id.is_none() {
             self.mqtt.client_id = Some(format!("leakmon-gateway-{name}"));

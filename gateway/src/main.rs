@@ -5,9 +5,11 @@
 //! writer with buffer and spool), `liveness` (pure state machine), `nodes` (per-node view),
 //! `metrics` (counters), `http` (endpoints).
 
+mod alerts;
 mod broker;
 mod config;
 mod control;
+mod homeassistant;
 mod http;
 mod ingest;
 mod liveness;
@@ -149,6 +151,12 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
     let (outgoing_tx, outgoing) = mpsc::channel(1024);
     let (connected, mqtt_up) = watch::channel(false);
+    let (alerts_tx, alerts_rx) = if cfg.alerts.enabled {
+        let (tx, rx) = mpsc::channel(1024);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let (session, control) = control::Control {
         name: name.clone(),
         hostname: cli::hostname(),
@@ -156,18 +164,41 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         topics: topics.clone(),
         nodes: nodes.clone(),
         metrics: metrics.clone(),
-        outgoing: outgoing_tx,
+        outgoing: outgoing_tx.clone(),
         lines: lines.clone(),
         mqtt_up,
+        alerts: alerts_tx.clone(),
     }
     .start(shutdown_rx.clone())
     .await;
     tasks.push(tokio::spawn(control));
+    if let Some(rx) = alerts_rx {
+        let a = &cfg.alerts;
+        let engine = alerts::rules::Engine::new(
+            a.rules(),
+            (!a.repeat_after.0.is_zero()).then_some(a.repeat_after.0),
+            &a.events,
+        );
+        let hooks =
+            alerts::hooks::Hooks::start(topics.alerts(), outgoing_tx.clone(), &a.webhook, &a.exec);
+        let task = alerts::Alerts {
+            engine,
+            hooks,
+            gateway: name.clone(),
+            session: session.clone(),
+        };
+        tokio::spawn(task.run(rx, shutdown_rx.clone()));
+    }
     let ingest = ingest::Ingest {
         connector: mqtt,
         session,
         outgoing,
         connected,
+        alerts: alerts_tx,
+        homeassistant: cfg
+            .homeassistant
+            .enabled
+            .then(|| cfg.homeassistant.discovery_prefix.clone()),
         topics,
         shared_group: cfg.mqtt.shared_group.clone(),
         nodes,

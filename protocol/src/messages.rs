@@ -423,3 +423,64 @@ pub struct GatewayEvent {
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub details: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// How bad an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One alert notification, on `<prefix>/v1/alerts` and in webhook and exec hooks (leakmon
+/// format). An alert is identified by `(alert, node, subject)`; it fires once and resolves
+/// once; a `repeat` is a reminder that it still fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub v: u32,
+    /// The rule's name (`agent_offline`, `node_down`, `disk_full`, ...).
+    pub alert: String,
+    pub state: AlertState,
+    pub severity: Severity,
+    pub node: String,
+    /// What on the node: a mount point, a container, a sensor; absent for the node itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The value that crossed the threshold (or, when resolved, the last one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// When the condition began (ms since the epoch).
+    pub started: i64,
+    /// When this notification was made.
+    pub ts: i64,
+    /// A line for humans.
+    pub summary: String,
+    /// `rule` (a threshold over agent data), `liveness` (an agent offline) or `event` (a
+    /// gateway event).
+    pub source: String,
+    pub gateway: String,
+    /// A reminder of an alert still firing (after `repeat_after`).
+    #[serde(default)]
+    pub repeat: bool,
+}

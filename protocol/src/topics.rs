@@ -147,6 +147,11 @@ impl Topics {
         format!("{}/v1/gateway/events", self.prefix)
     }
 
+    /// `<prefix>/v1/alerts`: every alert (firing and resolved) of the active gateway.
+    pub fn alerts(&self) -> String {
+        format!("{}/v1/alerts", self.prefix)
+    }
+
     /// Splits a node topic into its node name and channel.
     pub fn parse<'t>(&self, topic: &'t str) -> Result<(&'t str, Channel), TopicError> {
         let rest = topic
@@ -176,6 +181,7 @@ mod tests {
         assert_eq!(t.all_nodes(Channel::Host), "leakmon/v1/nodes/+/host");
         assert_eq!(t.gateway_status(), "leakmon/v1/gateway/status");
         assert_eq!(t.gateway_events(), "leakmon/v1/gateway/events");
+        assert_eq!(t.alerts(), "leakmon/v1/alerts");
         assert!(t.parse(&t.gateway_events()).is_err(), "not a node topic");
     }
 

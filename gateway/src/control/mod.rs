@@ -56,6 +56,8 @@ pub struct Control {
     pub lines: Option<mpsc::Sender<String>>,
     /// The broker connection is up.
     pub mqtt_up: watch::Receiver<bool>,
+    /// Events also go to the alert engine.
+    pub alerts: Option<mpsc::Sender<crate::alerts::Input>>,
 }
 
 /// The running loop's state.
@@ -183,6 +185,16 @@ impl Loop {
                 kind = ev.kind.as_str(),
                 "MQTT outbox full: event not published"
             );
+        }
+        if let Some(a) = &self.c.alerts {
+            if a.try_send(crate::alerts::Input::Event(Box::new(ev.clone())))
+                .is_err()
+            {
+                tracing::warn!(
+                    kind = ev.kind.as_str(),
+                    "alert engine busy: event not evaluated"
+                );
+            }
         }
         if let Some(lines) = &self.c.lines {
             let mut s = String::new();

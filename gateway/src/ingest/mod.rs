@@ -40,6 +40,10 @@ pub struct Ingest {
     pub outgoing: mpsc::Receiver<Outgoing>,
     /// Whether the broker connection is up (the control loop acts only while it is).
     pub connected: watch::Sender<bool>,
+    /// Agent data and liveness for the alert engine.
+    pub alerts: Option<mpsc::Sender<crate::alerts::Input>>,
+    /// Home Assistant discovery prefix, when discovery is on.
+    pub homeassistant: Option<String>,
     pub topics: Topics,
     /// MQTT v5-style shared subscription group for the data topics (`$share/<group>/...`).
     pub shared_group: Option<String>,
@@ -59,8 +63,36 @@ fn log_reject(count: u64, r: &decode::Reject) {
 }
 
 impl Ingest {
+    /// Home Assistant discovery for these nodes (retained), when on and active.
+    fn discover(&self, client: &AsyncClient, nodes: &[String]) {
+        let Some(prefix) = &self.homeassistant else {
+            return;
+        };
+        if !self.session.borrow().active {
+            return;
+        }
+        for node in nodes {
+            for (topic, payload) in crate::homeassistant::configs(&self.topics, prefix, node) {
+                if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
+                    tracing::warn!(node = %node, error = %e, "Home Assistant discovery not published");
+                }
+            }
+        }
+    }
+
+    fn known_nodes(&self) -> Vec<String> {
+        self.nodes
+            .lock()
+            .map(|n| n.list().into_iter().map(|v| v.node).collect())
+            .unwrap_or_default()
+    }
+
     fn subscriptions(&self) -> Vec<String> {
         let mut subs = vec![self.topics.all_nodes(Channel::Status)];
+        if let Some(prefix) = &self.homeassistant {
+            // Home Assistant announces itself here when it (re)starts.
+            subs.push(format!("{prefix}/status"));
+        }
         for c in [Channel::Host, Channel::Containers, Channel::Events] {
             let t = self.topics.all_nodes(c);
             subs.push(match &self.shared_group {
@@ -89,9 +121,33 @@ impl Ingest {
         }
     }
 
+    fn alert(&self, i: crate::alerts::Input) {
+        if let Some(a) = &self.alerts {
+            if a.try_send(i).is_err() {
+                tracing::debug!("alert engine busy: a report was not evaluated");
+            }
+        }
+    }
+
+    /// An agent going offline (its Will or silence; not a goodbye) or coming back.
+    fn liveness_alert(&self, node: &str, to: crate::liveness::State) {
+        use crate::liveness::State;
+        use leakmon_protocol::OfflineReason;
+        let i = match to {
+            State::Online => crate::alerts::Input::Agent(node.to_owned(), true, ""),
+            State::Offline(OfflineReason::Lost) => {
+                crate::alerts::Input::Agent(node.to_owned(), false, "its Last Will")
+            }
+            State::Stale => crate::alerts::Input::Agent(node.to_owned(), false, "silent"),
+            State::Offline(OfflineReason::Shutdown) => return,
+        };
+        self.alert(i);
+    }
+
     fn transition_points(&self, nodes: &Nodes, ts: Vec<Transition>, ts_ms: i64) -> Vec<Point> {
         ts.into_iter()
             .map(|t| {
+                self.liveness_alert(&t.node, t.to);
                 tracing::info!(node = %t.node, from = t.from.map(|s| s.as_str()).unwrap_or("-"),
                     to = t.to.as_str(), "node state changed");
                 schema::node_point(&nodes.tags(&t.node), ts_ms, t.to.as_str(), None)
@@ -120,6 +176,9 @@ impl Ingest {
         match msg {
             Incoming::Status(s) => {
                 let t = nodes.on_status(&node, &s, now, ms);
+                if let Some(t) = &t {
+                    self.liveness_alert(&node, t.to);
+                }
                 let tags = nodes.tags(&node);
                 t.map(|t| {
                     tracing::info!(node = %node, seq = s.seq, to = t.to.as_str(), "node status");
@@ -129,12 +188,20 @@ impl Ingest {
             }
             Incoming::Host(r) => {
                 let t = nodes.on_host(&node, &r, now, ms);
+                self.alert(crate::alerts::Input::Host(
+                    node.clone(),
+                    Box::new(r.clone()),
+                ));
                 let mut pts = schema::host_points(&nodes.tags(&node), &r);
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 pts
             }
             Incoming::Containers(r) => {
                 let t = nodes.on_containers(&node, &r, now, ms);
+                self.alert(crate::alerts::Input::Containers(
+                    node.clone(),
+                    Box::new(r.clone()),
+                ));
                 let mut pts = schema::container_points(&nodes.tags(&node), &r);
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 pts
@@ -188,6 +255,8 @@ impl Ingest {
             opts.set_inflight(100);
             let (client, mut el) = AsyncClient::new(opts, 64);
             let mut connected = false;
+            // Nodes whose Home Assistant discovery went out on this connection.
+            let mut announced = std::collections::HashSet::new();
             let ended = loop {
                 tokio::select! {
                     ev = el.poll() => match ev {
@@ -205,8 +274,23 @@ impl Ingest {
                                 "connected; subscribed to agents");
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
+                            if let Some(prefix) = &self.homeassistant {
+                                if p.topic == format!("{prefix}/status") {
+                                    if p.payload.as_ref() == b"online" {
+                                        self.discover(&client, &self.known_nodes());
+                                    }
+                                    continue;
+                                }
+                            }
                             let pts = self.handle(&p.topic, &p.payload);
                             self.emit(pts, session.active).await;
+                            if let Ok((node, Channel::Status)) = self.topics.parse(&p.topic) {
+                                let node = node.to_owned();
+                                if !announced.contains(&node) && p.payload.windows(8).any(|w| w == b"\"online\"") {
+                                    self.discover(&client, std::slice::from_ref(&node));
+                                    announced.insert(node);
+                                }
+                            }
                         }
                         Ok(_) => {}
                         Err(e) => break Ended::Lost(e.to_string()),

@@ -1,0 +1,287 @@
+//! Where alerts go: MQTT (`<prefix>/v1/alerts`, QoS 1), webhooks (a bounded queue and a
+//! worker per receiver, retries with backoff) and commands (the alert as JSON on stdin and
+//! in environment variables, with a time limit). A dead receiver never blocks the gateway
+//! nor grows its memory: its queue drops the oldest alert.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leakmon_protocol::{encode, Alert, AlertState};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{ExecConfig, WebhookConfig, WebhookFormat};
+use crate::control::Outgoing;
+
+fn wanted(alerts: &[String], min: leakmon_protocol::Severity, a: &Alert) -> bool {
+    a.severity >= min && (alerts.is_empty() || alerts.iter().any(|x| x == &a.alert))
+}
+
+/// The `{"text": ...}` body of Slack-compatible receivers.
+pub fn slack_text(a: &Alert) -> String {
+    let state = match a.state {
+        AlertState::Firing if a.repeat => "STILL FIRING",
+        AlertState::Firing => "FIRING",
+        AlertState::Resolved => "RESOLVED",
+    };
+    format!("[{state}] [{}] {}", a.severity.as_str(), a.summary)
+}
+
+/// The environment an exec hook gets.
+pub fn env_of(a: &Alert) -> Vec<(&'static str, String)> {
+    vec![
+        ("LEAKMON_ALERT", a.alert.clone()),
+        (
+            "LEAKMON_ALERT_STATE",
+            match a.state {
+                AlertState::Firing => "firing".into(),
+                AlertState::Resolved => "resolved".into(),
+            },
+        ),
+        ("LEAKMON_ALERT_SEVERITY", a.severity.as_str().into()),
+        ("LEAKMON_ALERT_NODE", a.node.clone()),
+        (
+            "LEAKMON_ALERT_SUBJECT",
+            a.subject.clone().unwrap_or_default(),
+        ),
+        (
+            "LEAKMON_ALERT_VALUE",
+            a.value.map(|v| v.to_string()).unwrap_or_default(),
+        ),
+        ("LEAKMON_ALERT_SUMMARY", a.summary.clone()),
+        ("LEAKMON_ALERT_STARTED", a.started.to_string()),
+    ]
+}
+
+struct Queue {
+    items: Mutex<VecDeque<Alert>>,
+    notify: Notify,
+    cap: usize,
+}
+
+impl Queue {
+    /// Adds an alert; returns whether the oldest had to go.
+    fn push(&self, a: Alert) -> bool {
+        let Ok(mut q) = self.items.lock() else {
+            return false;
+        };
+        q.push_back(a);
+        let dropped = q.len() > self.cap;
+        if dropped {
+            q.pop_front();
+        }
+        drop(q);
+        self.notify.notify_one();
+        dropped
+    }
+
+    async fn pop(&self) -> Alert {
+        loop {
+            if let Some(a) = self.items.lock().ok().and_then(|mut q| q.pop_front()) {
+                return a;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct Webhook {
+    cfg: WebhookConfig,
+    queue: Arc<Queue>,
+}
+
+pub struct Hooks {
+    topic: String,
+    outgoing: mpsc::Sender<Outgoing>,
+    webhooks: Vec<Webhook>,
+    execs: Vec<ExecConfig>,
+}
+
+impl Hooks {
+    /// Starts a delivery worker per webhook.
+    pub fn start(
+        topic: String,
+        outgoing: mpsc::Sender<Outgoing>,
+        webhooks: &[WebhookConfig],
+        execs: &[ExecConfig],
+    ) -> Hooks {
+        let webhooks = webhooks
+            .iter()
+            .map(|cfg| {
+                let queue = Arc::new(Queue {
+                    items: Mutex::new(VecDeque::new()),
+                    notify: Notify::new(),
+                    cap: cfg.queue,
+                });
+                tokio::spawn(deliver(cfg.clone(), queue.clone()));
+                Webhook {
+                    cfg: cfg.clone(),
+                    queue,
+                }
+            })
+            .collect();
+        Hooks {
+            topic,
+            outgoing,
+            webhooks,
+            execs: execs.to_vec(),
+        }
+    }
+
+    pub fn notify(&self, a: &Alert) {
+        let msg = Outgoing {
+            topic: self.topic.clone(),
+            payload: encode(a),
+            retain: false,
+        };
+        if self.outgoing.try_send(msg).is_err() {
+            tracing::warn!(alert = %a.alert, "MQTT outbox full: alert not published");
+        }
+        for w in &self.webhooks {
+            if wanted(&w.cfg.alerts, w.cfg.min_severity, a) && w.queue.push(a.clone()) {
+                tracing::warn!(url = %w.cfg.url, "webhook queue full: oldest alert dropped");
+            }
+        }
+        for x in &self.execs {
+            if wanted(&x.alerts, x.min_severity, a) {
+                tokio::spawn(run_exec(x.clone(), a.clone()));
+            }
+        }
+    }
+}
+
+async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
+    let client = match reqwest::Client::builder().timeout(cfg.timeout.0).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(url = %cfg.url, error = %e, "webhook client cannot be built; alerts to it are dropped");
+            return;
+        }
+    };
+    loop {
+        let a = queue.pop().await;
+        let body = match cfg.format {
+            WebhookFormat::Json => encode(&a),
+            WebhookFormat::Slack => encode(&serde_json::json!({ "text": slack_text(&a) })),
+        };
+        let mut delay = Duration::from_secs(1);
+        for attempt in 0..=cfg.retries {
+            let mut req = client
+                .post(&cfg.url)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            for (k, v) in &cfg.headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => tracing::warn!(url = %cfg.url, status = r.status().as_u16(), attempt,
+                    alert = %a.alert, "webhook refused the alert"),
+                Err(e) => tracing::warn!(url = %cfg.url, error = %e, attempt, alert = %a.alert,
+                    "webhook delivery failed"),
+            }
+            if attempt == cfg.retries {
+                tracing::error!(url = %cfg.url, alert = %a.alert, "alert dropped after retries");
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+}
+
+async fn run_exec(x: ExecConfig, a: Alert) {
+    let Some((program, args)) = x.command.split_first() else {
+        return;
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env_of(&a))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(command = %program, error = %e, "alert command could not start");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&encode(&a)).await;
+    }
+    match tokio::time::timeout(x.timeout.0, child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() => {}
+        Ok(Ok(out)) => tracing::warn!(command = %program, status = %out.status,
+            stderr = %String::from_utf8_lossy(&out.stderr).trim(), "alert command failed"),
+        Ok(Err(e)) => tracing::warn!(command = %program, error = %e, "alert command failed"),
+        Err(_) => tracing::warn!(command = %program, timeout = ?x.timeout.0,
+            "alert command timed out and was killed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakmon_protocol::Severity;
+
+    fn alert(name: &str, sev: Severity) -> Alert {
+        Alert {
+            v: 1,
+            alert: name.into(),
+            state: AlertState::Firing,
+            severity: sev,
+            node: "n".into(),
+            subject: None,
+            value: Some(1.0),
+            threshold: None,
+            started: 0,
+            ts: 0,
+            summary: "s".into(),
+            source: "rule".into(),
+            gateway: "g".into(),
+            repeat: false,
+        }
+    }
+
+    #[test]
+    fn filters_by_name_and_severity() {
+        let a = alert("disk_full", Severity::Warning);
+        assert!(wanted(&[], Severity::Info, &a));
+        assert!(!wanted(&[], Severity::Critical, &a));
+        assert!(wanted(&["disk_full".into()], Severity::Info, &a));
+        assert!(!wanted(&["node_down".into()], Severity::Info, &a));
+    }
+
+    #[test]
+    fn bounded_queue_drops_the_oldest() {
+        let q = Queue {
+            items: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            cap: 2,
+        };
+        assert!(!q.push(alert("a", Severity::Info)));
+        assert!(!q.push(alert("b", Severity::Info)));
+        assert!(q.push(alert("c", Severity::Info)));
+        let names: Vec<String> = q
+            .items
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.alert.clone())
+            .collect();
+        assert_eq!(names, ["b", "c"]);
+    }
+
+    #[test]
+    fn slack_text_and_env() {
+        let a = alert("disk_full", Severity::Warning);
+        assert_eq!(slack_text(&a), "[FIRING] [warning] s");
+        let env = env_of(&a);
+        assert!(env.contains(&("LEAKMON_ALERT", "disk_full".into())));
+        assert!(env.contains(&("LEAKMON_ALERT_STATE", "firing".into())));
+    }
+}
