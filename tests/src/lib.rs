@@ -844,3 +844,89 @@ pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
     }
     let _ = child.wait();
 }
+
+/// A real HTTP server of the test's own that records every request (webhook receiver).
+pub struct HttpReceiver {
+    pub addr: std::net::SocketAddr,
+    requests: Arc<Mutex<Vec<ReceivedRequest>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ReceivedRequest {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl HttpReceiver {
+    /// Listens on `ip` (a free port) and answers every request `204 No Content`.
+    pub fn start(ip: &str) -> HttpReceiver {
+        use std::io::{BufRead, BufReader, Read, Write as _};
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let r = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_owned();
+                let path = parts.next().unwrap_or_default().to_owned();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_lowercase(), v.trim().to_owned()));
+                    }
+                }
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                if let Ok(mut v) = r.lock() {
+                    v.push(ReceivedRequest {
+                        method,
+                        path,
+                        headers,
+                        body,
+                    });
+                }
+                let mut s = reader.into_inner();
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        HttpReceiver { addr, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn all(&self) -> Vec<ReceivedRequest> {
+        self.requests.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,191 @@
+//! Alerts and telemetry consumers end to end, against a real mosquitto: a threshold rule that
+//! fires only after its duration, a real HTTP receiver getting the leakmon JSON and the
+//! Slack-compatible body, an exec hook writing its stdin to a file, an agent going offline and
+//! coming back (firing, then resolved), and Home Assistant discovery (retained, valid,
+//! re-published when Home Assistant announces itself). Node deaths and their webhooks are in
+//! the control suite (tests/control.rs), which needs the multi-node Swarm.
+
+use std::time::{Duration as S, Instant};
+
+use leakmon_e2e::{mosquitto_pub, wait_for, Agent, Broker, Gateway, HttpReceiver, Subscriber};
+
+fn secs(n: u64) -> S {
+    S::from_secs(n)
+}
+
+#[test]
+fn rules_hooks_offline_alert_and_home_assistant_discovery() {
+    let broker = Broker::start();
+    let hook = HttpReceiver::start("127.0.0.1");
+    let slack = HttpReceiver::start("127.0.0.1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec_out = dir.path().join("exec.jsonl");
+    let node = "e2e-alerts";
+    let alerts = Subscriber::start(broker.port, "leakmon/v1/alerts", false);
+    let host = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), false);
+    let gw = Gateway::start(&format!(
+        "[leader]\nmode = \"standalone\"\n\
+         [mqtt]\nurl = \"{url}\"\n\
+         [liveness]\noffline_after = \"3s\"\n\
+         [homeassistant]\nenabled = true\n\
+         [[alerts.rule]]\nname = \"memory_in_use\"\nmetric = \"mem_used_percent\"\nabove = 0\nfor = \"3s\"\nseverity = \"info\"\n\
+         [[alerts.webhook]]\nurl = \"{hook}\"\nheaders = {{ Authorization = \"Bearer s3cret\" }}\n\
+         [[alerts.webhook]]\nurl = \"{slack}\"\nformat = \"slack\"\nalerts = [\"agent_offline\"]\n\
+         [[alerts.exec]]\ncommand = [\"sh\", \"-c\", \"cat >> {out}; echo >> {out}\"]\n",
+        url = broker.url(),
+        hook = hook.url("/hook"),
+        slack = slack.url("/slack"),
+        out = exec_out.display(),
+    ));
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    let agent_cfg = format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{}\"\nkeep_alive = \"1s\"\n[docker]\nenabled = false\n",
+        broker.url()
+    );
+    let mut agent = Agent::start_in(agent_dir, &agent_cfg);
+
+    // --- A threshold rule fires only after its duration: on MQTT, the webhook and exec.
+    let first_sample = wait_for(secs(20), || host.all().first().map(|m| m.at))
+        .expect("the agent's first host report");
+    let fired = alerts
+        .wait_json("alerts", secs(20), |a| a["alert"] == "memory_in_use")
+        .unwrap_or_else(|| panic!("no memory_in_use alert; log:\n{}", gw.log()));
+    assert!(
+        fired.at.duration_since(first_sample) >= secs(3) - S::from_millis(200),
+        "fired {:?} after the first sample: before its 3 s",
+        fired.at.duration_since(first_sample)
+    );
+    let a = fired.json();
+    assert_eq!(a["state"], "firing");
+    assert_eq!(a["severity"], "info");
+    assert_eq!(a["node"], node);
+    assert_eq!(a["source"], "rule");
+    assert!(
+        a["ts"].as_i64().unwrap_or(0) - a["started"].as_i64().unwrap_or(0) >= 2_900,
+        "{a}"
+    );
+    for key in [
+        "v", "alert", "state", "severity", "node", "started", "ts", "summary", "gateway", "repeat",
+    ] {
+        assert!(a.get(key).is_some(), "documented field {key} in {a}");
+    }
+    std::thread::sleep(secs(3));
+    assert_eq!(
+        alerts
+            .all()
+            .iter()
+            .filter(|m| m.json()["alert"] == "memory_in_use")
+            .count(),
+        1,
+        "fires once"
+    );
+    let got = wait_for(secs(15), || {
+        hook.all()
+            .into_iter()
+            .find(|r| r.json()["alert"] == "memory_in_use")
+    })
+    .expect("the webhook got the alert");
+    assert_eq!(got.method, "POST");
+    assert_eq!(got.path, "/hook");
+    assert_eq!(got.header("authorization"), Some("Bearer s3cret"));
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    assert_eq!(got.json()["state"], "firing");
+    let line = wait_for(secs(15), || {
+        std::fs::read_to_string(&exec_out).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.contains("memory_in_use"))
+                .map(str::to_owned)
+        })
+    })
+    .expect("the exec hook wrote its stdin");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("exec stdin is the alert JSON");
+    assert_eq!(v["alert"], "memory_in_use");
+    assert!(
+        slack.all().is_empty(),
+        "the slack hook only wants agent_offline"
+    );
+
+    // --- Home Assistant discovery: retained, valid, one device with its sensors.
+    let ha = Subscriber::start(broker.port, "homeassistant/sensor/#", false);
+    let configs = wait_for(secs(15), || {
+        let m = ha.all();
+        (m.len() >= 6).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("discovery configs; log:\n{}", gw.log()));
+    for m in &configs {
+        assert!(m.retain, "retained: {}", m.topic);
+        assert!(
+            m.topic
+                .starts_with("homeassistant/sensor/leakmon_e2e-alerts/"),
+            "{}",
+            m.topic
+        );
+        assert!(m.topic.ends_with("/config"), "{}", m.topic);
+        let c = m.json();
+        // Home Assistant's MQTT sensor schema: these keys, these types.
+        for key in [
+            "name",
+            "unique_id",
+            "state_topic",
+            "value_template",
+            "availability_topic",
+        ] {
+            assert!(c[key].is_string(), "{key} in {c}");
+        }
+        assert_eq!(c["payload_available"], "online");
+        assert_eq!(c["payload_not_available"], "offline");
+        assert_eq!(
+            c["availability_topic"],
+            format!("leakmon/v1/nodes/{node}/status")
+        );
+        assert!(c["device"]["identifiers"].is_array());
+        assert!(c["state_topic"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("leakmon/v1/nodes/{node}/")));
+    }
+    let ids: std::collections::HashSet<String> = configs
+        .iter()
+        .map(|m| m.json()["unique_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), configs.len(), "unique ids");
+    // Home Assistant restarts and announces itself: the configs come again.
+    let before = ha.all().len();
+    mosquitto_pub(broker.port, "homeassistant/status", b"online");
+    wait_for(secs(10), || (ha.all().len() >= before + 6).then_some(()))
+        .expect("discovery re-published on homeassistant/status online");
+
+    // --- The agent dies: agent_offline fires (every hook), and resolves when it is back.
+    let t0 = Instant::now();
+    agent.kill9();
+    let off = alerts
+        .wait_json("alerts", secs(20), |a| {
+            a["alert"] == "agent_offline" && a["state"] == "firing"
+        })
+        .unwrap_or_else(|| panic!("no agent_offline alert; log:\n{}", gw.log()));
+    assert_eq!(off.json()["severity"], "critical");
+    assert!(off.at.duration_since(t0) < secs(10));
+    let text = wait_for(secs(15), || {
+        slack
+            .all()
+            .into_iter()
+            .find_map(|r| r.json()["text"].as_str().map(str::to_owned))
+    })
+    .expect("the slack-format hook got agent_offline");
+    assert!(text.contains("FIRING") && text.contains(node), "{text}");
+    let dir = agent.into_dir();
+    let _agent = Agent::start_in(dir, &agent_cfg);
+    alerts
+        .wait_json("alerts", secs(20), |a| {
+            a["alert"] == "agent_offline" && a["state"] == "resolved"
+        })
+        .unwrap_or_else(|| panic!("agent_offline not resolved; log:\n{}", gw.log()));
+    wait_for(secs(15), || {
+        slack.all().into_iter().find(|r| {
+            r.json()["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("RESOLVED"))
+        })
+    })
+    .expect("resolved reached the hook");
+}
