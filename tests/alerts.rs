@@ -7,7 +7,7 @@
 
 use std::time::{Duration as S, Instant};
 
-use leakmon_e2e::{mosquitto_pub, wait_for, Agent, Broker, Gateway, HttpReceiver, Subscriber};
+use leakmon_e2e::{bin, mosquitto_pub, wait_for, Agent, Broker, Gateway, HttpReceiver, Subscriber};
 
 fn secs(n: u64) -> S {
     S::from_secs(n)
@@ -155,7 +155,27 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
     wait_for(secs(10), || (ha.all().len() >= before + 6).then_some(()))
         .expect("discovery re-published on homeassistant/status online");
 
-    // --- The agent dies: agent_offline fires (every hook), and resolves when it is back.
+    // --- The agent dies: agent_offline fires (every hook), and resolves when it is back;
+    // `leakmon-gateway events` tails it.
+    let mut tail = std::process::Command::new(bin("leakmon-gateway"))
+        .args(["events", "--url", &broker.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("leakmon-gateway events");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    if let Some(out) = tail.stdout.take() {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(mut v) = lines.lock() {
+                    v.push(l);
+                }
+            }
+        });
+    }
+    std::thread::sleep(secs(1));
     let t0 = Instant::now();
     agent.kill9();
     let off = alerts
@@ -188,4 +208,23 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
         })
     })
     .expect("resolved reached the hook");
+    let tailed = wait_for(secs(10), || {
+        let v = lines.lock().ok()?.clone();
+        v.iter()
+            .any(|l| l.contains("ALERT RESOLVED") && l.contains("agent_offline"))
+            .then_some(v)
+    })
+    .expect("events tail printed the alerts");
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(
+        tailed
+            .iter()
+            .any(|l| l.contains("ALERT FIRING critical agent_offline") && l.contains(node)),
+        "{tailed:?}"
+    );
+    assert!(
+        !tailed.iter().any(|l| l.contains('\x1b')),
+        "no colour off a terminal"
+    );
 }

@@ -9,6 +9,7 @@ mod alerts;
 mod broker;
 mod config;
 mod control;
+mod events;
 mod homeassistant;
 mod http;
 mod ingest;
@@ -34,6 +35,7 @@ leakmon-gateway: agents' MQTT data into InfluxDB, node liveness, HTTP API
 
 Usage: leakmon-gateway [--config PATH] [--check-config | --print-config | --version]
        leakmon-gateway status [--url URL] [--watch [SECONDS]] [--json]
+       leakmon-gateway events [--config PATH] [--url MQTT_URL] [--json]
 
   --config PATH    config file (default /etc/leakmon/gateway.toml; optional at that path)
   --check-config   validate the config and exit (0 valid, 2 invalid)
@@ -45,6 +47,19 @@ Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("events") {
+        let a = match events::parse(&argv[1..]) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        return cli::run_async(NAME, None, async {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            events::run(a).await
+        });
+    }
     if argv.first().map(String::as_str) == Some("status") {
         let a = match status::parse(&argv[1..]) {
             Ok(a) => a,
