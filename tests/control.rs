@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{bin, http_get, wait_for, Broker, Daemon, Service, Subscriber};
+use leakmon_e2e::{bin, http_get, wait_for, Broker, Daemon, HttpReceiver, Service, Subscriber};
 use serde_json::Value;
 
 struct Fleet {
@@ -20,6 +20,8 @@ struct Fleet {
     gateways: Vec<Daemon>,
     events: Subscriber,
     status: Subscriber,
+    /// A webhook receiver on the host side, subscribed to node_down alerts.
+    hook: HttpReceiver,
 }
 
 impl Fleet {
@@ -121,7 +123,12 @@ fn setup() -> Fleet {
     })
     .expect("web x5 and db on node4 running");
     let agents = start_agents(broker.port);
-    let gateways = start_gateways(broker.port, influx.port, None);
+    let hook = HttpReceiver::start("172.30.0.1");
+    let hook_cfg = format!(
+        "[[alerts.webhook]]\nurl = \"{}\"\nalerts = [\"node_down\"]\n",
+        hook.url("/alerts")
+    );
+    let gateways = start_gateways(broker.port, influx.port, Some(&hook_cfg));
     let f = Fleet {
         _rig: rig_guard,
         broker,
@@ -130,6 +137,7 @@ fn setup() -> Fleet {
         gateways,
         events,
         status,
+        hook,
     };
     assert!(bin("leakmon-gateway").exists());
     f
@@ -204,6 +212,19 @@ fn control_loop_on_a_real_five_node_swarm() {
     });
     assert_eq!(down["gateway"], format!("gw{leader_n}"));
     assert_eq!(down["dry_run"], false);
+    let alert_for = |state: &'static str| {
+        let hook = &f.hook;
+        move || {
+            hook.all()
+                .into_iter()
+                .map(|r| r.json())
+                .find(|a| a["alert"] == "node_down" && a["node"] == "node4" && a["state"] == state)
+        }
+    };
+    let fired = wait_for(Duration::from_secs(20), alert_for("firing"))
+        .unwrap_or_else(|| panic!("webhook: node_down firing\n{}", f.logs()));
+    assert_eq!(fired["severity"], "critical");
+    assert_eq!(fired["source"], "event");
     f.wait_event(30, "failover of db", |e| {
         kind(e) == "failover" && e["details"]["service"] == "db" && e["details"]["to"] == "node3"
     });
@@ -288,6 +309,18 @@ fn control_loop_on_a_real_five_node_swarm() {
     f.wait_event(60, "node_up node4", |e| {
         kind(e) == "node_up" && node_of(e) == "node4"
     });
+    let resolved = wait_for(Duration::from_secs(20), alert_for("resolved"))
+        .unwrap_or_else(|| panic!("webhook: node_down resolved\n{}", f.logs()));
+    assert_eq!(resolved["started"], fired["started"], "the same alert");
+    assert_eq!(
+        f.hook
+            .all()
+            .iter()
+            .filter(|r| r.json()["node"] == "node4")
+            .count(),
+        2,
+        "firing once, resolved once"
+    );
     f.wait_event(40, "reactivate node4", |e| {
         kind(e) == "reactivate" && node_of(e) == "node4"
     });

@@ -70,6 +70,10 @@ pub struct NodeView {
     pub agent_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<u64>,
+    /// What Swarm says of the node (`ready/active`, `down/drain`, ...), from the gateway's
+    /// engine when it is a manager.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +106,7 @@ impl Nodes {
                 hostname: None,
                 agent_version: None,
                 interval_ms: None,
+                swarm: None,
                 host: None,
                 containers: None,
             })
@@ -218,6 +223,18 @@ impl Nodes {
         let state = self.liveness.nodes().get(node).map(|n| n.state.as_str());
         if let (Some(s), Some(v)) = (state, self.views.get_mut(node)) {
             v.state = s;
+        }
+    }
+
+    /// Swarm's view of the nodes: (swarm node id, hostname, "status/availability").
+    pub fn set_swarm(&mut self, nodes: &[(String, String, String)]) {
+        for v in self.views.values_mut() {
+            v.swarm = nodes
+                .iter()
+                .find(|(id, host, _)| {
+                    v.swarm_node_id.as_deref() == Some(id.as_str()) || host == &v.node
+                })
+                .map(|(_, _, s)| s.clone());
         }
     }
 

@@ -123,6 +123,7 @@ pub fn render(api: &Value, now_ms: i64, color: bool) -> String {
         "NODE",
         "STATE",
         "ROLE",
+        "SWARM",
         "LAST SEEN",
         "CPU%",
         "MEM%",
@@ -152,6 +153,7 @@ pub fn render(api: &Value, now_ms: i64, color: bool) -> String {
             n["node"].as_str().unwrap_or("?").to_owned(),
             n["state"].as_str().unwrap_or("?").to_owned(),
             n["swarm_role"].as_str().unwrap_or("-").to_owned(),
+            n["swarm"].as_str().unwrap_or("-").to_owned(),
             ago(now_ms, &n["last_seen"]),
             num(&h["cpu_busy_percent"], 1),
             num(&h["mem_used_percent"], 1),
@@ -256,6 +258,7 @@ mod tests {
     fn renders_nodes_and_containers() {
         let api = serde_json::json!({"nodes": [{
             "node": "edge-01", "state": "online", "last_seen": 9_000, "swarm_role": "manager",
+            "swarm": "ready/active",
             "host": {"cpu_busy_percent": 12.345, "mem_used_percent": 40.0,
                      "disk_used_percent_max": 71.2, "temp_max": 48.3, "load1": 0.5},
             "containers": {"running": 2, "total": 3, "unhealthy": ["db"],
@@ -269,6 +272,7 @@ mod tests {
         assert!(
             lines[1].contains("12.3") && lines[1].contains("2/3") && lines[1].contains("1s ago")
         );
+        assert!(lines[1].contains("ready/active"));
         assert!(lines[2].contains("edge-02") && lines[2].contains("stale"));
         assert!(t.contains("CONTAINER"));
         assert!(t.contains("db") && t.contains("70.0M"));

@@ -283,6 +283,13 @@ impl Loop {
         let role = leader::role(self.c.cfg.leader.mode, &view);
         if let EngineView::Manager { self_id, nodes } = &view {
             self.self_id = Some(self_id.clone());
+            let swarm: Vec<(String, String, String)> = nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.hostname.clone(), n.describe()))
+                .collect();
+            if let Ok(mut v) = self.c.nodes.lock() {
+                v.set_swarm(&swarm);
+            }
             if let Some(d) = &mut self.decide {
                 d.on_swarm(
                     nodes.iter().map(|n| n.to_decide()).collect(),

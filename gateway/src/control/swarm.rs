@@ -126,6 +126,21 @@ impl NodeFacts {
         })
     }
 
+    /// `status/availability` as `docker node ls` shows them, e.g. `ready/active`.
+    pub fn describe(&self) -> String {
+        let state = match self.state {
+            SwarmState::Ready => "ready",
+            SwarmState::Down => "down",
+            SwarmState::Other => "unknown",
+        };
+        let avail = match self.availability {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        };
+        format!("{state}/{avail}")
+    }
+
     pub fn to_decide(&self) -> SwarmNode {
         SwarmNode {
             id: self.id.clone(),
