@@ -403,6 +403,15 @@ fn bad_gateway_config_exits_2_and_names_the_key() {
             "liveness.offline_after",
         ),
         ("[mqtt]\nshared_group = \"a/b\"\n", "mqtt.shared_group"),
+        (
+            "[[alerts.webhook]]\nurl = \"ftp://hooks\"\n",
+            "alerts.webhook[0].url",
+        ),
+        ("[[alerts.exec]]\ncommand = []\n", "alerts.exec[0].command"),
+        (
+            "[[alerts.rule]]\nname = \"a\"\nmetric = \"disk_used_percent\"\nabove = 90\nclear_below = 95\n",
+            "alerts.rule[0].clear_below",
+        ),
     ] {
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, text).expect("write");

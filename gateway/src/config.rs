@@ -685,6 +685,32 @@ mod tests {
                 "reschedule.reactivate_after",
             ),
             ("[mqtt]\nshared_group = \"g\"", "mqtt.shared_group"),
+            ("[[alerts.webhook]]\nurl = \"x\"", "alerts.webhook[0].url"),
+            (
+                "[[alerts.webhook]]\nurl = \"http://h\"\nheaders = { \"a b\" = \"c\" }",
+                "alerts.webhook[0].headers",
+            ),
+            (
+                "[[alerts.webhook]]\nurl = \"http://h\"\nqueue = 0",
+                "alerts.webhook[0].queue",
+            ),
+            (
+                "[[alerts.exec]]\ncommand = [\"\"]",
+                "alerts.exec[0].command",
+            ),
+            (
+                "[[alerts.rule]]\nname = \"a\"\nmetric = \"restarts\"\nabove = 1",
+                "alerts.rule[0].window",
+            ),
+            (
+                "[[alerts.rule]]\nname = \"a\"\nmetric = \"oom_killed\"\nabove = 0\n\
+                 [[alerts.rule]]\nname = \"a\"\nmetric = \"oom_killed\"\nabove = 0",
+                "alerts.rule[1].name",
+            ),
+            (
+                "[homeassistant]\ndiscovery_prefix = \"ha/#\"",
+                "homeassistant.discovery_prefix",
+            ),
         ] {
             let e = check(toml)
                 .err()
