@@ -106,6 +106,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         spool = cfg.buffer.spool_dir.is_some(),
         "leakmon-agent starting"
     );
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let publisher = publish::Publisher {
         connector: mqtt,
         client_id: cfg.mqtt.client_id.clone().unwrap_or_default(),
@@ -116,9 +117,16 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         identity: identity_rx,
         shutdown: shutdown_rx,
         ready: Some(ready_tx),
+        progress: progress.clone(),
     };
     let publisher = tokio::spawn(publisher.run());
     let _ = ready_rx.await;
+    // systemd (Type=notify): ready once the first connection attempt is over, either way.
+    let notify = std::sync::Arc::new(leakmon_common::notify::Notify::from_env());
+    notify.ready();
+    if let Some(every) = leakmon_common::notify::watchdog_every() {
+        tokio::spawn(cli::watchdog(notify.clone(), every, interval, progress));
+    }
 
     let watcher = engine
         .clone()
@@ -153,6 +161,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
 
     cli::wait_for_signal().await.context("signal handlers")?;
     tracing::info!("shutting down: delivering what is queued and saying goodbye");
+    notify.stopping();
     for t in &tasks {
         t.abort();
     }

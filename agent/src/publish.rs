@@ -178,10 +178,14 @@ pub struct Publisher {
     pub shutdown: watch::Receiver<bool>,
     /// Told once, after the first connection attempt has finished either way.
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Reports taken so far: the systemd watchdog is fed only while this moves.
+    pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Publisher {
     fn take_report(&mut self, r: Report) {
+        self.progress
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let m = self.encoder.report(r, self.outbox.stats());
         self.outbox.push(m, Instant::now());
     }

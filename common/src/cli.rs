@@ -176,6 +176,38 @@ pub async fn wait_for_signal() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Feeds the systemd watchdog every `every` while `progress` moves: the samplers report every
+/// `interval`, so no progress for `interval` plus one watchdog period means the process is
+/// hung, and the missing pings let systemd restart it. (A runtime that is stuck altogether
+/// never runs this task: no pings either.)
+pub async fn watchdog(
+    notify: std::sync::Arc<crate::notify::Notify>,
+    every: std::time::Duration,
+    interval: std::time::Duration,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last = progress.load(Relaxed);
+    let mut moved_at = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = progress.load(Relaxed);
+        if now != last {
+            last = now;
+            moved_at = tokio::time::Instant::now();
+        }
+        if moved_at.elapsed() <= interval + every * 2 {
+            notify.watchdog();
+        } else {
+            tracing::error!(
+                stalled_s = moved_at.elapsed().as_secs(),
+                "no progress: not feeding the systemd watchdog"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod mqtt;
+pub mod notify;
 pub mod spool;
 
 /// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before 1970).

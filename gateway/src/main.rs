@@ -164,6 +164,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
 
     tracing::info!(gateway = %name, broker = %cfg.mqtt.url, influxdb = %cfg.influxdb.url, "leakmon-gateway starting");
     let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (outgoing_tx, outgoing) = mpsc::channel(1024);
     let (connected, mqtt_up) = watch::channel(false);
     let (alerts_tx, alerts_rx) = if cfg.alerts.enabled {
@@ -214,6 +215,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             .homeassistant
             .enabled
             .then(|| cfg.homeassistant.discovery_prefix.clone()),
+        progress: progress.clone(),
         topics,
         shared_group: cfg.mqtt.shared_group.clone(),
         nodes,
@@ -222,9 +224,21 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
     };
     let ingest = tokio::spawn(ingest.run());
+    // systemd (Type=notify): ready once the role is known and ingest runs.
+    let notify = Arc::new(leakmon_common::notify::Notify::from_env());
+    notify.ready();
+    if let Some(every) = leakmon_common::notify::watchdog_every() {
+        tokio::spawn(cli::watchdog(
+            notify.clone(),
+            every,
+            std::time::Duration::from_secs(1),
+            progress,
+        ));
+    }
 
     cli::wait_for_signal().await.context("signal handlers")?;
     tracing::info!("shutting down");
+    notify.stopping();
     let _ = shutdown_tx.send(true);
     // Ingest ends first, dropping its sender; the writer then spools what it holds and ends.
     let _ = ingest.await;

@@ -183,6 +183,8 @@ pub struct Daemon {
     binary: &'static str,
     /// A command the binary is run under (e.g. `nsenter ...` to run it inside a node).
     wrapper: Vec<String>,
+    /// Extra environment.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -205,9 +207,41 @@ impl Daemon {
             config: path,
             binary,
             wrapper,
+            env: Vec::new(),
         };
         d.spawn();
         d
+    }
+
+    /// Starts `binary` with extra environment variables.
+    pub fn start_env(
+        binary: &'static str,
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let path = dir.path().join(format!("{binary}.toml"));
+        std::fs::write(&path, config).expect("write config");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            config: path,
+            binary,
+            wrapper: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// SIGSTOP / SIGCONT: a hung process, and its recovery.
+    pub fn pause(&self, stop: bool) {
+        if let Some(c) = &self.child {
+            signal(c, if stop { libc::SIGSTOP } else { libc::SIGCONT });
+        }
     }
 
     /// Writes a new config; takes effect at the next [`Daemon::spawn`].
@@ -230,6 +264,7 @@ impl Daemon {
             None => Command::new(bin(self.binary)),
         };
         let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("--config")
             .arg(&self.config)
             .env("LEAKMON_LOG", "debug")

@@ -44,6 +44,8 @@ pub struct Ingest {
     pub alerts: Option<mpsc::Sender<crate::alerts::Input>>,
     /// Home Assistant discovery prefix, when discovery is on.
     pub homeassistant: Option<String>,
+    /// Moves every liveness tick: the systemd watchdog is fed only while it does.
+    pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub topics: Topics,
     /// MQTT v5-style shared subscription group for the data topics (`$share/<group>/...`).
     pub shared_group: Option<String>,
@@ -306,6 +308,7 @@ impl Ingest {
                         }
                     }
                     _ = tick.tick() => {
+                        self.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let pts = match self.nodes.lock() {
                             Ok(mut n) => {
                                 let t = n.tick(Instant::now());
