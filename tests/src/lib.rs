@@ -199,18 +199,7 @@ impl Daemon {
         config: &str,
         wrapper: Vec<String>,
     ) -> Daemon {
-        let path = dir.path().join(format!("{binary}.toml"));
-        std::fs::write(&path, config).expect("write config");
-        let mut d = Daemon {
-            child: None,
-            dir,
-            config: path,
-            binary,
-            wrapper,
-            env: Vec::new(),
-        };
-        d.spawn();
-        d
+        Self::launch(binary, dir, config, wrapper, Vec::new())
     }
 
     /// Starts `binary` with extra environment variables.
@@ -220,6 +209,20 @@ impl Daemon {
         config: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::launch(binary, dir, config, Vec::new(), env)
+    }
+
+    fn launch(
+        binary: &'static str,
+        dir: tempfile::TempDir,
+        config: &str,
+        wrapper: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Daemon {
         let path = dir.path().join(format!("{binary}.toml"));
         std::fs::write(&path, config).expect("write config");
         let mut d = Daemon {
@@ -227,11 +230,8 @@ impl Daemon {
             dir,
             config: path,
             binary,
-            wrapper: Vec::new(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            wrapper,
+            env,
         };
         d.spawn();
         d
