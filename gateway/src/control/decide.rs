@@ -259,6 +259,9 @@ impl Decide {
                         Verdict::Alive => t.announced = v,
                         _ => {}
                     }
+                    // A reactivation asked for before may have failed with the leadership
+                    // (no quorum during an election): a new term asks once more.
+                    t.reactivate_sent = false;
                 }
             }
         }
@@ -312,6 +315,14 @@ impl Decide {
             self.unhealthy
                 .entry(t.container_id.clone())
                 .or_insert((t, now));
+        }
+    }
+
+    /// A reactivation could not be carried out (reported as `action_failed`): it is asked for
+    /// again once the node has been back for another `reactivate_after`.
+    pub fn on_reactivate_failed(&mut self, node_id: &str) {
+        if let Some(t) = self.nodes.get_mut(node_id) {
+            t.reactivate_sent = false;
         }
     }
 
@@ -1267,6 +1278,31 @@ mod tests {
             .filter(|a| has(a, |x| matches!(x, Action::Reactivate { .. })))
             .count();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_reactivation_lost_with_the_leadership_is_asked_again_by_the_next_term() {
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        let s = f.swarm_mut(2);
+        s.availability = Availability::Drain;
+        s.leakmon_drained = true;
+        f.run_to(1.0);
+        assert!(has(&f.run_to(6.0), |x| matches!(
+            x,
+            Action::Reactivate { .. }
+        )));
+        // the call failed: Swarm still shows it drained; leadership goes and comes back
+        f.d.set_active(false, f.at(7.0));
+        f.run_to(7.0);
+        f.d.set_active(true, f.at(20.0));
+        let n = (20..40)
+            .map(|s| f.run_to(s as f64))
+            .filter(|a| has(a, |x| matches!(x, Action::Reactivate { .. })))
+            .count();
+        assert_eq!(n, 1, "asked once more, once");
     }
 
     #[test]
