@@ -349,7 +349,15 @@ impl Loop {
                 surge,
             } => api.evacuate(&node_id, &hostname, surge, now_ms).await,
             Action::Settle { node_id, hostname } => api.settle(&node_id, &hostname).await,
-            Action::Reactivate { node_id, hostname } => api.reactivate(&node_id, &hostname).await,
+            Action::Reactivate { node_id, hostname } => {
+                let evs = api.reactivate(&node_id, &hostname).await;
+                if evs.iter().any(|e| e.kind == EventKind::ActionFailed) {
+                    if let Some(d) = &mut self.decide {
+                        d.on_reactivate_failed(&node_id);
+                    }
+                }
+                evs
+            }
             Action::Rebalance => api.rebalance(&self.c.hostname).await,
             Action::ForceUpdate {
                 service,
