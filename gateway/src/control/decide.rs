@@ -1306,6 +1306,31 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_reactivation_is_asked_again_after_another_delay() {
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        let s = f.swarm_mut(2);
+        s.availability = Availability::Drain;
+        s.leakmon_drained = true;
+        f.run_to(1.0);
+        assert!(has(&f.run_to(6.0), |x| matches!(
+            x,
+            Action::Reactivate { .. }
+        )));
+        f.d.on_reactivate_failed("id2");
+        let at: Vec<u32> = (7..30)
+            .filter(|s| {
+                has(&f.run_to(*s as f64), |x| {
+                    matches!(x, Action::Reactivate { .. })
+                })
+            })
+            .collect();
+        assert_eq!(at, [12], "once more, a reactivate_after later");
+    }
+
+    #[test]
     fn no_settle_or_reactivation_on_a_missing_agent_during_the_start_grace() {
         let mut f = Fleet::with(Settings {
             grace: 15 * S,
