@@ -22,6 +22,8 @@
 //! 6. A node leakmon drained that is back (agent online and Swarm ready) for
 //!    `reactivate_after` without a break is reactivated; a node that dies again within
 //!    `cooldown` of its last reactivation is `flapping` and stays drained.
+//! 8. More than half the agents silent at once: this gateway is probably the one cut off; one
+//!    `mass_failure` event, and nothing is announced or done until it hears them again.
 //! 7. A Swarm task's container unhealthy for `unhealthy_after` has its service force-updated,
 //!    at most once per `force_update_every` per service.
 
@@ -214,6 +216,7 @@ pub struct Decide {
     unhealthy: BTreeMap<String, (UnhealthyTask, Instant)>,
     forced: BTreeMap<String, Instant>,
     started: Option<Instant>,
+    isolation_told: bool,
 }
 
 fn event(
@@ -241,6 +244,7 @@ impl Decide {
             unhealthy: BTreeMap::new(),
             forced: BTreeMap::new(),
             started: None,
+            isolation_told: false,
         }
     }
 
@@ -398,14 +402,44 @@ impl Decide {
             .unwrap_or_else(|| self.nodes.len().saturating_sub(1) / 2)
     }
 
+    /// More than half the agents silent or gone at once: most likely this gateway is the one
+    /// cut off (its broker connection not yet known dead, its engine still believing it
+    /// leads). Nothing is announced or done until it hears the fleet again.
+    fn isolated(&self, now: Instant) -> bool {
+        let silent = self
+            .agents
+            .iter()
+            .filter(|a| {
+                matches!(a.state, AgentState::Lost | AgentState::Stale)
+                    || (a.state == AgentState::Online
+                        && now.saturating_duration_since(a.last_seen)
+                            > (a.interval * SILENT_INTERVALS).max(MIN_SILENCE))
+            })
+            .count();
+        self.agents.len() >= 3 && silent * 2 > self.agents.len()
+    }
+
     /// Advances the machine; returns what to do now.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         self.started.get_or_insert(now);
+        let isolated = self.isolated(now);
+        if isolated && self.active && !self.isolation_told {
+            self.isolation_told = true;
+            out.push(event(
+                EventKind::MassFailure,
+                None,
+                "more than half the agents are silent at once: this gateway may be cut off; nothing is drained until it hears them again".into(),
+                vec![("agents", self.agents.len().to_string())],
+            ));
+        }
+        if !isolated {
+            self.isolation_told = false;
+        }
         for id in self.ids() {
             let v = self.verdict(&id, now);
             self.probe_if_needed(&id, v, now, &mut out);
-            if self.active {
+            if self.active && !isolated {
                 self.node_rules(&id, v, now, &mut out);
             }
         }
@@ -1303,6 +1337,29 @@ mod tests {
             .filter(|a| has(a, |x| matches!(x, Action::Reactivate { .. })))
             .count();
         assert_eq!(n, 1, "asked once more, once");
+    }
+
+    #[test]
+    fn a_gateway_that_hears_no_agent_acts_on_nothing() {
+        // cut off: every agent falls silent together, every probe fails
+        let mut f = Fleet::new();
+        f.run_to(10.0);
+        for i in 1..=5 {
+            f.silence(i, 10.0);
+        }
+        let a = f.run_to(12.5);
+        assert_eq!(kinds(&a), [EventKind::MassFailure], "told once: {a:?}");
+        for i in 1..=5 {
+            f.d.on_probe(&format!("id{i}"), false, f.at(12.5));
+            f.agent_mut(i).state = AgentState::Stale;
+        }
+        for s in 13..40 {
+            let a = f.run_to(s as f64);
+            assert!(
+                kinds(&a).is_empty() && evacuations(&a).is_empty(),
+                "{s}: {a:?}"
+            );
+        }
     }
 
     #[test]
