@@ -22,10 +22,10 @@
 //! 6. A node leakmon drained that is back (agent online and Swarm ready) for
 //!    `reactivate_after` without a break is reactivated; a node that dies again within
 //!    `cooldown` of its last reactivation is `flapping` and stays drained.
-//! 8. More than half the agents silent at once: this gateway is probably the one cut off; one
-//!    `mass_failure` event, and nothing is announced or done until it hears them again.
 //! 7. A Swarm task's container unhealthy for `unhealthy_after` has its service force-updated,
 //!    at most once per `force_update_every` per service.
+//! 8. More than half the agents silent at once: this gateway is probably the one cut off; one
+//!    `mass_failure` event, and nothing is announced or done until it hears them again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
