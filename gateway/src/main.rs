@@ -47,34 +47,21 @@ Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) == Some("events") {
-        let a = match events::parse(&argv[1..]) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
-        return cli::run_async(NAME, None, async {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            events::run(a).await
-        });
-    }
-    if argv.first().map(String::as_str) == Some("status") {
-        let a = match status::parse(&argv[1..]) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
-        return cli::run_async(NAME, None, async {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            match status::run(a).await {
-                0 => Ok(()),
-                _ => Err("the gateway's HTTP API did not answer"),
-            }
-        });
+    match argv.first().map(String::as_str) {
+        Some("events") => {
+            return subcommand(events::parse, &argv[1..], |a| async {
+                events::run(a).await
+            })
+        }
+        Some("status") => {
+            return subcommand(status::parse, &argv[1..], |a| async {
+                match status::run(a).await {
+                    0 => Ok(()),
+                    _ => Err("the gateway's HTTP API did not answer".to_owned()),
+                }
+            })
+        }
+        _ => {}
     }
     let stage = cli::Stage {
         name: NAME,
@@ -90,6 +77,29 @@ fn main() -> ExitCode {
     };
     cli::init_logging(NAME);
     cli::run_async(NAME, None, run(checked))
+}
+
+/// A client subcommand (`status`, `events`): its own arguments (exit 2 when wrong), then its
+/// future on the runtime, with TLS ready.
+fn subcommand<A, F>(
+    parse: fn(&[String]) -> Result<A, String>,
+    args: &[String],
+    run: impl FnOnce(A) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let a = match parse(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::run_async(NAME, None, async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        run(a).await
+    })
 }
 
 async fn run(c: Checked) -> anyhow::Result<()> {
