@@ -148,23 +148,7 @@ fn control_loop_on_a_real_five_node_swarm() {
     let mut f = setup();
 
     // --- Leadership: exactly the gateway beside the Swarm leader is active.
-    let leader = docker(
-        1,
-        &[
-            "node",
-            "ls",
-            "--filter",
-            "role=manager",
-            "--format",
-            "{{.Hostname}} {{.ManagerStatus}}",
-        ],
-    );
-    let leader = leader
-        .lines()
-        .find(|l| l.contains("Leader"))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("a leader")
-        .to_owned();
+    let leader = leader(1).expect("a leader");
     wait_for(Duration::from_secs(20), || {
         (f.active().as_deref() == Some(leader.as_str())).then_some(())
     })

@@ -90,6 +90,23 @@ pub fn node_line(via: u32, n: u32) -> String {
     )
 }
 
+/// Hostname of the Swarm leader, as manager `via` sees it.
+pub fn leader(via: u32) -> Option<String> {
+    docker(
+        via,
+        &[
+            "node",
+            "ls",
+            "--filter",
+            "role=manager",
+            "--format",
+            "{{.Hostname}} {{.ManagerStatus}}",
+        ],
+    )
+    .lines()
+    .find_map(|l| l.strip_suffix(" Leader").map(str::to_owned))
+}
+
 /// Nodes of the running tasks of a service.
 pub fn running_on(via: u32, service: &str) -> Vec<String> {
     docker(

@@ -30,10 +30,14 @@ node_up() {
     ip -n "$(ns "$n")" link set lo up
     ip -n "$(ns "$n")" route add default via "$NET.1"
     mkdir -p "$ROOT/n$n/data" "$RUN/n$n"
+    # By hostname too: a stack can mount /run/lmsw/{{.Node.Hostname}}/docker.sock.
+    ln -sfn "n$n" "$RUN/node$n"
     # A resolver that refuses at once: image pulls fail fast and the local image is used.
     echo "nameserver 127.0.0.1" >"$RUN/n$n/resolv.conf"
     # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts dockerd needs).
+    # / shared inside the node (as on a systemd host), so containers may bind it with rslave.
     setsid nsenter --net="/var/run/netns/$(ns "$n")" unshare --uts --mount sh -c "
+        mount --make-rshared /
         hostname node$n
         mount --bind $RUN/n$n/resolv.conf /etc/resolv.conf
         exec dockerd --data-root $ROOT/n$n/data --exec-root $RUN/n$n/exec \

@@ -1,0 +1,319 @@
+//! End to end: the locked-down broker of config/mosquitto/ (TLS only, one credential per
+//! node, an ACL keeping every node in its own topics), made by scripts/broker-credentials and
+//! run by a real mosquitto, with real agents, the real gateway and a real InfluxDB. The fleet
+//! works through it, and a node cannot publish as another: the broker refuses the topic, and
+//! the gateway drops a payload whose node differs from its topic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use leakmon_e2e::{free_port, wait_for, Agent, Gateway, Service};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+/// The broker's directory and process; the process is killed when dropped.
+struct LockedBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl LockedBroker {
+    fn start(nodes: &[&str]) -> LockedBroker {
+        // Under /tmp itself: mosquitto drops to its own user and must reach the files.
+        let dir = tempfile::Builder::new()
+            .prefix("leakmon-lockdown-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker-credentials");
+        let d = dir.path().display().to_string();
+        let out = Command::new(script)
+            .args(["--out", &d, "--port", &port.to_string()])
+            .args(["--san", "DNS:localhost,IP:127.0.0.1"])
+            .args(["--url", &format!("mqtts://localhost:{port}")])
+            .args(["--client-ca", &format!("{d}/ca.crt")])
+            .args(nodes)
+            .output()
+            .expect("run scripts/broker-credentials");
+        assert!(
+            out.status.success(),
+            "broker-credentials failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(dir.path().join("leakmon.conf"))
+            .arg("-v")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto (scripts/test installs it)");
+        wait_for(S(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .unwrap_or_else(|| panic!("the locked-down mosquitto did not listen on {port}"));
+        LockedBroker { dir, port, child }
+    }
+
+    /// The `[mqtt]` section the script wrote for `name`.
+    fn client_section(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("clients/{name}.toml")))
+            .expect("client snippet")
+    }
+
+    fn password(&self, name: &str) -> String {
+        self.client_section(name)
+            .lines()
+            .find_map(|l| l.strip_prefix("password = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("password in snippet")
+            .to_owned()
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// mosquitto_pub (MQTT 5, QoS 1) as `user`; (exit code, stderr).
+    fn publish(
+        &self,
+        user: &str,
+        password: &str,
+        tls: bool,
+        topic: &str,
+        msg: &str,
+    ) -> (i32, String) {
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args([
+            "-h",
+            "localhost",
+            "-p",
+            &self.port.to_string(),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+        ])
+        .args(["-u", user, "-P", password, "-t", topic, "-m", msg]);
+        if tls {
+            cmd.arg("--cafile").arg(self.ca());
+        }
+        let out = cmd.output().expect("mosquitto_pub");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A `telemetry` subscriber to everything under the prefix, printing `topic payload` lines.
+    fn watch(&self, file: &Path) -> Child {
+        let out = std::fs::File::create(file).expect("watch file");
+        Command::new("mosquitto_sub")
+            .args(["-h", "localhost", "-p", &self.port.to_string(), "-v"])
+            .arg("--cafile")
+            .arg(self.ca())
+            .args(["-u", "telemetry", "-P", &self.password("telemetry")])
+            .args(["-t", "leakmon/v1/#"])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub")
+    }
+}
+
+impl Drop for LockedBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent_config(broker: &LockedBroker, node: &str, credential: &str) -> String {
+    format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n{}keep_alive = \"2s\"\nreconnect_max = \"1s\"\n\
+         [docker]\nenabled = false\n",
+        broker.client_section(credential)
+    )
+}
+
+fn influx_count(db: &Service, q: &str) -> i64 {
+    let v = db.influx_query("leakmon", q);
+    v["results"][0]["series"][0]["values"][0][1]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_node_cannot_publish_as_another() {
+    let broker = LockedBroker::start(&["node-a", "node-b"]);
+    let db = Service::influxdb();
+    let gw = Gateway::start(&format!(
+        "name = \"gw-lockdown\"\n{}reconnect_max = \"1s\"\n\
+         [influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"\nflush_interval = \"500ms\"\n\
+         [liveness]\noffline_after = \"4s\"\n",
+        broker.client_section("gateway"),
+        db.url()
+    ));
+    let watched = broker.dir.path().join("watch.log");
+    let _watch = Killed(broker.watch(&watched));
+    let a = Agent::start(&agent_config(&broker, "node-a", "node-a"));
+    let b = Agent::start(&agent_config(&broker, "node-b", "node-b"));
+
+    // The fleet works through TLS, the credentials and the ACL: both nodes online at the
+    // gateway (birth, on each node's own status topic) and their samples in InfluxDB.
+    wait_for(S(30), || {
+        let nodes = gw.get("/api/v1/nodes");
+        (nodes.contains("\"node-a\"") && nodes.contains("\"node-b\"")).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "nodes not seen through the locked-down broker: {}\ngateway:\n{}\nbroker:\n{}\nagent a:\n{}",
+            gw.get("/api/v1/nodes"),
+            gw.log(),
+            broker.log(),
+            a.log()
+        )
+    });
+    for n in ["node-a", "node-b"] {
+        wait_for(S(30), || {
+            (influx_count(
+                &db,
+                &format!("SELECT count(used_percent) FROM mem WHERE host = '{n}'"),
+            ) > 0)
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("no mem points of {n}; gateway log:\n{}", gw.log()));
+    }
+    // The gateway may write its own topics (its retained status).
+    wait_for(S(20), || {
+        std::fs::read_to_string(&watched)
+            .unwrap_or_default()
+            .contains("leakmon/v1/gateway/status ")
+            .then_some(())
+    })
+    .expect("the gateway's status did not pass the ACL");
+
+    // 1. node-a's credential publishing on node-b's topic: the broker refuses (MQTT 5 says so).
+    let sample = std::fs::read_to_string(&watched)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("leakmon/v1/nodes/node-b/host ")
+                .map(str::to_owned)
+        })
+        .expect("a host message of node-b seen by the telemetry user");
+    let mut forged: serde_json::Value = serde_json::from_str(&sample).expect("host JSON");
+    forged["mem"]["used_percent"] = 99.25.into();
+    let forged = forged.to_string();
+    let pa = broker.password("node-a");
+    let (code, err) = broker.publish("node-a", &pa, true, "leakmon/v1/nodes/node-b/host", &forged);
+    assert!(
+        err.contains("Not authorized"),
+        "the broker did not refuse node-a on node-b's topic (exit {code}): {err}"
+    );
+    // The telemetry user may read but not write.
+    let pt = broker.password("telemetry");
+    let (_, err) = broker.publish(
+        "telemetry",
+        &pt,
+        true,
+        "leakmon/v1/nodes/node-b/host",
+        &forged,
+    );
+    assert!(
+        err.contains("Not authorized"),
+        "telemetry could write: {err}"
+    );
+
+    // 2. A real agent holding node-a's credential but configured as another node: the broker
+    // drops all it sends, its Will included; nobody ever hears of "node-c".
+    let c = Agent::start(&agent_config(&broker, "node-c", "node-a"));
+    wait_for(S(20), || c.log().contains("birth published").then_some(()))
+        .unwrap_or_else(|| panic!("the spoofing agent never connected:\n{}", c.log()));
+
+    // 3. node-a on its own topic with a payload that names node-b: the broker lets it through
+    // (the topic is node-a's), and the gateway drops it and counts it.
+    let (code, err) = broker.publish("node-a", &pa, true, "leakmon/v1/nodes/node-a/host", &forged);
+    assert!(
+        code == 0 && !err.contains("Not authorized"),
+        "own topic refused: {err}"
+    );
+    wait_for(S(20), || {
+        gw.get("/metrics")
+            .contains("leakmon_gateway_rejected_total{node=\"node-a\",reason=\"node_mismatch\"}")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no node_mismatch counted:\n{}", gw.get("/metrics")));
+
+    // 4. No credential, a wrong password, or plain TCP: the connection itself is refused.
+    let (code, _) = broker.publish("node-a", "wrong", true, "leakmon/v1/nodes/node-a/host", "x");
+    assert_ne!(code, 0, "a wrong password was accepted");
+    let (code, _) = broker.publish("node-a", &pa, false, "leakmon/v1/nodes/node-a/host", "x");
+    assert_ne!(code, 0, "a plain-TCP connection was accepted");
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", &broker.port.to_string()])
+        .arg("--cafile")
+        .arg(broker.ca())
+        .args(["-t", "leakmon/v1/nodes/node-a/host", "-m", "x"])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(!out.status.success(), "an anonymous client was accepted");
+
+    // Let the spoofer run several sample intervals, then kill it (its Will is due too).
+    std::thread::sleep(S(4));
+    drop(c);
+    std::thread::sleep(S(4));
+    let seen = std::fs::read_to_string(&watched).unwrap_or_default();
+    assert!(
+        !seen.contains("nodes/node-c/"),
+        "a message as node-c got through the broker:\n{seen}"
+    );
+    assert!(
+        !seen
+            .lines()
+            .any(|l| l.starts_with("leakmon/v1/nodes/node-b/") && l.contains("99.25")),
+        "the forged sample reached a subscriber on node-b's topic:\n{seen}"
+    );
+    assert!(
+        !gw.get("/api/v1/nodes").contains("node-c"),
+        "the gateway heard of node-c"
+    );
+    assert_eq!(
+        influx_count(
+            &db,
+            "SELECT count(used_percent) FROM mem WHERE used_percent = 99.25"
+        ),
+        0,
+        "the forged sample was written"
+    );
+    assert_eq!(
+        influx_count(
+            &db,
+            "SELECT count(used_percent) FROM mem WHERE host = 'node-c'"
+        ),
+        0,
+        "node-c's samples were written"
+    );
+    // The real nodes kept flowing all along.
+    let nodes = gw.get("/api/v1/nodes");
+    assert!(
+        nodes.contains("\"node-a\"") && nodes.contains("\"node-b\""),
+        "{nodes}"
+    );
+    drop((a, b));
+}
