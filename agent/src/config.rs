@@ -224,7 +224,8 @@ mod tests {
     fn the_documented_example_parses() {
         let text = include_str!("../../config/agent.toml");
         let c = parse(text, &[]).unwrap();
-        assert_eq!(c.node, "edge-01");
+        // `node` is commented out in the example (the packaged config): the hostname.
+        assert_eq!(c.node, "host-1");
         assert_eq!(c.interval, Duration::from_secs(5));
     }
 

@@ -8,6 +8,11 @@
 //! `loadgen direct URL DB AGENTS SECONDS`: writes the same points as line protocol straight
 //! to InfluxDB 1.x (`/write?db=`, batches of 5000 lines, the gateway's batch size); prints
 //! `points=N`.
+//!
+//! `loadgen probe PORT URL DB COUNT INTERVAL_MS`: end-to-end latency. Publishes COUNT host
+//! reports of node `probe` through the broker, each stamped with the time it is made, and polls
+//! InfluxDB (every 5 ms) until that report's point answers a query; prints one
+//! `latency_ms=N` line per report (sample time to query-visible), one every INTERVAL_MS.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -226,6 +231,62 @@ fn direct(url: &str, db: &str, agents: usize, seconds: u64) {
     println!("points={points}");
 }
 
+/// GET on InfluxDB 1.x; the body.
+fn get(addr: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
+}
+
+fn probe(port: u16, url: &str, db: &str, count: u64, interval: Duration) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut opts = rumqttc::MqttOptions::new("loadgen-probe", "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut conn) = rumqttc::Client::new(opts, 100);
+    std::thread::spawn(move || for _ in conn.iter() {});
+    for seq in 1..=count {
+        let next = Instant::now() + interval;
+        let ts = now_ms();
+        let r = report("probe", seq, ts);
+        if client
+            .publish(
+                "leakmon/v1/nodes/probe/host",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                encode(&r),
+            )
+            .is_err()
+        {
+            eprintln!("probe: broker connection lost");
+            return;
+        }
+        let q = format!(
+            "/query?db={db}&q=SELECT%20count(used_percent)%20FROM%20mem%20WHERE%20host%3D%27probe%27%20AND%20time%3D{ts}ms"
+        );
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            if get(addr, &q).is_ok_and(|b| b.contains("\"values\"")) {
+                println!("latency_ms={}", now_ms() - ts);
+                break;
+            }
+            if Instant::now() > give_up {
+                println!("latency_ms=timeout");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let _ = client.disconnect();
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: u64| a.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -238,8 +299,15 @@ fn main() {
             a.get(5).and_then(|v| v.parse().ok()).unwrap_or(0.0),
         ),
         Some("direct") if a.len() >= 3 => direct(&a[1], &a[2], num(3, 1000) as usize, num(4, 30)),
+        Some("probe") if a.len() >= 4 => probe(
+            num(1, 1883) as u16,
+            &a[2],
+            &a[3],
+            num(4, 100),
+            Duration::from_millis(num(5, 200)),
+        ),
         _ => {
-            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS");
+            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS");
             std::process::exit(2);
         }
     }
