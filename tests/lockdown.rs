@@ -209,14 +209,16 @@ fn a_node_cannot_publish_as_another() {
     .expect("the gateway's status did not pass the ACL");
 
     // 1. node-a's credential publishing on node-b's topic: the broker refuses (MQTT 5 says so).
-    let sample = std::fs::read_to_string(&watched)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("leakmon/v1/nodes/node-b/host ")
-                .map(str::to_owned)
-        })
-        .expect("a host message of node-b seen by the telemetry user");
+    let sample = wait_for(S(20), || {
+        std::fs::read_to_string(&watched)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("leakmon/v1/nodes/node-b/host ")
+                    .map(str::to_owned)
+            })
+    })
+    .expect("a host message of node-b seen by the telemetry user");
     let mut forged: serde_json::Value = serde_json::from_str(&sample).expect("host JSON");
     forged["mem"]["used_percent"] = 99.25.into();
     let forged = forged.to_string();
