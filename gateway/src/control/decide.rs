@@ -800,6 +800,30 @@ mod tests {
     fn quiet(actions: &[Action]) -> bool {
         actions.iter().all(|a| matches!(a, Action::Probe { .. }))
     }
+    /// Node 2 drained by leakmon earlier (Swarm shows it drained), `reactivate_after` = 5 s,
+    /// run to t = 1 s.
+    fn node2_drained_by_leakmon() -> Fleet {
+        let mut f = Fleet::with(Settings {
+            reactivate_after: 5 * S,
+            ..settings()
+        });
+        let s = f.swarm_mut(2);
+        s.availability = Availability::Drain;
+        s.leakmon_drained = true;
+        f.run_to(1.0);
+        f
+    }
+
+    /// The seconds in `secs` whose tick asks to reactivate a node.
+    fn reactivations_at(f: &mut Fleet, secs: std::ops::Range<u32>) -> Vec<u32> {
+        secs.filter(|s| {
+            has(&f.run_to(f64::from(*s)), |x| {
+                matches!(x, Action::Reactivate { .. })
+            })
+        })
+        .collect()
+    }
+
     fn has(actions: &[Action], f: impl Fn(&Action) -> bool) -> bool {
         actions.iter().any(f)
     }
@@ -1299,31 +1323,13 @@ mod tests {
     #[test]
     fn reactivation_is_asked_once_even_if_swarm_does_not_follow() {
         // e.g. dry run, or a failed call: no repeat every reactivate_after
-        let mut f = Fleet::with(Settings {
-            reactivate_after: 5 * S,
-            ..settings()
-        });
-        let s = f.swarm_mut(2);
-        s.availability = Availability::Drain;
-        s.leakmon_drained = true;
-        f.run_to(1.0);
-        let n = (2..60)
-            .map(|s| f.run_to(s as f64))
-            .filter(|a| has(a, |x| matches!(x, Action::Reactivate { .. })))
-            .count();
-        assert_eq!(n, 1);
+        let mut f = node2_drained_by_leakmon();
+        assert_eq!(reactivations_at(&mut f, 2..60).len(), 1);
     }
 
     #[test]
     fn a_reactivation_lost_with_the_leadership_is_asked_again_by_the_next_term() {
-        let mut f = Fleet::with(Settings {
-            reactivate_after: 5 * S,
-            ..settings()
-        });
-        let s = f.swarm_mut(2);
-        s.availability = Availability::Drain;
-        s.leakmon_drained = true;
-        f.run_to(1.0);
+        let mut f = node2_drained_by_leakmon();
         assert!(has(&f.run_to(6.0), |x| matches!(
             x,
             Action::Reactivate { .. }
@@ -1332,11 +1338,11 @@ mod tests {
         f.d.set_active(false, f.at(7.0));
         f.run_to(7.0);
         f.d.set_active(true, f.at(20.0));
-        let n = (20..40)
-            .map(|s| f.run_to(s as f64))
-            .filter(|a| has(a, |x| matches!(x, Action::Reactivate { .. })))
-            .count();
-        assert_eq!(n, 1, "asked once more, once");
+        assert_eq!(
+            reactivations_at(&mut f, 20..40).len(),
+            1,
+            "asked once more, once"
+        );
     }
 
     #[test]
@@ -1364,26 +1370,13 @@ mod tests {
 
     #[test]
     fn a_failed_reactivation_is_asked_again_after_another_delay() {
-        let mut f = Fleet::with(Settings {
-            reactivate_after: 5 * S,
-            ..settings()
-        });
-        let s = f.swarm_mut(2);
-        s.availability = Availability::Drain;
-        s.leakmon_drained = true;
-        f.run_to(1.0);
+        let mut f = node2_drained_by_leakmon();
         assert!(has(&f.run_to(6.0), |x| matches!(
             x,
             Action::Reactivate { .. }
         )));
         f.d.on_reactivate_failed("id2");
-        let at: Vec<u32> = (7..30)
-            .filter(|s| {
-                has(&f.run_to(*s as f64), |x| {
-                    matches!(x, Action::Reactivate { .. })
-                })
-            })
-            .collect();
+        let at = reactivations_at(&mut f, 7..30);
         assert_eq!(at, [12], "once more, a reactivate_after later");
     }
 
