@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use leakmon_e2e::{free_port, wait_for, Agent, Gateway, Service};
+use leakmon_e2e::{free_port, run_ok, wait_for, Agent, Gateway, Service};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -29,18 +29,13 @@ impl LockedBroker {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker-credentials");
         let d = dir.path().display().to_string();
-        let out = Command::new(script)
-            .args(["--out", &d, "--port", &port.to_string()])
-            .args(["--san", "DNS:localhost,IP:127.0.0.1"])
-            .args(["--url", &format!("mqtts://localhost:{port}")])
-            .args(["--client-ca", &format!("{d}/ca.crt")])
-            .args(nodes)
-            .output()
-            .expect("run scripts/broker-credentials");
-        assert!(
-            out.status.success(),
-            "broker-credentials failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(script)
+                .args(["--out", &d, "--port", &port.to_string()])
+                .args(["--san", "DNS:localhost,IP:127.0.0.1"])
+                .args(["--url", &format!("mqtts://localhost:{port}")])
+                .args(["--client-ca", &format!("{d}/ca.crt")])
+                .args(nodes),
         );
         let log = std::fs::File::create(dir.path().join("mosquitto.log")).expect("log");
         let child = Command::new("mosquitto")

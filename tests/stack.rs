@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use leakmon_e2e::swarm::{self, Rig, MANAGERS, NODES, RIG};
-use leakmon_e2e::{wait_for, Broker, Subscriber};
+use leakmon_e2e::{run_ok, wait_for, Broker, Subscriber};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -21,25 +21,20 @@ fn node_id(n: u32) -> String {
 
 fn deploy(broker: &Broker) {
     let stack = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/stack.yml");
-    let out = Command::new(RIG)
-        .args(["docker", "1", "stack", "deploy", "-c", stack, "leakmon"])
-        .env(
-            "LEAKMON_MQTT_URL",
-            format!("mqtt://172.30.0.1:{}", broker.port),
-        )
-        .env("LEAKMON_INTERVAL", "1s")
-        .env("LEAKMON_KEEP_ALIVE", "2s")
-        // The rig's engines have their sockets here, not at /var/run/docker.sock.
-        .env(
-            "LEAKMON_DOCKER_SOCKET",
-            "/run/lmsw/{{.Node.Hostname}}/docker.sock",
-        )
-        .output()
-        .expect("docker stack deploy");
-    assert!(
-        out.status.success(),
-        "docker stack deploy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(RIG)
+            .args(["docker", "1", "stack", "deploy", "-c", stack, "leakmon"])
+            .env(
+                "LEAKMON_MQTT_URL",
+                format!("mqtt://172.30.0.1:{}", broker.port),
+            )
+            .env("LEAKMON_INTERVAL", "1s")
+            .env("LEAKMON_KEEP_ALIVE", "2s")
+            // The rig's engines have their sockets here, not at /var/run/docker.sock.
+            .env(
+                "LEAKMON_DOCKER_SOCKET",
+                "/run/lmsw/{{.Node.Hostname}}/docker.sock",
+            ),
     );
 }
 

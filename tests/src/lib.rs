@@ -42,6 +42,21 @@ pub fn free_port() -> u16 {
         .expect("no free port on loopback")
 }
 
+/// Runs `cmd` to its end; panics naming it, with its stdout and stderr, unless it succeeds.
+/// Returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
@@ -471,16 +486,9 @@ pub mod docker {
 
     /// Runs `docker <args>`; panics with its output on failure.
     pub fn run(args: &[&str]) -> String {
-        let out = Command::new("docker")
-            .args(args)
-            .output()
-            .expect("cannot run the docker CLI");
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        crate::run_ok(Command::new("docker").args(args))
+            .trim()
+            .to_owned()
     }
 
     /// True if the engine answers.

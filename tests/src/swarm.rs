@@ -8,14 +8,7 @@ pub const NODES: u32 = 5;
 pub const MANAGERS: u32 = 3;
 
 pub fn rig(args: &[&str]) -> String {
-    let out = Command::new(RIG).args(args).output().expect("run rig.sh");
-    assert!(
-        out.status.success(),
-        "rig.sh {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::run_ok(Command::new(RIG).args(args))
 }
 
 /// `docker` against a manager that is up (`via`), output or "" on failure.
