@@ -48,3 +48,16 @@ ensure_mosquitto() {
     done
     die "mosquitto did not start on port $port (see /tmp/leakmon-mosquitto.log)"
 }
+
+# ensure_target TRIPLE: adds the Rust target with rustup unless installed; fails if it cannot.
+ensure_target() {
+    rustup target list --installed 2>/dev/null | grep -qx "$1" && return 0
+    log "installing the Rust target $1"
+    rustup target add "$1"
+}
+
+# project_version: the workspace's version, as the packages and images are tagged.
+project_version() {
+    cargo metadata --no-deps --format-version 1 --locked |
+        sed -n 's/.*"name":"leakmon-agent","version":"\([^"]*\)".*/\1/p'
+}
