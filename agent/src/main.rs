@@ -2,15 +2,15 @@
 //!
 //! Thin binary: flags, config, logging, then [`run`] wires the collectors to the publisher.
 //! Module map: `config` (keys and checks), `collect` (host from /proc and /sys, containers and
-//! identity from Docker), `events` (engine events), `queue` / `spool` / `outbox` (store and
-//! forward), `state` (counters kept on disk), `publish` (the MQTT shell).
+//! identity from Docker), `events` (engine events), `state` (counters kept on disk),
+//! `session` (one connection's in-flight window and shutdown, pure), `publish` (the MQTT
+//! shell, with the outbox: the store-and-forward buffer of `leakmon-common`).
 
 mod collect;
 mod config;
 mod events;
-mod outbox;
 mod publish;
-mod queue;
+mod session;
 mod state;
 
 use std::process::ExitCode;
@@ -33,6 +33,7 @@ Usage: leakmon-agent [--config PATH] [--check-config | --print-config | --versio
   --check-config   validate the config and exit (0 valid, 2 invalid)
   --print-config   print the effective config (file + environment) and exit
   --version        print the version and exit
+  --help           print this help and exit
 
 Every key can be set by environment: mqtt.url -> LEAKMON_AGENT__MQTT__URL.
 Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
@@ -69,10 +70,12 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let outbox = outbox::Outbox::new(
+    // Offline until the first connection: with a spool, what is sampled meanwhile is on disk.
+    let outbox = publish::Outbox::new(
         usize::try_from(cfg.buffer.max_bytes.0).unwrap_or(usize::MAX),
         spool,
-    );
+    )
+    .starting_offline();
     let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
     let host = collect::host::HostCollector::new(cfg.host.clone());
 

@@ -1,13 +1,12 @@
-//! The MQTT shell: connects with a Last Will, publishes birth, sends the outbox in order with
-//! a bounded window of unacknowledged messages, reconnects with backoff and jitter, and says
-//! goodbye on shutdown.
+//! The MQTT shell: connects with a Last Will, then moves bytes between rumqttc and the pure
+//! [`Session`], which decides what is published when (birth first, the outbox through a
+//! bounded window, goodbye and DISCONNECT on shutdown); reconnects with backoff and jitter.
 //!
 //! Each connection gets a fresh rumqttc client and event loop. rumqttc would otherwise replay
 //! its own copy of unacknowledged messages and of requests still in its channel after a
 //! reconnect, duplicating what the outbox resends; with a new event loop the outbox is the only
 //! source of truth, and each connection can carry its own Will (whose `seq` changes).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use leakmon_common::backoff::{Backoff, Jitter};
@@ -19,24 +18,17 @@ use leakmon_protocol::{
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
-use crate::collect::host::HostSample;
 use crate::events::EngineEvent;
-use crate::outbox::{Origin, Outbox};
-use crate::queue::Message;
+use leakmon_common::buffer::{Buffer, Message, Origin};
+use crate::session::{Action, End, Session, Source, WINDOW};
 use crate::state::State;
-
-/// Messages published and not yet acknowledged, at most.
-pub const WINDOW: usize = 32;
-/// How long a clean shutdown waits to deliver what is queued and say goodbye.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// What the collectors hand to the publisher.
 #[derive(Debug)]
 pub enum Report {
-    Host {
-        ts: i64,
-        sample: Box<HostSample>,
-    },
+    /// Filled by the host collector but for the header's numbering and the buffer state,
+    /// which only the publisher knows.
+    Host(Box<HostReport>),
     Containers {
         ts: i64,
         result: Result<Vec<leakmon_protocol::Container>, String>,
@@ -85,23 +77,10 @@ impl Encoder {
 
     pub fn report(&mut self, r: Report, buffer: leakmon_protocol::BufferStats) -> Message {
         match r {
-            Report::Host { ts, sample } => {
-                let s = *sample;
-                let msg = HostReport {
-                    header: self.header(ts),
-                    hostname: s.hostname,
-                    uptime_s: s.uptime_s,
-                    n_cpus: s.n_cpus,
-                    cpu: s.cpu,
-                    load: s.load,
-                    mem: s.mem,
-                    swap: s.swap,
-                    disks: s.disks,
-                    net: s.net,
-                    temps: s.temps,
-                    buffer,
-                };
-                self.message(Channel::Host, encode(&msg), false)
+            Report::Host(mut msg) => {
+                msg.header = self.header(msg.header.ts);
+                msg.buffer = buffer;
+                self.message(Channel::Host, encode(&*msg), false)
             }
             Report::Containers { ts, result } => {
                 let (engine, error, containers) = match result {
@@ -154,17 +133,17 @@ impl Encoder {
     }
 }
 
-struct InFlight {
-    msg: Message,
-    origin: Origin,
-    pkid: Option<u16>,
-}
+/// The agent's outbox: the shared store-and-forward buffer (memory, then the disk spool).
+pub type Outbox = Buffer<Message>;
 
-enum Ended {
-    /// The link failed; reconnect.
-    Lost(String),
-    /// Shutdown was asked for and has been carried out on this connection.
-    Done,
+impl Source for Outbox {
+    type Item = (Message, Origin);
+    fn next(&mut self) -> Option<(Message, Origin)> {
+        self.next_item()
+    }
+    fn is_empty(&self) -> bool {
+        Outbox::is_empty(self)
+    }
 }
 
 pub struct Publisher {
@@ -202,6 +181,11 @@ impl Publisher {
             .status(NodeState::Online, seq, None, Some(identity))
     }
 
+    fn goodbye(&self, seq: u64) -> Message {
+        self.encoder
+            .status(NodeState::Offline, seq, Some(OfflineReason::Shutdown), None)
+    }
+
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -216,7 +200,7 @@ impl Publisher {
             let now = Instant::now();
             self.signal_ready();
             match ended {
-                Ended::Done => {
+                End::Done => {
                     let lost = self.outbox.close(inflight, now);
                     if lost > 0 {
                         tracing::warn!(
@@ -226,7 +210,7 @@ impl Publisher {
                     }
                     return;
                 }
-                Ended::Lost(why) => {
+                End::Lost(why) => {
                     self.outbox.set_offline(inflight, now);
                     if was_connected {
                         backoff.reset();
@@ -273,177 +257,129 @@ impl Publisher {
 
     /// One connection, from CONNECT to its end. Returns how it ended, what was left in flight
     /// and whether the broker accepted it.
-    async fn connection(&mut self, seq: u64) -> (Ended, Vec<(Message, Origin)>, bool) {
+    async fn connection(&mut self, seq: u64) -> (End, Vec<(Message, Origin)>, bool) {
         let will_msg =
             self.encoder
                 .status(NodeState::Offline, seq, Some(OfflineReason::Lost), None);
         let will = LastWill::new(will_msg.topic, will_msg.payload, QoS::AtLeastOnce, true);
         let mut opts = self.connector.options(&self.client_id, Some(will));
+        // Room beyond the window for the status messages, which it does not hold back.
         opts.set_inflight(WINDOW as u16 + 4);
         opts.set_request_channel_capacity(WINDOW + 8);
         let (client, mut el) = AsyncClient::new(opts, WINDOW + 8);
 
-        let mut inflight: VecDeque<InFlight> = VecDeque::new();
-        let mut connected = false;
-        // Shutdown phases: drain the outbox, then the goodbye status, then DISCONNECT.
-        let mut drain_until: Option<tokio::time::Instant> = None;
-        let mut goodbye_sent = false;
-        let mut disconnecting = false;
+        let mut session = Session::new();
         let mut identity_open = true;
-
-        let ended = loop {
-            if connected && !disconnecting {
-                if drain_until.is_some() && !goodbye_sent && self.outbox.is_empty() {
-                    // Everything queued has been handed to the broker; the goodbye goes last.
-                    let bye = self.encoder.status(
-                        NodeState::Offline,
-                        seq,
-                        Some(OfflineReason::Shutdown),
-                        None,
-                    );
-                    goodbye_sent = send(&client, &mut inflight, bye, Origin::Transient);
-                }
-                if goodbye_sent && inflight.is_empty() {
-                    disconnecting = true;
-                    if client.try_disconnect().is_err() {
-                        break Ended::Done;
-                    }
-                }
-                while !goodbye_sent && inflight.len() < WINDOW {
-                    let Some((m, origin)) = self.outbox.next() else {
-                        break;
-                    };
-                    if !send(&client, &mut inflight, m, origin) {
-                        break;
+        let ended = 'conn: loop {
+            while let Some(action) = session.next_action(&mut self.outbox) {
+                let taken = match action {
+                    Action::Birth => publish(&client, self.birth(seq)),
+                    Action::Publish((m, _)) => publish(&client, m),
+                    Action::Goodbye => publish(&client, self.goodbye(seq)),
+                    Action::Disconnect => client.try_disconnect().is_ok(),
+                };
+                if !taken {
+                    if let Some(end) = session.refused() {
+                        break 'conn end;
                     }
                 }
             }
-            let deadline = drain_until
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
+            let deadline = session.deadline();
             tokio::select! {
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         if ack.code != ConnectReturnCode::Success {
-                            break Ended::Lost(format!("broker refused: {:?}", ack.code));
+                            break End::Lost(format!("broker refused: {:?}", ack.code));
                         }
-                        connected = true;
                         self.state.mark_connected();
                         self.outbox.set_online();
-                        send(&client, &mut inflight, self.birth(seq), Origin::Transient);
+                        session.connected();
                         tracing::info!(broker = %self.connector.settings().url, seq, "connected; birth published");
                         self.signal_ready();
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(f) = inflight.iter_mut().find(|f| f.pkid.is_none()) {
-                            f.pkid = Some(pkid);
-                        }
-                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => session.publish_assigned(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(i) = inflight.iter().position(|f| f.pkid == Some(ack.pkid)) {
-                            if let Some(f) = inflight.remove(i) {
-                                self.outbox.ack(f.origin);
-                            }
+                        if let Some((_, origin)) = session.puback(ack.pkid) {
+                            self.outbox.ack(origin);
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                        if disconnecting {
-                            break Ended::Done;
+                        if let Some(end) = session.disconnect_sent() {
+                            break end;
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => {
-                        if disconnecting {
-                            break Ended::Done;
-                        }
-                        break Ended::Lost(e.to_string());
+                    Err(e) => break session.link_down(e.to_string()),
+                },
+                changed = self.identity.changed(), if identity_open && session.takes_identity() => {
+                    // The engine told us more (it came up, or the node joined a Swarm).
+                    match changed {
+                        Ok(()) => session.identity_changed(),
+                        Err(_) => identity_open = false,
                     }
                 },
-                changed = self.identity.changed(), if connected && identity_open && drain_until.is_none() => {
-                    if changed.is_err() {
-                        identity_open = false;
-                    } else {
-                        // The engine told us more (it came up, or the node joined a Swarm):
-                        // the retained birth is replaced, same seq.
-                        send(&client, &mut inflight, self.birth(seq), Origin::Transient);
-                    }
-                },
-                r = self.reports.recv(), if drain_until.is_none() => match r {
+                r = self.reports.recv(), if session.takes_reports() => match r {
                     Some(r) => self.take_report(r),
                     None => {
-                        let _ = self.shutdown_requested(connected, &mut drain_until);
-                        if !connected { break Ended::Done; }
+                        if let Some(end) = session.shutdown(Instant::now()) {
+                            break end;
+                        }
                     }
                 },
-                changed = self.shutdown.changed(), if drain_until.is_none() => {
+                changed = self.shutdown.changed(), if session.takes_reports() => {
                     if changed.is_err() || self.shutting_down() {
                         // Take what the collectors already produced, then stop listening.
                         while let Ok(r) = self.reports.try_recv() {
                             self.take_report(r);
                         }
-                        if !self.shutdown_requested(connected, &mut drain_until) {
-                            break Ended::Done;
+                        if let Some(end) = session.shutdown(Instant::now()) {
+                            break end;
                         }
                     }
                 },
-                _ = tokio::time::sleep_until(deadline), if drain_until.is_some() => {
-                    tracing::warn!("shutdown grace period over; closing with messages unsent");
-                    break Ended::Done;
+                _ = sleep_until(deadline) => {
+                    if let Some(end) = session.tick(Instant::now()) {
+                        tracing::warn!("shutdown grace period over; closing with messages unsent");
+                        break end;
+                    }
                 }
             }
         };
-        let left = inflight
-            .into_iter()
-            .filter(|f| f.origin != Origin::Transient)
-            .map(|f| (f.msg, f.origin))
-            .collect();
-        (ended, left, connected)
-    }
-
-    /// Starts the shutdown sequence; false if there is no connection to say goodbye on.
-    fn shutdown_requested(
-        &mut self,
-        connected: bool,
-        drain_until: &mut Option<tokio::time::Instant>,
-    ) -> bool {
-        if drain_until.is_none() {
-            *drain_until = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
-        }
-        connected
+        let connected = session.was_connected();
+        (ended, session.into_unacked(), connected)
     }
 }
 
-/// Hands a message to the client and tracks it as in flight. The message is tracked even if
-/// the client's channel refused it (impossible while the window is below the channel's
-/// capacity): it then comes back to the outbox when the connection ends, rather than being lost.
-fn send(
-    client: &AsyncClient,
-    inflight: &mut VecDeque<InFlight>,
-    msg: Message,
-    origin: Origin,
-) -> bool {
-    let ok = client
-        .try_publish(
-            msg.topic.clone(),
-            QoS::AtLeastOnce,
-            msg.retain,
-            msg.payload.clone(),
-        )
-        .is_ok();
-    inflight.push_back(InFlight {
-        msg,
-        origin,
-        pkid: None,
-    });
-    ok
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands a message to the client (QoS 1); false if its request queue refused it.
+fn publish(client: &AsyncClient, msg: Message) -> bool {
+    client
+        .try_publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload)
+        .is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leakmon_protocol::{decode, Load, Memory, Swap};
+    use leakmon_protocol::{decode, BufferStats, Load, Memory, Swap};
 
-    fn sample() -> HostSample {
-        HostSample {
+    /// A host report as the collector hands it over: sampled at `ts`, not numbered yet.
+    fn sample(ts: i64) -> HostReport {
+        HostReport {
+            header: Header {
+                v: PROTOCOL_VERSION,
+                node: String::new(),
+                run: 0,
+                seq: 0,
+                ts,
+            },
             hostname: "h".into(),
             uptime_s: 1,
             n_cpus: 2,
@@ -454,6 +390,7 @@ mod tests {
             disks: vec![],
             net: vec![],
             temps: vec![],
+            buffer: BufferStats::default(),
         }
     }
 
@@ -464,13 +401,7 @@ mod tests {
             dropped_total: 3,
             ..Default::default()
         };
-        let h = e.report(
-            Report::Host {
-                ts: 10,
-                sample: Box::new(sample()),
-            },
-            stats.clone(),
-        );
+        let h = e.report(Report::Host(Box::new(sample(10))), stats.clone());
         assert_eq!(h.topic, "leakmon/v1/nodes/n1/host");
         let hr: HostReport = decode("n1", &h.payload).unwrap();
         assert_eq!((hr.header.run, hr.header.seq, hr.header.ts), (4, 1, 10));

@@ -3,6 +3,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use crate::args::{self, Arg, Command, Stop};
+
 /// The common flags: `--config PATH`, `--check-config`, `--print-config`.
 #[derive(Debug, Default, PartialEq)]
 pub struct Args {
@@ -11,45 +13,32 @@ pub struct Args {
     pub print: bool,
 }
 
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
-pub enum Parsed {
-    Run(Args),
-    /// `--version` or `--help` was answered; exit 0.
-    Done,
-}
-
-/// Parses `args` (without the program name). `--version` and `--help` print and return
-/// `Done`; anything unknown is an error carrying the usage text.
+/// Parses `args` (without the program name) with the shared parser ([`crate::args`]):
+/// `--version` and `--help` come back as [`Stop::Answered`], anything wrong as
+/// [`Stop::Invalid`] naming the flag.
 pub fn parse_args(
     name: &str,
     usage: &str,
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-) -> Result<Parsed, String> {
-    let mut out = Args::default();
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        match a.to_str() {
-            Some("--config" | "-c") => {
-                out.config = Some(it.next().ok_or("--config needs a path")?.into());
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Args, Stop> {
+    let cmd = Command {
+        name,
+        usage,
+        // Every crate of the workspace shares one version, so common's is the binary's.
+        version: Some(env!("CARGO_PKG_VERSION")),
+    };
+    args::parse(&cmd, argv, |f| {
+        let mut out = Args::default();
+        while let Some(arg) = f.next()? {
+            match arg {
+                Arg::Long("config") | Arg::Short('c') => out.config = Some(f.path()?),
+                Arg::Long("check-config") => out.check = true,
+                Arg::Long("print-config") => out.print = true,
+                other => return Err(other.unexpected()),
             }
-            Some(s) if s.starts_with("--config=") => {
-                out.config = Some(s["--config=".len()..].into());
-            }
-            Some("--check-config") => out.check = true,
-            Some("--print-config") => out.print = true,
-            Some("--version" | "-V") => {
-                println!("{name} {}", env!("CARGO_PKG_VERSION"));
-                return Ok(Parsed::Done);
-            }
-            Some("--help" | "-h") => {
-                println!("{usage}");
-                return Ok(Parsed::Done);
-            }
-            _ => return Err(format!("unknown argument {a:?}\n\n{usage}")),
         }
-    }
-    Ok(Parsed::Run(out))
+        Ok(out)
+    })
 }
 
 /// What a binary's config type offers to [`configure`].
@@ -72,14 +61,7 @@ pub fn configure<K>(
     stage: &Stage<'_, K>,
     argv: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Result<K, u8> {
-    let args = match parse_args(stage.name, stage.usage, argv) {
-        Ok(Parsed::Run(a)) => a,
-        Ok(Parsed::Done) => return Err(0),
-        Err(e) => {
-            eprintln!("{e}");
-            return Err(2);
-        }
-    };
+    let args = parse_args(stage.name, stage.usage, argv).map_err(|stop| stop.finish())?;
     let (path, required) = match &args.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(stage.default_path), false),
@@ -212,29 +194,55 @@ pub async fn watchdog(
 mod tests {
     use super::*;
 
-    fn parse(a: &[&str]) -> Result<Parsed, String> {
-        parse_args("x", "usage", a.iter().map(std::ffi::OsString::from))
+    fn parse(a: &[&str]) -> Result<Args, Stop> {
+        parse_args(
+            "x",
+            "Usage: x [--config PATH]",
+            a.iter().map(std::ffi::OsString::from),
+        )
     }
 
     #[test]
     fn flags() {
+        let want = |config: &str, check, print| Args {
+            config: Some(config.into()),
+            check,
+            print,
+        };
         assert_eq!(
-            parse(&["--config", "/a.toml", "--check-config"]).unwrap(),
-            Parsed::Run(Args {
-                config: Some("/a.toml".into()),
-                check: true,
-                print: false
-            })
+            parse(&["--config", "/a.toml", "--check-config"]).expect("space"),
+            want("/a.toml", true, false)
         );
         assert_eq!(
-            parse(&["--config=/b.toml", "--print-config"]).unwrap(),
-            Parsed::Run(Args {
-                config: Some("/b.toml".into()),
-                check: false,
-                print: true
-            })
+            parse(&["--config=/b.toml", "--print-config"]).expect("="),
+            want("/b.toml", false, true)
         );
-        assert!(parse(&["--config"]).is_err());
-        assert!(parse(&["--bogus"]).unwrap_err().contains("usage"));
+        assert_eq!(
+            parse(&["-c", "/c.toml"]).expect("short"),
+            want("/c.toml", false, false)
+        );
+        assert_eq!(parse(&[]).expect("none"), Args::default());
+    }
+
+    #[test]
+    fn answers_and_errors() {
+        let v = parse(&["--version"]).expect_err("version");
+        assert_eq!(v.to_string(), format!("x {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(v.exit_code(), 0);
+        let h = parse(&["--check-config", "-h"]).expect_err("help");
+        assert_eq!(h.to_string(), "Usage: x [--config PATH]");
+        assert_eq!(h.exit_code(), 0);
+        let e = parse(&["--config"]).expect_err("missing");
+        assert!(e.to_string().contains("'--config'"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = parse(&["--bogus"]).expect_err("unknown");
+        assert!(
+            e.to_string().starts_with("x: invalid option '--bogus'"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("Usage: x"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = parse(&["--check-config=yes"]).expect_err("flag with a value");
+        assert!(e.to_string().contains("'--check-config'"), "{e}");
     }
 }

@@ -2,7 +2,9 @@
 //! ([`config`]), the MQTT connection set-up with TLS ([`mqtt`]) and reconnect backoff
 //! ([`backoff`]), and the disk spool of records both use while their peer is away ([`spool`]).
 
+pub mod args;
 pub mod backoff;
+pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod docker;

@@ -11,19 +11,8 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// `broker.embedded`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Embedded {
-    /// Start one when `mqtt.url` is a loopback address where nothing answers.
-    #[default]
-    Auto,
-    /// Always start one on `mqtt.url`'s address.
-    Always,
-    Never,
-}
+use crate::bus::MAX_INCOMING_PACKET;
+use crate::config::Embedded;
 
 fn answers(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
@@ -59,7 +48,7 @@ pub fn maybe_start(mode: Embedded, host: &str, port: u16) -> anyhow::Result<Opti
             next_connection_delay_ms: 1,
             connections: rumqttd::ConnectionSettings {
                 connection_timeout_ms: 60_000,
-                max_payload_size: crate::ingest::MAX_INCOMING_PACKET,
+                max_payload_size: MAX_INCOMING_PACKET,
                 max_inflight_count: 500,
                 auth: None,
                 external_auth: None,

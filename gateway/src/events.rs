@@ -7,15 +7,26 @@ use std::time::{Duration, UNIX_EPOCH};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::Value;
 
+use leakmon_common::args::{self, Arg, Command, Stop};
+
 use crate::config::{Config, DEFAULT_PATH};
 
 pub const USAGE: &str = "\
+leakmon-gateway events: gateway events and alerts from the broker, as they come
+
 Usage: leakmon-gateway events [--config PATH] [--url MQTT_URL] [--json]
 
   --config PATH    read the broker settings (url, TLS, credentials, topic prefix) from this
                    gateway config (default /etc/leakmon/gateway.toml, if it exists)
   --url URL        the broker, overriding the config (e.g. mqtt://broker:1883)
-  --json           print each message's JSON, one per line";
+  --json           print each message's JSON, one per line
+  --help           print this help and exit";
+
+const COMMAND: Command = Command {
+    name: "leakmon-gateway events",
+    usage: USAGE,
+    version: None,
+};
 
 pub struct EventsArgs {
     pub config: Option<std::path::PathBuf>,
@@ -23,30 +34,25 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-pub fn parse(args: &[String]) -> Result<EventsArgs, String> {
-    let mut out = EventsArgs {
-        config: None,
-        url: None,
-        json: false,
-    };
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--config" => {
-                i += 1;
-                out.config = Some(args.get(i).ok_or("--config needs a path")?.into());
+/// `events`'s arguments (after the word `events`).
+pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<EventsArgs, Stop> {
+    args::parse(&COMMAND, argv, |f| {
+        let mut out = EventsArgs {
+            config: None,
+            url: None,
+            json: false,
+        };
+        while let Some(arg) = f.next()? {
+            match arg {
+                // `-c` as on the gateway itself.
+                Arg::Long("config") | Arg::Short('c') => out.config = Some(f.path()?),
+                Arg::Long("url") => out.url = Some(f.value()?),
+                Arg::Long("json") => out.json = true,
+                other => return Err(other.unexpected()),
             }
-            "--url" => {
-                i += 1;
-                out.url = Some(args.get(i).ok_or("--url needs a URL")?.clone());
-            }
-            "--json" => out.json = true,
-            "--help" | "-h" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
-        i += 1;
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 fn time(ms: &Value) -> String {
@@ -166,5 +172,38 @@ mod tests {
             "colour on a terminal"
         );
         assert!(!line.contains('\x1b'));
+    }
+
+    fn parse_strs(a: &[&str]) -> Result<EventsArgs, Stop> {
+        parse(a.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn args() {
+        let a = parse_strs(&["--url", "mqtt://b:1883", "--json", "--config", "/g.toml"])
+            .expect("space");
+        assert_eq!(a.url.as_deref(), Some("mqtt://b:1883"));
+        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("/g.toml")));
+        assert!(a.json);
+        let a = parse_strs(&["--url=mqtt://c:1", "--config=/h.toml"]).expect("=");
+        assert_eq!(a.url.as_deref(), Some("mqtt://c:1"));
+        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("/h.toml")));
+        assert!(!a.json);
+        let h = parse_strs(&["--help"]).err().expect("help");
+        assert_eq!((h.exit_code(), h.to_string()), (0, USAGE.to_owned()));
+        for (a, named) in [
+            (&["--nope"][..], "'--nope'"),
+            (&["--url"], "'--url'"),
+            (&["--config", "--json"], "'--config'"),
+            (&["--json=no"], "'--json'"),
+        ] {
+            let e = parse_strs(a).err().expect("invalid");
+            assert_eq!(e.exit_code(), 2, "{a:?}");
+            let e = e.to_string();
+            assert!(
+                e.starts_with("leakmon-gateway events: ") && e.contains(named),
+                "{a:?}: {e}"
+            );
+        }
     }
 }

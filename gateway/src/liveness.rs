@@ -5,6 +5,9 @@
 //! - a death (`offline`: the agent's Will, or its clean goodbye) makes it `offline`, unless its
 //!   seq is older than the current birth's (a late Will of an earlier connection);
 //! - a node that sent nothing for `offline_after` becomes `stale`;
+//! - before that, a node that sent nothing for two of its sampling intervals (at least 2 s) is
+//!   *suspect*: the control loop probes it, and counts it when judging whether this gateway is
+//!   the one cut off. Both notions of silence are defined here and nowhere else.
 //! - any message from a `stale` node (or one never seen, e.g. the gateway started after its
 //!   birth was retained elsewhere) makes it `online` again.
 
@@ -12,6 +15,21 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use leakmon_protocol::{NodeState, OfflineReason, Status};
+
+/// An agent quiet this many of its sampling intervals is suspect.
+const SUSPECT_INTERVALS: u32 = 2;
+/// ... and never sooner than this (an agent sampling every 100 ms is not suspect after 200 ms).
+const MIN_SUSPECT: Duration = Duration::from_secs(2);
+
+/// How long an agent sampling every `interval` may stay quiet before it is suspect.
+pub fn suspect_after(interval: Duration) -> Duration {
+    (interval * SUSPECT_INTERVALS).max(MIN_SUSPECT)
+}
+
+/// Quiet for longer than `after` (last heard at `last_seen`)?
+pub fn silent(last_seen: Instant, now: Instant, after: Duration) -> bool {
+    now.saturating_duration_since(last_seen) > after
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -142,8 +160,7 @@ impl Liveness {
             .nodes
             .iter()
             .filter(|(_, n)| {
-                n.state == State::Online
-                    && now.saturating_duration_since(n.last_seen) > self.offline_after
+                n.state == State::Online && silent(n.last_seen, now, self.offline_after)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -161,6 +178,49 @@ impl Liveness {
                 })
             })
             .collect()
+    }
+}
+
+/// An agent's liveness, as the control loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    Online,
+    /// Its Will arrived: the connection died.
+    Lost,
+    /// It said goodbye (a clean stop): not a sign of a dead node.
+    Shutdown,
+    /// Silent past `liveness.offline_after`.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentFact {
+    /// The agent's node name (topic level).
+    pub name: String,
+    pub swarm_node_id: Option<String>,
+    pub state: AgentState,
+    /// Its last message.
+    pub last_seen: Instant,
+    /// Its sampling interval.
+    pub interval: Duration,
+}
+
+impl From<State> for AgentState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Online => AgentState::Online,
+            State::Offline(OfflineReason::Lost) => AgentState::Lost,
+            State::Offline(OfflineReason::Shutdown) => AgentState::Shutdown,
+            State::Stale => AgentState::Stale,
+        }
+    }
+}
+
+impl AgentFact {
+    /// Online, but quiet long enough to check on ([`suspect_after`]).
+    pub fn suspect(&self, now: Instant) -> bool {
+        self.state == AgentState::Online
+            && silent(self.last_seen, now, suspect_after(self.interval))
     }
 }
 

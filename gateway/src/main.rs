@@ -7,15 +7,19 @@
 
 mod alerts;
 mod broker;
+mod bus;
 mod config;
 mod control;
 mod events;
 mod homeassistant;
 mod http;
 mod ingest;
+#[cfg(test)]
+mod layering;
 mod liveness;
 mod metrics;
 mod nodes;
+mod schema;
 mod status;
 
 use std::process::ExitCode;
@@ -41,20 +45,22 @@ Usage: leakmon-gateway [--config PATH] [--check-config | --print-config | --vers
   --check-config   validate the config and exit (0 valid, 2 invalid)
   --print-config   print the effective config (file + environment) and exit
   --version        print the version and exit
+  --help           print this help and exit (`status --help`, `events --help`: theirs)
 
 Every key can be set by environment: influxdb.url -> LEAKMON_GATEWAY__INFLUXDB__URL.
 Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    match argv.first().map(String::as_str) {
+    // OsString, not String: a non-UTF-8 argument is the parser's error to report, not a panic.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // A subcommand is the first word; everything after it is the subcommand's.
+    let rest = || argv.iter().skip(1).cloned().collect::<Vec<_>>();
+    match argv.first().and_then(|a| a.to_str()) {
         Some("events") => {
-            return subcommand(events::parse, &argv[1..], |a| async {
-                events::run(a).await
-            })
+            return subcommand(events::parse, rest(), |a| async { events::run(a).await })
         }
         Some("status") => {
-            return subcommand(status::parse, &argv[1..], |a| async {
+            return subcommand(status::parse, rest(), |a| async {
                 match status::run(a).await {
                     0 => Ok(()),
                     _ => Err("the gateway's HTTP API did not answer".to_owned()),
@@ -71,7 +77,7 @@ fn main() -> ExitCode {
         print: &|c: &Checked| leakmon_common::config::to_toml(&c.cfg.redacted()),
         ok: &|c: &Checked| format!("configuration OK (gateway {})", c.name),
     };
-    let checked = match cli::configure(&stage, std::env::args_os().skip(1)) {
+    let checked = match cli::configure(&stage, argv) {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
@@ -79,11 +85,11 @@ fn main() -> ExitCode {
     cli::run_async(NAME, None, run(checked))
 }
 
-/// A client subcommand (`status`, `events`): its own arguments (exit 2 when wrong), then its
-/// future on the runtime, with TLS ready.
+/// A client subcommand (`status`, `events`): its own arguments (`--help` answered with exit 0,
+/// a wrong one exits 2), then its future on the runtime, with TLS ready.
 fn subcommand<A, F>(
-    parse: fn(&[String]) -> Result<A, String>,
-    args: &[String],
+    parse: impl FnOnce(Vec<std::ffi::OsString>) -> Result<A, leakmon_common::args::Stop>,
+    args: Vec<std::ffi::OsString>,
     run: impl FnOnce(A) -> F,
 ) -> ExitCode
 where
@@ -91,10 +97,7 @@ where
 {
     let a = match parse(args) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(stop) => return ExitCode::from(stop.finish()),
     };
     cli::run_async(NAME, None, async {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -175,25 +178,33 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     tracing::info!(gateway = %name, broker = %cfg.mqtt.url, influxdb = %cfg.influxdb.url, "leakmon-gateway starting");
     let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (outgoing_tx, outgoing) = mpsc::channel(1024);
-    let (connected, mqtt_up) = watch::channel(false);
     let (alerts_tx, alerts_rx) = if cfg.alerts.enabled {
         let (tx, rx) = mpsc::channel(1024);
         (Some(tx), Some(rx))
     } else {
         (None, None)
     };
-    let (session, control) = control::Control {
+    let bus::Wiring {
+        bus,
+        connection,
+        session,
+    } = bus::wire(bus::Parts {
+        connector: mqtt,
+        session: bus::Session::standby(control::own_client_id(&cfg)),
+        lines,
+        alerts: alerts_tx,
+        progress: progress.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
+    let control = control::Control {
         name: name.clone(),
         hostname: cli::hostname(),
         cfg: cfg.clone(),
         topics: topics.clone(),
         nodes: nodes.clone(),
         metrics: metrics.clone(),
-        outgoing: outgoing_tx.clone(),
-        lines: lines.clone(),
-        mqtt_up,
-        alerts: alerts_tx.clone(),
+        bus: bus.clone(),
+        session,
     }
     .start(shutdown_rx.clone())
     .await;
@@ -205,35 +216,26 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             (!a.repeat_after.0.is_zero()).then_some(a.repeat_after.0),
             &a.events,
         );
-        let hooks =
-            alerts::hooks::Hooks::start(topics.alerts(), outgoing_tx.clone(), &a.webhook, &a.exec);
+        let hooks = alerts::hooks::Hooks::start(topics.alerts(), bus.clone(), &a.webhook, &a.exec);
         let task = alerts::Alerts {
             engine,
             hooks,
             gateway: name.clone(),
-            session: session.clone(),
+            bus: bus.clone(),
         };
         tokio::spawn(task.run(rx, shutdown_rx.clone()));
     }
-    let ingest = ingest::Ingest {
-        connector: mqtt,
-        session,
-        outgoing,
-        connected,
-        alerts: alerts_tx,
-        homeassistant: cfg
-            .homeassistant
+    let ingest = ingest::Ingest::new(
+        bus,
+        topics,
+        cfg.homeassistant
             .enabled
             .then(|| cfg.homeassistant.discovery_prefix.clone()),
-        progress: progress.clone(),
-        topics,
-        shared_group: cfg.mqtt.shared_group.clone(),
+        cfg.mqtt.shared_group.clone(),
         nodes,
         metrics,
-        lines,
-        shutdown: shutdown_rx,
-    };
-    let ingest = tokio::spawn(ingest.run());
+    );
+    let ingest = tokio::spawn(connection.run(ingest));
     // systemd (Type=notify): ready once the role is known and ingest runs.
     let notify = Arc::new(leakmon_common::notify::Notify::from_env());
     notify.ready();

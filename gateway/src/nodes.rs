@@ -7,10 +7,16 @@ use std::time::{Duration, Instant};
 use leakmon_protocol::{ContainersReport, EngineState, Health, HostReport, Status};
 use serde::Serialize;
 
-use crate::control::decide::{AgentFact, AgentState, UnhealthyTask};
-use crate::ingest::schema::NodeTags;
-use crate::liveness::{Liveness, State, Transition};
-use leakmon_protocol::OfflineReason;
+use crate::schema::NodeTags;
+use crate::liveness::{AgentFact, Liveness, Transition};
+
+/// An unhealthy container of a Swarm task, as an agent reported it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UnhealthyTask {
+    pub container_id: String,
+    pub service: String,
+    pub node: String,
+}
 
 /// The health summary of a node's last host report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -248,12 +254,7 @@ impl Nodes {
                 AgentFact {
                     name: name.clone(),
                     swarm_node_id: v.and_then(|v| v.swarm_node_id.clone()),
-                    state: match n.state {
-                        State::Online => AgentState::Online,
-                        State::Offline(OfflineReason::Lost) => AgentState::Lost,
-                        State::Offline(OfflineReason::Shutdown) => AgentState::Shutdown,
-                        State::Stale => AgentState::Stale,
-                    },
+                    state: n.state.into(),
                     last_seen: n.last_seen,
                     interval: Duration::from_millis(
                         v.and_then(|v| v.interval_ms).unwrap_or(1000).max(100),

@@ -7,12 +7,23 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use leakmon_common::args::{self, Arg, Command, Stop};
+
 pub const USAGE: &str = "\
+leakmon-gateway status: the fleet as a table, from a gateway's HTTP API
+
 Usage: leakmon-gateway status [--url URL] [--watch [SECONDS]] [--json]
 
   --url URL        the gateway's HTTP API (default http://127.0.0.1:9900)
-  --watch [SECS]   refresh every SECS seconds (default 2) until Ctrl-C
-  --json           print the API's JSON instead of a table";
+  --watch [SECS]   refresh every SECS seconds (default 2, at least 0.2) until Ctrl-C
+  --json           print the API's JSON instead of a table
+  --help           print this help and exit";
+
+const COMMAND: Command = Command {
+    name: "leakmon-gateway status",
+    usage: USAGE,
+    version: None,
+};
 
 pub struct StatusArgs {
     pub url: String,
@@ -20,33 +31,41 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn parse(args: &[String]) -> Result<StatusArgs, String> {
-    let mut out = StatusArgs {
-        url: "http://127.0.0.1:9900".into(),
-        watch: None,
-        json: false,
-    };
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--url" => {
-                i += 1;
-                out.url = args.get(i).ok_or("--url needs a URL")?.clone();
-            }
-            "--watch" => {
-                let secs = args.get(i + 1).and_then(|s| s.parse::<f64>().ok());
-                if secs.is_some() {
-                    i += 1;
-                }
-                out.watch = Some(Duration::from_secs_f64(secs.unwrap_or(2.0).max(0.2)));
-            }
-            "--json" => out.json = true,
-            "--help" | "-h" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+/// The `--watch` period: a finite, non-negative number of seconds, at least 0.2 so a typo
+/// does not hammer the gateway. (Checked here: `Duration::from_secs_f64` panics on `inf`.)
+struct Every(Duration);
+
+impl std::str::FromStr for Every {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<f64>() {
+            Ok(f) if f.is_finite() && f >= 0.0 => Ok(Every(Duration::from_secs_f64(f.max(0.2)))),
+            _ => Err("expected a number of seconds"),
         }
-        i += 1;
     }
-    Ok(out)
+}
+
+/// `status`'s arguments (after the word `status`).
+pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<StatusArgs, Stop> {
+    args::parse(&COMMAND, argv, |f| {
+        let mut out = StatusArgs {
+            url: "http://127.0.0.1:9900".into(),
+            watch: None,
+            json: false,
+        };
+        while let Some(arg) = f.next()? {
+            match arg {
+                Arg::Long("url") => out.url = f.value()?,
+                Arg::Long("watch") => {
+                    let every = f.optional_value::<Every>()?;
+                    out.watch = Some(every.map_or(Duration::from_secs(2), |e| e.0));
+                }
+                Arg::Long("json") => out.json = true,
+                other => return Err(other.unexpected()),
+            }
+        }
+        Ok(out)
+    })
 }
 
 fn num(v: &Value, digits: usize) -> String {
@@ -221,7 +240,7 @@ pub async fn run(a: StatusArgs) -> u8 {
         .unwrap_or_default();
     let tty = std::io::stdout().is_terminal();
     loop {
-        let now = crate::ingest::now_ms();
+        let now = leakmon_common::now_ms();
         let text = match fetch(&client, &a.url).await {
             Ok(v) if a.json => format!("{v:#}\n"),
             Ok(v) => render(&v, now, tty),
@@ -280,20 +299,53 @@ mod tests {
         assert!(render(&api, 10_000, true).contains("\x1b[31munhealthy"));
     }
 
+    fn parse_strs(a: &[&str]) -> Result<StatusArgs, Stop> {
+        parse(a.iter().map(std::ffi::OsString::from))
+    }
+
     #[test]
     fn args() {
-        let a = parse(&[
-            "--watch".into(),
-            "5".into(),
-            "--url".into(),
-            "http://x:1".into(),
-        ])
-        .unwrap();
+        let a = parse_strs(&["--watch", "5", "--url", "http://x:1"]).expect("space");
         assert_eq!(a.watch, Some(Duration::from_secs(5)));
         assert_eq!(a.url, "http://x:1");
-        let a = parse(&["--watch".into(), "--json".into()]).unwrap();
+        let a = parse_strs(&["--watch=0.5", "--url=http://y:2", "--json"]).expect("=");
+        assert_eq!(a.watch, Some(Duration::from_millis(500)));
+        assert_eq!(a.url, "http://y:2");
+        assert!(a.json);
+        let a = parse_strs(&["--watch", "--json"]).expect("watch without a value");
         assert_eq!(a.watch, Some(Duration::from_secs(2)));
         assert!(a.json);
-        assert!(parse(&["--nope".into()]).is_err());
+        let a = parse_strs(&["--watch", "0"]).expect("clamped");
+        assert_eq!(a.watch, Some(Duration::from_millis(200)));
+        let a = parse_strs(&[]).expect("defaults");
+        assert_eq!(
+            (a.url.as_str(), a.watch, a.json),
+            ("http://127.0.0.1:9900", None, false)
+        );
+    }
+
+    #[test]
+    fn help_and_bad_args() {
+        let h = parse_strs(&["--help"]).err().expect("help");
+        assert_eq!((h.exit_code(), h.to_string()), (0, USAGE.to_owned()));
+        assert!(matches!(parse_strs(&["-h"]), Err(Stop::Answered(_))));
+        for (a, named) in [
+            (&["--nope"][..], "'--nope'"),
+            (&["--url"], "'--url'"),
+            (&["--url", "--json"], "'--url'"),
+            (&["--watch=inf"], "--watch"),
+            (&["--watch=soon"], "--watch"),
+            (&["--json=1"], "'--json'"),
+            (&["--version"], "'--version'"),
+        ] {
+            let e = parse_strs(a).err().expect("invalid");
+            assert_eq!(e.exit_code(), 2, "{a:?}");
+            let e = e.to_string();
+            assert!(
+                e.starts_with("leakmon-gateway status: ") && e.contains(named),
+                "{a:?}: {e}"
+            );
+            assert!(e.contains("Usage: leakmon-gateway status"), "{e}");
+        }
     }
 }

@@ -103,6 +103,7 @@ pub struct CpuUsage {
     pub guest_nice: f64,
 }
 
+/// Load averages over 1, 5 and 15 minutes, from /proc/loadavg.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Load {
     pub load1: f64,
@@ -124,6 +125,7 @@ pub struct Memory {
     pub available_percent: f64,
 }
 
+/// Swap in bytes, from /proc/meminfo; `used_percent` = used / total (0 without swap).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Swap {
     pub total: u64,
@@ -188,12 +190,22 @@ pub struct BufferStats {
 }
 
 /// `.../host`: one sample of host health.
+///
+/// The agent's collector fills this directly, and the gateway writes every number and
+/// boolean of its parts (`cpu`, `mem`, a disk, ...) to the part's measurement under the
+/// field's name (docs/schema.md). So a new host metric is: a field in one of the parts, with
+/// its unit in its doc comment; the collector's line that fills it; its name in
+/// docs/schema.md. A field of the report itself, or a new part, also needs a line in the
+/// gateway's `host_points`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostReport {
     #[serde(flatten)]
     pub header: Header,
+    /// The kernel's hostname (the node name may differ).
     pub hostname: String,
+    /// Seconds since boot.
     pub uptime_s: u64,
+    /// CPUs the kernel lists in /proc/stat.
     pub n_cpus: u32,
     /// Absent on the first sample (usage is a difference between two samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]

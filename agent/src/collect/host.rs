@@ -2,12 +2,17 @@
 //! them ourselves keeps the agent small and lets both roots be moved for containers).
 //!
 //! The parsers are pure functions over file text; [`HostCollector`] does the reading and keeps
-//! the previous CPU counters to turn them into percentages.
+//! the previous CPU counters to turn them into percentages. It fills the protocol's
+//! [`HostReport`] directly, so a new host metric is a field there, a line here and a line in
+//! docs/schema.md: the gateway writes every number of the report's parts by itself.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use leakmon_protocol::{CpuUsage, Disk, Load, Memory, NetIf, Swap, Temperature};
+use leakmon_protocol::{
+    BufferStats, CpuUsage, Disk, Header, HostReport, Load, Memory, NetIf, Swap, Temperature,
+    PROTOCOL_VERSION,
+};
 
 use crate::config::HostConfig;
 
@@ -323,21 +328,6 @@ fn statvfs(path: &Path) -> Option<FsStat> {
     })
 }
 
-/// Everything one host sample holds, before it gets a header.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostSample {
-    pub hostname: String,
-    pub uptime_s: u64,
-    pub n_cpus: u32,
-    pub cpu: Option<CpuUsage>,
-    pub load: Load,
-    pub mem: Memory,
-    pub swap: Swap,
-    pub disks: Vec<Disk>,
-    pub net: Vec<NetIf>,
-    pub temps: Vec<Temperature>,
-}
-
 /// Reads host health; keeps the previous CPU counters between samples.
 pub struct HostCollector {
     cfg: HostConfig,
@@ -374,9 +364,12 @@ impl HostCollector {
         std::fs::read_to_string(path).ok()
     }
 
-    /// Takes one sample. Files that cannot be read leave their part empty rather than failing
-    /// the sample: a missing sensor or an unreadable mount is not an outage.
-    pub fn sample(&mut self) -> HostSample {
+    /// Takes one sample at `ts` (ms since the epoch), straight into the protocol's report.
+    /// The header's node, run and seq and the buffer state are left for the publisher's
+    /// encoder, the one place that knows them. Files that cannot be read leave their part
+    /// empty rather than failing the sample: a missing sensor or an unreadable mount is not an
+    /// outage.
+    pub fn sample(&mut self, ts: i64) -> HostReport {
         let (cpu, n_cpus) = match self.read(&self.proc("stat")).and_then(|t| parse_stat(&t)) {
             Some((cur, n)) => {
                 let usage = self.prev_cpu.and_then(|p| cpu_usage(&p, &cur));
@@ -389,7 +382,14 @@ impl HostCollector {
             .read(&self.proc("meminfo"))
             .and_then(|t| parse_meminfo(&t))
             .unwrap_or_default();
-        HostSample {
+        HostReport {
+            header: Header {
+                v: PROTOCOL_VERSION,
+                node: String::new(),
+                run: 0,
+                seq: 0,
+                ts,
+            },
             hostname: self
                 .read(&self.proc("sys/kernel/hostname"))
                 .map(|h| h.trim().to_owned())
@@ -412,6 +412,7 @@ impl HostCollector {
                 .map(|t| parse_net_dev(&t, &self.cfg.net_ignore))
                 .unwrap_or_default(),
             temps: read_temperatures(&self.cfg.sys_root),
+            buffer: BufferStats::default(),
         }
     }
 
@@ -662,14 +663,14 @@ overlay /var/lib/docker/overlay2/abc/merged overlay rw 0 0\n\
     #[test]
     fn real_proc_sample_is_plausible() {
         let mut c = HostCollector::new(HostConfig::default());
-        let a = c.sample();
+        let a = c.sample(1);
         assert!(a.n_cpus >= 1);
         assert!(a.mem.total > 0);
         assert!(a.uptime_s > 0);
         assert!(a.cpu.is_none(), "first sample has no usage");
         assert!(a.disks.iter().any(|d| d.total > 0), "{:?}", a.disks);
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let b = c.sample();
+        let b = c.sample(2);
         if let Some(u) = b.cpu {
             assert!(u.idle >= 0.0 && u.idle <= 100.0);
         }

@@ -53,9 +53,8 @@ pub async fn host_sampler(interval: Duration, mut host: HostCollector, tx: mpsc:
     let mut tick = ticker(interval);
     loop {
         tick.tick().await;
-        let ts = now_ms();
-        let sample = Box::new(host.sample());
-        if tx.send(Report::Host { ts, sample }).await.is_err() {
+        let report = Box::new(host.sample(now_ms()));
+        if tx.send(Report::Host(report)).await.is_err() {
             return;
         }
     }

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use leakmon_protocol::{encode, Alert, AlertState};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
+use crate::bus::{Bus, Message};
 use crate::config::{ExecConfig, WebhookConfig, WebhookFormat};
-use crate::control::Outgoing;
 
 fn wanted(alerts: &[String], min: leakmon_protocol::Severity, a: &Alert) -> bool {
     a.severity >= min && (alerts.is_empty() || alerts.iter().any(|x| x == &a.alert))
@@ -94,7 +94,7 @@ struct Webhook {
 
 pub struct Hooks {
     topic: String,
-    outgoing: mpsc::Sender<Outgoing>,
+    bus: Bus,
     webhooks: Vec<Webhook>,
     execs: Vec<ExecConfig>,
 }
@@ -103,7 +103,7 @@ impl Hooks {
     /// Starts a delivery worker per webhook.
     pub fn start(
         topic: String,
-        outgoing: mpsc::Sender<Outgoing>,
+        bus: Bus,
         webhooks: &[WebhookConfig],
         execs: &[ExecConfig],
     ) -> Hooks {
@@ -124,19 +124,19 @@ impl Hooks {
             .collect();
         Hooks {
             topic,
-            outgoing,
+            bus,
             webhooks,
             execs: execs.to_vec(),
         }
     }
 
     pub fn notify(&self, a: &Alert) {
-        let msg = Outgoing {
+        let msg = Message {
             topic: self.topic.clone(),
             payload: encode(a),
             retain: false,
         };
-        if self.outgoing.try_send(msg).is_err() {
+        if !self.bus.publish(msg) {
             tracing::warn!(alert = %a.alert, "MQTT outbox full: alert not published");
         }
         for w in &self.webhooks {

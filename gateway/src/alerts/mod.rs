@@ -7,27 +7,18 @@ pub mod rules;
 
 use std::time::Duration;
 
-use leakmon_protocol::{Alert, ContainersReport, GatewayEvent, HostReport, PROTOCOL_VERSION};
+use leakmon_protocol::{Alert, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
 
-use crate::control::Session;
+use crate::bus::{AlertInput as Input, Bus};
 use rules::{Engine, Note};
-
-/// What the engine is fed.
-#[derive(Debug)]
-pub enum Input {
-    Host(String, Box<HostReport>),
-    Containers(String, Box<ContainersReport>),
-    /// An agent went offline (`false`, with why) or came back.
-    Agent(String, bool, &'static str),
-    Event(Box<GatewayEvent>),
-}
 
 pub struct Alerts {
     pub engine: Engine,
     pub hooks: hooks::Hooks,
     pub gateway: String,
-    pub session: watch::Receiver<Session>,
+    /// Only the active gateway notifies.
+    pub bus: Bus,
 }
 
 impl Alerts {
@@ -68,7 +59,7 @@ impl Alerts {
                 _ = tick.tick() => self.engine.tick(leakmon_common::now_ms()),
                 _ = shutdown.changed() => return,
             };
-            if notes.is_empty() || !self.session.borrow().active {
+            if notes.is_empty() || !self.bus.active() {
                 continue;
             }
             let now = leakmon_common::now_ms();

@@ -12,68 +12,8 @@ use std::time::Duration;
 use leakmon_protocol::{
     AlertState, ContainersReport, EventKind, GatewayEvent, Health, HostReport, Severity,
 };
-use serde::{Deserialize, Serialize};
 
-/// What a threshold rule watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Per mount point, percent.
-    DiskUsedPercent,
-    /// Percent of memory used.
-    MemUsedPercent,
-    /// Per sensor, degrees Celsius.
-    Temperature,
-    /// 1-minute load average divided by the number of CPUs.
-    LoadPerCpu,
-    /// Per container: 1 while unhealthy.
-    ContainerUnhealthy,
-    /// Per container: 1 once the engine reports it OOM-killed.
-    OomKilled,
-    /// Per container: restarts within `window`.
-    Restarts,
-    /// Messages the agent's buffer dropped since its previous report.
-    BufferDropped,
-}
-
-impl Metric {
-    fn what(self) -> &'static str {
-        match self {
-            Metric::DiskUsedPercent => "disk used %",
-            Metric::MemUsedPercent => "memory used %",
-            Metric::Temperature => "temperature °C",
-            Metric::LoadPerCpu => "load per CPU",
-            Metric::ContainerUnhealthy => "unhealthy",
-            Metric::OomKilled => "OOM-killed",
-            Metric::Restarts => "restarts",
-            Metric::BufferDropped => "messages dropped by the agent",
-        }
-    }
-}
-
-/// One threshold rule (`[[alerts.rule]]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    pub name: String,
-    pub metric: Metric,
-    pub above: f64,
-    /// Resolves at or below this (hysteresis); default `above`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clear_below: Option<f64>,
-    /// How long the condition must hold (both ways).
-    #[serde(rename = "for", default)]
-    pub for_: leakmon_common::config::Dur,
-    #[serde(default = "warning")]
-    pub severity: Severity,
-    /// For `restarts`: the window counted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<leakmon_common::config::Dur>,
-}
-
-fn warning() -> Severity {
-    Severity::Warning
-}
+use crate::config::{Metric, Rule};
 
 /// What the engine says.
 #[derive(Debug, Clone, PartialEq)]
@@ -574,89 +514,10 @@ fn humantime_secs(d: Duration) -> String {
     }
 }
 
-/// The rules used when the config names none.
-pub fn default_rules() -> Vec<Rule> {
-    use leakmon_common::config::Dur;
-    let r = |name: &str, metric, above, clear: Option<f64>, secs, severity| Rule {
-        name: name.into(),
-        metric,
-        above,
-        clear_below: clear,
-        for_: Dur::secs(secs),
-        severity,
-        window: (metric == Metric::Restarts).then(|| Dur::secs(600)),
-    };
-    vec![
-        r(
-            "disk_full",
-            Metric::DiskUsedPercent,
-            90.0,
-            Some(85.0),
-            60,
-            Severity::Warning,
-        ),
-        r(
-            "memory_high",
-            Metric::MemUsedPercent,
-            95.0,
-            Some(90.0),
-            60,
-            Severity::Warning,
-        ),
-        r(
-            "temperature_high",
-            Metric::Temperature,
-            80.0,
-            Some(75.0),
-            60,
-            Severity::Warning,
-        ),
-        r(
-            "load_high",
-            Metric::LoadPerCpu,
-            4.0,
-            Some(3.0),
-            300,
-            Severity::Warning,
-        ),
-        r(
-            "container_unhealthy",
-            Metric::ContainerUnhealthy,
-            0.5,
-            None,
-            30,
-            Severity::Warning,
-        ),
-        r(
-            "container_oom_killed",
-            Metric::OomKilled,
-            0.5,
-            None,
-            0,
-            Severity::Critical,
-        ),
-        r(
-            "container_restarting",
-            Metric::Restarts,
-            2.5,
-            Some(0.5),
-            0,
-            Severity::Warning,
-        ),
-        r(
-            "agent_buffer_dropping",
-            Metric::BufferDropped,
-            0.5,
-            None,
-            0,
-            Severity::Warning,
-        ),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::default_rules;
     use leakmon_common::config::Dur;
 
     fn disk_rule() -> Rule {

@@ -32,15 +32,15 @@ use std::time::{Duration, Instant};
 
 use leakmon_protocol::EventKind;
 
+pub use crate::liveness::{AgentFact, AgentState};
+pub use crate::nodes::UnhealthyTask;
+
 /// How often a node whose agent is gone is probed again.
 pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 /// A probe unanswered this long is taken as lost.
 const PROBE_LOST: Duration = Duration::from_secs(30);
 /// The longest a surge waits for Swarm to let go of a dead node before it is settled anyway.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// An agent silent this many sampling intervals is probed (before it is declared gone).
-const SILENT_INTERVALS: u32 = 2;
-const MIN_SILENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -54,30 +54,6 @@ pub struct Settings {
     /// After the machine starts, how long agents' retained statuses may take to arrive: until
     /// then a node without an agent is neither settled nor reactivated on that account.
     pub grace: Duration,
-}
-
-/// An agent's liveness, as [`crate::liveness`] keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentState {
-    Online,
-    /// Its Will arrived: the connection died.
-    Lost,
-    /// It said goodbye (a clean stop): not a sign of a dead node.
-    Shutdown,
-    /// Silent past `liveness.offline_after`.
-    Stale,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentFact {
-    /// The agent's node name (topic level).
-    pub name: String,
-    pub swarm_node_id: Option<String>,
-    pub state: AgentState,
-    /// Its last message.
-    pub last_seen: Instant,
-    /// Its sampling interval.
-    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,14 +82,6 @@ pub struct SwarmNode {
     pub availability: Availability,
     /// Carries leakmon's drain label: leakmon set it to pause/drain.
     pub leakmon_drained: bool,
-}
-
-/// An unhealthy container of a Swarm task, as an agent reported it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct UnhealthyTask {
-    pub container_id: String,
-    pub service: String,
-    pub node: String,
 }
 
 /// Why a node was declared dead.
@@ -366,9 +334,7 @@ impl Decide {
             return Verdict::Alive;
         };
         let gone = matches!(a.state, AgentState::Lost | AgentState::Stale);
-        let silent = a.state == AgentState::Online
-            && now.saturating_duration_since(a.last_seen)
-                > (a.interval * SILENT_INTERVALS).max(MIN_SILENCE);
+        let silent = a.suspect(now);
         if !gone {
             return if silent {
                 Verdict::Suspect
@@ -409,12 +375,7 @@ impl Decide {
         let silent = self
             .agents
             .iter()
-            .filter(|a| {
-                matches!(a.state, AgentState::Lost | AgentState::Stale)
-                    || (a.state == AgentState::Online
-                        && now.saturating_duration_since(a.last_seen)
-                            > (a.interval * SILENT_INTERVALS).max(MIN_SILENCE))
-            })
+            .filter(|a| matches!(a.state, AgentState::Lost | AgentState::Stale) || a.suspect(now))
             .count();
         self.agents.len() >= 3 && silent * 2 > self.agents.len()
     }

@@ -5,6 +5,7 @@
 
 pub mod decide;
 pub mod leader;
+pub mod plan;
 pub mod swarm;
 
 use std::sync::{Arc, Mutex};
@@ -15,8 +16,9 @@ use leakmon_protocol::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::bus::{AlertInput, Bus, Message, Session};
 use crate::config::{Config, LeaderMode};
-use crate::ingest::schema;
+use crate::schema;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
 use decide::{Action, Decide, Settings};
@@ -26,24 +28,6 @@ use swarm::{EngineView, Ev, SwarmApi};
 /// How often the decision machine runs.
 const TICK: Duration = Duration::from_millis(250);
 
-/// A message for the ingest shell's MQTT connection to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-}
-
-/// How the ingest shell connects and whether it writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    /// Write points (only the active gateway does).
-    pub active: bool,
-    pub client_id: String,
-    /// A persistent session: the broker keeps messages for it while it is away.
-    pub persistent: bool,
-}
-
 /// Everything the control loop needs from the rest of the gateway.
 pub struct Control {
     pub name: String,
@@ -52,12 +36,10 @@ pub struct Control {
     pub topics: Topics,
     pub nodes: Arc<Mutex<Nodes>>,
     pub metrics: Arc<Metrics>,
-    pub outgoing: mpsc::Sender<Outgoing>,
-    pub lines: Option<mpsc::Sender<String>>,
-    /// The broker connection is up.
-    pub mqtt_up: watch::Receiver<bool>,
-    /// Events also go to the alert engine.
-    pub alerts: Option<mpsc::Sender<crate::alerts::Input>>,
+    /// Events go out over MQTT, to the alert engine and to the database.
+    pub bus: Bus,
+    /// The session the bus's connection uses: set from the role.
+    pub session: watch::Sender<Session>,
 }
 
 /// The running loop's state.
@@ -67,22 +49,18 @@ struct Loop {
     decide: Option<Decide>,
     role: Role,
     self_id: Option<String>,
-    session: watch::Sender<Session>,
     probes: mpsc::Sender<(String, bool, Instant)>,
     /// Since when the broker connection has been up.
     mqtt_since: Option<Instant>,
 }
 
 impl Control {
-    /// Asks the engine once (so ingest starts in the right role), then returns the session
-    /// for ingest and the loop to run.
+    /// Asks the engine once (so the bus connects in the right role), then returns the loop
+    /// to run.
     pub async fn start(
         self,
         shutdown: watch::Receiver<bool>,
-    ) -> (
-        watch::Receiver<Session>,
-        impl std::future::Future<Output = ()>,
-    ) {
+    ) -> impl std::future::Future<Output = ()> {
         let cfg = &self.cfg;
         let socket = leakmon_common::docker::socket_path(&cfg.docker.host);
         let api = if cfg.leader.mode == LeaderMode::Standalone
@@ -120,11 +98,6 @@ impl Control {
         } else {
             Role::standby("starting")
         };
-        let (session, session_rx) = watch::channel(Session {
-            active: false,
-            client_id: own_client_id(&self.cfg),
-            persistent: false,
-        });
         let (probes, probe_rx) = mpsc::channel(256);
         let mut l = Loop {
             c: self,
@@ -132,7 +105,6 @@ impl Control {
             decide,
             role: Role::standby("starting"),
             self_id: None,
-            session,
             probes,
             mqtt_since: None,
         };
@@ -141,11 +113,11 @@ impl Control {
         } else {
             l.poll().await;
         }
-        (session_rx, l.run(probe_rx, shutdown))
+        l.run(probe_rx, shutdown)
     }
 }
 
-fn own_client_id(cfg: &Config) -> String {
+pub fn own_client_id(cfg: &Config) -> String {
     cfg.mqtt.client_id.clone().unwrap_or_default()
 }
 
@@ -175,31 +147,27 @@ impl Loop {
             ev.message
         );
         self.c.metrics.event();
-        let out = Outgoing {
+        let out = Message {
             topic: self.c.topics.gateway_events(),
             payload: encode(&ev),
             retain: false,
         };
-        if self.c.outgoing.try_send(out).is_err() {
+        if !self.c.bus.publish(out) {
             tracing::warn!(
                 kind = ev.kind.as_str(),
                 "MQTT outbox full: event not published"
             );
         }
-        if let Some(a) = &self.c.alerts {
-            if a.try_send(crate::alerts::Input::Event(Box::new(ev.clone())))
-                .is_err()
-            {
-                tracing::warn!(
-                    kind = ev.kind.as_str(),
-                    "alert engine busy: event not evaluated"
-                );
-            }
+        if !self.c.bus.alert(AlertInput::Event(Box::new(ev.clone()))) {
+            tracing::warn!(
+                kind = ev.kind.as_str(),
+                "alert engine busy: event not evaluated"
+            );
         }
-        if let Some(lines) = &self.c.lines {
+        if self.c.bus.has_database() {
             let mut s = String::new();
             schema::gateway_event_point(&ev).write_line(&mut s);
-            if lines.try_send(s).is_err() {
+            if !self.c.bus.try_write(s) {
                 tracing::warn!(
                     kind = ev.kind.as_str(),
                     "database writer busy: event point dropped"
@@ -228,7 +196,7 @@ impl Loop {
             },
             persistent: role.active,
         };
-        self.session.send_if_modified(|s| {
+        self.c.session.send_if_modified(|s| {
             let changed = *s != session;
             *s = session;
             changed
@@ -250,16 +218,11 @@ impl Loop {
                 since,
                 gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
             };
-            if self
-                .c
-                .outgoing
-                .try_send(Outgoing {
-                    topic: self.c.topics.gateway_status(),
-                    payload: encode(&st),
-                    retain: true,
-                })
-                .is_err()
-            {
+            if !self.c.bus.publish(Message {
+                topic: self.c.topics.gateway_status(),
+                payload: encode(&st),
+                retain: true,
+            }) {
                 tracing::warn!("MQTT outbox full: gateway status not published");
             }
             self.emit(Ev {
@@ -382,7 +345,7 @@ impl Loop {
         let now = Instant::now();
         // Agent silence means something only while this gateway hears the broker: decide
         // (and act) only after the connection has been up for `liveness.offline_after`.
-        let up = *self.c.mqtt_up.borrow();
+        let up = self.c.bus.connected();
         match (up, self.mqtt_since) {
             (true, None) => self.mqtt_since = Some(now),
             (false, Some(_)) => self.mqtt_since = None,

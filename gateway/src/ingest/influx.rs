@@ -1,6 +1,8 @@
-//! The InfluxDB writer: batches lines by size and time, gzips each request, writes through the
-//! v1 (`/write?db=`) or v2 (`/api/v2/write`) API, retries by [`policy`], and keeps what the
-//! database has not taken in the [`Buffer`] (memory, then disk).
+//! The InfluxDB writer's shell: gzips each request, writes through the v1 (`/write?db=`) or v2
+//! (`/api/v2/write`) API, and keeps what the database has not taken in the [`Buffer`] (memory,
+//! then disk). When to send what (batching by size and time, retries by [`super::policy`], the
+//! requests in flight, splitting, closing) is decided by the pure [`Writer`]; this only moves
+//! lines, bodies and answers between it, the channel, the buffer and the database.
 //!
 //! The client is reqwest with rustls/ring rather than the `influxdb2` crate, which is stale
 //! (reqwest 0.11, OpenSSL, no batching, no retries); the API itself is one POST.
@@ -9,14 +11,12 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::VecDeque;
-
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::buffer::{Buffer, Origin};
-use super::policy::{self, Outcome};
+use super::writer::{Closed, Settings, Settled, Writer};
 use crate::config::{Api, InfluxConfig};
 use crate::metrics::Metrics;
 
@@ -107,12 +107,8 @@ pub fn gzip(body: &str) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-/// One write; the status (None if no answer) and its Retry-After and body.
-async fn write(
-    client: &reqwest::Client,
-    t: &Target,
-    body: &str,
-) -> (Option<u16>, Option<String>, String) {
+/// One write.
+async fn write(client: &reqwest::Client, t: &Target, body: &str) -> Answer {
     let rb = client
         .post(&t.write_url)
         .header("Content-Type", "text/plain; charset=utf-8");
@@ -130,9 +126,17 @@ async fn write(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let text = resp.text().await.unwrap_or_default();
-            (Some(status), ra, text)
+            Answer {
+                status: Some(status),
+                retry_after: ra,
+                text,
+            }
         }
-        Err(e) => (None, None, e.to_string()),
+        Err(e) => Answer {
+            status: None,
+            retry_after: None,
+            text: e.to_string(),
+        },
     }
 }
 
@@ -166,31 +170,69 @@ pub struct WriterConfig {
     pub concurrency: usize,
 }
 
-struct Current {
-    body: String,
-    lines: usize,
-    origin: Origin,
-    attempt: u32,
+/// A write's answer: its status (`None`: no answer came), `Retry-After`, and its body or the
+/// client's error, for the log.
+struct Answer {
+    status: Option<u16>,
+    retry_after: Option<String>,
+    text: String,
 }
 
-impl Current {
-    fn new(body: String, origin: Origin) -> Self {
-        Current {
-            lines: body.matches('\n').count(),
-            body,
-            origin,
-            attempt: 0,
+/// The store of batches the database has not taken. Every call the writer makes to the
+/// [`Buffer`] is here, so that a different store changes this and nothing else.
+struct Store(Buffer);
+
+impl Store {
+    fn push(&mut self, batch: String) {
+        self.0.push(batch, std::time::Instant::now());
+    }
+
+    fn next(&mut self) -> Option<(String, Origin)> {
+        self.0.next()
+    }
+
+    /// A batch written or rejected. The first half of a split batch has no origin of its own
+    /// (the second half carries the batch's), so it settles nothing.
+    fn settle(&mut self, origin: Option<Origin>) {
+        if let Some(o) = origin {
+            self.0.done(o);
         }
+    }
+
+    /// Keeps what the writer did not write, for the next run; returns the lines it could not.
+    fn close(&mut self, closed: Closed<Origin>) -> u64 {
+        if let Some(rest) = closed.rest {
+            self.push(rest);
+        }
+        let unsettled = closed
+            .unsettled
+            .into_iter()
+            .map(|(body, origin)| (body, origin.unwrap_or(Origin::Part)))
+            .collect();
+        self.0.close(unsettled, std::time::Instant::now())
+    }
+
+    fn report(&self, metrics: &Metrics) {
+        metrics.set_buffer(
+            self.0.mem_bytes() as u64,
+            self.0.spool_bytes(),
+            self.0.dropped_lines(),
+        );
     }
 }
 
-type Answer = (Option<u16>, Option<String>, String);
+/// The writer's clock is tokio's, so that its deadlines and the sleeps agree.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
 
-/// The writer task: lines in, batches out to the database.
+/// The writer task: lines in, batches out to the database. The schedule (batching, retries,
+/// concurrency, splitting, closing) is [`Writer`]'s; this moves lines, batches and answers
+/// between it, the channel, the store and the database.
 pub async fn run(
     target: Target,
     cfg: WriterConfig,
-    mut buffer: Buffer,
+    buffer: Buffer,
     mut rx: mpsc::Receiver<String>,
     metrics: Arc<Metrics>,
 ) {
@@ -206,98 +248,66 @@ pub async fn run(
         }
     };
     ensure_database(&client, &target).await;
-    let mut batch = String::new();
-    let mut batch_lines = 0usize;
-    let mut batch_started: Option<Instant> = None;
-    // Batches to send before the buffer's: failed ones awaiting retry, halves of split ones.
-    let mut again: VecDeque<Current> = VecDeque::new();
-    // After a failure every new send waits: the database is likely down or overloaded.
-    let mut retry_at: Option<Instant> = None;
-    let mut closing = false;
-    let mut inflight = FuturesUnordered::new();
+    let mut store = Store(buffer);
+    let mut writer = Writer::new(Settings {
+        batch_size: cfg.batch_size,
+        flush_interval: cfg.flush_interval,
+        max_retry_delay: cfg.max_retry_delay,
+        concurrency: cfg.concurrency,
+    });
+    let mut in_flight = FuturesUnordered::new();
 
     loop {
-        let now = Instant::now();
-        while !closing && inflight.len() < cfg.concurrency && retry_at.is_none_or(|t| t <= now) {
-            retry_at = None;
-            let next = again.pop_front().or_else(|| {
-                buffer
-                    .next()
-                    .map(|(body, origin)| Current::new(body, origin))
-            });
-            let Some(mut c) = next else { break };
-            c.attempt += 1;
+        for req in writer.start(now(), || store.next()) {
             let (client, target) = (client.clone(), target.clone());
-            inflight.push(async move {
-                let answer: Answer = write(&client, &target, &c.body).await;
-                (c, answer)
-            });
+            in_flight.push(async move { (req.id, write(&client, &target, &req.body).await) });
         }
-        metrics.set_buffer(
-            buffer.mem_bytes() as u64,
-            buffer.spool_bytes(),
-            buffer.dropped_lines(),
-        );
-        let flush_at = batch_started.map(|t| t + cfg.flush_interval);
+        store.report(&metrics);
+        let wake = writer.deadline().map(Instant::from_std);
         tokio::select! {
-            Some((c, (status, ra, text))) = inflight.next(), if !inflight.is_empty() => {
-                match policy::classify(status, ra.as_deref(), c.lines, c.attempt, cfg.max_retry_delay) {
-                    Outcome::Written => {
-                        metrics.points_written(c.lines as u64);
-                        buffer.done(c.origin);
+            Some((id, answer)) = in_flight.next(), if !in_flight.is_empty() => {
+                let Answer { status, retry_after, text } = answer;
+                match writer.on_answer(id, status, retry_after.as_deref(), now()) {
+                    Some(Settled::Written { lines, origin }) => {
+                        metrics.points_written(lines as u64);
+                        store.settle(origin);
                     }
-                    Outcome::Retry(d) => {
+                    Some(Settled::Retry { attempt, delay, .. }) => {
                         metrics.write_error();
-                        if c.attempt == 1 || c.attempt % 10 == 0 {
-                            tracing::warn!(status = ?status, attempt = c.attempt, retry_in_ms = d.as_millis() as u64,
+                        // The first failure and every tenth: an outage is visible without
+                        // flooding the log.
+                        if attempt == 1 || attempt % 10 == 0 {
+                            tracing::warn!(status = ?status, attempt, retry_in_ms = delay.as_millis() as u64,
                                 error = %text.trim(), "database write failed; keeping the points");
                         }
-                        let at = Instant::now() + d;
-                        retry_at = Some(retry_at.map_or(at, |t| t.max(at)));
-                        again.push_front(c);
                     }
-                    Outcome::Split => {
-                        let (a, b) = policy::split_batch(&c.body);
-                        again.push_front(Current::new(b, c.origin));
-                        again.push_front(Current::new(a, Origin::Part));
-                    }
-                    Outcome::Rejected => {
-                        metrics.lines_rejected(c.lines as u64);
-                        tracing::warn!(status = ?status, line = %c.body.trim(), error = %text.trim(),
+                    Some(Settled::Split) => {}
+                    Some(Settled::Rejected { line, lines, origin }) => {
+                        metrics.lines_rejected(lines as u64);
+                        tracing::warn!(status = ?status, line = %line.trim(), error = %text.trim(),
                             "the database rejected a line; dropped");
-                        buffer.done(c.origin);
+                        store.settle(origin);
                     }
+                    // Every request in flight came from the writer, which knows its id.
+                    None => {}
                 }
             }
-            line = rx.recv(), if !closing => match line {
+            line = rx.recv(), if !writer.is_closing() => match line {
                 Some(l) => {
-                    if batch.is_empty() {
-                        batch_started = Some(Instant::now());
-                    }
-                    batch_lines += l.matches('\n').count();
-                    batch.push_str(&l);
-                    if batch_lines >= cfg.batch_size {
-                        buffer.push(std::mem::take(&mut batch), std::time::Instant::now());
-                        batch_lines = 0;
-                        batch_started = None;
+                    if let Some(batch) = writer.on_lines(&l, now()) {
+                        store.push(batch);
                     }
                 }
-                None => closing = true,
+                None => writer.close(),
             },
-            _ = tokio::time::sleep_until(flush_at.unwrap_or(now)), if flush_at.is_some() => {
-                buffer.push(std::mem::take(&mut batch), std::time::Instant::now());
-                batch_lines = 0;
-                batch_started = None;
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                if let Some(batch) = writer.tick(now()) {
+                    store.push(batch);
+                }
             }
-            _ = tokio::time::sleep_until(retry_at.unwrap_or(now)), if retry_at.is_some() => {}
         }
-        if closing && inflight.is_empty() {
-            if !batch.is_empty() {
-                buffer.push(std::mem::take(&mut batch), std::time::Instant::now());
-            }
-            let pending: Vec<(String, Origin)> =
-                again.drain(..).map(|c| (c.body, c.origin)).collect();
-            let lost = buffer.close(pending, std::time::Instant::now());
+        if let Some(closed) = writer.closed() {
+            let lost = store.close(closed);
             if lost > 0 {
                 tracing::warn!(
                     lines = lost,

@@ -1,0 +1,593 @@
+//! Store-and-forward: one bounded buffer, memory first and then the disk spool, used by both
+//! binaries: the agent's MQTT messages while the broker is away, the gateway's line-protocol
+//! batches while the database is down.
+//!
+//! **Order.** Items leave in the order they came in. The spool always holds older items than
+//! memory, so it is emptied first; items handed out and given back (in flight when a link
+//! dropped) go back in front.
+//!
+//! **Where an item goes.** While the peer is reachable ([`Buffer::set_online`], the initial
+//! state) an item waits in memory. It goes to the spool instead, when there is one, if the peer
+//! is away ([`Buffer::set_offline`]: memory moves to the spool then, so a crash while offline
+//! loses nothing) or if memory is full (memory moves to the spool's tail first, then the item
+//! follows, so order holds).
+//!
+//! **The one drop rule.** Memory holds at most `max_bytes` (the sum of [`Item::cost`]). When an
+//! item does not fit and there is no spool (or the disk fails), the oldest items in memory are
+//! dropped until it does; an item larger than the whole bound is itself dropped. The spool
+//! holds at most its own `max_bytes` and deletes its oldest segment to make room. Every drop is
+//! counted in `dropped_total`: memory drops in [`Item::units`] (messages, lines), spool drops in
+//! records (a segment is deleted without being read).
+//!
+//! The memory part is pure; the spool does the disk I/O, so a buffer without one is a pure
+//! data structure and is unit-tested as such.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use leakmon_protocol::BufferStats;
+
+use crate::spool::{RecordPos, Spool};
+
+/// What a buffer holds.
+pub trait Item: Sized {
+    /// Bytes this item counts against the memory bound.
+    fn cost(&self) -> usize;
+    /// What dropping this item counts as in `dropped_total`.
+    fn units(&self) -> u64 {
+        1
+    }
+    /// Its spool record.
+    fn to_record(&self) -> Vec<u8>;
+    /// Back from a spool record; `None` if the record is not one of ours.
+    fn from_record(body: Vec<u8>) -> Option<Self>;
+}
+
+/// Bytes counted for a message beyond its topic and payload (allocation headers, fields).
+pub const MESSAGE_OVERHEAD: usize = 64;
+
+/// One MQTT publish (always QoS 1): what the agent buffers and what the gateway publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+const RETAIN: u8 = 1;
+
+impl Item for Message {
+    fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + MESSAGE_OVERHEAD
+    }
+
+    /// `flags: u8 | topic_len: u16 LE | topic | payload`.
+    fn to_record(&self) -> Vec<u8> {
+        let topic = self.topic.as_bytes();
+        let topic_len = topic.len().min(u16::MAX as usize);
+        let mut body = Vec::with_capacity(3 + topic_len + self.payload.len());
+        body.push(if self.retain { RETAIN } else { 0 });
+        body.extend_from_slice(&(topic_len as u16).to_le_bytes());
+        body.extend_from_slice(&topic[..topic_len]);
+        body.extend_from_slice(&self.payload);
+        body
+    }
+
+    fn from_record(body: Vec<u8>) -> Option<Message> {
+        let flags = *body.first()?;
+        let tl = u16::from_le_bytes([*body.get(1)?, *body.get(2)?]) as usize;
+        let topic = std::str::from_utf8(body.get(3..3 + tl)?).ok()?.to_owned();
+        Some(Message {
+            topic,
+            payload: body[3 + tl..].to_vec(),
+            retain: flags & RETAIN != 0,
+        })
+    }
+}
+
+/// A batch of line protocol: costs its length, counts its lines.
+impl Item for String {
+    fn cost(&self) -> usize {
+        self.len()
+    }
+
+    fn units(&self) -> u64 {
+        self.as_bytes().iter().filter(|c| **c == b'\n').count() as u64
+    }
+
+    fn to_record(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    fn from_record(body: Vec<u8>) -> Option<String> {
+        String::from_utf8(body).ok()
+    }
+}
+
+/// Where an item handed out came from, so its acknowledgement can be credited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Memory,
+    Spool(RecordPos),
+}
+
+pub struct Buffer<T> {
+    mem: VecDeque<T>,
+    mem_bytes: usize,
+    max_bytes: usize,
+    spool: Option<Spool>,
+    online: bool,
+    dropped_total: u64,
+}
+
+impl<T: Item> Buffer<T> {
+    /// An empty buffer, online.
+    pub fn new(max_bytes: usize, spool: Option<Spool>) -> Self {
+        Buffer {
+            mem: VecDeque::new(),
+            mem_bytes: 0,
+            max_bytes,
+            spool,
+            online: true,
+            dropped_total: 0,
+        }
+    }
+
+    /// The same buffer, offline until [`Buffer::set_online`] (the agent, before its first
+    /// connection: items go to the spool, if there is one).
+    pub fn starting_offline(mut self) -> Self {
+        self.online = false;
+        self
+    }
+
+    pub fn push(&mut self, item: T, now: Instant) {
+        let full = self.mem_bytes + item.cost() > self.max_bytes;
+        if (!self.online || full) && self.spool.is_some() {
+            // Memory first, so the spool stays the older part.
+            let moved: Vec<T> = self.mem.drain(..).collect();
+            self.mem_bytes = 0;
+            for i in moved.into_iter().chain(std::iter::once(item)) {
+                if let Err(i) = self.spill(i, now) {
+                    // The disk failed: keep it in memory rather than lose it.
+                    self.keep_back(i);
+                }
+            }
+            return;
+        }
+        self.keep_back(item);
+    }
+
+    /// Appends to the spool; gives the item back if the disk failed.
+    fn spill(&mut self, item: T, now: Instant) -> Result<(), T> {
+        let Some(sp) = self.spool.as_mut() else {
+            return Err(item);
+        };
+        match sp.append(&item.to_record(), now) {
+            Ok(_) => {
+                let dropped = sp.take_dropped();
+                if dropped > 0 {
+                    tracing::warn!(records = dropped, "spool full: dropped its oldest segment");
+                    self.dropped_total += dropped;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write to the spool; keeping in memory");
+                Err(item)
+            }
+        }
+    }
+
+    fn keep_back(&mut self, item: T) {
+        self.mem_bytes += item.cost();
+        self.mem.push_back(item);
+        self.trim();
+    }
+
+    /// Drops the oldest items while memory is over its bound.
+    fn trim(&mut self) {
+        let mut units = 0;
+        while self.mem_bytes > self.max_bytes {
+            let Some(old) = self.mem.pop_front() else {
+                break;
+            };
+            self.mem_bytes -= old.cost();
+            units += old.units();
+        }
+        if units > 0 {
+            self.dropped_total += units;
+            tracing::warn!(
+                dropped = units,
+                dropped_total = self.dropped_total,
+                "buffer full: dropped the oldest"
+            );
+        }
+    }
+
+    /// The oldest item not yet handed out.
+    pub fn next_item(&mut self) -> Option<(T, Origin)> {
+        if let Some(sp) = self.spool.as_mut() {
+            loop {
+                match sp.next_record() {
+                    Ok(Some((body, pos))) => match T::from_record(body) {
+                        Some(i) => return Some((i, Origin::Spool(pos))),
+                        None => {
+                            // Checksummed but not ours (a file from another program?).
+                            tracing::warn!("skipping an unreadable spool record");
+                            self.dropped_total += 1;
+                            let _ = sp.ack(pos);
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the spool");
+                        break;
+                    }
+                }
+            }
+            self.dropped_total += sp.take_dropped();
+        }
+        let i = self.mem.pop_front()?;
+        self.mem_bytes -= i.cost();
+        Some((i, Origin::Memory))
+    }
+
+    /// An item handed out was delivered (or settled for good).
+    pub fn ack(&mut self, origin: Origin) {
+        if let (Origin::Spool(pos), Some(sp)) = (origin, self.spool.as_mut()) {
+            if let Err(e) = sp.ack(pos) {
+                tracing::warn!(error = %e, "cannot delete a delivered spool segment");
+            }
+        }
+    }
+
+    pub fn set_online(&mut self) {
+        self.online = true;
+    }
+
+    /// The peer is gone: take back what was handed out and not acknowledged (oldest first)
+    /// and, with a spool, move memory to disk.
+    pub fn set_offline(&mut self, unacked: Vec<(T, Origin)>, now: Instant) {
+        self.online = false;
+        self.give_back(unacked);
+        if self.spool.is_none() {
+            self.trim();
+        } else {
+            let moved: Vec<T> = self.mem.drain(..).collect();
+            self.mem_bytes = 0;
+            for i in moved {
+                if let Err(i) = self.spill(i, now) {
+                    self.keep_back(i);
+                }
+            }
+        }
+    }
+
+    /// Items handed out and not acknowledged go back in front, in their order: spool records
+    /// are read again from the oldest, memory items are put back.
+    fn give_back(&mut self, unacked: Vec<(T, Origin)>) {
+        let first_spooled = unacked
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Origin::Spool(p) => Some(*p),
+                Origin::Memory => None,
+            })
+            .min();
+        if let Some(sp) = self.spool.as_mut() {
+            sp.rewind(first_spooled);
+        }
+        for (i, _) in unacked
+            .into_iter()
+            .rev()
+            .filter(|(_, o)| *o == Origin::Memory)
+        {
+            self.mem_bytes += i.cost();
+            self.mem.push_front(i);
+        }
+    }
+
+    /// Makes what is held durable before exit: what was handed out and not acknowledged, and
+    /// memory, go to the spool, whose read position is saved. Returns the units lost (memory
+    /// without a spool).
+    pub fn close(&mut self, unacked: Vec<(T, Origin)>, now: Instant) -> u64 {
+        self.set_offline(unacked, now);
+        if let Some(sp) = self.spool.as_mut() {
+            if let Err(e) = sp.save_cursor() {
+                tracing::warn!(error = %e, "cannot save the spool position");
+            }
+        }
+        self.mem.iter().map(Item::units).sum()
+    }
+
+    /// Nothing left to hand out.
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty() && self.spool.as_ref().is_none_or(|s| s.is_drained())
+    }
+
+    pub fn stats(&self) -> BufferStats {
+        BufferStats {
+            queued: self.mem.len() as u64,
+            queued_bytes: self.mem_bytes as u64,
+            spooled_bytes: self.spool.as_ref().map(|s| s.bytes()).unwrap_or(0),
+            dropped_total: self.dropped_total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(i: usize, size: usize) -> Message {
+        Message {
+            topic: format!("t/{i}"),
+            payload: vec![b'x'; size],
+            retain: false,
+        }
+    }
+
+    fn cost(size: usize) -> usize {
+        msg(0, size).cost()
+    }
+
+    fn names(r: std::ops::Range<usize>) -> Vec<String> {
+        r.map(|i| format!("t/{i}")).collect()
+    }
+
+    /// Hands out up to `n`, acknowledging all but the last `unacked`; returns (topics handed
+    /// out, still unacknowledged).
+    fn send(
+        b: &mut Buffer<Message>,
+        n: usize,
+        unacked: usize,
+    ) -> (Vec<String>, Vec<(Message, Origin)>) {
+        let mut sent = vec![];
+        let mut flight = vec![];
+        for _ in 0..n {
+            let Some((m, origin)) = b.next_item() else { break };
+            sent.push(m.topic.clone());
+            flight.push((m, origin));
+        }
+        let keep = flight.split_off(flight.len().saturating_sub(unacked));
+        for (_, origin) in flight {
+            b.ack(origin);
+        }
+        (sent, keep)
+    }
+
+    fn all(b: &mut Buffer<Message>) -> Vec<String> {
+        send(b, usize::MAX, 0).0
+    }
+
+    fn spool(dir: &tempfile::TempDir) -> Option<Spool> {
+        Some(Spool::open(dir.path(), 1 << 20).expect("spool"))
+    }
+
+    // --- memory only (pure) ---
+
+    #[test]
+    fn fifo_within_budget() {
+        let mut b = Buffer::new(10_000, None);
+        let now = Instant::now();
+        for i in 0..5 {
+            b.push(msg(i, 100), now);
+        }
+        let s = b.stats();
+        assert_eq!((s.queued, s.queued_bytes), (5, 5 * cost(100) as u64));
+        assert_eq!(all(&mut b), names(0..5));
+        assert_eq!(b.stats().queued_bytes, 0);
+    }
+
+    #[test]
+    fn full_drops_oldest_and_counts() {
+        let mut b = Buffer::new(3 * cost(100), None);
+        let now = Instant::now();
+        for i in 0..5 {
+            b.push(msg(i, 100), now);
+        }
+        let s = b.stats();
+        assert_eq!(s.dropped_total, 2);
+        assert!(s.queued_bytes <= 3 * cost(100) as u64);
+        assert_eq!(all(&mut b), names(2..5));
+    }
+
+    #[test]
+    fn oversized_item_is_dropped_not_wedged() {
+        let mut b = Buffer::new(500, None);
+        let now = Instant::now();
+        b.push(msg(0, 10), now);
+        b.push(msg(1, 10_000), now);
+        assert!(b.is_empty());
+        assert_eq!(b.stats().dropped_total, 2);
+        b.push(msg(2, 10), now);
+        assert_eq!(all(&mut b), names(2..3));
+    }
+
+    #[test]
+    fn given_back_items_come_first_in_order() {
+        let mut b = Buffer::new(10_000, None);
+        let now = Instant::now();
+        for i in 0..4 {
+            b.push(msg(i, 10), now);
+        }
+        let (sent, flight) = send(&mut b, 3, 2);
+        assert_eq!(sent, names(0..3));
+        b.set_offline(flight, now);
+        b.set_online();
+        assert_eq!(all(&mut b), names(1..4));
+    }
+
+    #[test]
+    fn given_back_over_budget_drops_the_oldest() {
+        let mut b = Buffer::new(2 * cost(10), None);
+        let now = Instant::now();
+        b.push(msg(1, 10), now);
+        b.push(msg(2, 10), now);
+        let (_, flight) = send(&mut b, 2, 2);
+        b.push(msg(3, 10), now);
+        b.push(msg(4, 10), now);
+        b.set_offline(flight, now);
+        assert_eq!(b.stats().dropped_total, 2);
+        assert_eq!(all(&mut b), names(3..5));
+    }
+
+    #[test]
+    fn close_without_spool_counts_what_is_lost() {
+        let mut b = Buffer::new(1 << 20, None);
+        let now = Instant::now();
+        for i in 0..3 {
+            b.push(msg(i, 1), now);
+        }
+        let (_, flight) = send(&mut b, 1, 1);
+        assert_eq!(b.close(flight, now), 3);
+    }
+
+    #[test]
+    fn message_record_round_trip() {
+        for m in [
+            msg(1, 0),
+            msg(2, 100),
+            Message {
+                retain: true,
+                ..msg(3, 5)
+            },
+        ] {
+            assert_eq!(Message::from_record(m.to_record()), Some(m));
+        }
+        assert_eq!(Message::from_record(vec![]), None);
+        assert_eq!(
+            Message::from_record(vec![0, 9, 0, b'a']),
+            None,
+            "topic runs past the end"
+        );
+    }
+
+    #[test]
+    fn line_batches_count_their_lines() {
+        let batch = |i: usize| format!("m v={i} 1\nm v={i} 2\n");
+        let mut b = Buffer::new(batch(0).len() * 2, None);
+        let now = Instant::now();
+        for i in 0..5 {
+            b.push(batch(i), now);
+        }
+        assert_eq!(b.stats().dropped_total, 6, "three batches of two lines");
+        let left: Vec<String> = std::iter::from_fn(|| b.next_item().map(|(s, _)| s)).collect();
+        assert_eq!(left, [batch(3), batch(4)]);
+    }
+
+    // --- with a spool ---
+
+    fn outage(with_spool: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::new(1 << 20, if with_spool { spool(&dir) } else { None });
+        let now = Instant::now();
+        // Offline from the start: 0..5 queue up.
+        b.set_offline(vec![], now);
+        for i in 0..5 {
+            b.push(msg(i, 10), now);
+        }
+        b.set_online();
+        // 0..3 handed out; 1 and 2 are in flight when the link drops.
+        let (sent, flight) = send(&mut b, 3, 2);
+        assert_eq!(sent, names(0..3));
+        b.set_offline(flight, now);
+        for i in 5..8 {
+            b.push(msg(i, 10), now);
+        }
+        b.set_online();
+        b.push(msg(8, 10), now);
+        assert_eq!(all(&mut b), names(1..9), "in flight first, then in order");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn order_kept_across_an_outage_in_memory() {
+        outage(false);
+    }
+
+    #[test]
+    fn order_kept_across_an_outage_with_a_spool() {
+        outage(true);
+    }
+
+    #[test]
+    fn offline_items_go_to_disk_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::new(1 << 20, spool(&dir));
+        let now = Instant::now();
+        b.set_offline(vec![], now);
+        b.push(msg(0, 10), now);
+        let s = b.stats();
+        assert_eq!(s.queued, 0);
+        assert!(s.spooled_bytes > 0);
+    }
+
+    #[test]
+    fn a_second_outage_while_draining_keeps_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::new(1 << 20, spool(&dir));
+        let now = Instant::now();
+        b.set_offline(vec![], now);
+        for i in 0..6 {
+            b.push(msg(i, 10), now);
+        }
+        b.set_online();
+        b.push(msg(6, 10), now); // online: memory, behind the spool
+        let (sent, flight) = send(&mut b, 2, 1);
+        assert_eq!(sent, names(0..2));
+        b.set_offline(flight, now); // 1 in flight; 6 moves to the spool's tail
+        b.push(msg(7, 10), now);
+        b.set_online();
+        assert_eq!(all(&mut b), names(1..8));
+    }
+
+    #[test]
+    fn full_memory_moves_to_the_spool_and_nothing_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::new(3 * cost(10), spool(&dir));
+        let now = Instant::now();
+        for i in 0..10 {
+            b.push(msg(i, 10), now);
+        }
+        let s = b.stats();
+        assert!(s.spooled_bytes > 0);
+        assert!(s.queued_bytes <= 3 * cost(10) as u64);
+        assert_eq!(s.dropped_total, 0);
+        assert_eq!(all(&mut b), names(0..10));
+    }
+
+    #[test]
+    fn close_with_a_spool_keeps_everything_for_the_next_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = Instant::now();
+        {
+            let mut b = Buffer::new(1 << 20, spool(&dir));
+            for i in 0..3 {
+                b.push(msg(i, 10), now);
+            }
+            let (_, flight) = send(&mut b, 1, 1);
+            assert_eq!(b.close(flight, now), 0);
+        }
+        let mut b: Buffer<Message> = Buffer::new(1 << 20, spool(&dir));
+        assert_eq!(all(&mut b), names(0..3));
+    }
+
+    #[test]
+    fn close_rewinds_spooled_items_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = Instant::now();
+        {
+            let mut b = Buffer::new(1 << 20, spool(&dir));
+            b.set_offline(vec![], now);
+            for i in 0..4 {
+                b.push(msg(i, 10), now);
+            }
+            b.set_online();
+            let (sent, flight) = send(&mut b, 3, 2);
+            assert_eq!(sent, names(0..3));
+            assert_eq!(b.close(flight, now), 0);
+        }
+        let mut b: Buffer<Message> = Buffer::new(1 << 20, spool(&dir));
+        assert_eq!(all(&mut b), names(1..4));
+    }
+}

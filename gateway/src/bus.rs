@@ -1,0 +1,306 @@
+//! The bus: the gateway's one MQTT session and everything the tasks send through.
+//!
+//! [`Connection`] owns the MQTT connection: it connects with the client id and session kind
+//! the control loop chose ([`Session`]), subscribes to what its [`Handler`] asks for, hands
+//! every publish to that handler, publishes what the tasks queue, and reconnects with backoff.
+//! [`Bus`] is the cheap handle the tasks hold: publish over MQTT, feed the alert engine, hand
+//! lines to the database writer, and read the role and the connection's state.
+//!
+//! Ingest (the handler), control and alerts depend on this module and on pure modules, never on
+//! each other: this is what keeps the gateway's module graph a DAG.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use leakmon_common::backoff::{Backoff, Jitter};
+use leakmon_common::mqtt::Connector;
+use leakmon_protocol::{ContainersReport, GatewayEvent, HostReport};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+
+pub use leakmon_common::buffer::Message;
+
+/// Largest MQTT packet the gateway reads (or `mqtt.max_packet_size`, if larger). Brokers
+/// should be set to refuse larger ones (mosquitto: `max_packet_size`).
+pub const MAX_INCOMING_PACKET: usize = 16 << 20;
+
+/// How often the handler's [`Handler::on_tick`] runs: silence is noticed within a quarter
+/// second of `liveness.offline_after`.
+const TICK: Duration = Duration::from_millis(250);
+
+/// How the connection is made and whether this gateway writes: the control loop sets it from
+/// the gateway's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Write points and notify (only the active gateway does).
+    pub active: bool,
+    pub client_id: String,
+    /// A persistent session: the broker keeps messages for it while it is away.
+    pub persistent: bool,
+}
+
+impl Session {
+    /// Standby on this gateway's own clean session.
+    pub fn standby(client_id: String) -> Self {
+        Session {
+            active: false,
+            client_id,
+            persistent: false,
+        }
+    }
+}
+
+/// What the alert engine is fed.
+#[derive(Debug)]
+pub enum AlertInput {
+    Host(String, Box<HostReport>),
+    Containers(String, Box<ContainersReport>),
+    /// An agent went offline (`false`, with why) or came back.
+    Agent(String, bool, &'static str),
+    Event(Box<GatewayEvent>),
+}
+
+/// What the tasks send through, and what they read of the session. Clone it freely.
+#[derive(Clone)]
+pub struct Bus {
+    mqtt: mpsc::Sender<Message>,
+    lines: Option<mpsc::Sender<String>>,
+    alerts: Option<mpsc::Sender<AlertInput>>,
+    session: watch::Receiver<Session>,
+    connected: watch::Receiver<bool>,
+}
+
+impl Bus {
+    /// Queues a QoS 1 publish for the connection; `false` when the queue is full (the caller
+    /// says what was lost).
+    pub fn publish(&self, m: Message) -> bool {
+        self.mqtt.try_send(m).is_ok()
+    }
+
+    /// Feeds the alert engine, when alerts are on; `false` when it is busy.
+    pub fn alert(&self, i: AlertInput) -> bool {
+        self.alerts.as_ref().is_none_or(|a| a.try_send(i).is_ok())
+    }
+
+    pub fn has_database(&self) -> bool {
+        self.lines.is_some()
+    }
+
+    /// Hands line protocol to the database writer, waiting while it is busy (backpressure
+    /// on the agents' data); `false` when the writer has stopped.
+    pub async fn write(&self, lines: String) -> bool {
+        match &self.lines {
+            Some(tx) => tx.send(lines).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Hands line protocol to the database writer without waiting; `false` when it is busy.
+    pub fn try_write(&self, lines: String) -> bool {
+        self.lines
+            .as_ref()
+            .is_none_or(|tx| tx.try_send(lines).is_ok())
+    }
+
+    /// Whether this gateway is active (writes and notifies) now.
+    pub fn active(&self) -> bool {
+        self.session.borrow().active
+    }
+
+    /// Whether the broker connection is up.
+    pub fn connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+}
+
+/// What the connection hands incoming traffic to (ingest).
+pub trait Handler {
+    /// The topic filters to subscribe to on every connection.
+    fn subscriptions(&self) -> Vec<String>;
+    /// A new connection is up (its subscriptions are on their way).
+    fn on_connected(&mut self);
+    /// One publish; `active` is the role the connection was made in (what it received is
+    /// written by it, also after the role moved on: nobody else gets those messages).
+    fn on_publish(&mut self, topic: &str, payload: &[u8], active: bool)
+        -> impl Future<Output = ()>;
+    /// Every [`TICK`], connected or not.
+    fn on_tick(&mut self, active: bool) -> impl Future<Output = ()>;
+}
+
+/// The connection task.
+pub struct Connection {
+    connector: Connector,
+    session: watch::Receiver<Session>,
+    outgoing: mpsc::Receiver<Message>,
+    connected: watch::Sender<bool>,
+    /// Moves every tick: the systemd watchdog is fed only while it does.
+    progress: Arc<AtomicU64>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The bus: the handle for the tasks, the connection task, and the sender of the session the
+/// control loop sets.
+pub struct Wiring {
+    pub bus: Bus,
+    pub connection: Connection,
+    pub session: watch::Sender<Session>,
+}
+
+/// Everything the bus is made of.
+pub struct Parts {
+    pub connector: Connector,
+    /// The session to start in.
+    pub session: Session,
+    /// The database writer's input, when there is a database.
+    pub lines: Option<mpsc::Sender<String>>,
+    /// The alert engine's input, when alerts are on.
+    pub alerts: Option<mpsc::Sender<AlertInput>>,
+    pub progress: Arc<AtomicU64>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Queued publishes waiting for the connection, at most.
+const OUTGOING: usize = 1024;
+
+pub fn wire(p: Parts) -> Wiring {
+    let (mqtt, outgoing) = mpsc::channel(OUTGOING);
+    let (session_tx, session) = watch::channel(p.session);
+    let (connected_tx, connected) = watch::channel(false);
+    Wiring {
+        bus: Bus {
+            mqtt,
+            lines: p.lines,
+            alerts: p.alerts,
+            session: session.clone(),
+            connected,
+        },
+        connection: Connection {
+            connector: p.connector,
+            session,
+            outgoing,
+            connected: connected_tx,
+            progress: p.progress,
+            shutdown: p.shutdown,
+        },
+        session: session_tx,
+    }
+}
+
+enum Ended {
+    Shutdown,
+    /// The role changed: reconnect at once with the new client id.
+    Switch,
+    Lost(String),
+}
+
+impl Connection {
+    /// Sends DISCONNECT (and whatever is queued before it), waiting at most a second; messages
+    /// still arriving meanwhile are handled (they are acknowledged already).
+    async fn disconnect<H: Handler>(
+        h: &mut H,
+        client: &AsyncClient,
+        el: &mut rumqttc::EventLoop,
+        active: bool,
+    ) {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        h.on_publish(&p.topic, &p.payload, active).await;
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+
+    pub async fn run<H: Handler>(mut self, mut h: H) {
+        let s = self.connector.settings();
+        let mut backoff = Backoff::new(s.reconnect_min.0, s.reconnect_max.0);
+        let mut jitter = Jitter::from_entropy();
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            let session = self.session.borrow_and_update().clone();
+            // The active gateway uses a persistent session: while it is away (a restart, a
+            // hand-over to another gateway) the broker keeps its QoS 1 messages.
+            let mut opts = self.connector.options(&session.client_id, None);
+            opts.set_clean_session(!session.persistent);
+            // Read packets well beyond the payload limit, so an oversized payload is counted
+            // and dropped; a packet rumqttc refused would break the connection, and the broker
+            // would redeliver it to this persistent session forever.
+            let out =
+                usize::try_from(self.connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
+            opts.set_max_packet_size(out.max(MAX_INCOMING_PACKET), out);
+            opts.set_inflight(100);
+            let (client, mut el) = AsyncClient::new(opts, 64);
+            let mut connected = false;
+            let ended = loop {
+                tokio::select! {
+                    ev = el.poll() => match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            backoff.reset();
+                            connected = true;
+                            self.connected.send_replace(true);
+                            h.on_connected();
+                            for t in h.subscriptions() {
+                                if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                                    tracing::warn!(topic = %t, error = %e, "subscribe failed");
+                                }
+                            }
+                            tracing::info!(broker = %self.connector.settings().url,
+                                client_id = %session.client_id, active = session.active,
+                                "connected; subscribed to agents");
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            h.on_publish(&p.topic, &p.payload, session.active).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => break Ended::Lost(e.to_string()),
+                    },
+                    Some(o) = self.outgoing.recv(), if connected => {
+                        if let Err(e) = client.try_publish(o.topic.clone(), QoS::AtLeastOnce, o.retain, o.payload) {
+                            tracing::warn!(topic = %o.topic, error = %e, "publish failed");
+                        }
+                    }
+                    changed = self.session.changed() => {
+                        if changed.is_err() || *self.session.borrow() != session {
+                            break Ended::Switch;
+                        }
+                    }
+                    _ = tick.tick() => {
+                        self.progress.fetch_add(1, Ordering::Relaxed);
+                        h.on_tick(session.active).await;
+                    }
+                    _ = self.shutdown.changed() => break Ended::Shutdown,
+                }
+            };
+            self.connected.send_replace(false);
+            match ended {
+                Ended::Shutdown => {
+                    Self::disconnect(&mut h, &client, &mut el, session.active).await;
+                    return;
+                }
+                Ended::Switch => {
+                    tracing::info!(
+                        active = self.session.borrow().active,
+                        "role changed: reconnecting"
+                    );
+                    Self::disconnect(&mut h, &client, &mut el, session.active).await;
+                }
+                Ended::Lost(e) => {
+                    let d = backoff.next_delay(jitter.next_u64());
+                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "MQTT connection lost");
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}

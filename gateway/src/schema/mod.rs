@@ -1,0 +1,959 @@
+//! The InfluxDB schema: from protocol messages to points ([`line`] encodes them), with Telegraf's measurement, tag and field names
+//! wherever Telegraf has an equivalent, so dashboards built for Telegraf work unchanged.
+//! docs/schema.md documents every measurement (the e2e suite checks it) and every host field
+//! (a test here checks it).
+//!
+//! Pure: the timestamp of every point is the agent's sample time (`ts`), so a message written
+//! twice lands on the same points.
+
+use leakmon_protocol::{
+    Container, ContainersReport, EngineState, EventReport, GatewayEvent, HostReport, Status,
+};
+use serde::{ser, Serialize};
+
+pub mod line;
+
+pub use line::{Point, Value};
+
+/// Tags every point of a node carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeTags {
+    /// The node name (Telegraf's `host` tag).
+    pub host: String,
+    /// From the node's birth, when it is in a Swarm.
+    pub swarm_node_id: Option<String>,
+}
+
+impl NodeTags {
+    fn point(&self, measurement: &'static str, ts: i64) -> Point {
+        Point::new(measurement, ts)
+            .tag("host", self.host.as_str())
+            .tag_opt("swarm_node_id", self.swarm_node_id.as_deref())
+    }
+}
+
+/// Telegraf's `device` tag is the device name without `/dev/`.
+fn device_name(dev: &str) -> &str {
+    dev.strip_prefix("/dev/").unwrap_or(dev)
+}
+
+/// How one part of a host report (a struct of the protocol) becomes one point.
+///
+/// Every number and boolean of the part becomes a field, in declaration order, under its
+/// protocol name unless `renames` gives Telegraf's; unsigned integers are written as integers
+/// (saturating), floats as floats (left out when not finite). Text fields become tags when
+/// listed in `tags` and are left out otherwise, as are absent optional fields. So a new
+/// metric in one of these structs reaches the database without a change here; the tests
+/// below fail if a field of the report is neither written nor listed as left out, or is
+/// missing from docs/schema.md.
+struct Part {
+    measurement: &'static str,
+    /// Text fields that name the item (a mount, an interface, a sensor): Telegraf's tags.
+    tags: &'static [&'static str],
+    /// Protocol name -> Telegraf's, only where they differ.
+    renames: &'static [(&'static str, &'static str)],
+}
+
+const CPU: Part = Part {
+    measurement: "cpu",
+    tags: &[],
+    renames: &[
+        ("user", "usage_user"),
+        ("nice", "usage_nice"),
+        ("system", "usage_system"),
+        ("idle", "usage_idle"),
+        ("iowait", "usage_iowait"),
+        ("irq", "usage_irq"),
+        ("softirq", "usage_softirq"),
+        ("steal", "usage_steal"),
+        ("guest", "usage_guest"),
+        ("guest_nice", "usage_guest_nice"),
+    ],
+};
+const MEM: Part = Part {
+    measurement: "mem",
+    tags: &[],
+    renames: &[("buffers", "buffered")],
+};
+const SWAP: Part = Part {
+    measurement: "swap",
+    tags: &[],
+    renames: &[],
+};
+/// From [`leakmon_protocol::Load`]; the report's own scalars are added by hand.
+const SYSTEM: Part = Part {
+    measurement: "system",
+    tags: &[],
+    renames: &[],
+};
+const DISK: Part = Part {
+    measurement: "disk",
+    tags: &["path", "device", "fstype"],
+    renames: &[],
+};
+const NET: Part = Part {
+    measurement: "net",
+    tags: &["interface"],
+    renames: &[],
+};
+const TEMP: Part = Part {
+    measurement: "temp",
+    tags: &["sensor"],
+    renames: &[],
+};
+/// From [`leakmon_protocol::BufferStats`], after the header's `run` and `seq`.
+const AGENT: Part = Part {
+    measurement: "leakmon_agent",
+    tags: &[],
+    renames: &[],
+};
+
+impl Part {
+    fn point(&self, n: &NodeTags, ts: i64, part: &impl Serialize) -> Point {
+        self.fill(n.point(self.measurement, ts), part)
+    }
+
+    fn fill(&self, mut p: Point, part: &impl Serialize) -> Point {
+        for (name, value) in fields(part) {
+            let key = self
+                .renames
+                .iter()
+                .find(|(from, _)| *from == name)
+                .map_or(name, |(_, to)| *to);
+            p = match value {
+                serde_json::Value::Number(x) => match (x.as_u64(), x.as_i64(), x.as_f64()) {
+                    (Some(u), _, _) => p.uint(key, u),
+                    (None, Some(i), _) => p.int(key, i),
+                    (None, None, Some(f)) => p.float(key, f),
+                    (None, None, None) => p,
+                },
+                serde_json::Value::Bool(b) => p.boolean(key, b),
+                serde_json::Value::String(s) if self.tags.contains(&name) => {
+                    let v = if name == "device" {
+                        device_name(&s)
+                    } else {
+                        &s
+                    };
+                    p.tag(key, v)
+                }
+                // Untagged text, absent options (and non-finite floats, which serde_json
+                // makes null), nested values: not written.
+                _ => p,
+            };
+        }
+        p
+    }
+}
+
+/// `cpu` (from the second sample on), `mem`, `swap`, `system`, one `disk`, `net` and `temp`
+/// per mount, interface and sensor, and `leakmon_agent`.
+pub fn host_points(n: &NodeTags, r: &HostReport) -> Vec<Point> {
+    let ts = r.header.ts;
+    let mut out = Vec::with_capacity(8 + r.disks.len() + r.net.len() + r.temps.len());
+    if let Some(c) = &r.cpu {
+        out.push(CPU.point(n, ts, c).tag("cpu", "cpu-total"));
+    }
+    // Telegraf's `mem` repeats two numbers of `swap`.
+    out.push(
+        MEM.point(n, ts, &r.mem)
+            .uint("swap_total", r.swap.total)
+            .uint("swap_free", r.swap.free),
+    );
+    out.push(SWAP.point(n, ts, &r.swap));
+    // The report's own scalars are listed by hand: with its header flattened into it, serde
+    // hands the report over as a map, whose keys are not `'static` as a point's must be.
+    out.push(
+        SYSTEM
+            .point(n, ts, &r.load)
+            .uint("n_cpus", u64::from(r.n_cpus))
+            .uint("uptime", r.uptime_s),
+    );
+    out.extend(r.disks.iter().map(|d| DISK.point(n, ts, d)));
+    out.extend(r.net.iter().map(|i| NET.point(n, ts, i)));
+    out.extend(r.temps.iter().map(|t| TEMP.point(n, ts, t)));
+    let agent = n
+        .point(AGENT.measurement, ts)
+        .uint("run", r.header.run)
+        .uint("seq", r.header.seq);
+    out.push(AGENT.fill(agent, &r.buffer));
+    out
+}
+
+/// The fields of a struct in declaration order, each under the name serde gives it (which is
+/// `'static`, as a point's keys must be) with its value as JSON.
+fn fields(part: &impl Serialize) -> Vec<(&'static str, serde_json::Value)> {
+    let mut out = Vec::new();
+    // Anything but a struct is refused, leaving `out` empty: no fields.
+    let _ = part.serialize(Fields(&mut out));
+    out
+}
+
+/// A serde serializer that accepts exactly one struct and collects its fields.
+struct Fields<'a>(&'a mut Vec<(&'static str, serde_json::Value)>);
+
+/// What [`Fields`] says to anything but a struct.
+#[derive(Debug)]
+struct NotAStruct;
+
+impl std::fmt::Display for NotAStruct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a struct")
+    }
+}
+
+impl std::error::Error for NotAStruct {}
+
+impl ser::Error for NotAStruct {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        NotAStruct
+    }
+}
+
+/// Rejects the value kinds a part cannot be.
+macro_rules! not_a_struct {
+    ($($method:ident($($arg:ty),*);)*) => {$(
+        fn $method(self, $(_: $arg),*) -> Result<(), NotAStruct> {
+            Err(NotAStruct)
+        }
+    )*};
+}
+
+impl<'a> ser::Serializer for Fields<'a> {
+    type Ok = ();
+    type Error = NotAStruct;
+    type SerializeSeq = ser::Impossible<(), NotAStruct>;
+    type SerializeTuple = ser::Impossible<(), NotAStruct>;
+    type SerializeTupleStruct = ser::Impossible<(), NotAStruct>;
+    type SerializeTupleVariant = ser::Impossible<(), NotAStruct>;
+    type SerializeMap = ser::Impossible<(), NotAStruct>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = ser::Impossible<(), NotAStruct>;
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, NotAStruct> {
+        Ok(self)
+    }
+
+    not_a_struct! {
+        serialize_bool(bool);
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_f32(f32);
+        serialize_f64(f64);
+        serialize_char(char);
+        serialize_str(&str);
+        serialize_bytes(&[u8]);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(&'static str);
+        serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotAStruct> {
+        Err(NotAStruct)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, NotAStruct> {
+        Err(NotAStruct)
+    }
+}
+
+impl ser::SerializeStruct for Fields<'_> {
+    type Ok = ();
+    type Error = NotAStruct;
+
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), NotAStruct> {
+        // Protocol values always convert (no maps with non-string keys); should one not, the
+        // field is left out like any other value without a number, boolean or text.
+        let v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.0.push((key, v));
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), NotAStruct> {
+        Ok(())
+    }
+}
+
+fn container_point(n: &NodeTags, measurement: &'static str, ts: i64, c: &Container) -> Point {
+    n.point(measurement, ts)
+        .tag("container_name", c.name.as_str())
+        .tag("container_image", c.image.as_str())
+        .tag("container_status", c.state.as_str())
+        .tag_opt("com.docker.swarm.service.name", c.swarm_service.as_deref())
+        .string("container_id", c.id.as_str())
+}
+
+pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
+    let ts = r.header.ts;
+    let count = |state: &str| r.containers.iter().filter(|c| c.state == state).count() as i64;
+    let mut out = vec![n
+        .point("docker", ts)
+        .boolean("engine_ok", r.engine == EngineState::Ok)
+        .int("n_containers", r.containers.len() as i64)
+        .int("n_containers_running", count("running"))
+        .int("n_containers_paused", count("paused"))
+        .int(
+            "n_containers_stopped",
+            r.containers
+                .iter()
+                .filter(|c| !matches!(c.state.as_str(), "running" | "paused"))
+                .count() as i64,
+        )
+        .int(
+            "n_containers_unhealthy",
+            r.containers
+                .iter()
+                .filter(|c| c.health == leakmon_protocol::Health::Unhealthy)
+                .count() as i64,
+        )];
+    for c in &r.containers {
+        if let Some(cpu) = c.cpu_percent {
+            out.push(
+                container_point(n, "docker_container_cpu", ts, c)
+                    .tag("cpu", "cpu-total")
+                    .float("usage_percent", cpu),
+            );
+        }
+        if let Some(usage) = c.mem_usage {
+            let mut p = container_point(n, "docker_container_mem", ts, c).uint("usage", usage);
+            if let Some(limit) = c.mem_limit.filter(|l| *l > 0) {
+                p = p
+                    .uint("limit", limit)
+                    .float("usage_percent", usage as f64 * 100.0 / limit as f64);
+            }
+            out.push(p);
+        }
+        let mut st = container_point(n, "docker_container_status", ts, c)
+            .boolean("oomkilled", c.oom_killed)
+            .uint("restart_count", c.restart_count);
+        if let Some(code) = c.exit_code {
+            st = st.int("exitcode", code);
+        }
+        if let Some(started) = c.started_at {
+            st = st.int("started_at", started.saturating_mul(1_000_000));
+            if c.state == "running" {
+                st = st.int("uptime_ns", (ts - started).max(0).saturating_mul(1_000_000));
+            }
+        }
+        out.push(st);
+        if c.health != leakmon_protocol::Health::None {
+            out.push(
+                container_point(n, "docker_container_health", ts, c)
+                    .string("health_status", c.health.as_str())
+                    .uint("failing_streak", c.failing_streak),
+            );
+        }
+    }
+    out
+}
+
+pub fn event_point(n: &NodeTags, e: &EventReport) -> Point {
+    let mut p = n
+        .point("leakmon_container_event", e.header.ts)
+        .tag("action", e.action.as_str())
+        .tag("container_name", e.container_name.as_str())
+        .tag_opt("com.docker.swarm.service.name", e.swarm_service.as_deref())
+        .string("container_id", e.container_id.as_str())
+        .string("container_image", e.image.as_str());
+    if let Some(code) = e.exit_code {
+        p = p.int("exitcode", code);
+    }
+    if let Some(sig) = &e.signal {
+        p = p.string("signal", sig.as_str());
+    }
+    if let Some(h) = e.health {
+        p = p.string("health_status", h.as_str());
+    }
+    p
+}
+
+/// A node's liveness state change (`online`, `offline`, `stale`).
+pub fn node_point(n: &NodeTags, ts: i64, state: &str, s: Option<&Status>) -> Point {
+    let mut p = n.point("leakmon_node", ts).string("state", state);
+    if let Some(s) = s {
+        p = p.uint("seq", s.seq);
+        if let Some(r) = s.reason {
+            p = p.string(
+                "reason",
+                match r {
+                    leakmon_protocol::OfflineReason::Lost => "lost",
+                    leakmon_protocol::OfflineReason::Shutdown => "shutdown",
+                },
+            );
+        }
+        if let Some(id) = &s.identity {
+            p = p.string("agent_version", id.agent_version.as_str());
+        }
+    }
+    p
+}
+
+/// A gateway event (`node_down`, `drain`, `failover`, ...): measurement `leakmon_event`.
+pub fn gateway_event_point(e: &GatewayEvent) -> Point {
+    Point::new("leakmon_event", e.ts)
+        .tag("kind", e.kind.as_str())
+        .tag_opt("host", e.node.as_deref())
+        .tag("gateway", e.gateway.as_str())
+        .string("message", e.message.as_str())
+        .string(
+            "details",
+            serde_json::Value::Object(e.details.clone()).to_string(),
+        )
+        .boolean("dry_run", e.dry_run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakmon_protocol::{
+        BufferStats, CpuUsage, Disk, GatewayEvent, Header, Health, Identity, Load, Memory, NetIf,
+        NodeState, OfflineReason, Swap, Temperature,
+    };
+
+    const TS: i64 = 1_795_719_775_612;
+
+    fn tags() -> NodeTags {
+        NodeTags {
+            host: "edge-01".into(),
+            swarm_node_id: Some("x2kq".into()),
+        }
+    }
+
+    fn lines(points: &[Point]) -> String {
+        points.iter().map(Point::to_line).collect()
+    }
+
+    fn header(seq: u64, ts: i64) -> Header {
+        Header {
+            v: 1,
+            node: "edge-01".into(),
+            run: 3,
+            seq,
+            ts,
+        }
+    }
+
+    /// Every field set, each to a value of its own, and the edge cases of the mapping: a
+    /// device outside /dev, a count beyond i64, a percentage that is not a number.
+    fn host_report() -> HostReport {
+        HostReport {
+            header: header(1207, TS),
+            hostname: "edge-01.lan".into(),
+            uptime_s: 676,
+            n_cpus: 4,
+            cpu: Some(CpuUsage {
+                user: 11.5,
+                nice: 0.25,
+                system: 3.0,
+                idle: 80.125,
+                iowait: 1.5,
+                irq: 0.5,
+                softirq: 0.75,
+                steal: 0.0625,
+                guest: 2.0,
+                guest_nice: 0.3125,
+            }),
+            load: Load {
+                load1: 1.12,
+                load5: 0.51,
+                load15: 0.23,
+            },
+            mem: Memory {
+                total: 4_123_456_512,
+                available: 3_021_234_176,
+                used: 927_352_576,
+                free: 2_029_932_032,
+                buffers: 6_709_248,
+                cached: 1_012_508_160,
+                used_percent: 22.49,
+                available_percent: 73.27,
+            },
+            swap: Swap {
+                total: 2_147_483_648,
+                used: 1_048_576,
+                free: 2_146_435_072,
+                used_percent: 0.048828125,
+            },
+            disks: vec![
+                Disk {
+                    path: "/".into(),
+                    device: "/dev/mmcblk0p2".into(),
+                    fstype: "ext4".into(),
+                    total: 31_068_966_912,
+                    used: 6_855_440_896,
+                    free: 22_717_308_416,
+                    used_percent: 23.18,
+                    inodes_total: 1_933_312,
+                    inodes_used: 187_123,
+                    inodes_free: 1_746_189,
+                },
+                Disk {
+                    path: "/tank/my data".into(),
+                    device: "tank/data".into(),
+                    fstype: "zfs".into(),
+                    total: u64::MAX,
+                    used: 1,
+                    free: 2,
+                    used_percent: f64::NAN,
+                    inodes_total: 3,
+                    inodes_used: 4,
+                    inodes_free: 5,
+                },
+            ],
+            net: vec![NetIf {
+                interface: "eth0".into(),
+                bytes_recv: 123_456,
+                bytes_sent: 654_321,
+                packets_recv: 1000,
+                packets_sent: 900,
+                err_in: 1,
+                err_out: 2,
+                drop_in: 3,
+                drop_out: 4,
+            }],
+            temps: vec![
+                Temperature {
+                    sensor: "cpu-thermal".into(),
+                    temp: 48.3,
+                },
+                Temperature {
+                    sensor: "coretemp_package_id_0".into(),
+                    temp: -5.5,
+                },
+            ],
+            buffer: BufferStats {
+                queued: 2,
+                queued_bytes: 512,
+                spooled_bytes: 4096,
+                dropped_total: 7,
+            },
+        }
+    }
+
+    #[test]
+    fn host_points_pin_every_measurement_tag_and_field() {
+        assert_eq!(lines(&host_points(&tags(), &host_report())), HOST_LINES);
+    }
+
+    const HOST_LINES: &str = r#"cpu,cpu=cpu-total,host=edge-01,swarm_node_id=x2kq usage_user=11.5,usage_nice=0.25,usage_system=3,usage_idle=80.125,usage_iowait=1.5,usage_irq=0.5,usage_softirq=0.75,usage_steal=0.0625,usage_guest=2,usage_guest_nice=0.3125 1795719775612
+mem,host=edge-01,swarm_node_id=x2kq total=4123456512i,available=3021234176i,used=927352576i,free=2029932032i,buffered=6709248i,cached=1012508160i,used_percent=22.49,available_percent=73.27,swap_total=2147483648i,swap_free=2146435072i 1795719775612
+swap,host=edge-01,swarm_node_id=x2kq total=2147483648i,used=1048576i,free=2146435072i,used_percent=0.048828125 1795719775612
+system,host=edge-01,swarm_node_id=x2kq load1=1.12,load5=0.51,load15=0.23,n_cpus=4i,uptime=676i 1795719775612
+disk,device=mmcblk0p2,fstype=ext4,host=edge-01,path=/,swarm_node_id=x2kq total=31068966912i,used=6855440896i,free=22717308416i,used_percent=23.18,inodes_total=1933312i,inodes_used=187123i,inodes_free=1746189i 1795719775612
+disk,device=tank/data,fstype=zfs,host=edge-01,path=/tank/my\ data,swarm_node_id=x2kq total=9223372036854775807i,used=1i,free=2i,inodes_total=3i,inodes_used=4i,inodes_free=5i 1795719775612
+net,host=edge-01,interface=eth0,swarm_node_id=x2kq bytes_recv=123456i,bytes_sent=654321i,packets_recv=1000i,packets_sent=900i,err_in=1i,err_out=2i,drop_in=3i,drop_out=4i 1795719775612
+temp,host=edge-01,sensor=cpu-thermal,swarm_node_id=x2kq temp=48.3 1795719775612
+temp,host=edge-01,sensor=coretemp_package_id_0,swarm_node_id=x2kq temp=-5.5 1795719775612
+leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_bytes=512i,spooled_bytes=4096i,dropped_total=7i 1795719775612
+"#;
+
+    #[test]
+    fn first_host_sample_has_no_cpu_point_and_no_swarm_tag() {
+        let mut r = host_report();
+        r.cpu = None;
+        r.disks.clear();
+        r.net.clear();
+        r.temps.clear();
+        let n = NodeTags {
+            host: "edge-01".into(),
+            swarm_node_id: None,
+        };
+        let want: String = HOST_LINES
+            .lines()
+            .filter(|l| {
+                ["mem,", "swap,", "system,", "leakmon_agent,"]
+                    .iter()
+                    .any(|m| l.starts_with(m))
+            })
+            .map(|l| l.replace(",swarm_node_id=x2kq", "") + "\n")
+            .collect();
+        assert_eq!(lines(&host_points(&n, &r)), want);
+    }
+
+    /// Fields of a host report deliberately not written, and why.
+    const NOT_WRITTEN: &[(&str, &str)] = &[
+        ("v", "the protocol version, checked by the decoder"),
+        (
+            "node",
+            "the `host` tag, from the topic (the decoder checks they agree)",
+        ),
+        ("hostname", "in the birth; Telegraf has no such field"),
+    ];
+
+    /// Gives every number and text of a JSON value a value of its own; returns each leaf's
+    /// path (`disks.total`) and its new value.
+    fn distinct(v: &mut serde_json::Value, path: &str, out: &mut Vec<(String, serde_json::Value)>) {
+        use serde_json::Value;
+        let next = 1000 + out.len() as u64;
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    distinct(x, &p, out);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| distinct(x, path, out)),
+            Value::Number(n) if n.is_f64() => *v = (next as f64 + 0.5).into(),
+            Value::Number(_) => *v = next.into(),
+            Value::String(_) => *v = format!("s{next}").into(),
+            Value::Bool(_) => *v = true.into(),
+            Value::Null => {}
+        }
+        if !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null) {
+            out.push((path.to_owned(), v.clone()));
+        }
+    }
+
+    /// A new field of a part (cpu, mem, a disk, ...) is written by itself; a new field of the
+    /// report itself, or a new part, needs a line in `host_points` (or in `NOT_WRITTEN`): this
+    /// test says which. `host_report()` sets every part, so a new one must be set there too.
+    #[test]
+    fn every_host_report_field_is_written_or_listed_as_not_written() {
+        use crate::schema::line::Value;
+        let mut r = host_report();
+        r.disks.truncate(1); // the second one holds values JSON cannot carry
+        let mut json = serde_json::to_value(&r).unwrap();
+        let mut leaves = Vec::new();
+        distinct(&mut json, "", &mut leaves);
+        let r: HostReport = serde_json::from_value(json).unwrap();
+        let points = host_points(&tags(), &r);
+        for (path, leaf) in &leaves {
+            let name = path.rsplit('.').next().unwrap_or(path);
+            if path == "ts" {
+                assert!(points.iter().all(|p| Some(p.ts_ms) == leaf.as_i64()));
+                continue;
+            }
+            if NOT_WRITTEN.iter().any(|(n, _)| n == path) {
+                continue;
+            }
+            let written = points.iter().any(|p| {
+                p.fields.iter().any(|(k, v)| match (v, leaf) {
+                    (Value::Int(i), _) => leaf.as_i64() == Some(*i) && !leaf.is_f64(),
+                    (Value::Float(f), _) => leaf.as_f64() == Some(*f) && leaf.is_f64(),
+                    (Value::Bool(b), serde_json::Value::Bool(l)) => k == &name && b == l,
+                    _ => false,
+                }) || p
+                    .tags
+                    .iter()
+                    .any(|(_, t)| leaf.as_str() == Some(t.as_str()))
+            });
+            assert!(
+                written,
+                "HostReport field {path} is not written: map it in host_points (a text field: \
+                 list it in its Part's tags) or list it in NOT_WRITTEN"
+            );
+        }
+        assert!(
+            leaves.iter().any(|(p, _)| p == "disks.inodes_free"),
+            "the walk reaches into the parts"
+        );
+    }
+
+    /// Every field and tag a host report is written with is named in its measurement's row of
+    /// docs/schema.md, so a new metric cannot be left undocumented.
+    #[test]
+    fn docs_name_every_host_field_and_tag() {
+        let doc = include_str!("../../../docs/schema.md");
+        for p in host_points(&tags(), &host_report()) {
+            let head = format!("| `{}` |", p.measurement);
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&head))
+                .unwrap_or_else(|| panic!("no row for {} in docs/schema.md", p.measurement));
+            let keys = p.fields.iter().map(|(k, _)| *k);
+            let tags = p.tags.iter().map(|(k, _)| *k);
+            for k in keys.chain(tags) {
+                let named = row.contains(&format!("`{k}`")) || row.contains(&format!("`{k}="));
+                let common = k == "host" || k == "swarm_node_id";
+                assert!(
+                    named || common,
+                    "{k} of {} is not in docs/schema.md",
+                    p.measurement
+                );
+            }
+        }
+    }
+
+    fn container(name: &str, state: &str) -> Container {
+        Container {
+            id: format!("{name}-id"),
+            name: name.into(),
+            image: "postgres:16".into(),
+            state: state.into(),
+            health: Health::None,
+            failing_streak: 0,
+            restart_count: 0,
+            exit_code: None,
+            oom_killed: false,
+            started_at: None,
+            swarm_service: None,
+            swarm_task: None,
+            swarm_node_id: None,
+            cpu_percent: None,
+            mem_usage: None,
+            mem_limit: None,
+        }
+    }
+
+    #[test]
+    fn container_points_pin_every_measurement_tag_and_field() {
+        let r = ContainersReport {
+            header: header(1208, TS),
+            engine: EngineState::Ok,
+            error: None,
+            containers: vec![
+                Container {
+                    health: Health::Healthy,
+                    failing_streak: 1,
+                    restart_count: 2,
+                    exit_code: Some(0),
+                    started_at: Some(TS - 60_000),
+                    swarm_service: Some("db".into()),
+                    swarm_task: Some("db.1.kq3zv8".into()),
+                    swarm_node_id: Some("x2kq".into()),
+                    cpu_percent: Some(3.25),
+                    mem_usage: Some(73_400_320),
+                    mem_limit: Some(268_435_456),
+                    ..container("db.1.kq3z", "running")
+                },
+                Container {
+                    health: Health::Unhealthy,
+                    failing_streak: 4,
+                    restart_count: 9,
+                    exit_code: Some(137),
+                    oom_killed: true,
+                    started_at: Some(TS - 5_000),
+                    mem_usage: Some(1024),
+                    mem_limit: Some(0),
+                    ..container("web", "exited")
+                },
+                Container {
+                    started_at: Some(TS + 5_000),
+                    cpu_percent: Some(f64::INFINITY),
+                    mem_usage: Some(2048),
+                    ..container("paused one", "paused")
+                },
+                container("new", "created"),
+            ],
+        };
+        assert_eq!(lines(&container_points(&tags(), &r)), CONTAINER_LINES);
+        let down = ContainersReport {
+            header: header(1209, TS),
+            engine: EngineState::Unavailable,
+            error: Some("engine down".into()),
+            containers: vec![],
+        };
+        assert_eq!(
+            lines(&container_points(&tags(), &down)),
+            CONTAINER_LINES_DOWN
+        );
+    }
+
+    const CONTAINER_LINES: &str = r#"docker,host=edge-01,swarm_node_id=x2kq engine_ok=true,n_containers=4i,n_containers_running=1i,n_containers_paused=1i,n_containers_stopped=2i,n_containers_unhealthy=1i 1795719775612
+docker_container_cpu,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,cpu=cpu-total,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",usage_percent=3.25 1795719775612
+docker_container_mem,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",usage=73400320i,limit=268435456i,usage_percent=27.34375 1795719775612
+docker_container_status,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",oomkilled=false,restart_count=2i,exitcode=0i,started_at=1795719715612000000i,uptime_ns=60000000000i 1795719775612
+docker_container_health,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",health_status="healthy",failing_streak=1i 1795719775612
+docker_container_mem,container_image=postgres:16,container_name=web,container_status=exited,host=edge-01,swarm_node_id=x2kq container_id="web-id",usage=1024i 1795719775612
+docker_container_status,container_image=postgres:16,container_name=web,container_status=exited,host=edge-01,swarm_node_id=x2kq container_id="web-id",oomkilled=true,restart_count=9i,exitcode=137i,started_at=1795719770612000000i 1795719775612
+docker_container_health,container_image=postgres:16,container_name=web,container_status=exited,host=edge-01,swarm_node_id=x2kq container_id="web-id",health_status="unhealthy",failing_streak=4i 1795719775612
+docker_container_cpu,container_image=postgres:16,container_name=paused\ one,container_status=paused,cpu=cpu-total,host=edge-01,swarm_node_id=x2kq container_id="paused one-id" 1795719775612
+docker_container_mem,container_image=postgres:16,container_name=paused\ one,container_status=paused,host=edge-01,swarm_node_id=x2kq container_id="paused one-id",usage=2048i 1795719775612
+docker_container_status,container_image=postgres:16,container_name=paused\ one,container_status=paused,host=edge-01,swarm_node_id=x2kq container_id="paused one-id",oomkilled=false,restart_count=0i,started_at=1795719780612000000i 1795719775612
+docker_container_status,container_image=postgres:16,container_name=new,container_status=created,host=edge-01,swarm_node_id=x2kq container_id="new-id",oomkilled=false,restart_count=0i 1795719775612
+"#;
+    const CONTAINER_LINES_DOWN: &str = r#"docker,host=edge-01,swarm_node_id=x2kq engine_ok=false,n_containers=0i,n_containers_running=0i,n_containers_paused=0i,n_containers_stopped=0i,n_containers_unhealthy=0i 1795719775612
+"#;
+
+    #[test]
+    fn event_points_pin_every_tag_and_field() {
+        let e = |action: &str| EventReport {
+            header: header(1210, TS),
+            action: action.into(),
+            container_id: "4f1c".into(),
+            container_name: "db.1.kq3z".into(),
+            image: "postgres:16".into(),
+            exit_code: None,
+            signal: None,
+            health: None,
+            swarm_service: Some("db".into()),
+            swarm_task: Some("db.1.kq3zv8".into()),
+        };
+        let points = [
+            event_point(
+                &tags(),
+                &EventReport {
+                    exit_code: Some(137),
+                    ..e("die")
+                },
+            ),
+            event_point(
+                &tags(),
+                &EventReport {
+                    signal: Some("SIGKILL".into()),
+                    swarm_service: None,
+                    ..e("kill")
+                },
+            ),
+            event_point(
+                &tags(),
+                &EventReport {
+                    health: Some(Health::Unhealthy),
+                    ..e("health_status")
+                },
+            ),
+        ];
+        assert_eq!(lines(&points), EVENT_LINES);
+    }
+
+    const EVENT_LINES: &str = r#"leakmon_container_event,action=die,com.docker.swarm.service.name=db,container_name=db.1.kq3z,host=edge-01,swarm_node_id=x2kq container_id="4f1c",container_image="postgres:16",exitcode=137i 1795719775612
+leakmon_container_event,action=kill,container_name=db.1.kq3z,host=edge-01,swarm_node_id=x2kq container_id="4f1c",container_image="postgres:16",signal="SIGKILL" 1795719775612
+leakmon_container_event,action=health_status,com.docker.swarm.service.name=db,container_name=db.1.kq3z,host=edge-01,swarm_node_id=x2kq container_id="4f1c",container_image="postgres:16",health_status="unhealthy" 1795719775612
+"#;
+
+    #[test]
+    fn node_points_pin_every_field() {
+        let status = |state, reason, identity| Status {
+            v: 1,
+            node: "edge-01".into(),
+            state,
+            seq: 42,
+            reason,
+            ts: TS,
+            identity,
+        };
+        let points = [
+            node_point(&tags(), TS, "stale", None),
+            node_point(
+                &tags(),
+                TS,
+                "online",
+                Some(&status(
+                    NodeState::Online,
+                    None,
+                    Some(Identity {
+                        agent_version: "0.1.0".into(),
+                        ..Default::default()
+                    }),
+                )),
+            ),
+            node_point(
+                &tags(),
+                TS,
+                "offline",
+                Some(&status(NodeState::Offline, Some(OfflineReason::Lost), None)),
+            ),
+            node_point(
+                &tags(),
+                TS,
+                "offline",
+                Some(&status(
+                    NodeState::Offline,
+                    Some(OfflineReason::Shutdown),
+                    None,
+                )),
+            ),
+        ];
+        assert_eq!(lines(&points), NODE_LINES);
+    }
+
+    const NODE_LINES: &str = r#"leakmon_node,host=edge-01,swarm_node_id=x2kq state="stale" 1795719775612
+leakmon_node,host=edge-01,swarm_node_id=x2kq state="online",seq=42i,agent_version="0.1.0" 1795719775612
+leakmon_node,host=edge-01,swarm_node_id=x2kq state="offline",seq=42i,reason="lost" 1795719775612
+leakmon_node,host=edge-01,swarm_node_id=x2kq state="offline",seq=42i,reason="shutdown" 1795719775612
+"#;
+
+    #[test]
+    fn gateway_event_point_pins_every_tag_and_field() {
+        let mut details = serde_json::Map::new();
+        details.insert("reason".into(), "agent gone".into());
+        let mut e = GatewayEvent {
+            v: 1,
+            kind: leakmon_protocol::EventKind::NodeDown,
+            node: Some("worker-4".into()),
+            ts: TS,
+            gateway: "gw2".into(),
+            dry_run: true,
+            message: "node worker-4 is down".into(),
+            details,
+        };
+        let mut out = gateway_event_point(&e).to_line();
+        e.node = None;
+        e.details.clear();
+        e.dry_run = false;
+        out.push_str(&gateway_event_point(&e).to_line());
+        assert_eq!(out, GATEWAY_EVENT_LINES);
+    }
+
+    const GATEWAY_EVENT_LINES: &str = r#"leakmon_event,gateway=gw2,host=worker-4,kind=node_down message="node worker-4 is down",details="{\"reason\":\"agent gone\"}",dry_run=true 1795719775612
+leakmon_event,gateway=gw2,kind=node_down message="node worker-4 is down",details="{}",dry_run=false 1795719775612
+"#;
+}
