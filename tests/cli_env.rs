@@ -228,7 +228,7 @@ fn gateway_bad_environment_values_name_the_key_and_the_variable() {
         );
         assert!(err.contains(says), "{var}={value}: {err}");
     }
-    // A semantic check on a value from the environment still names the key.
+    // A semantic check on a value from the environment names the key and the variable.
     let err = refused(run(
         "leakmon-gateway",
         &["--check-config"],
@@ -236,6 +236,10 @@ fn gateway_bad_environment_values_name_the_key_and_the_variable() {
         &[("LEAKMON_GATEWAY__RESCHEDULE__MAX_DRAINED", "0")],
     ));
     assert!(err.contains("`reschedule.max_drained`"), "{err}");
+    assert!(
+        err.contains("(set by $LEAKMON_GATEWAY__RESCHEDULE__MAX_DRAINED)"),
+        "{err}"
+    );
 }
 
 const AGENT_ENV: &[(&str, &str)] = &[

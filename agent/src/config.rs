@@ -130,7 +130,12 @@ pub struct Checked {
 
 impl Config {
     pub fn load(path: &std::path::Path, required: bool) -> Result<Config, ConfigError> {
-        leakmon_common::config::load(path, required, ENV_PREFIX, std::env::vars())
+        leakmon_common::config::load(
+            path,
+            required,
+            ENV_PREFIX,
+            leakmon_common::config::process_env(),
+        )
     }
 
     /// Semantic checks; `hostname` is the default node name.

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         name: NAME,
         usage: USAGE,
         default_path: config::DEFAULT_PATH,
+        env_prefix: config::ENV_PREFIX,
         load: &|path, required| Config::load(path, required)?.check(&cli::hostname()),
         print: &|c: &Checked| leakmon_common::config::to_toml(&c.cfg.redacted()),
         ok: &|c: &Checked| format!("configuration OK (node {})", c.node),

@@ -46,6 +46,8 @@ pub struct Stage<'a, K> {
     pub name: &'a str,
     pub usage: &'a str,
     pub default_path: &'a str,
+    /// The environment prefix of the config's keys (`LEAKMON_AGENT`).
+    pub env_prefix: &'a str,
     /// Loads and checks the config at a path (`required`: the path was given explicitly).
     pub load: &'a dyn Fn(&std::path::Path, bool) -> Result<K, crate::config::ConfigError>,
     /// The effective config as TOML, secrets masked (`--print-config`).
@@ -67,6 +69,7 @@ pub fn configure<K>(
         None => (PathBuf::from(stage.default_path), false),
     };
     let checked = (stage.load)(&path, required).map_err(|e| {
+        let e = e.blame_env(stage.env_prefix, &crate::config::process_env());
         eprintln!("{}: invalid configuration: {e}", stage.name);
         2u8
     })?;

@@ -46,6 +46,45 @@ impl ConfigError {
     }
 }
 
+/// The process environment as text. A variable that is not UTF-8 is read lossily rather than
+/// panicking (`std::env::vars` would): a key set that way then fails its own type check.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The variable that sets `key` (`mqtt.url`, `alerts.webhook[0].url` -> the list's variable).
+pub fn variable_for(env_prefix: &str, key: &str) -> String {
+    let key = key.split('[').next().unwrap_or(key);
+    let mut var = env_prefix.to_owned();
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        var.push_str("__");
+        var.push_str(&part.to_ascii_uppercase());
+    }
+    var
+}
+
+impl ConfigError {
+    /// A check that refused a value (after loading) names the variable when one set the key,
+    /// so an operator looks in the environment and not only in the file.
+    pub fn blame_env(mut self, env_prefix: &str, env: &[(String, String)]) -> Self {
+        if self.key.is_empty() {
+            return self;
+        }
+        let var = variable_for(env_prefix, &self.key);
+        if env.iter().any(|(k, _)| *k == var) && !self.message.contains(&format!("${var}")) {
+            self.message = format!("{} (set by ${var})", self.message);
+        }
+        self
+    }
+}
+
 /// Loads `T` from defaults, the file at `path` (if it exists, or always if `required`) and the
 /// environment variables in `env` that start with `env_prefix` + `__`.
 pub fn load<T>(
@@ -1075,5 +1114,16 @@ mod tests {
         let e = one("APP__SUB", "x").unwrap_err();
         assert_eq!(e.key, "sub");
         assert!(e.message.contains("set its keys one variable each"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_value_names_the_variable_that_set_it() {
+        assert_eq!(variable_for("APP", "sub.n"), "APP__SUB__N");
+        assert_eq!(variable_for("APP", "hooks[2].url"), "APP__HOOKS");
+        let env = vec![("APP__SUB__N".to_owned(), "0".to_owned())];
+        let e = ConfigError::new("sub.n", "must be at least 1").blame_env("APP", &env);
+        assert!(e.to_string().contains("must be at least 1 (set by $APP__SUB__N)"), "{e}");
+        let e = ConfigError::new("sub.m", "must be at least 1").blame_env("APP", &env);
+        assert!(!e.to_string().contains("set by"), "{e}");
     }
 }

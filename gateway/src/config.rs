@@ -459,7 +459,12 @@ impl AlertsConfig {
 
 impl Config {
     pub fn load(path: &std::path::Path, required: bool) -> Result<Config, ConfigError> {
-        leakmon_common::config::load(path, required, ENV_PREFIX, std::env::vars())
+        leakmon_common::config::load(
+            path,
+            required,
+            ENV_PREFIX,
+            leakmon_common::config::process_env(),
+        )
     }
 
     pub fn check(mut self, hostname: &str) -> Result<Checked, ConfigError> {

@@ -13,7 +13,7 @@ use serde::{ser, Serialize};
 
 pub mod line;
 
-pub use line::{Point, Value};
+pub use line::Point;
 
 /// Tags every point of a node carries.
 #[derive(Debug, Clone, Default, PartialEq)]
