@@ -19,9 +19,9 @@ use rumqttc::{AsyncClient, ConnectReturnCode, Event, LastWill, Outgoing, Packet,
 use tokio::sync::{mpsc, watch};
 
 use crate::events::EngineEvent;
-use leakmon_common::buffer::{Buffer, Message, Origin};
 use crate::session::{Action, End, Session, Source, WINDOW};
 use crate::state::State;
+use leakmon_common::buffer::{Buffer, Message, Origin};
 
 /// What the collectors hand to the publisher.
 #[derive(Debug)]

@@ -344,7 +344,9 @@ mod tests {
         let mut sent = vec![];
         let mut flight = vec![];
         for _ in 0..n {
-            let Some((m, origin)) = b.next_item() else { break };
+            let Some((m, origin)) = b.next_item() else {
+                break;
+            };
             sent.push(m.topic.clone());
             flight.push((m, origin));
         }

@@ -1122,7 +1122,11 @@ mod tests {
         assert_eq!(variable_for("APP", "hooks[2].url"), "APP__HOOKS");
         let env = vec![("APP__SUB__N".to_owned(), "0".to_owned())];
         let e = ConfigError::new("sub.n", "must be at least 1").blame_env("APP", &env);
-        assert!(e.to_string().contains("must be at least 1 (set by $APP__SUB__N)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("must be at least 1 (set by $APP__SUB__N)"),
+            "{e}"
+        );
         let e = ConfigError::new("sub.m", "must be at least 1").blame_env("APP", &env);
         assert!(!e.to_string().contains("set by"), "{e}");
     }

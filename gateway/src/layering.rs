@@ -99,11 +99,15 @@ fn expand(s: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
 
 /// Where a file's inline test module starts.
 fn tests_start(text: &str) -> Option<usize> {
-    text.match_indices("#[cfg(test)]").map(|(i, _)| i).find(|&i| {
-        let rest = text[i + "#[cfg(test)]".len()..].trim_start();
-        rest.starts_with("mod ")
-            && rest.find('{').is_some_and(|b| rest.find(';').is_none_or(|s| b < s))
-    })
+    text.match_indices("#[cfg(test)]")
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let rest = text[i + "#[cfg(test)]".len()..].trim_start();
+            rest.starts_with("mod ")
+                && rest
+                    .find('{')
+                    .is_some_and(|b| rest.find(';').is_none_or(|s| b < s))
+        })
 }
 
 /// Production code of a file: up to its test module, without comments.
@@ -133,8 +137,8 @@ fn imports(file: &Path, text: &str) -> Vec<Vec<String>> {
     let bytes = code.as_bytes();
     let mut i = 0;
     while i < code.len() {
-        let boundary =
-            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'_' | b':'));
+        let boundary = i == 0
+            || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'_' | b':'));
         let rest = &code[i..];
         if boundary {
             if let Some(r) = rest.strip_prefix("crate::") {
@@ -237,7 +241,11 @@ fn cycle<N: Ord + Clone>(g: &BTreeMap<N, BTreeSet<N>>) -> Option<Vec<N>> {
 #[test]
 fn no_file_imports_itself_through_others() {
     let g = file_graph();
-    assert!(g.len() > 20, "read the gateway's sources ({} files)", g.len());
+    assert!(
+        g.len() > 20,
+        "read the gateway's sources ({} files)",
+        g.len()
+    );
     if let Some(c) = cycle(&g) {
         let c: Vec<String> = c.iter().map(|p| short(p)).collect();
         panic!("import cycle: {}", c.join(" -> "));
@@ -298,7 +306,13 @@ fn the_reader_sees_every_kind_of_path() {
                 #[cfg(test)]\nmod tests {\nuse crate::alerts::Y;\n}";
     assert_eq!(
         resolved(&control, text),
-        set(&["bus.rs", "config.rs", "control/decide.rs", "http.rs", "metrics.rs"])
+        set(&[
+            "bus.rs",
+            "config.rs",
+            "control/decide.rs",
+            "http.rs",
+            "metrics.rs"
+        ])
     );
     let swarm = src().join("control").join("swarm.rs");
     assert_eq!(

@@ -1,9 +1,15 @@
 //! `leakmon-gateway`: ingests every agent's MQTT data into InfluxDB, keeps node liveness, and
 //! serves its state over HTTP.
 //!
-//! Module map: `config` (keys and checks), `ingest` (MQTT shell, decoding, schema, InfluxDB
-//! writer with buffer and spool), `liveness` (pure state machine), `nodes` (per-node view),
-//! `metrics` (counters), `http` (endpoints).
+//! Module map, in layers (each imports only from below; `layering.rs` checks it):
+//! - leaves: `config` (keys and checks), `metrics` (counters), `liveness` (online, suspect,
+//!   stale; pure), `schema` (points and line protocol; pure), `homeassistant` (discovery);
+//! - `nodes`: the per-node view (pure);
+//! - `bus`: the one MQTT session and the channels the tasks send through;
+//! - the tasks: `ingest` (the bus's handler: decode, points, the InfluxDB writer), `control`
+//!   (leadership, decisions, Swarm changes), `alerts` (rules and hooks), `broker` (embedded),
+//!   `http` (endpoints);
+//! - the client subcommands `status` and `events`.
 
 mod alerts;
 mod broker;
@@ -139,7 +145,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             ),
             None => None,
         };
-        let buffer = ingest::buffer::Buffer::new(
+        let buffer = leakmon_common::buffer::Buffer::new(
             usize::try_from(i.max_buffer_bytes.0).unwrap_or(usize::MAX),
             spool,
         );

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use leakmon_protocol::{ContainersReport, EngineState, Health, HostReport, Status};
 use serde::Serialize;
 
-use crate::schema::NodeTags;
 use crate::liveness::{AgentFact, Liveness, Transition};
+use crate::schema::NodeTags;
 
 /// An unhealthy container of a Swarm task, as an agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::bus::{AlertInput, Bus, Message, Session};
 use crate::config::{Config, LeaderMode};
-use crate::schema;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
+use crate::schema;
 use decide::{Action, Decide, Settings};
 use leader::Role;
 use swarm::{EngineView, Ev, SwarmApi};

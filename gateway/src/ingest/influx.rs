@@ -15,10 +15,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::buffer::{Buffer, Origin};
 use super::writer::{Closed, Settings, Settled, Writer};
 use crate::config::{Api, InfluxConfig};
 use crate::metrics::Metrics;
+use leakmon_common::buffer::{Buffer, Origin};
 
 /// Where and how to write.
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ struct Answer {
 
 /// The store of batches the database has not taken. Every call the writer makes to the
 /// [`Buffer`] is here, so that a different store changes this and nothing else.
-struct Store(Buffer);
+struct Store(Buffer<String>);
 
 impl Store {
     fn push(&mut self, batch: String) {
@@ -188,14 +188,14 @@ impl Store {
     }
 
     fn next(&mut self) -> Option<(String, Origin)> {
-        self.0.next()
+        self.0.next_item()
     }
 
     /// A batch written or rejected. The first half of a split batch has no origin of its own
     /// (the second half carries the batch's), so it settles nothing.
     fn settle(&mut self, origin: Option<Origin>) {
         if let Some(o) = origin {
-            self.0.done(o);
+            self.0.ack(o);
         }
     }
 
@@ -207,17 +207,15 @@ impl Store {
         let unsettled = closed
             .unsettled
             .into_iter()
-            .map(|(body, origin)| (body, origin.unwrap_or(Origin::Part)))
+            // A first half has no record of its own: it is kept like an item from memory.
+            .map(|(body, origin)| (body, origin.unwrap_or(Origin::Memory)))
             .collect();
         self.0.close(unsettled, std::time::Instant::now())
     }
 
     fn report(&self, metrics: &Metrics) {
-        metrics.set_buffer(
-            self.0.mem_bytes() as u64,
-            self.0.spool_bytes(),
-            self.0.dropped_lines(),
-        );
+        let s = self.0.stats();
+        metrics.set_buffer(s.queued_bytes, s.spooled_bytes, s.dropped_total);
     }
 }
 
@@ -232,7 +230,7 @@ fn now() -> std::time::Instant {
 pub async fn run(
     target: Target,
     cfg: WriterConfig,
-    buffer: Buffer,
+    buffer: Buffer<String>,
     mut rx: mpsc::Receiver<String>,
     metrics: Arc<Metrics>,
 ) {

@@ -4,7 +4,6 @@
 //! schedule [`writer`] and [`policy`]), feeds the alert engine and announces nodes to Home
 //! Assistant.
 
-pub mod buffer;
 pub mod decode;
 pub mod influx;
 pub mod policy;
