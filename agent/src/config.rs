@@ -130,12 +130,7 @@ pub struct Checked {
 
 impl Config {
     pub fn load(path: &std::path::Path, required: bool) -> Result<Config, ConfigError> {
-        leakmon_common::config::load(
-            path,
-            required,
-            ENV_PREFIX,
-            leakmon_common::config::process_env(),
-        )
+        leakmon_common::config::load_with_process_env(path, required, ENV_PREFIX)
     }
 
     /// Semantic checks; `hostname` is the default node name.
@@ -147,6 +142,8 @@ impl Config {
                 format!("{e}; set `node` to a name like \"edge-01\""),
             )
         })?;
+        let default_id = format!("leakmon-agent-{node}");
+        self.mqtt.client_id.get_or_insert(default_id);
         let interval = self.interval.0;
         if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
             return Err(ConfigError::new(
@@ -193,9 +190,6 @@ impl Config {
             if !p.is_absolute() {
                 return Err(ConfigError::new(key, "must be an absolute path"));
             }
-        }
-        if self.mqtt.client_id.is_none() {
-            self.mqtt.client_id = Some(format!("leakmon-agent-{node}"));
         }
         Ok(Checked {
             cfg: self,

@@ -373,13 +373,7 @@ mod tests {
     /// A host report as the collector hands it over: sampled at `ts`, not numbered yet.
     fn sample(ts: i64) -> HostReport {
         HostReport {
-            header: Header {
-                v: PROTOCOL_VERSION,
-                node: String::new(),
-                run: 0,
-                seq: 0,
-                ts,
-            },
+            header: Header::sampled_at(ts),
             hostname: "h".into(),
             uptime_s: 1,
             n_cpus: 2,

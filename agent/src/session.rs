@@ -289,6 +289,16 @@ mod tests {
     }
 
     /// Runs one round and lets rumqttc number each publish, from `pkid` on.
+    /// A connected session that has handed out its birth and everything `q` holds, with
+    /// packet ids from 1 (no PUBACK yet); and the next packet id.
+    fn sent_all(mut q: Queue) -> (Session<u32>, Queue, u16) {
+        let mut s = Session::new();
+        let mut pkid = 1;
+        s.connected();
+        round(&mut s, &mut q, &mut pkid);
+        (s, q, pkid)
+    }
+
     fn round(s: &mut Session<u32>, q: &mut Queue, pkid: &mut u16) -> Vec<Action<u32>> {
         let mut out = Vec::new();
         while let Some(a) = s.next_action(q) {
@@ -423,11 +433,7 @@ mod tests {
 
     #[test]
     fn link_lost_mid_flight_gives_back_exactly_the_unacked_in_order() {
-        let mut s = Session::new();
-        let mut q = Queue::of(1..=6);
-        let mut pkid = 1;
-        s.connected();
-        round(&mut s, &mut q, &mut pkid); // birth = 1, data 1..=6 = 2..=7
+        let (mut s, _, _) = sent_all(Queue::of(1..=6)); // birth = 1, data 1..=6 = 2..=7
         for p in [3, 1, 6, 2] {
             s.puback(p);
         }
@@ -442,11 +448,7 @@ mod tests {
 
     #[test]
     fn birth_and_goodbye_are_never_given_back() {
-        let mut s = Session::new();
-        let mut q = Queue::of(1..=2);
-        let mut pkid = 1;
-        s.connected();
-        round(&mut s, &mut q, &mut pkid);
+        let (mut s, mut q, mut pkid) = sent_all(Queue::of(1..=2));
         s.identity_changed();
         round(&mut s, &mut q, &mut pkid);
         s.shutdown(Instant::now());
@@ -457,12 +459,8 @@ mod tests {
 
     #[test]
     fn shutdown_completes_once_everything_is_acked_and_the_goodbye_is_out() {
-        let mut s = Session::new();
-        let mut q = Queue::of(1..=40);
-        let mut pkid = 1;
+        let (mut s, mut q, mut pkid) = sent_all(Queue::of(1..=40));
         let t0 = Instant::now();
-        s.connected();
-        round(&mut s, &mut q, &mut pkid);
         assert_eq!(s.shutdown(t0), None, "connected: drain first");
         assert!(!s.takes_reports());
         // The rest of the outbox goes out as the window frees; then the goodbye, last.
@@ -490,11 +488,7 @@ mod tests {
 
     #[test]
     fn no_disconnect_while_the_goodbye_is_unacked() {
-        let mut s = Session::new();
-        let mut q = Queue::default();
-        let mut pkid = 1;
-        s.connected();
-        round(&mut s, &mut q, &mut pkid);
+        let (mut s, mut q, mut pkid) = sent_all(Queue::default());
         s.puback(1);
         s.shutdown(Instant::now());
         assert_eq!(round(&mut s, &mut q, &mut pkid), vec![Action::Goodbye]);
@@ -505,12 +499,8 @@ mod tests {
 
     #[test]
     fn shutdown_ends_at_the_grace_deadline_otherwise() {
-        let mut s = Session::new();
-        let mut q = Queue::of(1..=3);
-        let mut pkid = 1;
+        let (mut s, mut q, mut pkid) = sent_all(Queue::of(1..=3));
         let t0 = Instant::now();
-        s.connected();
-        round(&mut s, &mut q, &mut pkid);
         assert_eq!(
             s.tick(t0 + Duration::from_secs(3600)),
             None,
@@ -556,11 +546,7 @@ mod tests {
 
     #[test]
     fn a_refused_goodbye_is_sent_again_and_a_refused_disconnect_ends() {
-        let mut s = Session::new();
-        let mut q = Queue::default();
-        let mut pkid = 1;
-        s.connected();
-        round(&mut s, &mut q, &mut pkid);
+        let (mut s, mut q, mut pkid) = sent_all(Queue::default());
         s.puback(1);
         s.shutdown(Instant::now());
         assert_eq!(s.next_action(&mut q), Some(Action::Goodbye));

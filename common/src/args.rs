@@ -45,6 +45,17 @@ pub struct Command<'a> {
     pub version: Option<&'a str>,
 }
 
+impl<'a> Command<'a> {
+    /// A subcommand: its name as typed and its `--help` text; no `--version` of its own.
+    pub const fn subcommand(name: &'a str, usage: &'a str) -> Self {
+        Command {
+            name,
+            usage,
+            version: None,
+        }
+    }
+}
+
 /// Why there is nothing to run: a question was answered, or the command line is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Stop {
@@ -63,6 +74,14 @@ impl Stop {
         match self {
             Stop::Answered(_) => 0,
             Stop::Invalid(_) => 2,
+        }
+    }
+
+    /// The message of a refusal (exit 2); `None` for an answer.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            Stop::Answered(_) => None,
+            Stop::Invalid(text) => Some(text),
         }
     }
 

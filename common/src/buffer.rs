@@ -558,38 +558,35 @@ mod tests {
         assert_eq!(all(&mut b), names(0..10));
     }
 
-    #[test]
-    fn close_with_a_spool_keeps_everything_for_the_next_run() {
+    /// Pushes `n` messages (while offline, so onto the disk, or online, so into memory), hands
+    /// out `sent` and leaves the last `unacked` of them unacknowledged, closes, and reopens the
+    /// spool: what the next run sends.
+    fn close_and_reopen(offline: bool, n: usize, sent: usize, unacked: usize) -> Vec<String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Instant::now();
         {
             let mut b = Buffer::new(1 << 20, spool(&dir));
-            for i in 0..3 {
+            if offline {
+                b.set_offline(vec![], now);
+            }
+            for i in 0..n {
                 b.push(msg(i, 10), now);
             }
-            let (_, flight) = send(&mut b, 1, 1);
-            assert_eq!(b.close(flight, now), 0);
+            b.set_online();
+            let (_, flight) = send(&mut b, sent, unacked);
+            assert_eq!(b.close(flight, now), 0, "nothing lost with a spool");
         }
         let mut b: Buffer<Message> = Buffer::new(1 << 20, spool(&dir));
-        assert_eq!(all(&mut b), names(0..3));
+        all(&mut b)
+    }
+
+    #[test]
+    fn close_with_a_spool_keeps_everything_for_the_next_run() {
+        assert_eq!(close_and_reopen(false, 3, 1, 1), names(0..3));
     }
 
     #[test]
     fn close_rewinds_spooled_items_in_flight() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let now = Instant::now();
-        {
-            let mut b = Buffer::new(1 << 20, spool(&dir));
-            b.set_offline(vec![], now);
-            for i in 0..4 {
-                b.push(msg(i, 10), now);
-            }
-            b.set_online();
-            let (sent, flight) = send(&mut b, 3, 2);
-            assert_eq!(sent, names(0..3));
-            assert_eq!(b.close(flight, now), 0);
-        }
-        let mut b: Buffer<Message> = Buffer::new(1 << 20, spool(&dir));
-        assert_eq!(all(&mut b), names(1..4));
+        assert_eq!(close_and_reopen(true, 4, 3, 2), names(1..4));
     }
 }

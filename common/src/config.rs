@@ -59,6 +59,15 @@ pub fn process_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// [`load`] with this process's environment.
+pub fn load_with_process_env<T: DeserializeOwned>(
+    path: &Path,
+    required: bool,
+    env_prefix: &str,
+) -> Result<T, ConfigError> {
+    load(path, required, env_prefix, process_env())
+}
+
 /// The variable that sets `key` (`mqtt.url`, `alerts.webhook[0].url` -> the list's variable).
 pub fn variable_for(env_prefix: &str, key: &str) -> String {
     let key = key.split('[').next().unwrap_or(key);
@@ -451,6 +460,35 @@ impl EnvText {
             expected(&visitor)
         )))
     }
+
+    /// Empty text is the unit value; anything else is not.
+    fn unit<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        if self.0.trim().is_empty() {
+            visitor.visit_unit()
+        } else {
+            Err(de::Error::invalid_type(
+                de::Unexpected::Str(&self.0),
+                &visitor,
+            ))
+        }
+    }
+
+    fn newtype<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn ignore<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_unit()
+    }
+}
+
+/// Each listed `deserialize_*` of [`EnvText`] goes to the parser for that kind of value.
+macro_rules! route {
+    ($($to:ident: $($method:ident($($ty:ty),*)),*;)*) => {$($(
+        fn $method<V: Visitor<'de>>(self, $(_: $ty,)* visitor: V) -> Result<V::Value, DeError> {
+            self.$to(visitor)
+        }
+    )*)*};
 }
 
 impl<'de> Deserializer<'de> for EnvText {
@@ -476,41 +514,18 @@ impl<'de> Deserializer<'de> for EnvText {
         }
     }
 
-    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_i128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_u128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.integer(visitor)
-    }
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.float(visitor)
-    }
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.float(visitor)
+    route! {
+        integer: deserialize_i8(), deserialize_i16(), deserialize_i32(), deserialize_i64(),
+            deserialize_i128(), deserialize_u8(), deserialize_u16(), deserialize_u32(),
+            deserialize_u64(), deserialize_u128();
+        float: deserialize_f32(), deserialize_f64();
+        list: deserialize_seq(), deserialize_tuple(usize),
+            deserialize_tuple_struct(&'static str, usize);
+        table: deserialize_map(),
+            deserialize_struct(&'static str, &'static [&'static str]);
+        unit: deserialize_unit(), deserialize_unit_struct(&'static str);
+        newtype: deserialize_newtype_struct(&'static str);
+        ignore: deserialize_ignored_any();
     }
 
     /// Empty text is an absent option: the only way to unset, from the environment, an
@@ -521,63 +536,6 @@ impl<'de> Deserializer<'de> for EnvText {
         } else {
             visitor.visit_some(self)
         }
-    }
-
-    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        if self.0.trim().is_empty() {
-            visitor.visit_unit()
-        } else {
-            Err(de::Error::invalid_type(
-                de::Unexpected::Str(&self.0),
-                &visitor,
-            ))
-        }
-    }
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.deserialize_unit(visitor)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.list(visitor)
-    }
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.list(visitor)
-    }
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.list(visitor)
-    }
-
-    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.table(visitor)
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.table(visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -593,10 +551,6 @@ impl<'de> Deserializer<'de> for EnvText {
         // A unit variant by name; an unknown one is refused with the list of valid ones.
         let variant: de::value::StringDeserializer<DeError> = t.to_owned().into_deserializer();
         visitor.visit_enum(variant)
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_unit()
     }
 
     serde::forward_to_deserialize_any! {

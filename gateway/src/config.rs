@@ -459,12 +459,7 @@ impl AlertsConfig {
 
 impl Config {
     pub fn load(path: &std::path::Path, required: bool) -> Result<Config, ConfigError> {
-        leakmon_common::config::load(
-            path,
-            required,
-            ENV_PREFIX,
-            leakmon_common::config::process_env(),
-        )
+        leakmon_common::config::load_with_process_env(path, required, ENV_PREFIX)
     }
 
     pub fn check(mut self, hostname: &str) -> Result<Checked, ConfigError> {
@@ -622,9 +617,10 @@ impl Config {
                 "must be a topic prefix without wildcards, e.g. homeassistant",
             ));
         }
-        if self.mqtt.client_id.is_none() {
-            self.mqtt.client_id = Some(format!("leakmon-gateway-{name}"));
-        }
+        let _ = self
+            .mqtt
+            .client_id
+            .get_or_insert_with(|| format!("leakmon-gateway-{name}"));
         Ok(Checked {
             cfg: self,
             name,

@@ -23,6 +23,20 @@ pub struct Header {
     pub ts: i64,
 }
 
+impl Header {
+    /// The header of data sampled at `ts` and not numbered yet: the agent's encoder fills in
+    /// the node, `run` and `seq` when it publishes.
+    pub fn sampled_at(ts: i64) -> Header {
+        Header {
+            v: crate::PROTOCOL_VERSION,
+            node: String::new(),
+            run: 0,
+            seq: 0,
+            ts,
+        }
+    }
+}
+
 /// Online or offline, on the retained status topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

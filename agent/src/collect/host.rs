@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{
     BufferStats, CpuUsage, Disk, Header, HostReport, Load, Memory, NetIf, Swap, Temperature,
-    PROTOCOL_VERSION,
 };
 
 use crate::config::HostConfig;
@@ -383,13 +382,7 @@ impl HostCollector {
             .and_then(|t| parse_meminfo(&t))
             .unwrap_or_default();
         HostReport {
-            header: Header {
-                v: PROTOCOL_VERSION,
-                node: String::new(),
-                run: 0,
-                seq: 0,
-                ts,
-            },
+            header: Header::sampled_at(ts),
             hostname: self
                 .read(&self.proc("sys/kernel/hostname"))
                 .map(|h| h.trim().to_owned())
