@@ -252,35 +252,65 @@ fn no_file_imports_itself_through_others() {
     }
 }
 
-#[test]
-fn modules_import_only_from_lower_layers() {
+/// Imports that go sideways or up the layers, and files in no layer.
+fn against_layers(g: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<String> {
     let rank: BTreeMap<&str, usize> = LAYERS
         .iter()
         .enumerate()
         .flat_map(|(i, l)| l.iter().map(move |m| (*m, i)))
         .collect();
     let mut wrong = Vec::new();
-    for (f, deps) in file_graph() {
-        let from = top(&f);
+    for (f, deps) in g {
+        let from = top(f);
         let Some(&r) = rank.get(from.as_str()) else {
-            wrong.push(format!("{} is in no layer of LAYERS", short(&f)));
+            wrong.push(format!("{} is in no layer of LAYERS", short(f)));
             continue;
         };
         for d in deps {
-            let to = top(&d);
+            let to = top(d);
             if to == from {
                 continue;
             }
             match rank.get(to.as_str()) {
                 Some(&rd) if rd < r => {}
-                _ => wrong.push(format!("{} imports {}", short(&f), short(&d))),
+                _ => wrong.push(format!("{} imports {}", short(f), short(d))),
             }
         }
     }
+    wrong
+}
+
+#[test]
+fn modules_import_only_from_lower_layers() {
+    let wrong = against_layers(&file_graph());
     assert!(
         wrong.is_empty(),
         "imports against the layers (ARCHITECTURE.md):\n{}",
         wrong.join("\n")
+    );
+}
+
+#[test]
+fn sideways_and_upward_imports_are_caught() {
+    let f = |p: &str| src().join(p);
+    let mut g = BTreeMap::new();
+    g.insert(
+        f("control/mod.rs"),
+        BTreeSet::from([f("ingest/mod.rs"), f("bus.rs")]),
+    );
+    g.insert(f("config.rs"), BTreeSet::from([f("alerts/rules.rs")]));
+    g.insert(
+        f("ingest/mod.rs"),
+        BTreeSet::from([f("ingest/decode.rs"), f("schema/mod.rs")]),
+    );
+    g.insert(f("spare.rs"), BTreeSet::new());
+    assert_eq!(
+        against_layers(&g),
+        [
+            "config.rs imports alerts/rules.rs",
+            "control/mod.rs imports ingest/mod.rs",
+            "spare.rs is in no layer of LAYERS",
+        ]
     );
 }
 
