@@ -1,13 +1,19 @@
 //! End to end: the real agent against a real mosquitto and the real local dockerd.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leakmon_e2e::{bin, docker, free_port, pki, wait_for, Agent, Broker, Received, Subscriber};
+use leakmon_e2e::{
+    bin, docker, free_port, mosquitto_pub, pki, wait_for, Agent, Broker, Received, Subscriber,
+};
 use leakmon_protocol::{
-    decode, ContainersReport, EngineState, EventReport, Health, HostReport, NodeState,
-    OfflineReason, Status, SwarmRole,
+    decode, encode, Beat, ContainersReport, EngineState, EventReport, Health, HostReport,
+    NodeState, OfflineReason, ProbeReport, ProbeRequest, Status, SwarmRole,
 };
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -329,7 +335,7 @@ fn sigterm_says_goodbye_and_exits_zero() {
 fn data_seqs(sub: &Subscriber) -> Vec<(u64, u64, i64, String)> {
     sub.all()
         .into_iter()
-        .filter(|m| !m.topic.ends_with("/status"))
+        .filter(Received::is_data)
         .map(|m| {
             let v = m.json();
             (
@@ -618,4 +624,521 @@ fn tls_with_client_certificate_and_password() {
     );
     let log = bad.log();
     assert!(log.contains("connection lost"), "{log}");
+}
+
+// Liveness: beats and probes.
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+/// The beats received so far, decoded (they must decode: the subscription is the node's own),
+/// with their arrival time and retain flag, in arrival order.
+fn beats(sub: &Subscriber, node: &str) -> Vec<(Beat, Instant, bool)> {
+    sub.on("beat")
+        .into_iter()
+        .map(|m| {
+            let b: Beat =
+                decode(node, &m.payload).unwrap_or_else(|e| panic!("bad beat {:?}: {e}", m.json()));
+            (b, m.at, m.retain)
+        })
+        .collect()
+}
+
+/// A TCP proxy between an agent and its broker that can hold back the broker's PUBACKs: the
+/// agent's publishes reach the broker and its subscribers, their acknowledgements stay here
+/// until released. The agent's in-flight window fills and its data waits in the outbox, all
+/// while the connection stays up (keep-alives pass).
+struct AckHolder {
+    port: u16,
+    hold: Arc<AtomicBool>,
+}
+
+impl AckHolder {
+    fn start(broker_port: u16) -> AckHolder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let hold = Arc::new(AtomicBool::new(false));
+        let h = hold.clone();
+        std::thread::spawn(move || {
+            for agent in listener.incoming().flatten() {
+                let Ok(broker) = TcpStream::connect(("127.0.0.1", broker_port)) else {
+                    continue;
+                };
+                let (Ok(mut from_agent), Ok(mut to_broker)) =
+                    (agent.try_clone(), broker.try_clone())
+                else {
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_agent, &mut to_broker);
+                    let _ = to_broker.shutdown(std::net::Shutdown::Both);
+                });
+                let h = h.clone();
+                std::thread::spawn(move || relay_holding_pubacks(broker, agent, h));
+            }
+        });
+        AckHolder { port, hold }
+    }
+
+    fn hold(&self, on: bool) {
+        self.hold.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Broker -> agent, packet by packet: PUBACKs (type 4) are kept while `hold` is set and sent,
+/// in their order, once it is not; everything else passes at once.
+fn relay_holding_pubacks(mut from: TcpStream, mut to: TcpStream, hold: Arc<AtomicBool>) {
+    let _ = from.set_read_timeout(Some(MS(20)));
+    let (mut buf, mut held) = (Vec::new(), Vec::<Vec<u8>>::new());
+    let mut chunk = [0u8; 8192];
+    loop {
+        if !hold.load(Ordering::SeqCst) {
+            for p in held.drain(..) {
+                if to.write_all(&p).is_err() {
+                    return;
+                }
+            }
+        }
+        match from.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(_) => break,
+        }
+        while let Some(len) = mqtt_packet_len(&buf) {
+            let p: Vec<u8> = buf.drain(..len).collect();
+            if p[0] >> 4 == 4 && (hold.load(Ordering::SeqCst) || !held.is_empty()) {
+                held.push(p);
+            } else if to.write_all(&p).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// The length of the first whole MQTT packet in `buf` (fixed header: type byte, then the
+/// remaining length in 1-4 bytes of 7 bits), if it is all there.
+fn mqtt_packet_len(buf: &[u8]) -> Option<usize> {
+    let mut len = 0usize;
+    for i in 1..5 {
+        let b = *buf.get(i)?;
+        len += usize::from(b & 0x7f) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            let total = 1 + i + len;
+            return (buf.len() >= total).then_some(total);
+        }
+    }
+    None
+}
+
+#[test]
+fn beats_arrive_every_interval_and_are_not_held_back_by_unacknowledged_data() {
+    let node = "e2e-beat";
+    let broker = Broker::start();
+    let proxy = AckHolder::start(broker.port);
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), false);
+    // 100 ms samples: with PUBACKs held, the 32-message window is full within about 3 s.
+    let agent = Agent::start(
+        &config(
+            &format!("mqtt://127.0.0.1:{}", proxy.port),
+            node,
+            "[docker]\nenabled = false\n",
+        )
+        .replace("interval = \"1s\"", "interval = \"100ms\""),
+    );
+    let first = wait_for(S(15), || sub.on("beat").first().map(|m| m.at))
+        .unwrap_or_else(|| panic!("no beat; log:\n{}", agent.log()));
+    std::thread::sleep(S(3));
+    let early: Vec<_> = beats(&sub, node)
+        .into_iter()
+        .filter(|(_, at, _)| at.duration_since(first) <= S(3))
+        .collect();
+    // Default interval 250 ms: 13 in 3 s; ask for 5 (correctness, not speed).
+    assert!(
+        early.len() >= 5,
+        "{} beats in 3 s; log:\n{}",
+        early.len(),
+        agent.log()
+    );
+    assert!(early.iter().all(|(b, _, retained)| b.run == 1 && !retained));
+    assert!(
+        early.windows(2).all(|w| w[1].0.n > w[0].0.n),
+        "n does not grow: {:?}",
+        early.iter().map(|b| b.0.n).collect::<Vec<_>>()
+    );
+    let birth = sub
+        .wait_json("status", S(5), |v| v["state"] == "online")
+        .expect("birth");
+    let id = status(&birth, node).identity.expect("identity");
+    assert_eq!(
+        id.beat_interval_ms,
+        Some(250),
+        "the birth names the beat interval"
+    );
+
+    // Hold the broker's PUBACKs: the window fills and data waits in the outbox ...
+    proxy.hold(true);
+    let held_at = Instant::now();
+    std::thread::sleep(S(7));
+    let during: Vec<Received> = sub.all().into_iter().filter(|m| m.at >= held_at).collect();
+    let last_data = during
+        .iter()
+        .filter(|m| m.is_data())
+        .map(|m| m.at)
+        .next_back()
+        .unwrap_or(held_at);
+    assert!(
+        Instant::now().duration_since(last_data) >= S(2),
+        "data kept flowing with its PUBACKs held: the window never filled"
+    );
+    // ... while beats go on, one every 250 ms, none refused or held up by the backlog.
+    let beats_then: Vec<_> = beats(&sub, node)
+        .into_iter()
+        .filter(|(_, at, _)| *at > last_data)
+        .collect();
+    assert!(
+        beats_then.len() >= 5,
+        "{} beats in the {:?} data was held back; log:\n{}",
+        beats_then.len(),
+        Instant::now().duration_since(last_data),
+        agent.log()
+    );
+    assert!(
+        beats_then.windows(2).all(|w| w[1].0.n == w[0].0.n + 1),
+        "beats lost while data waited: {:?}",
+        beats_then.iter().map(|b| b.0.n).collect::<Vec<_>>()
+    );
+    let worst = beats_then
+        .windows(2)
+        .map(|w| w[1].1.duration_since(w[0].1))
+        .max()
+        .unwrap_or_default();
+    assert!(worst < S(1), "a {worst:?} pause between beats");
+
+    // Released: the backlog goes out, every seq in order, and the samples show it was queued.
+    proxy.hold(false);
+    let released_ms = now_ms();
+    wait_for(S(30), || {
+        sub.on("host")
+            .iter()
+            .any(|m| m.json()["ts"].as_i64() > Some(released_ms + 500))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("data did not resume; log:\n{}", agent.log()));
+    assert_complete(&data_seqs(&sub), 1);
+    assert!(
+        sub.on("host")
+            .iter()
+            .any(|m| m.json()["buffer"]["queued"].as_u64() > Some(0)),
+        "no host report showed queued messages"
+    );
+}
+
+#[test]
+fn beats_are_neither_retained_nor_replayed_after_an_outage() {
+    let node = "e2e-beat-outage";
+    let mut broker = Broker::start();
+    // Persistent: the broker keeps the session (and would queue anything it keeps for it).
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), true);
+    let mut agent = Agent::start(&config(&broker.url(), node, "[docker]\nenabled = false\n"));
+    wait_for(S(15), || (beats(&sub, node).len() >= 4).then_some(()))
+        .unwrap_or_else(|| panic!("no beats; log:\n{}", agent.log()));
+
+    broker.stop();
+    let seen = sub.all().len();
+    let last_n = beats(&sub, node).last().map(|b| b.0.n).unwrap_or(0);
+    // 20 beats would be due meanwhile.
+    std::thread::sleep(S(5));
+    broker.start_again();
+    wait_for(S(20), || {
+        (sub.all()[seen..]
+            .iter()
+            .filter(|m| m.topic.ends_with("/beat"))
+            .count()
+            >= 4)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no beats after the outage; log:\n{}", agent.log()));
+
+    // Nothing of the old connection (a beat kept by the client or the broker) is delivered
+    // before the new connection's birth. (The old connection's Will, which the broker
+    // publishes around its restart, may come first: that one is the broker's.)
+    let after: Vec<Received> = sub.all()[seen..].to_vec();
+    let birth = after
+        .iter()
+        .position(|m| m.topic.ends_with("/status") && m.json()["state"] == "online")
+        .expect("a birth after the outage");
+    assert!(
+        !after[..birth].iter().any(|m| m.topic.ends_with("/beat")),
+        "beats before the new birth: {:?}",
+        after[..birth]
+            .iter()
+            .map(|m| (&m.topic, m.json()))
+            .collect::<Vec<_>>()
+    );
+    // No beat was made while disconnected (n goes on where it stopped, give or take one
+    // handed to the client as the link died), and none is older than the reconnection.
+    let after_beats: Vec<Beat> = after
+        .iter()
+        .filter(|m| m.topic.ends_with("/beat"))
+        .map(|m| decode(node, &m.payload).expect("a beat"))
+        .collect();
+    let first_n = after_beats[0].n;
+    assert!(
+        first_n > last_n && first_n <= last_n + 3,
+        "last beat before the outage {last_n}, first after {first_n}"
+    );
+    assert!(after_beats.windows(2).all(|w| w[1].n > w[0].n));
+    assert!(
+        sub.on("beat").iter().all(|m| !m.retain),
+        "a beat was retained"
+    );
+
+    // A consumer that subscribes later gets no beat at all from a silent node: none retained.
+    agent.kill9();
+    std::thread::sleep(MS(500));
+    let late = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/beat"), false);
+    std::thread::sleep(MS(1500));
+    assert!(
+        late.all().is_empty(),
+        "a beat was kept by the broker: {:?}",
+        late.all().iter().map(|m| m.json()).collect::<Vec<_>>()
+    );
+}
+
+/// A loopback port where nothing answers: a listener with a backlog of 0 whose accept queue
+/// is already full, so the kernel drops every further SYN without a reply, which to a client
+/// is exactly a dead host (no RST, no ICMP; the connect just times out). Nothing leaves the
+/// machine and no firewall rule is touched. A TEST-NET address is no good here: on this
+/// machine 192.0.2.1 is the default gateway (it refuses), and connects to 198.51.100.1 and
+/// 203.0.113.1 are accepted by something on the way out.
+struct SilentPort {
+    port: u16,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl SilentPort {
+    fn new() -> SilentPort {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor this function creates; `from_raw_fd` takes
+        // ownership at once, so it is closed on every path.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let listener = TcpListener::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(fd, std::ptr::addr_of!(addr).cast(), len);
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            assert_eq!(libc::listen(fd, 0), 0, "listen");
+            listener
+        };
+        let to = listener.local_addr().expect("listener address");
+        // The kernel completes connections into the queue until it is full; then it is silent.
+        let mut queued = Vec::new();
+        while let Ok(s) = TcpStream::connect_timeout(&to, MS(300)) {
+            queued.push(s);
+            assert!(queued.len() < 10, "the accept queue never filled");
+        }
+        let e = TcpStream::connect_timeout(&to, MS(300)).expect_err("the full listener answered");
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        SilentPort {
+            port: to.port(),
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
+/// Publishes each of `payloads` as one message, over one connection (mosquitto_pub -l).
+fn publish_lines(port: u16, topic: &str, payloads: &[Vec<u8>]) {
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (mosquitto-clients)");
+    if let Some(mut stdin) = child.stdin.take() {
+        for p in payloads {
+            let _ = stdin.write_all(p);
+            let _ = stdin.write_all(b"\n");
+        }
+    }
+    let _ = child.wait();
+}
+
+#[test]
+fn probe_requests_are_answered_alive_or_silent_and_bad_ones_do_no_harm() {
+    let node = "e2e-prober";
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), false);
+    let agent = Agent::start(&config(&broker.url(), node, "[docker]\nenabled = false\n"));
+    // Requests are QoS 0 to the agent: published before it subscribed, they would be lost.
+    wait_for(S(15), || {
+        agent
+            .log()
+            .contains("subscribed to probe requests")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the agent did not subscribe; log:\n{}", agent.log()));
+    let topic = format!("leakmon/v1/probe/{node}");
+    let request = |id: u64, port: u16, window_ms: u32| {
+        encode(&ProbeRequest {
+            v: 1,
+            id,
+            gateway: "e2e-gw".into(),
+            target: "suspect".into(),
+            addr: "127.0.0.1".into(),
+            ports: vec![port],
+            window_ms,
+            every_ms: 100,
+            timeout_ms: 300,
+        })
+    };
+    let ask = |id: u64, port: u16, window_ms: u32| {
+        let t = Instant::now();
+        mosquitto_pub(broker.port, &topic, &request(id, port, window_ms));
+        t
+    };
+    let reports = || -> Vec<(ProbeReport, Received)> {
+        sub.on("probe")
+            .into_iter()
+            .map(|m| {
+                let r: ProbeReport = decode(node, &m.payload)
+                    .unwrap_or_else(|e| panic!("bad report {:?}: {e}", m.json()));
+                (r, m)
+            })
+            .collect()
+    };
+    let report = |id: u64, within: Duration| {
+        wait_for(within, || reports().into_iter().find(|(r, _)| r.id == id))
+            .unwrap_or_else(|| panic!("no report for probe {id}; log:\n{}", agent.log()))
+    };
+
+    // 1. Something listens: alive, reported at the first answer, long before the window ends.
+    let listening = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listening.local_addr().expect("address").port();
+    let asked = ask(1, port, 5000);
+    let (r, m) = report(1, S(8));
+    assert_eq!((r.node.as_str(), r.target.as_str()), (node, "suspect"));
+    assert!(r.answered >= 1 && r.attempts >= r.answered, "{r:?}");
+    assert!(!m.retain);
+    let took = m.at.duration_since(asked);
+    assert!(
+        took < MS(2500),
+        "alive reported after {took:?} of a 5 s window"
+    );
+
+    // 2. Nothing listens on the port: the connection is refused, which is an answer too.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    ask(2, closed, 5000);
+    let (r, _) = report(2, S(8));
+    assert!(r.answered >= 1, "a refusal is an answer: {r:?}");
+
+    // 3. No answer at all: reported once the last attempt has timed out, at the window's end.
+    let silent = SilentPort::new();
+    let asked = ask(3, silent.port, 1500);
+    let (r, m) = report(3, S(8));
+    assert_eq!(r.answered, 0, "{r:?}");
+    // Rounds every 100 ms whose 300 ms connects end within 1.5 s: 0, 100, ..., 1200 ms.
+    assert!(
+        (8..=13).contains(&r.attempts),
+        "{} attempts in the window",
+        r.attempts
+    );
+    let took = m.at.duration_since(asked);
+    assert!(
+        took >= MS(1300) && took < S(4),
+        "silence reported after {took:?} for a 1.5 s window"
+    );
+
+    // 4. Malformed requests are counted and logged; no report, and the agent beats on.
+    let n_before = beats(&sub, node).last().map(|b| b.0.n).unwrap_or(0);
+    let mut wrong_target: serde_json::Value =
+        serde_json::from_slice(&request(90, port, 1000)).expect("json");
+    wrong_target["target"] = "a/b".into();
+    let mut future: serde_json::Value = wrong_target.clone();
+    future["target"] = "suspect".into();
+    future["v"] = 2.into();
+    for junk in [
+        b"not json".to_vec(),
+        b"{}".to_vec(),
+        serde_json::to_vec(&wrong_target).expect("json"),
+        serde_json::to_vec(&future).expect("json"),
+        vec![0xff; 300],
+    ] {
+        mosquitto_pub(broker.port, &topic, &junk);
+    }
+    wait_for(S(10), || {
+        (agent
+            .log()
+            .matches("malformed probe request dropped")
+            .count()
+            >= 5)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("malformed requests not logged; log:\n{}", agent.log()));
+    wait_for(S(10), || {
+        (beats(&sub, node)
+            .iter()
+            .filter(|b| b.0.n > n_before)
+            .count()
+            >= 4)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no beats after the malformed requests; log:\n{}",
+            agent.log()
+        )
+    });
+    let ids: Vec<u64> = reports().iter().map(|(r, _)| r.id).collect();
+    assert_eq!(
+        ids,
+        vec![1, 2, 3],
+        "one report per valid request, none for the others"
+    );
+
+    // 5. At most 8 probes at once: of 10 requests in a burst, 8 are probed, 2 dropped.
+    let burst: Vec<Vec<u8>> = (100..110)
+        .map(|id| request(id, silent.port, 3000))
+        .collect();
+    publish_lines(broker.port, &topic, &burst);
+    wait_for(S(10), || {
+        (reports().iter().filter(|(r, _)| r.id >= 100).count() >= 8).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the burst's probes did not report; log:\n{}", agent.log()));
+    std::thread::sleep(MS(500));
+    let burst_ids: Vec<u64> = reports()
+        .iter()
+        .map(|(r, _)| r.id)
+        .filter(|id| *id >= 100)
+        .collect();
+    assert_eq!(burst_ids.len(), 8, "{burst_ids:?}");
+    assert!(
+        burst_ids.iter().all(|id| *id < 108),
+        "the first 8 run: {burst_ids:?}"
+    );
+    assert_eq!(
+        agent.log().matches("too many probes running").count(),
+        2,
+        "log:\n{}",
+        agent.log()
+    );
+    drop(listening);
 }

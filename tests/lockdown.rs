@@ -2,13 +2,16 @@
 //! node, an ACL keeping every node in its own topics), made by scripts/broker-credentials and
 //! run by a real mosquitto, with real agents, the real gateway and a real InfluxDB. The fleet
 //! works through it, and a node cannot publish as another: the broker refuses the topic, and
-//! the gateway drops a payload whose node differs from its topic.
+//! the gateway drops a payload whose node differs from its topic. The liveness traffic passes
+//! the same ACL: beats and probe reports on the node's own topics, probe requests written by
+//! the gateway only and read by the node they are for only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use leakmon_e2e::{free_port, run_ok, wait_for, Agent, Gateway, Service};
+use leakmon_protocol::{decode, encode, Beat, ProbeReport, ProbeRequest};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -109,17 +112,28 @@ impl LockedBroker {
 
     /// A `telemetry` subscriber to everything under the prefix, printing `topic payload` lines.
     fn watch(&self, file: &Path) -> Child {
-        let out = std::fs::File::create(file).expect("watch file");
-        Command::new("mosquitto_sub")
-            .args(["-h", "localhost", "-p", &self.port.to_string(), "-v"])
+        self.subscribe(
+            "telemetry",
+            &self.password("telemetry"),
+            "leakmon/v1/#",
+            file,
+        )
+    }
+
+    /// mosquitto_sub (MQTT 5) as `user` to `filter`, printing `topic payload` lines to `file`
+    /// as they come (line-buffered: it buffers its output when it is not a terminal).
+    fn subscribe(&self, user: &str, password: &str, filter: &str, file: &Path) -> Child {
+        let out = std::fs::File::create(file).expect("subscriber file");
+        Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub", "-V", "mqttv5", "-v"])
+            .args(["-h", "localhost", "-p", &self.port.to_string()])
             .arg("--cafile")
             .arg(self.ca())
-            .args(["-u", "telemetry", "-P", &self.password("telemetry")])
-            .args(["-t", "leakmon/v1/#"])
+            .args(["-u", user, "-P", password, "-t", filter])
             .stdout(out)
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto_sub")
+            .expect("stdbuf mosquitto_sub")
     }
 }
 
@@ -144,6 +158,16 @@ fn agent_config(broker: &LockedBroker, node: &str, credential: &str) -> String {
          [docker]\nenabled = false\n",
         broker.client_section(credential)
     )
+}
+
+/// The payloads printed for `topic` in a subscriber's file, in order.
+fn payloads(file: &Path, topic: &str) -> Vec<String> {
+    let prefix = format!("{topic} ");
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
 }
 
 fn influx_count(db: &Service, q: &str) -> i64 {
@@ -313,4 +337,146 @@ fn a_node_cannot_publish_as_another() {
         "{nodes}"
     );
     drop((a, b));
+}
+
+#[test]
+fn liveness_passes_the_acl_and_a_node_reads_only_its_own_probe_requests() {
+    let broker = LockedBroker::start(&["node-a", "node-b"]);
+    let dir = broker.dir.path().to_owned();
+    let watched = dir.join("watch.log");
+    let _watch = Killed(broker.watch(&watched));
+    let a = Agent::start(&agent_config(&broker, "node-a", "node-a"));
+
+    // 1. node-a's beats pass (its own nodes/ subtree), as the telemetry user sees them.
+    let beats = wait_for(S(30), || {
+        let b = payloads(&watched, "leakmon/v1/nodes/node-a/beat");
+        (b.len() >= 3).then_some(b)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no beats through the locked-down broker\nbroker:\n{}\nagent:\n{}",
+            broker.log(),
+            a.log()
+        )
+    });
+    let ns: Vec<u64> = beats
+        .iter()
+        .map(|p| decode::<Beat>("node-a", p.as_bytes()).expect("a beat").n)
+        .collect();
+    assert!(ns.windows(2).all(|w| w[1] > w[0]), "{ns:?}");
+
+    // 2. The gateway's credential asks node-a to probe; node-a reads its own probe topic,
+    // probes, and its report passes on its own topic.
+    wait_for(S(20), || {
+        a.log()
+            .contains("subscribed to probe requests")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-a did not subscribe:\n{}", a.log()));
+    let request = |id: u64| {
+        String::from_utf8(encode(&ProbeRequest {
+            v: 1,
+            id,
+            gateway: "gw-lockdown".into(),
+            target: "node-b".into(),
+            // Something that answers: the broker's own port.
+            addr: "127.0.0.1".into(),
+            ports: vec![broker.port],
+            window_ms: 3000,
+            every_ms: 100,
+            timeout_ms: 300,
+        }))
+        .expect("JSON is UTF-8")
+    };
+    let pg = broker.password("gateway");
+    let (code, err) = broker.publish(
+        "gateway",
+        &pg,
+        true,
+        "leakmon/v1/probe/node-a",
+        &request(77),
+    );
+    assert!(
+        code == 0 && !err.contains("Not authorized"),
+        "the gateway may not write probe requests (exit {code}): {err}"
+    );
+    let report = wait_for(S(15), || {
+        payloads(&watched, "leakmon/v1/nodes/node-a/probe")
+            .iter()
+            .filter_map(|p| decode::<ProbeReport>("node-a", p.as_bytes()).ok())
+            .find(|r| r.id == 77)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no probe report from node-a:\n{}\nbroker:\n{}",
+            a.log(),
+            broker.log()
+        )
+    });
+    assert_eq!(report.target, "node-b");
+    assert!(report.answered >= 1, "{report:?}");
+
+    // 3. node-a's credential cannot read node-b's probe topic. mosquitto 2.0 grants the
+    // subscription (its SUBACK says QoS 0) and then delivers nothing; node-b's own credential
+    // gets the same request.
+    let (spy_file, own_file) = (dir.join("spy.log"), dir.join("own.log"));
+    let pa = broker.password("node-a");
+    let pb = broker.password("node-b");
+    let _spy = Killed(broker.subscribe("node-a", &pa, "leakmon/v1/probe/node-b", &spy_file));
+    let _own = Killed(broker.subscribe("node-b", &pb, "leakmon/v1/probe/node-b", &own_file));
+    // Both subscribed when the broker's log shows their SUBSCRIBEs (it runs with -v).
+    wait_for(S(10), || {
+        (broker
+            .log()
+            .matches("leakmon/v1/probe/node-b (QoS 0)")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the subscribers did not subscribe:\n{}", broker.log()));
+    let (code, err) = broker.publish(
+        "gateway",
+        &pg,
+        true,
+        "leakmon/v1/probe/node-b",
+        &request(78),
+    );
+    assert!(code == 0 && !err.contains("Not authorized"), "{err}");
+    wait_for(S(10), || {
+        payloads(&own_file, "leakmon/v1/probe/node-b")
+            .iter()
+            .any(|p| p.contains("\"id\":78"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-b did not get its request:\n{}", broker.log()));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let spied = std::fs::read_to_string(&spy_file).unwrap_or_default();
+    assert!(
+        spied.is_empty(),
+        "node-a read node-b's probe request: {spied}"
+    );
+
+    // 4. No node may write probe requests: not for another node, not for itself (the broker
+    // tells an MQTT 5 client "not authorized", and nobody receives them).
+    for topic in ["leakmon/v1/probe/node-b", "leakmon/v1/probe/node-a"] {
+        let (code, err) = broker.publish("node-a", &pa, true, topic, "{\"forged\":true}");
+        assert!(
+            err.contains("Not authorized"),
+            "node-a could write {topic} (exit {code}): {err}"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for file in [&watched, &own_file, &spy_file] {
+        let seen = std::fs::read_to_string(file).unwrap_or_default();
+        assert!(
+            !seen.contains("forged"),
+            "a forged request got through: {seen}"
+        );
+    }
+    assert!(
+        !a.log().contains("malformed probe request"),
+        "the forged request reached node-a's agent:\n{}",
+        a.log()
+    );
+    drop(a);
 }

@@ -25,6 +25,7 @@ pub struct Config {
     pub mqtt: MqttSettings,
     pub docker: DockerConfig,
     pub buffer: BufferConfig,
+    pub liveness: LivenessConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +72,16 @@ pub struct BufferConfig {
     pub spool_max_bytes: ByteSize,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    /// How often a liveness beat is sent while connected (QoS 0, never buffered); `0s`: none.
+    pub beat_interval: Dur,
+    /// Serve the gateway's probe requests: connect to a suspect node when asked, as a vantage
+    /// point other than the gateway.
+    pub probe: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -81,6 +92,16 @@ impl Default for Config {
             mqtt: MqttSettings::default(),
             docker: DockerConfig::default(),
             buffer: BufferConfig::default(),
+            liveness: LivenessConfig::default(),
+        }
+    }
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            beat_interval: Dur::millis(250),
+            probe: true,
         }
     }
 }
@@ -126,6 +147,8 @@ pub struct Checked {
     pub node: String,
     pub interval: Duration,
     pub mqtt: Connector,
+    /// `liveness.beat_interval`, or `None` when beats are off.
+    pub beat_interval: Option<Duration>,
 }
 
 impl Config {
@@ -181,6 +204,19 @@ impl Config {
                 "must be at least 1MiB",
             ));
         }
+        let beat = self.liveness.beat_interval.0;
+        let beat_interval = (!beat.is_zero()).then_some(beat);
+        if beat_interval.is_some()
+            && (beat < Duration::from_millis(100) || beat > Duration::from_secs(10))
+        {
+            // Faster than 100ms costs every node and the broker for nothing (the probes, not
+            // the beats, are what tells a dead node from a lossy link); slower than 10s is no
+            // quicker than the Will.
+            return Err(ConfigError::new(
+                "liveness.beat_interval",
+                "must be between 100ms and 10s, e.g. \"250ms\", or \"0s\" for no beats",
+            ));
+        }
         for (key, p) in [
             ("host.proc_root", &self.host.proc_root),
             ("host.sys_root", &self.host.sys_root),
@@ -196,6 +232,7 @@ impl Config {
             node,
             interval,
             mqtt,
+            beat_interval,
         })
     }
 
@@ -226,6 +263,26 @@ mod tests {
         // `node` is commented out in the example (the packaged config): the hostname.
         assert_eq!(c.node, "host-1");
         assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.beat_interval, Some(Duration::from_millis(250)));
+        assert!(c.cfg.liveness.probe);
+    }
+
+    #[test]
+    fn liveness() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.beat_interval, Some(Duration::from_millis(250)));
+        assert!(c.cfg.liveness.probe);
+        let c = parse("[liveness]\nbeat_interval = \"0s\"\nprobe = false", &[]).unwrap();
+        assert_eq!(c.beat_interval, None, "0s turns beats off");
+        assert!(!c.cfg.liveness.probe);
+        for ok in ["100ms", "1s", "10s"] {
+            let c = parse(&format!("[liveness]\nbeat_interval = \"{ok}\""), &[]).unwrap();
+            assert!(c.beat_interval.is_some(), "{ok}");
+        }
+        let c = parse("", &[("LEAKMON_AGENT__LIVENESS__BEAT_INTERVAL", "1s")]).unwrap();
+        assert_eq!(c.beat_interval, Some(Duration::from_secs(1)));
+        let e = parse("", &[("LEAKMON_AGENT__LIVENESS__BEAT_INTERVAL", "50ms")]).unwrap_err();
+        assert_eq!(e.key, "liveness.beat_interval");
     }
 
     #[test]
@@ -252,6 +309,16 @@ mod tests {
                 "docker.stats_concurrency",
             ),
             ("[buffer]\nmax_bytes = \"1KiB\"", "buffer.max_bytes"),
+            (
+                "[liveness]\nbeat_interval = \"99ms\"",
+                "liveness.beat_interval",
+            ),
+            (
+                "[liveness]\nbeat_interval = \"11s\"",
+                "liveness.beat_interval",
+            ),
+            ("[liveness]\nbeat_interval = 250", "liveness.beat_interval"),
+            ("[liveness]\nprobe = \"yes\"", "liveness.probe"),
             ("[host]\nproc_root = \"proc\"", "host.proc_root"),
         ] {
             let e = parse(text, &[]).unwrap_err();

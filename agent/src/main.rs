@@ -4,11 +4,14 @@
 //! Module map: `config` (keys and checks), `collect` (host from /proc and /sys, containers and
 //! identity from Docker), `events` (engine events), `state` (counters kept on disk),
 //! `session` (one connection's in-flight window and shutdown, pure), `publish` (the MQTT
-//! shell, with the outbox: the store-and-forward buffer of `leakmon-common`).
+//! shell, with the outbox: the store-and-forward buffer of `leakmon-common`; and the liveness
+//! beats), `probe` (probes of suspect nodes for the gateway: schedule and count pure, sockets
+//! in a thin shell).
 
 mod collect;
 mod config;
 mod events;
+mod probe;
 mod publish;
 mod session;
 mod state;
@@ -62,6 +65,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         node,
         interval,
         mqtt,
+        beat_interval,
     } = c;
     let state = state::State::open(&cfg.state_dir, publish::now_ms());
     let spool = match &cfg.buffer.spool_dir {
@@ -85,6 +89,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         arch: std::env::consts::ARCH.into(),
         interval_ms: interval.as_millis() as u64,
+        beat_interval_ms: beat_interval.map(|b| b.as_millis() as u64),
         ..Default::default()
     };
     let stale = collect::containers::Invalidations::default();
@@ -108,9 +113,15 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         interval_ms = interval.as_millis() as u64,
         docker = cfg.docker.enabled,
         spool = cfg.buffer.spool_dir.is_some(),
+        beat_interval_ms = beat_interval.map_or(0, |b| b.as_millis() as u64),
+        probe = cfg.liveness.probe,
         "leakmon-agent starting"
     );
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let prober = cfg
+        .liveness
+        .probe
+        .then(|| probe::Prober::new(&topics, &node));
     let publisher = publish::Publisher {
         connector: mqtt,
         client_id: cfg.mqtt.client_id.clone().unwrap_or_default(),
@@ -122,6 +133,8 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
         ready: Some(ready_tx),
         progress: progress.clone(),
+        beat_interval,
+        prober,
     };
     let publisher = tokio::spawn(publisher.run());
     let _ = ready_rx.await;

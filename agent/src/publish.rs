@@ -6,19 +6,29 @@
 //! its own copy of unacknowledged messages and of requests still in its channel after a
 //! reconnect, duplicating what the outbox resends; with a new event loop the outbox is the only
 //! source of truth, and each connection can carry its own Will (whose `seq` changes).
+//!
+//! Beside the session, on the same client: liveness beats every `liveness.beat_interval` and
+//! the reports of probes run for the gateway ([`crate::probe`]), both QoS 0 and handed
+//! straight to the client, never to the outbox. A beat is only worth anything fresh: it must
+//! not wait behind a backlog of data (at most the session's window of QoS 1 publishes is ever
+//! ahead of it in rumqttc's queue), must not be replayed after an outage (a fresh event loop
+//! per connection drops what the old one held), and is not sent while disconnected.
 
 use std::time::{Duration, Instant};
 
 use leakmon_common::backoff::{Backoff, Jitter};
 use leakmon_common::mqtt::Connector;
 use leakmon_protocol::{
-    encode, Channel, ContainersReport, EngineState, EventReport, Header, HostReport, Identity,
-    NodeState, OfflineReason, Status, Topics, PROTOCOL_VERSION,
+    encode, Beat, Channel, ContainersReport, EngineState, EventReport, Header, HostReport,
+    Identity, NodeState, OfflineReason, ProbeReport, Status, Topics, PROTOCOL_VERSION,
 };
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, LastWill, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, LastWill, Outgoing, Packet, QoS, SubscribeReasonCode,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::events::EngineEvent;
+use crate::probe::Prober;
 use crate::session::{Action, End, Session, Source, WINDOW};
 use crate::state::State;
 use leakmon_common::buffer::{Buffer, Message, Origin};
@@ -38,12 +48,15 @@ pub enum Report {
 
 pub use leakmon_common::now_ms;
 
-/// Turns reports into messages with a header; the only place `seq` is assigned.
+/// Turns reports into messages with a header; the only place `seq` (and a beat's `n`) is
+/// assigned.
 pub struct Encoder {
     pub topics: Topics,
     pub node: String,
     pub run: u64,
     seq: u64,
+    /// Beats made so far in this run.
+    beats: u64,
 }
 
 impl Encoder {
@@ -53,7 +66,26 @@ impl Encoder {
             node,
             run,
             seq: 0,
+            beats: 0,
         }
+    }
+
+    /// The next liveness beat (QoS 0, not retained). `n` counts every beat made, so a beat
+    /// the client could not take shows as a gap, as one lost on the way would.
+    pub fn beat(&mut self) -> Message {
+        self.beats += 1;
+        let b = Beat {
+            v: PROTOCOL_VERSION,
+            node: self.node.clone(),
+            run: self.run,
+            n: self.beats,
+        };
+        self.message(Channel::Beat, encode(&b), false)
+    }
+
+    /// A probe's report, on this node's `probe` channel (QoS 0, not retained).
+    pub fn probe_report(&self, r: &ProbeReport) -> Message {
+        self.message(Channel::Probe, encode(r), false)
     }
 
     fn header(&mut self, ts: i64) -> Header {
@@ -159,6 +191,10 @@ pub struct Publisher {
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
     /// Reports taken so far: the systemd watchdog is fed only while this moves.
     pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// `liveness.beat_interval`; `None`: no beats.
+    pub beat_interval: Option<Duration>,
+    /// With `liveness.probe`: serves the gateway's probe requests.
+    pub prober: Option<Prober>,
 }
 
 impl Publisher {
@@ -263,13 +299,18 @@ impl Publisher {
                 .status(NodeState::Offline, seq, Some(OfflineReason::Lost), None);
         let will = LastWill::new(will_msg.topic, will_msg.payload, QoS::AtLeastOnce, true);
         let mut opts = self.connector.options(&self.client_id, Some(will));
-        // Room beyond the window for the status messages, which it does not hold back.
+        // Room beyond the window for the status messages, which it does not hold back (rumqttc
+        // stops taking requests, QoS 0 ones too, once this many QoS 1 are unacknowledged: the
+        // window keeps it from getting there, so a beat is never stuck behind data).
         opts.set_inflight(WINDOW as u16 + 4);
-        opts.set_request_channel_capacity(WINDOW + 8);
-        let (client, mut el) = AsyncClient::new(opts, WINDOW + 8);
+        // And in the request queue for beats, probe reports and the subscription too.
+        opts.set_request_channel_capacity(WINDOW + 16);
+        let (client, mut el) = AsyncClient::new(opts, WINDOW + 16);
 
         let mut session = Session::new();
         let mut identity_open = true;
+        // Started at the CONNACK: no beats before the broker accepted the connection.
+        let mut beat: Option<tokio::time::Interval> = None;
         let ended = 'conn: loop {
             while let Some(action) = session.next_action(&mut self.outbox) {
                 let taken = match action {
@@ -295,8 +336,44 @@ impl Publisher {
                         self.outbox.set_online();
                         session.connected();
                         tracing::info!(broker = %self.connector.settings().url, seq, "connected; birth published");
+                        beat = self.beat_interval.map(|every| {
+                            // The first beat right after the birth, then every interval; a
+                            // stalled loop does not fire a burst of beats after.
+                            let mut i = tokio::time::interval(every);
+                            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            i
+                        });
+                        if let Some(p) = &mut self.prober {
+                            let stale = p.drop_finished();
+                            if stale > 0 {
+                                tracing::debug!(stale, "probe reports from while disconnected dropped");
+                            }
+                            // QoS 0: a request that waited for an outage to end is stale.
+                            if client.try_subscribe(p.topic(), QoS::AtMostOnce).is_err() {
+                                tracing::warn!(topic = p.topic(), "cannot subscribe to probe requests: client queue full");
+                            }
+                        }
                         self.signal_ready();
                     }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        // The only subscription is the probe topic's. Some brokers grant one
+                        // their ACL forbids and then deliver nothing (mosquitto 2.0 does).
+                        let topic = self.prober.as_ref().map(|p| p.topic()).unwrap_or_default();
+                        if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                            tracing::warn!(
+                                topic,
+                                "the broker refused the subscription to probe requests (its ACL?): this agent will not probe for the gateway"
+                            );
+                        } else {
+                            tracing::debug!(topic, "subscribed to probe requests");
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some(prober) = &mut self.prober {
+                            prober.on_publish(&p.topic, &p.payload);
+                        }
+                    }
+                    // QoS 0 publishes report id 0, which the session ignores (see there).
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => session.publish_assigned(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some((_, origin)) = session.puback(ack.pkid) {
@@ -337,6 +414,18 @@ impl Publisher {
                         }
                     }
                 },
+                _ = next_beat(&mut beat), if session.takes_beats() => {
+                    let m = self.encoder.beat();
+                    if !publish_now(&client, m) {
+                        tracing::debug!("beat skipped: the client's queue is full");
+                    }
+                },
+                report = next_probe_report(&mut self.prober), if session.takes_beats() => {
+                    let (id, target) = (report.id, report.target.clone());
+                    if !publish_now(&client, self.encoder.probe_report(&report)) {
+                        tracing::warn!(id, target = %target, "probe report not sent: the client's queue is full");
+                    }
+                },
                 _ = sleep_until(deadline) => {
                     if let Some(end) = session.tick(Instant::now()) {
                         tracing::warn!("shutdown grace period over; closing with messages unsent");
@@ -363,6 +452,32 @@ fn publish(client: &AsyncClient, msg: Message) -> bool {
     client
         .try_publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload)
         .is_ok()
+}
+
+/// Hands a message to the client at QoS 0: sent once now or never, no packet id, no PUBACK,
+/// nothing kept for a retry; false if the request queue refused it.
+fn publish_now(client: &AsyncClient, msg: Message) -> bool {
+    client
+        .try_publish(msg.topic, QoS::AtMostOnce, msg.retain, msg.payload)
+        .is_ok()
+}
+
+/// The next beat is due; never without beats.
+async fn next_beat(beat: &mut Option<tokio::time::Interval>) {
+    match beat {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next finished probe's report; never without a prober.
+async fn next_probe_report(prober: &mut Option<Prober>) -> ProbeReport {
+    match prober {
+        Some(p) => p.next_report().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -415,5 +530,39 @@ mod tests {
         let s = e.status(NodeState::Offline, 7, Some(OfflineReason::Lost), None);
         assert!(s.retain);
         assert_eq!(s.topic, "leakmon/v1/nodes/n1/status");
+    }
+
+    #[test]
+    fn beats_count_apart_from_data_and_are_never_retained() {
+        let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4);
+        let b1 = e.beat();
+        e.report(
+            Report::Host(Box::new(sample(10))),
+            leakmon_protocol::BufferStats::default(),
+        );
+        let b2 = e.beat();
+        assert_eq!(b1.topic, "leakmon/v1/nodes/n1/beat");
+        assert!(!b1.retain && !b2.retain);
+        let b1: Beat = decode("n1", &b1.payload).unwrap();
+        let b2: Beat = decode("n1", &b2.payload).unwrap();
+        assert_eq!((b1.run, b1.n, b2.n), (4, 1, 2), "data does not move n");
+        let h = e.report(
+            Report::Host(Box::new(sample(11))),
+            leakmon_protocol::BufferStats::default(),
+        );
+        let h: HostReport = decode("n1", &h.payload).unwrap();
+        assert_eq!(h.header.seq, 2, "beats do not move seq");
+        let r = e.probe_report(&ProbeReport {
+            v: PROTOCOL_VERSION,
+            node: "n1".into(),
+            id: 9,
+            target: "n2".into(),
+            attempts: 3,
+            answered: 0,
+        });
+        assert_eq!(r.topic, "leakmon/v1/nodes/n1/probe");
+        assert!(!r.retain);
+        let r: ProbeReport = decode("n1", &r.payload).unwrap();
+        assert_eq!((r.id, r.attempts, r.answered), (9, 3, 0));
     }
 }

@@ -330,6 +330,10 @@ pub struct HttpConfig {
 pub struct LivenessConfig {
     /// A node silent this long is `stale`.
     pub offline_after: Dur,
+    /// The failure detector: agents' beats, and a silent node probed from several vantage
+    /// points (other agents) before it is declared dead. Off: a node is dead when Swarm says
+    /// so, or when its agent is gone and this gateway's own probe gets no answer.
+    pub detector: bool,
 }
 
 impl Default for InfluxConfig {
@@ -369,6 +373,7 @@ impl Default for LivenessConfig {
     fn default() -> Self {
         LivenessConfig {
             offline_after: Dur::secs(15),
+            detector: true,
         }
     }
 }

@@ -9,8 +9,16 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by layer, lowest first; a module may import only from lower layers.
 /// Keep in step with the picture in ARCHITECTURE.md.
 const LAYERS: &[&[&str]] = &[
-    // pure leaves: settings, counters, liveness, the InfluxDB schema, discovery payloads
-    &["config", "metrics", "liveness", "schema", "homeassistant"],
+    // pure leaves: settings, counters, liveness, the failure detector, the InfluxDB schema,
+    // discovery payloads
+    &[
+        "config",
+        "metrics",
+        "liveness",
+        "detector",
+        "schema",
+        "homeassistant",
+    ],
     &["nodes"],
     // the MQTT session and the channels between tasks
     &["bus"],

@@ -203,6 +203,9 @@ pub struct AgentFact {
     pub last_seen: Instant,
     /// Its sampling interval.
     pub interval: Duration,
+    /// Its liveness beat interval, from its birth; `None`: it sends no beats (an older agent,
+    /// or beats turned off), so the failure detector cannot watch it.
+    pub beat_interval: Option<Duration>,
 }
 
 impl From<State> for AgentState {

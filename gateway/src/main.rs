@@ -16,6 +16,7 @@ mod broker;
 mod bus;
 mod config;
 mod control;
+mod detector;
 mod events;
 mod homeassistant;
 mod http;
@@ -203,6 +204,19 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         progress: progress.clone(),
         shutdown: shutdown_rx.clone(),
     });
+    // The failure detector runs beside a Swarm (it probes Swarm's nodes) when rescheduling is on.
+    let detector = (cfg.liveness.detector && cfg.reschedule.enabled).then(|| {
+        let seed = leakmon_common::backoff::Jitter::from_entropy().next_u64();
+        let d = detector::Detector::new(detector::Params::default(), seed);
+        // What its parameters promise, for the operator (docs/operations.md explains it).
+        let p = detector::promise(d.params(), 0.3, std::time::Duration::from_millis(20));
+        tracing::info!(
+            dead_within_ms = p.detection_time_max.map_or(0, |t| t.as_millis() as u64),
+            false_dead_per_hour_at_30pct_loss = p.p_false_dead_per_hour,
+            "failure detector on: beats, then probes from several vantage points"
+        );
+        Arc::new(Mutex::new(d))
+    });
     let control = control::Control {
         name: name.clone(),
         hostname: cli::hostname(),
@@ -212,6 +226,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         bus: bus.clone(),
         session,
+        detector: detector.clone(),
     }
     .start(shutdown_rx.clone())
     .await;
@@ -241,6 +256,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         cfg.mqtt.shared_group.clone(),
         nodes,
         metrics,
+        detector,
     );
     let ingest = tokio::spawn(connection.run(ingest));
     // systemd (Type=notify): ready once the role is known and ingest runs.

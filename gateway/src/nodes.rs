@@ -76,6 +76,8 @@ pub struct NodeView {
     pub agent_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beat_interval_ms: Option<u64>,
     /// What Swarm says of the node (`ready/active`, `down/drain`, ...), from the gateway's
     /// engine when it is a manager.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,6 +114,7 @@ impl Nodes {
                 hostname: None,
                 agent_version: None,
                 interval_ms: None,
+                beat_interval_ms: None,
                 swarm: None,
                 host: None,
                 containers: None,
@@ -146,6 +149,7 @@ impl Nodes {
             v.hostname = Some(id.hostname.clone());
             v.agent_version = Some(id.agent_version.clone());
             v.interval_ms = Some(id.interval_ms);
+            v.beat_interval_ms = id.beat_interval_ms.filter(|ms| *ms > 0);
         }
         let t = self.liveness.on_status(node, s, now);
         self.sync_state(node);
@@ -259,6 +263,9 @@ impl Nodes {
                     interval: Duration::from_millis(
                         v.and_then(|v| v.interval_ms).unwrap_or(1000).max(100),
                     ),
+                    beat_interval: v
+                        .and_then(|v| v.beat_interval_ms)
+                        .map(Duration::from_millis),
                 }
             })
             .collect()

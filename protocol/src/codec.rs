@@ -2,6 +2,9 @@
 //!
 //! [`decode`] is what a consumer should call on anything that arrives from the network: it
 //! bounds the size, parses, checks the version and that the payload's node matches the topic's.
+//! [`decode_request`] does the same for what the gateway sends one agent on a topic of its
+//! own (a probe request): there is no node in the payload to compare, so the payload's own
+//! [`Request::validate`] is checked instead.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,6 +25,8 @@ pub enum DecodeError {
     Version(u32),
     #[error("payload names node `{payload}` but was published under node `{topic}`")]
     NodeMismatch { topic: String, payload: String },
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 impl DecodeError {
@@ -32,6 +37,7 @@ impl DecodeError {
             DecodeError::Malformed(_) => "malformed",
             DecodeError::Version(_) => "version",
             DecodeError::NodeMismatch { .. } => "node_mismatch",
+            DecodeError::Invalid(_) => "invalid",
         }
     }
 }
@@ -65,6 +71,29 @@ versioned_by_header!(
     crate::EventReport
 );
 
+macro_rules! versioned_by_fields {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn version(&self) -> u32 { self.v }
+            fn node(&self) -> &str { &self.node }
+        }
+    )*};
+}
+versioned_by_fields!(crate::Beat, crate::ProbeReport);
+
+/// Payloads sent to one agent on a topic that names it (gateway -> agent), checked by
+/// [`decode_request`].
+pub trait Request {
+    /// Whether the payload makes sense beyond its shape; the reason when it does not.
+    fn validate(&self) -> Result<(), String>;
+}
+
+impl Request for crate::ProbeRequest {
+    fn validate(&self) -> Result<(), String> {
+        crate::ProbeRequest::validate(self)
+    }
+}
+
 impl Versioned for Header {
     fn version(&self) -> u32 {
         self.v
@@ -86,6 +115,26 @@ pub fn decode<T: DeserializeOwned + Versioned>(
     topic_node: &str,
     payload: &[u8],
 ) -> Result<T, DecodeError> {
+    let msg: T = decode_versioned(payload)?;
+    if msg.node() != topic_node {
+        return Err(DecodeError::NodeMismatch {
+            topic: topic_node.to_owned(),
+            payload: msg.node().to_owned(),
+        });
+    }
+    Ok(msg)
+}
+
+/// Decodes a request to this agent (the topic it came on was the agent's own), checking size,
+/// version and the request's own validity.
+pub fn decode_request<T: DeserializeOwned + Request>(payload: &[u8]) -> Result<T, DecodeError> {
+    let msg: T = decode_versioned(payload)?;
+    msg.validate().map_err(DecodeError::Invalid)?;
+    Ok(msg)
+}
+
+/// Size, version, shape.
+fn decode_versioned<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(DecodeError::TooLarge(payload.len()));
     }
@@ -99,14 +148,7 @@ pub fn decode<T: DeserializeOwned + Versioned>(
     if v.v != PROTOCOL_VERSION {
         return Err(DecodeError::Version(v.v));
     }
-    let msg: T = serde_json::from_slice(payload)?;
-    if msg.node() != topic_node {
-        return Err(DecodeError::NodeMismatch {
-            topic: topic_node.to_owned(),
-            payload: msg.node().to_owned(),
-        });
-    }
-    Ok(msg)
+    Ok(serde_json::from_slice(payload)?)
 }
 
 #[cfg(test)]
@@ -211,12 +253,14 @@ mod tests {
                 swarm_node_id: Some("abc".into()),
                 swarm_role: Some(SwarmRole::Manager),
                 engine_version: Some("20.10.24".into()),
+                beat_interval_ms: Some(250),
             }),
         };
         let bytes = encode(&birth);
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["state"], "online");
         assert_eq!(v["swarm_role"], "manager");
+        assert_eq!(v["beat_interval_ms"], 250);
         assert!(v.get("reason").is_none());
         assert_eq!(decode::<Status>("edge-01", &bytes).unwrap(), birth);
 
@@ -306,6 +350,146 @@ mod tests {
         assert_eq!(
             decode::<HostReport>("edge-01", &big).unwrap_err().reason(),
             "too_large"
+        );
+    }
+
+    fn beat(n: u64) -> Beat {
+        Beat {
+            v: PROTOCOL_VERSION,
+            node: "edge-01".into(),
+            run: 3,
+            n,
+        }
+    }
+
+    #[test]
+    fn beat_round_trip_and_size() {
+        let b = beat(17);
+        let bytes = encode(&b);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"v":1,"node":"edge-01","run":3,"n":17}"#
+        );
+        // Tiny on purpose: every node sends 4 a second (docs/protocol.md has the bytes per second).
+        assert_eq!(bytes.len(), 39);
+        assert_eq!(decode::<Beat>("edge-01", &bytes).unwrap(), b);
+        assert_eq!(
+            decode::<Beat>("edge-02", &bytes).unwrap_err().reason(),
+            "node_mismatch"
+        );
+        // A day at 4 a second still fits in about 40 bytes.
+        assert!(encode(&beat(345_600)).len() <= 43);
+        assert_eq!(
+            decode::<Beat>("edge-01", br#"{"v":2,"node":"edge-01","run":3,"n":1}"#)
+                .unwrap_err()
+                .reason(),
+            "version"
+        );
+        assert_eq!(
+            decode::<Beat>("edge-01", br#"{"v":1,"node":"edge-01","run":3}"#)
+                .unwrap_err()
+                .reason(),
+            "malformed"
+        );
+    }
+
+    fn probe_request() -> ProbeRequest {
+        ProbeRequest {
+            v: PROTOCOL_VERSION,
+            id: 42,
+            gateway: "gw1".into(),
+            target: "edge-01".into(),
+            addr: "10.0.0.11".into(),
+            ports: vec![22, 2377],
+            window_ms: 3000,
+            every_ms: 200,
+            timeout_ms: 500,
+        }
+    }
+
+    #[test]
+    fn probe_request_round_trip() {
+        let r = probe_request();
+        let bytes = encode(&r);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"v":1,"id":42,"gateway":"gw1","target":"edge-01","addr":"10.0.0.11","ports":[22,2377],"window_ms":3000,"every_ms":200,"timeout_ms":500}"#
+        );
+        assert_eq!(decode_request::<ProbeRequest>(&bytes).unwrap(), r);
+        for addr in ["fd00::5", "fe80::1%eth0", "edge-01.lan", "EDGE_01"] {
+            let ok = ProbeRequest {
+                addr: addr.into(),
+                ..probe_request()
+            };
+            assert_eq!(decode_request::<ProbeRequest>(&encode(&ok)).unwrap(), ok);
+        }
+    }
+
+    #[test]
+    fn probe_request_is_checked() {
+        let bad = |f: &dyn Fn(&mut ProbeRequest)| {
+            let mut r = probe_request();
+            f(&mut r);
+            decode_request::<ProbeRequest>(&encode(&r)).unwrap_err()
+        };
+        for e in [
+            bad(&|r| r.target = "a/b".into()),
+            bad(&|r| r.target = String::new()),
+            bad(&|r| r.gateway = String::new()),
+            bad(&|r| r.gateway = "gw\n1".into()),
+            bad(&|r| r.addr = String::new()),
+            bad(&|r| r.addr = "10.0.0.1; rm -rf /".into()),
+            bad(&|r| r.addr = "a".repeat(254)),
+            bad(&|r| r.ports = vec![]),
+            bad(&|r| r.ports = vec![22, 0]),
+            bad(&|r| r.ports = (1..=17).collect()),
+            bad(&|r| r.window_ms = 0),
+            bad(&|r| r.every_ms = 0),
+            bad(&|r| r.timeout_ms = 0),
+        ] {
+            assert_eq!(e.reason(), "invalid", "{e}");
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&encode(&probe_request())).unwrap();
+        v["v"] = 7.into();
+        let e = decode_request::<ProbeRequest>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert_eq!(e.reason(), "version");
+        v["v"] = 1.into();
+        v["ports"] = serde_json::json!([70000]);
+        let e = decode_request::<ProbeRequest>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert_eq!(e.reason(), "malformed", "a port above 65535");
+        for junk in [&b"{"[..], b"null", b"[]", b"{\"v\":1}", b"\xff\xfe"] {
+            let e = decode_request::<ProbeRequest>(junk).unwrap_err();
+            assert_eq!(e.reason(), "malformed", "{junk:?}");
+        }
+        let big = vec![b' '; MAX_PAYLOAD + 1];
+        assert_eq!(
+            decode_request::<ProbeRequest>(&big).unwrap_err().reason(),
+            "too_large"
+        );
+    }
+
+    #[test]
+    fn probe_report_round_trip() {
+        let r = ProbeReport {
+            v: PROTOCOL_VERSION,
+            node: "edge-02".into(),
+            id: 42,
+            target: "edge-01".into(),
+            attempts: 3,
+            answered: 1,
+        };
+        let bytes = encode(&r);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"v":1,"node":"edge-02","id":42,"target":"edge-01","attempts":3,"answered":1}"#
+        );
+        assert_eq!(decode::<ProbeReport>("edge-02", &bytes).unwrap(), r);
+        assert_eq!(
+            decode::<ProbeReport>("edge-01", &bytes)
+                .unwrap_err()
+                .reason(),
+            "node_mismatch",
+            "a report speaks for its prober, whose topic it is on"
         );
     }
 

@@ -4,15 +4,17 @@
 //! and knows nothing of tokio, MQTT clients or InfluxDB: agents encode with it, the gateway
 //! decodes with it, and both agree because they share these types.
 //!
-//! - [`topics`]: building and parsing `<prefix>/v1/nodes/<node>/<channel>`.
-//! - [`messages`]: the payloads (status, host, containers, event) and [`PROTOCOL_VERSION`].
+//! - [`topics`]: building and parsing `<prefix>/v1/nodes/<node>/<channel>` and
+//!   `<prefix>/v1/probe/<node>`.
+//! - [`messages`]: the payloads (status, host, containers, event, beat, probe request and
+//!   report) and [`PROTOCOL_VERSION`].
 //! - [`codec`]: encoding and checked decoding with typed errors.
 
 pub mod codec;
 pub mod messages;
 pub mod topics;
 
-pub use codec::{decode, encode, DecodeError};
+pub use codec::{decode, decode_request, encode, DecodeError};
 pub use messages::*;
 pub use topics::{Channel, TopicError, Topics};
 

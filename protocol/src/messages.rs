@@ -79,6 +79,10 @@ pub struct Identity {
     /// Docker engine version; absent while the engine does not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_version: Option<String>,
+    /// How often the agent sends a [`Beat`], in milliseconds; absent when beats are off. A
+    /// consumer times a node's silence against this rather than against its own guess.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beat_interval_ms: Option<u64>,
 }
 
 /// The retained status of a node: birth (`online`) or death (`offline`).
@@ -509,4 +513,117 @@ pub struct Alert {
     /// A reminder of an alert still firing (after `repeat_after`).
     #[serde(default)]
     pub repeat: bool,
+}
+
+/// A liveness beat (`<prefix>/v1/nodes/<node>/beat`): small and frequent, QoS 0, never
+/// retained and never buffered, so that a beat that arrives is a fresh sign of life.
+///
+/// It has no timestamp on purpose: the receiver times its arrival with its own clock, so
+/// neither clock skew nor a late delivery can make a dead node look alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    pub v: u32,
+    pub node: String,
+    /// The agent run, as in data headers: a new run means the agent restarted.
+    pub run: u64,
+    /// 1, 2, 3, ... within a run, one per beat that was due while connected (it does not
+    /// advance while the agent is disconnected). A gap within a run is a beat lost on the way.
+    pub n: u64,
+}
+
+/// Gateway -> agent (`<prefix>/v1/probe/<prober>`): probe `target` directly, as a vantage
+/// point other than the gateway, during a confirmation window. The agent answers with a
+/// [`ProbeReport`] on its own `probe` channel.
+///
+/// The topic names the agent asked, the payload names no node of its own, so instead of the
+/// node check it is checked by [`crate::codec::decode_request`] ([`ProbeRequest::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub v: u32,
+    /// Chosen by the gateway; the report carries it back.
+    pub id: u64,
+    /// The gateway asking (for the logs).
+    pub gateway: String,
+    /// The suspect's node name.
+    pub target: String,
+    /// Where to reach the suspect: an IP address or a host name.
+    pub addr: String,
+    /// TCP ports to connect to, each in every round (1 to [`MAX_PROBE_PORTS`]).
+    pub ports: Vec<u16>,
+    /// How long to keep trying (the confirmation window), in milliseconds.
+    pub window_ms: u32,
+    /// A round of connects starts this often, in milliseconds.
+    pub every_ms: u32,
+    /// Time limit of one connect, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+/// The most ports one probe request may name.
+pub const MAX_PROBE_PORTS: usize = 16;
+
+impl ProbeRequest {
+    /// What the shape alone does not guarantee: names that can be used as names, a target
+    /// address that is an address, ports and durations that mean something. Bounds on the
+    /// durations are the prober's business (it clamps them); zero is refused here because it
+    /// cannot mean anything.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::topics::validate_node(&self.target).map_err(|e| format!("target: {e}"))?;
+        if self.gateway.is_empty()
+            || self.gateway.len() > crate::topics::MAX_NODE_LEN
+            || self.gateway.chars().any(char::is_control)
+        {
+            return Err("gateway: 1 to 128 characters without control characters".into());
+        }
+        // An IPv4 or IPv6 address (with an optional zone, `fe80::1%eth0`) or a DNS name.
+        if self.addr.is_empty()
+            || self.addr.len() > 253
+            || !self
+                .addr
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'%'))
+        {
+            return Err(format!(
+                "addr `{}` is not an IP address or host name",
+                self.addr.escape_debug()
+            ));
+        }
+        if self.ports.is_empty() || self.ports.len() > MAX_PROBE_PORTS {
+            return Err(format!("ports: 1 to {MAX_PROBE_PORTS} ports"));
+        }
+        if self.ports.contains(&0) {
+            return Err("ports: 0 is not a port".into());
+        }
+        for (name, v) in [
+            ("window_ms", self.window_ms),
+            ("every_ms", self.every_ms),
+            ("timeout_ms", self.timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be above zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Agent -> gateway (`<prefix>/v1/nodes/<prober>/probe`): what probing `target` gave, QoS 0.
+///
+/// Sent once per request: at the first answer (the target is alive; probing stops), or, when
+/// nothing answered, once every attempt has finished or the window is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub v: u32,
+    /// The prober (the node of the topic).
+    pub node: String,
+    /// The request's `id`.
+    pub id: u64,
+    /// The request's `target`.
+    pub target: String,
+    /// Connects that finished before the report: answered, refused, failed or timed out.
+    /// Attempts still under way when the report is sent are not counted; 0 means the prober
+    /// could not try at all (the address did not resolve).
+    pub attempts: u32,
+    /// Attempts the target answered: the connection was accepted or refused (a refusal is an
+    /// answer: something at that address is alive).
+    pub answered: u32,
 }

@@ -1,9 +1,14 @@
 //! Topic names. Every topic leakmon uses is built and parsed here.
 //!
 //! Layout: `<prefix>/v1/nodes/<node>/<channel>` (agents) and `<prefix>/v1/gateway/{status,events}`
-//! (the active gateway) where channel is one of `status`, `host`,
-//! `containers`, `events`. The `v1` segment is the topic-layout version; it changes only if
-//! the layout itself changes.
+//! (the active gateway) where channel is one of `status`, `host`, `containers`, `events`,
+//! `beat`, `probe`; and `<prefix>/v1/probe/<node>`, the gateway's probe requests to one agent.
+//! The `v1` segment is the topic-layout version; it changes only if the layout itself changes.
+//!
+//! Probe requests live outside `nodes/` on purpose: everything under `nodes/<node>/` is
+//! written by that node and speaks for it (the ACL lets only that node write there, and a
+//! payload must name the node of its topic); a request written by the gateway does not belong
+//! there, and the agents' read permission stays apart from their write permission.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,14 +24,21 @@ pub enum Channel {
     Containers,
     /// Docker engine events, one per message, published as they happen.
     Events,
+    /// Liveness beats: small, frequent, QoS 0, never retained or buffered.
+    Beat,
+    /// The agent's reports of probes it ran for the gateway (QoS 0).
+    Probe,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
+    /// Every channel under `nodes/<node>/`.
+    pub const ALL: [Channel; 6] = [
         Channel::Status,
         Channel::Host,
         Channel::Containers,
         Channel::Events,
+        Channel::Beat,
+        Channel::Probe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +47,8 @@ impl Channel {
             Channel::Host => "host",
             Channel::Containers => "containers",
             Channel::Events => "events",
+            Channel::Beat => "beat",
+            Channel::Probe => "probe",
         }
     }
 }
@@ -65,6 +79,8 @@ pub enum TopicError {
     InvalidNode { name: String, why: &'static str },
     #[error("invalid topic prefix `{prefix}`: {why}")]
     InvalidPrefix { prefix: String, why: &'static str },
+    #[error("topic is not `{0}/v1/probe/<node>`")]
+    NotProbeRequest(String),
 }
 
 /// The longest node name accepted (it becomes part of topics and InfluxDB tags).
@@ -152,6 +168,25 @@ impl Topics {
         format!("{}/v1/alerts", self.prefix)
     }
 
+    /// `<prefix>/v1/probe/<node>`: the gateway's probe requests to `node` (that agent
+    /// subscribes to it; nobody else should read it).
+    pub fn probe_request(&self, node: &str) -> String {
+        format!("{}/v1/probe/{}", self.prefix, node)
+    }
+
+    /// The node a probe-request topic is addressed to.
+    pub fn parse_probe_request<'t>(&self, topic: &'t str) -> Result<&'t str, TopicError> {
+        let node = topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix("/v1/probe/"))
+            .ok_or_else(|| TopicError::NotProbeRequest(self.prefix.clone()))?;
+        if node.contains('/') {
+            return Err(TopicError::NotProbeRequest(self.prefix.clone()));
+        }
+        validate_node(node)?;
+        Ok(node)
+    }
+
     /// Splits a node topic into its node name and channel.
     pub fn parse<'t>(&self, topic: &'t str) -> Result<(&'t str, Channel), TopicError> {
         let rest = topic
@@ -183,6 +218,39 @@ mod tests {
         assert_eq!(t.gateway_events(), "leakmon/v1/gateway/events");
         assert_eq!(t.alerts(), "leakmon/v1/alerts");
         assert!(t.parse(&t.gateway_events()).is_err(), "not a node topic");
+        assert_eq!(t.all_nodes(Channel::Beat), "leakmon/v1/nodes/+/beat");
+        assert_eq!(t.node("n", Channel::Probe), "leakmon/v1/nodes/n/probe");
+        assert_eq!(
+            t.parse("leakmon/v1/nodes/edge-01/beat").unwrap(),
+            ("edge-01", Channel::Beat)
+        );
+    }
+
+    #[test]
+    fn probe_request_topics() {
+        let t = Topics::new("site3/leakmon").unwrap();
+        let topic = t.probe_request("edge-01");
+        assert_eq!(topic, "site3/leakmon/v1/probe/edge-01");
+        assert_eq!(t.parse_probe_request(&topic).unwrap(), "edge-01");
+        assert!(t.parse(&topic).is_err(), "not under nodes/");
+        for bad in [
+            "site3/leakmon/v1/probe/",
+            "site3/leakmon/v1/probe/a/b",
+            "site3/leakmon/v1/probe/a+",
+            "site3/leakmon/v1/probe",
+            "leakmon/v1/probe/edge-01",
+            "site3/leakmon/v1/nodes/edge-01/probe",
+        ] {
+            assert!(t.parse_probe_request(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            t.parse_probe_request("other/v1/probe/a"),
+            Err(TopicError::NotProbeRequest(_))
+        ));
+        assert!(matches!(
+            t.parse_probe_request("site3/leakmon/v1/probe/a b"),
+            Err(TopicError::InvalidNode { .. })
+        ));
     }
 
     #[test]

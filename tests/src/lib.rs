@@ -384,6 +384,14 @@ impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
     }
+
+    /// A data message of a node (host, containers, events: what carries `run`, `seq` and
+    /// `ts`), not its status, beats or probe reports, which a `nodes/<node>/#` filter also gets.
+    pub fn is_data(&self) -> bool {
+        ["/host", "/containers", "/events"]
+            .iter()
+            .any(|c| self.topic.ends_with(c))
+    }
 }
 
 /// An MQTT subscriber on its own thread, recording everything it receives.

@@ -5,9 +5,12 @@
 //! active one, and the time. Outputs: [`Action`]s for the shell to carry out.
 //!
 //! Rules (each has a unit test below):
-//! 1. A node is **dead** when Swarm reports it `down`, or when its agent is gone (its Will, or
-//!    silence past `liveness.offline_after`) and a probe sent after the agent fell silent got
-//!    no answer. A clean goodbye is not "gone".
+//! 1. A node is **dead** when Swarm reports it `down`, or, with the failure detector
+//!    ([`crate::detector`], `Settings::detector`), when the detector finds it dead (no beat, and
+//!    several vantage points could not reach it); without the detector, when its agent is gone
+//!    (its Will, or silence past `liveness.offline_after`) and a probe sent after the agent
+//!    fell silent got no answer. A clean goodbye is not "gone". With the detector, a node whose
+//!    agent is gone is `agent_lost` once the detector finds its host answering (`Quiet`).
 //! 2. An agent that is gone on a node that answers the probe is `agent_lost`: an event, never
 //!    a drain. Probes are repeated every [`PROBE_EVERY`] while the agent stays gone, so a node
 //!    that dies later is still caught. Probing starts early, once an agent has been silent for
@@ -32,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use leakmon_protocol::EventKind;
 
+pub use crate::detector::Status;
 pub use crate::liveness::{AgentFact, AgentState};
 pub use crate::nodes::UnhealthyTask;
 
@@ -54,6 +58,10 @@ pub struct Settings {
     /// After the machine starts, how long agents' retained statuses may take to arrive: until
     /// then a node without an agent is neither settled nor reactivated on that account.
     pub grace: Duration,
+    /// Deaths come from the failure detector ([`crate::detector`]: beats, then probes from
+    /// several vantage points), fed by [`Decide::on_detector`], rather than from this
+    /// machine's own probe of a node whose agent is gone (rule 1).
+    pub detector: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +99,8 @@ pub enum DeadBy {
     Swarm,
     /// The agent is gone and the probe got no answer.
     Probe,
+    /// The failure detector: silent, and unreachable from several vantage points.
+    Detector,
 }
 
 impl DeadBy {
@@ -98,6 +108,7 @@ impl DeadBy {
         match self {
             DeadBy::Swarm => "swarm reports the node down",
             DeadBy::Probe => "agent gone and no answer to the probe",
+            DeadBy::Detector => "no beat, and no vantage point could reach it",
         }
     }
 }
@@ -185,6 +196,8 @@ pub struct Decide {
     forced: BTreeMap<String, Instant>,
     started: Option<Instant>,
     isolation_told: bool,
+    /// The failure detector's view, by agent name (with `Settings::detector`).
+    detected: BTreeMap<String, Status>,
 }
 
 fn event(
@@ -213,6 +226,7 @@ impl Decide {
             forced: BTreeMap::new(),
             started: None,
             isolation_told: false,
+            detected: BTreeMap::new(),
         }
     }
 
@@ -298,6 +312,19 @@ impl Decide {
         }
     }
 
+    /// What the failure detector thinks of each agent's node, by agent name (every tick).
+    pub fn on_detector(&mut self, statuses: impl IntoIterator<Item = (String, Status)>) {
+        self.detected = statuses.into_iter().collect();
+    }
+
+    /// The detector's view of an agent's node, when the detector watches it (it beats).
+    fn detected_status(&self, agent: &str) -> Option<Status> {
+        self.s
+            .detector
+            .then(|| self.detected.get(agent).copied())
+            .flatten()
+    }
+
     /// The answer to an [`Action::Probe`] sent at `sent`.
     pub fn on_probe(&mut self, node_id: &str, answered: bool, sent: Instant) {
         if let Some(t) = self.nodes.get_mut(node_id) {
@@ -334,6 +361,15 @@ impl Decide {
             return Verdict::Alive;
         };
         let gone = matches!(a.state, AgentState::Lost | AgentState::Stale);
+        if let Some(st) = self.detected_status(&a.name) {
+            return match (st, gone) {
+                (Status::Dead, _) => Verdict::Dead(DeadBy::Detector),
+                (Status::Suspect, _) => Verdict::Suspect,
+                (Status::Quiet, true) => Verdict::AgentLost,
+                (_, true) => Verdict::Suspect,
+                (_, false) => Verdict::Alive,
+            };
+        }
         let silent = a.suspect(now);
         if !gone {
             return if silent {
@@ -415,6 +451,13 @@ impl Decide {
 
     fn probe_if_needed(&mut self, id: &str, v: Verdict, now: Instant, out: &mut Vec<Action>) {
         let Some(t) = self.nodes.get(id) else { return };
+        if self
+            .agent(&t.node)
+            .is_some_and(|a| self.detected_status(&a.name).is_some())
+        {
+            // The detector probes this one, from several vantage points.
+            return;
+        }
         let want = match v {
             Verdict::Suspect => true,
             // Keep probing a node whose agent is gone, in case the node dies later (or, once
@@ -649,6 +692,7 @@ mod tests {
             max_drained: None,
             rebalance: false,
             grace: Duration::ZERO,
+            detector: false,
         }
     }
 
@@ -670,6 +714,7 @@ mod tests {
             state,
             last_seen,
             interval: S,
+            beat_interval: None,
         }
     }
 
@@ -1426,6 +1471,7 @@ mod tests {
             state: AgentState::Lost,
             last_seen: f.at(0.0),
             interval: S,
+            beat_interval: None,
         };
         f.agents.insert(0, old);
         for s in 1..20 {
@@ -1475,5 +1521,107 @@ mod tests {
             f.at(0.0),
         );
         assert!(quiet(&f.run_to(100.0)));
+    }
+
+    // --- Rule 1 with the failure detector (`Settings::detector`) ---
+
+    fn with_detector() -> Fleet {
+        Fleet::with(Settings {
+            detector: true,
+            ..settings()
+        })
+    }
+
+    fn detected(f: &mut Fleet, node: u32, st: Status) {
+        let mut all: Vec<(String, Status)> = (1..=5)
+            .map(|i| (format!("node{i}"), Status::Alive))
+            .collect();
+        all[(node - 1) as usize].1 = st;
+        f.d.on_detector(all);
+    }
+
+    #[test]
+    fn detector_dead_is_node_down_at_once_without_waiting_for_the_will() {
+        let mut f = with_detector();
+        f.run_to(10.0);
+        detected(&mut f, 5, Status::Suspect);
+        let a = f.run_to(11.0);
+        assert!(kinds(&a).is_empty() && probes(&a).is_empty(), "{a:?}");
+        // The agent still counts as online (no Will, data interval not over): the detector's
+        // verdict is enough.
+        detected(&mut f, 5, Status::Dead);
+        let a = f.run_to(11.5);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        assert_eq!(evacuations(&a), [("id5".to_owned(), true)]);
+        let reason = a.iter().find_map(|x| match x {
+            Action::Event { details, .. } => details.iter().find(|(k, _)| *k == "reason"),
+            _ => None,
+        });
+        assert_eq!(
+            reason.map(|(_, v)| v.as_str()),
+            Some(DeadBy::Detector.as_str())
+        );
+    }
+
+    #[test]
+    fn detector_quiet_node_with_its_agent_gone_is_agent_lost_never_drained() {
+        let mut f = with_detector();
+        f.run_to(10.0);
+        f.agent_mut(5).state = AgentState::Lost;
+        detected(&mut f, 5, Status::Suspect);
+        assert!(kinds(&f.run_to(10.5)).is_empty());
+        detected(&mut f, 5, Status::Quiet);
+        let a = f.run_to(11.0);
+        assert_eq!(kinds(&a), [EventKind::AgentLost]);
+        for t in 12..40 {
+            assert!(evacuations(&f.run_to(f64::from(t))).is_empty());
+        }
+    }
+
+    #[test]
+    fn detector_suspicions_that_come_and_go_never_drain() {
+        let mut f = with_detector();
+        for t in 0..200 {
+            let st = if t % 3 == 0 {
+                Status::Suspect
+            } else {
+                Status::Alive
+            };
+            detected(&mut f, 4, st);
+            let a = f.run_to(f64::from(t) * 0.5);
+            assert!(kinds(&a).is_empty() && evacuations(&a).is_empty(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn detector_mode_sends_no_probes_of_its_own_for_agents_it_watches() {
+        let mut f = with_detector();
+        f.run_to(10.0);
+        f.agent_mut(5).state = AgentState::Stale;
+        detected(&mut f, 5, Status::Suspect);
+        for t in 11..30 {
+            assert!(probes(&f.run_to(f64::from(t))).is_empty());
+        }
+    }
+
+    #[test]
+    fn an_agent_the_detector_does_not_watch_is_judged_as_without_it() {
+        // Node 5's agent sends no beats (an older agent): not a member of the detector.
+        let mut f = with_detector();
+        let all: Vec<(String, Status)> = (1..=4)
+            .map(|i| (format!("node{i}"), Status::Alive))
+            .collect();
+        f.d.on_detector(all);
+        let a = kill_node5(&mut f);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+    }
+
+    #[test]
+    fn detector_mode_still_takes_swarms_down() {
+        let mut f = with_detector();
+        f.run_to(10.0);
+        f.swarm_mut(3).state = SwarmState::Down;
+        let a = f.run_to(11.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
     }
 }

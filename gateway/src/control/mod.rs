@@ -12,12 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leakmon_protocol::{
-    encode, EventKind, GatewayEvent, GatewayRole, GatewayStatus, Topics, PROTOCOL_VERSION,
+    encode, EventKind, GatewayEvent, GatewayRole, GatewayStatus, ProbeRequest, Topics,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::bus::{AlertInput, Bus, Message, Session};
 use crate::config::{Config, LeaderMode};
+use crate::detector::{self, Detector, Member};
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
 use crate::schema;
@@ -27,6 +29,9 @@ use swarm::{EngineView, Ev, SwarmApi};
 
 /// How often the decision machine runs.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the failure detector runs: its deadlines (a suspicion, a round's end) are met
+/// within this, which adds to the detection time.
+const DETECT_TICK: Duration = Duration::from_millis(25);
 
 /// Everything the control loop needs from the rest of the gateway.
 pub struct Control {
@@ -40,6 +45,8 @@ pub struct Control {
     pub bus: Bus,
     /// The session the bus's connection uses: set from the role.
     pub session: watch::Sender<Session>,
+    /// The failure detector (fed beats and reports by ingest), when it runs.
+    pub detector: Option<Arc<Mutex<Detector>>>,
 }
 
 /// The running loop's state.
@@ -52,6 +59,8 @@ struct Loop {
     probes: mpsc::Sender<(String, bool, Instant)>,
     /// Since when the broker connection has been up.
     mqtt_since: Option<Instant>,
+    /// The detector's members (agent names), as last set from Swarm's node list.
+    members: Vec<String>,
 }
 
 impl Control {
@@ -88,6 +97,7 @@ impl Control {
                 max_drained: r.max_drained,
                 rebalance: r.rebalance,
                 grace: cfg.liveness.offline_after.0,
+                detector: self.detector.is_some(),
             })
         });
         let standalone = api.is_none()
@@ -107,6 +117,7 @@ impl Control {
             self_id: None,
             probes,
             mqtt_since: None,
+            members: Vec::new(),
         };
         if standalone {
             l.set_role(role);
@@ -253,6 +264,7 @@ impl Loop {
             if let Ok(mut v) = self.c.nodes.lock() {
                 v.set_swarm(&swarm);
             }
+            self.set_members(nodes);
             if let Some(d) = &mut self.decide {
                 d.on_swarm(
                     nodes.iter().map(|n| n.to_decide()).collect(),
@@ -272,6 +284,115 @@ impl Loop {
                     }
                 }
             }
+        }
+    }
+
+    /// Swarm's node list is the detector's fleet: each node whose agent beats, under its
+    /// agent's name (by the Swarm node id its agent reported, else by hostname), probed at
+    /// Swarm's address for it.
+    fn set_members(&mut self, nodes: &[swarm::NodeFacts]) {
+        let Some(det) = &self.c.detector else { return };
+        let agents = self
+            .c
+            .nodes
+            .lock()
+            .map(|n| n.agent_facts())
+            .unwrap_or_default();
+        // Only nodes whose agent beats: the others are judged as without the detector.
+        let members: Vec<Member> = nodes
+            .iter()
+            .filter_map(|n| {
+                let by_id = agents
+                    .iter()
+                    .find(|a| a.swarm_node_id.as_deref() == Some(n.id.as_str()));
+                let by_name = || agents.iter().find(|a| a.name == n.hostname);
+                let a = by_id.or_else(by_name)?;
+                Some(Member {
+                    name: a.name.clone(),
+                    addr: n.addr.clone(),
+                    beat_interval: a.beat_interval?,
+                })
+            })
+            .collect();
+        self.members = members.iter().map(|m| m.name.clone()).collect();
+        if let Ok(mut d) = det.lock() {
+            d.set_members(&members, Instant::now());
+        }
+    }
+
+    /// Runs the failure detector (on the active gateway only: one set of probes per
+    /// suspicion), sends its probe requests, and runs the decisions at once on a verdict.
+    async fn detect(&mut self) {
+        if !self.role.swarm_active() {
+            return;
+        }
+        let Some(det) = self.c.detector.clone() else {
+            return;
+        };
+        let outs = match det.lock() {
+            Ok(mut d) => d.tick(Instant::now()),
+            Err(_) => return,
+        };
+        let mut verdict = false;
+        for o in outs {
+            match o {
+                detector::Out::Probe {
+                    id,
+                    prober,
+                    target,
+                    addr,
+                    window,
+                    every,
+                    timeout,
+                } => {
+                    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+                    let req = ProbeRequest {
+                        v: PROTOCOL_VERSION,
+                        id,
+                        gateway: self.c.name.clone(),
+                        target,
+                        addr,
+                        ports: self.c.cfg.reschedule.probe_ports.clone(),
+                        window_ms: ms(window),
+                        every_ms: ms(every),
+                        timeout_ms: ms(timeout),
+                    };
+                    let m = Message {
+                        topic: self.c.topics.probe_request(&prober),
+                        payload: encode(&req),
+                        retain: false,
+                    };
+                    if !self.c.bus.publish(m) {
+                        tracing::warn!(prober = %prober, "MQTT outbox full: probe request not sent");
+                    }
+                }
+                detector::Out::Suspect { node } => {
+                    verdict = true;
+                    tracing::info!(node = %node, "detector: silent, probing from vantage points");
+                }
+                detector::Out::Dead { node, why } => {
+                    verdict = true;
+                    tracing::warn!(node = %node, "detector: dead ({why})");
+                }
+                detector::Out::Alive { node, how } => {
+                    verdict = true;
+                    tracing::info!(node = %node, how = ?how, "detector: alive");
+                }
+                detector::Out::NoVerdict { node, why } => {
+                    tracing::debug!(node = %node, why = ?why, "detector: no verdict yet");
+                }
+                detector::Out::Health(h) => {
+                    tracing::info!(
+                        score = h.score,
+                        isolated = h.isolated,
+                        timeouts_x = h.multiplier(),
+                        "detector: local health"
+                    );
+                }
+            }
+        }
+        if verdict {
+            self.tick().await;
         }
     }
 
@@ -362,6 +483,15 @@ impl Loop {
             Err(_) => return,
         };
         d.on_agents(agents);
+        if let Some(det) = &self.c.detector {
+            if let Ok(det) = det.lock() {
+                d.on_detector(
+                    self.members
+                        .iter()
+                        .filter_map(|m| Some((m.clone(), det.status(m)?))),
+                );
+            }
+        }
         d.on_unhealthy(unhealthy, now);
         let actions = d.tick(now);
         for a in actions {
@@ -378,10 +508,13 @@ impl Loop {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut detect = tokio::time::interval(DETECT_TICK);
+        detect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = poll.tick() => self.poll().await,
                 _ = tick.tick() => self.tick().await,
+                _ = detect.tick(), if self.c.detector.is_some() => self.detect().await,
                 Some((id, answered, sent)) = probes.recv() => {
                     if let Some(d) = &mut self.decide {
                         d.on_probe(&id, answered, sent);

@@ -3,7 +3,8 @@
 //! not absurd, and that its values are plausible. Pure; `now_ms` is passed in.
 
 use leakmon_protocol::{
-    decode, Channel, ContainersReport, DecodeError, EventReport, HostReport, Status, Topics,
+    decode, Beat, Channel, ContainersReport, DecodeError, EventReport, HostReport, ProbeReport,
+    Status, Topics,
 };
 
 /// Data older than this is refused (an agent's spool holds hours, not weeks).
@@ -17,6 +18,10 @@ pub enum Incoming {
     Host(HostReport),
     Containers(ContainersReport),
     Event(EventReport),
+    /// A liveness beat, for the failure detector.
+    Beat(Beat),
+    /// A vantage point's probe report, for the failure detector.
+    Probe(ProbeReport),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +131,8 @@ pub fn decode_message(
             check_ts(node, r.header.ts, now_ms)?;
             Incoming::Event(r)
         }
+        Channel::Beat => Incoming::Beat(decode(node, payload).map_err(|e| from_decode(node, e))?),
+        Channel::Probe => Incoming::Probe(decode(node, payload).map_err(|e| from_decode(node, e))?),
     };
     Ok((node.to_owned(), msg))
 }
@@ -197,6 +204,8 @@ mod tests {
         let big = vec![b' '; leakmon_protocol::codec::MAX_PAYLOAD + 1];
         let e = decode_message(&topics(), "leakmon/v1/nodes/a/host", &big, NOW).unwrap_err();
         assert_eq!(e.reason, "too_large");
+        let beat = serde_json::json!({"v": 1, "node": "b", "run": 1, "n": 1});
+        assert_eq!(r("leakmon/v1/nodes/a/beat", &beat), "node_mismatch");
     }
 
     /// Property: whatever bytes arrive on whatever topic, decoding returns (never panics), and

@@ -17,6 +17,7 @@ use leakmon_common::now_ms;
 use leakmon_protocol::{Channel, Topics};
 
 use crate::bus::{AlertInput, Bus, Handler, Message};
+use crate::detector::Detector;
 use crate::liveness::Transition;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
@@ -33,6 +34,8 @@ pub struct Ingest {
     pub shared_group: Option<String>,
     pub nodes: Arc<Mutex<Nodes>>,
     pub metrics: Arc<Metrics>,
+    /// The failure detector, fed beats and probe reports (when it runs).
+    pub detector: Option<Arc<Mutex<Detector>>>,
     /// Nodes whose Home Assistant discovery went out on this connection.
     announced: BTreeSet<String>,
 }
@@ -53,6 +56,7 @@ impl Ingest {
         shared_group: Option<String>,
         nodes: Arc<Mutex<Nodes>>,
         metrics: Arc<Metrics>,
+        detector: Option<Arc<Mutex<Detector>>>,
     ) -> Self {
         Ingest {
             bus,
@@ -61,6 +65,7 @@ impl Ingest {
             shared_group,
             nodes,
             metrics,
+            detector,
             announced: BTreeSet::new(),
         }
     }
@@ -131,6 +136,20 @@ impl Ingest {
         self.alert(i);
     }
 
+    /// Beats and probe reports go to the failure detector (arrival timed by this gateway's
+    /// clock); they are neither points nor data for the node's liveness.
+    fn detect(&self, node: &str, msg: Incoming, now: Instant) {
+        let Some(d) = &self.detector else { return };
+        let Ok(mut d) = d.lock() else { return };
+        match msg {
+            Incoming::Beat(_) => d.on_beat(node, now),
+            Incoming::Probe(r) => {
+                d.on_report(node, r.id, &r.target, r.attempts, r.answered, now);
+            }
+            _ => {}
+        }
+    }
+
     fn transition_points(&self, nodes: &Nodes, ts: Vec<Transition>, ts_ms: i64) -> Vec<Point> {
         ts.into_iter()
             .map(|t| {
@@ -155,6 +174,13 @@ impl Ingest {
                 log_reject(n, &r);
                 return Vec::new();
             }
+        };
+        let msg = match msg {
+            Incoming::Beat(_) | Incoming::Probe(_) => {
+                self.detect(&node, msg, now);
+                return Vec::new();
+            }
+            other => other,
         };
         self.metrics.message_in(&node, ms);
         let Ok(mut nodes) = self.nodes.lock() else {
@@ -187,6 +213,7 @@ impl Ingest {
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 pts
             }
+            Incoming::Beat(_) | Incoming::Probe(_) => Vec::new(),
             Incoming::Event(e) => {
                 let t = nodes.on_data(&node, now, ms);
                 let mut pts = vec![schema::event_point(&nodes.tags(&node), &e)];
@@ -200,6 +227,11 @@ impl Ingest {
 impl Handler for Ingest {
     fn subscriptions(&self) -> Vec<String> {
         let mut subs = vec![self.topics.all_nodes(Channel::Status)];
+        if self.detector.is_some() {
+            // Every gateway times every beat itself: never a shared subscription.
+            subs.push(self.topics.all_nodes(Channel::Beat));
+            subs.push(self.topics.all_nodes(Channel::Probe));
+        }
         if let Some(prefix) = &self.homeassistant {
             // Home Assistant announces itself here when it (re)starts.
             subs.push(format!("{prefix}/status"));
