@@ -4,7 +4,8 @@
 //! read back through the Swarm's own API (the docker CLI against a live manager).
 //!
 //! One test, scenarios in order (they share the Swarm): a worker's link cut; its link
-//! restored; only an agent killed; the leader's link cut and a worker death after it; dry run.
+//! restored; only an agent killed; a worker on a lossy link (nothing moved); the leader's link
+//! cut and a worker death after it; dry run.
 
 use std::time::Duration;
 
@@ -196,6 +197,12 @@ fn control_loop_on_a_real_five_node_swarm() {
     });
     assert_eq!(down["gateway"], format!("gw{leader_n}"));
     assert_eq!(down["dry_run"], false);
+    // Found by the failure detector (beats stopped, vantage points could not reach it), not
+    // by the agent's Will, nor by Swarm, which takes 10 s or more.
+    assert_eq!(
+        down["details"]["reason"], "no beat, and no vantage point could reach it",
+        "{down}"
+    );
     let alert_for = |state: &'static str| {
         let hook = &f.hook;
         move || {
@@ -391,6 +398,45 @@ fn control_loop_on_a_real_five_node_swarm() {
     })
     .expect("node2's agent back online");
     std::thread::sleep(Duration::from_secs(8));
+
+    // --- A live worker on a lossy link (Wi-Fi, LTE): never declared dead, nothing moved.
+    // The detector sees beats go missing and asks vantage points, which still get through.
+    let before_loss = f.events().len();
+    let web_on_5 = || {
+        running_on(1, "web")
+            .iter()
+            .filter(|n| *n == "node5")
+            .count()
+    };
+    let web_before = web_on_5();
+    for (share, dir, secs) in [("0.3", "both", 30), ("0.4", "in", 20), ("0.4", "out", 20)] {
+        rig(&["loss", "5", share, dir]);
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+    rig(&["clear", "5"]);
+    let accused: Vec<String> = f.events()[before_loss..]
+        .iter()
+        .filter(|e| node_of(e) == "node5" && kind(e) != "agent_lost" && kind(e) != "node_up")
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        accused.is_empty(),
+        "a lossy but live node5 was acted on:\n{}\n{}",
+        accused.join("\n"),
+        f.logs()
+    );
+    assert!(
+        node_line(1, 5).starts_with("active ready"),
+        "{}",
+        node_line(1, 5)
+    );
+    assert_eq!(web_on_5(), web_before, "no task moved off node5");
+    // Its agent talks again before the next scenario (a lost MQTT connection reconnects).
+    wait_for(Duration::from_secs(30), || {
+        let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(leader_n))).ok()?;
+        (body.matches("\"state\":\"online\"").count() == NODES as usize).then_some(())
+    })
+    .expect("node5's agent online after the loss");
 
     // --- The leader's link cut: another gateway takes over and handles a worker's death.
     let before = f.events().len();

@@ -7,6 +7,9 @@
 #   tests/swarm/rig.sh down
 #   tests/swarm/rig.sh docker N ARGS...           docker CLI against node N
 #   tests/swarm/rig.sh cut N | restore N          pull / plug node N's cable
+#   tests/swarm/rig.sh loss N P [in|out|both]     node N's link drops a share P (0..1) of its
+#                                                 packets, inbound, outbound or both (default)
+#   tests/swarm/rig.sh clear N                    no more loss on node N's link
 #
 # Nodes are node1..nodeN with addresses 172.30.0.11.., on bridge lmbr0 (172.30.0.1).
 set -euo pipefail
@@ -17,6 +20,25 @@ ROOT=${LEAKMON_SWARM_ROOT:-/var/lib/leakmon-swarm}
 RUN=/run/lmsw
 
 ns() { echo "lmn$1"; }
+# iptables in a node's network namespace (this kernel has no sch_netem: the statistic match
+# drops a random share of packets instead; loopback is spared).
+niptables() { local n=$1; shift; nsenter --net="/var/run/netns/$(ns "$n")" iptables "$@"; }
+
+loss() {
+    local n=$1 p=$2 dir=${3:-both}
+    clear_loss "$n"
+    case "$dir" in
+        in | both) niptables "$n" -A INPUT ! -i lo -m statistic --mode random --probability "$p" -j DROP ;;
+    esac
+    case "$dir" in
+        out | both) niptables "$n" -A OUTPUT ! -o lo -m statistic --mode random --probability "$p" -j DROP ;;
+    esac
+}
+
+clear_loss() {
+    niptables "$1" -F INPUT
+    niptables "$1" -F OUTPUT
+}
 sock() { echo "unix://$RUN/n$1/docker.sock"; }
 ndocker() { local n=$1; shift; docker -H "$(sock "$n")" "$@"; }
 
@@ -119,5 +141,7 @@ case "${1:-}" in
     docker) shift; n=$1; shift; ndocker "$n" "$@" ;;
     cut) ip link set "lmv$2" down ;;
     restore) ip link set "lmv$2" up ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    loss) shift; loss "$@" ;;
+    clear) clear_loss "$2" ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
 esac
