@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leakmon_e2e::{
-    bin, docker, free_port, mosquitto_pub, pki, wait_for, Agent, Broker, Received, Subscriber,
+    bin, docker, free_port, mosquitto_pub, mosquitto_pub_lines, pki, wait_for, Agent, Broker,
+    Received, Subscriber,
 };
 use leakmon_protocol::{
     decode, encode, Beat, ContainersReport, EngineState, EventReport, Health, HostReport,
@@ -34,6 +35,34 @@ fn now_ms() -> i64 {
 
 fn status(m: &Received, node: &str) -> Status {
     decode(node, &m.payload).expect("a valid status payload")
+}
+
+/// A broker, and a subscriber to everything `node` publishes with a persistent session (the
+/// broker keeps its messages across the outages the test makes).
+fn broker_and_session(node: &str) -> (Broker, Subscriber) {
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), true);
+    (broker, sub)
+}
+
+/// Waits up to `limit` for a host sample taken after `ms`.
+fn wait_for_host_after(sub: &Subscriber, ms: i64, limit: Duration) -> Option<()> {
+    wait_for(limit, || {
+        sub.on("host")
+            .iter()
+            .any(|m| m.json()["ts"].as_i64() > Some(ms))
+            .then_some(())
+    })
+}
+
+/// Some host report showed messages queued in the agent's buffer.
+fn assert_reported_a_backlog(sub: &Subscriber) {
+    assert!(
+        sub.on("host")
+            .iter()
+            .any(|m| m.json()["buffer"]["queued"].as_u64() > Some(0)),
+        "no host report showed queued messages"
+    );
 }
 
 #[test]
@@ -386,8 +415,7 @@ fn assert_no_sampling_gap(seqs: &[(u64, u64, i64, String)]) {
 #[test]
 fn broker_outage_of_30s_loses_nothing() {
     let node = "e2e-outage";
-    let mut broker = Broker::start();
-    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), true);
+    let (mut broker, sub) = broker_and_session(node);
     let agent = Agent::start(&config(&broker.url(), node, ""));
     wait_for(S(20), || (sub.on("host").len() >= 3).then_some(()))
         .unwrap_or_else(|| panic!("no host reports; log:\n{}", agent.log()));
@@ -398,13 +426,8 @@ fn broker_outage_of_30s_loses_nothing() {
     broker.start_again();
     let restarted_ms = now_ms();
 
-    wait_for(S(60), || {
-        sub.on("host")
-            .iter()
-            .any(|m| m.json()["ts"].as_i64() > Some(restarted_ms + 3000))
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("no fresh samples after the outage; log:\n{}", agent.log()));
+    wait_for_host_after(&sub, restarted_ms + 3000, S(60))
+        .unwrap_or_else(|| panic!("no fresh samples after the outage; log:\n{}", agent.log()));
 
     let seqs = data_seqs(&sub);
     assert_complete(&seqs, 1);
@@ -418,19 +441,13 @@ fn broker_outage_of_30s_loses_nothing() {
         "only {during} host samples from the 30 s outage"
     );
     // The agent reported its backlog while it had one.
-    assert!(
-        sub.on("host")
-            .iter()
-            .any(|m| m.json()["buffer"]["queued"].as_u64() > Some(0)),
-        "no host report showed queued messages"
-    );
+    assert_reported_a_backlog(&sub);
 }
 
 #[test]
 fn spool_keeps_samples_across_an_agent_restart_while_the_broker_is_down() {
     let node = "e2e-spool";
-    let mut broker = Broker::start();
-    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), true);
+    let (mut broker, sub) = broker_and_session(node);
     let spool_cfg = "[buffer]\nspool_dir = \"SPOOL\"\n";
     let url = broker.url();
     let start = |dir: tempfile::TempDir| {
@@ -818,28 +835,17 @@ fn beats_arrive_every_interval_and_are_not_held_back_by_unacknowledged_data() {
     // Released: the backlog goes out, every seq in order, and the samples show it was queued.
     proxy.hold(false);
     let released_ms = now_ms();
-    wait_for(S(30), || {
-        sub.on("host")
-            .iter()
-            .any(|m| m.json()["ts"].as_i64() > Some(released_ms + 500))
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("data did not resume; log:\n{}", agent.log()));
+    wait_for_host_after(&sub, released_ms + 500, S(30))
+        .unwrap_or_else(|| panic!("data did not resume; log:\n{}", agent.log()));
     assert_complete(&data_seqs(&sub), 1);
-    assert!(
-        sub.on("host")
-            .iter()
-            .any(|m| m.json()["buffer"]["queued"].as_u64() > Some(0)),
-        "no host report showed queued messages"
-    );
+    assert_reported_a_backlog(&sub);
 }
 
 #[test]
 fn beats_are_neither_retained_nor_replayed_after_an_outage() {
     let node = "e2e-beat-outage";
-    let mut broker = Broker::start();
     // Persistent: the broker keeps the session (and would queue anything it keeps for it).
-    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), true);
+    let (mut broker, sub) = broker_and_session(node);
     let mut agent = Agent::start(&config(&broker.url(), node, "[docker]\nenabled = false\n"));
     wait_for(S(15), || (beats(&sub, node).len() >= 4).then_some(()))
         .unwrap_or_else(|| panic!("no beats; log:\n{}", agent.log()));
@@ -951,32 +957,6 @@ impl SilentPort {
             _queued: queued,
         }
     }
-}
-
-/// Publishes each of `payloads` as one message, over one connection (mosquitto_pub -l).
-fn publish_lines(port: u16, topic: &str, payloads: &[Vec<u8>]) {
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-l",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub (mosquitto-clients)");
-    if let Some(mut stdin) = child.stdin.take() {
-        for p in payloads {
-            let _ = stdin.write_all(p);
-            let _ = stdin.write_all(b"\n");
-        }
-    }
-    let _ = child.wait();
 }
 
 #[test]
@@ -1118,7 +1098,7 @@ fn probe_requests_are_answered_alive_or_silent_and_bad_ones_do_no_harm() {
     let burst: Vec<Vec<u8>> = (100..110)
         .map(|id| request(id, silent.port, 3000))
         .collect();
-    publish_lines(broker.port, &topic, &burst);
+    mosquitto_pub_lines(broker.port, &topic, &burst);
     wait_for(S(10), || {
         (reports().iter().filter(|(r, _)| r.id >= 100).count() >= 8).then_some(())
     })

@@ -606,19 +606,18 @@ mod tests {
         );
     }
 
+    /// Every attempt of the default plan (4 rounds x 2 ports), none answered.
+    const NONE_OF_8: Tally = Tally {
+        attempts: 8,
+        answered: 0,
+    };
+
     #[test]
     fn a_dead_target_is_reported_when_the_last_attempt_times_out() {
         let p = plan(|_| {});
         // Every connect runs into its 300 ms limit.
         let (t, at) = simulate(&p, Duration::MAX, |_, _| Outcome::Silent);
-        assert_eq!(
-            t,
-            Tally {
-                attempts: 8,
-                answered: 0
-            },
-            "4 rounds x 2 ports"
-        );
+        assert_eq!(t, NONE_OF_8, "4 rounds x 2 ports");
         assert_eq!(at, MS(900), "the last round (600 ms) plus its time limit");
         assert!(at <= p.window);
     }
@@ -628,13 +627,7 @@ mod tests {
         let p = plan(|_| {});
         // Unreachable at once (e.g. no route): the probe keeps trying until its last round.
         let (t, at) = simulate(&p, Duration::ZERO, |_, _| Outcome::Silent);
-        assert_eq!(
-            t,
-            Tally {
-                attempts: 8,
-                answered: 0
-            }
-        );
+        assert_eq!(t, NONE_OF_8);
         assert_eq!(at, MS(600));
     }
 

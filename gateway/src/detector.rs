@@ -1064,6 +1064,16 @@ mod tests {
         }
     }
 
+    /// Six members; `node` falls silent at 1 s and is suspect by 2 s: the fleet, and the
+    /// probe requests of its first round.
+    fn suspect(node: &str) -> (Fleet, Vec<(u64, String, String)>) {
+        let mut f = Fleet::new(6);
+        f.run_to(1_000);
+        f.hush(node);
+        let ps = probes(&f.run_to(2_000));
+        (f, ps)
+    }
+
     fn probes(outs: &[Out]) -> Vec<(u64, String, String)> {
         outs.iter()
             .filter_map(|o| match o {
@@ -1074,24 +1084,31 @@ mod tests {
             })
             .collect()
     }
+    /// Three vantage points asked, one reported its 25 failed attempts.
+    const ONE_REPORT_OF_THREE: NoVerdict = NoVerdict::TooFewReports {
+        asked: 3,
+        reports: 1,
+        vantage_points: 1,
+        failed_attempts: 25,
+    };
+
     fn dead(outs: &[Out]) -> Vec<String> {
-        outs.iter()
-            .filter_map(|o| match o {
-                Out::Dead { node, .. } => Some(node.clone()),
-                _ => None,
-            })
-            .collect()
+        pick(outs, |o| match o {
+            Out::Dead { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+    }
+    fn pick<T>(outs: &[Out], f: impl Fn(&Out) -> Option<T>) -> Vec<T> {
+        outs.iter().filter_map(f).collect()
     }
     fn when(log: &[(u64, Out)], f: impl Fn(&Out) -> bool) -> Option<u64> {
         log.iter().find(|(_, o)| f(o)).map(|(t, _)| *t)
     }
     fn no_verdicts(outs: &[Out]) -> Vec<NoVerdict> {
-        outs.iter()
-            .filter_map(|o| match o {
-                Out::NoVerdict { why, .. } => Some(why.clone()),
-                _ => None,
-            })
-            .collect()
+        pick(outs, |o| match o {
+            Out::NoVerdict { why, .. } => Some(why.clone()),
+            _ => None,
+        })
     }
 
     // Rules 2, 3, 5: a cut node.
@@ -1203,10 +1220,7 @@ mod tests {
     // Rule 4: the agent died, the host answers: quiet, rechecked, dead only when it stops.
     #[test]
     fn a_silent_agent_on_a_host_that_answers_is_not_dead_but_rechecked() {
-        let mut f = Fleet::new(6);
-        f.run_to(1_000);
-        f.hush("n4");
-        let ps = probes(&f.run_to(2_000));
+        let (mut f, ps) = suspect("n4");
         f.run_to(2_810);
         f.report(&ps, &[0, 3, 25]);
         let a = f.run_to(2_820);
@@ -1252,15 +1266,7 @@ mod tests {
             .iter()
             .all(|o| !matches!(o, Out::NoVerdict { .. })));
         let a = f.run_to(3_000);
-        assert_eq!(
-            no_verdicts(&a),
-            [NoVerdict::TooFewReports {
-                asked: 3,
-                reports: 1,
-                vantage_points: 1,
-                failed_attempts: 25
-            }]
-        );
+        assert_eq!(no_verdicts(&a), [ONE_REPORT_OF_THREE]);
         assert!(dead(&a).is_empty());
         let second = probes(&a);
         assert_eq!(second.len(), 3, "re-probed at once: {a:?}");
@@ -1372,10 +1378,7 @@ mod tests {
     // Rules 1 and 5: a beat during the window refutes; the round's reports then count for nothing.
     #[test]
     fn a_beat_during_the_window_refutes() {
-        let mut f = Fleet::new(6);
-        f.run_to(1_000);
-        f.hush("n1");
-        let ps = probes(&f.run_to(2_000));
+        let (mut f, ps) = suspect("n1");
         f.run_to(2_400);
         f.d.on_beat("n1", f.at(2_405));
         let a = f.run_to(2_410);
@@ -1395,10 +1398,7 @@ mod tests {
     // Rules 1 and 4: a dead node heard again.
     #[test]
     fn a_dead_node_beating_or_answering_again_is_alive() {
-        let mut f = Fleet::new(6);
-        f.run_to(1_000);
-        f.hush("n2");
-        let ps = probes(&f.run_to(2_000));
+        let (mut f, ps) = suspect("n2");
         f.run_to(2_810);
         f.report(&ps, &[0, 0, 0]);
         assert_eq!(dead(&f.run_to(2_820)), ["n2"]);
@@ -1511,10 +1511,7 @@ mod tests {
     // Rule 8: stray reports.
     #[test]
     fn reports_that_do_not_belong_are_ignored() {
-        let mut f = Fleet::new(6);
-        f.run_to(1_000);
-        f.hush("n6");
-        let ps = probes(&f.run_to(2_000));
+        let (mut f, ps) = suspect("n6");
         let (id, p0) = (ps[0].0, ps[0].1.clone());
         let stranger = f
             .names()
@@ -1533,15 +1530,7 @@ mod tests {
         f.d.on_report(&p0, id, "n6", 1_000_000, 0, now);
         f.d.on_report(&p0, id, "n6", 25, 0, now);
         let a = f.run_to(3_010);
-        assert_eq!(
-            no_verdicts(&a),
-            [NoVerdict::TooFewReports {
-                asked: 3,
-                reports: 1,
-                vantage_points: 1,
-                failed_attempts: 25
-            }]
-        );
+        assert_eq!(no_verdicts(&a), [ONE_REPORT_OF_THREE]);
         assert_eq!(f.d.status("n6"), Some(Status::Suspect));
     }
 

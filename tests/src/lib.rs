@@ -874,6 +874,16 @@ impl Gateway {
 
 /// Publishes one message with mosquitto_pub (for bad-input tests).
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
+    pub_stdin(port, topic, "-s", payload);
+}
+
+/// Publishes each of `payloads` as one message, over one connection (mosquitto_pub -l).
+pub fn mosquitto_pub_lines(port: u16, topic: &str, payloads: &[Vec<u8>]) {
+    pub_stdin(port, topic, "-l", &payloads.join(&b"\n"[..]));
+}
+
+/// mosquitto_pub at QoS 1, its message(s) on stdin (`-s`: all of it, `-l`: a line each).
+fn pub_stdin(port: u16, topic: &str, mode: &str, input: &[u8]) {
     use std::io::Write as _;
     let mut child = Command::new("mosquitto_pub")
         .args([
@@ -885,13 +895,16 @@ pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
             "1",
             "-t",
             topic,
-            "-s",
+            mode,
         ])
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub (mosquitto-clients)");
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(payload);
+        let _ = stdin.write_all(input);
+        if mode == "-l" {
+            let _ = stdin.write_all(b"\n");
+        }
     }
     let _ = child.wait();
 }

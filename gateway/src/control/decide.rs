@@ -1540,6 +1540,15 @@ mod tests {
         f.d.on_detector(all);
     }
 
+    /// Node 5's agent gone (`state`) at t = 10 s, and the detector suspecting its node.
+    fn agent5_gone_and_suspect(state: AgentState) -> Fleet {
+        let mut f = with_detector();
+        f.run_to(10.0);
+        f.agent_mut(5).state = state;
+        detected(&mut f, 5, Status::Suspect);
+        f
+    }
+
     #[test]
     fn detector_dead_is_node_down_at_once_without_waiting_for_the_will() {
         let mut f = with_detector();
@@ -1565,10 +1574,7 @@ mod tests {
 
     #[test]
     fn detector_quiet_node_with_its_agent_gone_is_agent_lost_never_drained() {
-        let mut f = with_detector();
-        f.run_to(10.0);
-        f.agent_mut(5).state = AgentState::Lost;
-        detected(&mut f, 5, Status::Suspect);
+        let mut f = agent5_gone_and_suspect(AgentState::Lost);
         assert!(kinds(&f.run_to(10.5)).is_empty());
         detected(&mut f, 5, Status::Quiet);
         let a = f.run_to(11.0);
@@ -1595,10 +1601,7 @@ mod tests {
 
     #[test]
     fn detector_mode_sends_no_probes_of_its_own_for_agents_it_watches() {
-        let mut f = with_detector();
-        f.run_to(10.0);
-        f.agent_mut(5).state = AgentState::Stale;
-        detected(&mut f, 5, Status::Suspect);
+        let mut f = agent5_gone_and_suspect(AgentState::Stale);
         for t in 11..30 {
             assert!(probes(&f.run_to(f64::from(t))).is_empty());
         }
