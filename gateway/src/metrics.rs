@@ -5,6 +5,14 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+/// What the failure detector said of a node, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Suspect,
+    Dead,
+    Refuted,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     messages_in: AtomicU64,
@@ -17,6 +25,13 @@ pub struct Metrics {
     /// 1 while this gateway is the active one.
     active: AtomicU64,
     events: AtomicU64,
+    /// The failure detector: beats heard, suspicions, dead verdicts, refutations, and its
+    /// local-health score.
+    beats: AtomicU64,
+    suspicions: AtomicU64,
+    detector_dead: AtomicU64,
+    refuted: AtomicU64,
+    detector_health: AtomicU64,
     /// Rejected payloads by (node, reason).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Unix ms of the last message per node.
@@ -52,6 +67,24 @@ impl Metrics {
 
     pub fn event(&self) {
         self.events.fetch_add(1, Relaxed);
+    }
+
+    pub fn beat(&self) {
+        self.beats.fetch_add(1, Relaxed);
+    }
+
+    /// A detector verdict: a suspicion, a death, or a suspicion refuted.
+    pub fn detector(&self, v: Verdict) {
+        match v {
+            Verdict::Suspect => &self.suspicions,
+            Verdict::Dead => &self.detector_dead,
+            Verdict::Refuted => &self.refuted,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub fn set_detector_health(&self, score: u64) {
+        self.detector_health.store(score, Relaxed);
     }
 
     pub fn points_written(&self, n: u64) {
@@ -132,6 +165,40 @@ impl Metrics {
             "counter",
             self.events.load(Relaxed),
         );
+        for (name, help, kind, v) in [
+            (
+                "leakmon_gateway_beats_total",
+                "Liveness beats received from agents.",
+                "counter",
+                &self.beats,
+            ),
+            (
+                "leakmon_gateway_detector_suspicions_total",
+                "Nodes the failure detector found silent and had probed from vantage points.",
+                "counter",
+                &self.suspicions,
+            ),
+            (
+                "leakmon_gateway_detector_dead_total",
+                "Nodes the failure detector declared dead (silent, unreachable from vantage points).",
+                "counter",
+                &self.detector_dead,
+            ),
+            (
+                "leakmon_gateway_detector_refuted_total",
+                "Suspicions refuted by a beat or an answered probe.",
+                "counter",
+                &self.refuted,
+            ),
+            (
+                "leakmon_gateway_detector_health",
+                "The detector's local-health score (0 healthy; 3 or more: no verdicts).",
+                "gauge",
+                &self.detector_health,
+            ),
+        ] {
+            counter(name, help, kind, v.load(Relaxed));
+        }
         let _ = writeln!(
             s,
             "# HELP leakmon_gateway_rejected_total Agent payloads dropped, by node and reason.\n\
@@ -183,7 +250,19 @@ mod tests {
         assert_eq!(m.rejected("edge-01", "malformed"), 1);
         assert_eq!(m.rejected("edge-01", "malformed"), 2);
         m.points_written(10);
+        m.beat();
+        m.detector(Verdict::Suspect);
+        m.detector(Verdict::Suspect);
+        m.detector(Verdict::Refuted);
+        m.set_detector_health(2);
         let t = m.render();
+        assert!(t.contains("leakmon_gateway_beats_total 1\n"));
+        assert!(t.contains("leakmon_gateway_detector_suspicions_total 2\n"));
+        assert!(t.contains("leakmon_gateway_detector_dead_total 0\n"));
+        assert!(t.contains("leakmon_gateway_detector_refuted_total 1\n"));
+        assert!(t.contains(
+            "# TYPE leakmon_gateway_detector_health gauge\nleakmon_gateway_detector_health 2\n"
+        ));
         assert!(t.contains("leakmon_gateway_messages_total 1\n"));
         assert!(t.contains("leakmon_gateway_points_written_total 10\n"));
         assert!(

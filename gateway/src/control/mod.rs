@@ -368,20 +368,24 @@ impl Loop {
                 }
                 detector::Out::Suspect { node } => {
                     verdict = true;
+                    self.c.metrics.detector(crate::metrics::Verdict::Suspect);
                     tracing::info!(node = %node, "detector: silent, probing from vantage points");
                 }
                 detector::Out::Dead { node, why } => {
                     verdict = true;
+                    self.c.metrics.detector(crate::metrics::Verdict::Dead);
                     tracing::warn!(node = %node, "detector: dead ({why})");
                 }
                 detector::Out::Alive { node, how } => {
                     verdict = true;
+                    self.c.metrics.detector(crate::metrics::Verdict::Refuted);
                     tracing::info!(node = %node, how = ?how, "detector: alive");
                 }
                 detector::Out::NoVerdict { node, why } => {
                     tracing::debug!(node = %node, why = ?why, "detector: no verdict yet");
                 }
                 detector::Out::Health(h) => {
+                    self.c.metrics.set_detector_health(u64::from(h.score));
                     tracing::info!(
                         score = h.score,
                         isolated = h.isolated,

@@ -142,7 +142,10 @@ impl Ingest {
         let Some(d) = &self.detector else { return };
         let Ok(mut d) = d.lock() else { return };
         match msg {
-            Incoming::Beat(_) => d.on_beat(node, now),
+            Incoming::Beat(_) => {
+                self.metrics.beat();
+                d.on_beat(node, now);
+            }
             Incoming::Probe(r) => {
                 d.on_report(node, r.id, &r.target, r.attempts, r.answered, now);
             }
