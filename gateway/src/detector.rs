@@ -616,8 +616,15 @@ impl Detector {
         best
     }
 
+    /// One member's status (the control loop reads them all, [`Detector::statuses`]).
+    #[cfg(test)]
     pub fn status(&self, node: &str) -> Option<Status> {
         self.index.get(node).map(|&i| self.nodes[i].status)
+    }
+
+    /// Every member's status, by name.
+    pub fn statuses(&self) -> impl Iterator<Item = (&str, Status)> {
+        self.nodes.iter().map(|n| (n.name.as_str(), n.status))
     }
 
     pub fn health(&self) -> Health {

@@ -219,6 +219,24 @@ impl From<State> for AgentState {
     }
 }
 
+/// A Swarm node's agent: by the Swarm node id it reported, else (an agent that reported none)
+/// by hostname; among several (an agent renamed, a stale retained status), an online one, then
+/// the one heard from last. The one rule the control loop and the decisions share.
+pub fn agent_for<'a>(
+    agents: &'a [AgentFact],
+    node_id: &str,
+    hostname: &str,
+) -> Option<&'a AgentFact> {
+    let best = |f: &dyn Fn(&AgentFact) -> bool| {
+        agents
+            .iter()
+            .filter(|a| f(a))
+            .max_by_key(|a| (a.state == AgentState::Online, a.last_seen))
+    };
+    best(&|a| a.swarm_node_id.as_deref() == Some(node_id))
+        .or_else(|| best(&|a| a.swarm_node_id.is_none() && a.name == hostname))
+}
+
 impl AgentFact {
     /// Online, but quiet long enough to check on ([`suspect_after`]).
     pub fn suspect(&self, now: Instant) -> bool {

@@ -337,17 +337,9 @@ impl Decide {
         self.nodes.keys().cloned().collect()
     }
 
-    /// The node's agent: by Swarm node id, else by hostname; among several (an agent renamed,
-    /// a stale retained status), an online one, then the one heard from last.
+    /// The node's agent ([`crate::liveness::agent_for`]).
     fn agent(&self, n: &SwarmNode) -> Option<&AgentFact> {
-        let best = |f: &dyn Fn(&AgentFact) -> bool| {
-            self.agents
-                .iter()
-                .filter(|a| f(a))
-                .max_by_key(|a| (a.state == AgentState::Online, a.last_seen))
-        };
-        best(&|a| a.swarm_node_id.as_deref() == Some(n.id.as_str()))
-            .or_else(|| best(&|a| a.swarm_node_id.is_none() && a.name == n.hostname))
+        crate::liveness::agent_for(&self.agents, &n.id, &n.hostname)
     }
 
     fn verdict(&self, id: &str, now: Instant) -> Verdict {

@@ -59,8 +59,6 @@ struct Loop {
     probes: mpsc::Sender<(String, bool, Instant)>,
     /// Since when the broker connection has been up.
     mqtt_since: Option<Instant>,
-    /// The detector's members (agent names), as last set from Swarm's node list.
-    members: Vec<String>,
 }
 
 impl Control {
@@ -117,7 +115,6 @@ impl Control {
             self_id: None,
             probes,
             mqtt_since: None,
-            members: Vec::new(),
         };
         if standalone {
             l.set_role(role);
@@ -288,9 +285,8 @@ impl Loop {
     }
 
     /// Swarm's node list is the detector's fleet: each node whose agent beats, under its
-    /// agent's name (by the Swarm node id its agent reported, else by hostname), probed at
-    /// Swarm's address for it.
-    fn set_members(&mut self, nodes: &[swarm::NodeFacts]) {
+    /// agent's name (the agent `decide` judges it by), probed at Swarm's address for it.
+    fn set_members(&self, nodes: &[swarm::NodeFacts]) {
         let Some(det) = &self.c.detector else { return };
         let agents = self
             .c
@@ -302,11 +298,7 @@ impl Loop {
         let members: Vec<Member> = nodes
             .iter()
             .filter_map(|n| {
-                let by_id = agents
-                    .iter()
-                    .find(|a| a.swarm_node_id.as_deref() == Some(n.id.as_str()));
-                let by_name = || agents.iter().find(|a| a.name == n.hostname);
-                let a = by_id.or_else(by_name)?;
+                let a = crate::liveness::agent_for(&agents, &n.id, &n.hostname)?;
                 Some(Member {
                     name: a.name.clone(),
                     addr: n.addr.clone(),
@@ -314,7 +306,6 @@ impl Loop {
                 })
             })
             .collect();
-        self.members = members.iter().map(|m| m.name.clone()).collect();
         if let Ok(mut d) = det.lock() {
             d.set_members(&members, Instant::now());
         }
@@ -489,11 +480,7 @@ impl Loop {
         d.on_agents(agents);
         if let Some(det) = &self.c.detector {
             if let Ok(det) = det.lock() {
-                d.on_detector(
-                    self.members
-                        .iter()
-                        .filter_map(|m| Some((m.clone(), det.status(m)?))),
-                );
+                d.on_detector(det.statuses().map(|(m, st)| (m.to_owned(), st)));
             }
         }
         d.on_unhealthy(unhealthy, now);
