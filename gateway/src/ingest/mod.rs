@@ -136,20 +136,10 @@ impl Ingest {
         self.alert(i);
     }
 
-    /// Beats and probe reports go to the failure detector (arrival timed by this gateway's
-    /// clock); they are neither points nor data for the node's liveness.
-    fn detect(&self, node: &str, msg: Incoming, now: Instant) {
-        let Some(d) = &self.detector else { return };
-        let Ok(mut d) = d.lock() else { return };
-        match msg {
-            Incoming::Beat(_) => {
-                self.metrics.beat();
-                d.on_beat(node, now);
-            }
-            Incoming::Probe(r) => {
-                d.on_report(node, r.id, &r.target, r.attempts, r.answered, now);
-            }
-            _ => {}
+    /// Hands a beat or a probe report to the failure detector, when it runs.
+    fn detect(&self, f: impl FnOnce(&mut Detector)) {
+        if let Some(Ok(mut d)) = self.detector.as_ref().map(|d| d.lock()) {
+            f(&mut d);
         }
     }
 
@@ -178,13 +168,20 @@ impl Ingest {
                 return Vec::new();
             }
         };
-        let msg = match msg {
-            Incoming::Beat(_) | Incoming::Probe(_) => {
-                self.detect(&node, msg, now);
+        // Beats and probe reports are for the failure detector (arrival timed by this
+        // gateway's clock): neither points nor data for the node's liveness.
+        match &msg {
+            Incoming::Beat(_) => {
+                self.metrics.beat();
+                self.detect(|d| d.on_beat(&node, now));
                 return Vec::new();
             }
-            other => other,
-        };
+            Incoming::Probe(r) => {
+                self.detect(|d| d.on_report(&node, r.id, &r.target, r.attempts, r.answered, now));
+                return Vec::new();
+            }
+            _ => {}
+        }
         self.metrics.message_in(&node, ms);
         let Ok(mut nodes) = self.nodes.lock() else {
             return Vec::new();
@@ -216,6 +213,7 @@ impl Ingest {
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 pts
             }
+            // Handed to the detector above.
             Incoming::Beat(_) | Incoming::Probe(_) => Vec::new(),
             Incoming::Event(e) => {
                 let t = nodes.on_data(&node, now, ms);
