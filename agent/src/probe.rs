@@ -413,7 +413,8 @@ async fn probe_at(
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Sleeps until `at`; forever without one (a `select!` arm that never fires).
+pub async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -314,9 +314,9 @@ impl Publisher {
         let ended = 'conn: loop {
             while let Some(action) = session.next_action(&mut self.outbox) {
                 let taken = match action {
-                    Action::Birth => publish(&client, self.birth(seq)),
-                    Action::Publish((m, _)) => publish(&client, m),
-                    Action::Goodbye => publish(&client, self.goodbye(seq)),
+                    Action::Birth => publish(&client, self.birth(seq), QoS::AtLeastOnce),
+                    Action::Publish((m, _)) => publish(&client, m, QoS::AtLeastOnce),
+                    Action::Goodbye => publish(&client, self.goodbye(seq), QoS::AtLeastOnce),
                     Action::Disconnect => client.try_disconnect().is_ok(),
                 };
                 if !taken {
@@ -416,17 +416,17 @@ impl Publisher {
                 },
                 _ = next_beat(&mut beat), if session.takes_beats() => {
                     let m = self.encoder.beat();
-                    if !publish_now(&client, m) {
+                    if !publish(&client, m, QoS::AtMostOnce) {
                         tracing::debug!("beat skipped: the client's queue is full");
                     }
                 },
                 report = next_probe_report(&mut self.prober), if session.takes_beats() => {
                     let (id, target) = (report.id, report.target.clone());
-                    if !publish_now(&client, self.encoder.probe_report(&report)) {
+                    if !publish(&client, self.encoder.probe_report(&report), QoS::AtMostOnce) {
                         tracing::warn!(id, target = %target, "probe report not sent: the client's queue is full");
                     }
                 },
-                _ = sleep_until(deadline) => {
+                _ = crate::probe::sleep_until(deadline.map(tokio::time::Instant::from_std)) => {
                     if let Some(end) = session.tick(Instant::now()) {
                         tracing::warn!("shutdown grace period over; closing with messages unsent");
                         break end;
@@ -439,26 +439,12 @@ impl Publisher {
     }
 }
 
-/// Sleeps until `deadline`; forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Hands a message to the client (QoS 1); false if its request queue refused it.
-fn publish(client: &AsyncClient, msg: Message) -> bool {
+/// Hands a message to the client; false if its request queue refused it. QoS 1 for what the
+/// outbox and the session track (data, birth, goodbye); QoS 0 for beats and probe reports:
+/// sent once now or never, no packet id, no PUBACK, nothing kept for a retry.
+fn publish(client: &AsyncClient, msg: Message, qos: QoS) -> bool {
     client
-        .try_publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload)
-        .is_ok()
-}
-
-/// Hands a message to the client at QoS 0: sent once now or never, no packet id, no PUBACK,
-/// nothing kept for a retry; false if the request queue refused it.
-fn publish_now(client: &AsyncClient, msg: Message) -> bool {
-    client
-        .try_publish(msg.topic, QoS::AtMostOnce, msg.retain, msg.payload)
+        .try_publish(msg.topic, qos, msg.retain, msg.payload)
         .is_ok()
 }
 
