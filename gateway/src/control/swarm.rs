@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{LocalNodeState, Service, Task};
+use bollard::models::{LocalNodeState, Node, Service, Task};
 use bollard::query_parameters::{
     ListServicesOptions, ListTasksOptions, UpdateNodeOptions, UpdateServiceOptions,
     UpdateSwarmOptions,
@@ -120,9 +120,18 @@ impl SwarmApi {
         }
     }
 
-    /// Sets a node as `set` says, on the node as it is now. False when it already was.
-    async fn set_node(&self, id: &str, set: &SetNode) -> Result<bool, bollard::errors::Error> {
-        let n = self.docker.inspect_node(id).await?;
+    /// Sets a node as `set` says, on the node as `read` just found it, or else as it is now.
+    /// False when it already was.
+    async fn set_node(
+        &self,
+        id: &str,
+        set: &SetNode,
+        read: Option<Node>,
+    ) -> Result<bool, bollard::errors::Error> {
+        let n = match read {
+            Some(n) => n,
+            None => self.docker.inspect_node(id).await?,
+        };
         let Some(change) = set.change(id, &n) else {
             return Ok(false);
         };
@@ -132,8 +141,15 @@ impl SwarmApi {
 
     /// Carries out a node step: its event if the node changed, `action_failed` if the API
     /// refused. False when it failed.
-    async fn node_step(&self, id: &str, host: &str, step: NodeStep, out: &mut Vec<Ev>) -> bool {
-        match self.set_node(id, &step.set).await {
+    async fn node_step(
+        &self,
+        id: &str,
+        host: &str,
+        step: NodeStep,
+        read: Option<Node>,
+        out: &mut Vec<Ev>,
+    ) -> bool {
+        match self.set_node(id, &step.set, read).await {
             Ok(true) => out.push(step.done),
             Ok(false) => {}
             Err(e) => {
@@ -182,6 +198,7 @@ impl SwarmApi {
                 id,
                 host,
                 plan::evacuate_node(id, host, surge, now_ms),
+                None,
                 &mut out,
             )
             .await
@@ -230,30 +247,29 @@ impl SwarmApi {
             }
             Err(e) => out.push(failed(host, "settle", e)),
         }
-        let step = match self.docker.inspect_node(id).await {
-            Ok(n) => plan::settle_node(id, host, &n),
-            Err(e) => {
-                out.push(failed(host, "drain", e));
-                None
+        // The node as read decides whether to drain it and is what the drain changes.
+        match self.docker.inspect_node(id).await {
+            Ok(n) => {
+                if let Some(step) = plan::settle_node(id, host, &n) {
+                    self.node_step(id, host, step, Some(n), &mut out).await;
+                }
             }
-        };
-        if let Some(step) = step {
-            self.node_step(id, host, step, &mut out).await;
+            Err(e) => out.push(failed(host, "drain", e)),
         }
         out
     }
 
     /// Sets a node leakmon drained active again (never one an operator drained).
     pub async fn reactivate(&self, id: &str, host: &str) -> Vec<Ev> {
-        let step = match self.docker.inspect_node(id).await {
-            Ok(n) => match plan::reactivate_node(id, host, &n) {
-                Some(step) => step,
-                None => return Vec::new(),
-            },
+        let n = match self.docker.inspect_node(id).await {
+            Ok(n) => n,
             Err(e) => return vec![failed(host, "reactivate", e)],
         };
+        let Some(step) = plan::reactivate_node(id, host, &n) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        self.node_step(id, host, step, &mut out).await;
+        self.node_step(id, host, step, Some(n), &mut out).await;
         out
     }
 
