@@ -143,18 +143,22 @@ impl<T: Item> Buffer<T> {
     pub fn push(&mut self, item: T, now: Instant) {
         let full = self.mem_bytes + item.cost() > self.max_bytes;
         if (!self.online || full) && self.spool.is_some() {
-            // Memory first, so the spool stays the older part.
-            let moved: Vec<T> = self.mem.drain(..).collect();
-            self.mem_bytes = 0;
-            for i in moved.into_iter().chain(std::iter::once(item)) {
-                if let Err(i) = self.spill(i, now) {
-                    // The disk failed: keep it in memory rather than lose it.
-                    self.keep_back(i);
-                }
-            }
+            self.spill_memory(Some(item), now);
             return;
         }
         self.keep_back(item);
+    }
+
+    /// Moves memory to the spool's tail, then `item` after it (memory first, so the spool
+    /// stays the older part). What the disk refuses stays in memory rather than being lost.
+    fn spill_memory(&mut self, item: Option<T>, now: Instant) {
+        let moved: Vec<T> = self.mem.drain(..).collect();
+        self.mem_bytes = 0;
+        for i in moved.into_iter().chain(item) {
+            if let Err(i) = self.spill(i, now) {
+                self.keep_back(i);
+            }
+        }
     }
 
     /// Appends to the spool; gives the item back if the disk failed.
@@ -253,13 +257,7 @@ impl<T: Item> Buffer<T> {
         if self.spool.is_none() {
             self.trim();
         } else {
-            let moved: Vec<T> = self.mem.drain(..).collect();
-            self.mem_bytes = 0;
-            for i in moved {
-                if let Err(i) = self.spill(i, now) {
-                    self.keep_back(i);
-                }
-            }
+            self.spill_memory(None, now);
         }
     }
 
