@@ -201,6 +201,33 @@ pub fn running_tasks(via: u32, service: &str) -> Option<Vec<String>> {
     )
 }
 
+/// Ids of the tasks (any service) desired running and running on node n, through the API of
+/// the first manager that answers.
+pub fn running_task_ids(n: u32) -> std::collections::BTreeSet<String> {
+    let Some(id) = (1..=MANAGERS).find_map(|via| {
+        api(via, &format!("/nodes/node{n}")).and_then(|v| v["ID"].as_str().map(str::to_owned))
+    }) else {
+        return Default::default();
+    };
+    let filter = format!("{{\"node\":[\"{id}\"],\"desired-state\":[\"running\"]}}");
+    (1..=MANAGERS)
+        .find_map(|via| {
+            api(
+                via,
+                &format!("/tasks?filters={}", crate::urlencode(&filter)),
+            )
+        })
+        .and_then(|t| {
+            t.as_array().map(|a| {
+                a.iter()
+                    .filter(|t| t["Status"]["State"] == "running")
+                    .filter_map(|t| t["ID"].as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
 /// Node3 is the standby; `web` (5 replicas, spread) and `db` (pinned to node4, failover label).
 pub fn create_services() {
     docker(
