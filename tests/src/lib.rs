@@ -259,6 +259,17 @@ impl Daemon {
         }
     }
 
+    /// A new wrapper (a node's namespaces after its engine restarted); takes effect at the
+    /// next [`Daemon::spawn`].
+    pub fn set_wrapper(&mut self, wrapper: Vec<String>) {
+        self.wrapper = wrapper;
+    }
+
+    /// Whether the process is running (it may be stopped).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Writes a new config; takes effect at the next [`Daemon::spawn`].
     pub fn set_config(&self, config: &str) {
         std::fs::write(&self.config, config).expect("write config");
@@ -555,6 +566,8 @@ pub mod docker {
 
 /// A throwaway certificate authority for TLS tests, made with the openssl CLI.
 pub mod swarm;
+
+pub mod chaos;
 
 pub mod pki {
     use std::path::Path;

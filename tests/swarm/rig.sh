@@ -10,6 +10,7 @@
 #   tests/swarm/rig.sh loss N P [in|out|both]     node N's link drops a share P (0..1) of its
 #                                                 packets, inbound, outbound or both (default)
 #   tests/swarm/rig.sh clear N                    no more loss on node N's link
+#   tests/swarm/rig.sh engine-kill N | engine-start N   crash node N's dockerd (SIGKILL) / start it
 #
 # Nodes are node1..nodeN with addresses 172.30.0.11.., on bridge lmbr0 (172.30.0.1).
 set -euo pipefail
@@ -56,6 +57,12 @@ node_up() {
     ln -sfn "n$n" "$RUN/node$n"
     # A resolver that refuses at once: image pulls fail fast and the local image is used.
     echo "nameserver 127.0.0.1" >"$RUN/n$n/resolv.conf"
+    engine_start "$n"
+}
+
+# The node's dockerd (it starts its own containerd under its exec root).
+engine_start() {
+    local n=$1
     # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts dockerd needs).
     # / shared inside the node (as on a systemd host), so containers may bind it with rslave.
     setsid nsenter --net="/var/run/netns/$(ns "$n")" unshare --uts --mount sh -c "
@@ -65,7 +72,13 @@ node_up() {
         exec dockerd --data-root $ROOT/n$n/data --exec-root $RUN/n$n/exec \
             --pidfile $RUN/n$n/docker.pid -H $(sock "$n") \
             --bridge=none --iptables=false --ip-masq=false
-    " >"$RUN/n$n/dockerd.log" 2>&1 </dev/null &
+    " >>"$RUN/n$n/dockerd.log" 2>&1 </dev/null &
+}
+
+# A crash of node n's engine: SIGKILL to dockerd alone (containerd and the containers live on,
+# as with docker.service's KillMode=process); `engine-start` brings it back.
+engine_kill() {
+    kill -9 "$(cat "$RUN/n$1/docker.pid")"
 }
 
 wait_engine() {
@@ -141,6 +154,8 @@ case "${1:-}" in
     docker) shift; n=$1; shift; ndocker "$n" "$@" ;;
     cut) ip link set "lmv$2" down ;;
     restore) ip link set "lmv$2" up ;;
+    engine-kill) engine_kill "$2" ;;
+    engine-start) engine_start "$2"; wait_engine "$2" ;;
     loss) shift; loss "$@" ;;
     clear) clear_loss "$2" ;;
     *) sed -n '2,15p' "$0"; exit 2 ;;
