@@ -72,7 +72,9 @@ impl Fault {
 
     fn conflicts(self, other: Fault) -> bool {
         use Fault::*;
-        let manager_down = |f: Fault| matches!(f, CutLeader) || matches!(f, EngineKill(n) | Cut(n) if n <= MANAGERS);
+        let manager_down = |f: Fault| {
+            matches!(f, CutLeader) || matches!(f, EngineKill(n) | Cut(n) if n <= MANAGERS)
+        };
         let same = |a: Option<u32>, b: Option<u32>| a.is_some() && a == b;
         match (self, other) {
             // one manager out at a time: two would lose the Raft quorum
@@ -124,7 +126,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -134,11 +136,11 @@ impl Rng {
 
     /// Uniform in lo..=hi.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u64() % (hi - lo + 1)
     }
 
     pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[(self.next() % xs.len() as u64) as usize]
+        xs[(self.next_u64() % xs.len() as u64) as usize]
     }
 }
 
@@ -192,7 +194,7 @@ fn draw(rng: &mut Rng) -> (Fault, u64) {
     match rng.range(0, 99) {
         0..=21 => {
             let n = worker(rng);
-            let dur = if rng.next() % 2 == 0 {
+            let dur = if rng.next_u64().is_multiple_of(2) {
                 rng.range(500, 3_000)
             } else {
                 rng.range(15_000, 40_000)
@@ -211,7 +213,7 @@ fn draw(rng: &mut Rng) -> (Fault, u64) {
         63..=71 => (Fault::AgentStop(any(rng)), rng.range(2_000, 20_000)),
         72..=79 => (Fault::BrokerRestart, rng.range(1_000, 10_000)),
         80..=92 => {
-            let n = if rng.next() % 2 == 0 {
+            let n = if rng.next_u64().is_multiple_of(2) {
                 0
             } else {
                 rng.range(1, MANAGERS as u64) as u32
@@ -429,9 +431,13 @@ impl History {
                     }
                 }
                 "drain" | "failover" => {
-                    let last = self.events.iter().filter(|x| x.node == e.node && x.t <= e.t).rfind(
-                        |x| matches!(x.kind.as_str(), "node_down" | "reactivate" | "node_up"),
-                    );
+                    let last = self
+                        .events
+                        .iter()
+                        .filter(|x| x.node == e.node && x.t <= e.t)
+                        .rfind(|x| {
+                            matches!(x.kind.as_str(), "node_down" | "reactivate" | "node_up")
+                        });
                     if last.map(|x| x.kind.as_str()) != Some("node_down") {
                         out.push(format!(
                             "{} of node{} at {} ms without a node_down before it",
@@ -487,9 +493,16 @@ impl History {
             let clock = self.clock_start(c);
             let before = self.poll_before(c);
             let drained_others = before
-                .map(|p| p.nodes.iter().filter(|(k, v)| **k != n && v.drained).count())
+                .map(|p| {
+                    p.nodes
+                        .iter()
+                        .filter(|(k, v)| **k != n && v.drained)
+                        .count()
+                })
                 .unwrap_or(0);
-            let cut_others = (1..=NODES).filter(|k| *k != n && self.cut_at(*k, c)).count();
+            let cut_others = (1..=NODES)
+                .filter(|k| *k != n && self.cut_at(*k, c))
+                .count();
             if drained_others + cut_others >= b.max_drained {
                 continue; // beyond max_drained: a mass_failure, by design
             }
@@ -537,9 +550,9 @@ impl History {
             }
             let db_here = before.is_some_and(|p| p.db == [n]);
             let standby_ok = n != STANDBY
-                && (c..=clock + b.whole).step_by(500).all(|t| {
-                    !self.cut_at(STANDBY, t) && !self.engine_dead_at(STANDBY, t)
-                })
+                && (c..=clock + b.whole)
+                    .step_by(500)
+                    .all(|t| !self.cut_at(STANDBY, t) && !self.engine_dead_at(STANDBY, t))
                 && before
                     .and_then(|p| p.nodes.get(&STANDBY))
                     .is_some_and(|v| v.availability == "active");
@@ -874,7 +887,8 @@ mod tests {
     fn a_good_history_passes() {
         let mut h = good();
         // node4 active again after it came back
-        h.polls.insert(2, all_active(102_000, vec![1, 2, 3, 5, 5], vec![3]));
+        h.polls
+            .insert(2, all_active(102_000, vec![1, 2, 3, 5, 5], vec![3]));
         let v = h.check(&SHIPPED);
         assert!(v.violations.is_empty(), "{:#?}", v.violations);
         assert_eq!(v.deaths.len(), 1);
@@ -900,7 +914,9 @@ mod tests {
         h.events.push(ev(60_000, "drain", 5));
         assert_eq!(h.no_live_node_acted_on(&SHIPPED).len(), 1);
         let mut h = good();
-        h.polls[1].nodes.get_mut(&5).map(|v| v.drained = true);
+        if let Some(v) = h.polls[1].nodes.get_mut(&5) {
+            v.drained = true;
+        }
         let v = h.no_live_node_acted_on(&SHIPPED);
         assert!(v.iter().any(|x| x.contains("drain label")), "{v:?}");
     }
@@ -956,7 +972,9 @@ mod tests {
     fn beyond_max_drained_is_not_judged() {
         let mut h = good();
         for n in [1, 5] {
-            h.polls[0].nodes.get_mut(&n).map(|v| v.drained = true);
+            if let Some(v) = h.polls[0].nodes.get_mut(&n) {
+                v.drained = true;
+            }
         }
         h.events.retain(|e| e.kind != "node_down");
         assert!(h.deaths_handled(&SHIPPED).1.is_empty());
@@ -966,25 +984,35 @@ mod tests {
     fn a_returned_node_left_drained_fails() {
         let mut h = good();
         let mut p = all_active(150_000, vec![], vec![3]);
-        p.nodes.get_mut(&4).map(|v| v.availability = "drain".into());
+        if let Some(v) = p.nodes.get_mut(&4) {
+            v.availability = "drain".into();
+        }
         h.polls.insert(2, p.clone());
         h.polls.push(Poll { t: 210_000, ..p });
         let v = h.returned_nodes_active(&SHIPPED);
-        assert!(v.iter().any(|x| x.contains("not active and ready within")), "{v:?}");
+        assert!(
+            v.iter().any(|x| x.contains("not active and ready within")),
+            "{v:?}"
+        );
         assert!(v.iter().any(|x| x.contains("at the end")), "{v:?}");
         // a flapping verdict holds it drained, by design; but it needs an earlier reactivation
         let mut h2 = h.clone();
         h2.polls.pop();
         h2.events.push(ev(42_000, "flapping", 4));
         let v = h2.returned_nodes_active(&SHIPPED);
-        assert!(v.iter().any(|x| x.contains("no reactivation before")), "{v:?}");
+        assert!(
+            v.iter().any(|x| x.contains("no reactivation before")),
+            "{v:?}"
+        );
         assert!(!v.iter().any(|x| x.contains("within")), "{v:?}");
     }
 
     #[test]
     fn a_lost_sample_fails_unless_its_agent_was_down() {
         let mut h = good();
-        h.samples.get_mut(&2).map(|s| s.retain(|t| *t < 50_000 || *t > 60_000));
+        if let Some(s) = h.samples.get_mut(&2) {
+            s.retain(|t| *t < 50_000 || *t > 60_000);
+        }
         let v = h.no_sample_lost();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("node2"));
@@ -992,7 +1020,9 @@ mod tests {
         assert!(h.no_sample_lost().is_empty());
         // a killed agent loses what it held while cut: excused back to the cut
         let mut h = good();
-        h.samples.get_mut(&4).map(|s| s.retain(|t| *t < 10_000 || *t > 35_000));
+        if let Some(s) = h.samples.get_mut(&4) {
+            s.retain(|t| *t < 10_000 || *t > 35_000);
+        }
         assert_eq!(h.no_sample_lost().len(), 1);
         h.spans.push(span(Fault::AgentKill(4), 30_000, 32_000));
         assert!(h.no_sample_lost().is_empty(), "{:?}", h.no_sample_lost());

@@ -1,0 +1,420 @@
+//! Chaos on the real 5-node Swarm (tests/swarm/rig.sh), in the spirit of Jepsen: a nemesis
+//! injects random faults, one at a time and overlapping (cables pulled and plugged, lossy
+//! links, engines killed, agents killed and stopped, the broker restarted, gateways stopped
+//! and continued, the leader's cable pulled, InfluxDB killed), while the test records a
+//! history (the faults, every gateway event, the Swarm polled every second through its own
+//! API, the samples stored in InfluxDB). Checkers then judge the whole history
+//! (`leakmon_e2e::chaos`): no live node ever declared down, drained or failed over; every
+//! dead node handled in time; every returned node active again; no sample lost.
+//!
+//! Agents and gateways run the shipped defaults (config/agent.toml, config/gateway.toml: only
+//! names and addresses set). The run is seeded: a failing run prints its seed and the command
+//! that replays the same faults at the same times.
+//!
+//!   LEAKMON_CHAOS_DURATION   how long faults are injected (default 4m; `scripts/chaos 30m`)
+//!   LEAKMON_CHAOS_SEED       the seed (default: from the clock, printed)
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leakmon_e2e::chaos::{self, Event, Fault, History, NodeView, Poll, Span};
+use leakmon_e2e::swarm::*;
+use leakmon_e2e::{http_get, wait_for, Broker, Daemon, Service, Subscriber};
+
+fn duration() -> Duration {
+    let text = std::env::var("LEAKMON_CHAOS_DURATION").unwrap_or_else(|_| "4m".into());
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num
+        .parse()
+        .unwrap_or_else(|_| panic!("LEAKMON_CHAOS_DURATION={text}: a number with s, m or h"));
+    Duration::from_secs(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => panic!("LEAKMON_CHAOS_DURATION={text}: the unit is s, m or h"),
+    })
+}
+
+fn seed() -> u64 {
+    match std::env::var("LEAKMON_CHAOS_SEED") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("LEAKMON_CHAOS_SEED={s}: a number")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1),
+    }
+}
+
+/// The Swarm, as the first manager that answers (and is not cut off) shows it.
+fn poll(t: i64, out: &BTreeSet<u32>) -> Option<Poll> {
+    for via in (1..=MANAGERS).filter(|m| !out.contains(m)) {
+        let Some(nodes) = api(via, "/nodes") else {
+            continue;
+        };
+        let mut p = Poll {
+            t,
+            ..Poll::default()
+        };
+        for n in nodes.as_array()? {
+            let Some(k) = n["Description"]["Hostname"]
+                .as_str()
+                .and_then(|h| h.trim_start_matches("node").parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if n["ManagerStatus"]["Leader"] == true {
+                p.leader = Some(k);
+            }
+            p.nodes.insert(
+                k,
+                NodeView {
+                    availability: n["Spec"]["Availability"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                    state: n["Status"]["State"].as_str().unwrap_or_default().into(),
+                    drained: n["Spec"]["Labels"].get("leakmon.drained").is_some(),
+                },
+            );
+        }
+        let number = |h: &String| h.trim_start_matches("node").parse::<u32>().ok();
+        p.web = running_tasks(via, "web")?.iter().filter_map(number).collect();
+        p.db = running_tasks(via, "db")?.iter().filter_map(number).collect();
+        return Some(p);
+    }
+    None
+}
+
+struct Run {
+    epoch: Instant,
+    broker: Broker,
+    influx: Service,
+    agents: Vec<Daemon>,
+    gateways: Vec<Daemon>,
+    events: Subscriber,
+    polls: Arc<Mutex<Vec<Poll>>>,
+    /// Managers whose API is not to be asked (cut off or engine down).
+    out: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+impl Run {
+    fn now(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+
+    fn leader(&self) -> Option<u32> {
+        self.polls.lock().ok()?.last()?.leader
+    }
+
+    fn set_out(&self, n: u32, out: bool) {
+        if n <= MANAGERS {
+            if let Ok(mut o) = self.out.lock() {
+                if out {
+                    o.insert(n);
+                } else {
+                    o.remove(&n);
+                }
+            }
+        }
+    }
+
+    /// Starts a fault; returns it with its node resolved, and whether that node is the leader.
+    fn inject(&mut self, f: Fault) -> Option<(Fault, bool)> {
+        let leader = self.leader();
+        let f = match f {
+            Fault::CutLeader => Fault::Cut(leader?),
+            Fault::GatewayStop(0) => Fault::GatewayStop(leader?),
+            f => f,
+        };
+        let is_leader = f.node().is_some() && f.node() == leader;
+        match f {
+            Fault::Cut(n) => {
+                self.set_out(n, true);
+                rig(&["cut", &n.to_string()]);
+            }
+            Fault::Loss(n, p, d) => {
+                rig(&["loss", &n.to_string(), &format!("{}", p as f64 / 100.0), d.as_str()]);
+            }
+            Fault::EngineKill(n) => {
+                self.set_out(n, true);
+                rig(&["engine-kill", &n.to_string()]);
+            }
+            Fault::AgentKill(n) => self.agents[n as usize - 1].kill9(),
+            Fault::AgentStop(n) => self.agents[n as usize - 1].pause(true),
+            Fault::BrokerRestart => self.broker.stop(),
+            Fault::GatewayStop(n) => self.gateways[n as usize - 1].pause(true),
+            Fault::DatabaseRestart => self.influx.kill(),
+            Fault::CutLeader => unreachable!("resolved above"),
+        }
+        Some((f, is_leader))
+    }
+
+    fn heal(&mut self, f: Fault) {
+        match f {
+            Fault::Cut(n) => {
+                rig(&["restore", &n.to_string()]);
+                self.set_out(n, false);
+            }
+            Fault::Loss(n, ..) => {
+                rig(&["clear", &n.to_string()]);
+            }
+            Fault::EngineKill(n) => {
+                rig(&["engine-start", &n.to_string()]);
+                self.set_out(n, false);
+                // the node's namespaces changed with its engine: agents started later use these
+                self.agents[n as usize - 1].set_wrapper(in_node(n));
+            }
+            Fault::AgentKill(n) => {
+                let a = &mut self.agents[n as usize - 1];
+                a.set_wrapper(in_node(n));
+                a.spawn();
+            }
+            Fault::AgentStop(n) => self.agents[n as usize - 1].pause(false),
+            Fault::BrokerRestart => self.broker.start_again(),
+            Fault::GatewayStop(n) => self.gateways[n as usize - 1].pause(false),
+            Fault::DatabaseRestart => self.influx.start_again("/ping"),
+            Fault::CutLeader => {}
+        }
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events
+            .all()
+            .iter()
+            .filter(|m| m.at >= self.epoch)
+            .map(|m| {
+                let j = m.json();
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                Event {
+                    t: m.at.duration_since(self.epoch).as_millis() as i64,
+                    kind: s(&j["kind"]),
+                    node: s(&j["node"])
+                        .trim_start_matches("node")
+                        .parse()
+                        .unwrap_or(0),
+                    service: s(&j["details"]["service"]),
+                    to: s(&j["details"]["to"]),
+                }
+            })
+            .collect()
+    }
+
+    fn last_poll(&self) -> Option<Poll> {
+        self.polls.lock().ok()?.last().cloned()
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for (i, g) in self.gateways.iter().enumerate() {
+            let log = g.log();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
+                .collect();
+            s.push_str(&format!(
+                "--- gw{} ---\n{}\n",
+                i + 1,
+                tail[tail.len().saturating_sub(60)..].join("\n")
+            ));
+        }
+        s
+    }
+}
+
+#[test]
+fn chaos_on_a_real_five_node_swarm() {
+    let duration = duration();
+    let seed = seed();
+    let replay = format!(
+        "scripts/chaos {}s {seed}   (or LEAKMON_CHAOS_DURATION={}s LEAKMON_CHAOS_SEED={seed} cargo test -p leakmon-e2e --test chaos)",
+        duration.as_secs(),
+        duration.as_secs()
+    );
+    eprintln!("chaos: seed {seed}, faults for {} s; replay: {replay}", duration.as_secs());
+    let plan = chaos::plan(seed, duration.as_millis() as u64);
+    for s in &plan {
+        eprintln!("  plan: {:>7.1} s  {} for {:.1} s", s.at as f64 / 1000.0, s.fault, s.dur as f64 / 1000.0);
+    }
+
+    let _rig = Rig;
+    let ls = rig(&["up", &MANAGERS.to_string(), &(NODES - MANAGERS).to_string()]);
+    assert_eq!(ls.matches("Ready").count(), NODES as usize, "{ls}");
+    let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
+    let influx = Service::influxdb_on("0.0.0.0");
+    create_services();
+    wait_for(Duration::from_secs(90), || {
+        (running_on(1, "web").len() == 5 && running_on(1, "db") == ["node4"]).then_some(())
+    })
+    .expect("web x5 and db on node4 running");
+    // persistent: events published while the broker restarts are not missed
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", true);
+    let agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
+    let gateways = start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, ""));
+    let leader_n: u32 = leader(1)
+        .and_then(|l| l.trim_start_matches("node").parse().ok())
+        .expect("a leader");
+    wait_for(Duration::from_secs(60), || {
+        let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(leader_n))).ok()?;
+        (body.matches("\"state\":\"online\"").count() == NODES as usize).then_some(())
+    })
+    .expect("every agent online on the active gateway");
+    std::thread::sleep(Duration::from_secs(5));
+
+    let mut run = Run {
+        epoch: Instant::now(),
+        broker,
+        influx,
+        agents,
+        gateways,
+        events,
+        polls: Arc::default(),
+        out: Arc::default(),
+    };
+    let wall0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (polls, out, stop, epoch) = (run.polls.clone(), run.out.clone(), stop.clone(), run.epoch);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let skip = out.lock().map(|o| o.clone()).unwrap_or_default();
+                if let Some(p) = poll(epoch.elapsed().as_millis() as i64, &skip) {
+                    if let Ok(mut v) = polls.lock() {
+                        v.push(p);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1000).saturating_sub(t0.elapsed()));
+            }
+        })
+    };
+    wait_for(Duration::from_secs(10), || run.leader()).expect("a first poll");
+
+    // --- The nemesis: the plan's starts and heals in time order.
+    let mut timeline: Vec<(u64, bool, usize)> = Vec::new();
+    for (i, s) in plan.iter().enumerate() {
+        timeline.push((s.at, true, i));
+        timeline.push((s.at + s.dur, false, i));
+    }
+    timeline.sort_by_key(|(t, start, _)| (*t, *start));
+    let mut started: Vec<Option<Span>> = vec![None; plan.len()];
+    let mut spans = Vec::new();
+    for (at, start, i) in timeline {
+        let due = run.epoch + Duration::from_millis(at);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        if start {
+            match run.inject(plan[i].fault) {
+                Some((fault, leader)) => {
+                    eprintln!("{:>8.1} s  {fault}{}", run.now() as f64 / 1000.0, if leader { " (the leader)" } else { "" });
+                    started[i] = Some(Span {
+                        fault,
+                        start: run.now(),
+                        end: 0,
+                        leader,
+                    });
+                }
+                None => eprintln!("{:>8.1} s  skipped {} (no leader known)", run.now() as f64 / 1000.0, plan[i].fault),
+            }
+        } else if let Some(mut s) = started[i].take() {
+            run.heal(s.fault);
+            s.end = run.now();
+            eprintln!("{:>8.1} s  healed {}", s.end as f64 / 1000.0, s.fault);
+            spans.push(s);
+        }
+    }
+    let healed = run.now();
+
+    // --- Quiet: every node back, as an operator would see it. A node leakmon called
+    // `flapping` stays drained by design: the operator sets it active.
+    let flapping: BTreeSet<u32> = run
+        .events()
+        .iter()
+        .filter(|e| e.kind == "flapping")
+        .map(|e| e.node)
+        .collect();
+    let settled = |run: &Run| {
+        let p = run.last_poll()?;
+        (1..=NODES)
+            .all(|n| {
+                p.nodes
+                    .get(&n)
+                    .is_some_and(|v| v.active_ready() || flapping.contains(&n) && v.state == "ready")
+            })
+            .then_some(())
+    };
+    let _ = wait_for(Duration::from_secs(150), || settled(&run));
+    let mut operator = Vec::new();
+    if let Some(p) = run.last_poll() {
+        for n in flapping.iter().copied() {
+            if p.nodes.get(&n).is_some_and(|v| v.availability == "drain") {
+                let via = (1..=MANAGERS).find(|m| p.leader == Some(*m)).unwrap_or(1);
+                docker(via, &["node", "update", "--availability", "active", &format!("node{n}")]);
+                operator.push(n);
+            }
+        }
+    }
+    let _ = wait_for(Duration::from_secs(60), || {
+        let p = run.last_poll()?;
+        (1..=NODES)
+            .all(|n| p.nodes.get(&n).is_some_and(NodeView::active_ready))
+            .then_some(())
+    });
+    // the last samples reach the database (interval 5 s, flushed every second)
+    std::thread::sleep(Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    let _ = poller.join();
+    let end = run.now();
+
+    let mut samples = std::collections::BTreeMap::new();
+    for n in 1..=NODES {
+        let q = format!(
+            "SELECT load1 FROM system WHERE host = 'node{n}' AND time >= {}ms",
+            wall0
+        );
+        let r = run.influx.influx_query("leakmon", &q);
+        let times: Vec<i64> = r["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|p| p[0].as_i64()).map(|t| t - wall0).collect())
+            .unwrap_or_default();
+        samples.insert(n, times);
+    }
+    let history = History {
+        spans,
+        events: run.events(),
+        polls: run.polls.lock().map(|p| p.clone()).unwrap_or_default(),
+        samples,
+        operator_reactivated: operator,
+        healed,
+        end,
+        interval: 5_000,
+    };
+    let verdict = history.check(&chaos::SHIPPED);
+    let summary = chaos::summary(&history, &verdict);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/chaos");
+    let _ = std::fs::create_dir_all(&dir);
+    let log_path = dir.join(format!("history-{seed}.log"));
+    let _ = std::fs::write(
+        &log_path,
+        format!(
+            "seed {seed}, {} s\n{}\n{summary}\nviolations:\n{}\n\n{}",
+            duration.as_secs(),
+            history.log(),
+            verdict.violations.join("\n"),
+            run.logs()
+        ),
+    );
+    eprintln!("{summary}\nhistory: {}", log_path.display());
+    assert!(
+        verdict.violations.is_empty(),
+        "chaos found {} violation(s) (seed {seed}; replay: {replay}; history: {}):\n{}",
+        verdict.violations.len(),
+        log_path.display(),
+        verdict.violations.join("\n")
+    );
+}
