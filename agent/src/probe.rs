@@ -125,27 +125,7 @@ pub fn admit(payload: &[u8], running: usize) -> Result<Plan, Refused> {
     Ok(Plan::new(r))
 }
 
-/// What a finished connect says about the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The target's TCP stack answered: it accepted, or it refused (or reset) the connection.
-    Answered,
-    /// No answer: timed out, host or network unreachable, or another error.
-    Silent,
-}
-
-/// A connect's result (the error's kind; `TimedOut` for our own time limit) as an outcome.
-/// A refusal is proof of life: only a running kernel at that address (or a firewall in
-/// front of it) sends a RST or an ICMP port-unreachable. An unreachable host is not: that
-/// is the prober's own stack or a router saying it cannot find the target.
-pub fn outcome(result: Result<(), ErrorKind>) -> Outcome {
-    match result {
-        Ok(()) | Err(ErrorKind::ConnectionRefused) | Err(ErrorKind::ConnectionReset) => {
-            Outcome::Answered
-        }
-        Err(_) => Outcome::Silent,
-    }
-}
+pub use leakmon_common::tcp::{outcome, Outcome};
 
 /// The count a report carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -274,7 +254,7 @@ impl Prober {
         }
         match admit(payload, self.tasks.len()) {
             Ok(plan) => {
-                tracing::info!(
+                tracing::debug!(
                     id = plan.id,
                     gateway = %plan.gateway,
                     target = %plan.target,
@@ -341,15 +321,26 @@ pub async fn run(node: String, plan: Plan) -> ProbeReport {
         Some(to) => probe_at(&mut probe, to, &plan, start, deadline).await,
         None => probe.expire(),
     };
-    tracing::info!(
-        id = plan.id,
-        target = %plan.target,
-        attempts = tally.attempts,
-        answered = tally.answered,
-        skipped = probe.skipped(),
-        elapsed_ms = start.elapsed().as_millis() as u64,
-        "probe done"
-    );
+    // Under a lossy link probes come often: only evidence against a node is worth an info line.
+    if tally.answered == 0 {
+        tracing::info!(
+            id = plan.id,
+            target = %plan.target,
+            attempts = tally.attempts,
+            skipped = probe.skipped(),
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "probe done: the suspect did not answer"
+        );
+    } else {
+        tracing::debug!(
+            id = plan.id,
+            target = %plan.target,
+            attempts = tally.attempts,
+            answered = tally.answered,
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "probe done: the suspect answered"
+        );
+    }
     ProbeReport {
         v: PROTOCOL_VERSION,
         node,
@@ -526,26 +517,6 @@ mod tests {
             admit(b"{", MAX_RUNNING),
             Err(Refused::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn refused_and_reset_are_answers_timeouts_and_unreachable_are_not() {
-        assert_eq!(outcome(Ok(())), Outcome::Answered);
-        assert_eq!(
-            outcome(Err(ErrorKind::ConnectionRefused)),
-            Outcome::Answered
-        );
-        assert_eq!(outcome(Err(ErrorKind::ConnectionReset)), Outcome::Answered);
-        for silent in [
-            ErrorKind::TimedOut,
-            ErrorKind::HostUnreachable,
-            ErrorKind::NetworkUnreachable,
-            ErrorKind::AddrNotAvailable,
-            ErrorKind::PermissionDenied,
-            ErrorKind::Other,
-        ] {
-            assert_eq!(outcome(Err(silent)), Outcome::Silent, "{silent:?}");
-        }
     }
 
     /// Drives a probe the way the shell does: rounds when due, then the outcomes `answer`

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod mqtt;
 pub mod notify;
 pub mod spool;
+pub mod tcp;
 
 /// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> i64 {

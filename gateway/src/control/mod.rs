@@ -517,18 +517,22 @@ impl Loop {
     }
 }
 
-/// A node answers when any port connects or refuses the connection within `timeout`.
+/// A node answers when any port connects, refuses or resets the connection within `timeout`
+/// (the same rule as the agents' prober: `leakmon_common::tcp::outcome`).
 pub async fn probe(addr: &str, ports: &[u16], timeout: Duration) -> bool {
+    use leakmon_common::tcp::{outcome, Outcome};
     let tries = ports.iter().map(|&p| {
         let addr = addr.to_owned();
         async move {
-            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((addr.as_str(), p)))
-                .await
-            {
-                Ok(Ok(_)) => true,
-                Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-                Err(_) => false,
-            }
+            let result =
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect((addr.as_str(), p)))
+                    .await;
+            let result = match result {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.kind()),
+                Err(_) => Err(std::io::ErrorKind::TimedOut),
+            };
+            outcome(result) == Outcome::Answered
         }
     });
     futures_util::future::join_all(tries)
