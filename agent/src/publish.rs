@@ -228,7 +228,10 @@ impl Publisher {
 
     pub async fn run(mut self) {
         let s = self.connector.settings();
-        let mut backoff = Backoff::new(s.reconnect_min.0, s.reconnect_max.0);
+        let mut backoff = Backoff::new(
+            s.reconnect_min.0,
+            s.reconnect_max(leakmon_common::mqtt::AGENT_RECONNECT_MAX),
+        );
         let mut jitter = Jitter::from_entropy();
         loop {
             let seq = self.state.seq_for_attempt();

@@ -43,13 +43,33 @@ pub struct MqttSettings {
     pub client_key: Option<PathBuf>,
     /// First reconnect delay; doubles per failed attempt (with jitter) up to `reconnect_max`.
     pub reconnect_min: Dur,
-    pub reconnect_max: Dur,
+    /// Longest delay between attempts; unset: the binary's own default
+    /// ([`AGENT_RECONNECT_MAX`], [`GATEWAY_RECONNECT_MAX`]): see [`MqttSettings::reconnect_max`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect_max: Option<Dur>,
     /// Largest MQTT packet sent or accepted.
     pub max_packet_size: ByteSize,
     /// Gateway only: share the data topics among the gateways of this group (MQTT shared
     /// subscriptions, `$share/<group>/...`), so each message is ingested by one of them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_group: Option<String>,
+}
+
+/// An agent's longest reconnect delay: a fleet of thousands must not storm a broker that
+/// comes back.
+pub const AGENT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// A gateway's: a few per fleet, and every second it is away is a second no death is
+/// handled, so it is back within about 2 s of its broker.
+pub const GATEWAY_RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+impl MqttSettings {
+    /// The longest reconnect delay: the configured one, or `default` (the binary's own).
+    pub fn reconnect_max(&self, default: Duration) -> Duration {
+        self.reconnect_max
+            .map(|d| d.0)
+            .unwrap_or(default)
+            .max(self.reconnect_min.0)
+    }
 }
 
 impl Default for MqttSettings {
@@ -65,7 +85,7 @@ impl Default for MqttSettings {
             client_cert: None,
             client_key: None,
             reconnect_min: Dur::millis(500),
-            reconnect_max: Dur::secs(30),
+            reconnect_max: None,
             max_packet_size: ByteSize::mib(1),
             shared_group: None,
         }
@@ -168,7 +188,9 @@ impl MqttSettings {
                 "a password needs a username; set mqtt.username too",
             ));
         }
-        if self.reconnect_min.0.is_zero() || self.reconnect_min > self.reconnect_max {
+        if self.reconnect_min.0.is_zero()
+            || self.reconnect_max.is_some_and(|max| self.reconnect_min > max)
+        {
             return Err(ConfigError::new(
                 key("reconnect_min"),
                 "must be above zero and not above reconnect_max",

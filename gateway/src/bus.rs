@@ -221,7 +221,10 @@ impl Connection {
 
     pub async fn run<H: Handler>(mut self, mut h: H) {
         let s = self.connector.settings();
-        let mut backoff = Backoff::new(s.reconnect_min.0, s.reconnect_max.0);
+        let mut backoff = Backoff::new(
+            s.reconnect_min.0,
+            s.reconnect_max(leakmon_common::mqtt::GATEWAY_RECONNECT_MAX),
+        );
         let mut jitter = Jitter::from_entropy();
         let mut tick = tokio::time::interval(TICK);
         loop {
