@@ -32,6 +32,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often the failure detector runs: its deadlines (a suspicion, a round's end) are met
 /// within this, which adds to the detection time.
 const DETECT_TICK: Duration = Duration::from_millis(25);
+/// With the failure detector, how long the broker connection must have been up before the
+/// gateway acts: long enough for the agents' queued messages to arrive and for one beat
+/// interval's worth of suspicion (1 s) to be probed.
+const HEARD_WITH_DETECTOR: Duration = Duration::from_secs(2);
 
 /// Everything the control loop needs from the rest of the gateway.
 pub struct Control {
@@ -460,16 +464,23 @@ impl Loop {
     async fn tick(&mut self) {
         let now = Instant::now();
         // Agent silence means something only while this gateway hears the broker: decide
-        // (and act) only after the connection has been up for `liveness.offline_after`.
+        // (and act) only after the connection has been up a while: `liveness.offline_after`
+        // without the detector; with it, [`HEARD_WITH_DETECTOR`], because its verdicts rest on
+        // fresh probe reports, not on silence alone (a broker restart must not blind the
+        // gateway for 15 s more).
         let up = self.c.bus.connected();
         match (up, self.mqtt_since) {
             (true, None) => self.mqtt_since = Some(now),
             (false, Some(_)) => self.mqtt_since = None,
             _ => {}
         }
-        let heard = self.mqtt_since.is_some_and(|t| {
-            now.saturating_duration_since(t) >= self.c.cfg.liveness.offline_after.0
-        });
+        let settle = match self.c.detector {
+            Some(_) => HEARD_WITH_DETECTOR.min(self.c.cfg.liveness.offline_after.0),
+            None => self.c.cfg.liveness.offline_after.0,
+        };
+        let heard = self
+            .mqtt_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= settle);
         let can_act = self.role.swarm_active() && heard;
         let Some(d) = &mut self.decide else { return };
         d.set_active(can_act, now);
