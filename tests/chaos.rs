@@ -348,7 +348,7 @@ fn chaos_on_a_real_five_node_swarm() {
             })
             .then_some(())
     };
-    let _ = wait_for(Duration::from_secs(150), || settled(&run));
+    let _ = wait_for(Duration::from_secs(180), || settled(&run));
     let mut operator = Vec::new();
     if let Some(p) = run.last_poll() {
         for n in flapping.iter().copied() {

@@ -189,7 +189,9 @@ impl MqttSettings {
             ));
         }
         if self.reconnect_min.0.is_zero()
-            || self.reconnect_max.is_some_and(|max| self.reconnect_min > max)
+            || self
+                .reconnect_max
+                .is_some_and(|max| self.reconnect_min > max)
         {
             return Err(ConfigError::new(
                 key("reconnect_min"),

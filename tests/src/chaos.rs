@@ -299,7 +299,8 @@ pub struct Bounds {
     pub whole: i64,
     /// An event may arrive this long after the cable is plugged back (a verdict in flight).
     pub grace: i64,
-    /// A returned node is active again this soon (`reactivate_after` 60 s, plus 30 s).
+    /// A returned node is active again this soon: its agent reconnects (its backoff reaches
+    /// `reconnect_max`, 30 s, during a long cut), then `reactivate_after` (60 s), plus slack.
     pub reactivate: i64,
     /// `node_down` bound for a node whose agent was not running when it died (Swarm's own
     /// `down` and a probe decide, not the beats).
@@ -314,7 +315,7 @@ pub const SHIPPED: Bounds = Bounds {
     down: 6_000,
     whole: 9_000,
     grace: 2_000,
-    reactivate: 90_000,
+    reactivate: 120_000,
     agentless: 40_000,
     max_drained: 2,
     cooldown: 600_000,
