@@ -213,6 +213,9 @@ pub enum Refuted {
     Beat,
     /// A vantage point reached the host; its agent is still silent.
     Answered { prober: String },
+    /// The member beat again after a vantage point had already found its host up (the
+    /// suspicion was refuted then; this only ends the quiet).
+    Resumed,
 }
 
 /// Why a `Dead` verdict was given; `Display` makes the event's sentence.
@@ -479,10 +482,15 @@ impl Detector {
         } else {
             self.suspects.remove(node);
             self.silent -= 1;
+            let how = if n.status == Status::Quiet {
+                Refuted::Resumed
+            } else {
+                Refuted::Beat
+            };
             n.status = Status::Alive;
             self.pending.push(Out::Alive {
                 node: node.to_owned(),
-                how: Refuted::Beat,
+                how,
             });
         }
         n.last = n.last.max(now);
@@ -1217,7 +1225,7 @@ mod tests {
             let a = f.run_to(base + 3_000);
             assert!(a.contains(&Out::Alive {
                 node: "n2".into(),
-                how: Refuted::Beat
+                how: Refuted::Resumed
             }));
         }
         assert_eq!(refuted, 20);
@@ -1426,14 +1434,14 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(f.d.status("n2"), Some(Status::Quiet));
-        // Then its agent beats.
+        // Then its agent beats (the suspicion was refuted already: this ends the quiet).
         f.speak("n2");
         let a = f.run_to(5_750);
         assert_eq!(
             a,
             [Out::Alive {
                 node: "n2".into(),
-                how: Refuted::Beat
+                how: Refuted::Resumed
             }]
         );
         // And a dead node that comes back beating at once.

@@ -373,7 +373,9 @@ impl Loop {
                 }
                 detector::Out::Alive { node, how } => {
                     verdict = true;
-                    self.c.metrics.detector(crate::metrics::Verdict::Refuted);
+                    if how != detector::Refuted::Resumed {
+                        self.c.metrics.detector(crate::metrics::Verdict::Refuted);
+                    }
                     tracing::info!(node = %node, how = ?how, "detector: alive");
                 }
                 detector::Out::NoVerdict { node, why } => {
