@@ -91,6 +91,8 @@ fn poll(t: i64, out: &BTreeSet<u32>) -> Option<Poll> {
 
 struct Run {
     epoch: Instant,
+    /// The wall clock at `epoch`, in ms.
+    wall0: i64,
     broker: Broker,
     influx: Service,
     agents: Vec<Daemon>,
@@ -189,8 +191,10 @@ impl Run {
             .map(|m| {
                 let j = m.json();
                 let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                // the gateway's own time of the event (it may arrive later: a broker restart)
+                let received = m.at.duration_since(self.epoch).as_millis() as i64;
                 Event {
-                    t: m.at.duration_since(self.epoch).as_millis() as i64,
+                    t: j["ts"].as_i64().map(|ts| ts - self.wall0).unwrap_or(received),
                     kind: s(&j["kind"]),
                     node: s(&j["node"])
                         .trim_start_matches("node")
@@ -264,8 +268,13 @@ fn chaos_on_a_real_five_node_swarm() {
     .expect("every agent online on the active gateway");
     std::thread::sleep(Duration::from_secs(5));
 
+    let wall0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let mut run = Run {
         epoch: Instant::now(),
+        wall0,
         broker,
         influx,
         agents,
@@ -274,10 +283,6 @@ fn chaos_on_a_real_five_node_swarm() {
         polls: Arc::default(),
         out: Arc::default(),
     };
-    let wall0 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (polls, out, stop, epoch) = (run.polls.clone(), run.out.clone(), stop.clone(), run.epoch);
