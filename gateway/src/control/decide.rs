@@ -7,7 +7,9 @@
 //! Rules (each has a unit test below):
 //! 1. A node is **dead** when Swarm reports it `down`, or, with the failure detector
 //!    ([`crate::detector`], `Settings::detector`), when the detector finds it dead (no beat, and
-//!    several vantage points could not reach it); without the detector, when its agent is gone
+//!    several vantage points could not reach it). With the detector, Swarm's `down` of a node
+//!    the detector watches counts only once the detector also finds it dead: a lossy link
+//!    makes Swarm miss heartbeats while the node is alive. Without the detector, when its agent is gone
 //!    (its Will, or silence past `liveness.offline_after`) and a probe sent after the agent
 //!    fell silent got no answer. A clean goodbye is not "gone". With the detector, a node whose
 //!    agent is gone is `agent_lost` once the detector finds its host answering (`Quiet`).
@@ -346,14 +348,25 @@ impl Decide {
         let Some(t) = self.nodes.get(id) else {
             return Verdict::Alive;
         };
+        let agent = self.agent(&t.node);
+        let detected = agent.and_then(|a| self.detected_status(&a.name));
         if t.node.state == SwarmState::Down {
-            return Verdict::Dead(DeadBy::Swarm);
+            // Swarm marks a node down on missed heartbeats, and a lossy link misses them (at
+            // 40 % loss each way Swarm did, three times in five minutes). While the detector
+            // hears the node (beats, or its host answering the vantage points) or is still
+            // probing it, Swarm's `down` is not a death: Swarm reschedules the replicated
+            // tasks by itself; leakmon drains and fails over nothing.
+            return match detected {
+                Some(Status::Alive | Status::Quiet | Status::Suspect) => Verdict::Suspect,
+                Some(Status::Dead) => Verdict::Dead(DeadBy::Detector),
+                None => Verdict::Dead(DeadBy::Swarm),
+            };
         }
-        let Some(a) = self.agent(&t.node) else {
+        let Some(a) = agent else {
             return Verdict::Alive;
         };
         let gone = matches!(a.state, AgentState::Lost | AgentState::Stale);
-        if let Some(st) = self.detected_status(&a.name) {
+        if let Some(st) = detected {
             return match (st, gone) {
                 (Status::Dead, _) => Verdict::Dead(DeadBy::Detector),
                 (Status::Suspect, _) => Verdict::Suspect,
@@ -1609,6 +1622,27 @@ mod tests {
         f.d.on_detector(all);
         let a = kill_node5(&mut f);
         assert_eq!(kinds(&a), [EventKind::NodeDown]);
+    }
+
+    #[test]
+    fn swarms_down_of_a_node_the_detector_hears_moves_nothing() {
+        // A lossy link: Swarm misses heartbeats and marks the node down, while its beats and
+        // the vantage points still get through.
+        for heard in [Status::Alive, Status::Quiet, Status::Suspect] {
+            let mut f = with_detector();
+            f.run_to(10.0);
+            detected(&mut f, 4, heard);
+            f.swarm_mut(4).state = SwarmState::Down;
+            for t in 11..60 {
+                let a = f.run_to(f64::from(t));
+                assert!(evacuations(&a).is_empty(), "{heard:?}: {a:?}");
+                assert!(!kinds(&a).contains(&EventKind::NodeDown), "{heard:?}: {a:?}");
+            }
+            // It is dead when the detector finds it so.
+            detected(&mut f, 4, Status::Dead);
+            let a = f.run_to(61.0);
+            assert_eq!(kinds(&a), [EventKind::NodeDown], "{heard:?}");
+        }
     }
 
     #[test]
