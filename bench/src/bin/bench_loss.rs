@@ -9,7 +9,7 @@
 //! node (running there at the start, not running there at the end). Prints a Markdown table.
 //! Run as root by scripts/bench-loss.
 //!
-//!   bench_loss [MINUTES]
+//!   bench_loss [MINUTES] [SLOTS]      SLOTS: which slots to run, e.g. 4,5,6,7 (default all)
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command};
@@ -320,8 +320,14 @@ fn main() {
     slots.push(vec![(Node(4), Cpu)]);
     slots.push(vec![(Node(4), AgentStopped), (Node(5), AgentKilled)]);
 
+    let only: Option<Vec<usize>> = std::env::args()
+        .nth(2)
+        .map(|a| a.split(',').filter_map(|x| x.trim().parse().ok()).collect());
     let mut rows = Vec::new();
     for (i, s) in slots.iter().enumerate() {
+        if only.as_ref().is_some_and(|o| !o.contains(&(i + 1))) {
+            continue;
+        }
         eprintln!("slot {} of {} ({minutes} min)", i + 1, slots.len());
         rows.extend(fleet.slot(s, slot));
     }
