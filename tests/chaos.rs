@@ -25,7 +25,10 @@ use leakmon_e2e::{http_get, wait_for, Broker, Daemon, Service, Subscriber};
 
 fn duration() -> Duration {
     let text = std::env::var("LEAKMON_CHAOS_DURATION").unwrap_or_else(|_| "4m".into());
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: u64 = num
         .parse()
         .unwrap_or_else(|_| panic!("LEAKMON_CHAOS_DURATION={text}: a number with s, m or h"));
@@ -82,8 +85,14 @@ fn poll(t: i64, out: &BTreeSet<u32>) -> Option<Poll> {
             );
         }
         let number = |h: &String| h.trim_start_matches("node").parse::<u32>().ok();
-        p.web = running_tasks(via, "web")?.iter().filter_map(number).collect();
-        p.db = running_tasks(via, "db")?.iter().filter_map(number).collect();
+        p.web = running_tasks(via, "web")?
+            .iter()
+            .filter_map(number)
+            .collect();
+        p.db = running_tasks(via, "db")?
+            .iter()
+            .filter_map(number)
+            .collect();
         return Some(p);
     }
     None
@@ -139,7 +148,12 @@ impl Run {
                 rig(&["cut", &n.to_string()]);
             }
             Fault::Loss(n, p, d) => {
-                rig(&["loss", &n.to_string(), &format!("{}", p as f64 / 100.0), d.as_str()]);
+                rig(&[
+                    "loss",
+                    &n.to_string(),
+                    &format!("{}", p as f64 / 100.0),
+                    d.as_str(),
+                ]);
             }
             Fault::EngineKill(n) => {
                 self.set_out(n, true);
@@ -187,14 +201,16 @@ impl Run {
         self.events
             .all()
             .iter()
-            .filter(|m| m.at >= self.epoch)
             .map(|m| {
                 let j = m.json();
                 let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
                 // the gateway's own time of the event (it may arrive later: a broker restart)
                 let received = m.at.duration_since(self.epoch).as_millis() as i64;
                 Event {
-                    t: j["ts"].as_i64().map(|ts| ts - self.wall0).unwrap_or(received),
+                    t: j["ts"]
+                        .as_i64()
+                        .map(|ts| ts - self.wall0)
+                        .unwrap_or(received),
                     kind: s(&j["kind"]),
                     node: s(&j["node"])
                         .trim_start_matches("node")
@@ -238,10 +254,18 @@ fn chaos_on_a_real_five_node_swarm() {
         duration.as_secs(),
         duration.as_secs()
     );
-    eprintln!("chaos: seed {seed}, faults for {} s; replay: {replay}", duration.as_secs());
+    eprintln!(
+        "chaos: seed {seed}, faults for {} s; replay: {replay}",
+        duration.as_secs()
+    );
     let plan = chaos::plan(seed, duration.as_millis() as u64);
     for s in &plan {
-        eprintln!("  plan: {:>7.1} s  {} for {:.1} s", s.at as f64 / 1000.0, s.fault, s.dur as f64 / 1000.0);
+        eprintln!(
+            "  plan: {:>7.1} s  {} for {:.1} s",
+            s.at as f64 / 1000.0,
+            s.fault,
+            s.dur as f64 / 1000.0
+        );
     }
 
     let _rig = Rig;
@@ -285,7 +309,8 @@ fn chaos_on_a_real_five_node_swarm() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
-        let (polls, out, stop, epoch) = (run.polls.clone(), run.out.clone(), stop.clone(), run.epoch);
+        let (polls, out, stop, epoch) =
+            (run.polls.clone(), run.out.clone(), stop.clone(), run.epoch);
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
@@ -310,13 +335,22 @@ fn chaos_on_a_real_five_node_swarm() {
     timeline.sort_by_key(|(t, start, _)| (*t, *start));
     let mut started: Vec<Option<Span>> = vec![None; plan.len()];
     let mut spans = Vec::new();
+    // A step that runs late (a rig command takes a while) shifts every later one by as much,
+    // so each fault keeps its planned length and the gaps between them.
+    let mut lag = Duration::ZERO;
     for (at, start, i) in timeline {
-        let due = run.epoch + Duration::from_millis(at);
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let due = run.epoch + Duration::from_millis(at) + lag;
+        let now = Instant::now();
+        std::thread::sleep(due.saturating_duration_since(now));
+        lag += now.saturating_duration_since(due);
         if start {
             match run.inject(plan[i].fault) {
                 Some((fault, leader)) => {
-                    eprintln!("{:>8.1} s  {fault}{}", run.now() as f64 / 1000.0, if leader { " (the leader)" } else { "" });
+                    eprintln!(
+                        "{:>8.1} s  {fault}{}",
+                        run.now() as f64 / 1000.0,
+                        if leader { " (the leader)" } else { "" }
+                    );
                     started[i] = Some(Span {
                         fault,
                         start: run.now(),
@@ -324,7 +358,11 @@ fn chaos_on_a_real_five_node_swarm() {
                         leader,
                     });
                 }
-                None => eprintln!("{:>8.1} s  skipped {} (no leader known)", run.now() as f64 / 1000.0, plan[i].fault),
+                None => eprintln!(
+                    "{:>8.1} s  skipped {} (no leader known)",
+                    run.now() as f64 / 1000.0,
+                    plan[i].fault
+                ),
             }
         } else if let Some(mut s) = started[i].take() {
             run.heal(s.fault);
@@ -347,9 +385,9 @@ fn chaos_on_a_real_five_node_swarm() {
         let p = run.last_poll()?;
         (1..=NODES)
             .all(|n| {
-                p.nodes
-                    .get(&n)
-                    .is_some_and(|v| v.active_ready() || flapping.contains(&n) && v.state == "ready")
+                p.nodes.get(&n).is_some_and(|v| {
+                    v.active_ready() || flapping.contains(&n) && v.state == "ready"
+                })
             })
             .then_some(())
     };
@@ -359,7 +397,16 @@ fn chaos_on_a_real_five_node_swarm() {
         for n in flapping.iter().copied() {
             if p.nodes.get(&n).is_some_and(|v| v.availability == "drain") {
                 let via = (1..=MANAGERS).find(|m| p.leader == Some(*m)).unwrap_or(1);
-                docker(via, &["node", "update", "--availability", "active", &format!("node{n}")]);
+                docker(
+                    via,
+                    &[
+                        "node",
+                        "update",
+                        "--availability",
+                        "active",
+                        &format!("node{n}"),
+                    ],
+                );
                 operator.push(n);
             }
         }
@@ -385,7 +432,12 @@ fn chaos_on_a_real_five_node_swarm() {
         let r = run.influx.influx_query("leakmon", &q);
         let times: Vec<i64> = r["results"][0]["series"][0]["values"]
             .as_array()
-            .map(|v| v.iter().filter_map(|p| p[0].as_i64()).map(|t| t - wall0).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|p| p[0].as_i64())
+                    .map(|t| t - wall0)
+                    .collect()
+            })
             .unwrap_or_default();
         samples.insert(n, times);
     }

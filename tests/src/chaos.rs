@@ -365,8 +365,10 @@ impl History {
     }
 
     /// Intervals in which no gateway could act: the broker down, a gateway stopped, the
-    /// leader's node cut or its engine dead until another gateway announced itself active.
-    /// Each ends a little after its cause (3 s: reconnect and catch up).
+    /// leader's node cut or its engine dead until another gateway announced itself active
+    /// (the first two end 3 s after their cause: reconnect and catch up); and, from the polls,
+    /// every stretch in which the Swarm had no leader, or the gateway beside the leader had
+    /// not announced itself active yet (an election nobody planned: Raft on a lossy link).
     pub fn blind(&self) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         for s in &self.spans {
@@ -377,12 +379,35 @@ impl History {
                         .events
                         .iter()
                         .find(|e| e.t >= s.start && e.kind == "gateway_active" && e.node != n)
-                        .map(|e| e.t + 1_000)
+                        .map(|e| e.t)
                         .unwrap_or(s.end + 30_000);
                     out.push((s.start, active));
                 }
                 _ => {}
             }
+        }
+        let active_at = |t: i64| {
+            self.events
+                .iter()
+                .rfind(|e| e.kind == "gateway_active" && e.t <= t)
+                .map(|e| e.node)
+        };
+        let mut from: Option<i64> = None;
+        let mut last = None;
+        for p in &self.polls {
+            let ok = p.leader.is_some() && active_at(p.t) == p.leader;
+            match (ok, from) {
+                (false, None) => from = Some(last.unwrap_or(p.t)),
+                (true, Some(f)) => {
+                    out.push((f, p.t));
+                    from = None;
+                }
+                _ => {}
+            }
+            last = Some(p.t);
+        }
+        if let (Some(f), Some(l)) = (from, last) {
+            out.push((f, l));
         }
         out
     }
@@ -432,13 +457,13 @@ impl History {
                     }
                 }
                 "drain" | "failover" => {
+                    // (a drain after the node is back is the settling of its surge: it stays
+                    // out until reactivated)
                     let last = self
                         .events
                         .iter()
                         .filter(|x| x.node == e.node && x.t <= e.t)
-                        .rfind(|x| {
-                            matches!(x.kind.as_str(), "node_down" | "reactivate" | "node_up")
-                        });
+                        .rfind(|x| matches!(x.kind.as_str(), "node_down" | "reactivate"));
                     if last.map(|x| x.kind.as_str()) != Some("node_down") {
                         out.push(format!(
                             "{} of node{} at {} ms without a node_down before it",
@@ -603,8 +628,30 @@ impl History {
                 .events
                 .iter()
                 .any(|e| e.kind == "flapping" && e.node == n && e.t >= s.start && e.t <= until);
-            if again || flapping || until > self.healed + b.reactivate {
+            if again || flapping {
                 continue;
+            }
+            // The clock restarts after anything that breaks "back without a break" (its agent
+            // killed, stopped or its link lossy) or leaves no gateway able to act.
+            let mut disturbed: Vec<(i64, i64)> = self
+                .spans
+                .iter()
+                .filter(|o| {
+                    matches!(o.fault, Fault::AgentKill(m) | Fault::AgentStop(m) | Fault::Loss(m, ..) if m == n)
+                })
+                .map(|o| (o.start, o.end + 5_000))
+                .collect();
+            disturbed.extend(self.blind());
+            let mut from = r;
+            while let Some((_, z)) = disturbed
+                .iter()
+                .find(|(a, z)| *a <= from + b.reactivate && *z > from)
+            {
+                from = *z;
+            }
+            let until = from + b.reactivate;
+            if self.polls.last().is_none_or(|p| p.t < until) {
+                continue; // the final check below judges it
             }
             let back = self
                 .polls
@@ -613,7 +660,7 @@ impl History {
                 .any(|p| p.nodes.get(&n).is_some_and(NodeView::active_ready));
             if !back {
                 out.push(format!(
-                    "node{n} back at {r} ms ({}) but not active and ready within {} ms",
+                    "node{n} back at {r} ms ({}), undisturbed from {from} ms, but not active and ready within {} ms",
                     s.fault, b.reactivate
                 ));
             }
@@ -867,6 +914,7 @@ mod tests {
         History {
             spans: vec![span(Fault::Cut(4), 10_000, 40_000)],
             events: vec![
+                ev(-1_000, "gateway_active", 1),
                 ev(11_800, "node_down", 4),
                 ev(11_900, "drain", 4),
                 ev(12_000, "failover", 4),
@@ -914,6 +962,13 @@ mod tests {
         let mut h = good();
         h.events.push(ev(60_000, "drain", 5));
         assert_eq!(h.no_live_node_acted_on(&SHIPPED).len(), 1);
+        // node4's surge settled after it came back (node_up, then drain): fine; a drain after
+        // its reactivation is not
+        let mut h = good();
+        h.events.insert(5, ev(41_100, "drain", 4));
+        assert!(h.no_live_node_acted_on(&SHIPPED).is_empty());
+        h.events.push(ev(101_500, "drain", 4));
+        assert_eq!(h.no_live_node_acted_on(&SHIPPED).len(), 1);
         let mut h = good();
         if let Some(v) = h.polls[1].nodes.get_mut(&5) {
             v.drained = true;
@@ -925,7 +980,7 @@ mod tests {
     #[test]
     fn a_late_or_missing_verdict_fails() {
         let mut h = good();
-        h.events[0].t = 17_000;
+        h.events[1].t = 17_000;
         let (_, v) = h.deaths_handled(&SHIPPED);
         assert!(v.iter().any(|x| x.contains("no node_down")), "{v:?}");
         let mut h = good();
@@ -955,7 +1010,24 @@ mod tests {
             leader: true,
         });
         h.events.push(ev(21_000, "gateway_active", 2));
-        assert_eq!(h.clock_start(10_000), 22_000);
+        h.polls[2].leader = Some(2);
+        assert_eq!(h.clock_start(10_000), 21_000);
+        // an election nobody planned (Raft on a lossy link), seen in the polls: blind from
+        // the last poll with a leader until one whose leader's gateway is active
+        let mut h = good();
+        h.polls[1].leader = None;
+        let mut p = h.polls[1].clone();
+        p.t = 17_000;
+        p.leader = Some(2);
+        h.polls.insert(2, p);
+        h.events.push(ev(18_500, "gateway_active", 2));
+        let mut p = h.polls[2].clone();
+        p.t = 19_000;
+        h.polls.insert(3, p);
+        for p in &mut h.polls[4..] {
+            p.leader = Some(2);
+        }
+        assert_eq!(h.clock_start(10_000), 19_000);
     }
 
     #[test]
@@ -995,6 +1067,13 @@ mod tests {
             v.iter().any(|x| x.contains("not active and ready within")),
             "{v:?}"
         );
+        assert!(v.iter().any(|x| x.contains("at the end")), "{v:?}");
+        // its agent stopped after it came back: the clock restarts after that (and the run
+        // ends before the new bound: only the final check judges it)
+        let mut h3 = h.clone();
+        h3.spans.push(span(Fault::AgentStop(4), 100_000, 120_000));
+        let v = h3.returned_nodes_active(&SHIPPED);
+        assert!(!v.iter().any(|x| x.contains("within")), "{v:?}");
         assert!(v.iter().any(|x| x.contains("at the end")), "{v:?}");
         // a flapping verdict holds it drained, by design; but it needs an earlier reactivation
         let mut h2 = h.clone();

@@ -11,6 +11,7 @@
 #                                                 packets, inbound, outbound or both (default)
 #   tests/swarm/rig.sh clear N                    no more loss on node N's link
 #   tests/swarm/rig.sh engine-kill N | engine-start N   crash node N's dockerd (SIGKILL) / start it
+#                                                 (returns once it runs, not once it is ready)
 #
 # Nodes are node1..nodeN with addresses 172.30.0.11.., on bridge lmbr0 (172.30.0.1).
 set -euo pipefail
@@ -79,6 +80,20 @@ engine_start() {
 # as with docker.service's KillMode=process); `engine-start` brings it back.
 engine_kill() {
     kill -9 "$(cat "$RUN/n$1/docker.pid")"
+}
+
+# Until node n's dockerd (just started) has written its pid file: its namespaces exist, the
+# engine itself may still be starting (`wait_engine` waits for that).
+wait_pid() {
+    local n=$1 old=$2
+    for _ in $(seq 1 100); do
+        local pid
+        pid=$(cat "$RUN/n$n/docker.pid" 2>/dev/null || true)
+        if [ -n "$pid" ] && [ "$pid" != "$old" ] && kill -0 "$pid" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "node$n's dockerd wrote no pid file" >&2
+    return 1
 }
 
 wait_engine() {
@@ -155,7 +170,7 @@ case "${1:-}" in
     cut) ip link set "lmv$2" down ;;
     restore) ip link set "lmv$2" up ;;
     engine-kill) engine_kill "$2" ;;
-    engine-start) engine_start "$2"; wait_engine "$2" ;;
+    engine-start) old=$(cat "$RUN/n$2/docker.pid" 2>/dev/null || true); engine_start "$2"; wait_pid "$2" "$old" ;;
     loss) shift; loss "$@" ;;
     clear) clear_loss "$2" ;;
     *) sed -n '2,15p' "$0"; exit 2 ;;

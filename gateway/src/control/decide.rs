@@ -1636,7 +1636,10 @@ mod tests {
             for t in 11..60 {
                 let a = f.run_to(f64::from(t));
                 assert!(evacuations(&a).is_empty(), "{heard:?}: {a:?}");
-                assert!(!kinds(&a).contains(&EventKind::NodeDown), "{heard:?}: {a:?}");
+                assert!(
+                    !kinds(&a).contains(&EventKind::NodeDown),
+                    "{heard:?}: {a:?}"
+                );
             }
             // It is dead when the detector finds it so.
             detected(&mut f, 4, Status::Dead);
