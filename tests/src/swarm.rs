@@ -156,6 +156,27 @@ pub fn replicas(via: u32, service: &str) -> String {
     )
 }
 
+/// POST `body` (JSON) to node n's Docker API: the status code and the body's text.
+pub fn api_post(n: u32, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::os::unix::net::UnixStream::connect(format!("/run/lmsw/n{n}/docker.sock")).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.trim().to_owned()))
+}
+
 /// GET on node n's Docker API (HTTP/1.0 over its unix socket, no CLI process): the JSON body.
 /// Fast enough to poll every few milliseconds in the benchmark.
 pub fn api(n: u32, path: &str) -> Option<serde_json::Value> {

@@ -7,6 +7,9 @@
 //! run. Prints a Markdown table. Run as root by scripts/bench-control.
 //!
 //!   bench_control [TRIALS] [SWARM_HEARTBEAT]
+//!   bench_control election TICKS [TRIALS]   Swarm alone: set the Raft election tick through
+//!                                          the API (`Spec.Raft.ElectionTick`), then time the
+//!                                          election after the leader's cable is pulled
 
 use std::time::{Duration, Instant};
 
@@ -178,7 +181,79 @@ fn cell(ts: &[Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
     }
 }
 
+/// Does the engine take `Spec.Raft.ElectionTick` through `/swarm/update`, and does it shorten
+/// the election after the leader's link dies? Swarm alone, no gateway.
+fn election(ticks: u64, trials: usize) {
+    let _rig = Rig;
+    rig(&["up", "3", "2"]);
+    let version = api(1, "/version").unwrap_or_default();
+    println!(
+        "engine {} (API {})",
+        version["Version"].as_str().unwrap_or("?"),
+        version["ApiVersion"].as_str().unwrap_or("?")
+    );
+    let swarm = api(1, "/swarm").expect("swarm inspect");
+    println!("Raft before: {}", swarm["Spec"]["Raft"]);
+    let mut spec = swarm["Spec"].clone();
+    spec["Raft"]["ElectionTick"] = ticks.into();
+    spec["Raft"]["HeartbeatTick"] = 1.into();
+    let index = swarm["Version"]["Index"].as_u64().unwrap_or(0);
+    let answer = api_post(
+        1,
+        &format!("/swarm/update?version={index}"),
+        &spec.to_string(),
+    );
+    println!("POST /swarm/update with ElectionTick {ticks}: {answer:?}");
+    println!(
+        "Raft after: {}",
+        api(1, "/swarm").unwrap_or_default()["Spec"]["Raft"]
+    );
+    let mut times = Vec::new();
+    for _ in 0..trials {
+        let old = leader(None).expect("a leader");
+        let t0 = Instant::now();
+        rig(&["cut", &old.to_string()]);
+        let mut took = None;
+        while t0.elapsed() < LIMIT {
+            if leader(Some(old)).is_some_and(|n| n != old) {
+                took = Some(secs(t0.elapsed()));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rig(&["restore", &old.to_string()]);
+        println!("leader node{old} cut: a new leader after {took:?} s");
+        times.push(Trial {
+            down: took,
+            ..Trial::default()
+        });
+        let via = (1..=MANAGERS).find(|n| *n != old).unwrap_or(1);
+        wait_for(Duration::from_secs(120), || {
+            node_line(via, old)
+                .starts_with("active ready")
+                .then_some(())
+        })
+        .expect("the old leader back");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    println!(
+        "\n| ElectionTick {ticks} (set through the API) | new leader after the leader's cable is pulled |\n|---|---|\n| {trials} trials | {} |",
+        cell(&times, |t| t.down)
+    );
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("election") {
+        let ticks = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(3);
+        let trials = std::env::args()
+            .nth(3)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(3);
+        return election(ticks, trials);
+    }
     let mut args = std::env::args().skip(1);
     let trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let heartbeat = args.next();
