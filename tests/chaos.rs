@@ -268,16 +268,7 @@ fn chaos_on_a_real_five_node_swarm() {
         );
     }
 
-    let _rig = Rig;
-    let ls = rig(&["up", &MANAGERS.to_string(), &(NODES - MANAGERS).to_string()]);
-    assert_eq!(ls.matches("Ready").count(), NODES as usize, "{ls}");
-    let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
-    let influx = Service::influxdb_on("0.0.0.0");
-    create_services();
-    wait_for(Duration::from_secs(90), || {
-        (running_on(1, "web").len() == 5 && running_on(1, "db") == ["node4"]).then_some(())
-    })
-    .expect("web x5 and db on node4 running");
+    let (_rig, broker, influx) = fleet_up();
     // persistent: events published while the broker restarts are not missed
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", true);
     let agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));

@@ -590,21 +590,25 @@ impl History {
                 ));
             }
             let judged = s.end >= clock + b.whole;
-            let window = |p: &&Poll| p.t >= c && p.t <= s.end;
-            d.whole = self
-                .polls
-                .iter()
-                .filter(window)
-                .find(|p| p.web.iter().filter(|k| !self.cut_at(**k, p.t)).count() >= 5)
-                .map(|p| p.t - clock);
-            if judged && d.whole.is_none_or(|t| t > b.whole) {
-                out.push(format!(
-                    "node{n}'s cable out at {c} ms (a gateway could act from {clock} ms): web not whole on live nodes within {} ms (got {:?}; faults then: {})",
-                    b.whole,
-                    d.whole,
-                    self.faults_at(c)
-                ));
-            }
+            // ms from `clock` to the first poll in the cable's outage that shows `pred`
+            let first = |pred: &dyn Fn(&Poll) -> bool| {
+                self.polls
+                    .iter()
+                    .filter(|p| p.t >= c && p.t <= s.end)
+                    .find(|p| pred(p))
+                    .map(|p| p.t - clock)
+            };
+            let mut late = |what: &str, got: Option<i64>| {
+                if judged && got.is_none_or(|t| t > b.whole) {
+                    out.push(format!(
+                        "node{n}'s cable out at {c} ms (a gateway could act from {clock} ms): {what} within {} ms (got {got:?}; faults then: {})",
+                        b.whole,
+                        self.faults_at(c)
+                    ));
+                }
+            };
+            d.whole = first(&|p| p.web.iter().filter(|k| !self.cut_at(**k, p.t)).count() >= 5);
+            late("web not whole on live nodes", d.whole);
             let db_here = before.is_some_and(|p| p.db == [n]);
             let standby_ok = n != STANDBY
                 && (c..=clock + b.whole)
@@ -614,20 +618,8 @@ impl History {
                     .and_then(|p| p.nodes.get(&STANDBY))
                     .is_some_and(|v| v.availability == "active");
             if db_here && standby_ok {
-                d.db = self
-                    .polls
-                    .iter()
-                    .filter(window)
-                    .find(|p| p.db == [STANDBY])
-                    .map(|p| p.t - clock);
-                if judged && d.db.is_none_or(|t| t > b.whole) {
-                    out.push(format!(
-                        "db ran on node{n}, cut at {c} ms (a gateway could act from {clock} ms): not on the standby within {} ms (got {:?}; faults then: {})",
-                        b.whole,
-                        d.db,
-                        self.faults_at(c)
-                    ));
-                }
+                d.db = first(&|p| p.db == [STANDBY]);
+                late("db (which ran there) not on the standby", d.db);
             }
             if judged_down {
                 deaths.push(d);

@@ -106,6 +106,42 @@ pub fn node_line(via: u32, n: u32) -> String {
     )
 }
 
+/// The number of the manager whose engine is the Swarm leader, through the API of the first
+/// manager but `not` that answers.
+pub fn leader_of(not: Option<u32>) -> Option<u32> {
+    (1..=MANAGERS).filter(|n| Some(*n) != not).find_map(|via| {
+        let nodes = api(via, "/nodes")?;
+        nodes.as_array()?.iter().find_map(|n| {
+            (n["ManagerStatus"]["Leader"] == true)
+                .then(|| {
+                    n["Description"]["Hostname"]
+                        .as_str()?
+                        .trim_start_matches("node")
+                        .parse()
+                        .ok()
+                })
+                .flatten()
+        })
+    })
+}
+
+/// The rig up (3 managers, 2 workers), a broker and InfluxDB on the bridge, `web` and `db`
+/// running ([`create_services`]). The [`Rig`] guard tears it down.
+pub fn fleet_up() -> (Rig, crate::Broker, crate::Service) {
+    let guard = Rig;
+    let ls = rig(&["up", &MANAGERS.to_string(), &(NODES - MANAGERS).to_string()]);
+    assert_eq!(ls.matches("Ready").count(), NODES as usize, "{ls}");
+    let broker =
+        crate::Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
+    let influx = crate::Service::influxdb_on("0.0.0.0");
+    create_services();
+    crate::wait_for(std::time::Duration::from_secs(90), || {
+        (running_on(1, "web").len() == 5 && running_on(1, "db") == ["node4"]).then_some(())
+    })
+    .expect("web x5 and db on node4 running");
+    (guard, broker, influx)
+}
+
 /// Hostname of the Swarm leader, as manager `via` sees it.
 pub fn leader(via: u32) -> Option<String> {
     docker(

@@ -103,34 +103,16 @@ fn trial(events: Option<&Subscriber>) -> Trial {
     t
 }
 
-/// The manager whose engine is the Swarm leader, through the API of any manager but `not`.
-fn leader(not: Option<u32>) -> Option<u32> {
-    (1..=MANAGERS).filter(|n| Some(*n) != not).find_map(|via| {
-        let nodes = api(via, "/nodes")?;
-        nodes.as_array()?.iter().find_map(|n| {
-            (n["ManagerStatus"]["Leader"] == true)
-                .then(|| {
-                    n["Description"]["Hostname"]
-                        .as_str()?
-                        .trim_start_matches("node")
-                        .parse()
-                        .ok()
-                })
-                .flatten()
-        })
-    })
-}
-
 /// Cuts the leader's link: when does Swarm have another leader (`down`), and the gateway
 /// beside it take over (`web`)?
 fn handover(events: &Subscriber) -> Trial {
-    let old = leader(None).expect("a leader");
+    let old = leader_of(None).expect("a leader");
     let seen = events.all().len();
     let t0 = Instant::now();
     rig(&["cut", &old.to_string()]);
     let (mut swarm, mut gw) = (None, None);
     while t0.elapsed() < LIMIT && (swarm.is_none() || gw.is_none()) {
-        if swarm.is_none() && leader(Some(old)).is_some_and(|n| n != old) {
+        if swarm.is_none() && leader_of(Some(old)).is_some_and(|n| n != old) {
             swarm = Some(secs(t0.elapsed()));
         }
         if gw.is_none()
@@ -210,12 +192,12 @@ fn election(ticks: u64, trials: usize) {
     );
     let mut times = Vec::new();
     for _ in 0..trials {
-        let old = leader(None).expect("a leader");
+        let old = leader_of(None).expect("a leader");
         let t0 = Instant::now();
         rig(&["cut", &old.to_string()]);
         let mut took = None;
         while t0.elapsed() < LIMIT {
-            if leader(Some(old)).is_some_and(|n| n != old) {
+            if leader_of(Some(old)).is_some_and(|n| n != old) {
                 took = Some(secs(t0.elapsed()));
                 break;
             }

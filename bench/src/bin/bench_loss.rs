@@ -16,7 +16,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{http_get, wait_for, Broker, Service, Subscriber};
+use leakmon_e2e::{http_get, wait_for, Subscriber};
 use serde_json::Value;
 
 /// One fault on one node for the whole slot.
@@ -85,23 +85,6 @@ fn detector_counts() -> (f64, f64) {
     })
 }
 
-fn leader_node() -> Option<u32> {
-    (1..=MANAGERS).find_map(|via| {
-        let nodes = api(via, "/nodes")?;
-        nodes.as_array()?.iter().find_map(|n| {
-            (n["ManagerStatus"]["Leader"] == true)
-                .then(|| {
-                    n["Description"]["Hostname"]
-                        .as_str()?
-                        .trim_start_matches("node")
-                        .parse()
-                        .ok()
-                })
-                .flatten()
-        })
-    })
-}
-
 /// Swarm's state of every node ("ready", "down", ...), through any manager that answers.
 fn swarm_states() -> Vec<(u32, String)> {
     (1..=MANAGERS)
@@ -153,7 +136,7 @@ impl Fleet {
     /// Runs the faults of one slot at once for `slot`, heals them and watches 30 s more (a
     /// verdict in flight at the heal still counts).
     fn slot(&mut self, faults: &[(Target, Fault)], slot: Duration) -> Vec<Row> {
-        let leader = leader_node().expect("a leader");
+        let leader = leader_of(None).expect("a leader");
         let follower = (1..=MANAGERS).find(|n| *n != leader).expect("a follower");
         let faults: Vec<(u32, Fault)> = faults
             .iter()
@@ -280,15 +263,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5.0);
     let slot = Duration::from_secs_f64(minutes * 60.0);
-    let _rig = Rig;
-    rig(&["up", "3", "2"]);
-    let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
-    let influx = Service::influxdb_on("0.0.0.0");
-    create_services();
-    wait_for(Duration::from_secs(90), || {
-        (running_on(1, "web").len() == 5 && running_on(1, "db") == ["node4"]).then_some(())
-    })
-    .expect("web x5 and db on node4 running");
+    let (_rig, broker, influx) = fleet_up();
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
     let agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
     let _gateways =
