@@ -142,6 +142,18 @@ pub fn fleet_up() -> (Rig, crate::Broker, crate::Service) {
     (guard, broker, influx)
 }
 
+/// Waits (30 s) for a `gateway_active` event on `events` (a subscriber to the gateway events).
+pub fn wait_gateway_active(events: &crate::Subscriber) {
+    crate::wait_for(std::time::Duration::from_secs(30), || {
+        events
+            .all()
+            .iter()
+            .any(|m| m.json()["kind"] == "gateway_active")
+            .then_some(())
+    })
+    .expect("a gateway becomes active");
+}
+
 /// Hostname of the Swarm leader, as manager `via` sees it.
 pub fn leader(via: u32) -> Option<String> {
     docker(

@@ -264,14 +264,7 @@ fn main() {
     .expect("node4 back before the gateways start");
     let gateways =
         start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, &extra));
-    wait_for(Duration::from_secs(30), || {
-        events
-            .all()
-            .iter()
-            .any(|m| m.json()["kind"] == "gateway_active")
-            .then_some(())
-    })
-    .expect("a gateway becomes active");
+    wait_gateway_active(&events);
     let with: Vec<Trial> = (0..trials).map(|_| trial(Some(&events))).collect();
 
     eprintln!("leader hand-over, {} trials", trials.min(3));

@@ -268,14 +268,7 @@ fn main() {
     let agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
     let _gateways =
         start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, ""));
-    wait_for(Duration::from_secs(30), || {
-        events
-            .all()
-            .iter()
-            .any(|m| m.json()["kind"] == "gateway_active")
-            .then_some(())
-    })
-    .expect("a gateway becomes active");
+    wait_gateway_active(&events);
     std::thread::sleep(Duration::from_secs(15));
     let mut fleet = Fleet { events, agents };
 
