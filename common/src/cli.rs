@@ -85,6 +85,28 @@ pub fn configure<K>(
 }
 
 /// This machine's hostname (the default node and gateway name).
+/// Untrusted text (a node or container name, a message from the network) made safe to print
+/// on a terminal: control characters (escape sequences, newlines, NUL) and the Unicode
+/// controls that reorder text are shown escaped (`\u{1b}`), never interpreted.
+pub fn printable(s: &str) -> String {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hostile) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if hostile(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -196,6 +218,15 @@ pub async fn watchdog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("edge-01"), "edge-01");
+        assert_eq!(printable("héllo wörld"), "héllo wörld");
+        assert_eq!(printable("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("x\ny\0"), "x\\u{a}y\\u{0}");
+        assert_eq!(printable("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
+    }
 
     fn parse(a: &[&str]) -> Result<Args, Stop> {
         parse_args(

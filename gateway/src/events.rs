@@ -51,14 +51,24 @@ pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Event
     })
 }
 
+/// The latest time RFC 3339 can write (9999-12-31T23:59:59.999Z), in ms.
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
+/// An event's time; one past the year 9999 (or not a number) is shown as the raw value, not
+/// formatted (the formatter would panic on it).
 fn time(ms: &Value) -> String {
-    let ms = ms.as_u64().unwrap_or(0);
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    match ms.as_u64() {
+        Some(ms) if ms <= LAST_RFC3339_MS => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
+        _ => format!("ts={}", leakmon_common::cli::printable(&ms.to_string())),
+    }
 }
 
 /// One line for a gateway event (`alert = false`) or an alert.
 pub fn render(v: &Value, alert: bool, color: bool) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    // names and messages come from the network: printed, never interpreted
+    let s = |k: &str| leakmon_common::cli::printable(v[k].as_str().unwrap_or("-"));
     let (what, code) = if alert {
         let state = s("state");
         let code = match (state.as_str(), v["severity"].as_str()) {
@@ -168,6 +178,19 @@ mod tests {
             "colour on a terminal"
         );
         assert!(!line.contains('\x1b'));
+    }
+
+    #[test]
+    fn hostile_events_neither_panic_nor_drive_the_terminal() {
+        // a time past the year 9999, a name with escape sequences and a newline
+        let e = json!({"kind":"node_down","node":"w4\u{1b}[2J","ts":u64::MAX,"message":"a\nb"});
+        let line = render(&e, false, false);
+        assert!(line.starts_with(&format!("ts={}", u64::MAX)), "{line}");
+        assert!(!line.contains('\x1b') && !line.contains('\n'), "{line}");
+        let e = json!({"kind":"node_up","ts":"soon"});
+        assert!(render(&e, false, false).starts_with("ts=\"soon\""));
+        let e = json!({"kind":"node_up","ts":253_402_300_799_999u64});
+        assert!(render(&e, false, false).starts_with("9999-12-31T23:59:59Z"));
     }
 
     fn parse_strs(a: &[&str]) -> Result<EventsArgs, Stop> {

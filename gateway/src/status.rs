@@ -1,6 +1,7 @@
 //! `leakmon-gateway status`: the fleet as a table, read from a gateway's HTTP API.
 //! Rendering is pure (`render`); the command fetches and prints, once or every few seconds.
 
+use leakmon_common::cli::printable;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -158,17 +159,13 @@ pub fn render(api: &Value, now_ms: i64, color: bool) -> String {
         let c = &n["containers"];
         let unhealthy: Vec<String> = c["unhealthy"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(printable)).collect())
             .unwrap_or_default();
         rows.push(vec![
-            n["node"].as_str().unwrap_or("?").to_owned(),
-            n["state"].as_str().unwrap_or("?").to_owned(),
-            n["swarm_role"].as_str().unwrap_or("-").to_owned(),
-            n["swarm"].as_str().unwrap_or("-").to_owned(),
+            printable(n["node"].as_str().unwrap_or("?")),
+            printable(n["state"].as_str().unwrap_or("?")),
+            printable(n["swarm_role"].as_str().unwrap_or("-")),
+            printable(n["swarm"].as_str().unwrap_or("-")),
             ago(now_ms, &n["last_seen"]),
             num(&h["cpu_busy_percent"], 1),
             num(&h["mem_used_percent"], 1),
@@ -187,10 +184,10 @@ pub fn render(api: &Value, now_ms: i64, color: bool) -> String {
         ]);
         for k in c["list"].as_array().unwrap_or(&empty) {
             crows.push(vec![
-                k["name"].as_str().unwrap_or("?").to_owned(),
-                n["node"].as_str().unwrap_or("?").to_owned(),
-                k["state"].as_str().unwrap_or("?").to_owned(),
-                k["health"].as_str().unwrap_or("-").to_owned(),
+                printable(k["name"].as_str().unwrap_or("?")),
+                printable(n["node"].as_str().unwrap_or("?")),
+                printable(k["state"].as_str().unwrap_or("?")),
+                printable(k["health"].as_str().unwrap_or("-")),
                 num(&k["cpu_percent"], 1),
                 bytes(&k["mem_usage"]),
             ]);
@@ -297,6 +294,18 @@ mod tests {
 
     fn parse_strs(a: &[&str]) -> Result<StatusArgs, Stop> {
         parse(a.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn hostile_names_are_shown_escaped() {
+        let api = serde_json::json!({"nodes": [{
+            "node": "edge\u{1b}]0;pwned\u{7}", "state": "online\n", "last_seen": 9_000,
+            "containers": {"list": [{"name": "db\u{202e}", "state": "running"}]}
+        }]});
+        let out = render(&api, 10_000, false);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{202e}'));
+        assert!(out.contains("edge\\u{1b}]0;pwned\\u{7}"), "{out}");
+        assert!(out.contains("db\\u{202e}"), "{out}");
     }
 
     #[test]
