@@ -31,7 +31,9 @@ pub fn slack_text(a: &Alert) -> String {
 
 /// The environment an exec hook gets.
 pub fn env_of(a: &Alert) -> Vec<(&'static str, String)> {
-    vec![
+    // A NUL byte (a container name from the network may hold one) cannot be in an
+    // environment variable: the command would not start at all. It becomes U+FFFD.
+    let env = vec![
         ("LEAKMON_ALERT", a.alert.clone()),
         (
             "LEAKMON_ALERT_STATE",
@@ -52,7 +54,10 @@ pub fn env_of(a: &Alert) -> Vec<(&'static str, String)> {
         ),
         ("LEAKMON_ALERT_SUMMARY", a.summary.clone()),
         ("LEAKMON_ALERT_STARTED", a.started.to_string()),
-    ]
+    ];
+    env.into_iter()
+        .map(|(k, v)| (k, v.replace('\0', "\u{fffd}")))
+        .collect()
 }
 
 struct Queue {
@@ -283,5 +288,29 @@ mod tests {
         let env = env_of(&a);
         assert!(env.contains(&("LEAKMON_ALERT", "disk_full".into())));
         assert!(env.contains(&("LEAKMON_ALERT_STATE", "firing".into())));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_nul_byte_in_a_name_does_not_stop_the_command() {
+        let mut a = alert("container_unhealthy", Severity::Warning);
+        a.subject = Some("db\0evil".into());
+        let env = env_of(&a);
+        assert!(env.contains(&("LEAKMON_ALERT_SUBJECT", "db\u{fffd}evil".into())));
+        // and the command really starts with it
+        let out = std::env::temp_dir().join(format!("lm-nul-{}.out", std::process::id()));
+        let x = ExecConfig {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("printf %s \"$LEAKMON_ALERT_SUBJECT\" > {}", out.display()),
+            ],
+            alerts: vec![],
+            min_severity: Severity::Info,
+            timeout: leakmon_common::config::Dur::secs(10),
+        };
+        run_exec(x, a).await;
+        let got = std::fs::read_to_string(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        assert_eq!(got, "db\u{fffd}evil");
     }
 }
