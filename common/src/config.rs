@@ -668,6 +668,34 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A URL safe to print or log: a password in it is masked; with `whole_path`, so are its path
+/// and query (a webhook's path or query is often its token: Slack, Teams, ntfy), leaving the
+/// scheme, host and port to tell which endpoint it is.
+pub fn redact_url(url: &str, whole_path: bool) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:********@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = if whole_path && !tail.is_empty() && tail != "/" {
+        "/********"
+    } else {
+        tail
+    };
+    match scheme {
+        Some(s) => format!("{s}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
+    }
+}
+
 /// Renders a config as TOML for `--print-config`.
 pub fn to_toml<T: Serialize>(cfg: &T) -> String {
     toml::to_string_pretty(cfg).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
@@ -676,6 +704,27 @@ pub fn to_toml<T: Serialize>(cfg: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_printed_without_their_secrets() {
+        assert_eq!(
+            redact_url("mqtt://broker:1883", false),
+            "mqtt://broker:1883"
+        );
+        assert_eq!(
+            redact_url("http://user:s3cret@db:8086/x", false),
+            "http://user:********@db:8086/x"
+        );
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T0/B0/XXXX?x=1", true),
+            "https://hooks.slack.com/********"
+        );
+        assert_eq!(redact_url("https://h:9/", true), "https://h:9/");
+        assert_eq!(
+            redact_url("https://a:b@h/?token=t", true),
+            "https://a:********@h/********"
+        );
+    }
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields, default)]

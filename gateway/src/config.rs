@@ -646,6 +646,15 @@ impl Config {
                 *s = Some("********".into());
             }
         }
+        // webhook paths and queries often are the token; header values often hold one
+        for w in &mut c.alerts.webhook {
+            w.url = leakmon_common::config::redact_url(&w.url, true);
+            for v in w.headers.values_mut() {
+                *v = "********".into();
+            }
+        }
+        c.mqtt.url = leakmon_common::config::redact_url(&c.mqtt.url, false);
+        c.influxdb.url = leakmon_common::config::redact_url(&c.influxdb.url, false);
         c
     }
 }
@@ -812,6 +821,32 @@ mod tests {
         assert_eq!(r.max_drained, None);
         assert_eq!(c.cfg.docker.host, "unix:///var/run/docker.sock");
         assert_eq!(c.cfg.leader.mode, LeaderMode::Auto);
+    }
+
+    #[test]
+    fn print_config_shows_no_secret() {
+        let c = check(
+            "[mqtt]\nurl = \"mqtt://b:1883\"\nusername = \"gw\"\npassword = \"mqttpw\"\n\
+             [influxdb]\nurl = \"http://u:dbpw@db:8086\"\ntoken = \"tok\"\n\
+             [[alerts.webhook]]\nurl = \"https://hooks.example/services/SECRETPATH?k=SECRETQ\"\n\
+             headers = { Authorization = \"Bearer SECRETHDR\" }\n",
+        )
+        .unwrap();
+        let printed = leakmon_common::config::to_toml(&c.cfg.redacted());
+        for secret in [
+            "mqttpw",
+            "dbpw",
+            "tok\"",
+            "SECRETPATH",
+            "SECRETQ",
+            "SECRETHDR",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in:\n{printed}");
+        }
+        assert!(
+            printed.contains("https://hooks.example/********"),
+            "{printed}"
+        );
     }
 
     #[test]

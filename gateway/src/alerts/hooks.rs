@@ -3,6 +3,7 @@
 //! in environment variables, with a time limit). A dead receiver never blocks the gateway
 //! nor grows its memory: its queue drops the oldest alert.
 
+use leakmon_common::config::redact_url;
 use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -146,7 +147,7 @@ impl Hooks {
         }
         for w in &self.webhooks {
             if wanted(&w.cfg.alerts, w.cfg.min_severity, a) && w.queue.push(a.clone()) {
-                tracing::warn!(url = %w.cfg.url, "webhook queue full: oldest alert dropped");
+                tracing::warn!(url = %redact_url(&w.cfg.url, true), "webhook queue full: oldest alert dropped");
             }
         }
         for x in &self.execs {
@@ -161,7 +162,7 @@ async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
     let client = match reqwest::Client::builder().timeout(cfg.timeout.0).build() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(url = %cfg.url, error = %e, "webhook client cannot be built; alerts to it are dropped");
+            tracing::error!(url = %redact_url(&cfg.url, true), error = %e, "webhook client cannot be built; alerts to it are dropped");
             return;
         }
     };
@@ -182,13 +183,17 @@ async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
             }
             match req.send().await {
                 Ok(r) if r.status().is_success() => break,
-                Ok(r) => tracing::warn!(url = %cfg.url, status = r.status().as_u16(), attempt,
-                    alert = %a.alert, "webhook refused the alert"),
-                Err(e) => tracing::warn!(url = %cfg.url, error = %e, attempt, alert = %a.alert,
-                    "webhook delivery failed"),
+                Ok(r) => {
+                    tracing::warn!(url = %redact_url(&cfg.url, true), status = r.status().as_u16(), attempt,
+                    alert = %a.alert, "webhook refused the alert")
+                }
+                Err(e) => {
+                    tracing::warn!(url = %redact_url(&cfg.url, true), error = %e, attempt, alert = %a.alert,
+                    "webhook delivery failed")
+                }
             }
             if attempt == cfg.retries {
-                tracing::error!(url = %cfg.url, alert = %a.alert, "alert dropped after retries");
+                tracing::error!(url = %redact_url(&cfg.url, true), alert = %a.alert, "alert dropped after retries");
                 break;
             }
             tokio::time::sleep(delay).await;
