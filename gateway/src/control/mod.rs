@@ -63,6 +63,15 @@ struct Loop {
     probes: mpsc::Sender<(String, bool, Instant)>,
     /// Since when the broker connection has been up.
     mqtt_since: Option<Instant>,
+    /// The time of the last event, in ms: see [`event_time`].
+    last_event_ms: std::cell::Cell<i64>,
+}
+
+/// An event's time: now, but always after the previous event's. InfluxDB keeps one point per
+/// series and time, so three events of one kind and node in the same millisecond (a surge of
+/// three services) would otherwise leave one point.
+fn event_time(last_ms: i64, now_ms: i64) -> i64 {
+    now_ms.max(last_ms.saturating_add(1))
 }
 
 impl Control {
@@ -119,6 +128,7 @@ impl Control {
             self_id: None,
             probes,
             mqtt_since: None,
+            last_event_ms: std::cell::Cell::new(0),
         };
         if standalone {
             l.set_role(role);
@@ -141,7 +151,11 @@ impl Loop {
             v: PROTOCOL_VERSION,
             kind: e.kind,
             node: e.node,
-            ts: leakmon_common::now_ms(),
+            ts: {
+                let ts = event_time(self.last_event_ms.get(), leakmon_common::now_ms());
+                self.last_event_ms.set(ts);
+                ts
+            },
             gateway: self.c.name.clone(),
             dry_run,
             message: e.message,
@@ -552,4 +566,22 @@ pub async fn probe(addr: &str, ports: &[u16], timeout: Duration) -> bool {
         .await
         .into_iter()
         .any(|a| a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_time;
+
+    #[test]
+    fn events_in_one_millisecond_get_distinct_times() {
+        let mut last = 0;
+        let times: Vec<i64> = [1_000, 1_000, 1_000, 1_002, 999]
+            .into_iter()
+            .map(|now| {
+                last = event_time(last, now);
+                last
+            })
+            .collect();
+        assert_eq!(times, [1_000, 1_001, 1_002, 1_003, 1_004]);
+    }
 }
