@@ -135,11 +135,26 @@ impl Point {
 }
 
 /// Escapes `special` characters; newlines become escaped spaces (a space is special
-/// wherever this is used).
+/// wherever this is used). A backslash that would escape what follows it (a special
+/// character, or the delimiter after the token's end: `host=edge\` would swallow the comma or
+/// space after it and break the whole line) cannot be written at all: InfluxDB 1.x refuses an
+/// escaped backslash there ("invalid tag format", tried on 1.6.7), so it becomes
+/// [`BACKSLASH_STANDIN`].
+pub const BACKSLASH_STANDIN: char = '\u{29f5}';
+
 fn escape(out: &mut String, s: &str, special: &[char]) {
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '\n' | '\r' => out.push_str("\\ "),
+            '\\' => {
+                let next = chars.peek().copied();
+                if next.is_none_or(|n| special.contains(&n) || n == '\n' || n == '\r') {
+                    out.push(BACKSLASH_STANDIN);
+                } else {
+                    out.push('\\');
+                }
+            }
             c if special.contains(&c) => {
                 out.push('\\');
                 out.push(c);
@@ -152,6 +167,24 @@ fn escape(out: &mut String, s: &str, special: &[char]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trailing_backslash_does_not_swallow_the_delimiter() {
+        let p = Point::new("docker_container_mem", 5)
+            .tag("container_name", "c\\")
+            .tag("host", "h")
+            .int("usage", 1);
+        // escaped backslash, then the comma still separates the tags
+        assert_eq!(
+            p.to_line(),
+            "docker_container_mem,container_name=c\u{29f5},host=h usage=1i 5\n"
+        );
+        let p = Point::new("m", 5)
+            .tag("t", "a\\,b")
+            .tag("u", "x\\y")
+            .int("f", 1);
+        assert_eq!(p.to_line(), "m,t=a\u{29f5}\\,b,u=x\\y f=1i 5\n");
+    }
 
     #[test]
     fn basic_point_with_sorted_tags() {
