@@ -24,6 +24,17 @@ use crate::nodes::Nodes;
 use crate::schema::{self, Point};
 use decode::{decode_message, Incoming};
 
+/// The time a status point is written at. A Will carries the time its connection was opened
+/// (it is fixed at CONNECT), earlier than the birth it follows: written at that time, a
+/// dead node's last state would read `online`. A Will is written when it arrives.
+fn status_time(s: &leakmon_protocol::Status, received_ms: i64) -> i64 {
+    if s.reason == Some(leakmon_protocol::OfflineReason::Lost) {
+        received_ms.max(s.ts)
+    } else {
+        s.ts
+    }
+}
+
 /// What ingest needs.
 pub struct Ingest {
     pub bus: Bus,
@@ -195,7 +206,12 @@ impl Ingest {
                 let tags = nodes.tags(&node);
                 t.map(|t| {
                     tracing::info!(node = %node, seq = s.seq, to = t.to.as_str(), "node status");
-                    vec![schema::node_point(&tags, s.ts, t.to.as_str(), Some(&s))]
+                    vec![schema::node_point(
+                        &tags,
+                        status_time(&s, ms),
+                        t.to.as_str(),
+                        Some(&s),
+                    )]
                 })
                 .unwrap_or_default()
             }
@@ -281,5 +297,33 @@ impl Handler for Ingest {
             Err(_) => Vec::new(),
         };
         self.emit(pts, active).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_time;
+    use leakmon_protocol::{NodeState, OfflineReason, Status};
+
+    fn status(state: NodeState, reason: Option<OfflineReason>, ts: i64) -> Status {
+        Status {
+            v: 1,
+            node: "n".into(),
+            state,
+            seq: 1,
+            reason,
+            ts,
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn a_will_is_written_when_it_arrives_not_when_its_connection_opened() {
+        let will = status(NodeState::Offline, Some(OfflineReason::Lost), 1_000);
+        assert_eq!(status_time(&will, 9_000), 9_000);
+        let bye = status(NodeState::Offline, Some(OfflineReason::Shutdown), 8_000);
+        assert_eq!(status_time(&bye, 9_000), 8_000);
+        let birth = status(NodeState::Online, None, 5_000);
+        assert_eq!(status_time(&birth, 9_000), 5_000);
     }
 }
