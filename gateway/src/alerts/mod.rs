@@ -51,7 +51,7 @@ impl Alerts {
                         Input::Host(node, r) => self.engine.on_host(&node, &r, now),
                         Input::Containers(node, r) => self.engine.on_containers(&node, &r, now),
                         Input::Agent(node, online, why) => {
-                            self.engine.on_agent(&node, online, why, now).into_iter().collect()
+                            self.engine.on_agent(&node, online, why, now)
                         }
                         Input::Event(e) => self.engine.on_event(&e, now),
                     }

@@ -410,15 +410,22 @@ impl Engine {
         })
     }
 
-    /// An agent went offline (its Will, or silence) or came back.
-    pub fn on_agent(&mut self, node: &str, online: bool, why: &str, now: i64) -> Option<Note> {
+    /// An agent went offline (its Will, or silence) or came back. Coming back resolves
+    /// `agent_offline` and the control loop's `agent_lost` (no `node_up` follows an
+    /// `agent_lost`: the node never went down), so a later loss fires again.
+    pub fn on_agent(&mut self, node: &str, online: bool, why: &str, now: i64) -> Vec<Note> {
         if online {
-            self.close_alert(
-                "agent_offline",
-                node,
-                format!("agent_offline resolved: the agent on {node} is back"),
-                "liveness",
-            )
+            ["agent_offline", "agent_lost"]
+                .iter()
+                .filter_map(|a| {
+                    self.close_alert(
+                        a,
+                        node,
+                        format!("{a} resolved: the agent on {node} is back"),
+                        "liveness",
+                    )
+                })
+                .collect()
         } else {
             self.open_alert(
                 "agent_offline",
@@ -428,6 +435,8 @@ impl Engine {
                 "liveness",
                 now,
             )
+            .into_iter()
+            .collect()
         }
     }
 
@@ -722,19 +731,40 @@ mod tests {
     #[test]
     fn agent_offline_fires_and_resolves_once() {
         let mut e = Engine::new(vec![], Some(Duration::from_secs(60)), &[]);
-        let f = e.on_agent("n", false, "its Will", 0).expect("fires");
+        let f = e.on_agent("n", false, "its Will", 0);
+        assert_eq!(f.len(), 1, "fires");
         assert_eq!(
-            (f.alert.as_str(), f.state),
+            (f[0].alert.as_str(), f[0].state),
             ("agent_offline", AlertState::Firing)
         );
-        assert!(e.on_agent("n", false, "silent", S).is_none(), "once");
+        assert!(e.on_agent("n", false, "silent", S).is_empty(), "once");
         assert!(e.tick(30 * S).is_empty());
         let r = e.tick(60 * S);
         assert_eq!(r.len(), 1);
         assert!(r[0].repeat);
-        let r = e.on_agent("n", true, "", 70 * S).expect("resolves");
-        assert_eq!((r.state, r.started), (AlertState::Resolved, 0));
-        assert!(e.on_agent("n", true, "", 71 * S).is_none());
+        let r = e.on_agent("n", true, "", 70 * S);
+        assert_eq!(r.len(), 1, "resolves");
+        assert_eq!((r[0].state, r[0].started), (AlertState::Resolved, 0));
+        assert!(e.on_agent("n", true, "", 71 * S).is_empty());
+    }
+
+    #[test]
+    fn agent_lost_resolves_when_the_agent_is_back_and_fires_again_later() {
+        let mut e = Engine::new(vec![], None, &[EventKind::AgentLost]);
+        assert_eq!(
+            e.on_event(&gw_event(EventKind::AgentLost, "w4"), 0).len(),
+            1
+        );
+        let back = e.on_agent("w4", true, "", 10 * S);
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            (back[0].alert.as_str(), back[0].state),
+            ("agent_lost", AlertState::Resolved)
+        );
+        // the next loss is a new alert, not deduplicated away
+        let again = e.on_event(&gw_event(EventKind::AgentLost, "w4"), 20 * S);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].state, AlertState::Firing);
     }
 
     fn gw_event(kind: EventKind, node: &str) -> GatewayEvent {
