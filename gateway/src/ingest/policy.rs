@@ -3,12 +3,15 @@
 //! - 2xx: written.
 //! - no answer (connection refused, timeout), 429, 5xx: retry the same batch after a backoff
 //!   that doubles per attempt up to `max_delay`, or after `Retry-After` if the server says more.
-//! - 413 (too large), 400 (bad line): split the batch in halves and write each. Rewriting lines
-//!   the database already took is harmless (same series, same timestamp: the same point), so
-//!   bisecting keeps every good line of a batch; a single line answered 400 is rejected:
-//!   counted and logged, never retried.
+//! - 413 (too large), 400 (bad line), 422 (InfluxDB 2: a point outside the retention period, a
+//!   field type conflict) and every other 4xx but those below: the batch can never be written
+//!   as it is. Split it in halves and write each. Rewriting lines the database already took is
+//!   harmless (same series, same timestamp: the same point), so bisecting keeps every good
+//!   line of a batch; a single line so answered is rejected: counted and logged, never
+//!   retried, and nothing waits behind it.
 //! - 401, 403, 404 (bad token, missing database): retried with backoff, never dropped; the
-//!   operator has to fix the configuration, and the data waits.
+//!   operator has to fix the configuration, and the data waits. 408 and 429 (the server is
+//!   busy): retried too.
 
 use std::time::Duration;
 
@@ -54,10 +57,11 @@ pub fn classify(
     match status {
         None => wait(),
         Some(s) if (200..300).contains(&s) => Outcome::Written,
-        Some(413 | 400) if lines > 1 => Outcome::Split,
-        Some(400) => Outcome::Rejected,
-        // A single line too large for the server can never be written.
-        Some(413) => Outcome::Rejected,
+        Some(401 | 403 | 404 | 408 | 429) => wait(),
+        // The request itself is wrong for this server: bisect to the lines it refuses; a
+        // single line so answered (too large, bad, outside retention) can never be written.
+        Some(s) if (400..500).contains(&s) && lines > 1 => Outcome::Split,
+        Some(s) if (400..500).contains(&s) => Outcome::Rejected,
         Some(_) => wait(),
     }
 }
@@ -131,6 +135,28 @@ mod tests {
         assert_eq!(classify(Some(400), None, 2, 1, MAX), Outcome::Split);
         assert_eq!(classify(Some(400), None, 1, 1, MAX), Outcome::Rejected);
         assert_eq!(classify(Some(413), None, 1, 1, MAX), Outcome::Rejected);
+    }
+
+    #[test]
+    fn every_answer_has_an_end_422_and_other_client_errors_bisect_to_a_drop() {
+        // InfluxDB 2's 422 (outside retention, type conflict) was retried forever, holding
+        // every later write behind it
+        assert_eq!(classify(Some(422), None, 8, 1, MAX), Outcome::Split);
+        assert_eq!(classify(Some(422), None, 1, 1, MAX), Outcome::Rejected);
+        for s in [405, 409, 411, 414, 415, 418] {
+            assert_eq!(classify(Some(s), None, 1, 1, MAX), Outcome::Rejected, "{s}");
+        }
+        // the operator's to fix, or the server busy: the data waits
+        for s in [401, 403, 404, 408, 429] {
+            assert!(
+                matches!(classify(Some(s), None, 1, 1, MAX), Outcome::Retry(_)),
+                "{s}"
+            );
+        }
+        // every status classifies without a panic
+        for s in 0..1000u16 {
+            let _ = classify(Some(s), Some("x"), 2, u32::MAX, MAX);
+        }
     }
 
     #[test]
