@@ -412,13 +412,20 @@ impl Decide {
     /// More than half the agents silent or gone at once: most likely this gateway is the one
     /// cut off (its broker connection not yet known dead, its engine still believing it
     /// leads). Nothing is announced or done until it hears the fleet again.
+    /// Only the agents of the Swarm's own nodes count: Swarm's node list is the fleet, and
+    /// the retained `offline` statuses decommissioned hosts leave behind (ghosts) must not
+    /// make a healthy gateway think itself cut off.
     fn isolated(&self, now: Instant) -> bool {
-        let silent = self
-            .agents
+        let fleet: Vec<&AgentFact> = self
+            .nodes
+            .values()
+            .filter_map(|t| self.agent(&t.node))
+            .collect();
+        let silent = fleet
             .iter()
             .filter(|a| matches!(a.state, AgentState::Lost | AgentState::Stale) || a.suspect(now))
             .count();
-        self.agents.len() >= 3 && silent * 2 > self.agents.len()
+        fleet.len() >= 3 && silent * 2 > fleet.len()
     }
 
     /// Advances the machine; returns what to do now.
@@ -1354,6 +1361,21 @@ mod tests {
             1,
             "asked once more, once"
         );
+    }
+
+    #[test]
+    fn ghosts_of_decommissioned_nodes_do_not_switch_failover_off() {
+        // Four retained `offline` statuses of hosts no Swarm node is: shown, never counted.
+        let mut f = Fleet::new();
+        for g in 0..4 {
+            let mut ghost = agent(10 + g, AgentState::Lost, f.t0);
+            ghost.swarm_node_id = Some(format!("gone{g}"));
+            f.agents.push(ghost);
+        }
+        f.run_to(10.0);
+        let a = kill_node5(&mut f);
+        assert!(!kinds(&a).contains(&EventKind::MassFailure), "{a:?}");
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "{a:?}");
     }
 
     #[test]
