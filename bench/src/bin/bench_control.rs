@@ -7,8 +7,9 @@
 //! run. Prints a Markdown table. Run as root by scripts/bench-control.
 //!
 //!   bench_control [TRIALS] [SWARM_HEARTBEAT]
-//!   bench_control election TICKS [TRIALS]   Swarm alone: set the Raft election tick through
-//!                                          the API (`Spec.Raft.ElectionTick`), then time the
+//!   bench_control election TICKS [TRIALS] [restart]   Swarm alone: set the Raft election
+//!                                          tick through the API (`Spec.Raft.ElectionTick`),
+//!                                          (restart every manager's engine), then time the
 //!                                          election after the leader's cable is pulled
 
 use std::time::{Duration, Instant};
@@ -165,7 +166,7 @@ fn cell(ts: &[Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
 
 /// Does the engine take `Spec.Raft.ElectionTick` through `/swarm/update`, and does it shorten
 /// the election after the leader's link dies? Swarm alone, no gateway.
-fn election(ticks: u64, trials: usize) {
+fn election(ticks: u64, trials: usize, restart: bool) {
     let _rig = Rig;
     rig(&["up", "3", "2"]);
     let version = api(1, "/version").unwrap_or_default();
@@ -190,6 +191,21 @@ fn election(ticks: u64, trials: usize) {
         "Raft after: {}",
         api(1, "/swarm").unwrap_or_default()["Spec"]["Raft"]
     );
+    if restart {
+        // Does a manager read the tick when it starts? Restart every manager's engine, one
+        // at a time (the quorum holds), each back and ready before the next.
+        for m in 1..=MANAGERS {
+            rig(&["engine-kill", &m.to_string()]);
+            rig(&["engine-start", &m.to_string()]);
+            let via = if m == 1 { 2 } else { 1 };
+            wait_for(Duration::from_secs(120), || {
+                node_line(via, m).starts_with("active ready").then_some(())
+            })
+            .expect("the manager back after its engine restarted");
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        println!("every manager's engine restarted after the update");
+    }
     let mut times = Vec::new();
     for _ in 0..trials {
         let old = leader_of(None).expect("a leader");
@@ -219,7 +235,8 @@ fn election(ticks: u64, trials: usize) {
         std::thread::sleep(Duration::from_secs(5));
     }
     println!(
-        "\n| ElectionTick {ticks} (set through the API) | new leader after the leader's cable is pulled |\n|---|---|\n| {trials} trials | {} |",
+        "\n| ElectionTick {ticks} (set through the API{}) | new leader after the leader's cable is pulled |\n|---|---|\n| {trials} trials | {} |",
+        if restart { ", managers restarted" } else { "" },
         cell(&times, |t| t.down)
     );
 }
@@ -234,7 +251,8 @@ fn main() {
             .nth(3)
             .and_then(|a| a.parse().ok())
             .unwrap_or(3);
-        return election(ticks, trials);
+        let restart = std::env::args().nth(4).as_deref() == Some("restart");
+        return election(ticks, trials, restart);
     }
     let mut args = std::env::args().skip(1);
     let trials: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
