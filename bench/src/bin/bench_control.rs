@@ -104,6 +104,18 @@ fn trial(events: Option<&Subscriber>) -> Trial {
     t
 }
 
+/// Plugs manager `old`'s cable back and waits until another manager sees it active and ready.
+fn restore_manager(old: u32) {
+    rig(&["restore", &old.to_string()]);
+    let via = (1..=MANAGERS).find(|n| *n != old).unwrap_or(1);
+    wait_for(Duration::from_secs(120), || {
+        node_line(via, old)
+            .starts_with("active ready")
+            .then_some(())
+    })
+    .expect("the old leader back and active");
+}
+
 /// Cuts the leader's link: when does Swarm have another leader (`down`), and the gateway
 /// beside it take over (`web`)?
 fn handover(events: &Subscriber) -> Trial {
@@ -126,14 +138,7 @@ fn handover(events: &Subscriber) -> Trial {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    rig(&["restore", &old.to_string()]);
-    let via = (1..=MANAGERS).find(|n| *n != old).unwrap_or(1);
-    wait_for(Duration::from_secs(120), || {
-        node_line(via, old)
-            .starts_with("active ready")
-            .then_some(())
-    })
-    .expect("the old leader back and active");
+    restore_manager(old);
     eprintln!("  hand-over: swarm {swarm:?}, gateway {gw:?}");
     Trial {
         down: swarm,
@@ -219,19 +224,12 @@ fn election(ticks: u64, trials: usize, restart: bool) {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        rig(&["restore", &old.to_string()]);
+        restore_manager(old);
         println!("leader node{old} cut: a new leader after {took:?} s");
         times.push(Trial {
             down: took,
             ..Trial::default()
         });
-        let via = (1..=MANAGERS).find(|n| *n != old).unwrap_or(1);
-        wait_for(Duration::from_secs(120), || {
-            node_line(via, old)
-                .starts_with("active ready")
-                .then_some(())
-        })
-        .expect("the old leader back");
         std::thread::sleep(Duration::from_secs(5));
     }
     println!(
