@@ -86,13 +86,14 @@ engine_kill() {
 # engine itself may still be starting (`wait_engine` waits for that).
 wait_pid() {
     local n=$1 old=$2
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 600); do
         local pid
         pid=$(cat "$RUN/n$n/docker.pid" 2>/dev/null || true)
         if [ -n "$pid" ] && [ "$pid" != "$old" ] && kill -0 "$pid" 2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    echo "node$n's dockerd wrote no pid file" >&2
+    echo "node$n's dockerd wrote no pid file within 60 s" >&2
+    tail -20 "$RUN/n$n/dockerd.log" >&2
     return 1
 }
 
