@@ -63,7 +63,10 @@ node_up() {
 
 # The node's dockerd (it starts its own containerd under its exec root).
 engine_start() {
-    local n=$1
+    local n=$1 old
+    # dockerd refuses to start over a pid file whose process it thinks runs
+    old=$(cat "$RUN/n$n/docker.pid" 2>/dev/null || true)
+    if [ -n "$old" ] && ! alive "$old"; then rm -f "$RUN/n$n/docker.pid"; fi
     # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts dockerd needs).
     # / shared inside the node (as on a systemd host), so containers may bind it with rslave.
     setsid nsenter --net="/var/run/netns/$(ns "$n")" unshare --uts --mount sh -c "
@@ -79,7 +82,19 @@ engine_start() {
 # A crash of node n's engine: SIGKILL to dockerd alone (containerd and the containers live on,
 # as with docker.service's KillMode=process); `engine-start` brings it back.
 engine_kill() {
-    kill -9 "$(cat "$RUN/n$1/docker.pid")"
+    local pid
+    pid=$(cat "$RUN/n$1/docker.pid")
+    kill -9 "$pid"
+    # gone (or a zombie) before we return, so a restart does not find it "running"
+    for _ in $(seq 1 100); do
+        alive "$pid" || return 0
+        sleep 0.1
+    done
+}
+
+# Whether a process runs (a zombie does not count).
+alive() {
+    [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"
 }
 
 # Until node n's dockerd (just started) has written its pid file: its namespaces exist, the
