@@ -311,6 +311,10 @@ pub struct Bounds {
     pub cooldown: i64,
 }
 
+/// How long an agent needs after it starts (or after its broker is back) before its beats can
+/// be missed: connect, birth, beats.
+pub const AGENT_SETTLE: i64 = 5_000;
+
 pub const SHIPPED: Bounds = Bounds {
     down: 6_000,
     whole: 9_000,
@@ -563,11 +567,20 @@ impl History {
             if drained_others + cut_others >= b.max_drained {
                 continue; // beyond max_drained: a mass_failure, by design
             }
-            let down_bound = if self.agent_down_at(n, c) || self.engine_dead_at(n, c) {
-                b.agentless
-            } else {
-                b.down
-            };
+            // No beating agent when it died: its agent killed, stopped or its engine dead then,
+            // or only just back (restarted, or the broker only just back: an agent needs a
+            // few seconds to reconnect and beat). Then the detector has no beats to miss and
+            // finds the death by rechecking a quiet host: the agentless bound.
+            let fresh = c - AGENT_SETTLE..=c;
+            let beating = !fresh.clone().step_by(250).any(|t| {
+                self.agent_down_at(n, t)
+                    || self.engine_dead_at(n, t)
+                    || self
+                        .spans
+                        .iter()
+                        .any(|o| o.fault == Fault::BrokerRestart && o.start <= t && t <= o.end)
+            });
+            let down_bound = if beating { b.down } else { b.agentless };
             let mut d = Death {
                 node: n,
                 cut: c,
@@ -1071,6 +1084,25 @@ mod tests {
         let mut h = good();
         h.spans.push(span(Fault::AgentStop(2), 9_000, 20_000));
         assert_eq!(h.clock_start(10_000), 10_000);
+    }
+
+    #[test]
+    fn a_node_whose_agent_is_only_just_back_is_judged_without_beats() {
+        // its agent restarted 1 s before the cable was pulled: no beats yet to miss
+        let mut h = good();
+        h.spans.push(span(Fault::AgentKill(4), 2_000, 9_000));
+        h.events[1].t = 17_000;
+        assert!(h.deaths_handled(&SHIPPED).1.is_empty());
+        // the broker back 1 s before: the same
+        let mut h = good();
+        h.spans.push(span(Fault::BrokerRestart, 2_000, 9_000));
+        h.events[1].t = 30_000;
+        assert!(h.deaths_handled(&SHIPPED).1.is_empty());
+        // an agent restarted long before counts as beating: 7 s is late
+        let mut h = good();
+        h.spans.push(span(Fault::AgentKill(4), 1_000, 3_000));
+        h.events[1].t = 17_000;
+        assert!(!h.deaths_handled(&SHIPPED).1.is_empty());
     }
 
     #[test]
