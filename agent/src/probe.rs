@@ -12,11 +12,10 @@
 //! once nothing more can come (every round started and finished, or the window is over).
 //!
 //! Pure: [`admit`] (a payload decoded, checked, clamped to [`Limits`], counted against
-//! [`MAX_RUNNING`]), [`Probe`] (the schedule and the count; time passed in) and [`outcome`]
-//! (what a finished connect says). Shell: [`Prober`] (the running probes as tokio tasks and
+//! [`MAX_RUNNING`]) and [`Probe`] (the schedule and the count; time passed in); what a
+//! finished connect says is `leakmon_common::tcp`'s rule, shared with the gateway's own probe. Shell: [`Prober`] (the running probes as tokio tasks and
 //! their reports) and [`run`] (one probe's sockets and timers).
 
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -125,7 +124,7 @@ pub fn admit(payload: &[u8], running: usize) -> Result<Plan, Refused> {
     Ok(Plan::new(r))
 }
 
-pub use leakmon_common::tcp::{outcome, Outcome};
+use leakmon_common::tcp::Outcome;
 
 /// The count a report carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -412,16 +411,12 @@ pub async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// One TCP connect with a time limit; the connection, if made, is closed at once.
+/// One TCP connect with a time limit ([`leakmon_common::tcp::attempt`]).
 async fn attempt(mut to: SocketAddr, port: u16, timeout: Duration) -> Outcome {
     to.set_port(port);
-    let r = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(to)).await {
-        Ok(Ok(_stream)) => Ok(()),
-        Ok(Err(e)) => Err(e.kind()),
-        Err(_) => Err(ErrorKind::TimedOut),
-    };
-    tracing::trace!(%to, result = ?r, "probe attempt");
-    outcome(r)
+    let o = leakmon_common::tcp::attempt(to, timeout).await;
+    tracing::trace!(%to, outcome = ?o, "probe attempt");
+    o
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! and the gateway's own probe share.
 
 use std::io::ErrorKind;
+use std::time::Duration;
 
 /// What a finished connect says about the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,17 @@ pub fn outcome(result: Result<(), ErrorKind>) -> Outcome {
         }
         Err(_) => Outcome::Silent,
     }
+}
+
+/// One TCP connect to `to` within `timeout`, judged by [`outcome`]; the connection, if made,
+/// is closed at once.
+pub async fn attempt(to: impl tokio::net::ToSocketAddrs, timeout: Duration) -> Outcome {
+    let r = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(to)).await {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(e)) => Err(e.kind()),
+        Err(_) => Err(ErrorKind::TimedOut),
+    };
+    outcome(r)
 }
 
 #[cfg(test)]

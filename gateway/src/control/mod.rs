@@ -547,20 +547,10 @@ impl Loop {
 /// A node answers when any port connects, refuses or resets the connection within `timeout`
 /// (the same rule as the agents' prober: `leakmon_common::tcp::outcome`).
 pub async fn probe(addr: &str, ports: &[u16], timeout: Duration) -> bool {
-    use leakmon_common::tcp::{outcome, Outcome};
+    use leakmon_common::tcp::{attempt, Outcome};
     let tries = ports.iter().map(|&p| {
         let addr = addr.to_owned();
-        async move {
-            let result =
-                tokio::time::timeout(timeout, tokio::net::TcpStream::connect((addr.as_str(), p)))
-                    .await;
-            let result = match result {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.kind()),
-                Err(_) => Err(std::io::ErrorKind::TimedOut),
-            };
-            outcome(result) == Outcome::Answered
-        }
+        async move { attempt((addr.as_str(), p), timeout).await == Outcome::Answered }
     });
     futures_util::future::join_all(tries)
         .await
