@@ -63,10 +63,7 @@ fn poll(t: i64, out: &BTreeSet<u32>) -> Option<Poll> {
             ..Poll::default()
         };
         for n in nodes.as_array()? {
-            let Some(k) = n["Description"]["Hostname"]
-                .as_str()
-                .and_then(|h| h.trim_start_matches("node").parse::<u32>().ok())
-            else {
+            let Some(k) = api_node_number(n) else {
                 continue;
             };
             if n["ManagerStatus"]["Leader"] == true {
@@ -84,14 +81,13 @@ fn poll(t: i64, out: &BTreeSet<u32>) -> Option<Poll> {
                 },
             );
         }
-        let number = |h: &String| h.trim_start_matches("node").parse::<u32>().ok();
         p.web = running_tasks(via, "web")?
             .iter()
-            .filter_map(number)
+            .filter_map(|h| node_number(h))
             .collect();
         p.db = running_tasks(via, "db")?
             .iter()
-            .filter_map(number)
+            .filter_map(|h| node_number(h))
             .collect();
         return Some(p);
     }
@@ -212,10 +208,7 @@ impl Run {
                         .map(|ts| ts - self.wall0)
                         .unwrap_or(received),
                     kind: s(&j["kind"]),
-                    node: s(&j["node"])
-                        .trim_start_matches("node")
-                        .parse()
-                        .unwrap_or(0),
+                    node: node_number(&s(&j["node"])).unwrap_or(0),
                     service: s(&j["details"]["service"]),
                     to: s(&j["details"]["to"]),
                 }
@@ -273,9 +266,7 @@ fn chaos_on_a_real_five_node_swarm() {
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", true);
     let agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
     let gateways = start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, ""));
-    let leader_n: u32 = leader(1)
-        .and_then(|l| l.trim_start_matches("node").parse().ok())
-        .expect("a leader");
+    let leader_n = leader_of(None).expect("a leader");
     wait_for(Duration::from_secs(60), || {
         let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(leader_n))).ok()?;
         (body.matches("\"state\":\"online\"").count() == NODES as usize).then_some(())

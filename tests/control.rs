@@ -164,7 +164,7 @@ fn control_loop_on_a_real_five_node_swarm() {
     assert_eq!(status["role"], "active");
     assert!(status["since"].as_i64().unwrap_or(0) > 0);
     assert!(f.status.all().last().map(|m| m.retain).unwrap_or(false) || f.status.all().len() == 1);
-    let leader_n: u32 = leader.trim_start_matches("node").parse().expect("nodeN");
+    let leader_n = node_number(&leader).expect("nodeN");
     // every agent is seen (birth through the gateways)
     wait_for(Duration::from_secs(30), || {
         let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(leader_n))).ok()?;

@@ -106,22 +106,26 @@ pub fn node_line(via: u32, n: u32) -> String {
     )
 }
 
+/// The rig's number of a node named `nodeN` (a hostname, an event's `node`).
+pub fn node_number(name: &str) -> Option<u32> {
+    name.strip_prefix("node")?.parse().ok()
+}
+
+/// The rig's number of a node object of the Docker API (`/nodes`), by its hostname.
+pub fn api_node_number(n: &serde_json::Value) -> Option<u32> {
+    node_number(n["Description"]["Hostname"].as_str()?)
+}
+
 /// The number of the manager whose engine is the Swarm leader, through the API of the first
 /// manager but `not` that answers.
 pub fn leader_of(not: Option<u32>) -> Option<u32> {
     (1..=MANAGERS).filter(|n| Some(*n) != not).find_map(|via| {
         let nodes = api(via, "/nodes")?;
-        nodes.as_array()?.iter().find_map(|n| {
-            (n["ManagerStatus"]["Leader"] == true)
-                .then(|| {
-                    n["Description"]["Hostname"]
-                        .as_str()?
-                        .trim_start_matches("node")
-                        .parse()
-                        .ok()
-                })
-                .flatten()
-        })
+        nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["ManagerStatus"]["Leader"] == true)
+            .and_then(api_node_number)
     })
 }
 

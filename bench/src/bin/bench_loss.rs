@@ -93,9 +93,10 @@ fn swarm_states() -> Vec<(u32, String)> {
             v.as_array().map(|a| {
                 a.iter()
                     .filter_map(|n| {
-                        let host = n["Description"]["Hostname"].as_str()?;
-                        let k = host.trim_start_matches("node").parse().ok()?;
-                        Some((k, n["Status"]["State"].as_str()?.to_owned()))
+                        Some((
+                            api_node_number(n)?,
+                            n["Status"]["State"].as_str()?.to_owned(),
+                        ))
                     })
                     .collect()
             })
