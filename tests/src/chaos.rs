@@ -346,24 +346,26 @@ pub struct Death {
 }
 
 impl History {
-    fn cut_at(&self, n: u32, t: i64) -> bool {
+    /// Whether a fault that `is` picks was on at `t`.
+    fn during(&self, t: i64, is: impl Fn(Fault) -> bool) -> bool {
         self.spans
             .iter()
-            .any(|s| s.fault == Fault::Cut(n) && s.start <= t && t <= s.end)
+            .any(|s| is(s.fault) && s.start <= t && t <= s.end)
+    }
+
+    fn cut_at(&self, n: u32, t: i64) -> bool {
+        self.during(t, |f| f == Fault::Cut(n))
     }
 
     fn engine_dead_at(&self, n: u32, t: i64) -> bool {
-        self.spans
-            .iter()
-            .any(|s| s.fault == Fault::EngineKill(n) && s.start <= t && t <= s.end)
+        self.during(t, |f| f == Fault::EngineKill(n))
     }
 
     fn agent_down_at(&self, n: u32, t: i64) -> bool {
-        self.spans.iter().any(|s| {
-            matches!(s.fault, Fault::AgentKill(m) | Fault::AgentStop(m) if m == n)
-                && s.start <= t
-                && t <= s.end
-        })
+        self.during(
+            t,
+            |f| matches!(f, Fault::AgentKill(m) | Fault::AgentStop(m) if m == n),
+        )
     }
 
     fn poll_before(&self, t: i64) -> Option<&Poll> {
@@ -575,10 +577,7 @@ impl History {
             let beating = !fresh.clone().step_by(250).any(|t| {
                 self.agent_down_at(n, t)
                     || self.engine_dead_at(n, t)
-                    || self
-                        .spans
-                        .iter()
-                        .any(|o| o.fault == Fault::BrokerRestart && o.start <= t && t <= o.end)
+                    || self.during(t, |f| f == Fault::BrokerRestart)
             });
             let down_bound = if beating { b.down } else { b.agentless };
             let mut d = Death {
