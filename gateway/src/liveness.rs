@@ -219,22 +219,32 @@ impl From<State> for AgentState {
     }
 }
 
-/// A Swarm node's agent: by the Swarm node id it reported, else (an agent that reported none)
-/// by hostname; among several (an agent renamed, a stale retained status), an online one, then
-/// the one heard from last. The one rule the control loop and the decisions share.
+/// A Swarm node's agent, the one rule the control loop and the decisions share.
+///
+/// An agent speaks only under its own name: the broker's ACL binds each node's credential to
+/// `leakmon/v1/nodes/<name>/`, so the name is the one fact about an agent the broker vouches
+/// for. A Swarm node's agent is therefore the agent named `agent_name` (the node's
+/// `leakmon.node` label, set by a Swarm manager, else the hostname Swarm lists). The Swarm node
+/// id an agent reports is only a claim: it is used to tell apart Swarm nodes of one name (a
+/// host that left and rejoined leaves its old entry behind), and an agent claiming another
+/// node's id is not that node's agent. It can never bind an agent to a node of another name.
+/// Among several (a stale retained status beside a live one), an online one, then the one
+/// heard from last.
 pub fn agent_for<'a>(
     agents: &'a [AgentFact],
     node_id: &str,
-    hostname: &str,
+    agent_name: &str,
 ) -> Option<&'a AgentFact> {
-    let best = |f: &dyn Fn(&AgentFact) -> bool| {
-        agents
-            .iter()
-            .filter(|a| f(a))
-            .max_by_key(|a| (a.state == AgentState::Online, a.last_seen))
-    };
-    best(&|a| a.swarm_node_id.as_deref() == Some(node_id))
-        .or_else(|| best(&|a| a.swarm_node_id.is_none() && a.name == hostname))
+    agents
+        .iter()
+        .filter(|a| speaks_for(&a.name, a.swarm_node_id.as_deref(), node_id, agent_name))
+        .max_by_key(|a| (a.state == AgentState::Online, a.last_seen))
+}
+
+/// Whether the agent named `name`, claiming Swarm node id `claim`, speaks for the Swarm node
+/// `node_id` whose agent is named `agent_name` ([`agent_for`]).
+pub fn speaks_for(name: &str, claim: Option<&str>, node_id: &str, agent_name: &str) -> bool {
+    name == agent_name && claim.is_none_or(|id| id == node_id)
 }
 
 impl AgentFact {
@@ -248,6 +258,56 @@ impl AgentFact {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fact(name: &str, claim: Option<&str>, state: AgentState, secs: u64) -> AgentFact {
+        AgentFact {
+            name: name.into(),
+            swarm_node_id: claim.map(Into::into),
+            state,
+            last_seen: Instant::now() + Duration::from_secs(secs),
+            interval: Duration::from_secs(1),
+            beat_interval: None,
+        }
+    }
+
+    #[test]
+    fn a_nodes_agent_is_named_by_swarm_and_an_id_claim_only_tells_same_names_apart() {
+        use AgentState::*;
+        let agents = [
+            fact("node5", Some("id5"), Lost, 0),
+            // node3's credential can only speak as node3; it claims node5's id
+            fact("node3", Some("id5"), Online, 9),
+            // a name no Swarm node has, claiming node5's id
+            fact("intruder", Some("id5"), Online, 9),
+        ];
+        let a = agent_for(&agents, "id5", "node5").map(|a| &a.name);
+        assert_eq!(
+            a.map(String::as_str),
+            Some("node5"),
+            "only node5 speaks for node5"
+        );
+        assert!(
+            agent_for(&agents, "id3", "node3").is_none(),
+            "an agent claiming another node's id is not its own node's agent either"
+        );
+        assert!(agent_for(&agents, "idX", "intruder").is_none());
+
+        // A host that left and rejoined: two Swarm nodes named edge1; the claim picks the new one.
+        let agents = [fact("edge1", Some("new"), Online, 0)];
+        assert!(agent_for(&agents, "new", "edge1").is_some());
+        assert!(agent_for(&agents, "old", "edge1").is_none());
+        // No claim (engine not in a Swarm yet): bound by name alone.
+        let agents = [fact("edge1", None, Online, 0)];
+        assert!(agent_for(&agents, "new", "edge1").is_some());
+        // Among several of one name: an online one, then the one heard from last.
+        let agents = [
+            fact("edge1", None, Online, 1),
+            fact("edge1", None, Lost, 5),
+            fact("edge1", None, Online, 3),
+        ];
+        let a = agent_for(&agents, "x", "edge1").map(|a| a.last_seen);
+        assert_eq!(a, Some(agents[2].last_seen));
+    }
 
     fn status(state: NodeState, seq: u64, reason: Option<OfflineReason>) -> Status {
         Status {

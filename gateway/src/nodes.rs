@@ -82,6 +82,10 @@ pub struct NodeView {
     /// engine when it is a manager.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swarm: Option<String>,
+    /// The agent name of the Swarm node whose id this agent claims, when that is not its own
+    /// name (it speaks for no Swarm node).
+    #[serde(skip)]
+    pub unbound_claim: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +120,7 @@ impl Nodes {
                 interval_ms: None,
                 beat_interval_ms: None,
                 swarm: None,
+                unbound_claim: None,
                 host: None,
                 containers: None,
             })
@@ -236,16 +241,36 @@ impl Nodes {
         }
     }
 
-    /// Swarm's view of the nodes: (swarm node id, hostname, "status/availability").
-    pub fn set_swarm(&mut self, nodes: &[(String, String, String)]) {
+    /// Swarm's view of the nodes: (swarm node id, its agent's name, "status/availability"),
+    /// bound to agents by [`crate::liveness::speaks_for`]. Returns the agents that claim the
+    /// id of a Swarm node of another name, with that node's agent name, newly so since the
+    /// last call (for the log: such an agent is shown, never counted).
+    pub fn set_swarm(&mut self, nodes: &[(String, String, String)]) -> Vec<(String, String)> {
+        let mut newly = Vec::new();
         for v in self.views.values_mut() {
             v.swarm = nodes
                 .iter()
-                .find(|(id, host, _)| {
-                    v.swarm_node_id.as_deref() == Some(id.as_str()) || host == &v.node
+                .find(|(id, agent, _)| {
+                    crate::liveness::speaks_for(&v.node, v.swarm_node_id.as_deref(), id, agent)
                 })
                 .map(|(_, _, s)| s.clone());
+            let claimed = nodes
+                .iter()
+                .find(|(id, agent, _)| {
+                    v.swarm.is_none()
+                        && v.swarm_node_id.as_deref() == Some(id.as_str())
+                        && agent != &v.node
+                })
+                .map(|(_, agent, _)| agent.clone());
+            if claimed.is_some() && v.unbound_claim != claimed {
+                newly.push((v.node.clone(), claimed.clone().unwrap_or_default()));
+            }
+            if let Some(c) = &claimed {
+                v.swarm = Some(format!("unbound: claims the id of {c}"));
+            }
+            v.unbound_claim = claimed;
         }
+        newly
     }
 
     /// Every agent's liveness, for the control loop.

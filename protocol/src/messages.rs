@@ -409,6 +409,9 @@ pub enum EventKind {
     ActionFailed,
     /// This gateway became the active one.
     GatewayActive,
+    /// A report asked for an action Swarm does not confirm (a container that is no Swarm
+    /// task, or not one on the reporting node): nothing was done.
+    Refused,
 }
 
 impl EventKind {
@@ -428,6 +431,7 @@ impl EventKind {
             EventKind::Flapping => "flapping",
             EventKind::ActionFailed => "action_failed",
             EventKind::GatewayActive => "gateway_active",
+            EventKind::Refused => "refused",
         }
     }
 }

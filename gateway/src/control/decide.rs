@@ -86,6 +86,9 @@ pub enum Availability {
 pub struct SwarmNode {
     pub id: String,
     pub hostname: String,
+    /// The name of its agent: its `leakmon.node` label, else its hostname
+    /// ([`crate::liveness::agent_for`]).
+    pub agent: String,
     /// The address Swarm knows it by (probed).
     pub addr: String,
     pub state: SwarmState,
@@ -150,10 +153,13 @@ pub enum Action {
     Reactivate { node_id: String, hostname: String },
     /// Force-update services whose replicas are unevenly spread.
     Rebalance,
-    /// Force-update a service (an unhealthy task).
+    /// Force-update a service (an unhealthy task), once Swarm confirms the container is a
+    /// task of that service on `node_id`, the Swarm node of `node`'s agent; answer a refusal
+    /// with [`Decide::on_refused`].
     ForceUpdate {
         service: String,
         node: String,
+        node_id: String,
         container_id: String,
     },
 }
@@ -195,6 +201,9 @@ pub struct Decide {
     mass_failure: bool,
     /// container id -> (task, first seen unhealthy)
     unhealthy: BTreeMap<String, (UnhealthyTask, Instant)>,
+    /// Containers Swarm did not confirm as the task they were reported to be: not asked
+    /// about again while they are reported.
+    refused: BTreeSet<String>,
     forced: BTreeMap<String, Instant>,
     started: Option<Instant>,
     isolation_told: bool,
@@ -225,6 +234,7 @@ impl Decide {
             agents: Vec::new(),
             mass_failure: false,
             unhealthy: BTreeMap::new(),
+            refused: BTreeSet::new(),
             forced: BTreeMap::new(),
             started: None,
             isolation_told: false,
@@ -299,11 +309,21 @@ impl Decide {
     pub fn on_unhealthy(&mut self, tasks: Vec<UnhealthyTask>, now: Instant) {
         let ids: BTreeSet<&str> = tasks.iter().map(|t| t.container_id.as_str()).collect();
         self.unhealthy.retain(|id, _| ids.contains(id.as_str()));
+        self.refused.retain(|id| ids.contains(id.as_str()));
         for t in tasks {
             self.unhealthy
                 .entry(t.container_id.clone())
                 .or_insert((t, now));
         }
+    }
+
+    /// Swarm did not confirm the container of an [`Action::ForceUpdate`]: nothing was done, so
+    /// the service's rate limit is not spent, and the container is not asked about again.
+    pub fn on_refused(&mut self, service: &str, container_id: &str, asked_at: Instant) {
+        if self.forced.get(service) == Some(&asked_at) {
+            self.forced.remove(service);
+        }
+        self.refused.insert(container_id.to_owned());
     }
 
     /// A reactivation could not be carried out (reported as `action_failed`): it is asked for
@@ -341,7 +361,7 @@ impl Decide {
 
     /// The node's agent ([`crate::liveness::agent_for`]).
     fn agent(&self, n: &SwarmNode) -> Option<&AgentFact> {
-        crate::liveness::agent_for(&self.agents, &n.id, &n.hostname)
+        crate::liveness::agent_for(&self.agents, &n.id, &n.agent)
     }
 
     fn verdict(&self, id: &str, now: Instant) -> Verdict {
@@ -667,11 +687,24 @@ impl Decide {
     fn unhealthy_rules(&mut self, now: Instant, out: &mut Vec<Action>) {
         let due: Vec<UnhealthyTask> = self
             .unhealthy
-            .values()
-            .filter(|(_, since)| now.saturating_duration_since(*since) >= self.s.unhealthy_after)
-            .map(|(t, _)| t.clone())
+            .iter()
+            .filter(|(id, (_, since))| {
+                now.saturating_duration_since(*since) >= self.s.unhealthy_after
+                    && !self.refused.contains(id.as_str())
+            })
+            .map(|(_, (t, _))| t.clone())
             .collect();
         for t in due {
+            // Only an agent Swarm's node list names speaks for a node ([`Self::agent`]);
+            // another's report is shown, never acted on.
+            let Some(node_id) = self
+                .nodes
+                .values()
+                .find(|n| self.agent(&n.node).is_some_and(|a| a.name == t.node))
+                .map(|n| n.node.id.clone())
+            else {
+                continue;
+            };
             let recent = self
                 .forced
                 .get(&t.service)
@@ -683,6 +716,7 @@ impl Decide {
             out.push(Action::ForceUpdate {
                 service: t.service,
                 node: t.node,
+                node_id,
                 container_id: t.container_id,
             });
         }
@@ -712,6 +746,7 @@ mod tests {
         SwarmNode {
             id: format!("id{i}"),
             hostname: format!("node{i}"),
+            agent: format!("node{i}"),
             addr: format!("10.0.0.{i}"),
             state: SwarmState::Ready,
             availability: Availability::Active,
@@ -736,6 +771,8 @@ mod tests {
         t0: Instant,
         swarm: Vec<SwarmNode>,
         agents: Vec<AgentFact>,
+        /// Agents (by index into `agents`) that no longer talk.
+        silent: BTreeSet<usize>,
     }
 
     impl Fleet {
@@ -749,6 +786,7 @@ mod tests {
                 t0,
                 swarm: (1..=5).map(node).collect(),
                 agents: (1..=5).map(|i| agent(i, AgentState::Online, t0)).collect(),
+                silent: BTreeSet::new(),
             };
             f.d.set_active(true, t0);
             f.feed(t0);
@@ -764,8 +802,8 @@ mod tests {
         /// Agents that are online keep talking until `secs`.
         fn run_to(&mut self, secs: f64) -> Vec<Action> {
             let now = self.at(secs);
-            for a in &mut self.agents {
-                if a.state == AgentState::Online && a.name != "silent" {
+            for (i, a) in self.agents.iter_mut().enumerate() {
+                if a.state == AgentState::Online && !self.silent.contains(&i) {
                     a.last_seen = now;
                 }
             }
@@ -781,9 +819,8 @@ mod tests {
         /// Node i's agent falls silent at `secs`.
         fn silence(&mut self, i: u32, secs: f64) {
             let at = self.at(secs);
-            let a = self.agent_mut(i);
-            a.name = "silent".into();
-            a.last_seen = at;
+            self.silent.insert((i - 1) as usize);
+            self.agent_mut(i).last_seen = at;
         }
     }
 
@@ -986,7 +1023,7 @@ mod tests {
         // back: new birth, answers
         let a5 = f.agent_mut(5);
         a5.state = AgentState::Online;
-        a5.name = "node5".into();
+        f.silent.remove(&4);
         let a = f.run_to(16.0);
         assert_eq!(kinds(&a), [EventKind::NodeUp]);
         assert!(has(&a, |x| matches!(x, Action::Settle { .. })));
@@ -1017,7 +1054,7 @@ mod tests {
         );
         let a5 = f.agent_mut(5);
         a5.state = AgentState::Online;
-        a5.name = "node5".into();
+        f.silent.remove(&4);
         assert_eq!(kinds(&f.run_to(19.0)), [EventKind::NodeUp]);
     }
 
@@ -1033,7 +1070,7 @@ mod tests {
         f.swarm_mut(5).state = SwarmState::Ready;
         let a5 = f.agent_mut(5);
         a5.state = AgentState::Online;
-        a5.name = "node5".into();
+        f.silent.remove(&4);
         assert_eq!(kinds(&f.run_to(30.0)), [EventKind::NodeUp]);
         // a short break at 50 restarts the clock
         f.swarm_mut(5).state = SwarmState::Other;
@@ -1266,7 +1303,7 @@ mod tests {
         // the agent is back before the probe result
         let a2 = f.agent_mut(2);
         a2.state = AgentState::Online;
-        a2.name = "node2".into();
+        f.silent.remove(&1);
         f.run_to(11.5);
         f.d.on_probe("id2", false, f.at(11.0));
         for s in 12..30 {
@@ -1303,14 +1340,31 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_claiming_another_nodes_id_cannot_keep_that_node_alive() {
+        // node3's credential sends beats and births claiming node5's Swarm id: node5 still dies
+        let mut f = Fleet::new();
+        f.agent_mut(3).swarm_node_id = Some("id5".into());
+        let a = kill_node5(&mut f);
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "{a:?}");
+    }
+
+    #[test]
+    fn a_node_labelled_with_its_agents_name_is_judged_by_that_agent() {
+        // node5's agent is configured as "edge-05": the operator labels the node leakmon.node
+        let mut f = Fleet::new();
+        f.agent_mut(5).name = "edge-05".into();
+        f.swarm_mut(5).agent = "edge-05".into();
+        let a = kill_node5(&mut f);
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "{a:?}");
+    }
+
+    #[test]
     fn agents_are_matched_by_hostname_without_a_swarm_id() {
         let mut f = Fleet::new();
         let a = f.agent_mut(5);
         a.swarm_node_id = None;
         f.silence(5, 10.0);
         f.agent_mut(5).state = AgentState::Lost;
-        // the silenced agent is renamed "silent" by the test, so it no longer matches: rename back
-        f.agent_mut(5).name = "node5".into();
         let a = f.run_to(11.0);
         assert_eq!(probes(&a), ["id5"]);
     }
@@ -1533,6 +1587,47 @@ mod tests {
         f.d.on_unhealthy(vec![], f.at(331.0));
         f.d.on_unhealthy(vec![t("c3")], f.at(340.0));
         assert!(quiet(&f.run_to(369.0)));
+    }
+
+    #[test]
+    fn only_a_swarm_nodes_agent_asks_and_a_refusal_spends_nothing() {
+        let mut f = Fleet::new();
+        let t = |c: &str, node: &str| UnhealthyTask {
+            container_id: c.into(),
+            service: "db".into(),
+            node: node.into(),
+        };
+        // a name no Swarm node has: shown, never acted on
+        f.d.on_unhealthy(vec![t("ghost", "intruder")], f.at(0.0));
+        assert!(quiet(&f.run_to(100.0)));
+        // node2's agent: asked about, with node2's Swarm id for the shell to check the task on
+        f.d.on_unhealthy(vec![t("ghost", "intruder"), t("c1", "node2")], f.at(100.0));
+        let a = f.run_to(130.0);
+        let asked: Vec<_> = a
+            .iter()
+            .filter_map(|x| match x {
+                Action::ForceUpdate {
+                    node_id,
+                    container_id,
+                    ..
+                } => Some((node_id.as_str(), container_id.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, [("id2", "c1")]);
+        // Swarm does not confirm c1: not asked again, and db's rate limit is not spent
+        f.d.on_refused("db", "c1", f.at(130.0));
+        assert!(quiet(&f.run_to(200.0)));
+        f.d.on_unhealthy(vec![t("c1", "node2"), t("c2", "node3")], f.at(200.0));
+        let a = f.run_to(230.0);
+        assert!(
+            has(
+                &a,
+                |x| matches!(x, Action::ForceUpdate { container_id, .. } if container_id == "c2")
+            ),
+            "{a:?}"
+        );
+        assert_eq!(a.len(), 1, "{a:?}");
     }
 
     #[test]

@@ -274,10 +274,18 @@ impl Loop {
             self.self_id = Some(self_id.clone());
             let swarm: Vec<(String, String, String)> = nodes
                 .iter()
-                .map(|n| (n.id.clone(), n.hostname.clone(), n.describe()))
+                .map(|n| (n.id.clone(), n.agent_name().to_owned(), n.describe()))
                 .collect();
-            if let Ok(mut v) = self.c.nodes.lock() {
-                v.set_swarm(&swarm);
+            let unbound = match self.c.nodes.lock() {
+                Ok(mut v) => v.set_swarm(&swarm),
+                Err(_) => Vec::new(),
+            };
+            for (agent, claimed) in unbound {
+                tracing::warn!(
+                    agent = %leakmon_common::cli::printable(&agent),
+                    claimed = %claimed,
+                    "this agent claims the Swarm node id of {claimed}, whose agent name is {claimed}: it speaks for no Swarm node; if it runs there, label the node: docker node update --label-add leakmon.node=<agent name> <node>"
+                );
             }
             self.set_members(nodes);
             if let Some(d) = &mut self.decide {
@@ -316,7 +324,7 @@ impl Loop {
         let members: Vec<Member> = nodes
             .iter()
             .filter_map(|n| {
-                let a = crate::liveness::agent_for(&agents, &n.id, &n.hostname)?;
+                let a = crate::liveness::agent_for(&agents, &n.id, n.agent_name())?;
                 Some(Member {
                     name: a.name.clone(),
                     addr: n.addr.clone(),
@@ -423,7 +431,7 @@ impl Loop {
         });
     }
 
-    async fn act(&mut self, a: Action) {
+    async fn act(&mut self, a: Action, now: Instant) {
         let Some(api) = self.api.clone() else { return };
         let now_ms = leakmon_common::now_ms();
         let evs = match a {
@@ -461,15 +469,18 @@ impl Loop {
             Action::ForceUpdate {
                 service,
                 node,
+                node_id,
                 container_id,
             } => {
-                let short = container_id.get(..12).unwrap_or(&container_id);
-                api.force_update(
-                    &service,
-                    &node,
-                    &format!("container {short} on {node} unhealthy"),
-                )
-                .await
+                let evs = api
+                    .force_update_task(&service, &node, &node_id, &container_id)
+                    .await;
+                if evs.iter().any(|e| e.kind == EventKind::Refused) {
+                    if let Some(d) = &mut self.decide {
+                        d.on_refused(&service, &container_id, now);
+                    }
+                }
+                evs
             }
         };
         for e in evs {
@@ -513,7 +524,7 @@ impl Loop {
         d.on_unhealthy(unhealthy, now);
         let actions = d.tick(now);
         for a in actions {
-            self.act(a).await;
+            self.act(a, now).await;
         }
     }
 

@@ -21,6 +21,9 @@ use super::decide::{Availability, SwarmNode, SwarmState};
 
 /// On a node: leakmon paused/drained it (value: when, ms since the epoch).
 pub const LABEL_DRAINED: &str = "leakmon.drained";
+/// On a node: the name of its agent, when it is not the node's hostname. Only a Swarm manager
+/// can set it, so it binds an agent's name to a Swarm node as firmly as the hostname does.
+pub const LABEL_AGENT: &str = "leakmon.node";
 /// On a node: it may take pinned services of a dead node.
 pub const LABEL_STANDBY: &str = "leakmon.standby";
 /// On a service: it may be re-pinned to a standby node when its node dies.
@@ -146,10 +149,21 @@ impl NodeFacts {
         format!("{state}/{avail}")
     }
 
+    /// The name of this node's agent ([`crate::liveness::agent_for`]): its `leakmon.node`
+    /// label, else its hostname.
+    pub fn agent_name(&self) -> &str {
+        self.labels
+            .get(LABEL_AGENT)
+            .map(String::as_str)
+            .filter(|l| !l.is_empty())
+            .unwrap_or(&self.hostname)
+    }
+
     pub fn to_decide(&self) -> SwarmNode {
         SwarmNode {
             id: self.id.clone(),
             hostname: self.hostname.clone(),
+            agent: self.agent_name().to_owned(),
             addr: self.addr.clone(),
             state: self.state,
             availability: self.availability,
@@ -695,6 +709,75 @@ pub fn force_update(service: &str, node: &str, why: &str, s: &Service) -> Option
         action: "force_update",
         adds_task_on: None,
     })
+}
+
+/// Why Swarm does not confirm an unhealthy container as the task an agent reported it to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// No task of the service that Swarm means to run is in that container: a plain
+    /// container wearing Swarm's labels, or a task already being replaced.
+    NoSuchTask,
+    /// The task runs on another node than the reporting agent's.
+    OtherNode(String),
+}
+
+impl Unconfirmed {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unconfirmed::NoSuchTask => "no_such_task",
+            Unconfirmed::OtherNode(_) => "other_node",
+        }
+    }
+}
+
+/// Whether Swarm confirms what an agent reported: a task of service `s` (among `tasks`, those
+/// Swarm means to run) runs in container `container_id`, on node `node_id` (the Swarm node of
+/// the reporting agent). Labels on a container prove nothing: anyone who can run a container
+/// can set them.
+pub fn confirm_task(
+    s: &Service,
+    tasks: &[Task],
+    container_id: &str,
+    node_id: &str,
+) -> Result<(), Unconfirmed> {
+    let task = tasks
+        .iter()
+        .filter(|t| t.service_id.is_some() && t.service_id == s.id)
+        .find(|t| {
+            t.status
+                .as_ref()
+                .and_then(|st| st.container_status.as_ref())
+                .and_then(|c| c.container_id.as_deref())
+                == Some(container_id)
+        })
+        .ok_or(Unconfirmed::NoSuchTask)?;
+    match task.node_id.as_deref() {
+        Some(n) if n == node_id => Ok(()),
+        other => Err(Unconfirmed::OtherNode(other.unwrap_or_default().to_owned())),
+    }
+}
+
+/// The event of a refused force-update: what was reported, and why Swarm does not confirm it.
+pub fn refused(service: &str, node: &str, container_id: &str, why: &Unconfirmed) -> Ev {
+    let short = container_id.get(..12).unwrap_or(container_id);
+    let message = match why {
+        Unconfirmed::NoSuchTask => format!(
+            "{node} reported container {short} of service {service} unhealthy, but Swarm runs no task of {service} in it: nothing done"
+        ),
+        Unconfirmed::OtherNode(n) => format!(
+            "{node} reported container {short} of service {service} unhealthy, but Swarm runs that task on node {n}: nothing done"
+        ),
+    };
+    ev(
+        EventKind::Refused,
+        node,
+        message,
+        vec![
+            ("service", service.into()),
+            ("container_id", container_id.into()),
+            ("reason", why.as_str().into()),
+        ],
+    )
 }
 
 /// Names of the replicated services without placement constraints whose tasks are unevenly
@@ -1271,6 +1354,50 @@ mod tests {
             (step.done.kind, step.action),
             (EventKind::Reactivate, "reactivate")
         );
+    }
+
+    #[test]
+    fn a_force_update_needs_swarm_to_confirm_the_task_and_its_node() {
+        use bollard::models::{ContainerStatus, TaskStatus};
+        let s = Service {
+            id: Some("svc-db".into()),
+            ..Default::default()
+        };
+        let task = |service: &str, node: &str, container: &str| Task {
+            service_id: Some(service.into()),
+            node_id: Some(node.into()),
+            status: Some(TaskStatus {
+                container_status: Some(ContainerStatus {
+                    container_id: Some(container.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let tasks = [
+            task("svc-db", "id1", "c-db"),
+            task("svc-web", "id3", "c-web"),
+        ];
+        assert_eq!(confirm_task(&s, &tasks, "c-db", "id1"), Ok(()));
+        // `docker run --label com.docker.swarm.service.name=db`: no task runs in it
+        assert_eq!(
+            confirm_task(&s, &tasks, "c-fake", "id3"),
+            Err(Unconfirmed::NoSuchTask)
+        );
+        // another service's task reported as db's
+        assert_eq!(
+            confirm_task(&s, &tasks, "c-web", "id3"),
+            Err(Unconfirmed::NoSuchTask)
+        );
+        // db's real container, reported by another node
+        assert_eq!(
+            confirm_task(&s, &tasks, "c-db", "id3"),
+            Err(Unconfirmed::OtherNode("id1".into()))
+        );
+        let e = refused("db", "node3", "c-db", &Unconfirmed::OtherNode("id1".into()));
+        assert_eq!(e.kind, EventKind::Refused);
+        assert!(e.details.contains(&("reason", "other_node".into())));
     }
 
     #[test]

@@ -279,11 +279,64 @@ impl SwarmApi {
             Ok(s) => s,
             Err(e) => return vec![failed(node, "force_update", e)],
         };
+        self.force(&s, service, node, why).await
+    }
+
+    async fn force(&self, s: &Service, service: &str, node: &str, why: &str) -> Vec<Ev> {
         let mut out = Vec::new();
-        if let Some(a) = plan::force_update(service, node, why, &s) {
+        if let Some(a) = plan::force_update(service, node, why, s) {
             self.apply(node, &a, &mut out).await;
         }
         out
+    }
+
+    /// Force-updates the service of an unhealthy container an agent reported, once Swarm
+    /// confirms it ([`plan::confirm_task`]): the container is a task of that service, on
+    /// `node_id`, the reporting agent's Swarm node. Otherwise a `refused` event, nothing done.
+    pub async fn force_update_task(
+        &self,
+        service: &str,
+        node: &str,
+        node_id: &str,
+        container_id: &str,
+    ) -> Vec<Ev> {
+        let s = match self.docker.inspect_service(service, None).await {
+            Ok(s) => s,
+            Err(e) => return vec![failed(node, "force_update", e)],
+        };
+        let Some(service_id) = s.id.clone() else {
+            return vec![plan::refused(
+                service,
+                node,
+                container_id,
+                &plan::Unconfirmed::NoSuchTask,
+            )];
+        };
+        let filters = HashMap::from([
+            ("service".to_owned(), vec![service_id]),
+            ("desired-state".to_owned(), vec!["running".to_owned()]),
+        ]);
+        let tasks = match self
+            .docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => return vec![failed(node, "force_update", e)],
+        };
+        if let Err(why) = plan::confirm_task(&s, &tasks, container_id, node_id) {
+            return vec![plan::refused(service, node, container_id, &why)];
+        }
+        let short = container_id.get(..12).unwrap_or(container_id);
+        self.force(
+            &s,
+            service,
+            node,
+            &format!("container {short} on {node} unhealthy"),
+        )
+        .await
     }
 
     /// Force-updates replicated services without placement constraints whose running tasks
