@@ -60,6 +60,8 @@ pub enum AlertInput {
     /// An agent went offline (`false`, with why) or came back.
     Agent(String, bool, &'static str),
     Event(Box<GatewayEvent>),
+    /// A node was forgotten: its open alerts resolve, its state goes.
+    Forget(String),
 }
 
 /// What the tasks send through, and what they read of the session. Clone it freely.

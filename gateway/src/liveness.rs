@@ -1,9 +1,13 @@
 //! Which nodes are alive: a pure state machine, time passed in.
 //!
 //! Rules:
-//! - a birth (`online`, seq N) makes a node `online`, unless a newer birth was already seen;
+//! - a birth (`online`, seq N) makes a node `online` and N its current seq. Always: MQTT keeps
+//!   a topic's order, so a birth with a lower seq after a higher one is an agent whose counters
+//!   started over (state directory lost, reinstalled) or a forged `seq` (u64::MAX): either
+//!   way, ignoring the real agent's births would silence it;
 //! - a death (`offline`: the agent's Will, or its clean goodbye) makes it `offline`, unless its
 //!   seq is older than the current birth's (a late Will of an earlier connection);
+//! - a node can be forgotten ([`Liveness::forget`]: its retained status was cleared);
 //! - a node that sent nothing for `offline_after` becomes `stale`;
 //! - before that, a node that sent nothing for two of its sampling intervals (at least 2 s) is
 //!   *suspect*: the control loop probes it, and counts it when judging whether this gateway is
@@ -122,9 +126,6 @@ impl Liveness {
         let known = self.nodes.get(node).and_then(|n| n.birth_seq);
         match s.state {
             NodeState::Online => {
-                if known.is_some_and(|k| s.seq < k) {
-                    return None; // an older birth, replayed
-                }
                 let t = self.set(node, State::Online, now);
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.birth_seq = Some(s.seq);
@@ -139,6 +140,12 @@ impl Liveness {
                 self.set(node, State::Offline(reason), now)
             }
         }
+    }
+
+    /// Forgets `node` (its retained status was cleared: a decommissioned host). Whether it
+    /// was known.
+    pub fn forget(&mut self, node: &str) -> bool {
+        self.nodes.remove(node).is_some()
     }
 
     /// A data message (host, containers, event) from `node`.
@@ -367,9 +374,27 @@ mod tests {
         l.on_status("n", &birth(5), t0);
         assert!(l.on_status("n", &will(4), t0).is_none());
         assert_eq!(l.nodes()["n"].state, State::Online);
-        // and an older birth replayed does not roll the seq back
-        assert!(l.on_status("n", &birth(4), t0).is_none());
-        assert_eq!(l.nodes()["n"].birth_seq, Some(5));
+    }
+
+    #[test]
+    fn a_forged_seq_cannot_silence_the_real_agents_births_and_wills() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        l.on_status("n", &birth(5), t0);
+        // forged, or an agent whose state directory was lost
+        l.on_status("n", &birth(u64::MAX), t0);
+        l.on_status("n", &will(u64::MAX), t0);
+        assert_eq!(l.nodes()["n"].state, State::Offline(OfflineReason::Lost));
+        // the real agent's next connection counts from where it was
+        let t = l.on_status("n", &birth(6), t0).unwrap();
+        assert_eq!(t.to, State::Online);
+        assert_eq!(l.nodes()["n"].birth_seq, Some(6));
+        let t = l.on_status("n", &will(6), t0).unwrap();
+        assert_eq!(t.to, State::Offline(OfflineReason::Lost));
+        // forgotten: gone from memory
+        assert!(l.forget("n"));
+        assert!(l.nodes().is_empty());
+        assert!(!l.forget("n"));
     }
 
     #[test]

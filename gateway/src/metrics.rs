@@ -51,6 +51,16 @@ impl Metrics {
         }
     }
 
+    /// Drops a forgotten node's series.
+    pub fn forget(&self, node: &str) {
+        if let Ok(mut m) = self.last_seen.lock() {
+            m.remove(node);
+        }
+        if let Ok(mut m) = self.rejected.lock() {
+            m.retain(|(n, _), _| n != node);
+        }
+    }
+
     /// Counts a rejected payload; returns how many of this kind there have been.
     pub fn rejected(&self, node: &str, reason: &'static str) -> u64 {
         let Ok(mut m) = self.rejected.lock() else {

@@ -234,6 +234,12 @@ impl Nodes {
         t
     }
 
+    /// Forgets `node` entirely (its liveness and its view); whether it was known.
+    pub fn forget(&mut self, node: &str) -> bool {
+        let l = self.liveness.forget(node);
+        self.views.remove(node).is_some() || l
+    }
+
     fn sync_state(&mut self, node: &str) {
         let state = self.liveness.nodes().get(node).map(|n| n.state.as_str());
         if let (Some(s), Some(v)) = (state, self.views.get_mut(node)) {

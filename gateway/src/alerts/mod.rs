@@ -54,6 +54,7 @@ impl Alerts {
                             self.engine.on_agent(&node, online, why, now)
                         }
                         Input::Event(e) => self.engine.on_event(&e, now),
+                        Input::Forget(node) => self.engine.forget(&node),
                     }
                 }
                 _ = tick.tick() => self.engine.tick(leakmon_common::now_ms()),

@@ -410,6 +410,36 @@ impl Engine {
         })
     }
 
+    /// A node was forgotten (a host gone for good): everything firing about it resolves, and
+    /// nothing about it is kept.
+    pub fn forget(&mut self, node: &str) -> Vec<Note> {
+        let mut out = Vec::new();
+        let keys: Vec<Key> = self.open.keys().filter(|k| k.1 == node).cloned().collect();
+        for k in keys {
+            out.extend(self.close_alert(
+                &k.0,
+                node,
+                format!("{} resolved: {node} was forgotten", k.0),
+                "liveness",
+            ));
+        }
+        let keys: Vec<Key> = self.state.keys().filter(|k| k.1 == node).cloned().collect();
+        for k in keys {
+            let Some((phase, last)) = self.state.remove(&k) else {
+                continue;
+            };
+            let (Phase::Firing { since, .. } | Phase::Clearing { since, .. }) = phase else {
+                continue;
+            };
+            if let Some(rule) = self.rules.iter().find(|r| r.name == k.0).cloned() {
+                out.push(self.note(&rule, node, k.2, last, since, AlertState::Resolved, false));
+            }
+        }
+        self.restarts.retain(|(n, _), _| n != node);
+        self.dropped.remove(node);
+        out
+    }
+
     /// An agent went offline (its Will, or silence) or came back. Coming back resolves
     /// `agent_offline` and the control loop's `agent_lost` (no `node_up` follows an
     /// `agent_lost`: the node never went down), so a later loss fires again.
@@ -746,6 +776,27 @@ mod tests {
         assert_eq!(r.len(), 1, "resolves");
         assert_eq!((r[0].state, r[0].started), (AlertState::Resolved, 0));
         assert!(e.on_agent("n", true, "", 71 * S).is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_node_resolves_what_fires_about_it_and_keeps_nothing() {
+        let mut e = Engine::new(vec![], None, &[EventKind::NodeDown]);
+        e.on_agent("ghost", false, "its Will", 0);
+        e.on_event(&gw_event(EventKind::NodeDown, "ghost"), 0);
+        e.on_agent("other", false, "its Will", 0);
+        let r = e.forget("ghost");
+        let mut names: Vec<_> = r.iter().map(|n| (n.alert.as_str(), n.state)).collect();
+        names.sort_by_key(|x| x.0);
+        assert_eq!(
+            names,
+            [
+                ("agent_offline", AlertState::Resolved),
+                ("node_down", AlertState::Resolved)
+            ]
+        );
+        assert!(e.forget("ghost").is_empty());
+        assert!(e.open.keys().all(|k| k.1 != "ghost"));
+        assert_eq!(e.open.len(), 1, "the other node's alert stays");
     }
 
     #[test]

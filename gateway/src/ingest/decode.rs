@@ -22,6 +22,9 @@ pub enum Incoming {
     Beat(Beat),
     /// A vantage point's probe report, for the failure detector.
     Probe(ProbeReport),
+    /// The node's retained status was cleared (an empty retained message): the operator's way
+    /// to say a host is gone for good. The gateway forgets it.
+    Cleared,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +113,7 @@ pub fn decode_message(
         .parse(topic)
         .map_err(|e| reject(None, "bad_topic", format!("{topic}: {e}")))?;
     let msg = match channel {
+        Channel::Status if payload.is_empty() => Incoming::Cleared,
         Channel::Status => {
             let s: Status = decode(node, payload).map_err(|e| from_decode(node, e))?;
             Incoming::Status(s)
@@ -168,6 +172,19 @@ mod tests {
         let (node, m) = run("leakmon/v1/nodes/a/host", &host_json("a", NOW)).unwrap();
         assert_eq!(node, "a");
         assert!(matches!(m, Incoming::Host(_)));
+    }
+
+    #[test]
+    fn an_empty_status_is_a_cleared_retained_status_and_nothing_else_is() {
+        let d = |t: &str| decode_message(&topics(), t, b"", NOW);
+        assert_eq!(
+            d("leakmon/v1/nodes/a/status").unwrap(),
+            ("a".into(), Incoming::Cleared)
+        );
+        assert_eq!(
+            d("leakmon/v1/nodes/a/host").unwrap_err().reason,
+            "malformed"
+        );
     }
 
     #[test]

@@ -191,6 +191,19 @@ impl Ingest {
                 self.detect(|d| d.on_report(&node, r.id, &r.target, r.attempts, r.answered, now));
                 return Vec::new();
             }
+            Incoming::Cleared => {
+                let known = self
+                    .nodes
+                    .lock()
+                    .map(|mut n| n.forget(&node))
+                    .unwrap_or(false);
+                if known {
+                    tracing::info!(node = %node, "retained status cleared: node forgotten");
+                    self.metrics.forget(&node);
+                    self.alert(AlertInput::Forget(node));
+                }
+                return Vec::new();
+            }
             _ => {}
         }
         self.metrics.message_in(&node, ms);
@@ -229,8 +242,8 @@ impl Ingest {
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 pts
             }
-            // Handed to the detector above.
-            Incoming::Beat(_) | Incoming::Probe(_) => Vec::new(),
+            // Handled above.
+            Incoming::Beat(_) | Incoming::Probe(_) | Incoming::Cleared => Vec::new(),
             Incoming::Event(e) => {
                 let t = nodes.on_data(&node, now, ms);
                 let mut pts = vec![schema::event_point(&nodes.tags(&node), &e)];
@@ -279,6 +292,11 @@ impl Handler for Ingest {
         }
         let pts = self.handle(topic, payload);
         self.emit(pts, active).await;
+        if payload.is_empty() {
+            if let Ok((node, Channel::Status)) = self.topics.parse(topic) {
+                self.announced.remove(node);
+            }
+        }
         if let Ok((node, Channel::Status)) = self.topics.parse(topic) {
             if !self.announced.contains(node) && payload.windows(8).any(|w| w == b"\"online\"") {
                 let node = node.to_owned();
