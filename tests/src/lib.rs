@@ -569,6 +569,8 @@ pub mod swarm;
 
 pub mod chaos;
 
+pub mod lockdown;
+
 pub mod pki {
     use std::path::Path;
     use std::process::Command;
