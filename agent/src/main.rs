@@ -125,7 +125,8 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let publisher = publish::Publisher {
         connector: mqtt,
         client_id: cfg.mqtt.client_id.clone().unwrap_or_default(),
-        encoder: publish::Encoder::new(topics, node, state.run()),
+        encoder: publish::Encoder::new(topics, node, state.run())
+            .with_max_payload(cfg.mqtt.max_packet_size.0),
         state,
         outbox,
         reports: rx,

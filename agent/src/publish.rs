@@ -50,6 +50,9 @@ pub use leakmon_common::now_ms;
 
 /// Turns reports into messages with a header; the only place `seq` (and a beat's `n`) is
 /// assigned.
+/// Room kept in a packet for the MQTT header and the topic (topics are at most ~200 bytes).
+const PACKET_OVERHEAD: u64 = 512;
+
 pub struct Encoder {
     pub topics: Topics,
     pub node: String,
@@ -57,6 +60,10 @@ pub struct Encoder {
     seq: u64,
     /// Beats made so far in this run.
     beats: u64,
+    /// The largest payload the broker connection takes ([`Encoder::with_max_payload`]).
+    max_payload: usize,
+    /// Reports too large to send even after cutting them down, dropped.
+    pub oversize_dropped: u64,
 }
 
 impl Encoder {
@@ -67,7 +74,20 @@ impl Encoder {
             run,
             seq: 0,
             beats: 0,
+            max_payload: leakmon_protocol::codec::MAX_PAYLOAD,
+            oversize_dropped: 0,
         }
+    }
+
+    /// Payloads stay within `mqtt.max_packet_size` (less room for the topic and the MQTT
+    /// header), and never over the protocol's [`leakmon_protocol::codec::MAX_PAYLOAD`]: a packet
+    /// the client refuses to send would drop the connection and come back from the outbox
+    /// forever.
+    pub fn with_max_payload(mut self, max_packet_size: u64) -> Self {
+        let room =
+            usize::try_from(max_packet_size.saturating_sub(PACKET_OVERHEAD)).unwrap_or(usize::MAX);
+        self.max_payload = room.min(leakmon_protocol::codec::MAX_PAYLOAD);
+        self
     }
 
     /// The next liveness beat (QoS 0, not retained). `n` counts every beat made, so a beat
@@ -107,28 +127,49 @@ impl Encoder {
         }
     }
 
-    pub fn report(&mut self, r: Report, buffer: leakmon_protocol::BufferStats) -> Message {
-        match r {
+    /// The message of a report, bounded ([`leakmon_protocol::limits`]) and cut down further
+    /// until it fits [`Encoder::with_max_payload`]; `None` (counted, logged) if it cannot.
+    pub fn report(&mut self, r: Report, buffer: leakmon_protocol::BufferStats) -> Option<Message> {
+        let max = self.max_payload;
+        let (channel, payload) = match r {
             Report::Host(mut msg) => {
                 msg.header = self.header(msg.header.ts);
                 msg.buffer = buffer;
-                self.message(Channel::Host, encode(&*msg), false)
+                msg.bound();
+                let payload = fit(&mut msg, max, |m| {
+                    let lists = [m.temps.len(), m.net.len(), m.disks.len()];
+                    let n = match lists {
+                        [t, _, _] if t > 0 => cut_half(&mut m.temps),
+                        [_, i, _] if i > 0 => cut_half(&mut m.net),
+                        _ => cut_half(&mut m.disks),
+                    };
+                    m.cut = m.cut.saturating_add(n);
+                    n > 0
+                });
+                (Channel::Host, payload)
             }
             Report::Containers { ts, result } => {
                 let (engine, error, containers) = match result {
                     Ok(c) => (EngineState::Ok, None, c),
                     Err(e) => (EngineState::Unavailable, Some(e), Vec::new()),
                 };
-                let msg = ContainersReport {
+                let mut msg = ContainersReport {
                     header: self.header(ts),
                     engine,
                     error,
                     containers,
+                    cut: 0,
                 };
-                self.message(Channel::Containers, encode(&msg), false)
+                msg.bound();
+                let payload = fit(&mut msg, max, |m| {
+                    let n = cut_half(&mut m.containers);
+                    m.cut = m.cut.saturating_add(n);
+                    n > 0
+                });
+                (Channel::Containers, payload)
             }
             Report::Event(e) => {
-                let msg = EventReport {
+                let mut msg = EventReport {
                     header: self.header(e.ts_ms),
                     action: e.action,
                     container_id: e.container_id,
@@ -140,7 +181,21 @@ impl Encoder {
                     swarm_service: e.swarm_service,
                     swarm_task: e.swarm_task,
                 };
-                self.message(Channel::Events, encode(&msg), false)
+                msg.bound();
+                (Channel::Events, fit(&mut msg, max, |_| false))
+            }
+        };
+        match payload {
+            Some(p) => Some(self.message(channel, p, false)),
+            None => {
+                self.oversize_dropped += 1;
+                tracing::error!(
+                    channel = channel.as_str(),
+                    max_payload = max,
+                    dropped = self.oversize_dropped,
+                    "a report does not fit mqtt.max_packet_size even cut down: dropped"
+                );
+                None
             }
         }
     }
@@ -162,6 +217,32 @@ impl Encoder {
             identity,
         };
         self.message(Channel::Status, encode(&s), true)
+    }
+}
+
+/// Drops the second half of `v` (at least one item); how many were dropped.
+fn cut_half<T>(v: &mut Vec<T>) -> u32 {
+    let keep = v.len() / 2;
+    let n = v.len() - keep;
+    v.truncate(keep);
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `msg` encoded, cut down by `shrink` (false: nothing left to cut) until it is at most
+/// `max` bytes; `None` if it never is.
+fn fit<T: serde::Serialize>(
+    msg: &mut T,
+    max: usize,
+    mut shrink: impl FnMut(&mut T) -> bool,
+) -> Option<Vec<u8>> {
+    loop {
+        let p = encode(&*msg);
+        if p.len() <= max {
+            return Some(p);
+        }
+        if !shrink(msg) {
+            return None;
+        }
     }
 }
 
@@ -201,8 +282,9 @@ impl Publisher {
     fn take_report(&mut self, r: Report) {
         self.progress
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let m = self.encoder.report(r, self.outbox.stats());
-        self.outbox.push(m, Instant::now());
+        if let Some(m) = self.encoder.report(r, self.outbox.stats()) {
+            self.outbox.push(m, Instant::now());
+        }
     }
 
     fn signal_ready(&mut self) {
@@ -489,6 +571,7 @@ mod tests {
             net: vec![],
             temps: vec![],
             buffer: BufferStats::default(),
+            cut: 0,
         }
     }
 
@@ -499,18 +582,22 @@ mod tests {
             dropped_total: 3,
             ..Default::default()
         };
-        let h = e.report(Report::Host(Box::new(sample(10))), stats.clone());
+        let h = e
+            .report(Report::Host(Box::new(sample(10))), stats.clone())
+            .expect("fits");
         assert_eq!(h.topic, "leakmon/v1/nodes/n1/host");
         let hr: HostReport = decode("n1", &h.payload).unwrap();
         assert_eq!((hr.header.run, hr.header.seq, hr.header.ts), (4, 1, 10));
         assert_eq!(hr.buffer.dropped_total, 3);
-        let c = e.report(
-            Report::Containers {
-                ts: 11,
-                result: Err("engine down".into()),
-            },
-            stats,
-        );
+        let c = e
+            .report(
+                Report::Containers {
+                    ts: 11,
+                    result: Err("engine down".into()),
+                },
+                stats,
+            )
+            .expect("fits");
         let cr: ContainersReport = decode("n1", &c.payload).unwrap();
         assert_eq!(cr.header.seq, 2);
         assert_eq!(cr.engine, EngineState::Unavailable);
@@ -519,6 +606,61 @@ mod tests {
         let s = e.status(NodeState::Offline, 7, Some(OfflineReason::Lost), None);
         assert!(s.retain);
         assert_eq!(s.topic, "leakmon/v1/nodes/n1/status");
+    }
+
+    #[test]
+    fn no_report_is_ever_larger_than_the_connection_takes() {
+        let big = |n: usize| -> Vec<leakmon_protocol::Container> {
+            (0..n)
+                .map(|i| {
+                    serde_json::from_value(serde_json::json!({
+                        "id": format!("{i:064}"), "name": format!("c{i}-{}", "x".repeat(300)),
+                        "image": "registry.example/some/long/image:tag", "state": "running",
+                        "health": "healthy", "restart_count": 0, "oom_killed": false
+                    }))
+                    .expect("a container")
+                })
+                .collect()
+        };
+        // thousands of containers, a 64 KiB packet limit: sent, cut down, the cut counted
+        let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4)
+            .with_max_payload(64 * 1024);
+        let m = e
+            .report(
+                Report::Containers {
+                    ts: 1,
+                    result: Ok(big(3000)),
+                },
+                leakmon_protocol::BufferStats::default(),
+            )
+            .expect("cut down to fit");
+        assert!(m.payload.len() <= 64 * 1024 - 512, "{}", m.payload.len());
+        let r: ContainersReport = decode("n1", &m.payload).unwrap();
+        assert!(r.cut as usize >= 3000 - r.containers.len(), "{}", r.cut);
+        assert!(r.containers.len() > 10, "{}", r.containers.len());
+        assert!(r.containers.iter().all(|c| c.name.len() <= 256));
+        // the default limit: the protocol's 500, well within 1 MiB
+        let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4);
+        let m = e
+            .report(
+                Report::Containers {
+                    ts: 1,
+                    result: Ok(big(3000)),
+                },
+                leakmon_protocol::BufferStats::default(),
+            )
+            .expect("fits");
+        let r: ContainersReport = decode("n1", &m.payload).unwrap();
+        assert_eq!((r.containers.len(), r.cut), (500, 2500 + 500));
+        // a limit nothing fits: dropped and counted, never queued
+        let mut e =
+            Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4).with_max_payload(600);
+        let none = e.report(
+            Report::Host(Box::new(sample(10))),
+            leakmon_protocol::BufferStats::default(),
+        );
+        assert!(none.is_none());
+        assert_eq!(e.oversize_dropped, 1);
     }
 
     #[test]
@@ -535,10 +677,12 @@ mod tests {
         let b1: Beat = decode("n1", &b1.payload).unwrap();
         let b2: Beat = decode("n1", &b2.payload).unwrap();
         assert_eq!((b1.run, b1.n, b2.n), (4, 1, 2), "data does not move n");
-        let h = e.report(
-            Report::Host(Box::new(sample(11))),
-            leakmon_protocol::BufferStats::default(),
-        );
+        let h = e
+            .report(
+                Report::Host(Box::new(sample(11))),
+                leakmon_protocol::BufferStats::default(),
+            )
+            .expect("fits");
         let h: HostReport = decode("n1", &h.payload).unwrap();
         assert_eq!(h.header.seq, 2, "beats do not move seq");
         let r = e.probe_report(&ProbeReport {

@@ -9,9 +9,10 @@
 //! Ingest (the handler), control and alerts depend on this module and on pure modules, never on
 //! each other: this is what keeps the gateway's module graph a DAG.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leakmon_common::backoff::{Backoff, Jitter};
@@ -67,7 +68,7 @@ pub enum AlertInput {
 /// What the tasks send through, and what they read of the session. Clone it freely.
 #[derive(Clone)]
 pub struct Bus {
-    mqtt: mpsc::Sender<Message>,
+    mqtt: Arc<Outbox>,
     lines: Option<mpsc::Sender<String>>,
     alerts: Option<mpsc::Sender<AlertInput>>,
     session: watch::Receiver<Session>,
@@ -78,7 +79,13 @@ impl Bus {
     /// Queues a QoS 1 publish for the connection; `false` when the queue is full (the caller
     /// says what was lost).
     pub fn publish(&self, m: Message) -> bool {
-        self.mqtt.try_send(m).is_ok()
+        self.mqtt.push(m, false)
+    }
+
+    /// Queues a decision's event: never refused; when the queue is full the oldest other
+    /// message makes room (counted).
+    pub fn publish_decision(&self, m: Message) {
+        self.mqtt.push(m, true);
     }
 
     /// Feeds the alert engine, when alerts are on; `false` when it is busy.
@@ -135,7 +142,7 @@ pub trait Handler {
 pub struct Connection {
     connector: Connector,
     session: watch::Receiver<Session>,
-    outgoing: mpsc::Receiver<Message>,
+    outgoing: Arc<Outbox>,
     connected: watch::Sender<bool>,
     /// Moves every tick: the systemd watchdog is fed only while it does.
     progress: Arc<AtomicU64>,
@@ -161,13 +168,71 @@ pub struct Parts {
     pub alerts: Option<mpsc::Sender<AlertInput>>,
     pub progress: Arc<AtomicU64>,
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Queued publishes waiting for the connection, at most.
-const OUTGOING: usize = 1024;
+/// Queued publishes waiting for the connection, at most (a broker outage of minutes).
+const OUTGOING: usize = 10_000;
+
+/// Publishes waiting for the connection, in order. A message leaves it only once rumqttc
+/// took it (a full client queue leaves it here for the next try, never drops it).
+pub struct Outbox {
+    q: Mutex<VecDeque<(Message, bool)>>,
+    notify: tokio::sync::Notify,
+    cap: usize,
+    /// Counts what had to go (`leakmon_gateway_mqtt_dropped_total`).
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Outbox {
+    fn new(cap: usize, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Outbox {
+            q: Mutex::new(VecDeque::new()),
+            notify: tokio::sync::Notify::new(),
+            cap,
+            metrics,
+        }
+    }
+
+    /// Queues `m`; a `decision` always gets in (the oldest other message, else the oldest
+    /// decision, makes room); another message is refused when full. Whether `m` got in.
+    fn push(&self, m: Message, decision: bool) -> bool {
+        let Ok(mut q) = self.q.lock() else {
+            return false;
+        };
+        if q.len() >= self.cap {
+            if !decision {
+                self.metrics.mqtt_dropped();
+                return false;
+            }
+            let i = q.iter().position(|(_, d)| !d).unwrap_or(0);
+            q.remove(i);
+            self.metrics.mqtt_dropped();
+        }
+        q.push_back((m, decision));
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Hands queued messages to the client until it is full.
+    fn drain(&self, client: &AsyncClient) {
+        let Ok(mut q) = self.q.lock() else { return };
+        while let Some((m, _)) = q.front() {
+            let m = m.clone();
+            match client.try_publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload) {
+                Ok(()) => {
+                    q.pop_front();
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
 
 pub fn wire(p: Parts) -> Wiring {
-    let (mqtt, outgoing) = mpsc::channel(OUTGOING);
+    let mqtt = Arc::new(Outbox::new(OUTGOING, p.metrics));
+    let outgoing = mqtt.clone();
     let (session_tx, session) = watch::channel(p.session);
     let (connected_tx, connected) = watch::channel(false);
     Wiring {
@@ -267,10 +332,8 @@ impl Connection {
                         Ok(_) => {}
                         Err(e) => break Ended::Lost(e.to_string()),
                     },
-                    Some(o) = self.outgoing.recv(), if connected => {
-                        if let Err(e) = client.try_publish(o.topic.clone(), QoS::AtLeastOnce, o.retain, o.payload) {
-                            tracing::warn!(topic = %o.topic, error = %e, "publish failed");
-                        }
+                    _ = self.outgoing.notify.notified(), if connected => {
+                        self.outgoing.drain(&client);
                     }
                     changed = self.session.changed() => {
                         if changed.is_err() || *self.session.borrow() != session {
@@ -278,6 +341,10 @@ impl Connection {
                         }
                     }
                     _ = tick.tick() => {
+                        if connected {
+                            // what the client could not take before
+                            self.outgoing.drain(&client);
+                        }
                         self.progress.fetch_add(1, Ordering::Relaxed);
                         h.on_tick(session.active).await;
                     }
@@ -307,5 +374,52 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+
+    fn m(t: &str) -> Message {
+        Message {
+            topic: t.into(),
+            payload: Vec::new(),
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_others_but_never_a_decision() {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let o = Outbox::new(3, metrics.clone());
+        assert!(o.push(m("alert1"), false));
+        assert!(o.push(m("event1"), true));
+        assert!(o.push(m("alert2"), false));
+        assert!(!o.push(m("alert3"), false), "full: refused");
+        assert!(o.push(m("event2"), true), "a decision gets in");
+        let topics: Vec<String> =
+            o.q.lock()
+                .unwrap()
+                .iter()
+                .map(|(m, _)| m.topic.clone())
+                .collect();
+        assert_eq!(
+            topics,
+            ["event1", "alert2", "event2"],
+            "the oldest other went"
+        );
+        assert!(o.push(m("event3"), true));
+        assert!(o.push(m("event4"), true));
+        let topics: Vec<String> =
+            o.q.lock()
+                .unwrap()
+                .iter()
+                .map(|(m, _)| m.topic.clone())
+                .collect();
+        assert_eq!(topics, ["event2", "event3", "event4"]);
+        assert!(metrics
+            .render()
+            .contains("leakmon_gateway_mqtt_dropped_total 4"));
     }
 }

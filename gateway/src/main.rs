@@ -203,6 +203,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         alerts: alerts_tx,
         progress: progress.clone(),
         shutdown: shutdown_rx.clone(),
+        metrics: metrics.clone(),
     });
     // The failure detector runs beside a Swarm (it probes Swarm's nodes) when rescheduling is on.
     let detector = (cfg.liveness.detector && cfg.reschedule.enabled).then(|| {

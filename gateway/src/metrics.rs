@@ -13,6 +13,9 @@ pub enum Verdict {
     Refuted,
 }
 
+/// The most (node, reason) series of `leakmon_gateway_rejected_total`.
+const MAX_REJECTED_SERIES: usize = 10_000;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     messages_in: AtomicU64,
@@ -32,6 +35,9 @@ pub struct Metrics {
     detector_dead: AtomicU64,
     refuted: AtomicU64,
     detector_health: AtomicU64,
+    cut: AtomicU64,
+    mqtt_dropped: AtomicU64,
+    too_many_nodes: AtomicU64,
     /// Rejected payloads by (node, reason).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Unix ms of the last message per node.
@@ -66,7 +72,14 @@ impl Metrics {
         let Ok(mut m) = self.rejected.lock() else {
             return 0;
         };
-        let c = m.entry((node.to_owned(), reason)).or_insert(0);
+        // One series per node and reason, up to a bound: past it, new nodes count as "?".
+        let key = (node.to_owned(), reason);
+        let key = if m.len() >= MAX_REJECTED_SERIES && !m.contains_key(&key) {
+            ("?".to_owned(), reason)
+        } else {
+            key
+        };
+        let c = m.entry(key).or_insert(0);
         *c += 1;
         *c
     }
@@ -77,6 +90,21 @@ impl Metrics {
 
     pub fn event(&self) {
         self.events.fetch_add(1, Relaxed);
+    }
+
+    /// Items or texts a report carried past the protocol's bounds (cut on arrival).
+    pub fn cut(&self, n: u32) {
+        self.cut.fetch_add(u64::from(n), Relaxed);
+    }
+
+    /// A message the MQTT outbox had to drop (full during a long broker outage).
+    pub fn mqtt_dropped(&self) {
+        self.mqtt_dropped.fetch_add(1, Relaxed);
+    }
+
+    /// A message from a new node name dropped because the gateway already knows its maximum.
+    pub fn too_many_nodes(&self) {
+        self.too_many_nodes.fetch_add(1, Relaxed);
     }
 
     pub fn beat(&self) {
@@ -199,6 +227,24 @@ impl Metrics {
                 "Suspicions refuted by a beat or an answered probe.",
                 "counter",
                 &self.refuted,
+            ),
+            (
+                "leakmon_gateway_cut_total",
+                "List items and texts cut from agent reports past the protocol's bounds (500 containers, 64 disks/interfaces/sensors, 256-byte names).",
+                "counter",
+                &self.cut,
+            ),
+            (
+                "leakmon_gateway_mqtt_dropped_total",
+                "Messages (alerts, discovery; a decision's event only to make room for a newer one) the MQTT outbox dropped while the broker was away.",
+                "counter",
+                &self.mqtt_dropped,
+            ),
+            (
+                "leakmon_gateway_unknown_nodes_dropped_total",
+                "Messages from new node names dropped because the gateway already tracks its maximum of nodes.",
+                "counter",
+                &self.too_many_nodes,
             ),
             (
                 "leakmon_gateway_detector_health",

@@ -92,6 +92,11 @@ pub struct NodeView {
     pub containers: Option<ContainersSummary>,
 }
 
+/// The most nodes a gateway tracks: messages from further new names are dropped and counted
+/// (`leakmon_gateway_unknown_nodes_dropped_total`), so a flood of made-up names cannot grow
+/// memory, series and hooks without bound. Twice the largest fleet measured (10,000 agents).
+pub const MAX_NODES: usize = 20_000;
+
 #[derive(Debug)]
 pub struct Nodes {
     pub liveness: Liveness,
@@ -232,6 +237,16 @@ impl Nodes {
             self.sync_state(&tr.node);
         }
         t
+    }
+
+    /// Whether `node` is known (has a view).
+    pub fn knows(&self, node: &str) -> bool {
+        self.views.contains_key(node)
+    }
+
+    /// How many nodes are known.
+    pub fn count(&self) -> usize {
+        self.views.len()
     }
 
     /// Forgets `node` entirely (its liveness and its view); whether it was known.

@@ -219,6 +219,7 @@ mod tests {
                 dropped_total: 7,
                 ..Default::default()
             },
+            cut: 0,
         }
     }
 
@@ -305,6 +306,7 @@ mod tests {
                 mem_usage: Some(1000),
                 mem_limit: Some(2000),
             }],
+            cut: 0,
         };
         assert_eq!(
             decode::<ContainersReport>("edge-01", &encode(&c)).unwrap(),

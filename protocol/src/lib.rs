@@ -9,8 +9,11 @@
 //! - [`messages`]: the payloads (status, host, containers, event, beat, probe request and
 //!   report) and [`PROTOCOL_VERSION`].
 //! - [`codec`]: encoding and checked decoding with typed errors.
+//! - [`limits`]: how much one report may carry (containers, disks, text lengths), applied by
+//!   senders and receivers alike.
 
 pub mod codec;
+pub mod limits;
 pub mod messages;
 pub mod topics;
 

@@ -238,6 +238,14 @@ pub struct HostReport {
     #[serde(default)]
     pub temps: Vec<Temperature>,
     pub buffer: BufferStats,
+    /// Items and texts left out by the bounds of [`crate::limits`] (more than 64 disks,
+    /// interfaces or sensors, names over 256 bytes); absent when nothing was.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cut: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Health-check state, as Docker names it; `none` when the container has no health check.
@@ -318,6 +326,10 @@ pub struct ContainersReport {
     pub error: Option<String>,
     #[serde(default)]
     pub containers: Vec<Container>,
+    /// Containers and texts left out by the bounds of [`crate::limits`] (more than 500
+    /// containers: the unhealthy, then the stopped ones are kept first); absent when nothing was.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cut: u32,
 }
 
 /// `.../events`: one Docker engine event, published as it happens. `ts` is the engine's event

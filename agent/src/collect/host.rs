@@ -406,6 +406,7 @@ impl HostCollector {
                 .unwrap_or_default(),
             temps: read_temperatures(&self.cfg.sys_root),
             buffer: BufferStats::default(),
+            cut: 0,
         }
     }
 

@@ -101,6 +101,7 @@ fn report(node: &str, seq: u64, ts: i64) -> HostReport {
             })
             .collect(),
         buffer: BufferStats::default(),
+        cut: 0,
     }
 }
 

@@ -98,11 +98,22 @@ struct Webhook {
     queue: Arc<Queue>,
 }
 
+struct Exec {
+    cfg: ExecConfig,
+    queue: Arc<Queue>,
+}
+
+/// Alerts waiting for an exec hook, per hook: a burst (a flood of made-up nodes, a whole
+/// fleet's disks filling) never starts thousands of processes; the oldest waiting go first.
+const EXEC_QUEUE: usize = 256;
+/// Runs of one exec hook at once.
+const EXEC_CONCURRENCY: usize = 4;
+
 pub struct Hooks {
     topic: String,
     bus: Bus,
     webhooks: Vec<Webhook>,
-    execs: Vec<ExecConfig>,
+    execs: Vec<Exec>,
 }
 
 impl Hooks {
@@ -128,11 +139,26 @@ impl Hooks {
                 }
             })
             .collect();
+        let execs = execs
+            .iter()
+            .map(|cfg| {
+                let queue = Arc::new(Queue {
+                    items: Mutex::new(VecDeque::new()),
+                    notify: Notify::new(),
+                    cap: EXEC_QUEUE,
+                });
+                tokio::spawn(exec_worker(cfg.clone(), queue.clone()));
+                Exec {
+                    cfg: cfg.clone(),
+                    queue,
+                }
+            })
+            .collect();
         Hooks {
             topic,
             bus,
             webhooks,
-            execs: execs.to_vec(),
+            execs,
         }
     }
 
@@ -151,8 +177,9 @@ impl Hooks {
             }
         }
         for x in &self.execs {
-            if wanted(&x.alerts, x.min_severity, a) {
-                tokio::spawn(run_exec(x.clone(), a.clone()));
+            if wanted(&x.cfg.alerts, x.cfg.min_severity, a) && x.queue.push(a.clone()) {
+                tracing::warn!(command = %x.cfg.command.first().map(String::as_str).unwrap_or(""),
+                    "alert command queue full: oldest alert dropped");
             }
         }
     }
@@ -199,6 +226,22 @@ async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(60));
         }
+    }
+}
+
+/// Runs one exec hook's queued alerts, at most [`EXEC_CONCURRENCY`] at once.
+async fn exec_worker(cfg: ExecConfig, queue: Arc<Queue>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(EXEC_CONCURRENCY));
+    loop {
+        let a = queue.pop().await;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            run_exec(cfg, a).await;
+            drop(permit);
+        });
     }
 }
 

@@ -164,9 +164,19 @@ impl Engine {
                 c.restart_count.saturating_sub(first) as f64,
             ));
         }
-        let names: Vec<&str> = r.containers.iter().map(|c| c.name.as_str()).collect();
-        self.restarts
-            .retain(|(n, c), _| n != node || names.contains(&c.as_str()));
+        // This node's containers that are gone: a range of the map, not a pass over the fleet.
+        let names: std::collections::BTreeSet<&str> =
+            r.containers.iter().map(|c| c.name.as_str()).collect();
+        let gone: Vec<(String, String)> = self
+            .restarts
+            .range((node.to_owned(), String::new())..)
+            .take_while(|((n, _), _)| n == node)
+            .filter(|((_, c), _)| !names.contains(c.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.restarts.remove(&k);
+        }
         let kinds = [
             Metric::ContainerUnhealthy,
             Metric::OomKilled,
@@ -189,18 +199,23 @@ impl Engine {
             if !kinds.contains(&rule.metric) {
                 continue;
             }
-            let mut seen = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
             for (m, subject, value) in &samples {
                 if *m != rule.metric {
                     continue;
                 }
-                seen.push(subject.clone());
+                if !seen.insert(subject.clone()) {
+                    continue;
+                }
                 out.extend(self.step(&rule, node, subject.clone(), *value, now));
             }
+            // This rule's subjects on this node: a range of the map (None sorts first).
             let gone: Vec<Option<String>> = self
                 .state
-                .keys()
-                .filter(|(r, n, s)| r == &rule.name && n == node && !seen.contains(s))
+                .range((rule.name.clone(), node.to_owned(), None)..)
+                .map(|(k, _)| k)
+                .take_while(|(r, n, _)| r == &rule.name && n == node)
+                .filter(|(_, _, s)| !seen.contains(s))
                 .map(|(_, _, s)| s.clone())
                 .collect();
             for s in gone {
@@ -599,6 +614,7 @@ mod tests {
             net: vec![],
             temps: vec![],
             buffer: BufferStats::default(),
+            cut: 0,
         }
     }
 

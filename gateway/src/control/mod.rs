@@ -178,12 +178,8 @@ impl Loop {
             payload: encode(&ev),
             retain: false,
         };
-        if !self.c.bus.publish(out) {
-            tracing::warn!(
-                kind = ev.kind.as_str(),
-                "MQTT outbox full: event not published"
-            );
-        }
+        // A decision's event is never refused by the outbox (it makes room instead).
+        self.c.bus.publish_decision(out);
         if !self.c.bus.alert(AlertInput::Event(Box::new(ev.clone()))) {
             tracing::warn!(
                 kind = ev.kind.as_str(),

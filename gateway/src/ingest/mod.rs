@@ -206,10 +206,17 @@ impl Ingest {
             }
             _ => {}
         }
-        self.metrics.message_in(&node, ms);
         let Ok(mut nodes) = self.nodes.lock() else {
             return Vec::new();
         };
+        if !nodes.knows(&node) && nodes.count() >= crate::nodes::MAX_NODES {
+            self.metrics.too_many_nodes();
+            tracing::warn!(node = %leakmon_common::cli::printable(&node),
+                max = crate::nodes::MAX_NODES,
+                "a message from a new node name dropped: the gateway tracks its maximum of nodes");
+            return Vec::new();
+        }
+        self.metrics.message_in(&node, ms);
         match msg {
             Incoming::Status(s) => {
                 let t = nodes.on_status(&node, &s, now, ms);
@@ -228,14 +235,16 @@ impl Ingest {
                 })
                 .unwrap_or_default()
             }
-            Incoming::Host(r) => {
+            Incoming::Host(mut r) => {
+                self.metrics.cut(r.bound());
                 let t = nodes.on_host(&node, &r, now, ms);
                 self.alert(AlertInput::Host(node.clone(), Box::new(r.clone())));
                 let mut pts = schema::host_points(&nodes.tags(&node), &r);
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 pts
             }
-            Incoming::Containers(r) => {
+            Incoming::Containers(mut r) => {
+                self.metrics.cut(r.bound());
                 let t = nodes.on_containers(&node, &r, now, ms);
                 self.alert(AlertInput::Containers(node.clone(), Box::new(r.clone())));
                 let mut pts = schema::container_points(&nodes.tags(&node), &r);
@@ -244,7 +253,8 @@ impl Ingest {
             }
             // Handled above.
             Incoming::Beat(_) | Incoming::Probe(_) | Incoming::Cleared => Vec::new(),
-            Incoming::Event(e) => {
+            Incoming::Event(mut e) => {
+                self.metrics.cut(e.bound());
                 let t = nodes.on_data(&node, now, ms);
                 let mut pts = vec![schema::event_point(&nodes.tags(&node), &e)];
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));

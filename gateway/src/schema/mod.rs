@@ -591,6 +591,7 @@ mod tests {
                 spooled_bytes: 4096,
                 dropped_total: 7,
             },
+            cut: 0,
         }
     }
 
@@ -803,6 +804,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
                 },
                 container("new", "created"),
             ],
+            cut: 0,
         };
         assert_eq!(lines(&container_points(&tags(), &r)), CONTAINER_LINES);
         let down = ContainersReport {
@@ -810,6 +812,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             engine: EngineState::Unavailable,
             error: Some("engine down".into()),
             containers: vec![],
+            cut: 0,
         };
         assert_eq!(
             lines(&container_points(&tags(), &down)),

@@ -1,0 +1,177 @@
+//! Bounds on what one report may carry, applied by the agent before it sends and by every
+//! consumer after it decodes, so one payload can neither grow past the broker's packet limit
+//! nor make thousands of series, hooks or alert states. What a bound cuts is counted in the
+//! report (`cut`), never silently lost.
+
+use crate::{ContainersReport, HostReport};
+
+/// Containers in one containers report. The ones that matter most stay (unhealthy, then not
+/// running, then the rest by name); a node running more is reported with `cut` set.
+pub const MAX_CONTAINERS: usize = 500;
+/// Filesystems, network interfaces and temperature sensors in one host report, each.
+pub const MAX_HOST_ITEMS: usize = 64;
+/// Bytes of any one name (container, image, service, disk, interface, sensor); longer text is
+/// cut at a character boundary.
+pub const MAX_TEXT: usize = 256;
+
+/// Cuts `s` to at most [`MAX_TEXT`] bytes, at a character boundary; whether it was cut.
+pub fn cut_text(s: &mut String) -> bool {
+    if s.len() <= MAX_TEXT {
+        return false;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
+}
+
+fn cut_opt(s: &mut Option<String>) -> bool {
+    s.as_mut().is_some_and(cut_text)
+}
+
+fn cut_list<T>(v: &mut Vec<T>, max: usize) -> usize {
+    let n = v.len().saturating_sub(max);
+    v.truncate(max);
+    n
+}
+
+impl HostReport {
+    /// Applies the bounds; adds what was cut (list items and texts) to `cut` and returns it.
+    pub fn bound(&mut self) -> u32 {
+        let mut n = cut_list(&mut self.disks, MAX_HOST_ITEMS)
+            + cut_list(&mut self.net, MAX_HOST_ITEMS)
+            + cut_list(&mut self.temps, MAX_HOST_ITEMS);
+        n += usize::from(cut_text(&mut self.hostname));
+        for d in &mut self.disks {
+            n += usize::from(cut_text(&mut d.path))
+                + usize::from(cut_text(&mut d.device))
+                + usize::from(cut_text(&mut d.fstype));
+        }
+        for i in &mut self.net {
+            n += usize::from(cut_text(&mut i.interface));
+        }
+        for t in &mut self.temps {
+            n += usize::from(cut_text(&mut t.sensor));
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.cut = self.cut.saturating_add(n);
+        n
+    }
+}
+
+impl ContainersReport {
+    /// Applies the bounds; adds what was cut (containers and texts) to `cut` and returns it.
+    pub fn bound(&mut self) -> u32 {
+        let mut n = 0;
+        if self.containers.len() > MAX_CONTAINERS {
+            self.containers.sort_by_cached_key(|c| {
+                (
+                    c.health != crate::Health::Unhealthy,
+                    c.state == "running",
+                    c.name.clone(),
+                )
+            });
+            n += cut_list(&mut self.containers, MAX_CONTAINERS);
+        }
+        n += usize::from(cut_opt(&mut self.error));
+        for c in &mut self.containers {
+            n += usize::from(cut_text(&mut c.id))
+                + usize::from(cut_text(&mut c.name))
+                + usize::from(cut_text(&mut c.image))
+                + usize::from(cut_text(&mut c.state))
+                + usize::from(cut_opt(&mut c.swarm_service))
+                + usize::from(cut_opt(&mut c.swarm_task))
+                + usize::from(cut_opt(&mut c.swarm_node_id));
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.cut = self.cut.saturating_add(n);
+        n
+    }
+}
+
+impl crate::EventReport {
+    /// Cuts its texts to [`MAX_TEXT`]; how many were cut.
+    pub fn bound(&mut self) -> u32 {
+        let n = usize::from(cut_text(&mut self.action))
+            + usize::from(cut_text(&mut self.container_id))
+            + usize::from(cut_text(&mut self.container_name))
+            + usize::from(cut_text(&mut self.image))
+            + usize::from(cut_opt(&mut self.signal))
+            + usize::from(cut_opt(&mut self.swarm_service))
+            + usize::from(cut_opt(&mut self.swarm_task));
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Container, EngineState, Header, Health};
+
+    fn container(name: &str, state: &str, health: Health) -> Container {
+        Container {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: "img".into(),
+            state: state.into(),
+            health,
+            failing_streak: 0,
+            restart_count: 0,
+            exit_code: None,
+            oom_killed: false,
+            started_at: None,
+            swarm_service: None,
+            swarm_task: None,
+            swarm_node_id: None,
+            cpu_percent: None,
+            mem_usage: None,
+            mem_limit: None,
+        }
+    }
+
+    #[test]
+    fn a_huge_containers_report_keeps_what_matters_and_counts_the_rest() {
+        let mut containers: Vec<Container> = (0..2000)
+            .map(|i| container(&format!("c{i:04}"), "running", Health::Healthy))
+            .collect();
+        containers.push(container("zz-sick", "running", Health::Unhealthy));
+        containers.push(container("zz-exited", "exited", Health::None));
+        let mut r = ContainersReport {
+            header: Header {
+                v: 1,
+                node: "n".into(),
+                run: 1,
+                seq: 1,
+                ts: 0,
+            },
+            engine: EngineState::Ok,
+            error: None,
+            containers,
+            cut: 0,
+        };
+        assert_eq!(r.bound(), 1502);
+        assert_eq!(r.cut, 1502);
+        assert_eq!(r.containers.len(), MAX_CONTAINERS);
+        assert_eq!(r.containers[0].name, "zz-sick");
+        assert_eq!(r.containers[1].name, "zz-exited");
+        let bytes = crate::encode(&r);
+        assert!(
+            bytes.len() < crate::codec::MAX_PAYLOAD,
+            "{} bytes",
+            bytes.len()
+        );
+        assert_eq!(r.bound(), 0, "bounded once");
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_character_boundary() {
+        let mut s = "é".repeat(200); // 400 bytes
+        assert!(cut_text(&mut s));
+        assert!(s.len() <= MAX_TEXT && s.len() >= MAX_TEXT - 1);
+        assert!(s.chars().all(|c| c == 'é'));
+        let mut short = "ok".to_string();
+        assert!(!cut_text(&mut short));
+    }
+}
