@@ -2,7 +2,8 @@
 //! `docker stack deploy` on a real 5-node Swarm (3 managers, 2 workers; tests/swarm/rig.sh).
 //! Every node's agent container publishes its birth with its own engine's Swarm identity, a
 //! gateway runs beside every manager and only the one beside the leader is active, and
-//! `docker stack rm` makes every agent say goodbye. Needs the images' tar
+//! `docker stack rm` makes every agent say goodbye. The gateways' passwords come from Docker
+//! secrets (deploy/secrets.yml). Needs the images' tar
 //! (`scripts/images --save target/images/leakmon-images.tar`; scripts/test makes it).
 
 use std::path::Path;
@@ -19,15 +20,38 @@ fn node_id(n: u32) -> String {
     swarm::docker(n, &["info", "--format", "{{.Swarm.NodeID}}"])
 }
 
+/// deploy/stack.yml with deploy/secrets.yml: the gateways' MQTT and InfluxDB passwords are
+/// Docker secrets (created here); a gateway that could not read them would exit with a
+/// configuration error, and no gateway would turn active.
 fn deploy(broker: &Broker) {
-    let stack = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/stack.yml");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    for (name, value) in [
+        ("leakmon_mqtt_password", "mqtt-secret"),
+        ("leakmon_influxdb_password", "db-secret"),
+    ] {
+        let file = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::write(&file, value).expect("secret file");
+        swarm::rig(&[
+            "docker",
+            "1",
+            "secret",
+            "create",
+            name,
+            file.to_str().expect("path"),
+        ]);
+        let _ = std::fs::remove_file(&file);
+    }
     run_ok(
         Command::new(RIG)
-            .args(["docker", "1", "stack", "deploy", "-c", stack, "leakmon"])
+            .args(["docker", "1", "stack", "deploy"])
+            .args(["-c", &format!("{dir}/stack.yml")])
+            .args(["-c", &format!("{dir}/secrets.yml"), "leakmon"])
             .env(
                 "LEAKMON_MQTT_URL",
                 format!("mqtt://172.30.0.1:{}", broker.port),
             )
+            // The test's broker takes any credentials: the username and the password read
+            // from the secret are sent and accepted.
             .env("LEAKMON_INTERVAL", "1s")
             .env("LEAKMON_KEEP_ALIVE", "2s")
             // The rig's engines have their sockets here, not at /var/run/docker.sock.

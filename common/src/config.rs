@@ -668,6 +668,47 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A secret given inline (`key`) or in a file (`<key>_file`: a Docker secret under
+/// /run/secrets, a systemd credential under $CREDENTIALS_DIRECTORY): the file's text without
+/// its trailing newline. Both at once, an unreadable file or an empty one is an error naming
+/// the key.
+pub fn read_secret(
+    inline: Option<&str>,
+    file: Option<&Path>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(path) = file else {
+        return Ok(inline.map(str::to_owned));
+    };
+    let file_key = format!("{key}_file");
+    if inline.is_some() {
+        return Err(ConfigError::new(
+            file_key,
+            format!("set either `{key}` or `{key}_file`, not both"),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            file_key.clone(),
+            format!(
+                "cannot read {}: {e}; point it at a readable file holding the secret",
+                path.display()
+            ),
+        )
+    })?;
+    let secret = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if secret.is_empty() {
+        return Err(ConfigError::new(
+            file_key,
+            format!("{} is empty; it must hold the secret", path.display()),
+        ));
+    }
+    Ok(Some(secret.to_owned()))
+}
+
 /// A URL safe to print or log: a password in it is masked; with `whole_path`, so are its path
 /// and query (a webhook's path or query is often its token: Slack, Teams, ntfy), leaving the
 /// scheme, host and port to tell which endpoint it is.

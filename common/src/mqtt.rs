@@ -32,6 +32,9 @@ pub struct MqttSettings {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// A file holding the password instead (a Docker secret, a systemd credential).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// PEM file of the CA(s) that signed the broker's certificate; default: the system's roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -81,6 +84,7 @@ impl Default for MqttSettings {
             client_id: None,
             username: None,
             password: None,
+            password_file: None,
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -182,7 +186,12 @@ impl MqttSettings {
         }
         leakmon_protocol::Topics::new(&self.topic_prefix)
             .map_err(|e| ConfigError::new(key("topic_prefix"), e.to_string()))?;
-        if self.password.is_some() && self.username.is_none() {
+        let password = crate::config::read_secret(
+            self.password.as_deref(),
+            self.password_file.as_deref(),
+            &key("password"),
+        )?;
+        if password.is_some() && self.username.is_none() {
             return Err(ConfigError::new(
                 key("password"),
                 "a password needs a username; set mqtt.username too",
@@ -230,10 +239,12 @@ impl MqttSettings {
         } else {
             None
         };
+        let mut settings = self.clone();
+        settings.password = password;
         Ok(Connector {
             endpoint,
             tls,
-            settings: self.clone(),
+            settings,
         })
     }
 

@@ -62,6 +62,9 @@ pub struct WebhookConfig {
     pub url: String,
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Header values read from files (a Docker secret, a systemd credential): name -> path.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers_file: std::collections::BTreeMap<String, PathBuf>,
     /// Only these alerts (rule names, event kinds, `agent_offline`); empty: all.
     #[serde(default)]
     pub alerts: Vec<String>,
@@ -292,9 +295,15 @@ pub struct InfluxConfig {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// A file holding the password instead (a Docker secret, a systemd credential).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// v2: token, organisation and bucket.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A file holding the token instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
     pub org: String,
     pub bucket: String,
     /// Lines per write request.
@@ -345,7 +354,9 @@ impl Default for InfluxConfig {
             retention_policy: String::new(),
             username: None,
             password: None,
+            password_file: None,
             token: None,
+            token_file: None,
             org: String::new(),
             bucket: "leakmon".into(),
             batch_size: 5000,
@@ -467,9 +478,36 @@ impl Config {
         leakmon_common::config::load_with_process_env(path, required, ENV_PREFIX)
     }
 
+    /// Reads every `*_file` secret into its key ([`leakmon_common::config::read_secret`]).
+    fn load_secrets(&mut self) -> Result<(), ConfigError> {
+        use leakmon_common::config::read_secret;
+        let i = &mut self.influxdb;
+        i.password = read_secret(
+            i.password.as_deref(),
+            i.password_file.as_deref(),
+            "influxdb.password",
+        )?;
+        i.token = read_secret(
+            i.token.as_deref(),
+            i.token_file.as_deref(),
+            "influxdb.token",
+        )?;
+        for (n, w) in self.alerts.webhook.iter_mut().enumerate() {
+            for (name, path) in &w.headers_file {
+                let key = format!("alerts.webhook[{n}].headers.{name}");
+                let v = read_secret(w.headers.get(name).map(String::as_str), Some(path), &key)?;
+                if let Some(v) = v {
+                    w.headers.insert(name.clone(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn check(mut self, hostname: &str) -> Result<Checked, ConfigError> {
         let name = self.name.clone().unwrap_or_else(|| hostname.to_owned());
         let mqtt = self.mqtt.connector("mqtt")?;
+        self.load_secrets()?;
         let i = &self.influxdb;
         if !i.url.is_empty() {
             if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
@@ -847,6 +885,62 @@ mod tests {
             printed.contains("https://hooks.example/********"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_bad_files_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let (mq, db, tok, hdr) = (
+            f("mqtt", "mqttpw\n"),
+            f("db", "dbpw"),
+            f("tok", "tokv\r\n"),
+            f("hdr", "Bearer SECRETHDR\n"),
+        );
+        let c = check(&format!(
+            "[mqtt]\nusername = \"gw\"\npassword_file = \"{mq}\"\n\
+             [influxdb]\nurl = \"http://db:8086\"\nusername = \"u\"\npassword_file = \"{db}\"\n\
+             token_file = \"{tok}\"\n\
+             [[alerts.webhook]]\nurl = \"https://hooks.example/x\"\n\
+             headers_file = {{ Authorization = \"{hdr}\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.mqtt.settings().password.as_deref(), Some("mqttpw"));
+        assert_eq!(c.cfg.influxdb.password.as_deref(), Some("dbpw"));
+        assert_eq!(c.cfg.influxdb.token.as_deref(), Some("tokv"));
+        assert_eq!(
+            c.cfg.alerts.webhook[0].headers["Authorization"],
+            "Bearer SECRETHDR"
+        );
+        let printed = leakmon_common::config::to_toml(&c.cfg.redacted());
+        for secret in ["mqttpw", "dbpw", "tokv", "SECRETHDR"] {
+            assert!(!printed.contains(secret), "{secret} in:\n{printed}");
+        }
+
+        let empty = f("empty", "\n");
+        for (toml, key) in [
+            (
+                format!("[mqtt]\nusername = \"gw\"\npassword_file = \"/nonexistent/pw\""),
+                "mqtt.password_file",
+            ),
+            (
+                format!("[mqtt]\nusername = \"gw\"\npassword = \"x\"\npassword_file = \"{mq}\""),
+                "mqtt.password_file",
+            ),
+            (
+                format!("[influxdb]\nurl = \"http://db:8086\"\ntoken_file = \"{empty}\""),
+                "influxdb.token_file",
+            ),
+        ] {
+            let e = check(&toml)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {toml}"));
+            assert_eq!(e.key, key, "{toml}: {e}");
+        }
     }
 
     #[test]
