@@ -924,7 +924,7 @@ mod tests {
         let empty = f("empty", "\n");
         for (toml, key) in [
             (
-                format!("[mqtt]\nusername = \"gw\"\npassword_file = \"/nonexistent/pw\""),
+                "[mqtt]\nusername = \"gw\"\npassword_file = \"/nonexistent/pw\"".to_string(),
                 "mqtt.password_file",
             ),
             (
