@@ -889,16 +889,21 @@ impl Gateway {
 
 /// Publishes one message with mosquitto_pub (for bad-input tests).
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
-    pub_stdin(port, topic, "-s", payload);
+    pub_stdin(port, topic, &["-s"], payload);
+}
+
+/// Publishes one retained message with mosquitto_pub.
+pub fn mosquitto_pub_retained(port: u16, topic: &str, payload: &[u8]) {
+    pub_stdin(port, topic, &["-r", "-s"], payload);
 }
 
 /// Publishes each of `payloads` as one message, over one connection (mosquitto_pub -l).
 pub fn mosquitto_pub_lines(port: u16, topic: &str, payloads: &[Vec<u8>]) {
-    pub_stdin(port, topic, "-l", &payloads.join(&b"\n"[..]));
+    pub_stdin(port, topic, &["-l"], &payloads.join(&b"\n"[..]));
 }
 
 /// mosquitto_pub at QoS 1, its message(s) on stdin (`-s`: all of it, `-l`: a line each).
-fn pub_stdin(port: u16, topic: &str, mode: &str, input: &[u8]) {
+fn pub_stdin(port: u16, topic: &str, mode: &[&str], input: &[u8]) {
     use std::io::Write as _;
     let mut child = Command::new("mosquitto_pub")
         .args([
@@ -910,14 +915,14 @@ fn pub_stdin(port: u16, topic: &str, mode: &str, input: &[u8]) {
             "1",
             "-t",
             topic,
-            mode,
         ])
+        .args(mode)
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub (mosquitto-clients)");
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input);
-        if mode == "-l" {
+        if mode == ["-l"] {
             let _ = stdin.write_all(b"\n");
         }
     }

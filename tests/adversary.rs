@@ -1,0 +1,627 @@
+//! The adversary: what someone holding a credential (or just a client of an open broker) can
+//! send, and what ordinary accidents do, against the real broker, gateway, InfluxDB and, where
+//! Swarm is involved, the 5-node Swarm rig. One scenario per finding of issue 14, each of
+//! which failed before its fix:
+//!
+//! - oversized messages: a 20 MiB retained message wedged every gateway (re-sent on every
+//!   subscribe, over the client's packet limit); the shipped broker now refuses it;
+//! - sessions and the ACL: a node's credential could take another client's id and cut its
+//!   session; the read-only `telemetry` credential could write under its own name;
+//! - forgetting and forged seqs: a cleared retained status did not forget a node; a forged
+//!   `seq` of u64::MAX silenced the real agent's Will;
+//! - adversarial text through the whole path into InfluxDB 1.6.7;
+//! - on the Swarm: a made-up node's report, or a plain container wearing a service's labels,
+//!   force-updated that service; a node claiming another's Swarm id kept it alive; ghosts;
+//!   a broker outage blinded the gateway for half a minute more.
+//!
+//! docs/operations.md ("Threat model") says who may publish what and what the gateway does
+//! with it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use leakmon_e2e::lockdown::{self, influx_count, payloads, Killed, LockedBroker};
+use leakmon_e2e::swarm::{
+    docker, fleet_up, rig, start_agents, start_gateways, wait_gateway_active, NODES,
+};
+use leakmon_e2e::{wait_for, Agent, Gateway, Service, Subscriber};
+use serde_json::{json, Value};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A gateway on the locked-down broker, writing to `db`.
+fn locked_gateway(broker: &LockedBroker, db: &Service, offline_after: &str) -> Gateway {
+    Gateway::start(&format!(
+        "name = \"gw-adv\"\n{}reconnect_max = \"1s\"\n\
+         [influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"\nflush_interval = \"500ms\"\n\
+         [liveness]\noffline_after = \"{offline_after}\"\n",
+        broker.client_section("gateway"),
+        db.url()
+    ))
+}
+
+/// mosquitto_pub as `user` (TLS, QoS 1) of the file `payload`, retained, with MQTT 3.1.1:
+/// an MQTT 5 client learns the broker's packet limit at CONNACK and refuses to send more, so
+/// only a 3.1.1 client shows what the broker does with an oversized packet. (exit code,
+/// stderr).
+fn publish_file(broker: &LockedBroker, user: &str, topic: &str, payload: &Path) -> (i32, String) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "localhost", "-p", &broker.port_for(user).to_string()])
+        .args(["-V", "mqttv311", "-q", "1", "-r"])
+        .arg("--cafile")
+        .arg(broker.ca())
+        .args(["-u", user, "-P", &broker.password(user), "-t", topic])
+        .arg("-f")
+        .arg(payload);
+    let out = cmd.output().expect("mosquitto_pub");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mem_points(db: &Service, node: &str) -> i64 {
+    influx_count(
+        db,
+        &format!("SELECT count(used_percent) FROM mem WHERE host = '{node}'"),
+    )
+}
+
+/// Waits until `node`'s mem points in `db` grow past `than`.
+fn points_grow(db: &Service, node: &str, than: i64, gw: &Gateway, what: &str) {
+    wait_for(S(30), || (mem_points(db, node) > than).then_some(()))
+        .unwrap_or_else(|| panic!("{what}: no new points of {node}\ngateway:\n{}", gw.log()));
+}
+
+#[test]
+fn no_message_can_wedge_a_gateway() {
+    let broker = LockedBroker::start(&["node-a", "node-x"]);
+    let db = Service::influxdb();
+    let mut gw = locked_gateway(&broker, &db, "4s");
+    let a = Agent::start(&lockdown::agent_config(&broker, "node-a", "node-a"));
+    points_grow(&db, "node-a", 0, &gw, "start");
+
+    // 20 MiB retained on a node's own status topic: the shipped broker refuses the packet
+    // (max_packet_size 2 MiB). Unrefused, it would be re-sent on every subscribe, and every
+    // gateway reading at most 16 MiB would reconnect forever. (node-x runs no agent: on the
+    // agents' listener a client id is its username, so a second connection with node-a's
+    // credential would cut its agent's.)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, vec![b'x'; 20 << 20]).expect("payload");
+    let (code, err) = publish_file(&broker, "node-x", "leakmon/v1/nodes/node-x/status", &huge);
+    assert_ne!(code, 0, "the broker took a 20 MiB packet: {err}");
+    assert!(
+        broker.log().contains("disconnected due to oversize packet"),
+        "{}",
+        broker.log()
+    );
+    // 1.5 MiB: under the broker's limit, over the protocol's (1 MiB): it is retained, and
+    // every gateway (re)subscribing gets it; it is counted and dropped, nothing else happens.
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 1536 << 10]).expect("payload");
+    let (code, err) = publish_file(&broker, "node-x", "leakmon/v1/nodes/node-x/status", &big);
+    assert_eq!(code, 0, "{err}");
+
+    // A gateway that starts now subscribes and gets the retained 1.5 MiB message.
+    gw.restart();
+    let before = mem_points(&db, "node-a");
+    points_grow(&db, "node-a", before, &gw, "after the restart");
+    wait_for(S(20), || {
+        gw.get("/metrics")
+            .contains("leakmon_gateway_rejected_total{node=\"node-x\",reason=\"too_large\"}")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no too_large counted:\n{}", gw.get("/metrics")));
+    assert!(
+        !gw.log().contains("MQTT connection lost"),
+        "the gateway's connection broke:\n{}",
+        gw.log()
+    );
+    drop(a);
+}
+
+#[test]
+fn no_credential_can_cut_another_clients_session_or_write_as_a_consumer() {
+    let broker = LockedBroker::start_with(&["node-a", "node-b"], &["nodered"]);
+    let db = Service::influxdb();
+    let gw = locked_gateway(&broker, &db, "4s");
+    let watched = broker.dir.path().join("watch.log");
+    let _watch = Killed(broker.watch(&watched));
+    let a = Agent::start(&lockdown::agent_config(&broker, "node-a", "node-a"));
+    let b = Agent::start(&lockdown::agent_config(&broker, "node-b", "node-b"));
+    points_grow(&db, "node-b", 0, &gw, "start");
+    wait_for(S(20), || b.log().contains("birth published").then_some(()))
+        .expect("node-b connected");
+
+    // node-a's credential connects with node-b's client id (its default and its name) and
+    // with the gateway's, again and again. On the agents' listener a client's id is its
+    // username: each of these connections is node-a's, and cuts nobody else.
+    let pa = broker.password("node-a");
+    for id in [
+        "leakmon-agent-node-b",
+        "node-b",
+        "leakmon-gateway-gw-adv",
+        "leakmon-gateway-active",
+    ] {
+        for _ in 0..3 {
+            broker.publish_on(
+                broker.port,
+                "node-a",
+                &pa,
+                true,
+                &["-i", id],
+                "leakmon/v1/nodes/node-a/x",
+                "hijack",
+            );
+        }
+    }
+    // node-a's credential on the gateways' listener: refused outright.
+    let (code, _) = broker.publish_on(
+        broker.gateway_port,
+        "node-a",
+        &pa,
+        true,
+        &["-i", "leakmon-gateway-gw-adv"],
+        "leakmon/v1/nodes/node-a/x",
+        "x",
+    );
+    assert_ne!(
+        code, 0,
+        "a node's credential was accepted on the gateways' listener"
+    );
+
+    // The consumers read, and write nothing, not even under their own name.
+    for user in ["telemetry", "nodered"] {
+        let pw = broker.password(user);
+        let (_, err) = broker.publish(
+            user,
+            &pw,
+            true,
+            &format!("leakmon/v1/nodes/{user}/status"),
+            "{\"v\":1}",
+        );
+        assert!(err.contains("Not authorized"), "{user} could write: {err}");
+    }
+    let reader = broker.dir.path().join("reader.log");
+    let pr = broker.password("nodered");
+    let _reader = Killed(broker.subscribe("nodered", &pr, "leakmon/v1/nodes/+/host", &reader));
+    wait_for(S(20), || {
+        (!payloads(&reader, "leakmon/v1/nodes/node-b/host").is_empty()).then_some(())
+    })
+    .expect("a second consumer reads");
+
+    std::thread::sleep(S(3));
+    let log = broker.log();
+    assert!(
+        !log.contains("Client node-b already connected"),
+        "node-b's session was taken over:\n{log}"
+    );
+    let births = payloads(&watched, "leakmon/v1/nodes/node-b/status");
+    assert!(
+        births.iter().all(|p| p.contains("\"online\"")),
+        "node-b went offline: {births:?}"
+    );
+    assert_eq!(
+        b.log().matches("birth published").count(),
+        1,
+        "node-b reconnected:\n{}",
+        b.log()
+    );
+    assert!(
+        !gw.log().contains("MQTT connection lost"),
+        "the gateway's session was cut:\n{}",
+        gw.log()
+    );
+    let nodes = gw.get("/api/v1/nodes");
+    assert!(
+        !nodes.contains("telemetry") && !nodes.contains("nodered"),
+        "{nodes}"
+    );
+    drop((a, b));
+}
+
+#[test]
+fn forgotten_nodes_leave_and_a_forged_seq_silences_nobody() {
+    let ghosts = ["ghost1", "ghost2", "ghost3", "ghost4"];
+    let mut names = vec!["node-a"];
+    names.extend(ghosts);
+    let broker = LockedBroker::start(&names);
+    let db = Service::influxdb();
+    // Long enough that only a Will can make node-a offline within the test's wait.
+    let gw = locked_gateway(&broker, &db, "60s");
+    let mut a = Agent::start(&lockdown::agent_config(&broker, "node-a", "node-a"));
+    points_grow(&db, "node-a", 0, &gw, "start");
+
+    // Decommissioned hosts leave retained `offline` statuses behind.
+    for g in ghosts {
+        let status = json!({"v": 1, "node": g, "state": "offline", "seq": 3,
+            "reason": "lost", "ts": now_ms()});
+        let (code, err) = broker.publish(
+            g,
+            &broker.password(g),
+            true,
+            &format!("leakmon/v1/nodes/{g}/status"),
+            &status.to_string(),
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    wait_for(S(20), || {
+        let nodes = gw.get("/api/v1/nodes");
+        ghosts.iter().all(|g| nodes.contains(g)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("ghosts not seen: {}", gw.get("/api/v1/nodes")));
+    // The operator clears them (an empty retained message): the gateway forgets them, at
+    // once, without a restart.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").expect("file");
+    for g in ghosts {
+        let (code, err) = publish_file(&broker, g, &format!("leakmon/v1/nodes/{g}/status"), &empty);
+        assert_eq!(code, 0, "{err}");
+    }
+    wait_for(S(20), || {
+        let nodes = gw.get("/api/v1/nodes");
+        ghosts.iter().all(|g| !nodes.contains(g)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "ghosts not forgotten: {}\n{}",
+            gw.get("/api/v1/nodes"),
+            gw.log()
+        )
+    });
+    assert!(gw.get("/api/v1/nodes").contains("node-a"));
+
+    // node-a's credential (or anyone on an open broker) sends a birth and a death with a
+    // seq of u64::MAX. The real agent's next connection, and its Will, still count.
+    let pa = broker.password("node-a");
+    for state in ["online", "offline"] {
+        let mut s = json!({"v": 1, "node": "node-a", "state": state,
+            "seq": u64::MAX, "ts": now_ms()});
+        if state == "offline" {
+            s["reason"] = "lost".into();
+        } else {
+            s["hostname"] = "node-a".into();
+            s["agent_version"] = "0".into();
+            s["arch"] = "x86_64".into();
+            s["interval_ms"] = 1000.into();
+        }
+        let (code, err) = broker.publish(
+            "node-a",
+            &pa,
+            true,
+            "leakmon/v1/nodes/node-a/status",
+            &s.to_string(),
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let state = |gw: &Gateway| -> Option<String> {
+        let nodes: Value = serde_json::from_str(&gw.get("/api/v1/nodes")).ok()?;
+        nodes["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node"] == "node-a")
+            .and_then(|n| n["state"].as_str().map(str::to_owned))
+    };
+    // The agent reconnects (a restart: a new birth with its own, lower seq), then dies.
+    a.terminate();
+    a.spawn();
+    wait_for(S(20), || {
+        (state(&gw).as_deref() == Some("online")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-a not online again: {:?}\n{}", state(&gw), gw.log()));
+    std::thread::sleep(S(2));
+    a.kill9();
+    wait_for(S(20), || {
+        (state(&gw).as_deref() == Some("offline")).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node-a's Will did not count after a forged seq: {:?}\n{}",
+            state(&gw),
+            gw.log()
+        )
+    });
+}
+
+#[test]
+fn adversarial_text_reaches_influxdb_as_sent() {
+    // Container names, images and services with every character line protocol escapes,
+    // through the open broker, the gateway and InfluxDB 1.6.7, read back by InfluxQL.
+    let broker = leakmon_e2e::Broker::start();
+    let db = Service::influxdb();
+    let gw = Gateway::start(&format!(
+        "name = \"gw-text\"\n[mqtt]\nurl = \"{}\"\n\
+         [influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"\nflush_interval = \"500ms\"\n",
+        broker.url(),
+        db.url()
+    ));
+    wait_for(S(20), || {
+        gw.log().contains("connected; subscribed").then_some(())
+    })
+    .expect("the gateway connects");
+    let names = [
+        "plain",
+        "with space",
+        "comma,and=equals",
+        "quote\"and'apostrophe",
+        "back\\slash",
+        "unicode-é∑🦀",
+        "tab\there",
+        "trailing-backslash\\",
+        "#hash",
+    ];
+    let containers: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            json!({"id": format!("{i:064}"), "name": n, "image": format!("img/{n}:1"),
+                "state": "running", "health": "none", "restart_count": 0, "oom_killed": false,
+                "swarm_service": n, "mem_usage": 1000 + i})
+        })
+        .collect();
+    let report = json!({"v": 1, "node": "edge-text", "run": 1, "seq": 1, "ts": now_ms(),
+        "engine": "ok", "containers": containers});
+    leakmon_e2e::mosquitto_pub(
+        broker.port,
+        "leakmon/v1/nodes/edge-text/containers",
+        report.to_string().as_bytes(),
+    );
+    let stored = wait_for(S(30), || {
+        let v = db.influx_query(
+            "leakmon",
+            "SELECT last(usage) FROM docker_container_mem WHERE host = 'edge-text' GROUP BY container_name",
+        );
+        let series = v["results"][0]["series"].as_array()?.clone();
+        (series.len() == names.len()).then_some(series)
+    })
+    .unwrap_or_else(|| panic!("not every container stored\n{}", gw.log()));
+    let mut got: Vec<String> = stored
+        .iter()
+        .filter_map(|s| s["tags"]["container_name"].as_str().map(str::to_owned))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|n| n.replace("trailing-backslash\\", "trailing-backslash\u{29f5}"))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "tag values as stored");
+    assert!(
+        !gw.get("/metrics").contains("reason=\"malformed\""),
+        "{}",
+        gw.get("/metrics")
+    );
+}
+
+// --- On the 5-node Swarm ---
+
+fn event_kind(e: &Value) -> &str {
+    e["kind"].as_str().unwrap_or_default()
+}
+
+struct SwarmFleet {
+    events: Subscriber,
+    gateways: Vec<leakmon_e2e::Daemon>,
+}
+
+impl SwarmFleet {
+    fn events(&self) -> Vec<Value> {
+        self.events.all().iter().map(|m| m.json()).collect()
+    }
+
+    fn logs(&self) -> String {
+        self.gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let log = g.log();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
+                    .rev()
+                    .take(30)
+                    .collect();
+                format!(
+                    "--- gw{} ---\n{}",
+                    i + 1,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn wait_event(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(S(secs), || self.events().into_iter().find(|e| pred(e))).unwrap_or_else(|| {
+            panic!(
+                "no {what} event within {secs} s; events:\n{}\n{}",
+                self.events()
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.logs()
+            )
+        })
+    }
+
+    fn forced(&self, service: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| event_kind(e) == "force_update" && e["details"]["service"] == service)
+            .count()
+    }
+}
+
+fn force_version(service: &str) -> String {
+    docker(
+        1,
+        &[
+            "service",
+            "inspect",
+            service,
+            "--format",
+            "{{.Spec.TaskTemplate.ForceUpdate}}",
+        ],
+    )
+}
+
+#[test]
+fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
+    let (_rig, mut broker, influx) = fleet_up();
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+    let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
+    let _agents = start_agents(broker.port);
+    let f = SwarmFleet {
+        events,
+        gateways: start_gateways(broker.port, influx.port, None),
+    };
+    wait_gateway_active(&f.events);
+    for n in 1..=NODES {
+        statuses
+            .wait_json(&format!("node{n}/status"), S(30), |j| {
+                j["state"] == "online"
+            })
+            .unwrap_or_else(|| panic!("node{n} online"));
+    }
+    let node_id = |n: u32| {
+        docker(
+            1,
+            &[
+                "node",
+                "inspect",
+                &format!("node{n}"),
+                "--format",
+                "{{.ID}}",
+            ],
+        )
+    };
+    let db_task_container = docker(
+        4,
+        &[
+            "ps",
+            "--filter",
+            "label=com.docker.swarm.service.name=db",
+            "--format",
+            "{{.ID}}",
+            "--no-trunc",
+        ],
+    );
+
+    // 1a. A node no Swarm node is reports db's real container unhealthy, for 12 s (the rig's
+    // gateways act after 3 s): it is shown, never acted on.
+    for i in 0..12 {
+        let report = json!({"v": 1, "node": "intruder", "run": 1, "seq": i + 1, "ts": now_ms(),
+            "engine": "ok", "containers": [{"id": db_task_container, "name": "db.1.x",
+            "image": "leakmon-test/busybox", "state": "running", "health": "unhealthy",
+            "restart_count": 0, "oom_killed": false, "swarm_service": "db",
+            "swarm_node_id": node_id(4)}]});
+        leakmon_e2e::mosquitto_pub(
+            broker.port,
+            "leakmon/v1/nodes/intruder/containers",
+            report.to_string().as_bytes(),
+        );
+        std::thread::sleep(S(1));
+    }
+
+    // 1b. A plain container on node2 wearing db's labels, failing its health check: node2's
+    // real agent reports it unhealthy as db's; Swarm runs no task of db in it: refused.
+    rig(&[
+        "docker",
+        "2",
+        "run",
+        "-d",
+        "--name",
+        "fake-db",
+        "--label",
+        "com.docker.swarm.service.name=db",
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "leakmon-test/busybox",
+        "sleep",
+        "100000",
+    ]);
+    let refused = f.wait_event(60, "refused (fake-db on node2)", |e| {
+        event_kind(e) == "refused" && e["node"] == "node2" && e["details"]["service"] == "db"
+    });
+    assert_eq!(refused["details"]["reason"], "no_such_task", "{refused}");
+    std::thread::sleep(S(5));
+    assert_eq!(f.forced("db"), 0, "db force-updated:\n{}", f.logs());
+    assert_eq!(force_version("db"), "0", "db's tasks were replaced");
+    assert_eq!(
+        f.events()
+            .iter()
+            .filter(|e| event_kind(e) == "refused")
+            .count(),
+        1,
+        "refused once per container"
+    );
+    docker(2, &["rm", "-f", "fake-db"]);
+
+    // 2. Four ghosts (retained `offline` statuses of hosts no Swarm node is), and node3's
+    // name claiming node5's Swarm id in a forged birth. Then node5 dies: it is handled.
+    for g in 1..=4 {
+        let status = json!({"v": 1, "node": format!("ghost{g}"), "state": "offline",
+            "seq": 1, "reason": "lost", "ts": now_ms()});
+        leakmon_e2e::mosquitto_pub_retained(
+            broker.port,
+            &format!("leakmon/v1/nodes/ghost{g}/status"),
+            status.to_string().as_bytes(),
+        );
+    }
+    let mut birth3 = statuses
+        .on("node3/status")
+        .last()
+        .map(|m| m.json())
+        .expect("node3's birth");
+    birth3["swarm_node_id"] = node_id(5).into();
+    birth3["seq"] = (birth3["seq"].as_u64().unwrap_or(1) + 1000).into();
+    leakmon_e2e::mosquitto_pub_retained(
+        broker.port,
+        "leakmon/v1/nodes/node3/status",
+        birth3.to_string().as_bytes(),
+    );
+    std::thread::sleep(S(3));
+    rig(&["cut", "5"]);
+    f.wait_event(30, "node_down node5", |e| {
+        event_kind(e) == "node_down" && e["node"] == "node5"
+    });
+    assert!(
+        !f.events().iter().any(|e| event_kind(e) == "mass_failure"),
+        "ghosts switched failover off"
+    );
+    rig(&["restore", "5"]);
+    f.wait_event(60, "node_up node5", |e| {
+        event_kind(e) == "node_up" && e["node"] == "node5"
+    });
+
+    // 3. The broker stops for 25 s, and a worker dies meanwhile: it is handled within 20 s of
+    // the broker's return (the gateways reconnect within ~2 s and act on what they missed).
+    broker.stop();
+    rig(&["cut", "4"]);
+    std::thread::sleep(S(25));
+    broker.start_again();
+    let back = std::time::Instant::now();
+    f.wait_event(20, "node_down node4 after the broker's return", |e| {
+        event_kind(e) == "node_down" && e["node"] == "node4"
+    });
+    eprintln!(
+        "node_down node4 {:.1} s after the broker's return",
+        back.elapsed().as_secs_f64()
+    );
+    rig(&["restore", "4"]);
+}
