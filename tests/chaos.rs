@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use leakmon_e2e::chaos::{self, Event, Fault, History, NodeView, Poll, Span};
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{http_get, wait_for, Broker, Daemon, Service, Subscriber};
+use leakmon_e2e::{
+    http_get, mosquitto_pub, mosquitto_pub_retained, wait_for, Broker, Daemon, Service, Subscriber,
+};
 
 fn duration() -> Duration {
     let text = std::env::var("LEAKMON_CHAOS_DURATION").unwrap_or_else(|_| "4m".into());
@@ -106,6 +108,20 @@ struct Run {
     polls: Arc<Mutex<Vec<Poll>>>,
     /// Managers whose API is not to be asked (cut off or engine down).
     out: Arc<Mutex<BTreeSet<u32>>>,
+    /// Every node's Swarm id, by node number - 1 (for the forger).
+    ids: Vec<String>,
+    /// The forger's stop flag and thread, while [`Fault::Forge`] runs.
+    forger: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+/// The ghosts [`Fault::Forge`] leaves retained: hosts no Swarm node is.
+const GHOSTS: [&str; 4] = ["ghost-a", "ghost-b", "ghost-c", "ghost-d"];
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Run {
@@ -160,6 +176,7 @@ impl Run {
             Fault::BrokerRestart => self.broker.stop(),
             Fault::GatewayStop(n) => self.gateways[n as usize - 1].pause(true),
             Fault::DatabaseRestart => self.influx.kill(),
+            Fault::Forge(n) => self.forge(n),
             Fault::CutLeader => unreachable!("resolved above"),
         }
         Some((f, is_leader))
@@ -189,7 +206,75 @@ impl Run {
             Fault::BrokerRestart => self.broker.start_again(),
             Fault::GatewayStop(n) => self.gateways[n as usize - 1].pause(false),
             Fault::DatabaseRestart => self.influx.start_again("/ping"),
+            Fault::Forge(_) => self.unforge(),
             Fault::CutLeader => {}
+        }
+    }
+
+    /// Starts the forger ([`Fault::Forge`]): retained ghosts and an intruder's birth claiming
+    /// node n's Swarm id, then the intruder's report of an unhealthy `db` container every
+    /// second until [`Run::unforge`].
+    fn forge(&mut self, n: u32) {
+        let port = self.broker.port;
+        let status = |node: &str, state: &str, extra: serde_json::Value| {
+            let mut s = serde_json::json!({"v": 1, "node": node, "state": state, "seq": 1,
+                "ts": wall_ms(), "reason": "lost"});
+            if let (Some(s), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
+            }
+            s.to_string()
+        };
+        for g in GHOSTS {
+            mosquitto_pub_retained(
+                port,
+                &format!("leakmon/v1/nodes/{g}/status"),
+                status(g, "offline", serde_json::json!({})).as_bytes(),
+            );
+        }
+        let id = self.ids.get(n as usize - 1).cloned().unwrap_or_default();
+        let birth = status(
+            "intruder",
+            "online",
+            serde_json::json!({"hostname": format!("node{n}"), "agent_version": "0",
+                "arch": "x86_64", "interval_ms": 1000, "swarm_node_id": id,
+                "beat_interval_ms": 250}),
+        );
+        mosquitto_pub_retained(port, "leakmon/v1/nodes/intruder/status", birth.as_bytes());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seq = 0;
+            while !flag.load(Ordering::Relaxed) {
+                seq += 1;
+                let report = serde_json::json!({"v": 1, "node": "intruder", "run": 1,
+                    "seq": seq, "ts": wall_ms(), "engine": "ok", "containers": [{
+                    "id": format!("{seq:064}"), "name": "db.1.forged",
+                    "image": "leakmon-test/busybox", "state": "running",
+                    "health": "unhealthy", "restart_count": 0, "oom_killed": false,
+                    "swarm_service": "db", "swarm_node_id": id}]});
+                mosquitto_pub(
+                    port,
+                    "leakmon/v1/nodes/intruder/containers",
+                    report.to_string().as_bytes(),
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        self.forger = Some((stop, thread));
+    }
+
+    /// Stops the forger and clears what it retained (the gateways forget those nodes).
+    fn unforge(&mut self) {
+        if let Some((stop, thread)) = self.forger.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+        for node in GHOSTS.iter().chain(&["intruder"]) {
+            mosquitto_pub_retained(
+                self.broker.port,
+                &format!("leakmon/v1/nodes/{node}/status"),
+                b"",
+            );
         }
     }
 
@@ -288,6 +373,21 @@ fn chaos_on_a_real_five_node_swarm() {
         events,
         polls: Arc::default(),
         out: Arc::default(),
+        ids: (1..=NODES)
+            .map(|n| {
+                docker(
+                    1,
+                    &[
+                        "node",
+                        "inspect",
+                        &format!("node{n}"),
+                        "--format",
+                        "{{.ID}}",
+                    ],
+                )
+            })
+            .collect(),
+        forger: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {

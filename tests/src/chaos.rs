@@ -54,6 +54,10 @@ pub enum Fault {
     GatewayStop(u32),
     /// InfluxDB killed and started again.
     DatabaseRestart,
+    /// The adversary (an open broker: anyone may publish): a made-up node ("intruder")
+    /// claiming node N's Swarm id in its birth and reporting `db`'s container unhealthy every
+    /// second, and four ghosts' retained `offline` statuses; all cleared when healed.
+    Forge(u32),
 }
 
 impl Fault {
@@ -83,6 +87,7 @@ impl Fault {
             (Cut(_) | CutLeader, Cut(_) | CutLeader) => false,
             (BrokerRestart, BrokerRestart)
             | (DatabaseRestart, DatabaseRestart)
+            | (Forge(_), Forge(_))
             | (GatewayStop(_), GatewayStop(_)) => true,
             // an agent is restarted inside its node's namespaces: not while its engine is down
             (AgentKill(a) | AgentStop(a), EngineKill(b))
@@ -114,6 +119,7 @@ impl fmt::Display for Fault {
             Fault::GatewayStop(0) => write!(f, "stop the active gateway"),
             Fault::GatewayStop(n) => write!(f, "stop gw{n}"),
             Fault::DatabaseRestart => write!(f, "restart InfluxDB"),
+            Fault::Forge(n) => write!(f, "forge reports (intruder claims node{n}'s id, ghosts)"),
         }
     }
 }
@@ -220,6 +226,7 @@ fn draw(rng: &mut Rng) -> (Fault, u64) {
             };
             (Fault::GatewayStop(n), rng.range(1_000, 10_000))
         }
+        93..=96 => (Fault::Forge(any(rng)), rng.range(10_000, 40_000)),
         _ => (Fault::DatabaseRestart, rng.range(1_000, 8_000)),
     }
 }
@@ -470,7 +477,23 @@ impl History {
         v.violations.extend(late);
         v.violations.extend(self.returned_nodes_active(b));
         v.violations.extend(self.no_sample_lost());
+        v.violations.extend(self.nothing_forced());
         v
+    }
+
+    /// Nothing on the rig is unhealthy, so no service is ever force-updated: a
+    /// `force_update` is a forged report acted on.
+    pub fn nothing_forced(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == "force_update")
+            .map(|e| {
+                format!(
+                    "service {} force-updated at {} ms: nothing is unhealthy, a forged report was believed",
+                    e.service, e.t
+                )
+            })
+            .collect()
     }
 
     /// No live node is ever declared down, drained or failed over: every `node_down` comes
@@ -849,6 +872,9 @@ pub fn summary(h: &History, v: &Verdict) -> String {
             Fault::BrokerRestart => "the broker stopped and started",
             Fault::GatewayStop(_) => "a gateway stopped (SIGSTOP) and continued",
             Fault::DatabaseRestart => "InfluxDB killed and started",
+            Fault::Forge(_) => {
+                "forged reports: an intruder claiming a node's id and db unhealthy, ghosts"
+            }
             Fault::CutLeader => "the leader's cable pulled",
         };
         *kinds.entry(k.to_owned()).or_default() += 1;
@@ -978,6 +1004,24 @@ mod tests {
         assert_eq!(v.deaths.len(), 1);
         assert_eq!(v.deaths[0].down, Some(1_800));
         assert_eq!(v.deaths[0].db, Some(3_000));
+    }
+
+    #[test]
+    fn a_force_update_fails() {
+        let mut h = good();
+        assert!(h.nothing_forced().is_empty());
+        h.events.push(Event {
+            service: "db".into(),
+            ..ev(20_000, "force_update", 0)
+        });
+        let v = h.check(&SHIPPED);
+        assert!(
+            v.violations
+                .iter()
+                .any(|x| x.contains("service db force-updated")),
+            "{:?}",
+            v.violations
+        );
     }
 
     #[test]
@@ -1204,7 +1248,7 @@ mod tests {
                 assert!(!(s.fault.is_cut() && cuts >= 2), "{seed}: {s:?}");
             }
         }
-        assert_eq!(kinds.len(), 9, "every kind of fault is drawn");
+        assert_eq!(kinds.len(), 10, "every kind of fault is drawn");
     }
 
     #[test]
