@@ -586,8 +586,11 @@ impl History {
                         .count()
                 })
                 .unwrap_or(0);
+            // Other deaths pending when a gateway can act (cut at the cable's pull, or later
+            // while every gateway was blind: the one that can act sees them all at once and may
+            // drain any of them first).
             let cut_others = (1..=NODES)
-                .filter(|k| *k != n && self.cut_at(*k, c))
+                .filter(|k| *k != n && (c..=clock.max(c)).step_by(250).any(|t| self.cut_at(*k, t)))
                 .count();
             if drained_others + cut_others >= b.max_drained {
                 continue; // beyond max_drained: a mass_failure, by design
@@ -1004,6 +1007,43 @@ mod tests {
         assert_eq!(v.deaths.len(), 1);
         assert_eq!(v.deaths[0].down, Some(1_800));
         assert_eq!(v.deaths[0].db, Some(3_000));
+    }
+
+    #[test]
+    fn deaths_pending_together_beyond_max_drained_are_a_mass_failure_by_design() {
+        // node1 still drained; the leader (node2) on a lossy link from 5 s (its gateway
+        // withholds verdicts), node4 cut at 10 s, the leader's cable at 15 s: no gateway can act
+        // until 40 s, and then two deaths wait with one drain left. node4's is not judged.
+        let mut h = good();
+        h.spans.push(Span {
+            leader: true,
+            ..span(Fault::Loss(2, 30, Dir::In), 5_000, 20_000)
+        });
+        h.polls[0]
+            .nodes
+            .entry(1)
+            .and_modify(|v| (v.availability, v.drained) = ("drain".into(), true));
+        h.spans.push(Span {
+            leader: true,
+            ..span(Fault::Cut(2), 15_000, 60_000)
+        });
+        h.events = vec![
+            ev(-1_000, "gateway_active", 2),
+            ev(40_000, "gateway_active", 1),
+            ev(41_000, "node_down", 2),
+            ev(41_100, "node_down", 4),
+            ev(41_200, "mass_failure", 4),
+        ];
+        h.polls.retain(|p| p.t < 13_000);
+        let (deaths, late) = h.deaths_handled(&SHIPPED);
+        assert!(late.iter().all(|l| !l.starts_with("node4")), "{late:?}");
+        assert!(deaths.iter().all(|d| d.node != 4), "{deaths:?}");
+        // alone (the leader's link fine), node4's death is judged, and found unhandled
+        let mut h2 = good();
+        h2.polls.retain(|p| p.t < 13_000);
+        h2.events.retain(|e| e.kind == "gateway_active");
+        let (_, late) = h2.deaths_handled(&SHIPPED);
+        assert!(late.iter().any(|l| l.starts_with("node4")), "{late:?}");
     }
 
     #[test]
