@@ -577,11 +577,11 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     for g in 1..=4 {
         let status = json!({"v": 1, "node": format!("ghost{g}"), "state": "offline",
             "seq": 1, "reason": "lost", "ts": now_ms()});
-        leakmon_e2e::mosquitto_pub_retained(
+        assert!(leakmon_e2e::mosquitto_pub_retained(
             broker.port,
             &format!("leakmon/v1/nodes/ghost{g}/status"),
             status.to_string().as_bytes(),
-        );
+        ));
     }
     let mut birth3 = statuses
         .on("node3/status")
@@ -590,11 +590,11 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
         .expect("node3's birth");
     birth3["swarm_node_id"] = node_id(5).into();
     birth3["seq"] = (birth3["seq"].as_u64().unwrap_or(1) + 1000).into();
-    leakmon_e2e::mosquitto_pub_retained(
+    assert!(leakmon_e2e::mosquitto_pub_retained(
         broker.port,
         "leakmon/v1/nodes/node3/status",
         birth3.to_string().as_bytes(),
-    );
+    ));
     std::thread::sleep(S(3));
     rig(&["cut", "5"]);
     f.wait_event(30, "node_down node5", |e| {

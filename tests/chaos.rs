@@ -225,7 +225,7 @@ impl Run {
             s.to_string()
         };
         for g in GHOSTS {
-            mosquitto_pub_retained(
+            let _ = mosquitto_pub_retained(
                 port,
                 &format!("leakmon/v1/nodes/{g}/status"),
                 status(g, "offline", serde_json::json!({})).as_bytes(),
@@ -239,7 +239,7 @@ impl Run {
                 "arch": "x86_64", "interval_ms": 1000, "swarm_node_id": id,
                 "beat_interval_ms": 250}),
         );
-        mosquitto_pub_retained(port, "leakmon/v1/nodes/intruder/status", birth.as_bytes());
+        let _ = mosquitto_pub_retained(port, "leakmon/v1/nodes/intruder/status", birth.as_bytes());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -269,12 +269,12 @@ impl Run {
             stop.store(true, Ordering::Relaxed);
             let _ = thread.join();
         }
+        // (the broker may be restarting meanwhile: retried until it takes them)
         for node in GHOSTS.iter().chain(&["intruder"]) {
-            mosquitto_pub_retained(
-                self.broker.port,
-                &format!("leakmon/v1/nodes/{node}/status"),
-                b"",
-            );
+            let topic = format!("leakmon/v1/nodes/{node}/status");
+            wait_for(Duration::from_secs(20), || {
+                mosquitto_pub_retained(self.broker.port, &topic, b"").then_some(())
+            });
         }
     }
 

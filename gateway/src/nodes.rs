@@ -342,3 +342,57 @@ impl Nodes {
         self.views.values().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakmon_protocol::{Identity, NodeState, Status};
+
+    fn birth(node: &str, claim: &str) -> Status {
+        Status {
+            v: 1,
+            node: node.into(),
+            state: NodeState::Online,
+            seq: 1,
+            reason: None,
+            ts: 0,
+            identity: Some(Identity {
+                hostname: node.into(),
+                swarm_node_id: Some(claim.into()),
+                ..Identity::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn an_agent_claiming_another_nodes_id_is_shown_unbound_and_told_once() {
+        let mut n = Nodes::new(Liveness::new(Duration::from_secs(15)));
+        let now = Instant::now();
+        n.on_status("node3", &birth("node3", "id3"), now, 0);
+        n.on_status("intruder", &birth("intruder", "id3"), now, 0);
+        let swarm = [(
+            "id3".to_owned(),
+            "node3".to_owned(),
+            "ready/active".to_owned(),
+        )];
+        assert_eq!(
+            n.set_swarm(&swarm),
+            [("intruder".to_owned(), "node3".to_owned())]
+        );
+        assert!(n.set_swarm(&swarm).is_empty(), "told once");
+        let views = n.list();
+        let by = |name: &str| views.iter().find(|v| v.node == name).cloned();
+        assert_eq!(
+            by("node3").and_then(|v| v.swarm).as_deref(),
+            Some("ready/active")
+        );
+        assert_eq!(
+            by("intruder").and_then(|v| v.swarm).as_deref(),
+            Some("unbound: claims the id of node3")
+        );
+        // forgotten: gone from the view and from liveness
+        assert!(n.forget("intruder"));
+        assert!(!n.knows("intruder"));
+        assert_eq!(n.count(), 1);
+    }
+}

@@ -889,21 +889,21 @@ impl Gateway {
 
 /// Publishes one message with mosquitto_pub (for bad-input tests).
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
-    pub_stdin(port, topic, &["-s"], payload);
+    let _ = pub_stdin(port, topic, &["-s"], payload);
 }
 
-/// Publishes one retained message with mosquitto_pub.
-pub fn mosquitto_pub_retained(port: u16, topic: &str, payload: &[u8]) {
-    pub_stdin(port, topic, &["-r", "-s"], payload);
+/// Publishes one retained message with mosquitto_pub; whether the broker took it.
+pub fn mosquitto_pub_retained(port: u16, topic: &str, payload: &[u8]) -> bool {
+    pub_stdin(port, topic, &["-r", "-s"], payload)
 }
 
 /// Publishes each of `payloads` as one message, over one connection (mosquitto_pub -l).
 pub fn mosquitto_pub_lines(port: u16, topic: &str, payloads: &[Vec<u8>]) {
-    pub_stdin(port, topic, &["-l"], &payloads.join(&b"\n"[..]));
+    let _ = pub_stdin(port, topic, &["-l"], &payloads.join(&b"\n"[..]));
 }
 
 /// mosquitto_pub at QoS 1, its message(s) on stdin (`-s`: all of it, `-l`: a line each).
-fn pub_stdin(port: u16, topic: &str, mode: &[&str], input: &[u8]) {
+fn pub_stdin(port: u16, topic: &str, mode: &[&str], input: &[u8]) -> bool {
     use std::io::Write as _;
     let mut child = Command::new("mosquitto_pub")
         .args([
@@ -926,7 +926,7 @@ fn pub_stdin(port: u16, topic: &str, mode: &[&str], input: &[u8]) {
             let _ = stdin.write_all(b"\n");
         }
     }
-    let _ = child.wait();
+    child.wait().is_ok_and(|s| s.success())
 }
 
 /// A real HTTP server of the test's own that records every request (webhook receiver).
