@@ -403,6 +403,66 @@ fn adversarial_text_reaches_influxdb_as_sent() {
     );
 }
 
+#[test]
+fn an_alert_waiting_for_its_webhook_survives_a_gateway_restart() {
+    // The webhook's receiver is down; an agent's Will fires agent_offline; the gateway is
+    // restarted while the alert waits; the receiver comes up: the alert arrives.
+    let broker = leakmon_e2e::Broker::start();
+    let port = leakmon_e2e::free_port();
+    let hook_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::start(&format!(
+        "name = \"gw-hook\"\nstate_dir = \"{}\"\n[mqtt]\nurl = \"{}\"\n\
+         [[alerts.webhook]]\nurl = \"http://{hook_addr}/hook\"\nretries = 1000\n",
+        state.path().display(),
+        broker.url()
+    ));
+    wait_for(S(20), || {
+        gw.log().contains("connected; subscribed").then_some(())
+    })
+    .expect("the gateway connects");
+    // Not retained: a restarted gateway does not hear of edge-h again, so only what it kept
+    // can deliver the alert.
+    let status = |state: &str| {
+        let mut s = json!({"v": 1, "node": "edge-h", "state": state, "seq": 1, "ts": now_ms()});
+        if state == "offline" {
+            s["reason"] = "lost".into();
+        } else {
+            s["hostname"] = "edge-h".into();
+            s["agent_version"] = "0".into();
+            s["arch"] = "x86_64".into();
+            s["interval_ms"] = 1000.into();
+        }
+        s.to_string()
+    };
+    for state in ["online", "offline"] {
+        leakmon_e2e::mosquitto_pub(
+            broker.port,
+            "leakmon/v1/nodes/edge-h/status",
+            status(state).as_bytes(),
+        );
+    }
+    wait_for(S(20), || {
+        gw.log().contains("webhook delivery failed").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the alert was not tried:\n{}", gw.log()));
+    gw.restart();
+    let hook = leakmon_e2e::HttpReceiver::start_on(hook_addr);
+    let got = wait_for(S(30), || {
+        hook.all()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|a| a["alert"] == "agent_offline" && a["node"] == "edge-h")
+    })
+    .unwrap_or_else(|| panic!("the alert was lost with the restart:\n{}", gw.log()));
+    assert_eq!(got["state"], "firing", "{got}");
+    assert!(
+        gw.log().contains("delivering alerts a previous run left"),
+        "{}",
+        gw.log()
+    );
+}
+
 // --- On the 5-node Swarm ---
 
 fn event_kind(e: &Value) -> &str {

@@ -9,10 +9,9 @@
 //! Ingest (the handler), control and alerts depend on this module and on pure modules, never on
 //! each other: this is what keeps the gateway's module graph a DAG.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use leakmon_common::backoff::{Backoff, Jitter};
@@ -20,6 +19,8 @@ use leakmon_common::mqtt::Connector;
 use leakmon_protocol::{ContainersReport, GatewayEvent, HostReport};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::{mpsc, watch};
+
+use crate::outbox::Outbox;
 
 pub use leakmon_common::buffer::Message;
 
@@ -169,69 +170,27 @@ pub struct Parts {
     pub progress: Arc<AtomicU64>,
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where decision events wait for their PUBACK across restarts (`state_dir`).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Queued publishes waiting for the connection, at most (a broker outage of minutes).
 const OUTGOING: usize = 10_000;
 
-/// Publishes waiting for the connection, in order. A message leaves it only once rumqttc
-/// took it (a full client queue leaves it here for the next try, never drops it).
-pub struct Outbox {
-    q: Mutex<VecDeque<(Message, bool)>>,
-    notify: tokio::sync::Notify,
-    cap: usize,
-    /// Counts what had to go (`leakmon_gateway_mqtt_dropped_total`).
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl Outbox {
-    fn new(cap: usize, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Outbox {
-            q: Mutex::new(VecDeque::new()),
-            notify: tokio::sync::Notify::new(),
-            cap,
-            metrics,
-        }
-    }
-
-    /// Queues `m`; a `decision` always gets in (the oldest other message, else the oldest
-    /// decision, makes room); another message is refused when full. Whether `m` got in.
-    fn push(&self, m: Message, decision: bool) -> bool {
-        let Ok(mut q) = self.q.lock() else {
-            return false;
-        };
-        if q.len() >= self.cap {
-            if !decision {
-                self.metrics.mqtt_dropped();
-                return false;
-            }
-            let i = q.iter().position(|(_, d)| !d).unwrap_or(0);
-            q.remove(i);
-            self.metrics.mqtt_dropped();
-        }
-        q.push_back((m, decision));
-        drop(q);
-        self.notify.notify_one();
-        true
-    }
-
-    /// Hands queued messages to the client until it is full.
-    fn drain(&self, client: &AsyncClient) {
-        let Ok(mut q) = self.q.lock() else { return };
-        while let Some((m, _)) = q.front() {
-            let m = m.clone();
-            match client.try_publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload) {
-                Ok(()) => {
-                    q.pop_front();
-                }
-                Err(_) => return,
-            }
-        }
-    }
+/// The client's non-blocking QoS 1 publish; whether it took the message.
+fn publish(client: &AsyncClient, m: &Message) -> bool {
+    client
+        .try_publish(
+            m.topic.clone(),
+            QoS::AtLeastOnce,
+            m.retain,
+            m.payload.clone(),
+        )
+        .is_ok()
 }
 
 pub fn wire(p: Parts) -> Wiring {
-    let mqtt = Arc::new(Outbox::new(OUTGOING, p.metrics));
+    let mqtt = Arc::new(Outbox::new(OUTGOING, p.metrics, p.state_dir.as_deref()));
     let outgoing = mqtt.clone();
     let (session_tx, session) = watch::channel(p.session);
     let (connected_tx, connected) = watch::channel(false);
@@ -329,11 +288,15 @@ impl Connection {
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             h.on_publish(&p.topic, &p.payload, session.active).await;
                         }
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                            self.outgoing.written(pkid);
+                        }
+                        Ok(Event::Incoming(Packet::PubAck(a))) => self.outgoing.acked(a.pkid),
                         Ok(_) => {}
                         Err(e) => break Ended::Lost(e.to_string()),
                     },
                     _ = self.outgoing.notify.notified(), if connected => {
-                        self.outgoing.drain(&client);
+                        self.outgoing.drain(|m| publish(&client, m));
                     }
                     changed = self.session.changed() => {
                         if changed.is_err() || *self.session.borrow() != session {
@@ -343,7 +306,7 @@ impl Connection {
                     _ = tick.tick() => {
                         if connected {
                             // what the client could not take before
-                            self.outgoing.drain(&client);
+                            self.outgoing.drain(|m| publish(&client, m));
                         }
                         self.progress.fetch_add(1, Ordering::Relaxed);
                         h.on_tick(session.active).await;
@@ -352,6 +315,8 @@ impl Connection {
                 }
             };
             self.connected.send_replace(false);
+            // this connection's client is gone with what it had not had acknowledged
+            self.outgoing.connection_lost();
             match ended {
                 Ended::Shutdown => {
                     Self::disconnect(&mut h, &client, &mut el, session.active).await;
@@ -374,52 +339,5 @@ impl Connection {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod outbox_tests {
-    use super::*;
-
-    fn m(t: &str) -> Message {
-        Message {
-            topic: t.into(),
-            payload: Vec::new(),
-            retain: false,
-        }
-    }
-
-    #[test]
-    fn a_full_outbox_refuses_others_but_never_a_decision() {
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let o = Outbox::new(3, metrics.clone());
-        assert!(o.push(m("alert1"), false));
-        assert!(o.push(m("event1"), true));
-        assert!(o.push(m("alert2"), false));
-        assert!(!o.push(m("alert3"), false), "full: refused");
-        assert!(o.push(m("event2"), true), "a decision gets in");
-        let topics: Vec<String> =
-            o.q.lock()
-                .unwrap()
-                .iter()
-                .map(|(m, _)| m.topic.clone())
-                .collect();
-        assert_eq!(
-            topics,
-            ["event1", "alert2", "event2"],
-            "the oldest other went"
-        );
-        assert!(o.push(m("event3"), true));
-        assert!(o.push(m("event4"), true));
-        let topics: Vec<String> =
-            o.q.lock()
-                .unwrap()
-                .iter()
-                .map(|(m, _)| m.topic.clone())
-                .collect();
-        assert_eq!(topics, ["event2", "event3", "event4"]);
-        assert!(metrics
-            .render()
-            .contains("leakmon_gateway_mqtt_dropped_total 4"));
     }
 }

@@ -20,6 +20,11 @@ pub struct Config {
     /// This gateway's name in logs and its MQTT client id; default: the hostname.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Where what must survive a restart is kept: decision events not yet acknowledged by the
+    /// broker (`events.json`) and alerts not yet delivered to webhooks (`webhook-<n>.json`).
+    /// None: memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
     pub mqtt: MqttSettings,
     pub influxdb: InfluxConfig,
     pub http: HttpConfig,

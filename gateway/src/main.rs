@@ -26,6 +26,7 @@ mod layering;
 mod liveness;
 mod metrics;
 mod nodes;
+mod outbox;
 mod schema;
 mod status;
 
@@ -204,6 +205,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         progress: progress.clone(),
         shutdown: shutdown_rx.clone(),
         metrics: metrics.clone(),
+        state_dir: cfg.state_dir.clone(),
     });
     // The failure detector runs beside a Swarm (it probes Swarm's nodes) when rescheduling is on.
     let detector = (cfg.liveness.detector && cfg.reschedule.enabled).then(|| {
@@ -239,7 +241,13 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             (!a.repeat_after.0.is_zero()).then_some(a.repeat_after.0),
             &a.events,
         );
-        let hooks = alerts::hooks::Hooks::start(topics.alerts(), bus.clone(), &a.webhook, &a.exec);
+        let hooks = alerts::hooks::Hooks::start(
+            topics.alerts(),
+            bus.clone(),
+            &a.webhook,
+            &a.exec,
+            cfg.state_dir.as_deref(),
+        );
         let task = alerts::Alerts {
             engine,
             hooks,

@@ -959,8 +959,16 @@ impl ReceivedRequest {
 impl HttpReceiver {
     /// Listens on `ip` (a free port) and answers every request `204 No Content`.
     pub fn start(ip: &str) -> HttpReceiver {
+        Self::serve(std::net::TcpListener::bind((ip, 0)).expect("bind the receiver"))
+    }
+
+    /// Listens on `addr` (a receiver that comes up where a gateway already points).
+    pub fn start_on(addr: std::net::SocketAddr) -> HttpReceiver {
+        Self::serve(std::net::TcpListener::bind(addr).expect("bind the receiver"))
+    }
+
+    fn serve(listener: std::net::TcpListener) -> HttpReceiver {
         use std::io::{BufRead, BufReader, Read, Write as _};
-        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the receiver");
         let addr = listener.local_addr().expect("receiver address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let r = requests.clone();

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::bus::{Bus, Message};
 use crate::config::{ExecConfig, WebhookConfig, WebhookFormat};
+use crate::outbox::Journal;
 
 fn wanted(alerts: &[String], min: leakmon_protocol::Severity, a: &Alert) -> bool {
     a.severity >= min && (alerts.is_empty() || alerts.iter().any(|x| x == &a.alert))
@@ -65,9 +66,38 @@ struct Queue {
     items: Mutex<VecDeque<Alert>>,
     notify: Notify,
     cap: usize,
+    /// With a state directory, a webhook's queue is kept on disk until each alert is
+    /// delivered (or given up), so a restart loses none.
+    journal: Option<Journal>,
 }
 
 impl Queue {
+    fn new(cap: usize, journal: Option<Journal>) -> Queue {
+        let items: VecDeque<Alert> = journal
+            .as_ref()
+            .map(|j| j.load::<Alert>().into_iter().collect())
+            .unwrap_or_default();
+        if !items.is_empty() {
+            tracing::info!(
+                alerts = items.len(),
+                "delivering alerts a previous run left"
+            );
+        }
+        Queue {
+            items: Mutex::new(items),
+            notify: Notify::new(),
+            cap,
+            journal,
+        }
+    }
+
+    fn save(&self, q: &VecDeque<Alert>) {
+        if let Some(j) = &self.journal {
+            let items: Vec<&Alert> = q.iter().collect();
+            j.save(&items);
+        }
+    }
+
     /// Adds an alert; returns whether the oldest had to go.
     fn push(&self, a: Alert) -> bool {
         let Ok(mut q) = self.items.lock() else {
@@ -78,9 +108,31 @@ impl Queue {
         if dropped {
             q.pop_front();
         }
+        self.save(&q);
         drop(q);
         self.notify.notify_one();
         dropped
+    }
+
+    /// The oldest alert, left in the queue until [`Queue::done`].
+    async fn peek(&self) -> Alert {
+        loop {
+            if let Some(a) = self.items.lock().ok().and_then(|q| q.front().cloned()) {
+                return a;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Alert `a`, the oldest, is delivered (or given up): it leaves the queue (unless a
+    /// full queue already dropped it meanwhile).
+    fn done(&self, a: &Alert) {
+        if let Ok(mut q) = self.items.lock() {
+            if q.front() == Some(a) {
+                q.pop_front();
+                self.save(&q);
+            }
+        }
     }
 
     async fn pop(&self) -> Alert {
@@ -117,21 +169,21 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    /// Starts a delivery worker per webhook.
+    /// Starts a delivery worker per webhook; with a state directory each webhook's queue is
+    /// kept in `<dir>/webhook-<n>.json` until delivered.
     pub fn start(
         topic: String,
         bus: Bus,
         webhooks: &[WebhookConfig],
         execs: &[ExecConfig],
+        state_dir: Option<&std::path::Path>,
     ) -> Hooks {
         let webhooks = webhooks
             .iter()
-            .map(|cfg| {
-                let queue = Arc::new(Queue {
-                    items: Mutex::new(VecDeque::new()),
-                    notify: Notify::new(),
-                    cap: cfg.queue,
-                });
+            .enumerate()
+            .map(|(n, cfg)| {
+                let journal = state_dir.map(|d| Journal::new(d.join(format!("webhook-{n}.json"))));
+                let queue = Arc::new(Queue::new(cfg.queue, journal));
                 tokio::spawn(deliver(cfg.clone(), queue.clone()));
                 Webhook {
                     cfg: cfg.clone(),
@@ -142,11 +194,7 @@ impl Hooks {
         let execs = execs
             .iter()
             .map(|cfg| {
-                let queue = Arc::new(Queue {
-                    items: Mutex::new(VecDeque::new()),
-                    notify: Notify::new(),
-                    cap: EXEC_QUEUE,
-                });
+                let queue = Arc::new(Queue::new(EXEC_QUEUE, None));
                 tokio::spawn(exec_worker(cfg.clone(), queue.clone()));
                 Exec {
                     cfg: cfg.clone(),
@@ -194,7 +242,7 @@ async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
         }
     };
     loop {
-        let a = queue.pop().await;
+        let a = queue.peek().await;
         let body = match cfg.format {
             WebhookFormat::Json => encode(&a),
             WebhookFormat::Slack => encode(&serde_json::json!({ "text": slack_text(&a) })),
@@ -226,6 +274,7 @@ async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(60));
         }
+        queue.done(&a);
     }
 }
 
@@ -310,12 +359,34 @@ mod tests {
     }
 
     #[test]
-    fn bounded_queue_drops_the_oldest() {
-        let q = Queue {
-            items: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
-            cap: 2,
+    fn a_webhooks_queue_survives_a_restart_until_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = || Some(Journal::new(dir.path().join("webhook-0.json")));
+        let q = Queue::new(10, j());
+        q.push(alert("a", Severity::Info));
+        q.push(alert("b", Severity::Info));
+        // "a" is being delivered when the gateway stops
+        let names = |q: &Queue| -> Vec<String> {
+            q.items
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| a.alert.clone())
+                .collect()
         };
+        drop(q);
+        let q = Queue::new(10, j());
+        assert_eq!(names(&q), ["a", "b"]);
+        q.done(&alert("a", Severity::Info));
+        // done with an alert that is no longer the oldest (dropped meanwhile): nothing
+        q.done(&alert("zzz", Severity::Info));
+        drop(q);
+        assert_eq!(names(&Queue::new(10, j())), ["b"]);
+    }
+
+    #[test]
+    fn bounded_queue_drops_the_oldest() {
+        let q = Queue::new(2, None);
         assert!(!q.push(alert("a", Severity::Info)));
         assert!(!q.push(alert("b", Severity::Info)));
         assert!(q.push(alert("c", Severity::Info)));
