@@ -37,6 +37,20 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A birth (`online`, with an identity) or a Will (`offline`, lost) of `node` with `seq`.
+fn status_json(node: &str, state: &str, seq: u64) -> String {
+    let mut s = json!({"v": 1, "node": node, "state": state, "seq": seq, "ts": now_ms()});
+    if state == "offline" {
+        s["reason"] = "lost".into();
+    } else {
+        s["hostname"] = node.into();
+        s["agent_version"] = "0".into();
+        s["arch"] = "x86_64".into();
+        s["interval_ms"] = 1000.into();
+    }
+    s.to_string()
+}
+
 /// A gateway on the locked-down broker, writing to `db`.
 fn locked_gateway(broker: &LockedBroker, db: &Service, offline_after: &str) -> Gateway {
     Gateway::start(&format!(
@@ -285,22 +299,12 @@ fn forgotten_nodes_leave_and_a_forged_seq_silences_nobody() {
     // seq of u64::MAX. The real agent's next connection, and its Will, still count.
     let pa = broker.password("node-a");
     for state in ["online", "offline"] {
-        let mut s = json!({"v": 1, "node": "node-a", "state": state,
-            "seq": u64::MAX, "ts": now_ms()});
-        if state == "offline" {
-            s["reason"] = "lost".into();
-        } else {
-            s["hostname"] = "node-a".into();
-            s["agent_version"] = "0".into();
-            s["arch"] = "x86_64".into();
-            s["interval_ms"] = 1000.into();
-        }
         let (code, err) = broker.publish(
             "node-a",
             &pa,
             true,
             "leakmon/v1/nodes/node-a/status",
-            &s.to_string(),
+            &status_json("node-a", state, u64::MAX),
         );
         assert_eq!(code, 0, "{err}");
     }
@@ -423,23 +427,11 @@ fn an_alert_waiting_for_its_webhook_survives_a_gateway_restart() {
     .expect("the gateway connects");
     // Not retained: a restarted gateway does not hear of edge-h again, so only what it kept
     // can deliver the alert.
-    let status = |state: &str| {
-        let mut s = json!({"v": 1, "node": "edge-h", "state": state, "seq": 1, "ts": now_ms()});
-        if state == "offline" {
-            s["reason"] = "lost".into();
-        } else {
-            s["hostname"] = "edge-h".into();
-            s["agent_version"] = "0".into();
-            s["arch"] = "x86_64".into();
-            s["interval_ms"] = 1000.into();
-        }
-        s.to_string()
-    };
     for state in ["online", "offline"] {
         leakmon_e2e::mosquitto_pub(
             broker.port,
             "leakmon/v1/nodes/edge-h/status",
-            status(state).as_bytes(),
+            status_json("edge-h", state, 1).as_bytes(),
         );
     }
     wait_for(S(20), || {
