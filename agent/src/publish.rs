@@ -283,7 +283,7 @@ impl Publisher {
         self.progress
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(m) = self.encoder.report(r, self.outbox.stats()) {
-            self.outbox.push(m, Instant::now());
+            self.outbox.push(m);
         }
     }
 
@@ -318,11 +318,10 @@ impl Publisher {
         loop {
             let seq = self.state.seq_for_attempt();
             let (ended, inflight, was_connected) = self.connection(seq).await;
-            let now = Instant::now();
             self.signal_ready();
             match ended {
                 End::Done => {
-                    let lost = self.outbox.close(inflight, now);
+                    let lost = self.outbox.close(inflight);
                     if lost > 0 {
                         tracing::warn!(
                             lost,
@@ -332,7 +331,7 @@ impl Publisher {
                     return;
                 }
                 End::Lost(why) => {
-                    self.outbox.set_offline(inflight, now);
+                    self.outbox.set_offline(inflight);
                     if was_connected {
                         backoff.reset();
                     }
@@ -344,7 +343,7 @@ impl Publisher {
                         "MQTT connection lost; buffering"
                     );
                     if self.wait(delay).await {
-                        let lost = self.outbox.close(Vec::new(), Instant::now());
+                        let lost = self.outbox.close(Vec::new());
                         if lost > 0 {
                             tracing::warn!(
                                 lost,

@@ -23,7 +23,6 @@
 //! data structure and is unit-tested as such.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use leakmon_protocol::BufferStats;
 
@@ -140,10 +139,10 @@ impl<T: Item> Buffer<T> {
         self
     }
 
-    pub fn push(&mut self, item: T, now: Instant) {
+    pub fn push(&mut self, item: T) {
         let full = self.mem_bytes + item.cost() > self.max_bytes;
         if (!self.online || full) && self.spool.is_some() {
-            self.spill_memory(Some(item), now);
+            self.spill_memory(Some(item));
             return;
         }
         self.keep_back(item);
@@ -151,22 +150,22 @@ impl<T: Item> Buffer<T> {
 
     /// Moves memory to the spool's tail, then `item` after it (memory first, so the spool
     /// stays the older part). What the disk refuses stays in memory rather than being lost.
-    fn spill_memory(&mut self, item: Option<T>, now: Instant) {
+    fn spill_memory(&mut self, item: Option<T>) {
         let moved: Vec<T> = self.mem.drain(..).collect();
         self.mem_bytes = 0;
         for i in moved.into_iter().chain(item) {
-            if let Err(i) = self.spill(i, now) {
+            if let Err(i) = self.spill(i) {
                 self.keep_back(i);
             }
         }
     }
 
     /// Appends to the spool; gives the item back if the disk failed.
-    fn spill(&mut self, item: T, now: Instant) -> Result<(), T> {
+    fn spill(&mut self, item: T) -> Result<(), T> {
         let Some(sp) = self.spool.as_mut() else {
             return Err(item);
         };
-        match sp.append(&item.to_record(), now) {
+        match sp.append(&item.to_record()) {
             Ok(_) => {
                 let dropped = sp.take_dropped();
                 if dropped > 0 {
@@ -245,19 +244,24 @@ impl<T: Item> Buffer<T> {
         }
     }
 
+    /// Whether items can go to disk.
+    pub fn has_spool(&self) -> bool {
+        self.spool.is_some()
+    }
+
     pub fn set_online(&mut self) {
         self.online = true;
     }
 
     /// The peer is gone: take back what was handed out and not acknowledged (oldest first)
     /// and, with a spool, move memory to disk.
-    pub fn set_offline(&mut self, unacked: Vec<(T, Origin)>, now: Instant) {
+    pub fn set_offline(&mut self, unacked: Vec<(T, Origin)>) {
         self.online = false;
         self.give_back(unacked);
         if self.spool.is_none() {
             self.trim();
         } else {
-            self.spill_memory(None, now);
+            self.spill_memory(None);
         }
     }
 
@@ -287,8 +291,8 @@ impl<T: Item> Buffer<T> {
     /// Makes what is held durable before exit: what was handed out and not acknowledged, and
     /// memory, go to the spool, whose read position is saved. Returns the units lost (memory
     /// without a spool).
-    pub fn close(&mut self, unacked: Vec<(T, Origin)>, now: Instant) -> u64 {
-        self.set_offline(unacked, now);
+    pub fn close(&mut self, unacked: Vec<(T, Origin)>) -> u64 {
+        self.set_offline(unacked);
         if let Some(sp) = self.spool.as_mut() {
             if let Err(e) = sp.save_cursor() {
                 tracing::warn!(error = %e, "cannot save the spool position");
@@ -368,9 +372,8 @@ mod tests {
     #[test]
     fn fifo_within_budget() {
         let mut b = Buffer::new(10_000, None);
-        let now = Instant::now();
         for i in 0..5 {
-            b.push(msg(i, 100), now);
+            b.push(msg(i, 100));
         }
         let s = b.stats();
         assert_eq!((s.queued, s.queued_bytes), (5, 5 * cost(100) as u64));
@@ -381,9 +384,8 @@ mod tests {
     #[test]
     fn full_drops_oldest_and_counts() {
         let mut b = Buffer::new(3 * cost(100), None);
-        let now = Instant::now();
         for i in 0..5 {
-            b.push(msg(i, 100), now);
+            b.push(msg(i, 100));
         }
         let s = b.stats();
         assert_eq!(s.dropped_total, 2);
@@ -394,25 +396,23 @@ mod tests {
     #[test]
     fn oversized_item_is_dropped_not_wedged() {
         let mut b = Buffer::new(500, None);
-        let now = Instant::now();
-        b.push(msg(0, 10), now);
-        b.push(msg(1, 10_000), now);
+        b.push(msg(0, 10));
+        b.push(msg(1, 10_000));
         assert!(b.is_empty());
         assert_eq!(b.stats().dropped_total, 2);
-        b.push(msg(2, 10), now);
+        b.push(msg(2, 10));
         assert_eq!(all(&mut b), names(2..3));
     }
 
     #[test]
     fn given_back_items_come_first_in_order() {
         let mut b = Buffer::new(10_000, None);
-        let now = Instant::now();
         for i in 0..4 {
-            b.push(msg(i, 10), now);
+            b.push(msg(i, 10));
         }
         let (sent, flight) = send(&mut b, 3, 2);
         assert_eq!(sent, names(0..3));
-        b.set_offline(flight, now);
+        b.set_offline(flight);
         b.set_online();
         assert_eq!(all(&mut b), names(1..4));
     }
@@ -420,13 +420,12 @@ mod tests {
     #[test]
     fn given_back_over_budget_drops_the_oldest() {
         let mut b = Buffer::new(2 * cost(10), None);
-        let now = Instant::now();
-        b.push(msg(1, 10), now);
-        b.push(msg(2, 10), now);
+        b.push(msg(1, 10));
+        b.push(msg(2, 10));
         let (_, flight) = send(&mut b, 2, 2);
-        b.push(msg(3, 10), now);
-        b.push(msg(4, 10), now);
-        b.set_offline(flight, now);
+        b.push(msg(3, 10));
+        b.push(msg(4, 10));
+        b.set_offline(flight);
         assert_eq!(b.stats().dropped_total, 2);
         assert_eq!(all(&mut b), names(3..5));
     }
@@ -434,12 +433,11 @@ mod tests {
     #[test]
     fn close_without_spool_counts_what_is_lost() {
         let mut b = Buffer::new(1 << 20, None);
-        let now = Instant::now();
         for i in 0..3 {
-            b.push(msg(i, 1), now);
+            b.push(msg(i, 1));
         }
         let (_, flight) = send(&mut b, 1, 1);
-        assert_eq!(b.close(flight, now), 3);
+        assert_eq!(b.close(flight), 3);
     }
 
     #[test]
@@ -466,9 +464,8 @@ mod tests {
     fn line_batches_count_their_lines() {
         let batch = |i: usize| format!("m v={i} 1\nm v={i} 2\n");
         let mut b = Buffer::new(batch(0).len() * 2, None);
-        let now = Instant::now();
         for i in 0..5 {
-            b.push(batch(i), now);
+            b.push(batch(i));
         }
         assert_eq!(b.stats().dropped_total, 6, "three batches of two lines");
         let left: Vec<String> = std::iter::from_fn(|| b.next_item().map(|(s, _)| s)).collect();
@@ -480,22 +477,21 @@ mod tests {
     fn outage(with_spool: bool) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Buffer::new(1 << 20, if with_spool { spool(&dir) } else { None });
-        let now = Instant::now();
         // Offline from the start: 0..5 queue up.
-        b.set_offline(vec![], now);
+        b.set_offline(vec![]);
         for i in 0..5 {
-            b.push(msg(i, 10), now);
+            b.push(msg(i, 10));
         }
         b.set_online();
         // 0..3 handed out; 1 and 2 are in flight when the link drops.
         let (sent, flight) = send(&mut b, 3, 2);
         assert_eq!(sent, names(0..3));
-        b.set_offline(flight, now);
+        b.set_offline(flight);
         for i in 5..8 {
-            b.push(msg(i, 10), now);
+            b.push(msg(i, 10));
         }
         b.set_online();
-        b.push(msg(8, 10), now);
+        b.push(msg(8, 10));
         assert_eq!(all(&mut b), names(1..9), "in flight first, then in order");
         assert!(b.is_empty());
     }
@@ -514,9 +510,8 @@ mod tests {
     fn offline_items_go_to_disk_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Buffer::new(1 << 20, spool(&dir));
-        let now = Instant::now();
-        b.set_offline(vec![], now);
-        b.push(msg(0, 10), now);
+        b.set_offline(vec![]);
+        b.push(msg(0, 10));
         let s = b.stats();
         assert_eq!(s.queued, 0);
         assert!(s.spooled_bytes > 0);
@@ -526,17 +521,16 @@ mod tests {
     fn a_second_outage_while_draining_keeps_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Buffer::new(1 << 20, spool(&dir));
-        let now = Instant::now();
-        b.set_offline(vec![], now);
+        b.set_offline(vec![]);
         for i in 0..6 {
-            b.push(msg(i, 10), now);
+            b.push(msg(i, 10));
         }
         b.set_online();
-        b.push(msg(6, 10), now); // online: memory, behind the spool
+        b.push(msg(6, 10)); // online: memory, behind the spool
         let (sent, flight) = send(&mut b, 2, 1);
         assert_eq!(sent, names(0..2));
-        b.set_offline(flight, now); // 1 in flight; 6 moves to the spool's tail
-        b.push(msg(7, 10), now);
+        b.set_offline(flight); // 1 in flight; 6 moves to the spool's tail
+        b.push(msg(7, 10));
         b.set_online();
         assert_eq!(all(&mut b), names(1..8));
     }
@@ -545,9 +539,8 @@ mod tests {
     fn full_memory_moves_to_the_spool_and_nothing_is_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Buffer::new(3 * cost(10), spool(&dir));
-        let now = Instant::now();
         for i in 0..10 {
-            b.push(msg(i, 10), now);
+            b.push(msg(i, 10));
         }
         let s = b.stats();
         assert!(s.spooled_bytes > 0);
@@ -561,18 +554,17 @@ mod tests {
     /// spool: what the next run sends.
     fn close_and_reopen(offline: bool, n: usize, sent: usize, unacked: usize) -> Vec<String> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let now = Instant::now();
         {
             let mut b = Buffer::new(1 << 20, spool(&dir));
             if offline {
-                b.set_offline(vec![], now);
+                b.set_offline(vec![]);
             }
             for i in 0..n {
-                b.push(msg(i, 10), now);
+                b.push(msg(i, 10));
             }
             b.set_online();
             let (_, flight) = send(&mut b, sent, unacked);
-            assert_eq!(b.close(flight, now), 0, "nothing lost with a spool");
+            assert_eq!(b.close(flight), 0, "nothing lost with a spool");
         }
         let mut b: Buffer<Message> = Buffer::new(1 << 20, spool(&dir));
         all(&mut b)

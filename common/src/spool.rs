@@ -22,11 +22,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 const HEADER: u64 = 8;
-/// How often appended data is forced to disk while spooling.
-const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a record sits; handed out with it and given back on acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,7 +65,6 @@ pub struct Spool {
     read: RecordPos,
     total: u64,
     dropped: u64,
-    last_sync: Option<Instant>,
     dirty: bool,
 }
 
@@ -155,7 +151,6 @@ impl Spool {
             reader: None,
             total,
             dropped: 0,
-            last_sync: None,
             dirty: false,
         };
         spool.apply_cursor()?;
@@ -207,7 +202,7 @@ impl Spool {
     }
 
     /// Appends a record; returns how many older records were dropped to make room.
-    pub fn append(&mut self, body: &[u8], now: Instant) -> io::Result<u64> {
+    pub fn append(&mut self, body: &[u8]) -> io::Result<u64> {
         let rec = encode(body);
         let len = rec.len() as u64;
         let mut dropped = 0;
@@ -236,21 +231,25 @@ impl Spool {
             });
             self.writer = Some(f);
         }
+        self.dropped += dropped;
         if let (Some(w), Some(s)) = (self.writer.as_mut(), self.segments.back_mut()) {
-            w.write_all(&rec)?;
+            if let Err(e) = w.write_all(&rec) {
+                // A full disk takes part of a record: cut it off, or every record appended
+                // after it would be read from the wrong offset. If even that fails, this
+                // segment takes no more (the next append starts a new one).
+                if w.set_len(s.bytes).is_err() {
+                    self.writer = None;
+                }
+                return Err(e);
+            }
             s.bytes += len;
             s.records += 1;
             self.total += len;
             self.dirty = true;
         }
-        if self
-            .last_sync
-            .is_none_or(|t| now.duration_since(t) >= SYNC_EVERY)
-        {
-            self.sync()?;
-            self.last_sync = Some(now);
-        }
-        self.dropped += dropped;
+        // Every record is on the disk before the caller counts it kept (an outage appends a
+        // report every few seconds or a batch every flush interval: cheap).
+        self.sync()?;
         Ok(dropped)
     }
 
@@ -423,10 +422,9 @@ mod tests {
     fn append_then_read_in_order_and_delete_when_acked() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        let now = Instant::now();
         let msgs: Vec<_> = (0..2000).map(|i| msg(i, 100)).collect();
         for m in &msgs {
-            assert_eq!(s.append(m, now).unwrap(), 0);
+            assert_eq!(s.append(m).unwrap(), 0);
         }
         assert!(s.bytes() > 0);
         assert!(!s.is_drained());
@@ -440,11 +438,10 @@ mod tests {
     #[test]
     fn survives_reopen_and_cuts_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let now = Instant::now();
         {
             let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
             for i in 0..10 {
-                s.append(&msg(i, 50), now).unwrap();
+                s.append(&msg(i, 50)).unwrap();
             }
             s.sync().unwrap();
         }
@@ -461,11 +458,10 @@ mod tests {
     #[test]
     fn corrupt_record_is_detected_by_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        let now = Instant::now();
         {
             let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
             for i in 0..3 {
-                s.append(&msg(i, 50), now).unwrap();
+                s.append(&msg(i, 50)).unwrap();
             }
             s.sync().unwrap();
         }
@@ -482,10 +478,9 @@ mod tests {
     fn cap_drops_oldest_segments_and_counts_them() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        let now = Instant::now();
         let mut dropped = 0;
         for i in 0..3000 {
-            dropped += s.append(&msg(i, 1000), now).unwrap();
+            dropped += s.append(&msg(i, 1000)).unwrap();
         }
         assert!(s.bytes() <= 1 << 20);
         assert!(dropped > 0);
@@ -503,9 +498,8 @@ mod tests {
     fn rewind_resends_unacknowledged_records() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        let now = Instant::now();
         for i in 0..5 {
-            s.append(&msg(i, 10), now).unwrap();
+            s.append(&msg(i, 10)).unwrap();
         }
         let (_, p0) = s.next_record().unwrap().unwrap();
         s.ack(p0).unwrap();
@@ -522,11 +516,10 @@ mod tests {
     #[test]
     fn cursor_skips_what_was_delivered_before_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let now = Instant::now();
         {
             let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
             for i in 0..6 {
-                s.append(&msg(i, 10), now).unwrap();
+                s.append(&msg(i, 10)).unwrap();
             }
             for _ in 0..3 {
                 let (_, p) = s.next_record().unwrap().unwrap();
@@ -547,10 +540,9 @@ mod tests {
     fn appends_after_drain_start_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        let now = Instant::now();
-        s.append(&msg(0, 10), now).unwrap();
+        s.append(&msg(0, 10)).unwrap();
         assert_eq!(drain(&mut s).len(), 1);
-        s.append(&msg(1, 10), now).unwrap();
+        s.append(&msg(1, 10)).unwrap();
         assert_eq!(drain(&mut s), vec![msg(1, 10)]);
     }
 }

@@ -180,11 +180,36 @@ struct Answer {
 
 /// The store of batches the database has not taken. Every call the writer makes to the
 /// [`Buffer`] is here, so that a different store changes this and nothing else.
-struct Store(Buffer<String>);
+struct Store(Buffer<String>, bool);
 
 impl Store {
+    /// The database refuses or does not answer: with a spool, what waits in memory moves to
+    /// disk, new batches go there too, and so do copies of the batches only the writer holds
+    /// (`undurable`), so a crash during an outage loses nothing acknowledged to the broker
+    /// before it began but the lines still gathering for the next batch (at most
+    /// `flush_interval`'s). Without a spool, nothing changes: memory holds what it can.
+    fn database_down(&mut self, undurable: Vec<String>) {
+        if !self.1 {
+            self.1 = true;
+            self.0.set_offline(Vec::new());
+            if self.0.has_spool() {
+                for b in undurable {
+                    self.push(b);
+                }
+            }
+        }
+    }
+
+    /// The database took a batch: memory first again.
+    fn database_up(&mut self) {
+        if self.1 {
+            self.1 = false;
+            self.0.set_online();
+        }
+    }
+
     fn push(&mut self, batch: String) {
-        self.0.push(batch, std::time::Instant::now());
+        self.0.push(batch);
     }
 
     fn next(&mut self) -> Option<(String, Origin)> {
@@ -210,7 +235,7 @@ impl Store {
             // A first half has no record of its own: it is kept like an item from memory.
             .map(|(body, origin)| (body, origin.unwrap_or(Origin::Memory)))
             .collect();
-        self.0.close(unsettled, std::time::Instant::now())
+        self.0.close(unsettled)
     }
 
     fn report(&self, metrics: &Metrics) {
@@ -246,7 +271,7 @@ pub async fn run(
         }
     };
     ensure_database(&client, &target).await;
-    let mut store = Store(buffer);
+    let mut store = Store(buffer, false);
     let mut writer = Writer::new(Settings {
         batch_size: cfg.batch_size,
         flush_interval: cfg.flush_interval,
@@ -269,9 +294,13 @@ pub async fn run(
                     Some(Settled::Written { lines, origin }) => {
                         metrics.points_written(lines as u64);
                         store.settle(origin);
+                        store.database_up();
                     }
                     Some(Settled::Retry { attempt, delay, .. }) => {
                         metrics.write_error();
+                        if !store.1 {
+                            store.database_down(writer.undurable(|o| matches!(o, Origin::Spool(_))));
+                        }
                         // The first failure and every tenth: an outage is visible without
                         // flooding the log.
                         if attempt == 1 || attempt % 10 == 0 {

@@ -271,6 +271,19 @@ impl<O> Writer<O> {
         })
     }
 
+    /// Copies of the batches in the writer's hands (in flight or awaiting a retry) that are
+    /// not kept anywhere durable (`durable` says which origins are): what a crash now would
+    /// lose. The shell spools them when the database goes down; a batch written twice is
+    /// harmless (points carry their sample time).
+    pub fn undurable(&self, durable: impl Fn(&O) -> bool) -> Vec<String> {
+        self.again
+            .iter()
+            .chain(self.in_flight.values())
+            .filter(|b| !b.origin.as_ref().is_some_and(&durable))
+            .map(|b| String::from(&*b.body))
+            .collect()
+    }
+
     /// The input has ended: take no more, send nothing new, wait for the answers in flight.
     pub fn close(&mut self) {
         self.closing = true;
@@ -344,6 +357,19 @@ mod tests {
 
     fn bodies(reqs: &[Request]) -> Vec<&str> {
         reqs.iter().map(|r| &*r.body).collect()
+    }
+
+    #[test]
+    fn what_only_the_writer_holds_is_named_for_the_spool() {
+        let mut w: Writer<bool> = Writer::new(settings(10, 4));
+        let t0 = Instant::now();
+        let mut store = vec![("a 1\n".to_owned(), true), ("b 2\n".to_owned(), false)].into_iter();
+        let reqs = w.start(t0, || store.next());
+        assert_eq!(reqs.len(), 2);
+        // origin `true`: a spool record; `false`: memory
+        assert_eq!(w.undurable(|o| *o), ["b 2\n"]);
+        w.on_outcome(reqs[1].id, Outcome::Retry(Duration::from_secs(1)), t0);
+        assert_eq!(w.undurable(|o| *o), ["b 2\n"], "awaiting its retry");
     }
 
     #[test]
