@@ -162,6 +162,8 @@ impl Encoder {
                 };
                 msg.bound();
                 let payload = fit(&mut msg, max, |m| {
+                    // cut from the end of what matters least
+                    m.prioritize();
                     let n = cut_half(&mut m.containers);
                     m.cut = m.cut.saturating_add(n);
                     n > 0
@@ -621,35 +623,39 @@ mod tests {
                 })
                 .collect()
         };
+        // The containers report sent through an encoder limited to `max` bytes, decoded.
+        let send = |max: Option<u64>, list| -> ContainersReport {
+            let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4);
+            if let Some(max) = max {
+                e = e.with_max_payload(max);
+            }
+            let m = e
+                .report(
+                    Report::Containers {
+                        ts: 1,
+                        result: Ok(list),
+                    },
+                    leakmon_protocol::BufferStats::default(),
+                )
+                .expect("cut down to fit");
+            if let Some(max) = max {
+                assert!(m.payload.len() as u64 <= max - 512, "{}", m.payload.len());
+            }
+            decode("n1", &m.payload).unwrap()
+        };
         // thousands of containers, a 64 KiB packet limit: sent, cut down, the cut counted
-        let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4)
-            .with_max_payload(64 * 1024);
-        let m = e
-            .report(
-                Report::Containers {
-                    ts: 1,
-                    result: Ok(big(3000)),
-                },
-                leakmon_protocol::BufferStats::default(),
-            )
-            .expect("cut down to fit");
-        assert!(m.payload.len() <= 64 * 1024 - 512, "{}", m.payload.len());
-        let r: ContainersReport = decode("n1", &m.payload).unwrap();
+        let r = send(Some(64 * 1024), big(3000));
         assert!(r.cut as usize >= 3000 - r.containers.len(), "{}", r.cut);
         assert!(r.containers.len() > 10, "{}", r.containers.len());
         assert!(r.containers.iter().all(|c| c.name.len() <= 256));
+        // 300 containers, 64 KiB: halved, the unhealthy one (listed last) kept
+        let mut list = big(300);
+        list[299].health = leakmon_protocol::Health::Unhealthy;
+        let r = send(Some(64 * 1024), list);
+        assert!(r.containers.len() < 300);
+        assert_eq!(r.containers[0].health, leakmon_protocol::Health::Unhealthy);
         // the default limit: the protocol's 500, well within 1 MiB
-        let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4);
-        let m = e
-            .report(
-                Report::Containers {
-                    ts: 1,
-                    result: Ok(big(3000)),
-                },
-                leakmon_protocol::BufferStats::default(),
-            )
-            .expect("fits");
-        let r: ContainersReport = decode("n1", &m.payload).unwrap();
+        let r = send(None, big(3000));
         assert_eq!((r.containers.len(), r.cut), (500, 2500 + 500));
         // a limit nothing fits: dropped and counted, never queued
         let mut e =

@@ -158,6 +158,10 @@ impl<T: Item> Buffer<T> {
                 self.keep_back(i);
             }
         }
+        // on disk before anyone counts them kept; one sync for the lot
+        if let Some(sp) = self.spool.as_mut() {
+            sp.sync_or_warn();
+        }
     }
 
     /// Appends to the spool; gives the item back if the disk failed.
@@ -165,7 +169,7 @@ impl<T: Item> Buffer<T> {
         let Some(sp) = self.spool.as_mut() else {
             return Err(item);
         };
-        match sp.append(&item.to_record()) {
+        match sp.append_unsynced(&item.to_record()) {
             Ok(_) => {
                 let dropped = sp.take_dropped();
                 if dropped > 0 {

@@ -201,8 +201,26 @@ impl Spool {
         std::fs::rename(tmp, self.cursor_path())
     }
 
-    /// Appends a record; returns how many older records were dropped to make room.
+    /// Appends a record and forces it to disk; returns how many older records were dropped to
+    /// make room.
     pub fn append(&mut self, body: &[u8]) -> io::Result<u64> {
+        let dropped = self.append_unsynced(body)?;
+        self.sync_or_warn();
+        Ok(dropped)
+    }
+
+    /// Forces what was appended to disk. A failure is logged, not returned: the records are
+    /// in their segment already (a caller keeping them elsewhere too would send them twice).
+    pub fn sync_or_warn(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::warn!(error = %e, dir = %self.dir.display(),
+                "cannot force the spool to disk; a power cut now may lose its last records");
+        }
+    }
+
+    /// Appends a record without forcing it to disk (several appends, then one
+    /// [`Spool::sync_or_warn`]); returns how many older records were dropped to make room.
+    pub fn append_unsynced(&mut self, body: &[u8]) -> io::Result<u64> {
         let rec = encode(body);
         let len = rec.len() as u64;
         let mut dropped = 0;
@@ -247,9 +265,6 @@ impl Spool {
             self.total += len;
             self.dirty = true;
         }
-        // Every record is on the disk before the caller counts it kept (an outage appends a
-        // report every few seconds or a batch every flush interval: cheap).
-        self.sync()?;
         Ok(dropped)
     }
 

@@ -190,7 +190,14 @@ fn publish(client: &AsyncClient, m: &Message) -> bool {
 }
 
 pub fn wire(p: Parts) -> Wiring {
-    let mqtt = Arc::new(Outbox::new(OUTGOING, p.metrics, p.state_dir.as_deref()));
+    let max_packet =
+        usize::try_from(p.connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
+    let mqtt = Arc::new(Outbox::new(
+        OUTGOING,
+        max_packet,
+        p.metrics,
+        p.state_dir.as_deref(),
+    ));
     let outgoing = mqtt.clone();
     let (session_tx, session) = watch::channel(p.session);
     let (connected_tx, connected) = watch::channel(false);

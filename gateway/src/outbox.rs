@@ -74,6 +74,10 @@ impl Journal {
     }
 }
 
+/// Bytes of a PUBLISH beyond its topic and payload: fixed header (up to 5), topic length (2),
+/// packet id (2).
+const PACKET_OVERHEAD: usize = 9;
+
 /// A journaled decision event: its message, by an id of its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Kept {
@@ -107,6 +111,9 @@ pub struct Outbox {
     state: Mutex<State>,
     pub notify: tokio::sync::Notify,
     cap: usize,
+    /// The largest packet the client sends (`mqtt.max_packet_size`): a message that cannot
+    /// fit would break every connection it is tried on, so it never gets in.
+    max_packet: usize,
     metrics: Arc<Metrics>,
     journal: Option<Journal>,
 }
@@ -114,7 +121,12 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox of at most `cap` messages; with a state directory, decision events are
     /// journaled in `<dir>/events.json`, and those a previous run left are queued first.
-    pub fn new(cap: usize, metrics: Arc<Metrics>, state_dir: Option<&Path>) -> Self {
+    pub fn new(
+        cap: usize,
+        max_packet: usize,
+        metrics: Arc<Metrics>,
+        state_dir: Option<&Path>,
+    ) -> Self {
         let journal = state_dir.map(|d| Journal::new(d.join("events.json")));
         let mut st = State::default();
         if let Some(j) = &journal {
@@ -139,6 +151,7 @@ impl Outbox {
             state: Mutex::new(st),
             notify: tokio::sync::Notify::new(),
             cap,
+            max_packet,
             metrics,
             journal,
         }
@@ -148,6 +161,16 @@ impl Outbox {
     /// oldest queued decision, makes room); another message is refused when full. Whether `m`
     /// got in.
     pub fn push(&self, m: Message, decision: bool) -> bool {
+        // A publish the client would refuse for good (a wildcard in its topic, or larger than
+        // its packet limit) would wait in front of everything else forever: refused here.
+        if !rumqttc::valid_topic(&m.topic)
+            || m.topic.len() + m.payload.len() + PACKET_OVERHEAD > self.max_packet
+        {
+            self.metrics.mqtt_dropped();
+            tracing::error!(topic = %m.topic, bytes = m.payload.len(), max_packet = self.max_packet,
+                "a message the MQTT client cannot send (topic or size): dropped");
+            return false;
+        }
         let Ok(mut st) = self.state.lock() else {
             return false;
         };
@@ -183,7 +206,10 @@ impl Outbox {
     }
 
     /// Hands queued messages to `publish` (the client's non-blocking publish) until it
-    /// refuses one (its queue is full); they stay in flight until [`Outbox::acked`].
+    /// refuses one (its queue is full: every message in the outbox is one the client takes,
+    /// [`Outbox::push`]); they stay in flight until [`Outbox::acked`]. Each connection has a
+    /// fresh client and event loop, so nothing is replayed behind the outbox's back and packet
+    /// ids are assigned ([`Outbox::written`]) in the order messages were handed over.
     pub fn drain(&self, mut publish: impl FnMut(&Message) -> bool) {
         let Ok(mut st) = self.state.lock() else {
             return;
@@ -284,7 +310,7 @@ mod tests {
     #[test]
     fn a_full_outbox_refuses_others_but_never_a_decision() {
         let metrics = Arc::new(Metrics::default());
-        let o = Outbox::new(3, metrics.clone(), None);
+        let o = Outbox::new(3, 1 << 20, metrics.clone(), None);
         assert!(o.push(m("alert1"), false));
         assert!(o.push(m("event1"), true));
         assert!(o.push(m("alert2"), false));
@@ -304,8 +330,26 @@ mod tests {
     }
 
     #[test]
+    fn a_message_the_client_cannot_send_never_gets_in() {
+        let metrics = Arc::new(Metrics::default());
+        let o = Outbox::new(100, 4096, metrics.clone(), None);
+        let big = Message {
+            topic: "t".into(),
+            payload: vec![b'x'; 4096],
+            retain: false,
+        };
+        assert!(!o.push(big, true), "too large, even a decision");
+        assert!(!o.push(m("a/+/b"), false), "a wildcard");
+        assert!(o.push(m("fine"), true));
+        assert_eq!(o.topics(), ["fine"]);
+        assert!(metrics
+            .render()
+            .contains("leakmon_gateway_mqtt_dropped_total 2"));
+    }
+
+    #[test]
     fn a_message_leaves_only_on_its_puback_and_a_lost_connection_loses_nothing() {
-        let o = Outbox::new(100, Arc::new(Metrics::default()), None);
+        let o = Outbox::new(100, 1 << 20, Arc::new(Metrics::default()), None);
         for t in ["a", "b", "c", "d"] {
             o.push(m(t), false);
         }
@@ -345,7 +389,7 @@ mod tests {
     fn decision_events_survive_a_restart_until_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::default());
-        let o = Outbox::new(100, metrics.clone(), Some(dir.path()));
+        let o = Outbox::new(100, 1 << 20, metrics.clone(), Some(dir.path()));
         o.push(m("alert"), false);
         o.push(m("node_down"), true);
         o.push(m("drain"), true);
@@ -356,13 +400,13 @@ mod tests {
         o.acked(2); // node_down delivered
         drop(o);
         // a crash: the next start publishes what was not acknowledged, alerts aside
-        let o = Outbox::new(100, metrics.clone(), Some(dir.path()));
+        let o = Outbox::new(100, 1 << 20, metrics.clone(), Some(dir.path()));
         assert_eq!(o.topics(), ["drain"]);
         o.drain(|_| true);
         o.written(7);
         o.acked(7);
         drop(o);
-        let o = Outbox::new(100, metrics, Some(dir.path()));
+        let o = Outbox::new(100, 1 << 20, metrics, Some(dir.path()));
         assert_eq!(o.len(), 0);
     }
 }

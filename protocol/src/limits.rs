@@ -62,17 +62,23 @@ impl HostReport {
 }
 
 impl ContainersReport {
+    /// Orders the containers so that the ones that matter most come first (unhealthy, then
+    /// not running, then by name): what any cut from the end should keep.
+    pub fn prioritize(&mut self) {
+        self.containers.sort_by_cached_key(|c| {
+            (
+                c.health != crate::Health::Unhealthy,
+                c.state == "running",
+                c.name.clone(),
+            )
+        });
+    }
+
     /// Applies the bounds; adds what was cut (containers and texts) to `cut` and returns it.
     pub fn bound(&mut self) -> u32 {
         let mut n = 0;
         if self.containers.len() > MAX_CONTAINERS {
-            self.containers.sort_by_cached_key(|c| {
-                (
-                    c.health != crate::Health::Unhealthy,
-                    c.state == "running",
-                    c.name.clone(),
-                )
-            });
+            self.prioritize();
             n += cut_list(&mut self.containers, MAX_CONTAINERS);
         }
         n += usize::from(cut_opt(&mut self.error));

@@ -67,8 +67,41 @@ struct Queue {
     notify: Notify,
     cap: usize,
     /// With a state directory, a webhook's queue is kept on disk until each alert is
-    /// delivered (or given up), so a restart loses none.
+    /// delivered (or given up), so a restart loses none. Saved by its own task
+    /// ([`persist`]), off the alert engine's path and outside the lock; changes within
+    /// [`PERSIST_EVERY`] are saved together.
     journal: Option<Journal>,
+    changed: Notify,
+}
+
+/// How long a webhook queue's changes gather before they are saved together.
+const PERSIST_EVERY: Duration = Duration::from_millis(50);
+
+/// Saves a webhook queue whenever it changed (its own task).
+async fn persist(queue: Arc<Queue>) {
+    let Some(journal) = queue.journal.clone() else {
+        return;
+    };
+    loop {
+        queue.changed.notified().await;
+        tokio::time::sleep(PERSIST_EVERY).await;
+        let items: Vec<Alert> = queue
+            .items
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default();
+        let j = journal.clone();
+        let _ = tokio::task::spawn_blocking(move || j.save(&items)).await;
+    }
+}
+
+/// A webhook's journal file, named by its URL (not its place in the list, which a config
+/// edit can change): FNV-1a of the URL.
+fn journal_name(url: &str) -> String {
+    let h = url.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("webhook-{h:016x}.json")
 }
 
 impl Queue {
@@ -88,13 +121,14 @@ impl Queue {
             notify: Notify::new(),
             cap,
             journal,
+            changed: Notify::new(),
         }
     }
 
-    fn save(&self, q: &VecDeque<Alert>) {
-        if let Some(j) = &self.journal {
-            let items: Vec<&Alert> = q.iter().collect();
-            j.save(&items);
+    /// The queue changed: its journal task saves it.
+    fn mark(&self) {
+        if self.journal.is_some() {
+            self.changed.notify_one();
         }
     }
 
@@ -108,8 +142,8 @@ impl Queue {
         if dropped {
             q.pop_front();
         }
-        self.save(&q);
         drop(q);
+        self.mark();
         self.notify.notify_one();
         dropped
     }
@@ -130,7 +164,8 @@ impl Queue {
         if let Ok(mut q) = self.items.lock() {
             if q.front() == Some(a) {
                 q.pop_front();
-                self.save(&q);
+                drop(q);
+                self.mark();
             }
         }
     }
@@ -170,7 +205,7 @@ pub struct Hooks {
 
 impl Hooks {
     /// Starts a delivery worker per webhook; with a state directory each webhook's queue is
-    /// kept in `<dir>/webhook-<n>.json` until delivered.
+    /// kept in `<dir>/webhook-<hash of its URL>.json` until delivered.
     pub fn start(
         topic: String,
         bus: Bus,
@@ -180,10 +215,10 @@ impl Hooks {
     ) -> Hooks {
         let webhooks = webhooks
             .iter()
-            .enumerate()
-            .map(|(n, cfg)| {
-                let journal = state_dir.map(|d| Journal::new(d.join(format!("webhook-{n}.json"))));
+            .map(|cfg| {
+                let journal = state_dir.map(|d| Journal::new(d.join(journal_name(&cfg.url))));
                 let queue = Arc::new(Queue::new(cfg.queue, journal));
+                tokio::spawn(persist(queue.clone()));
                 tokio::spawn(deliver(cfg.clone(), queue.clone()));
                 Webhook {
                     cfg: cfg.clone(),
@@ -358,14 +393,10 @@ mod tests {
         assert!(!wanted(&["node_down".into()], Severity::Info, &a));
     }
 
-    #[test]
-    fn a_webhooks_queue_survives_a_restart_until_delivered() {
+    #[tokio::test]
+    async fn a_webhooks_queue_survives_a_restart_until_delivered() {
         let dir = tempfile::tempdir().unwrap();
-        let j = || Some(Journal::new(dir.path().join("webhook-0.json")));
-        let q = Queue::new(10, j());
-        q.push(alert("a", Severity::Info));
-        q.push(alert("b", Severity::Info));
-        // "a" is being delivered when the gateway stops
+        let j = || Some(Journal::new(dir.path().join(journal_name("http://h/x"))));
         let names = |q: &Queue| -> Vec<String> {
             q.items
                 .lock()
@@ -374,14 +405,25 @@ mod tests {
                 .map(|a| a.alert.clone())
                 .collect()
         };
-        drop(q);
-        let q = Queue::new(10, j());
+        let settle = || tokio::time::sleep(PERSIST_EVERY * 4);
+        let q = Arc::new(Queue::new(10, j()));
+        let saver = tokio::spawn(persist(q.clone()));
+        q.push(alert("a", Severity::Info));
+        q.push(alert("b", Severity::Info));
+        settle().await;
+        // "a" is being delivered when the gateway stops
+        saver.abort();
+        let q = Arc::new(Queue::new(10, j()));
         assert_eq!(names(&q), ["a", "b"]);
+        let saver = tokio::spawn(persist(q.clone()));
         q.done(&alert("a", Severity::Info));
         // done with an alert that is no longer the oldest (dropped meanwhile): nothing
         q.done(&alert("zzz", Severity::Info));
-        drop(q);
+        settle().await;
+        saver.abort();
         assert_eq!(names(&Queue::new(10, j())), ["b"]);
+        // another webhook's journal is another file
+        assert_ne!(journal_name("http://h/x"), journal_name("http://h/y"));
     }
 
     #[test]

@@ -199,11 +199,12 @@ pub struct Decide {
     nodes: BTreeMap<String, Track>,
     agents: Vec<AgentFact>,
     mass_failure: bool,
-    /// container id -> (task, first seen unhealthy)
-    unhealthy: BTreeMap<String, (UnhealthyTask, Instant)>,
-    /// Containers Swarm did not confirm as the task they were reported to be: not asked
-    /// about again while they are reported.
-    refused: BTreeSet<String>,
+    /// (container id, reporting agent) -> (task, first seen unhealthy). By reporter too: one
+    /// agent's false report must not stand in for (or, refused, block) another's true one.
+    unhealthy: BTreeMap<(String, String), (UnhealthyTask, Instant)>,
+    /// (container id, reporting agent) Swarm did not confirm as the task it was reported to
+    /// be: not asked about again while so reported.
+    refused: BTreeSet<(String, String)>,
     forced: BTreeMap<String, Instant>,
     started: Option<Instant>,
     isolation_told: bool,
@@ -307,23 +308,27 @@ impl Decide {
 
     /// The containers of Swarm tasks that are unhealthy right now.
     pub fn on_unhealthy(&mut self, tasks: Vec<UnhealthyTask>, now: Instant) {
-        let ids: BTreeSet<&str> = tasks.iter().map(|t| t.container_id.as_str()).collect();
-        self.unhealthy.retain(|id, _| ids.contains(id.as_str()));
-        self.refused.retain(|id| ids.contains(id.as_str()));
+        let keys: BTreeSet<(String, String)> = tasks
+            .iter()
+            .map(|t| (t.container_id.clone(), t.node.clone()))
+            .collect();
+        self.unhealthy.retain(|k, _| keys.contains(k));
+        self.refused.retain(|k| keys.contains(k));
         for t in tasks {
             self.unhealthy
-                .entry(t.container_id.clone())
+                .entry((t.container_id.clone(), t.node.clone()))
                 .or_insert((t, now));
         }
     }
 
     /// Swarm did not confirm the container of an [`Action::ForceUpdate`]: nothing was done, so
     /// the service's rate limit is not spent, and the container is not asked about again.
-    pub fn on_refused(&mut self, service: &str, container_id: &str, asked_at: Instant) {
+    pub fn on_refused(&mut self, service: &str, container_id: &str, node: &str, asked_at: Instant) {
         if self.forced.get(service) == Some(&asked_at) {
             self.forced.remove(service);
         }
-        self.refused.insert(container_id.to_owned());
+        self.refused
+            .insert((container_id.to_owned(), node.to_owned()));
     }
 
     /// A reactivation could not be carried out (reported as `action_failed`): it is asked for
@@ -688,19 +693,21 @@ impl Decide {
         let due: Vec<UnhealthyTask> = self
             .unhealthy
             .iter()
-            .filter(|(id, (_, since))| {
+            .filter(|(k, (_, since))| {
                 now.saturating_duration_since(*since) >= self.s.unhealthy_after
-                    && !self.refused.contains(id.as_str())
+                    && !self.refused.contains(k)
             })
             .map(|(_, (t, _))| t.clone())
             .collect();
         for t in due {
             // Only an agent Swarm's node list names speaks for a node ([`Self::agent`]);
-            // another's report is shown, never acted on.
+            // another's report is shown, never acted on. Of several nodes of one name (a host
+            // that left and rejoined), the ready one.
             let Some(node_id) = self
                 .nodes
                 .values()
-                .find(|n| self.agent(&n.node).is_some_and(|a| a.name == t.node))
+                .filter(|n| self.agent(&n.node).is_some_and(|a| a.name == t.node))
+                .max_by_key(|n| n.node.state == SwarmState::Ready)
                 .map(|n| n.node.id.clone())
             else {
                 continue;
@@ -1616,7 +1623,7 @@ mod tests {
             .collect();
         assert_eq!(asked, [("id2", "c1")]);
         // Swarm does not confirm c1: not asked again, and db's rate limit is not spent
-        f.d.on_refused("db", "c1", f.at(130.0));
+        f.d.on_refused("db", "c1", "node2", f.at(130.0));
         assert!(quiet(&f.run_to(200.0)));
         f.d.on_unhealthy(vec![t("c1", "node2"), t("c2", "node3")], f.at(200.0));
         let a = f.run_to(230.0);
@@ -1628,6 +1635,22 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(a.len(), 1, "{a:?}");
+        // node3 reports node2's container c1 (refused for node3); node2's own report of c1
+        // is still asked about
+        let mut f = Fleet::new();
+        f.d.on_unhealthy(vec![t("c1", "node3")], f.at(0.0));
+        let a = f.run_to(30.0);
+        assert_eq!(a.len(), 1, "{a:?}");
+        f.d.on_refused("db", "c1", "node3", f.at(30.0));
+        f.d.on_unhealthy(vec![t("c1", "node3"), t("c1", "node2")], f.at(31.0));
+        let a = f.run_to(61.0);
+        assert!(
+            has(
+                &a,
+                |x| matches!(x, Action::ForceUpdate { node_id, .. } if node_id == "id2")
+            ),
+            "{a:?}"
+        );
     }
 
     #[test]

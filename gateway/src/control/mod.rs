@@ -473,7 +473,7 @@ impl Loop {
                     .await;
                 if evs.iter().any(|e| e.kind == EventKind::Refused) {
                     if let Some(d) = &mut self.decide {
-                        d.on_refused(&service, &container_id, now);
+                        d.on_refused(&service, &container_id, &node, now);
                     }
                 }
                 evs

@@ -185,9 +185,10 @@ struct Store(Buffer<String>, bool);
 impl Store {
     /// The database refuses or does not answer: with a spool, what waits in memory moves to
     /// disk, new batches go there too, and so do copies of the batches only the writer holds
-    /// (`undurable`), so a crash during an outage loses nothing acknowledged to the broker
-    /// before it began but the lines still gathering for the next batch (at most
-    /// `flush_interval`'s). Without a spool, nothing changes: memory holds what it can.
+    /// (`take_undurable`), so a crash during an outage loses of what the broker delivered
+    /// only the lines still gathering for the next batch (at most `flush_interval`'s) and those
+    /// on their way from ingest (the channel between them). Without a spool, nothing changes:
+    /// memory holds what it can.
     fn database_down(&mut self, undurable: Vec<String>) {
         if !self.1 {
             self.1 = true;
@@ -299,7 +300,7 @@ pub async fn run(
                     Some(Settled::Retry { attempt, delay, .. }) => {
                         metrics.write_error();
                         if !store.1 {
-                            store.database_down(writer.undurable(|o| matches!(o, Origin::Spool(_))));
+                            store.database_down(writer.take_undurable(|o| matches!(o, Origin::Spool(_))));
                         }
                         // The first failure and every tenth: an outage is visible without
                         // flooding the log.

@@ -97,6 +97,8 @@ struct Batch<O> {
     origin: Option<O>,
     /// Requests made with this batch so far.
     attempt: u32,
+    /// Already copied to durable storage by [`Writer::take_undurable`].
+    copied: bool,
 }
 
 impl<O> Batch<O> {
@@ -106,6 +108,7 @@ impl<O> Batch<O> {
             body,
             origin,
             attempt: 0,
+            copied: false,
         }
     }
 }
@@ -272,15 +275,19 @@ impl<O> Writer<O> {
     }
 
     /// Copies of the batches in the writer's hands (in flight or awaiting a retry) that are
-    /// not kept anywhere durable (`durable` says which origins are): what a crash now would
-    /// lose. The shell spools them when the database goes down; a batch written twice is
-    /// harmless (points carry their sample time).
-    pub fn undurable(&self, durable: impl Fn(&O) -> bool) -> Vec<String> {
+    /// not kept anywhere durable (`durable` says which origins are) and were not copied
+    /// before: what a crash now would lose. The shell spools them when the database goes
+    /// down; a batch written twice is harmless (points carry their sample time). Each batch
+    /// is handed out once, however often the database goes down while it waits.
+    pub fn take_undurable(&mut self, durable: impl Fn(&O) -> bool) -> Vec<String> {
         self.again
-            .iter()
-            .chain(self.in_flight.values())
-            .filter(|b| !b.origin.as_ref().is_some_and(&durable))
-            .map(|b| String::from(&*b.body))
+            .iter_mut()
+            .chain(self.in_flight.values_mut())
+            .filter(|b| !b.copied && !b.origin.as_ref().is_some_and(&durable))
+            .map(|b| {
+                b.copied = true;
+                String::from(&*b.body)
+            })
             .collect()
     }
 
@@ -367,9 +374,12 @@ mod tests {
         let reqs = w.start(t0, || store.next());
         assert_eq!(reqs.len(), 2);
         // origin `true`: a spool record; `false`: memory
-        assert_eq!(w.undurable(|o| *o), ["b 2\n"]);
+        assert_eq!(w.take_undurable(|o| *o), ["b 2\n"]);
         w.on_outcome(reqs[1].id, Outcome::Retry(Duration::from_secs(1)), t0);
-        assert_eq!(w.undurable(|o| *o), ["b 2\n"], "awaiting its retry");
+        assert!(
+            w.take_undurable(|o| *o).is_empty(),
+            "copied once, not again"
+        );
     }
 
     #[test]
