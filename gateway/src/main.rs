@@ -254,7 +254,8 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             gateway: name.clone(),
             bus: bus.clone(),
         };
-        tokio::spawn(task.run(rx, shutdown_rx.clone()));
+        // awaited at shutdown: it saves the webhook queues last
+        tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
     }
     let ingest = ingest::Ingest::new(
         bus,

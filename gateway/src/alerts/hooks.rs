@@ -74,7 +74,9 @@ struct Queue {
     changed: Notify,
 }
 
-/// How long a webhook queue's changes gather before they are saved together.
+/// After a save, how long further changes gather before the next one (a burst of alerts is
+/// saved a few times, not once per alert). The first change after a quiet spell is saved at
+/// once.
 const PERSIST_EVERY: Duration = Duration::from_millis(50);
 
 /// Saves a webhook queue whenever it changed (its own task).
@@ -84,14 +86,10 @@ async fn persist(queue: Arc<Queue>) {
     };
     loop {
         queue.changed.notified().await;
-        tokio::time::sleep(PERSIST_EVERY).await;
-        let items: Vec<Alert> = queue
-            .items
-            .lock()
-            .map(|q| q.iter().cloned().collect())
-            .unwrap_or_default();
+        let items = queue.snapshot();
         let j = journal.clone();
         let _ = tokio::task::spawn_blocking(move || j.save(&items)).await;
+        tokio::time::sleep(PERSIST_EVERY).await;
     }
 }
 
@@ -122,6 +120,20 @@ impl Queue {
             cap,
             journal,
             changed: Notify::new(),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Alert> {
+        self.items
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Saves the queue now (at shutdown: what the journal task may not have saved yet).
+    fn flush(&self) {
+        if let Some(j) = &self.journal {
+            j.save(&self.snapshot());
         }
     }
 
@@ -242,6 +254,13 @@ impl Hooks {
             bus,
             webhooks,
             execs,
+        }
+    }
+
+    /// Saves every webhook's queue now (on shutdown).
+    pub fn flush(&self) {
+        for w in &self.webhooks {
+            w.queue.flush();
         }
     }
 

@@ -58,7 +58,10 @@ impl Alerts {
                     }
                 }
                 _ = tick.tick() => self.engine.tick(leakmon_common::now_ms()),
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.hooks.flush();
+                    return;
+                }
             };
             if notes.is_empty() || !self.bus.active() {
                 continue;
