@@ -54,12 +54,16 @@ fn seed() -> u64 {
     }
 }
 
-/// The Swarm, as the first manager that answers (and is not cut off) shows it.
-fn poll(t: i64, out: &BTreeSet<u32>) -> Option<Poll> {
+/// The Swarm, as the first manager that answers (and is not cut off) shows it, stamped (ms
+/// since `epoch`) when its node list arrived: during an election a manager may take seconds
+/// to answer, and what it says is true then, not when it was asked (stamped at the asking, a
+/// drain label made meanwhile showed up before the `node_down` that caused it).
+fn poll(epoch: Instant, out: &BTreeSet<u32>) -> Option<Poll> {
     for via in (1..=MANAGERS).filter(|m| !out.contains(m)) {
         let Some(nodes) = api(via, "/nodes") else {
             continue;
         };
+        let t = epoch.elapsed().as_millis() as i64;
         let mut p = Poll {
             t,
             ..Poll::default()
@@ -397,7 +401,7 @@ fn chaos_on_a_real_five_node_swarm() {
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
                 let skip = out.lock().map(|o| o.clone()).unwrap_or_default();
-                if let Some(p) = poll(epoch.elapsed().as_millis() as i64, &skip) {
+                if let Some(p) = poll(epoch, &skip) {
                     if let Ok(mut v) = polls.lock() {
                         v.push(p);
                     }
