@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use leakmon_e2e::lockdown::{self, influx_count, payloads, Killed, LockedBroker};
 use leakmon_e2e::swarm::{
-    docker, fleet_up, rig, start_agents, start_gateways, wait_gateway_active, NODES,
+    docker, fleet_up, node_id, rig, start_agents, start_gateways, wait_gateway_active, NODES,
 };
 use leakmon_e2e::{wait_for, Agent, Gateway, Service, Subscriber};
 use serde_json::{json, Value};
@@ -546,18 +546,6 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
             })
             .unwrap_or_else(|| panic!("node{n} online"));
     }
-    let node_id = |n: u32| {
-        docker(
-            1,
-            &[
-                "node",
-                "inspect",
-                &format!("node{n}"),
-                "--format",
-                "{{.ID}}",
-            ],
-        )
-    };
     let db_task_container = docker(
         4,
         &[

@@ -377,20 +377,7 @@ fn chaos_on_a_real_five_node_swarm() {
         events,
         polls: Arc::default(),
         out: Arc::default(),
-        ids: (1..=NODES)
-            .map(|n| {
-                docker(
-                    1,
-                    &[
-                        "node",
-                        "inspect",
-                        &format!("node{n}"),
-                        "--format",
-                        "{{.ID}}",
-                    ],
-                )
-            })
-            .collect(),
+        ids: (1..=NODES).map(node_id).collect(),
         forger: None,
     };
     let stop = Arc::new(AtomicBool::new(false));

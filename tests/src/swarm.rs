@@ -158,6 +158,20 @@ pub fn wait_gateway_active(events: &crate::Subscriber) {
     .expect("a gateway becomes active");
 }
 
+/// Node n's Swarm id, as manager 1 lists it.
+pub fn node_id(n: u32) -> String {
+    docker(
+        1,
+        &[
+            "node",
+            "inspect",
+            &format!("node{n}"),
+            "--format",
+            "{{.ID}}",
+        ],
+    )
+}
+
 /// Hostname of the Swarm leader, as manager `via` sees it.
 pub fn leader(via: u32) -> Option<String> {
     docker(
