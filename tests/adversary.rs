@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use leakmon_e2e::lockdown::{self, influx_count, payloads, Killed, LockedBroker};
 use leakmon_e2e::swarm::{
-    docker, fleet_up, node_id, rig, start_agents, start_gateways, wait_gateway_active, NODES,
+    self, docker, fleet_up, node_id, rig, start_agents, start_gateways, wait_gateway_active, NODES,
 };
 use leakmon_e2e::{wait_for, Agent, Gateway, Service, Subscriber};
 use serde_json::{json, Value};
@@ -468,43 +468,15 @@ struct SwarmFleet {
 
 impl SwarmFleet {
     fn events(&self) -> Vec<Value> {
-        self.events.all().iter().map(|m| m.json()).collect()
+        swarm::events_of(&self.events)
     }
 
     fn logs(&self) -> String {
-        self.gateways
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let log = g.log();
-                let tail: Vec<&str> = log
-                    .lines()
-                    .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
-                    .rev()
-                    .take(30)
-                    .collect();
-                format!(
-                    "--- gw{} ---\n{}",
-                    i + 1,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        swarm::gateway_logs(&self.gateways)
     }
 
     fn wait_event(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for(S(secs), || self.events().into_iter().find(|e| pred(e))).unwrap_or_else(|| {
-            panic!(
-                "no {what} event within {secs} s; events:\n{}\n{}",
-                self.events()
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                self.logs()
-            )
-        })
+        swarm::wait_event(&self.events, &self.gateways, secs, what, pred)
     }
 
     fn forced(&self, service: &str) -> usize {

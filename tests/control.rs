@@ -32,48 +32,15 @@ impl Fleet {
 
     /// Events seen so far, as JSON.
     fn events(&self) -> Vec<Value> {
-        self.events.all().iter().map(|m| m.json()).collect()
+        events_of(&self.events)
     }
 
     fn wait_event(&self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for(Duration::from_secs(secs), || {
-            self.events().into_iter().find(|e| pred(e))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no {what} event within {secs} s; events:\n{}\n{}",
-                self.events()
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                self.logs()
-            )
-        })
+        wait_event(&self.events, &self.gateways, secs, what, pred)
     }
 
     fn logs(&self) -> String {
-        self.gateways
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let log = g.log();
-                let tail: Vec<&str> = log
-                    .lines()
-                    .filter(|l| {
-                        l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR ")
-                    })
-                    .rev()
-                    .take(40)
-                    .collect();
-                format!(
-                    "--- gw{} (last lines) ---\n{}",
-                    i + 1,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        gateway_logs(&self.gateways)
     }
 
     /// The hostname of the active gateway, from the retained status.

@@ -396,3 +396,56 @@ pub fn start_gateways_with(cfg: impl Fn(u32) -> String) -> Vec<crate::Daemon> {
         })
         .collect()
 }
+
+/// The last 40 INFO/WARN/ERROR lines of each gateway's log, for a failing assertion.
+pub fn gateway_logs(gateways: &[crate::Daemon]) -> String {
+    gateways
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let log = g.log();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
+                .rev()
+                .take(40)
+                .collect();
+            format!(
+                "--- gw{} (last lines) ---\n{}",
+                i + 1,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The gateway events `events` has received, as JSON.
+pub fn events_of(events: &crate::Subscriber) -> Vec<serde_json::Value> {
+    events.all().iter().map(|m| m.json()).collect()
+}
+
+/// Waits `secs` for an event matching `pred`; panics naming `what`, with every event so far
+/// and the gateways' logs.
+pub fn wait_event(
+    events: &crate::Subscriber,
+    gateways: &[crate::Daemon],
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    crate::wait_for(std::time::Duration::from_secs(secs), || {
+        events_of(events).into_iter().find(|e| pred(e))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no {what} event within {secs} s; events:\n{}\n{}",
+            events_of(events)
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            gateway_logs(gateways)
+        )
+    })
+}
