@@ -455,6 +455,83 @@ impl History {
         out
     }
 
+    /// Stretches in which Swarm's scheduler was starting over: from a poll without a leader, or
+    /// with a leader other than the previous poll's, until the first poll in which the leader
+    /// shows ready every node whose cable is in and engine runs (the new leader marks every
+    /// node `unknown` and places nothing until heartbeats say otherwise), at most 20 s.
+    pub fn elections(&self) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        let mut from: Option<i64> = None;
+        let mut prev: Option<u32> = None;
+        for p in &self.polls {
+            if from.is_none() && (p.leader.is_none() || (prev.is_some() && p.leader != prev)) {
+                from = Some(p.t);
+            }
+            if let Some(f) = from {
+                let settled = p.leader.is_some()
+                    && p.nodes.iter().all(|(n, v)| {
+                        v.state == "ready" || self.cut_at(*n, p.t) || self.engine_dead_at(*n, p.t)
+                    });
+                if settled || p.t >= f + 20_000 {
+                    out.push((f, p.t.min(f + 20_000)));
+                    from = None;
+                }
+            }
+            if p.leader.is_some() {
+                prev = p.leader;
+            }
+        }
+        if let Some(f) = from {
+            out.push((f, f + 20_000));
+        }
+        out
+    }
+
+    /// When Swarm's scheduling of a death's work is judged from: `from` (a gateway could act),
+    /// or, when an election began before the judgement was over, when its leader settled.
+    /// Swarm's scheduler starts over with a new leader: what it places and when is then
+    /// Swarm's own, not leakmon's doing.
+    pub fn scheduling_from(&self, from: i64, bound: i64) -> i64 {
+        let elections = self.elections();
+        let mut s = from;
+        loop {
+            match elections.iter().find(|(a, b)| *a < s + bound && *b > s) {
+                Some((_, b)) => s = self.clock_start(*b),
+                None => return s,
+            }
+        }
+    }
+
+    /// Every `gateway_active` comes from the gateway beside the Swarm leader (as the polls
+    /// around it, 3 s before to 5 s after, name it): two active gateways write, publish and
+    /// act twice.
+    pub fn one_active_gateway(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.events.iter().filter(|e| e.kind == "gateway_active") {
+            let (a, b) = (e.t - 3_000, e.t + 5_000);
+            let mut leaders: BTreeSet<u32> = self
+                .polls
+                .iter()
+                .filter(|p| p.t >= a && p.t <= b)
+                .filter_map(|p| p.leader)
+                .collect();
+            if let Some(l) = self.poll_before(a).and_then(|p| p.leader) {
+                leaders.insert(l);
+            }
+            let known = self.polls.iter().any(|p| p.t <= b);
+            if known && !leaders.contains(&e.node) {
+                out.push(format!(
+                    "the gateway on node{} turned active at {} ms while the Swarm leader was {:?} (faults then: {})",
+                    e.node,
+                    e.t,
+                    leaders,
+                    self.faults_at(e.t)
+                ));
+            }
+        }
+        out
+    }
+
     /// The first moment at or after `t` outside every blind interval.
     pub fn clock_start(&self, t: i64) -> i64 {
         let blind = self.blind();
@@ -478,6 +555,7 @@ impl History {
         v.violations.extend(self.returned_nodes_active(b));
         v.violations.extend(self.no_sample_lost());
         v.violations.extend(self.nothing_forced());
+        v.violations.extend(self.one_active_gateway());
         v
     }
 
@@ -627,37 +705,58 @@ impl History {
                     self.faults_at(c)
                 ));
             }
-            let judged = s.end >= clock + b.whole;
-            // ms from `clock` to the first poll in the cable's outage that shows `pred`
-            let first = |pred: &dyn Fn(&Poll) -> bool| {
+            // ms from `from` to the first poll in the cable's outage that shows `pred`
+            let first = |from: i64, pred: &dyn Fn(&Poll) -> bool| {
                 self.polls
                     .iter()
                     .filter(|p| p.t >= c && p.t <= s.end)
                     .find(|p| pred(p))
-                    .map(|p| p.t - clock)
+                    .map(|p| p.t - from)
             };
-            let mut late = |what: &str, got: Option<i64>| {
-                if judged && got.is_none_or(|t| t > b.whole) {
+            let mut late = |what: &str, from: i64, got: Option<i64>| {
+                if s.end >= from + b.whole && got.is_none_or(|t| t > b.whole) {
+                    let since = if from == clock {
+                        String::new()
+                    } else {
+                        format!(", judged from {from} ms")
+                    };
                     out.push(format!(
-                        "node{n}'s cable out at {c} ms (a gateway could act from {clock} ms): {what} within {} ms (got {got:?}; faults then: {})",
+                        "node{n}'s cable out at {c} ms (a gateway could act from {clock} ms{since}): {what} within {} ms (got {got:?}; faults then: {})",
                         b.whole,
                         self.faults_at(c)
                     ));
                 }
             };
-            d.whole = first(&|p| p.web.iter().filter(|k| !self.cut_at(**k, p.t)).count() >= 5);
-            late("web not whole on live nodes", d.whole);
+            let web_from = self.scheduling_from(clock, b.whole);
+            d.whole = first(web_from, &|p| {
+                p.web.iter().filter(|k| !self.cut_at(**k, p.t)).count() >= 5
+            });
+            late("web not whole on live nodes", web_from, d.whole);
+            // db moves once the standby is ready: a standby whose engine just restarted is
+            // `unknown` to Swarm for a while, and leakmon moves nothing to it until it is ready
             let db_here = before.is_some_and(|p| p.db == [n]);
-            let standby_ok = n != STANDBY
-                && (c..=clock + b.whole)
+            // (a poll is recorded when the Swarm changed: the one before `c` holds at `c`)
+            let standby_ready = before
+                .into_iter()
+                .map(|p| (c, p))
+                .chain(
+                    self.polls
+                        .iter()
+                        .filter(|p| p.t >= c && p.t <= s.end)
+                        .map(|p| (p.t, p)),
+                )
+                .filter(|(t, _)| !self.cut_at(STANDBY, *t))
+                .find(|(_, p)| p.nodes.get(&STANDBY).is_some_and(NodeView::active_ready))
+                .map(|(t, _)| t);
+            if let (true, true, Some(ready)) = (db_here, n != STANDBY, standby_ready) {
+                let from = self.scheduling_from(clock.max(ready), b.whole);
+                let standby_ok = (from..=from + b.whole)
                     .step_by(500)
-                    .all(|t| !self.cut_at(STANDBY, t) && !self.engine_dead_at(STANDBY, t))
-                && before
-                    .and_then(|p| p.nodes.get(&STANDBY))
-                    .is_some_and(|v| v.availability == "active");
-            if db_here && standby_ok {
-                d.db = first(&|p| p.db == [STANDBY]);
-                late("db (which ran there) not on the standby", d.db);
+                    .all(|t| !self.cut_at(STANDBY, t) && !self.engine_dead_at(STANDBY, t));
+                if standby_ok {
+                    d.db = first(from, &|p| p.db == [STANDBY]).map(|t| t.max(0));
+                    late("db (which ran there) not on the standby", from, d.db);
+                }
             }
             if judged_down {
                 deaths.push(d);
@@ -1044,6 +1143,127 @@ mod tests {
         h2.events.retain(|e| e.kind == "gateway_active");
         let (_, late) = h2.deaths_handled(&SHIPPED);
         assert!(late.iter().any(|l| l.starts_with("node4")), "{late:?}");
+    }
+
+    #[test]
+    fn a_second_active_gateway_fails() {
+        let mut h = good();
+        assert!(h.one_active_gateway().is_empty());
+        // a hand-over the polls show: fine
+        h.polls.insert(
+            1,
+            Poll {
+                leader: Some(2),
+                ..all_active(60_000, vec![1, 2, 3, 5, 5], vec![3])
+            },
+        );
+        h.events.push(ev(59_000, "gateway_active", 2));
+        assert!(
+            h.one_active_gateway().is_empty(),
+            "{:?}",
+            h.one_active_gateway()
+        );
+        // the gateway beside a manager whose engine restarted turns itself active
+        h.events.push(ev(80_000, "gateway_active", 3));
+        let v = h.check(&SHIPPED);
+        assert!(
+            v.violations
+                .iter()
+                .any(|x| x.contains("node3 turned active at 80000")),
+            "{:?}",
+            v.violations
+        );
+    }
+
+    /// node4 (db's node) cut at 10 s for 30 s; the standby's engine restarted until 5 s and
+    /// Swarm shows it `unknown` until 20 s.
+    fn standby_late() -> History {
+        let mut h = good();
+        h.spans.push(span(Fault::EngineKill(STANDBY), 1_000, 5_000));
+        for p in &mut h.polls {
+            if p.t < 20_000 {
+                p.db = vec![4];
+                if let Some(v) = p.nodes.get_mut(&STANDBY) {
+                    v.state = "unknown".into();
+                }
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn db_is_judged_from_when_the_standby_is_ready() {
+        let mut h = standby_late();
+        h.polls
+            .insert(2, all_active(21_000, vec![1, 2, 3, 5, 5], vec![3]));
+        let (deaths, late) = h.deaths_handled(&SHIPPED);
+        assert!(late.is_empty(), "{late:?}");
+        assert_eq!(deaths[0].db, Some(0), "ready and moved in one poll");
+        // moved only 12 s after the standby was ready: late
+        let mut h = standby_late();
+        h.polls
+            .insert(2, all_active(20_000, vec![1, 2, 3, 5, 5], vec![4]));
+        h.polls
+            .insert(3, all_active(32_000, vec![1, 2, 3, 5, 5], vec![3]));
+        let (_, late) = h.deaths_handled(&SHIPPED);
+        assert!(
+            late.iter()
+                .any(|l| l.contains("db (which ran there)") && l.contains("judged from 20000")),
+            "{late:?}"
+        );
+        // never ready during the outage: db not judged
+        let mut h = standby_late();
+        h.polls.retain(|p| p.t < 20_000);
+        h.polls
+            .push(all_active(41_000, vec![1, 2, 3, 4, 5], vec![4]));
+        let (deaths, late) = h.deaths_handled(&SHIPPED);
+        assert!(late.iter().all(|l| !l.contains("db")), "{late:?}");
+        assert_eq!(deaths[0].db, None);
+    }
+
+    #[test]
+    fn swarm_scheduling_is_judged_from_when_a_new_leader_settled() {
+        // node4 cut at 10 s; at 12 s the leader changes (node2), its nodes unknown until
+        // 18 s; web whole at 25 s: 7 s after the new leader settled
+        let mut h = good();
+        let unknown = |t: i64| {
+            let mut p = all_active(t, vec![1, 2, 3, 4, 5], vec![4]);
+            p.leader = Some(2);
+            for v in p.nodes.values_mut() {
+                v.state = "unknown".into();
+            }
+            p
+        };
+        let settled = |t: i64, web: Vec<u32>| {
+            let mut p = all_active(t, web, vec![4]);
+            p.leader = Some(2);
+            p.nodes.entry(4).and_modify(|v| v.state = "down".into());
+            p
+        };
+        h.events.push(ev(11_900, "gateway_active", 2));
+        h.events.retain(|e| e.kind != "failover");
+        h.polls = vec![
+            all_active(9_000, vec![1, 2, 3, 4, 5], vec![4]),
+            unknown(12_000),
+            settled(18_000, vec![1, 2, 3, 4, 5]),
+            settled(25_000, vec![1, 2, 3, 5, 5]),
+            settled(200_000, vec![1, 2, 3, 5, 5]),
+        ];
+        assert_eq!(h.elections(), [(12_000, 18_000)]);
+        let (deaths, late) = h.deaths_handled(&SHIPPED);
+        assert!(
+            late.iter().all(|l| !l.contains("web")),
+            "{late:?} {deaths:?}"
+        );
+        assert_eq!(deaths[0].whole, Some(7_000));
+        // whole only at 30 s: late even so
+        h.polls[3].t = 30_000;
+        let (_, late) = h.deaths_handled(&SHIPPED);
+        assert!(
+            late.iter()
+                .any(|l| l.contains("web not whole") && l.contains("judged from 18000")),
+            "{late:?}"
+        );
     }
 
     #[test]

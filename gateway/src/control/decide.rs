@@ -95,6 +95,8 @@ pub struct SwarmNode {
     pub availability: Availability,
     /// Carries leakmon's drain label: leakmon set it to pause/drain.
     pub leakmon_drained: bool,
+    /// Carries `leakmon.standby=true`: pinned services fail over to it.
+    pub standby: bool,
 }
 
 /// Why a node was declared dead.
@@ -147,6 +149,13 @@ pub enum Action {
         hostname: String,
         surge: bool,
     },
+    /// Fail over the services still pinned to a dead node (an evacuation found no standby
+    /// ready; one is now). `start_first` while the node waits to be settled.
+    Failover {
+        node_id: String,
+        hostname: String,
+        start_first: bool,
+    },
     /// Scale back the surge recorded for the node, then drain it.
     Settle { node_id: String, hostname: String },
     /// Set the node active again and remove leakmon's label.
@@ -190,6 +199,9 @@ struct Track {
     adopted: bool,
     /// A reactivation was asked for since the node last died.
     reactivate_sent: bool,
+    /// A pinned service found no standby ready: the standbys that were ready then. A failover
+    /// is tried again when another one is, while the node is dead.
+    waiting_standby: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug)]
@@ -285,6 +297,7 @@ impl Decide {
                 held: false,
                 adopted: false,
                 reactivate_sent: false,
+                waiting_standby: None,
             });
             // Adopted, once: leakmon paused it earlier (another gateway, or this one before a
             // restart) and nobody drained it yet; it is settled like our own.
@@ -333,6 +346,28 @@ impl Decide {
 
     /// A reactivation could not be carried out (reported as `action_failed`): it is asked for
     /// again once the node has been back for another `reactivate_after`.
+    /// An evacuation or failover left a service pinned to `node_id` for want of a ready
+    /// standby.
+    pub fn on_stranded(&mut self, node_id: &str) {
+        let ready = self.ready_standbys();
+        if let Some(t) = self.nodes.get_mut(node_id) {
+            t.waiting_standby = Some(ready);
+        }
+    }
+
+    /// Nodes pinned services may fail over to now.
+    fn ready_standbys(&self) -> BTreeSet<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, t)| {
+                t.node.standby
+                    && t.node.state == SwarmState::Ready
+                    && t.node.availability == Availability::Active
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     pub fn on_reactivate_failed(&mut self, node_id: &str) {
         if let Some(t) = self.nodes.get_mut(node_id) {
             t.reactivate_sent = false;
@@ -536,6 +571,7 @@ impl Decide {
             .started
             .is_some_and(|st| now.saturating_duration_since(st) >= s.grace);
         let agent = self.nodes.get(id).and_then(|t| self.agent(&t.node));
+        let standbys = self.ready_standbys();
         // "back" needs the agent online (when the node has one) and, early after a start,
         // the agent's status actually heard.
         let agent_ok = match agent {
@@ -642,6 +678,18 @@ impl Decide {
         }
         if !matches!(v, Verdict::Dead(_)) {
             t.held = false;
+            t.waiting_standby = None;
+        }
+        // A failover that waited for a standby
+        if let Some(seen) = &t.waiting_standby {
+            if t.evacuated && standbys.iter().any(|n| n != id && !seen.contains(n)) {
+                t.waiting_standby = None;
+                out.push(Action::Failover {
+                    node_id: id.to_owned(),
+                    hostname: host.clone(),
+                    start_first: t.settle_pending,
+                });
+            }
         }
         // Settling
         if t.settle_pending {
@@ -758,6 +806,7 @@ mod tests {
             state: SwarmState::Ready,
             availability: Availability::Active,
             leakmon_drained: false,
+            standby: false,
         }
     }
 
@@ -919,6 +968,77 @@ mod tests {
         assert_eq!(kinds(&a), [EventKind::NodeDown]);
         assert_eq!(evacuations(&a), [("id5".to_owned(), true)]);
         assert!(quiet(&f.run_to(15.0)), "announced and evacuated once");
+    }
+
+    fn failovers(actions: &[Action]) -> Vec<(String, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Failover {
+                    node_id,
+                    start_first,
+                    ..
+                } => Some((node_id.clone(), *start_first)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failover_that_found_no_standby_is_made_when_one_is_ready() {
+        // Found by the chaos suite: the standby's engine had just restarted (Swarm: unknown)
+        // when the db node died; db stayed pending for the whole outage.
+        let mut f = Fleet::new();
+        f.swarm_mut(3).standby = true;
+        f.swarm_mut(3).state = SwarmState::Other;
+        let a = kill_node5(&mut f);
+        assert_eq!(evacuations(&a), [("id5".to_owned(), true)]);
+        f.d.on_stranded("id5");
+        assert!(failovers(&f.run_to(15.0)).is_empty(), "no standby yet");
+        // a node without the label being ready changes nothing
+        f.swarm_mut(4).state = SwarmState::Other;
+        f.run_to(16.0);
+        f.swarm_mut(4).state = SwarmState::Ready;
+        assert!(failovers(&f.run_to(17.0)).is_empty());
+        // the standby ready: one failover, start-first while the surge is not settled
+        f.swarm_mut(3).state = SwarmState::Ready;
+        assert_eq!(failovers(&f.run_to(18.0)), [("id5".to_owned(), true)]);
+        assert!(failovers(&f.run_to(19.0)).is_empty(), "once");
+        // still none for it (the shell says so again): waits for a standby not seen ready
+        f.d.on_stranded("id5");
+        assert!(failovers(&f.run_to(20.0)).is_empty());
+        f.swarm_mut(2).standby = true;
+        assert_eq!(failovers(&f.run_to(21.0)), [("id5".to_owned(), true)]);
+        // Swarm lets go of the node: settled; a later failover is stop-first
+        f.d.on_stranded("id5");
+        f.swarm_mut(5).state = SwarmState::Down;
+        assert!(has(&f.run_to(22.0), |a| matches!(a, Action::Settle { .. })));
+        f.swarm_mut(1).standby = true;
+        assert_eq!(failovers(&f.run_to(23.0)), [("id5".to_owned(), false)]);
+    }
+
+    #[test]
+    fn a_node_back_before_a_standby_is_ready_fails_nothing_over() {
+        let mut f = Fleet::new();
+        f.swarm_mut(3).standby = true;
+        f.swarm_mut(3).state = SwarmState::Other;
+        kill_node5(&mut f);
+        f.d.on_stranded("id5");
+        f.silent.clear();
+        f.agent_mut(5).state = AgentState::Online;
+        f.d.on_probe("id5", true, f.at(15.0));
+        assert!(has(&f.run_to(15.5), |a| matches!(
+            a,
+            Action::Event {
+                kind: EventKind::NodeUp,
+                ..
+            }
+        )));
+        f.swarm_mut(3).state = SwarmState::Ready;
+        assert!(
+            failovers(&f.run_to(16.0)).is_empty(),
+            "db runs on node5 again"
+        );
     }
 
     #[test]

@@ -46,6 +46,21 @@ pub fn no_engine(mode: LeaderMode, socket: Option<&Path>) -> bool {
     mode == LeaderMode::Auto && socket.is_some_and(|p| !p.exists())
 }
 
+/// The mode to judge the next answer by. `auto` stands for `swarm` from the first answer
+/// that shows a Swarm on: an engine that restarts says `inactive` or `pending` for a moment,
+/// and a gateway beside a manager must not take that for a machine without a Swarm (it would
+/// turn itself active beside the real active gateway). To run standalone after the host left
+/// its Swarm, restart the gateway.
+pub fn settle_mode(mode: LeaderMode, view: &EngineView) -> LeaderMode {
+    match (mode, view) {
+        (
+            LeaderMode::Auto,
+            EngineView::Worker | EngineView::NoQuorum(_) | EngineView::Manager { .. },
+        ) => LeaderMode::Swarm,
+        _ => mode,
+    }
+}
+
 /// The role for what the engine said.
 pub fn role(mode: LeaderMode, view: &EngineView) -> Role {
     if mode == LeaderMode::Standalone {
@@ -61,6 +76,9 @@ pub fn role(mode: LeaderMode, view: &EngineView) -> Role {
         EngineView::NoSwarm => {
             Role::standby("leader.mode = swarm but the local engine is in no Swarm")
         }
+        EngineView::NotReady(state) => Role::standby(format!(
+            "the local engine is not a working Swarm member yet ({state})"
+        )),
         EngineView::Worker => {
             Role::standby("the local engine is a Swarm worker: run gateways beside managers")
         }
@@ -153,6 +171,43 @@ mod tests {
         assert!(r.active && !r.swarm_active());
         assert!(!role(LeaderMode::Swarm, &EngineView::NoSwarm).active);
         assert!(role(LeaderMode::Standalone, &EngineView::Worker).active);
+    }
+
+    #[test]
+    fn an_engine_rejoining_its_swarm_is_standby_in_every_mode_but_standalone() {
+        for state in ["pending", "locked", "error: raft failed"] {
+            let v = EngineView::NotReady(state.into());
+            for mode in [LeaderMode::Auto, LeaderMode::Swarm] {
+                let r = role(mode, &v);
+                assert!(!r.active, "{mode:?} {state}");
+                assert!(r.reason.contains(state), "{}", r.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn auto_once_in_a_swarm_never_turns_standalone() {
+        // Found by the chaos suite: a manager's engine restarted, answered `inactive` for a
+        // moment, and its gateway turned itself active beside the real one.
+        let manager = EngineView::Manager {
+            self_id: "b".into(),
+            nodes: vec![mgr("a", true), mgr("b", false)],
+        };
+        let mut mode = LeaderMode::Auto;
+        for v in [&manager, &EngineView::NoSwarm] {
+            mode = settle_mode(mode, v);
+            assert!(!role(mode, v).active, "{v:?}");
+        }
+        assert_eq!(mode, LeaderMode::Swarm);
+        // never having seen one, it is standalone
+        assert_eq!(
+            settle_mode(LeaderMode::Auto, &EngineView::NoSwarm),
+            LeaderMode::Auto
+        );
+        assert_eq!(
+            settle_mode(LeaderMode::Standalone, &manager),
+            LeaderMode::Standalone
+        );
     }
 
     #[test]

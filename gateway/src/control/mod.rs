@@ -59,6 +59,8 @@ struct Loop {
     api: Option<SwarmApi>,
     decide: Option<Decide>,
     role: Role,
+    /// `leader.mode`, settled to `swarm` once the engine showed one ([`leader::settle_mode`]).
+    mode: LeaderMode,
     self_id: Option<String>,
     probes: mpsc::Sender<(String, bool, Instant)>,
     /// Since when the broker connection has been up.
@@ -72,6 +74,14 @@ struct Loop {
 /// three services) would otherwise leave one point.
 fn event_time(last_ms: i64, now_ms: i64) -> i64 {
     now_ms.max(last_ms.saturating_add(1))
+}
+
+/// A pinned service that waits for a standby to be ready.
+fn stranded(e: &Ev) -> bool {
+    e.kind == EventKind::FailoverImpossible
+        && e.details
+            .iter()
+            .any(|(k, v)| *k == "reason" && v == plan::NO_STANDBY)
 }
 
 impl Control {
@@ -120,11 +130,13 @@ impl Control {
             Role::standby("starting")
         };
         let (probes, probe_rx) = mpsc::channel(256);
+        let mode = cfg.leader.mode;
         let mut l = Loop {
             c: self,
             api,
             decide,
             role: Role::standby("starting"),
+            mode,
             self_id: None,
             probes,
             mqtt_since: None,
@@ -265,7 +277,12 @@ impl Loop {
             return;
         };
         let view = api.view().await;
-        let role = leader::role(self.c.cfg.leader.mode, &view);
+        let mode = leader::settle_mode(self.mode, &view);
+        if mode != self.mode {
+            tracing::info!(from = ?self.mode, to = ?mode, "the local engine is in a Swarm: following its leader from now on");
+            self.mode = mode;
+        }
+        let role = leader::role(self.mode, &view);
         if let EngineView::Manager { self_id, nodes } = &view {
             self.self_id = Some(self_id.clone());
             let swarm: Vec<(String, String, String)> = nodes
@@ -450,7 +467,22 @@ impl Loop {
                 node_id,
                 hostname,
                 surge,
-            } => api.evacuate(&node_id, &hostname, surge, now_ms).await,
+            } => {
+                let evs = api.evacuate(&node_id, &hostname, surge, now_ms).await;
+                self.note_stranded(&node_id, &evs);
+                evs
+            }
+            Action::Failover {
+                node_id,
+                hostname,
+                start_first,
+            } => {
+                let mut evs = api.failover(&node_id, &hostname, start_first).await;
+                self.note_stranded(&node_id, &evs);
+                // said once, by the evacuation
+                evs.retain(|e| !stranded(e));
+                evs
+            }
             Action::Settle { node_id, hostname } => api.settle(&node_id, &hostname).await,
             Action::Reactivate { node_id, hostname } => {
                 let evs = api.reactivate(&node_id, &hostname).await;
@@ -481,6 +513,15 @@ impl Loop {
         };
         for e in evs {
             self.emit(e);
+        }
+    }
+
+    /// Tells `decide` that a service of a dead node found no standby ready.
+    fn note_stranded(&mut self, node_id: &str, evs: &[Ev]) {
+        if evs.iter().any(stranded) {
+            if let Some(d) = &mut self.decide {
+                d.on_stranded(node_id);
+            }
         }
     }
 

@@ -44,6 +44,11 @@ pub fn surge_label(node_id: &str) -> String {
     format!("leakmon.surge.{node_id}")
 }
 
+/// `failover_impossible`'s `reason`: the service has no `leakmon.failover=true` label.
+pub const NO_FAILOVER_LABEL: &str = "no_failover_label";
+/// `failover_impossible`'s `reason`: no standby is ready (the failover is made when one is).
+pub const NO_STANDBY: &str = "no_standby";
+
 /// An event the shell reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ev {
@@ -170,6 +175,7 @@ impl NodeFacts {
             // A label left on a node an operator set active again does not count.
             leakmon_drained: self.labels.contains_key(LABEL_DRAINED)
                 && self.availability != Availability::Active,
+            standby: self.labels.get(LABEL_STANDBY).map(String::as_str) == Some("true"),
         }
     }
 }
@@ -491,6 +497,14 @@ impl Evacuation {
         })
     }
 
+    /// What to do about service `s` if it is pinned to the dead node (`None`: nothing, or
+    /// not pinned there): a later failover, once a standby is ready.
+    pub fn failover_only(&self, s: &Service) -> Option<Step> {
+        let spec = s.spec.clone()?;
+        let pins = pinning(&constraints(&spec), &self.dead, &self.nodes);
+        (!pins.is_empty()).then(|| self.failover(s, spec, &pins))
+    }
+
     /// What to do about service `s` (`None`: nothing).
     pub fn service(&self, s: &Service) -> Option<Step> {
         let spec = s.spec.clone()?;
@@ -518,15 +532,15 @@ impl Evacuation {
                 EventKind::FailoverImpossible,
                 host,
                 format!("service {name} is pinned to {host} and has no leakmon.failover=true label: it stays pending"),
-                vec![("service", name)],
+                vec![("service", name), ("reason", NO_FAILOVER_LABEL.into())],
             ));
         }
         let Some(to) = pick_standby(&self.nodes, id, &self.tasks_on) else {
             return Step::Report(ev(
                 EventKind::FailoverImpossible,
                 host,
-                format!("service {name} is pinned to {host} and no healthy node carries leakmon.standby=true"),
-                vec![("service", name)],
+                format!("service {name} is pinned to {host} and no healthy node carries leakmon.standby=true: it fails over when one is ready while {host} is down"),
+                vec![("service", name), ("reason", NO_STANDBY.into())],
             ));
         };
         let old = constraints(&spec);
@@ -1093,6 +1107,34 @@ mod tests {
     }
 
     #[test]
+    fn a_later_failover_touches_only_pinned_services() {
+        let tasks = [task("web", "w1", true), task("db", "w1", true)];
+        let plan = Evacuation::new("w1", "node1", true, fleet(), &tasks).unwrap();
+        let web = svc("web", Some(3), &[], &[]);
+        assert!(plan.service(&web).is_some(), "an evacuation surges web");
+        assert!(
+            plan.failover_only(&web).is_none(),
+            "a later failover does not"
+        );
+        let db = svc(
+            "db",
+            Some(1),
+            &["node.hostname==node1"],
+            &[(LABEL_FAILOVER, "true")],
+        );
+        let plan = Evacuation::new("w1", "node1", false, fleet(), &tasks).unwrap();
+        let Some(Step::Apply(a)) = plan.failover_only(&db) else {
+            panic!("db fails over")
+        };
+        assert_eq!(a.action, "failover");
+        assert_eq!(
+            order(service_spec(&Step::Apply(a))),
+            None,
+            "stop-first (as it was) once the node is settled"
+        );
+    }
+
+    #[test]
     fn a_pinned_failover_service_goes_to_the_least_loaded_standby_start_first() {
         // s1 runs one task, s2 none
         let tasks = [task("other", "s1", true)];
@@ -1224,7 +1266,13 @@ mod tests {
         };
         assert_eq!(e.kind, EventKind::FailoverImpossible);
         assert!(e.message.contains("no healthy node"), "{}", e.message);
-        assert_eq!(e.details, [("service", "db-name".to_owned())]);
+        assert_eq!(
+            e.details,
+            [
+                ("service", "db-name".to_owned()),
+                ("reason", NO_STANDBY.to_owned())
+            ]
+        );
 
         let plan = Evacuation::new("w1", "node1", true, fleet(), &[]).unwrap();
         let db = svc("db", Some(1), &["node.hostname==node1"], &[]);

@@ -24,8 +24,11 @@ pub use super::plan::{Ev, NodeFacts};
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineView {
     Unreachable(String),
-    /// Not part of a Swarm.
+    /// Not part of a Swarm (`inactive`).
     NoSwarm,
+    /// In a Swarm but not a working member yet: `pending` (joining, or rejoining after an
+    /// engine restart), `locked` (autolock: waits for `docker swarm unlock`) or `error`.
+    NotReady(String),
     Worker,
     /// A manager whose node list could not be read (no quorum, no leader).
     NoQuorum(String),
@@ -63,8 +66,18 @@ impl SwarmApi {
             Err(e) => return EngineView::Unreachable(e.to_string()),
         };
         let sw = info.swarm.unwrap_or_default();
-        if sw.local_node_state != Some(LocalNodeState::ACTIVE) {
-            return EngineView::NoSwarm;
+        match sw.local_node_state {
+            Some(LocalNodeState::ACTIVE) => {}
+            None | Some(LocalNodeState::EMPTY) | Some(LocalNodeState::INACTIVE) => {
+                return EngineView::NoSwarm
+            }
+            Some(other) => {
+                let why = sw.error.filter(|e| !e.is_empty());
+                return EngineView::NotReady(match why {
+                    Some(e) => format!("{other}: {e}"),
+                    None => other.to_string(),
+                });
+            }
         }
         if sw.control_available != Some(true) {
             return EngineView::Worker;
@@ -231,6 +244,36 @@ impl SwarmApi {
             };
             if self.apply(host, &a, &mut out).await {
                 plan.applied(&a);
+            }
+        }
+        out
+    }
+
+    /// Fails over what is still pinned to a dead node, now that a standby may be ready (the
+    /// node itself, and the surge, are as the evacuation left them). `start_first` while the
+    /// node is paused and not yet settled (whose settling restores the update order).
+    pub async fn failover(&self, id: &str, host: &str, start_first: bool) -> Vec<Ev> {
+        let mut out = Vec::new();
+        let (services, tasks, nodes) = match self.read_all().await {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(failed(host, "failover", e));
+                return out;
+            }
+        };
+        let mut plan = match Evacuation::new(id, host, start_first, nodes, &tasks) {
+            Ok(p) => p,
+            Err(why) => {
+                out.push(failed(host, "failover", why));
+                return out;
+            }
+        };
+        for s in &services {
+            match plan.failover_only(s) {
+                None => {}
+                Some(Step::Report(e)) => out.push(e),
+                Some(Step::Apply(a)) if self.apply(host, &a, &mut out).await => plan.applied(&a),
+                Some(Step::Apply(_)) => {}
             }
         }
         out
