@@ -272,6 +272,99 @@ fn gateway_restarted_while_the_database_is_down_loses_nothing_spooled() {
     assert_all_stored(&db, &sub, node, &gw);
 }
 
+/// A small tmpfs mounted for a test (root), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(
+            st.success(),
+            "cannot mount a {size} tmpfs on {} (the full-disk test needs root): {st}",
+            dir.display()
+        );
+        Tmpfs(dir.to_owned())
+    }
+
+    /// Fills it up, then frees `free` bytes: the next writes run out of space part way.
+    fn fill_leaving(&self, free: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        f.set_len(len.saturating_sub(free))
+            .expect("shrink the filler");
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_spool_disk_loses_nothing_and_desyncs_nothing() {
+    // The database down and the spool's disk full part way through a record: what the disk
+    // refuses stays in memory (within its bound), the cut record is truncated away, and once
+    // the disk has room again everything reaches the disk; a restart then reads the spool
+    // back whole, and the database gets every sample.
+    let mut db = Service::influxdb();
+    let broker = Broker::start();
+    let node = "e2e-gw-full-disk";
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let spool = gw_dir.path().join("spool");
+    let disk = Tmpfs::mount(&spool, "1m");
+    let mut gw = Gateway::start_in(
+        gw_dir,
+        &gateway_config(
+            &broker,
+            &v1(&db),
+            &format!("spool_dir = \"{}\"", spool.display()),
+        ),
+    );
+    let agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(30), || {
+        (influx_mem_times(&db, node).len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+
+    let filler = disk.fill_leaving(6 * 1024);
+    db.kill();
+    std::thread::sleep(S(10));
+    let log = gw.log();
+    assert!(
+        log.contains("cannot write to the spool"),
+        "the disk never ran out (the fault was not injected); gateway log:\n{log}"
+    );
+    std::fs::remove_file(&filler).expect("remove the filler");
+    std::thread::sleep(S(4));
+    gw.restart();
+    std::thread::sleep(S(3));
+    db.start_again("/ping");
+    std::thread::sleep(S(2));
+    drop(agent);
+    let sent = assert_all_stored(&db, &sub, node, &gw);
+    assert!(sent >= 15, "only {sent} samples sent");
+    let m = gw.get("/metrics");
+    assert!(
+        m.lines()
+            .any(|l| l == "leakmon_gateway_buffer_dropped_lines_total 0"),
+        "{m}"
+    );
+    drop(gw);
+    drop(disk);
+}
+
 #[test]
 fn malformed_flood_is_counted_and_good_data_keeps_flowing() {
     let db = Service::influxdb();

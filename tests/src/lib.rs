@@ -903,8 +903,19 @@ pub fn mosquitto_pub_lines(port: u16, topic: &str, payloads: &[Vec<u8>]) {
 }
 
 /// mosquitto_pub at QoS 1, its message(s) on stdin (`-s`: all of it, `-l`: a line each).
+/// An empty message goes as `-n` (mosquitto_pub refuses a zero-length `-s`).
 fn pub_stdin(port: u16, topic: &str, mode: &[&str], input: &[u8]) -> bool {
     use std::io::Write as _;
+    let mode: Vec<&str> = mode
+        .iter()
+        .map(|m| {
+            if *m == "-s" && input.is_empty() {
+                "-n"
+            } else {
+                m
+            }
+        })
+        .collect();
     let mut child = Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -916,7 +927,7 @@ fn pub_stdin(port: u16, topic: &str, mode: &[&str], input: &[u8]) -> bool {
             "-t",
             topic,
         ])
-        .args(mode)
+        .args(&mode)
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub (mosquitto-clients)");
