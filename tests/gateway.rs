@@ -272,6 +272,44 @@ fn gateway_restarted_while_the_database_is_down_loses_nothing_spooled() {
     assert_all_stored(&db, &sub, node, &gw);
 }
 
+#[test]
+fn a_gateway_crash_during_a_database_outage_loses_nothing() {
+    // With a spool, a message is acknowledged to the broker only once its lines are written
+    // or on disk. SIGKILL while lines gather for the next batch (a long flush_interval, so
+    // there always are some): the broker delivers what was not acknowledged again.
+    let mut db = Service::influxdb();
+    let broker = Broker::start();
+    let node = "e2e-gw-crash";
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let spool = gw_dir.path().join("spool");
+    let mut gw = Gateway::start_in(
+        gw_dir,
+        &gateway_config(
+            &broker,
+            &v1(&db),
+            &format!("spool_dir = \"{}\"", spool.display()),
+        )
+        .replace("flush_interval = \"500ms\"", "flush_interval = \"20s\""),
+    );
+    let agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(40), || {
+        (influx_mem_times(&db, node).len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+    db.kill();
+    for _ in 0..3 {
+        std::thread::sleep(S(3));
+        gw.crash_and_start();
+    }
+    std::thread::sleep(S(2));
+    db.start_again("/ping");
+    std::thread::sleep(S(2));
+    drop(agent);
+    let sent = assert_all_stored(&db, &sub, node, &gw);
+    assert!(sent >= 10, "only {sent} samples sent");
+}
+
 /// A small tmpfs mounted for a test (root), unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 

@@ -248,6 +248,11 @@ impl<T: Item> Buffer<T> {
         }
     }
 
+    /// The items held in memory now (not on disk), oldest first.
+    pub fn in_memory(&self) -> impl Iterator<Item = &T> {
+        self.mem.iter()
+    }
+
     /// Whether items can go to disk.
     pub fn has_spool(&self) -> bool {
         self.spool.is_some()

@@ -20,6 +20,7 @@ use leakmon_protocol::{ContainersReport, GatewayEvent, HostReport};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
+use crate::acks::{AckQueue, Delivery, Durable};
 use crate::outbox::Outbox;
 
 pub use leakmon_common::buffer::Message;
@@ -70,7 +71,7 @@ pub enum AlertInput {
 #[derive(Clone)]
 pub struct Bus {
     mqtt: Arc<Outbox>,
-    lines: Option<mpsc::Sender<String>>,
+    lines: Option<mpsc::Sender<Delivery>>,
     alerts: Option<mpsc::Sender<AlertInput>>,
     session: watch::Receiver<Session>,
     connected: watch::Receiver<bool>,
@@ -100,9 +101,10 @@ impl Bus {
 
     /// Hands line protocol to the database writer, waiting while it is busy (backpressure
     /// on the agents' data); `false` when the writer has stopped.
-    pub async fn write(&self, lines: String) -> bool {
+    /// `seq`: the number of the message the lines came from ([`crate::acks`]; 0: none).
+    pub async fn write(&self, lines: String, seq: u64) -> bool {
         match &self.lines {
-            Some(tx) => tx.send(lines).await.is_ok(),
+            Some(tx) => tx.send((lines, seq)).await.is_ok(),
             None => true,
         }
     }
@@ -111,7 +113,7 @@ impl Bus {
     pub fn try_write(&self, lines: String) -> bool {
         self.lines
             .as_ref()
-            .is_none_or(|tx| tx.try_send(lines).is_ok())
+            .is_none_or(|tx| tx.try_send((lines, 0)).is_ok())
     }
 
     /// Whether this gateway is active (writes and notifies) now.
@@ -133,8 +135,15 @@ pub trait Handler {
     fn on_connected(&mut self);
     /// One publish; `active` is the role the connection was made in (what it received is
     /// written by it, also after the role moved on: nobody else gets those messages).
-    fn on_publish(&mut self, topic: &str, payload: &[u8], active: bool)
-        -> impl Future<Output = ()>;
+    /// `seq` numbers the message for [`crate::acks`] (0: not tracked); the answer says whether
+    /// it gave the database writer lines (then it is acknowledged once they are durable).
+    fn on_publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        active: bool,
+        seq: u64,
+    ) -> impl Future<Output = bool>;
     /// Every [`TICK`], connected or not.
     fn on_tick(&mut self, active: bool) -> impl Future<Output = ()>;
 }
@@ -148,6 +157,7 @@ pub struct Connection {
     /// Moves every tick: the systemd watchdog is fed only while it does.
     progress: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
+    durable: Option<Durable>,
 }
 
 /// The bus: the handle for the tasks, the connection task, and the sender of the session the
@@ -164,7 +174,9 @@ pub struct Parts {
     /// The session to start in.
     pub session: Session,
     /// The database writer's input, when there is a database.
-    pub lines: Option<mpsc::Sender<String>>,
+    pub lines: Option<mpsc::Sender<Delivery>>,
+    /// With a spool: acknowledge messages once their lines are durable ([`crate::acks`]).
+    pub durable: Option<Durable>,
     /// The alert engine's input, when alerts are on.
     pub alerts: Option<mpsc::Sender<AlertInput>>,
     pub progress: Arc<AtomicU64>,
@@ -216,6 +228,7 @@ pub fn wire(p: Parts) -> Wiring {
             connected: connected_tx,
             progress: p.progress,
             shutdown: p.shutdown,
+            durable: p.durable,
         },
         session: session_tx,
     }
@@ -228,7 +241,38 @@ enum Ended {
     Lost(String),
 }
 
+/// What acknowledging `p` takes: its QoS and packet id (not its payload).
+fn ack_of(p: &rumqttc::Publish) -> rumqttc::Publish {
+    let mut a = rumqttc::Publish::new("", p.qos, Vec::new());
+    a.pkid = p.pkid;
+    a
+}
+
+/// Resolves when the writer's durable mark moved (never without a writer).
+async fn durable_moved(d: &mut Option<Durable>) {
+    let alive = match d {
+        Some(d) => d.below.changed().await.is_ok(),
+        None => false,
+    };
+    if !alive {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl Connection {
+    /// Acknowledges what is durable now, in order, and tells the writer how many wait.
+    fn release(&self, client: &AsyncClient, acks: &mut AckQueue<rumqttc::Publish>) {
+        let Some(d) = &self.durable else { return };
+        let below = *d.below.borrow();
+        acks.release(below, |p| client.try_ack(p).is_ok());
+        let n = acks.pressure();
+        d.pressure.send_if_modified(|v| {
+            let changed = *v != n;
+            *v = n;
+            changed
+        });
+    }
+
     /// Sends DISCONNECT (and whatever is queued before it), waiting at most a second; messages
     /// still arriving meanwhile are handled (they are acknowledged already).
     async fn disconnect<H: Handler>(
@@ -242,7 +286,8 @@ impl Connection {
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        h.on_publish(&p.topic, &p.payload, active).await;
+                        // (not acknowledged: it comes again on the next connection)
+                        h.on_publish(&p.topic, &p.payload, active, 0).await;
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
                     Ok(_) => {}
@@ -260,6 +305,7 @@ impl Connection {
         );
         let mut jitter = Jitter::from_entropy();
         let mut tick = tokio::time::interval(TICK);
+        let mut acks: AckQueue<rumqttc::Publish> = AckQueue::default();
         loop {
             let session = self.session.borrow_and_update().clone();
             // The active gateway uses a persistent session: while it is away (a restart, a
@@ -273,6 +319,10 @@ impl Connection {
                 usize::try_from(self.connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
             opts.set_max_packet_size(out.max(MAX_INCOMING_PACKET), out);
             opts.set_inflight(100);
+            // With a spool, the active gateway's persistent session acknowledges a message
+            // only once its lines are durable (crate::acks).
+            let manual = self.durable.is_some() && session.persistent;
+            opts.set_manual_acks(manual);
             let (client, mut el) = AsyncClient::new(opts, 64);
             let mut connected = false;
             let ended = loop {
@@ -293,7 +343,12 @@ impl Connection {
                                 "connected; subscribed to agents");
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
-                            h.on_publish(&p.topic, &p.payload, session.active).await;
+                            let seq = if manual { acks.next_seq() } else { 0 };
+                            let lines = h.on_publish(&p.topic, &p.payload, session.active, seq).await;
+                            if manual {
+                                acks.handled(seq, lines, ack_of(&p));
+                                self.release(&client, &mut acks);
+                            }
                         }
                         Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                             self.outgoing.written(pkid);
@@ -302,6 +357,9 @@ impl Connection {
                         Ok(_) => {}
                         Err(e) => break Ended::Lost(e.to_string()),
                     },
+                    _ = durable_moved(&mut self.durable), if manual => {
+                        self.release(&client, &mut acks);
+                    }
                     _ = self.outgoing.notify.notified(), if connected => {
                         self.outgoing.drain(|m| publish(&client, m));
                     }
@@ -314,6 +372,9 @@ impl Connection {
                         if connected {
                             // what the client could not take before
                             self.outgoing.drain(|m| publish(&client, m));
+                            if manual {
+                                self.release(&client, &mut acks);
+                            }
                         }
                         self.progress.fetch_add(1, Ordering::Relaxed);
                         h.on_tick(session.active).await;
@@ -324,6 +385,10 @@ impl Connection {
             self.connected.send_replace(false);
             // this connection's client is gone with what it had not had acknowledged
             self.outgoing.connection_lost();
+            acks.connection_lost();
+            if let Some(d) = &self.durable {
+                d.pressure.send_replace(0);
+            }
             match ended {
                 Ended::Shutdown => {
                     Self::disconnect(&mut h, &client, &mut el, session.active).await;

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "schema",
         "homeassistant",
     ],
-    &["nodes", "outbox"],
+    &["nodes", "outbox", "acks"],
     // the MQTT session and the channels between tasks
     &["bus"],
     // the tasks, which never import each other; and the servers

@@ -11,6 +11,7 @@
 //!   `http` (endpoints);
 //! - the client subcommands `status` and `events`.
 
+mod acks;
 mod alerts;
 mod broker;
 mod bus;
@@ -152,6 +153,14 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             spool,
         );
         let (tx, rx) = mpsc::channel(1024);
+        // With a spool, messages are acknowledged once durable (acks.rs).
+        let (durable, durable_writer) = match i.spool_dir {
+            Some(_) => {
+                let (d, w) = acks::link();
+                (Some(d), Some(w))
+            }
+            None => (None, None),
+        };
         let writer = ingest::influx::run(
             ingest::influx::Target::new(i),
             ingest::influx::WriterConfig {
@@ -164,9 +173,14 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             buffer,
             rx,
             metrics.clone(),
+            durable_writer,
         );
         tasks.push(tokio::spawn(writer));
-        Some(tx)
+        Some((tx, durable))
+    };
+    let (lines, durable) = match lines {
+        Some((tx, d)) => (Some(tx), d),
+        None => (None, None),
     };
 
     if let Some(addr) = http {
@@ -201,6 +215,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         connector: mqtt,
         session: bus::Session::standby(control::own_client_id(&cfg)),
         lines,
+        durable,
         alerts: alerts_tx,
         progress: progress.clone(),
         shutdown: shutdown_rx.clone(),

@@ -885,6 +885,13 @@ impl Gateway {
         self.daemon.spawn();
         self.wait_ready();
     }
+
+    /// SIGKILL (a crash, nothing saved), then start again with the same config and directory.
+    pub fn crash_and_start(&mut self) {
+        self.daemon.kill9();
+        self.daemon.spawn();
+        self.wait_ready();
+    }
 }
 
 /// Publishes one message with mosquitto_pub (for bad-input tests).

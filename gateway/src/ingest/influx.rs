@@ -16,9 +16,44 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::writer::{Closed, Settings, Settled, Writer};
+use crate::acks::{self, Delivery, DurableWriter};
 use crate::config::{Api, InfluxConfig};
 use crate::metrics::Metrics;
-use leakmon_common::buffer::{Buffer, Origin};
+use leakmon_common::buffer::{Buffer, Item, Origin};
+
+/// A batch of line protocol as the store keeps it: its lines, and the number of the first
+/// MQTT message whose lines it holds ([`crate::acks`]; 0: none to track, e.g. read back from
+/// the spool, which is durable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lines {
+    pub body: String,
+    pub first: u64,
+}
+
+impl Item for Lines {
+    fn cost(&self) -> usize {
+        self.body.cost()
+    }
+
+    fn units(&self) -> u64 {
+        self.body.units()
+    }
+
+    /// The lines alone (spool records are the same as before message numbers existed).
+    fn to_record(&self) -> Vec<u8> {
+        self.body.to_record()
+    }
+
+    fn from_record(body: Vec<u8>) -> Option<Lines> {
+        String::from_record(body).map(|body| Lines { body, first: 0 })
+    }
+}
+
+/// What the writer keeps with a batch taken from the store: where it came from and its first
+/// message number.
+type Tag = (Origin, u64);
+
+
 
 /// Where and how to write.
 #[derive(Debug, Clone)]
@@ -180,7 +215,7 @@ struct Answer {
 
 /// The store of batches the database has not taken. Every call the writer makes to the
 /// [`Buffer`] is here, so that a different store changes this and nothing else.
-struct Store(Buffer<String>, bool);
+struct Store(Buffer<Lines>, bool);
 
 impl Store {
     /// The database refuses or does not answer: with a spool, what waits in memory moves to
@@ -189,13 +224,14 @@ impl Store {
     /// only the lines still gathering for the next batch (at most `flush_interval`'s) and those
     /// on their way from ingest (the channel between them). Without a spool, nothing changes:
     /// memory holds what it can.
-    fn database_down(&mut self, undurable: Vec<String>) {
+    fn database_down(&mut self, undurable: Vec<(String, Option<Tag>)>) {
         if !self.1 {
             self.1 = true;
             self.0.set_offline(Vec::new());
             if self.0.has_spool() {
-                for b in undurable {
-                    self.push(b);
+                for (body, tag) in undurable {
+                    let first = tag.map_or(0, |t| t.1);
+                    self.push(Lines { body, first });
                 }
             }
         }
@@ -209,32 +245,42 @@ impl Store {
         }
     }
 
-    fn push(&mut self, batch: String) {
+    fn push(&mut self, batch: Lines) {
         self.0.push(batch);
     }
 
-    fn next(&mut self) -> Option<(String, Origin)> {
-        self.0.next_item()
+    fn next(&mut self) -> Option<(String, Tag)> {
+        self.0
+            .next_item()
+            .map(|(l, origin)| (l.body, (origin, l.first)))
+    }
+
+    /// The first message numbers of the batches only in memory.
+    fn in_memory(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.in_memory().map(|l| l.first)
     }
 
     /// A batch written or rejected. The first half of a split batch has no origin of its own
     /// (the second half carries the batch's), so it settles nothing.
-    fn settle(&mut self, origin: Option<Origin>) {
-        if let Some(o) = origin {
+    fn settle(&mut self, origin: Option<Tag>) {
+        if let Some((o, _)) = origin {
             self.0.ack(o);
         }
     }
 
     /// Keeps what the writer did not write, for the next run; returns the lines it could not.
-    fn close(&mut self, closed: Closed<Origin>) -> u64 {
-        if let Some(rest) = closed.rest {
-            self.push(rest);
+    fn close(&mut self, closed: Closed<Tag>) -> u64 {
+        if let Some(body) = closed.rest {
+            self.push(Lines { body, first: 0 });
         }
         let unsettled = closed
             .unsettled
             .into_iter()
-            // A first half has no record of its own: it is kept like an item from memory.
-            .map(|(body, origin)| (body, origin.unwrap_or(Origin::Memory)))
+            // A part of a split batch that does not settle it is kept like an item from memory.
+            .map(|(body, tag)| {
+                let (origin, first) = tag.unwrap_or((Origin::Memory, 0));
+                (Lines { body, first }, origin)
+            })
             .collect();
         self.0.close(unsettled)
     }
@@ -256,9 +302,10 @@ fn now() -> std::time::Instant {
 pub async fn run(
     target: Target,
     cfg: WriterConfig,
-    buffer: Buffer<String>,
-    mut rx: mpsc::Receiver<String>,
+    buffer: Buffer<Lines>,
+    mut rx: mpsc::Receiver<Delivery>,
     metrics: Arc<Metrics>,
+    mut durable: Option<DurableWriter>,
 ) {
     let client = match reqwest::Client::builder()
         .timeout(cfg.timeout)
@@ -280,14 +327,51 @@ pub async fn run(
         concurrency: cfg.concurrency,
     });
     let mut in_flight = FuturesUnordered::new();
+    // Message numbers: the first in the partial batch, the highest received.
+    let mut partial_first = 0u64;
+    let mut received_max = 0u64;
 
     loop {
+        if let Some(d) = &mut durable {
+            // The broker waits for acknowledgements: send the partial batch now.
+            if *d.pressure.borrow_and_update() >= acks::FLUSH_AT
+                && writer.requests_in_flight() < cfg.concurrency
+            {
+                if let Some(body) = writer.flush() {
+                    store.push(Lines {
+                        body,
+                        first: std::mem::take(&mut partial_first),
+                    });
+                }
+            }
+        }
         for req in writer.start(now(), || store.next()) {
             let (client, target) = (client.clone(), target.clone());
             in_flight.push(async move { (req.id, write(&client, &target, &req.body).await) });
         }
         store.report(&metrics);
+        if let Some(d) = &durable {
+            let held = writer
+                .held()
+                .filter(|((o, _), copied)| *o == Origin::Memory && !copied)
+                .map(|((_, first), _)| *first);
+            let below = acks::durable_below(
+                held.chain(store.in_memory()).chain([partial_first]),
+                received_max,
+            );
+            d.below.send_if_modified(|b| {
+                let changed = *b != below;
+                *b = below;
+                changed
+            });
+        }
         let wake = writer.deadline().map(Instant::from_std);
+        let pressure = async {
+            match &mut durable {
+                Some(d) => d.pressure.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             Some((id, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                 let Answer { status, retry_after, text } = answer;
@@ -300,7 +384,7 @@ pub async fn run(
                     Some(Settled::Retry { attempt, delay, .. }) => {
                         metrics.write_error();
                         if !store.1 {
-                            store.database_down(writer.take_undurable(|o| matches!(o, Origin::Spool(_))));
+                            store.database_down(writer.take_undurable(|o| matches!(o.0, Origin::Spool(_))));
                         }
                         // The first failure and every tenth: an outage is visible without
                         // flooding the log.
@@ -321,16 +405,27 @@ pub async fn run(
                 }
             }
             line = rx.recv(), if !writer.is_closing() => match line {
-                Some(l) => {
-                    if let Some(batch) = writer.on_lines(&l, now()) {
-                        store.push(batch);
+                Some((l, seq)) => {
+                    if seq > 0 {
+                        received_max = received_max.max(seq);
+                        if partial_first == 0 {
+                            partial_first = seq;
+                        }
+                    }
+                    if let Some(body) = writer.on_lines(&l, now()) {
+                        store.push(Lines { body, first: std::mem::take(&mut partial_first) });
                     }
                 }
                 None => writer.close(),
             },
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
-                if let Some(batch) = writer.tick(now()) {
-                    store.push(batch);
+                if let Some(body) = writer.tick(now()) {
+                    store.push(Lines { body, first: std::mem::take(&mut partial_first) });
+                }
+            }
+            alive = pressure => {
+                if !alive {
+                    durable = None;
                 }
             }
         }

@@ -113,17 +113,24 @@ impl Ingest {
     /// Hands points to the database writer. Only a connection made as the active gateway
     /// writes, and it writes everything it received (and acknowledged), also after the role
     /// has moved on: those messages are not delivered to anyone else.
-    async fn emit(&self, points: Vec<Point>, active: bool) {
+    /// `seq`: the number of the message they came from ([`crate::acks`]). Whether lines went
+    /// to the writer.
+    async fn emit(&self, points: Vec<Point>, active: bool, seq: u64) -> bool {
         if !active || !self.bus.has_database() {
-            return;
+            return false;
         }
         let mut s = String::new();
         for p in &points {
             p.write_line(&mut s);
         }
-        if !s.is_empty() && !self.bus.write(s).await {
-            tracing::warn!("database writer stopped; points dropped");
+        if s.is_empty() {
+            return false;
         }
+        if !self.bus.write(s, seq).await {
+            tracing::warn!("database writer stopped; points dropped");
+            return false;
+        }
+        true
     }
 
     fn alert(&self, i: AlertInput) {
@@ -291,17 +298,17 @@ impl Handler for Ingest {
         self.announced.clear();
     }
 
-    async fn on_publish(&mut self, topic: &str, payload: &[u8], active: bool) {
+    async fn on_publish(&mut self, topic: &str, payload: &[u8], active: bool, seq: u64) -> bool {
         if let Some(prefix) = &self.homeassistant {
             if topic == format!("{prefix}/status") {
                 if payload == b"online" {
                     self.discover(&self.known_nodes());
                 }
-                return;
+                return false;
             }
         }
         let pts = self.handle(topic, payload);
-        self.emit(pts, active).await;
+        let wrote = self.emit(pts, active, seq).await;
         if payload.is_empty() {
             if let Ok((node, Channel::Status)) = self.topics.parse(topic) {
                 self.announced.remove(node);
@@ -314,6 +321,7 @@ impl Handler for Ingest {
                 self.announced.insert(node);
             }
         }
+        wrote
     }
 
     async fn on_tick(&mut self, active: bool) {
@@ -324,7 +332,7 @@ impl Handler for Ingest {
             }
             Err(_) => Vec::new(),
         };
-        self.emit(pts, active).await;
+        self.emit(pts, active, 0).await;
     }
 }
 

@@ -95,6 +95,12 @@ struct Batch<O> {
     body: Arc<str>,
     lines: usize,
     origin: Option<O>,
+    /// Whether settling this batch settles its origin in the store. Of the halves of a split
+    /// batch one does: the last of them settled (the others carry the origin only to be
+    /// described by [`Writer::held`]).
+    settles: bool,
+    /// The batch taken from the store that this one is (or is a part of).
+    lineage: u64,
     /// Requests made with this batch so far.
     attempt: u32,
     /// Already copied to durable storage by [`Writer::take_undurable`].
@@ -107,8 +113,19 @@ impl<O> Batch<O> {
             lines: body.matches('\n').count(),
             body,
             origin,
+            settles: true,
+            lineage: 0,
             attempt: 0,
             copied: false,
+        }
+    }
+
+    /// The origin the store settles when this batch is.
+    fn settled_origin(self) -> Option<O> {
+        if self.settles {
+            self.origin
+        } else {
+            None
         }
     }
 }
@@ -135,13 +152,14 @@ pub struct Writer<O> {
     again: VecDeque<Batch<O>>,
     in_flight: BTreeMap<RequestId, Batch<O>>,
     next_id: u64,
+    next_lineage: u64,
     /// After a failure, no request goes out before this.
     retry_at: Option<Instant>,
     closing: bool,
     closed: bool,
 }
 
-impl<O> Writer<O> {
+impl<O: Clone> Writer<O> {
     pub fn new(s: Settings) -> Self {
         Writer {
             s,
@@ -151,6 +169,7 @@ impl<O> Writer<O> {
             again: VecDeque::new(),
             in_flight: BTreeMap::new(),
             next_id: 0,
+            next_lineage: 0,
             retry_at: None,
             closing: false,
             closed: false,
@@ -199,7 +218,14 @@ impl<O> Writer<O> {
             let Some(mut b) = self
                 .again
                 .pop_front()
-                .or_else(|| next().map(|(body, origin)| Batch::new(Arc::from(body), Some(origin))))
+                .or_else(|| {
+                    next().map(|(body, origin)| {
+                        self.next_lineage += 1;
+                        let mut b = Batch::new(Arc::from(body), Some(origin));
+                        b.lineage = self.next_lineage;
+                        b
+                    })
+                })
             else {
                 break;
             };
@@ -246,7 +272,7 @@ impl<O> Writer<O> {
         Some(match outcome {
             Outcome::Written => Settled::Written {
                 lines: b.lines,
-                origin: b.origin,
+                origin: self.settle(b),
             },
             Outcome::Retry(delay) => {
                 let at = after(now, delay);
@@ -261,17 +287,44 @@ impl<O> Writer<O> {
             }
             Outcome::Split => {
                 let (first, second) = policy::split_batch(&b.body);
-                self.again
-                    .push_front(Batch::new(Arc::from(second), b.origin));
-                self.again.push_front(Batch::new(Arc::from(first), None));
+                let mut head = Batch::new(Arc::from(first), b.origin.clone());
+                head.settles = false;
+                head.copied = b.copied;
+                head.lineage = b.lineage;
+                let mut tail = Batch::new(Arc::from(second), b.origin);
+                tail.settles = b.settles;
+                tail.copied = b.copied;
+                tail.lineage = b.lineage;
+                self.again.push_front(tail);
+                self.again.push_front(head);
                 Settled::Split
             }
             Outcome::Rejected => Settled::Rejected {
-                line: b.body,
+                line: b.body.clone(),
                 lines: b.lines,
-                origin: b.origin,
+                origin: self.settle(b),
             },
         })
+    }
+
+    /// The origin to settle in the store now that `b` is done: its own, unless another part of
+    /// the same batch is still held, which then settles it when it is done.
+    fn settle(&mut self, b: Batch<O>) -> Option<O> {
+        if !b.settles {
+            return None;
+        }
+        let rest = self
+            .again
+            .iter_mut()
+            .chain(self.in_flight.values_mut())
+            .find(|o| o.lineage == b.lineage && b.lineage != 0);
+        match rest {
+            Some(o) => {
+                o.settles = true;
+                None
+            }
+            None => b.origin,
+        }
     }
 
     /// Copies of the batches in the writer's hands (in flight or awaiting a retry) that are
@@ -279,16 +332,42 @@ impl<O> Writer<O> {
     /// before: what a crash now would lose. The shell spools them when the database goes
     /// down; a batch written twice is harmless (points carry their sample time). Each batch
     /// is handed out once, however often the database goes down while it waits.
-    pub fn take_undurable(&mut self, durable: impl Fn(&O) -> bool) -> Vec<String> {
+    pub fn take_undurable(&mut self, durable: impl Fn(&O) -> bool) -> Vec<(String, Option<O>)> {
         self.again
             .iter_mut()
             .chain(self.in_flight.values_mut())
             .filter(|b| !b.copied && !b.origin.as_ref().is_some_and(&durable))
             .map(|b| {
                 b.copied = true;
-                String::from(&*b.body)
+                (String::from(&*b.body), b.origin.clone())
             })
             .collect()
+    }
+
+    /// The origins of the batches in the writer's hands (in flight or awaiting a retry,
+    /// halves of split ones included), with whether [`Writer::take_undurable`] copied them:
+    /// what the shell asks about to know what is durable.
+    pub fn held(&self) -> impl Iterator<Item = (&O, bool)> {
+        self.again
+            .iter()
+            .chain(self.in_flight.values())
+            .filter_map(|b| b.origin.as_ref().map(|o| (o, b.copied)))
+    }
+
+    /// Whether lines are gathering for the next batch.
+    pub fn has_partial(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// Requests in flight now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The partial batch now, if any (the shell flushes early when the broker waits for
+    /// acknowledgements).
+    pub fn flush(&mut self) -> Option<String> {
+        self.has_partial().then(|| self.take_batch())
     }
 
     /// The input has ended: take no more, send nothing new, wait for the answers in flight.
@@ -298,12 +377,6 @@ impl<O> Writer<O> {
 
     pub fn is_closing(&self) -> bool {
         self.closing
-    }
-
-    /// The shell counts its own futures; tests check the bound here.
-    #[cfg(test)]
-    fn in_flight(&self) -> usize {
-        self.in_flight.len()
     }
 
     /// Once closing and nothing is in flight: everything not written, for the store to keep.
@@ -317,7 +390,7 @@ impl<O> Writer<O> {
         let unsettled = self
             .again
             .drain(..)
-            .map(|b| (String::from(&*b.body), b.origin))
+            .map(|b| (String::from(&*b.body), b.settled_origin()))
             .collect();
         Some(Closed { rest, unsettled })
     }
@@ -374,7 +447,10 @@ mod tests {
         let reqs = w.start(t0, || store.next());
         assert_eq!(reqs.len(), 2);
         // origin `true`: a spool record; `false`: memory
-        assert_eq!(w.take_undurable(|o| *o), ["b 2\n"]);
+        assert_eq!(
+            w.take_undurable(|o| *o),
+            [("b 2\n".to_owned(), Some(false))]
+        );
         w.on_outcome(reqs[1].id, Outcome::Retry(Duration::from_secs(1)), t0);
         assert!(
             w.take_undurable(|o| *o).is_empty(),
@@ -427,7 +503,7 @@ mod tests {
         // The store is asked only for batches that go out.
         assert_eq!(s.len(), 3);
         assert!(w.start(t, || s.pop_front()).is_empty());
-        assert_eq!(w.in_flight(), 2);
+        assert_eq!(w.requests_in_flight(), 2);
         assert_eq!(
             w.on_answer(first[1].id, Some(204), None, t),
             Some(Settled::Written {
@@ -437,7 +513,7 @@ mod tests {
         );
         let next = w.start(t, || s.pop_front());
         assert_eq!(bodies(&next), [&*batches[2]]);
-        assert_eq!(w.in_flight(), 2);
+        assert_eq!(w.requests_in_flight(), 2);
         // An answer is taken once.
         assert_eq!(w.on_answer(first[1].id, Some(204), None, t), None);
     }
@@ -553,14 +629,17 @@ mod tests {
                 lines: 2
             })
         );
-        // The second half carries the batch's origin; the first settles nothing.
+        // The batch is settled once, when the last of its halves is: here the first half,
+        // written after the second (settling the store's record earlier would lose the first
+        // half's lines to a crash meanwhile).
         assert_eq!(
             w.on_answer(halves[1].id, Some(204), None, t),
             Some(Settled::Written {
                 lines: 2,
-                origin: Some(0)
+                origin: None
             })
         );
+        assert_eq!(w.held().map(|(o, _)| *o).collect::<Vec<_>>(), [0]);
         let t = t + Duration::from_millis(250);
         let r = w.start(t, || s.pop_front());
         assert_eq!(bodies(&r), [first.as_str()]);
@@ -568,9 +647,10 @@ mod tests {
             w.on_answer(r[0].id, Some(204), None, t),
             Some(Settled::Written {
                 lines: 2,
-                origin: None
+                origin: Some(0)
             })
         );
+        assert_eq!(w.held().count(), 0);
     }
 
     #[test]
@@ -611,7 +691,7 @@ mod tests {
             Some(Settled::Rejected { lines: 1, .. })
         ));
         assert!(w.start(t, || s.pop_front()).is_empty());
-        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.requests_in_flight(), 0);
     }
 
     #[test]
@@ -711,8 +791,8 @@ mod tests {
                     "round {round}: sent before the retry time"
                 );
                 requests.extend(out);
-                assert!(w.in_flight() <= concurrency, "round {round}");
-                assert_eq!(w.in_flight(), requests.len());
+                assert!(w.requests_in_flight() <= concurrency, "round {round}");
+                assert_eq!(w.requests_in_flight(), requests.len());
                 let mut to_store = None;
                 match rand(4) {
                     0 if !w.is_closing() => {
