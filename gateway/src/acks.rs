@@ -159,7 +159,11 @@ mod tests {
         q.handled(c, true, 3);
         q.handled(d, false, 4);
         assert_eq!(q.pressure(), 2);
-        assert_eq!(released(&mut q, a), Vec::<u16>::new(), "nothing durable yet");
+        assert_eq!(
+            released(&mut q, a),
+            Vec::<u16>::new(),
+            "nothing durable yet"
+        );
         assert_eq!(released(&mut q, b), [1, 2], "a durable; b has no lines");
         assert_eq!(released(&mut q, c), Vec::<u16>::new());
         assert_eq!(q.pressure(), 1);

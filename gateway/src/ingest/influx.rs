@@ -53,8 +53,6 @@ impl Item for Lines {
 /// message number.
 type Tag = (Origin, u64);
 
-
-
 /// Where and how to write.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -215,18 +215,14 @@ impl<O: Clone> Writer<O> {
             && self.retry_at.is_none_or(|t| t <= now)
         {
             self.retry_at = None;
-            let Some(mut b) = self
-                .again
-                .pop_front()
-                .or_else(|| {
-                    next().map(|(body, origin)| {
-                        self.next_lineage += 1;
-                        let mut b = Batch::new(Arc::from(body), Some(origin));
-                        b.lineage = self.next_lineage;
-                        b
-                    })
+            let Some(mut b) = self.again.pop_front().or_else(|| {
+                next().map(|(body, origin)| {
+                    self.next_lineage += 1;
+                    let mut b = Batch::new(Arc::from(body), Some(origin));
+                    b.lineage = self.next_lineage;
+                    b
                 })
-            else {
+            }) else {
                 break;
             };
             b.attempt += 1;
