@@ -298,6 +298,54 @@ fn container_health_appears_and_die_event_arrives_within_a_second() {
 }
 
 #[test]
+fn once_prints_one_host_and_one_containers_report_and_publishes_nothing() {
+    // As `telegraf --test`: what the agent would send, on stdout, with no broker at all.
+    docker::ensure_test_image();
+    let name = format!("e2e-once-{}", std::process::id());
+    docker::remove(&name);
+    docker::run(&["run", "-d", "--name", &name, docker::TEST_IMAGE, "sleep", "300"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node = \"e2e-once\"\nstate_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:9\"\n",
+            state.display()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(bin("leakmon-agent"))
+        .args(["--once", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("leakmon-agent --once");
+    docker::remove(&name);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["topic"], "leakmon/v1/nodes/e2e-once/host");
+    let host = &lines[0]["message"];
+    assert_eq!(host["node"], "e2e-once");
+    assert!(host["cpu"]["idle"].is_number(), "CPU from two readings: {host}");
+    assert!(host["mem"]["total"].as_u64().is_some_and(|t| t > 0), "{host}");
+    assert_eq!(lines[1]["topic"], "leakmon/v1/nodes/e2e-once/containers");
+    let c = &lines[1]["message"];
+    assert_eq!(c["engine"], "ok", "{c}");
+    assert!(
+        c["containers"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["name"] == name.as_str())),
+        "{c}"
+    );
+    assert!(!state.exists(), "--once leaves the state dir alone");
+}
+
+#[test]
 fn kill_9_publishes_the_will_within_the_keep_alive_bound() {
     let node = "e2e-will";
     let broker = Broker::start();

@@ -578,7 +578,9 @@ fn embedded_broker_and_status_table_with_no_other_service() {
     // No mosquitto, no database: the gateway embeds a broker on a loopback port where nothing
     // answers, and keeps state in memory.
     let port = leakmon_e2e::free_port();
-    let gw = Gateway::start(&format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n"));
+    let gw = Gateway::start(&format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n[broker]\nembedded = \"auto\"\n"
+    ));
     let node = "e2e-embedded";
     let _agent = Agent::start(&format!(
         "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n"
@@ -620,6 +622,29 @@ fn embedded_broker_and_status_table_with_no_other_service() {
     assert!(v["nodes"]
         .as_array()
         .is_some_and(|a| a.iter().any(|n| n["node"] == node)));
+    // `--config`: the address from http.listen (a wildcard one is asked on loopback)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!("[http]\nlisten = \"0.0.0.0:{}\"\n", gw.http_port),
+    )
+    .expect("config");
+    let out = Command::new(bin("leakmon-gateway"))
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("status --config");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(node));
+    std::fs::write(&cfg, "[http]\nlisten = \"\"\n").expect("config");
+    let out = Command::new(bin("leakmon-gateway"))
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("status --config");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
 }
 
 #[test]

@@ -30,9 +30,12 @@ const NAME: &str = "leakmon-agent";
 const USAGE: &str = "\
 leakmon-agent: host and container health over MQTT
 
-Usage: leakmon-agent [--config PATH] [--check-config | --print-config | --version]
+Usage: leakmon-agent [--config PATH] [--once | --check-config | --print-config | --version]
 
   --config PATH    config file (default /etc/leakmon/agent.toml; optional at that path)
+  --once           sample this node once (host and containers, over about a second: CPU
+                   needs two readings) and print the two reports as JSON lines, one per
+                   report ({\"topic\": ..., \"message\": ...}); publishes nothing, changes nothing
   --check-config   validate the config and exit (0 valid, 2 invalid)
   --print-config   print the effective config (file + environment) and exit
   --version        print the version and exit
@@ -50,13 +53,63 @@ fn main() -> ExitCode {
         load: &|path, required| Config::load(path, required)?.check(&cli::hostname()),
         print: &|c: &Checked| leakmon_common::config::to_toml(&c.cfg.redacted()),
         ok: &|c: &Checked| format!("configuration OK (node {})", c.node),
+        switches: &["once"],
     };
-    let checked = match cli::configure(&stage, std::env::args_os().skip(1)) {
+    let (checked, switches) = match cli::configure(&stage, std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
     };
     cli::init_logging(NAME);
+    if switches.contains(&"once") {
+        return cli::run_async(NAME, Some(1), once(checked));
+    }
     cli::run_async(NAME, Some(1), run(checked))
+}
+
+/// `--once`: one host and one containers report, as they would be published, on stdout.
+/// Nothing is published and the state dir is not touched (`run` is 0).
+async fn once(c: Checked) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let Checked { cfg, node, .. } = c;
+    let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
+    let mut host = collect::host::HostCollector::new(cfg.host.clone());
+    let mut containers = cfg.docker.enabled.then(|| {
+        collect::containers::ContainerCollector::new(
+            collect::containers::Engine::new(cfg.docker.clone()),
+            cfg.docker.stats_concurrency,
+            cfg.docker.read_cgroups.then(|| {
+                collect::cgroup::CgroupReader::new(&cfg.host.sys_root, &cfg.host.proc_root)
+            }),
+            collect::containers::Invalidations::default(),
+        )
+    });
+    // CPU percentages come from two readings: a first one, then the one reported.
+    host.sample(publish::now_ms());
+    if let Some(c) = containers.as_mut() {
+        let _ = c.sample().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let mut reports = vec![publish::Report::Host(Box::new(
+        host.sample(publish::now_ms()),
+    ))];
+    if let Some(c) = containers.as_mut() {
+        let ts = publish::now_ms();
+        let result = c.sample().await;
+        reports.push(publish::Report::Containers { ts, result });
+    }
+    let mut enc =
+        publish::Encoder::new(topics, node, 0).with_max_payload(cfg.mqtt.max_packet_size.0);
+    let mut out = std::io::stdout().lock();
+    for r in reports {
+        let Some(m) = enc.report(r, Default::default()) else {
+            continue;
+        };
+        // the payload as published (already JSON, fields in their order)
+        let payload = String::from_utf8_lossy(&m.payload);
+        let topic = serde_json::to_string(&m.topic).context("topic")?;
+        writeln!(out, "{{\"topic\":{topic},\"message\":{payload}}}").context("stdout")?;
+    }
+    Ok(())
 }
 
 async fn run(c: Checked) -> anyhow::Result<()> {

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use crate::args::{self, Arg, Command, Stop};
 
-/// The common flags: `--config PATH`, `--check-config`, `--print-config`.
+/// The common flags: `--config PATH`, `--check-config`, `--print-config`, and the switches a
+/// binary adds ([`Stage::switches`]) that were given.
 #[derive(Debug, Default, PartialEq)]
 pub struct Args {
     pub config: Option<PathBuf>,
     pub check: bool,
     pub print: bool,
+    pub switches: Vec<&'static str>,
 }
 
 /// Parses `args` (without the program name) with the shared parser ([`crate::args`]):
@@ -19,6 +21,7 @@ pub struct Args {
 pub fn parse_args(
     name: &str,
     usage: &str,
+    switches: &[&'static str],
     argv: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Result<Args, Stop> {
     let cmd = Command {
@@ -34,6 +37,11 @@ pub fn parse_args(
                 Arg::Long("config") | Arg::Short('c') => out.config = Some(f.path()?),
                 Arg::Long("check-config") => out.check = true,
                 Arg::Long("print-config") => out.print = true,
+                Arg::Long(s) if switches.contains(&s) => {
+                    if let Some(k) = switches.iter().find(|k| **k == s) {
+                        out.switches.push(k);
+                    }
+                }
                 other => return Err(other.unexpected()),
             }
         }
@@ -54,16 +62,19 @@ pub struct Stage<'a, K> {
     pub print: &'a dyn Fn(&K) -> String,
     /// The one-line answer of `--check-config`.
     pub ok: &'a dyn Fn(&K) -> String,
+    /// Long flags without a value this binary adds (`--once`).
+    pub switches: &'a [&'static str],
 }
 
 /// Parses the flags and loads the config, answering `--version`, `--help`, `--check-config`
 /// and `--print-config` itself. `Err` carries the exit code (0 when a flag was answered, 2 for
-/// bad flags or config); `Ok` is the checked config to run with.
+/// bad flags or config); `Ok` is the checked config to run with and the switches given.
 pub fn configure<K>(
     stage: &Stage<'_, K>,
     argv: impl IntoIterator<Item = std::ffi::OsString>,
-) -> Result<K, u8> {
-    let args = parse_args(stage.name, stage.usage, argv).map_err(|stop| stop.finish())?;
+) -> Result<(K, Vec<&'static str>), u8> {
+    let args =
+        parse_args(stage.name, stage.usage, stage.switches, argv).map_err(|stop| stop.finish())?;
     let (path, required) = match &args.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(stage.default_path), false),
@@ -81,7 +92,7 @@ pub fn configure<K>(
         println!("{}", (stage.ok)(&checked));
         return Err(0);
     }
-    Ok(checked)
+    Ok((checked, args.switches))
 }
 
 /// This machine's hostname (the default node and gateway name).
@@ -113,6 +124,16 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// Whether to colour output on a stream: only a terminal, and never with `NO_COLOR` set to
+/// anything but the empty string (no-color.org).
+pub fn color(is_terminal: bool) -> bool {
+    color_with(is_terminal, std::env::var_os("NO_COLOR"))
+}
+
+fn color_with(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Logging to stderr; `LEAKMON_LOG` is a level or a `target=level` list such as
 /// `info,leakmon_agent::publish=debug` (parsed without a regex engine, to stay small).
 pub fn init_logging(name: &str) {
@@ -135,7 +156,7 @@ pub fn init_logging(name: &str) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
+                .with_ansi(color(std::io::stderr().is_terminal())),
         )
         .with(filter)
         .init();
@@ -228,10 +249,19 @@ mod tests {
         assert_eq!(printable("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
     }
 
+    #[test]
+    fn no_color_turns_colour_off_unless_empty() {
+        assert!(color_with(true, None));
+        assert!(!color_with(false, None));
+        assert!(!color_with(true, Some("1".into())));
+        assert!(color_with(true, Some("".into())), "empty counts as unset");
+    }
+
     fn parse(a: &[&str]) -> Result<Args, Stop> {
         parse_args(
             "x",
             "Usage: x [--config PATH]",
+            &["once"],
             a.iter().map(std::ffi::OsString::from),
         )
     }
@@ -242,6 +272,7 @@ mod tests {
             config: Some(config.into()),
             check,
             print,
+            switches: Vec::new(),
         };
         assert_eq!(
             parse(&["--config", "/a.toml", "--check-config"]).expect("space"),
@@ -256,6 +287,11 @@ mod tests {
             want("/c.toml", false, false)
         );
         assert_eq!(parse(&[]).expect("none"), Args::default());
+        assert_eq!(parse(&["--once"]).expect("switch").switches, ["once"]);
+        assert!(
+            parse(&["--twice"]).is_err(),
+            "only the binary's own switches"
+        );
     }
 
     #[test]

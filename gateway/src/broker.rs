@@ -3,15 +3,14 @@
 //! setup. A real deployment points `mqtt.url` at its broker (mosquitto, EMQX, ...) and this
 //! never runs (`broker.embedded = "never"` makes sure).
 //!
-//! rumqttd is maintained by the rumqttc authors and embeds in a program; it brings a few
-//! dependencies the gateway would not need otherwise, which is acceptable here and is why the
-//! agent never links it.
+//! rumqttd is maintained by the rumqttc authors and embeds in a program; it brings about 90
+//! crates the gateway would not need otherwise, so it sits behind the `embedded-broker` cargo
+//! feature: on for `cargo build` (scripts/run), off in the packages and images, where a
+//! configuration asking for it is refused at start with the fix named.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::bus::MAX_INCOMING_PACKET;
 use crate::config::Embedded;
 
 fn answers(addr: SocketAddr) -> bool {
@@ -30,14 +29,22 @@ pub fn maybe_start(mode: Embedded, host: &str, port: u16) -> anyhow::Result<Opti
     let Some(addr) = addr else {
         return Ok(None);
     };
-    let start = match mode {
+    let wanted = match mode {
         Embedded::Always => true,
         Embedded::Auto => addr.ip().is_loopback() && !answers(addr),
         Embedded::Never => false,
     };
-    if !start {
+    if !wanted {
         return Ok(None);
     }
+    start(addr)
+}
+
+/// Starts rumqttd on `addr` and waits until it answers.
+#[cfg(feature = "embedded-broker")]
+fn start(addr: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+    use crate::bus::MAX_INCOMING_PACKET;
+    use std::collections::HashMap;
     let mut v4 = HashMap::new();
     v4.insert(
         "1".to_owned(),
@@ -83,4 +90,11 @@ pub fn maybe_start(mode: Embedded, host: &str, port: u16) -> anyhow::Result<Opti
         std::thread::sleep(Duration::from_millis(100));
     }
     anyhow::bail!("the embedded broker did not start listening on {addr}")
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn start(addr: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+    anyhow::bail!(
+        "broker.embedded: nothing answers on {addr} and this build has no embedded broker (built without the `embedded-broker` feature, as the packages are); run a broker there (mosquitto) and set broker.embedded = \"never\""
+    )
 }

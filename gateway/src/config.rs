@@ -262,8 +262,8 @@ impl Default for RescheduleConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// `auto`: start an embedded broker when `mqtt.url` is on this machine and nothing
-    /// answers there; `always`; `never`.
+    /// `never` (the default): the broker is a real service; `auto`: start an embedded broker
+    /// when `mqtt.url` is on this machine and nothing answers there (`scripts/run`); `always`.
     pub embedded: Embedded,
 }
 
@@ -272,10 +272,12 @@ pub struct BrokerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Embedded {
     /// Start one when `mqtt.url` is a loopback address where nothing answers.
-    #[default]
     Auto,
     /// Always start one on `mqtt.url`'s address.
     Always,
+    /// Never: a gateway that starts while its broker is down waits for it rather than taking
+    /// its port.
+    #[default]
     Never,
 }
 

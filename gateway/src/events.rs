@@ -128,7 +128,7 @@ pub async fn run(a: EventsArgs) -> Result<(), String> {
     let (events, alerts) = (topics.gateway_events(), topics.alerts());
     let id = format!("leakmon-events-{}", std::process::id());
     let (client, mut el) = AsyncClient::new(connector.options(&id, None), 16);
-    let color = std::io::stdout().is_terminal() && !a.json;
+    let color = leakmon_common::cli::color(std::io::stdout().is_terminal()) && !a.json;
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {

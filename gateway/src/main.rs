@@ -47,7 +47,7 @@ const USAGE: &str = "\
 leakmon-gateway: agents' MQTT data into InfluxDB, node liveness, HTTP API
 
 Usage: leakmon-gateway [--config PATH] [--check-config | --print-config | --version]
-       leakmon-gateway status [--url URL] [--watch [SECONDS]] [--json]
+       leakmon-gateway status [--config PATH | --url URL] [--watch [SECONDS]] [--json]
        leakmon-gateway events [--config PATH] [--url MQTT_URL] [--json]
 
   --config PATH    config file (default /etc/leakmon/gateway.toml; optional at that path)
@@ -69,7 +69,20 @@ fn main() -> ExitCode {
             return subcommand(events::parse, rest(), |a| async { events::run(a).await })
         }
         Some("status") => {
-            return subcommand(status::parse, rest(), |a| async {
+            // where to ask is settled first: a config that cannot tell is exit 2, like any
+            // configuration error
+            let a = match status::parse(rest()) {
+                Ok(a) => a,
+                Err(stop) => return ExitCode::from(stop.finish()),
+            };
+            let a = match status::resolve(a) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("leakmon-gateway status: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            return subcommand(move |_| Ok(a), Vec::new(), |a| async {
                 match status::run(a).await {
                     0 => Ok(()),
                     _ => Err("the gateway's HTTP API did not answer".to_owned()),
@@ -86,9 +99,10 @@ fn main() -> ExitCode {
         load: &|path, required| Config::load(path, required)?.check(&cli::hostname()),
         print: &|c: &Checked| leakmon_common::config::to_toml(&c.cfg.redacted()),
         ok: &|c: &Checked| format!("configuration OK (gateway {})", c.name),
+        switches: &[],
     };
     let checked = match cli::configure(&stage, argv) {
-        Ok(c) => c,
+        Ok((c, _)) => c,
         Err(code) => return ExitCode::from(code),
     };
     cli::init_logging(NAME);

@@ -13,9 +13,12 @@ use leakmon_common::args::{self, Arg, Command, Stop};
 pub const USAGE: &str = "\
 leakmon-gateway status: the fleet as a table, from a gateway's HTTP API
 
-Usage: leakmon-gateway status [--url URL] [--watch [SECONDS]] [--json]
+Usage: leakmon-gateway status [--config PATH | --url URL] [--watch [SECONDS]] [--json]
 
-  --url URL        the gateway's HTTP API (default http://127.0.0.1:9900)
+  --config PATH    read the API's address (http.listen) from this gateway config (default
+                   /etc/leakmon/gateway.toml, if it exists)
+  --url URL        the gateway's HTTP API (default from the config, else
+                   http://127.0.0.1:9900)
   --watch [SECS]   refresh every SECS seconds (default 2, at least 0.2) until Ctrl-C
   --json           print the API's JSON instead of a table
   --help           print this help and exit";
@@ -23,7 +26,9 @@ Usage: leakmon-gateway status [--url URL] [--watch [SECONDS]] [--json]
 const COMMAND: Command = Command::subcommand("leakmon-gateway status", USAGE);
 
 pub struct StatusArgs {
-    pub url: String,
+    /// `--url`, if given.
+    pub url: Option<String>,
+    pub config: Option<std::path::PathBuf>,
     pub watch: Option<Duration>,
     pub json: bool,
 }
@@ -46,13 +51,15 @@ impl std::str::FromStr for Every {
 pub fn parse(argv: impl IntoIterator<Item = std::ffi::OsString>) -> Result<StatusArgs, Stop> {
     args::parse(&COMMAND, argv, |f| {
         let mut out = StatusArgs {
-            url: "http://127.0.0.1:9900".into(),
+            url: None,
+            config: None,
             watch: None,
             json: false,
         };
         while let Some(arg) = f.next()? {
             match arg {
-                Arg::Long("url") => out.url = f.value()?,
+                Arg::Long("url") => out.url = Some(f.value()?),
+                Arg::Long("config") | Arg::Short('c') => out.config = Some(f.path()?),
                 Arg::Long("watch") => {
                     let every = f.optional_value::<Every>()?;
                     out.watch = Some(every.map_or(Duration::from_secs(2), |e| e.0));
@@ -225,18 +232,70 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Value, String> {
     serde_json::from_str(&body).map_err(|e| format!("{u}: not the nodes API ({e})"))
 }
 
-/// Runs the command; exit code 0, or 1 if the gateway cannot be reached (once mode).
+/// The API's base URL for a gateway listening on `listen` (`http.listen`): a wildcard
+/// address is reached on loopback. `None` when the server is off (empty) or `listen` is not
+/// an address.
+pub fn api_url(listen: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = listen.parse().ok()?;
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, addr.port())
+    ))
+}
+
+/// `a` with its `url` settled ([`resolve_url`]).
+pub fn resolve(mut a: StatusArgs) -> Result<StatusArgs, String> {
+    a.url = Some(resolve_url(&a)?);
+    Ok(a)
+}
+
+/// Where to ask: `--url`, else the config's `http.listen` (the given config, or the default
+/// one if it exists), else the default address.
+fn resolve_url(a: &StatusArgs) -> Result<String, String> {
+    if let Some(u) = &a.url {
+        return Ok(u.clone());
+    }
+    let path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_PATH));
+    if a.config.is_none() && !path.exists() {
+        return Ok("http://127.0.0.1:9900".into());
+    }
+    let cfg = crate::config::Config::load(&path, true)
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+    api_url(&cfg.http.listen).ok_or_else(|| {
+        format!(
+            "{}: http.listen is {:?}: the gateway's HTTP API is off; set http.listen (e.g. \"127.0.0.1:9900\") or pass --url",
+            path.display(),
+            cfg.http.listen
+        )
+    })
+}
+
+/// Runs the command (its `url` settled by [`resolve`]); exit code 0, or 1 if the gateway
+/// cannot be reached (once mode).
 pub async fn run(a: StatusArgs) -> u8 {
+    let url = a
+        .url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:9900".into());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default();
     let tty = std::io::stdout().is_terminal();
+    let color = leakmon_common::cli::color(tty);
     loop {
         let now = leakmon_common::now_ms();
-        let text = match fetch(&client, &a.url).await {
+        let text = match fetch(&client, &url).await {
             Ok(v) if a.json => format!("{v:#}\n"),
-            Ok(v) => render(&v, now, tty),
+            Ok(v) => render(&v, now, color),
             Err(e) if a.watch.is_none() => {
                 eprintln!("leakmon-gateway status: {e}");
                 return 1;
@@ -254,7 +313,7 @@ pub async fn run(a: StatusArgs) -> u8 {
                 }
                 print!(
                     "leakmon fleet (from {}, every {:.0?}; Ctrl-C to stop)\n\n{text}",
-                    a.url, every
+                    url, every
                 );
                 tokio::time::sleep(every).await;
             }
@@ -312,10 +371,10 @@ mod tests {
     fn args() {
         let a = parse_strs(&["--watch", "5", "--url", "http://x:1"]).expect("space");
         assert_eq!(a.watch, Some(Duration::from_secs(5)));
-        assert_eq!(a.url, "http://x:1");
+        assert_eq!(a.url.as_deref(), Some("http://x:1"));
         let a = parse_strs(&["--watch=0.5", "--url=http://y:2", "--json"]).expect("=");
         assert_eq!(a.watch, Some(Duration::from_millis(500)));
-        assert_eq!(a.url, "http://y:2");
+        assert_eq!(a.url.as_deref(), Some("http://y:2"));
         assert!(a.json);
         let a = parse_strs(&["--watch", "--json"]).expect("watch without a value");
         assert_eq!(a.watch, Some(Duration::from_secs(2)));
@@ -323,10 +382,54 @@ mod tests {
         let a = parse_strs(&["--watch", "0"]).expect("clamped");
         assert_eq!(a.watch, Some(Duration::from_millis(200)));
         let a = parse_strs(&[]).expect("defaults");
+        assert_eq!((a.url, a.watch, a.json), (None, None, false));
+        let a = parse_strs(&["--config", "/g.toml"]).expect("config");
+        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("/g.toml")));
+    }
+
+    #[test]
+    fn the_api_address_from_http_listen() {
         assert_eq!(
-            (a.url.as_str(), a.watch, a.json),
-            ("http://127.0.0.1:9900", None, false)
+            api_url("127.0.0.1:9900").as_deref(),
+            Some("http://127.0.0.1:9900")
         );
+        assert_eq!(
+            api_url("0.0.0.0:9911").as_deref(),
+            Some("http://127.0.0.1:9911")
+        );
+        assert_eq!(api_url("[::]:9912").as_deref(), Some("http://[::1]:9912"));
+        assert_eq!(
+            api_url("10.0.0.5:80").as_deref(),
+            Some("http://10.0.0.5:80")
+        );
+        assert_eq!(api_url(""), None, "the server is off");
+    }
+
+    #[test]
+    fn a_config_names_where_to_ask_and_an_off_server_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "[http]\nlisten = \"0.0.0.0:9955\"\n").expect("write");
+        let args = |config: &std::path::Path, url: Option<&str>| StatusArgs {
+            url: url.map(str::to_owned),
+            config: Some(config.to_owned()),
+            watch: None,
+            json: false,
+        };
+        assert_eq!(
+            resolve_url(&args(&path, None)).as_deref(),
+            Ok("http://127.0.0.1:9955")
+        );
+        assert_eq!(
+            resolve_url(&args(&path, Some("http://x:1"))).as_deref(),
+            Ok("http://x:1"),
+            "--url wins"
+        );
+        std::fs::write(&path, "[http]\nlisten = \"\"\n").expect("write");
+        let e = resolve_url(&args(&path, None)).expect_err("off");
+        assert!(e.contains("http.listen"), "{e}");
+        let e = resolve_url(&args(&dir.path().join("missing.toml"), None)).expect_err("missing");
+        assert!(e.contains("invalid configuration"), "{e}");
     }
 
     #[test]
