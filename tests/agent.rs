@@ -303,7 +303,15 @@ fn once_prints_one_host_and_one_containers_report_and_publishes_nothing() {
     docker::ensure_test_image();
     let name = format!("e2e-once-{}", std::process::id());
     docker::remove(&name);
-    docker::run(&["run", "-d", "--name", &name, docker::TEST_IMAGE, "sleep", "300"]);
+    docker::run(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        docker::TEST_IMAGE,
+        "sleep",
+        "300",
+    ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     let cfg = dir.path().join("agent.toml");
@@ -331,8 +339,14 @@ fn once_prints_one_host_and_one_containers_report_and_publishes_nothing() {
     assert_eq!(lines[0]["topic"], "leakmon/v1/nodes/e2e-once/host");
     let host = &lines[0]["message"];
     assert_eq!(host["node"], "e2e-once");
-    assert!(host["cpu"]["idle"].is_number(), "CPU from two readings: {host}");
-    assert!(host["mem"]["total"].as_u64().is_some_and(|t| t > 0), "{host}");
+    assert!(
+        host["cpu"]["idle"].is_number(),
+        "CPU from two readings: {host}"
+    );
+    assert!(
+        host["mem"]["total"].as_u64().is_some_and(|t| t > 0),
+        "{host}"
+    );
     assert_eq!(lines[1]["topic"], "leakmon/v1/nodes/e2e-once/containers");
     let c = &lines[1]["message"];
     assert_eq!(c["engine"], "ok", "{c}");

@@ -14,6 +14,91 @@ fn secs(n: u64) -> S {
 }
 
 #[test]
+fn alerts_reach_a_real_alertmanager_stay_firing_and_resolve() {
+    // Debian's prometheus-alertmanager, notifying a receiver of the test's own. An agent goes
+    // offline (agent_offline fires), stays away past four of leakmon's resends (Alertmanager
+    // would have resolved it by itself had leakmon stopped re-sending), then comes back.
+    let broker = Broker::start();
+    let receiver = HttpReceiver::start("127.0.0.1");
+    let am = leakmon_e2e::Service::alertmanager(&receiver.url("/am"));
+    let node = "e2e-am";
+    let gw = Gateway::start(&format!(
+        "[leader]\nmode = \"standalone\"\n\
+         [mqtt]\nurl = \"{url}\"\n\
+         [liveness]\noffline_after = \"3s\"\n\
+         [alerts]\nrule = []\n\
+         [[alerts.alertmanager]]\nurl = \"{am}\"\nresend = \"2s\"\n",
+        url = broker.url(),
+        am = am.url(),
+    ));
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    let agent_cfg = format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{}\"\nkeep_alive = \"1s\"\n[docker]\nenabled = false\n",
+        broker.url()
+    );
+    let mut agent = Agent::start_in(agent_dir, &agent_cfg);
+    std::thread::sleep(secs(3));
+    agent.kill9();
+    let active = || -> Vec<serde_json::Value> {
+        leakmon_e2e::http_get(&format!("{}/api/v2/alerts?active=true", am.url()))
+            .ok()
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == "agent_offline" && a["labels"]["node"] == node)
+            .collect()
+    };
+    let fired = wait_for(secs(30), || active().into_iter().next()).unwrap_or_else(|| {
+        panic!(
+            "agent_offline never reached Alertmanager; gateway log:\n{}",
+            gw.log()
+        )
+    });
+    assert_eq!(fired["labels"]["severity"], "critical", "{fired}");
+    assert_eq!(fired["labels"]["source"], "liveness", "{fired}");
+    assert!(fired["labels"].get("gateway").is_none(), "{fired}");
+    assert_eq!(fired["status"]["state"], "active", "{fired}");
+    assert!(
+        fired["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(node)),
+        "{fired}"
+    );
+    // Alertmanager's own notification, grouped and routed by it
+    let notified = |status: &str| {
+        receiver.all().into_iter().any(|r| {
+            let v = r.json();
+            v["status"] == status
+                && v["alerts"].as_array().is_some_and(|l| {
+                    l.iter().any(|a| {
+                        a["labels"]["alertname"] == "agent_offline" && a["labels"]["node"] == node
+                    })
+                })
+        })
+    };
+    wait_for(secs(15), || notified("firing").then_some(()))
+        .unwrap_or_else(|| panic!("Alertmanager sent no firing notification"));
+    // past four resends (8 s) it is still active: leakmon keeps it alive
+    std::thread::sleep(secs(12));
+    assert_eq!(
+        active().len(),
+        1,
+        "still firing after 12 s; gateway log:\n{}",
+        gw.log()
+    );
+    assert!(
+        !notified("resolved"),
+        "resolved while the agent is still away"
+    );
+    // back: resolved, and Alertmanager says so
+    agent.spawn();
+    wait_for(secs(30), || notified("resolved").then_some(()))
+        .unwrap_or_else(|| panic!("no resolved notification; gateway log:\n{}", gw.log()));
+    assert!(active().is_empty(), "{:?}", active());
+}
+
+#[test]
 fn rules_hooks_offline_alert_and_home_assistant_discovery() {
     let broker = Broker::start();
     let hook = HttpReceiver::start("127.0.0.1");

@@ -50,6 +50,30 @@ pub struct AlertsConfig {
     pub rule: Option<Vec<Rule>>,
     pub webhook: Vec<WebhookConfig>,
     pub exec: Vec<ExecConfig>,
+    /// Prometheus Alertmanagers (every one of a cluster gets every alert).
+    pub alertmanager: Vec<AlertmanagerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Its base URL (`http://alertmanager:9093`); alerts go to `<url>/api/v2/alerts`.
+    pub url: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Header values read from files: name -> path.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers_file: std::collections::BTreeMap<String, PathBuf>,
+    /// Alerts still firing are posted again this often, each saying it holds for four more
+    /// (Alertmanager resolves it by itself when they stop).
+    #[serde(default = "one_min")]
+    pub resend: Dur,
+    #[serde(default = "ten_s")]
+    pub timeout: Dur,
+}
+
+fn one_min() -> Dur {
+    Dur::secs(60)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +160,7 @@ impl Default for AlertsConfig {
             ],
             rule: None,
             webhook: Vec::new(),
+            alertmanager: Vec::new(),
             exec: Vec::new(),
         }
     }
@@ -462,6 +487,32 @@ impl AlertsConfig {
                 ));
             }
         }
+        for (i, m) in self.alertmanager.iter().enumerate() {
+            let key = |k: &str| format!("alerts.alertmanager[{i}].{k}");
+            if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "must start with http:// or https://, e.g. http://alertmanager:9093",
+                ));
+            }
+            if m.headers.iter().any(|(k, v)| {
+                k.is_empty() || k.contains([':', '\r', '\n', ' ']) || v.contains(['\r', '\n'])
+            }) {
+                return Err(ConfigError::new(
+                    key("headers"),
+                    "names without ':' or spaces, values on one line",
+                ));
+            }
+            if m.resend.0 < std::time::Duration::from_secs(1) {
+                return Err(ConfigError::new(
+                    key("resend"),
+                    "must be at least 1s (Prometheus uses 1m)",
+                ));
+            }
+            if m.timeout.0.is_zero() {
+                return Err(ConfigError::new(key("timeout"), "must be above zero"));
+            }
+        }
         for (i, x) in self.exec.iter().enumerate() {
             let key = |k: &str| format!("alerts.exec[{i}].{k}");
             if x.command.first().is_none_or(|c| c.is_empty()) {
@@ -505,6 +556,15 @@ impl Config {
                 let v = read_secret(w.headers.get(name).map(String::as_str), Some(path), &key)?;
                 if let Some(v) = v {
                     w.headers.insert(name.clone(), v);
+                }
+            }
+        }
+        for (n, m) in self.alerts.alertmanager.iter_mut().enumerate() {
+            for (name, path) in &m.headers_file {
+                let key = format!("alerts.alertmanager[{n}].headers.{name}");
+                let v = read_secret(m.headers.get(name).map(String::as_str), Some(path), &key)?;
+                if let Some(v) = v {
+                    m.headers.insert(name.clone(), v);
                 }
             }
         }
@@ -695,6 +755,12 @@ impl Config {
         for w in &mut c.alerts.webhook {
             w.url = leakmon_common::config::redact_url(&w.url, true);
             for v in w.headers.values_mut() {
+                *v = "********".into();
+            }
+        }
+        for m in &mut c.alerts.alertmanager {
+            m.url = leakmon_common::config::redact_url(&m.url, false);
+            for v in m.headers.values_mut() {
                 *v = "********".into();
             }
         }

@@ -82,12 +82,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            return subcommand(move |_| Ok(a), Vec::new(), |a| async {
-                match status::run(a).await {
-                    0 => Ok(()),
-                    _ => Err("the gateway's HTTP API did not answer".to_owned()),
-                }
-            })
+            return subcommand(
+                move |_| Ok(a),
+                Vec::new(),
+                |a| async {
+                    match status::run(a).await {
+                        0 => Ok(()),
+                        _ => Err("the gateway's HTTP API did not answer".to_owned()),
+                    }
+                },
+            );
         }
         _ => {}
     }
@@ -276,6 +280,8 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             &a.webhook,
             &a.exec,
             cfg.state_dir.as_deref(),
+            &a.alertmanager,
+            &name,
         );
         let task = alerts::Alerts {
             engine,

@@ -782,6 +782,38 @@ impl Service {
         s
     }
 
+    /// Prometheus Alertmanager (Debian's `prometheus-alertmanager`), clustering off, notifying
+    /// `webhook` (a URL) at once: group_wait and group_interval 1 s, resolved notices on.
+    pub fn alertmanager(webhook: &str) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = format!(
+            "route:\n  receiver: hook\n  group_by: [alertname, node]\n  group_wait: 1s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: hook\n    webhook_configs:\n      - url: '{webhook}'\n        \
+             send_resolved: true\n"
+        );
+        std::fs::write(dir.path().join("alertmanager.yml"), conf).expect("write alertmanager.yml");
+        let mut s = Service {
+            port,
+            args: vec![
+                format!(
+                    "--config.file={}",
+                    dir.path().join("alertmanager.yml").display()
+                ),
+                format!("--storage.path={}", dir.path().join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=".into(),
+            ],
+            dir,
+            child: None,
+            program: "prometheus-alertmanager".into(),
+        };
+        s.spawn();
+        s.wait_http("/-/ready");
+        s
+    }
+
     /// InfluxQL query against InfluxDB 1.x; the JSON answer.
     pub fn influx_query(&self, db: &str, q: &str) -> serde_json::Value {
         let url = format!(

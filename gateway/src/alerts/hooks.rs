@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use crate::bus::{Bus, Message};
-use crate::config::{ExecConfig, WebhookConfig, WebhookFormat};
+use crate::config::{AlertmanagerConfig, ExecConfig, WebhookConfig, WebhookFormat};
 use crate::outbox::Journal;
 
 fn wanted(alerts: &[String], min: leakmon_protocol::Severity, a: &Alert) -> bool {
@@ -213,6 +213,7 @@ pub struct Hooks {
     bus: Bus,
     webhooks: Vec<Webhook>,
     execs: Vec<Exec>,
+    alertmanagers: Vec<super::alertmanager::Sink>,
 }
 
 impl Hooks {
@@ -224,7 +225,13 @@ impl Hooks {
         webhooks: &[WebhookConfig],
         execs: &[ExecConfig],
         state_dir: Option<&std::path::Path>,
+        alertmanagers: &[AlertmanagerConfig],
+        gateway: &str,
     ) -> Hooks {
+        let alertmanagers = alertmanagers
+            .iter()
+            .map(|c| super::alertmanager::Sink::start(c.clone(), bus.clone(), gateway.to_owned()))
+            .collect();
         let webhooks = webhooks
             .iter()
             .map(|cfg| {
@@ -254,6 +261,15 @@ impl Hooks {
             bus,
             webhooks,
             execs,
+            alertmanagers,
+        }
+    }
+
+    /// Every alert the engine makes, active or not: Alertmanager must hear what fires from
+    /// whichever gateway is active next.
+    pub fn track(&self, a: &Alert) {
+        for m in &self.alertmanagers {
+            m.on_alert(a);
         }
     }
 

@@ -2,6 +2,7 @@
 //! hooks it notifies ([`hooks`]: MQTT `<prefix>/v1/alerts`, webhooks, commands). Only the
 //! active gateway notifies; a standby keeps the engine's clocks running.
 
+pub mod alertmanager;
 pub mod hooks;
 pub mod rules;
 
@@ -63,12 +64,18 @@ impl Alerts {
                     return;
                 }
             };
-            if notes.is_empty() || !self.bus.active() {
+            if notes.is_empty() {
                 continue;
             }
             let now = leakmon_common::now_ms();
+            let active = self.bus.active();
             for n in notes {
                 let a = self.to_alert(n, now);
+                // what fires is known on every gateway (Alertmanager hears it from the active one)
+                self.hooks.track(&a);
+                if !active {
+                    continue;
+                }
                 tracing::info!(alert = %a.alert, state = ?a.state, severity = a.severity.as_str(),
                     node = %a.node, "{}", a.summary);
                 self.hooks.notify(&a);

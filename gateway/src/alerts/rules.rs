@@ -65,6 +65,10 @@ pub struct Engine {
     dropped: BTreeMap<String, u64>,
 }
 
+/// Event alerts that a later event (`node_up`) resolves; every other event alert is a
+/// one-off notification.
+pub const PAIRED_EVENTS: [&str; 2] = ["node_down", "agent_lost"];
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -486,11 +490,11 @@ impl Engine {
     }
 
     /// A gateway event: alerts if its kind is configured to; `node_up` resolves `node_down`
-    /// and `agent_lost`.
+    /// and `agent_lost` ([`PAIRED_EVENTS`]); the others are one-off notifications.
     pub fn on_event(&mut self, e: &GatewayEvent, now: i64) -> Vec<Note> {
         let node = e.node.clone().unwrap_or_default();
         if e.kind == EventKind::NodeUp {
-            return ["node_down", "agent_lost"]
+            return PAIRED_EVENTS
                 .iter()
                 .filter_map(|a| {
                     self.close_alert(a, &node, format!("{a} resolved: {}", e.message), "event")
