@@ -111,6 +111,7 @@ fn points_land_in_influxdb_v1_with_the_documented_names() {
         "swap",
         "system",
         "disk",
+        "diskio",
         "net",
         "docker",
         "leakmon_agent",
@@ -133,6 +134,34 @@ fn points_land_in_influxdb_v1_with_the_documented_names() {
     ));
     let idle = cpu[0][1].as_f64().expect("usage_idle");
     assert!((0.0..=100.0).contains(&idle));
+    // Telegraf's percpu: one series per CPU, as many as the system point's n_cpus
+    let cores = wait_for(S(10), || {
+        let v = db.influx_query(
+            "leakmon",
+            &format!("SHOW TAG VALUES FROM cpu WITH KEY = cpu WHERE host = '{node}'"),
+        );
+        let n = rows(&v).len();
+        (n >= 2).then_some(n)
+    })
+    .unwrap_or(0);
+    let n_cpus = q(&format!(
+        "SELECT last(n_cpus) FROM system WHERE host = '{node}'"
+    ))[0][1]
+        .as_i64()
+        .unwrap_or(0);
+    assert_eq!(cores as i64, n_cpus + 1, "cpu-total and one per CPU");
+    // diskio counters as integers (as Telegraf writes them), for a device that did I/O
+    let io = q(&format!(
+        "SELECT last(reads), last(read_bytes), last(write_time) FROM diskio WHERE host = '{node}' GROUP BY \"name\""
+    ));
+    assert!(
+        io.iter().any(|r| r[1].as_i64().unwrap_or(0) > 0),
+        "diskio {io:?}"
+    );
+    let swap = q(&format!(
+        "SELECT last(\"in\"), last(\"out\") FROM swap WHERE host = '{node}'"
+    ));
+    assert!(swap[0][1].as_i64().is_some(), "swap in/out {swap:?}");
     let mem = q(&format!(
         "SELECT last(used_percent), last(total) FROM mem WHERE host = '{node}'"
     ));

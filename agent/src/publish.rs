@@ -571,6 +571,8 @@ mod tests {
             disks: vec![],
             net: vec![],
             temps: vec![],
+            cores: vec![],
+            diskio: vec![],
             buffer: BufferStats::default(),
             cut: 0,
         }

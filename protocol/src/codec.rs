@@ -215,6 +215,19 @@ mod tests {
                 sensor: "cpu_thermal".into(),
                 temp: 48.3,
             }],
+            cores: vec![CoreUsage {
+                cpu: "cpu0".into(),
+                usage: CpuUsage {
+                    idle: 90.5,
+                    ..Default::default()
+                },
+            }],
+            diskio: vec![DiskIo {
+                name: "mmcblk0".into(),
+                reads: 12,
+                read_bytes: 6144,
+                ..Default::default()
+            }],
             buffer: BufferStats {
                 dropped_total: 7,
                 ..Default::default()

@@ -8,8 +8,11 @@ use crate::{ContainersReport, HostReport};
 /// Containers in one containers report. The ones that matter most stay (unhealthy, then not
 /// running, then the rest by name); a node running more is reported with `cut` set.
 pub const MAX_CONTAINERS: usize = 500;
-/// Filesystems, network interfaces and temperature sensors in one host report, each.
+/// Filesystems, network interfaces, temperature sensors and block devices in one host report,
+/// each.
 pub const MAX_HOST_ITEMS: usize = 64;
+/// CPUs reported one by one in a host report (the total is always there).
+pub const MAX_CORES: usize = 256;
 /// Bytes of any one name (container, image, service, disk, interface, sensor); longer text is
 /// cut at a character boundary.
 pub const MAX_TEXT: usize = 256;
@@ -42,7 +45,9 @@ impl HostReport {
     pub fn bound(&mut self) -> u32 {
         let mut n = cut_list(&mut self.disks, MAX_HOST_ITEMS)
             + cut_list(&mut self.net, MAX_HOST_ITEMS)
-            + cut_list(&mut self.temps, MAX_HOST_ITEMS);
+            + cut_list(&mut self.temps, MAX_HOST_ITEMS)
+            + cut_list(&mut self.diskio, MAX_HOST_ITEMS)
+            + cut_list(&mut self.cores, MAX_CORES);
         n += usize::from(cut_text(&mut self.hostname));
         for d in &mut self.disks {
             n += usize::from(cut_text(&mut d.path))
@@ -54,6 +59,12 @@ impl HostReport {
         }
         for t in &mut self.temps {
             n += usize::from(cut_text(&mut t.sensor));
+        }
+        for d in &mut self.diskio {
+            n += usize::from(cut_text(&mut d.name));
+        }
+        for c in &mut self.cores {
+            n += usize::from(cut_text(&mut c.cpu));
         }
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.cut = self.cut.saturating_add(n);

@@ -121,6 +121,39 @@ pub struct CpuUsage {
     pub guest_nice: f64,
 }
 
+/// One CPU's usage since the previous sample, as Telegraf's `percpu` reports it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CoreUsage {
+    /// The kernel's name: `cpu0`, `cpu1`, ...
+    pub cpu: String,
+    pub usage: CpuUsage,
+}
+
+/// Cumulative I/O counters of one block device, from /proc/diskstats (Telegraf's `diskio`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DiskIo {
+    /// The kernel's device name: `sda`, `sda1`, `nvme0n1`, `mmcblk0`, `dm-0`.
+    pub name: String,
+    /// Reads completed.
+    pub reads: u64,
+    pub merged_reads: u64,
+    /// Bytes read (sectors of 512 bytes, as the kernel counts them).
+    pub read_bytes: u64,
+    /// Milliseconds spent reading.
+    pub read_time: u64,
+    pub writes: u64,
+    pub merged_writes: u64,
+    pub write_bytes: u64,
+    /// Milliseconds spent writing.
+    pub write_time: u64,
+    /// I/Os in progress now (a gauge).
+    pub iops_in_progress: u64,
+    /// Milliseconds the device was busy.
+    pub io_time: u64,
+    /// Milliseconds, weighted by the I/Os in progress.
+    pub weighted_io_time: u64,
+}
+
 /// Load averages over 1, 5 and 15 minutes, from /proc/loadavg.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Load {
@@ -150,6 +183,12 @@ pub struct Swap {
     pub used: u64,
     pub free: u64,
     pub used_percent: f64,
+    /// Bytes swapped in since boot (/proc/vmstat `pswpin` pages x 4096, as Telegraf counts).
+    #[serde(rename = "in", default)]
+    pub swapped_in: u64,
+    /// Bytes swapped out since boot (`pswpout` x 4096).
+    #[serde(rename = "out", default)]
+    pub swapped_out: u64,
 }
 
 /// One real (block-device or network) filesystem.
@@ -228,6 +267,9 @@ pub struct HostReport {
     /// Absent on the first sample (usage is a difference between two samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<CpuUsage>,
+    /// Each CPU's usage (from the second sample on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<CoreUsage>,
     pub load: Load,
     pub mem: Memory,
     pub swap: Swap,
@@ -237,6 +279,9 @@ pub struct HostReport {
     pub net: Vec<NetIf>,
     #[serde(default)]
     pub temps: Vec<Temperature>,
+    /// Block devices with any I/O since boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diskio: Vec<DiskIo>,
     pub buffer: BufferStats,
     /// Items and texts left out by the bounds of [`crate::limits`] (more than 64 disks,
     /// interfaces or sensors, names over 256 bytes); absent when nothing was.

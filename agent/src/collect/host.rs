@@ -6,11 +6,12 @@
 //! [`HostReport`] directly, so a new host metric is a field there, a line here and a line in
 //! docs/schema.md: the gateway writes every number of the report's parts by itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{
-    BufferStats, CpuUsage, Disk, Header, HostReport, Load, Memory, NetIf, Swap, Temperature,
+    BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, Header, HostReport, Load, Memory, NetIf, Swap,
+    Temperature,
 };
 
 use crate::config::HostConfig;
@@ -38,6 +39,75 @@ pub fn parse_stat(text: &str) -> Option<(CpuTimes, u32)> {
         }
     }
     total.map(|t| (t, n))
+}
+
+/// Parses the per-CPU lines of /proc/stat (`cpu0`, `cpu1`, ...), in the kernel's order.
+pub fn parse_stat_cores(text: &str) -> Vec<(String, CpuTimes)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut it = line.split_ascii_whitespace();
+            let name = it.next()?;
+            if name == "cpu" || !name.starts_with("cpu") {
+                return None;
+            }
+            let mut t = [0u64; 10];
+            for (slot, v) in t.iter_mut().zip(it) {
+                *slot = v.parse().ok()?;
+            }
+            Some((name.to_owned(), CpuTimes(t)))
+        })
+        .collect()
+}
+
+/// Parses /proc/diskstats as Telegraf's `diskio` reads it: every device with any I/O since
+/// boot (all-zero counters are left out: unused loop and ram devices), sectors of 512 bytes.
+pub fn parse_diskstats(text: &str) -> Vec<DiskIo> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_ascii_whitespace().collect();
+            if f.len() < 14 {
+                return None;
+            }
+            let n = |i: usize| f[i].parse::<u64>().ok();
+            let d = DiskIo {
+                name: f[2].to_owned(),
+                reads: n(3)?,
+                merged_reads: n(4)?,
+                read_bytes: n(5)?.saturating_mul(512),
+                read_time: n(6)?,
+                writes: n(7)?,
+                merged_writes: n(8)?,
+                write_bytes: n(9)?.saturating_mul(512),
+                write_time: n(10)?,
+                iops_in_progress: n(11)?,
+                io_time: n(12)?,
+                weighted_io_time: n(13)?,
+            };
+            let idle = DiskIo {
+                name: d.name.clone(),
+                ..DiskIo::default()
+            };
+            (d != idle).then_some(d)
+        })
+        .collect()
+}
+
+/// Bytes swapped in and out since boot, from /proc/vmstat (`pswpin`, `pswpout` pages of 4096
+/// bytes, as Telegraf counts them whatever the page size).
+pub fn parse_vmstat_swap(text: &str) -> (u64, u64) {
+    let mut out = (0, 0);
+    for line in text.lines() {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(k), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) else {
+            continue;
+        };
+        match k {
+            "pswpin" => out.0 = v.saturating_mul(4096),
+            "pswpout" => out.1 = v.saturating_mul(4096),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// CPU usage by state between two samples, in percent. The kernel counts guest time inside
@@ -140,6 +210,9 @@ pub fn parse_meminfo(text: &str) -> Option<(Memory, Swap)> {
             used: swap_used,
             free: swap_free,
             used_percent: pct(swap_used, swap_total),
+            // from /proc/vmstat ([`parse_vmstat_swap`])
+            swapped_in: 0,
+            swapped_out: 0,
         },
     ))
 }
@@ -334,6 +407,7 @@ pub struct HostCollector {
     /// files (mounts, net/dev) are the host's, not the container's.
     pid_dir: &'static str,
     prev_cpu: Option<CpuTimes>,
+    prev_cores: HashMap<String, CpuTimes>,
     nodev: HashSet<String>,
 }
 
@@ -351,6 +425,7 @@ impl HostCollector {
             cfg,
             pid_dir,
             prev_cpu: None,
+            prev_cores: HashMap::new(),
             nodev,
         }
     }
@@ -369,7 +444,8 @@ impl HostCollector {
     /// empty rather than failing the sample: a missing sensor or an unreadable mount is not an
     /// outage.
     pub fn sample(&mut self, ts: i64) -> HostReport {
-        let (cpu, n_cpus) = match self.read(&self.proc("stat")).and_then(|t| parse_stat(&t)) {
+        let stat = self.read(&self.proc("stat"));
+        let (cpu, n_cpus) = match stat.as_deref().and_then(parse_stat) {
             Some((cur, n)) => {
                 let usage = self.prev_cpu.and_then(|p| cpu_usage(&p, &cur));
                 self.prev_cpu = Some(cur);
@@ -377,10 +453,31 @@ impl HostCollector {
             }
             None => (None, 0),
         };
-        let (mem, swap) = self
+        let cores = match stat.as_deref() {
+            Some(t) => {
+                let cur = parse_stat_cores(t);
+                let usage = cur
+                    .iter()
+                    .filter_map(|(name, now)| {
+                        let prev = self.prev_cores.get(name)?;
+                        Some(CoreUsage {
+                            cpu: name.clone(),
+                            usage: cpu_usage(prev, now)?,
+                        })
+                    })
+                    .collect();
+                self.prev_cores = cur.into_iter().collect();
+                usage
+            }
+            None => Vec::new(),
+        };
+        let (mem, mut swap) = self
             .read(&self.proc("meminfo"))
             .and_then(|t| parse_meminfo(&t))
             .unwrap_or_default();
+        if let Some(t) = self.read(&self.proc("vmstat")) {
+            (swap.swapped_in, swap.swapped_out) = parse_vmstat_swap(&t);
+        }
         HostReport {
             header: Header::sampled_at(ts),
             hostname: self
@@ -393,6 +490,7 @@ impl HostCollector {
                 .unwrap_or(0),
             n_cpus,
             cpu,
+            cores,
             load: self
                 .read(&self.proc("loadavg"))
                 .and_then(|t| parse_loadavg(&t))
@@ -405,6 +503,10 @@ impl HostCollector {
                 .map(|t| parse_net_dev(&t, &self.cfg.net_ignore))
                 .unwrap_or_default(),
             temps: read_temperatures(&self.cfg.sys_root),
+            diskio: self
+                .read(&self.proc("diskstats"))
+                .map(|t| parse_diskstats(&t))
+                .unwrap_or_default(),
             buffer: BufferStats::default(),
             cut: 0,
         }
@@ -522,6 +624,70 @@ intr 12345\nctxt 999\n";
         let sum = u.user + u.nice + u.system + u.idle + u.iowait + u.irq + u.softirq + u.steal;
         assert!((sum + u.guest + u.guest_nice - 100.0).abs() < 1e-9);
         assert!(cpu_usage(&a, &a).is_none(), "no time passed");
+    }
+
+    #[test]
+    fn per_cpu_lines_as_telegraf_percpu() {
+        let cores = parse_stat_cores(STAT);
+        assert_eq!(
+            cores.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["cpu0", "cpu1"]
+        );
+        assert_eq!(cores[0].1, CpuTimes([50, 5, 25, 400, 10, 2, 3, 5, 0, 0]));
+        assert!(parse_stat_cores(
+            "cpu  1 2 3 4
+intr 5
+"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn diskstats_as_telegraf_diskio() {
+        // kernel 5.5+ lines (discard and flush columns at the end), an idle loop device, a
+        // short malformed line
+        let text = "   7       0 loop0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+                    254       0 vda 12345 678 2468024 9876 5432 321 864200 4321 2 11000 14200 0 0 0 0 10 20
+                    254       1 vda1 100 0 800 10 0 0 0 0 0 12 10
+                    8 0 sdz 1 2
+";
+        let d = parse_diskstats(text);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!(
+            d[0],
+            DiskIo {
+                name: "vda".into(),
+                reads: 12345,
+                merged_reads: 678,
+                read_bytes: 2468024 * 512,
+                read_time: 9876,
+                writes: 5432,
+                merged_writes: 321,
+                write_bytes: 864200 * 512,
+                write_time: 4321,
+                iops_in_progress: 2,
+                io_time: 11000,
+                weighted_io_time: 14200,
+            }
+        );
+        assert_eq!(d[1].name, "vda1");
+    }
+
+    #[test]
+    fn swap_in_and_out_in_bytes_of_4096_byte_pages() {
+        let t = "nr_free_pages 1000
+pswpin 3
+pswpout 10
+pgfault 99
+";
+        assert_eq!(parse_vmstat_swap(t), (3 * 4096, 10 * 4096));
+        assert_eq!(
+            parse_vmstat_swap(
+                "garbage
+"
+            ),
+            (0, 0)
+        );
     }
 
     #[test]
@@ -668,5 +834,12 @@ overlay /var/lib/docker/overlay2/abc/merged overlay rw 0 0\n\
         if let Some(u) = b.cpu {
             assert!(u.idle >= 0.0 && u.idle <= 100.0);
         }
+        assert!(a.cores.is_empty(), "first sample has no usage");
+        assert!(b.cores.len() <= b.n_cpus as usize);
+        assert!(
+            b.diskio.iter().any(|d| d.reads > 0 || d.writes > 0),
+            "{:?}",
+            b.diskio
+        );
     }
 }

@@ -617,6 +617,8 @@ mod tests {
             }],
             net: vec![],
             temps: vec![],
+            cores: vec![],
+            diskio: vec![],
             buffer: BufferStats::default(),
             cut: 0,
         }

@@ -101,6 +101,11 @@ const TEMP: Part = Part {
     tags: &["sensor"],
     renames: &[],
 };
+const DISKIO: Part = Part {
+    measurement: "diskio",
+    tags: &["name"],
+    renames: &[],
+};
 /// From [`leakmon_protocol::BufferStats`], after the header's `run` and `seq`.
 const AGENT: Part = Part {
     measurement: "leakmon_agent",
@@ -153,6 +158,12 @@ pub fn host_points(n: &NodeTags, r: &HostReport) -> Vec<Point> {
     if let Some(c) = &r.cpu {
         out.push(CPU.point(n, ts, c).tag("cpu", "cpu-total"));
     }
+    // Telegraf's `percpu`: the same fields, one point per CPU
+    out.extend(
+        r.cores
+            .iter()
+            .map(|c| CPU.point(n, ts, &c.usage).tag("cpu", &c.cpu)),
+    );
     // Telegraf's `mem` repeats two numbers of `swap`.
     out.push(
         MEM.point(n, ts, &r.mem)
@@ -171,6 +182,7 @@ pub fn host_points(n: &NodeTags, r: &HostReport) -> Vec<Point> {
     out.extend(r.disks.iter().map(|d| DISK.point(n, ts, d)));
     out.extend(r.net.iter().map(|i| NET.point(n, ts, i)));
     out.extend(r.temps.iter().map(|t| TEMP.point(n, ts, t)));
+    out.extend(r.diskio.iter().map(|d| DISKIO.point(n, ts, d)));
     let agent = n
         .point(AGENT.measurement, ts)
         .uint("run", r.header.run)
@@ -470,8 +482,8 @@ pub fn gateway_event_point(e: &GatewayEvent) -> Point {
 mod tests {
     use super::*;
     use leakmon_protocol::{
-        BufferStats, CpuUsage, Disk, GatewayEvent, Header, Health, Identity, Load, Memory, NetIf,
-        NodeState, OfflineReason, Swap, Temperature,
+        BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, GatewayEvent, Header, Health, Identity,
+        Load, Memory, NetIf, NodeState, OfflineReason, Swap, Temperature,
     };
 
     const TS: i64 = 1_795_719_775_612;
@@ -537,7 +549,41 @@ mod tests {
                 used: 1_048_576,
                 free: 2_146_435_072,
                 used_percent: 0.048828125,
+                swapped_in: 40_960,
+                swapped_out: 122_880,
             },
+            cores: vec![
+                CoreUsage {
+                    cpu: "cpu0".into(),
+                    usage: CpuUsage {
+                        user: 20.5,
+                        idle: 79.5,
+                        ..Default::default()
+                    },
+                },
+                CoreUsage {
+                    cpu: "cpu1".into(),
+                    usage: CpuUsage {
+                        system: 1.25,
+                        idle: 98.75,
+                        ..Default::default()
+                    },
+                },
+            ],
+            diskio: vec![DiskIo {
+                name: "mmcblk0".into(),
+                reads: 1,
+                merged_reads: 2,
+                read_bytes: 3,
+                read_time: 4,
+                writes: 5,
+                merged_writes: 6,
+                write_bytes: 7,
+                write_time: 8,
+                iops_in_progress: 9,
+                io_time: 10,
+                weighted_io_time: 11,
+            }],
             disks: vec![
                 Disk {
                     path: "/".into(),
@@ -601,14 +647,17 @@ mod tests {
     }
 
     const HOST_LINES: &str = r#"cpu,cpu=cpu-total,host=edge-01,swarm_node_id=x2kq usage_user=11.5,usage_nice=0.25,usage_system=3,usage_idle=80.125,usage_iowait=1.5,usage_irq=0.5,usage_softirq=0.75,usage_steal=0.0625,usage_guest=2,usage_guest_nice=0.3125 1795719775612
+cpu,cpu=cpu0,host=edge-01,swarm_node_id=x2kq usage_user=20.5,usage_nice=0,usage_system=0,usage_idle=79.5,usage_iowait=0,usage_irq=0,usage_softirq=0,usage_steal=0,usage_guest=0,usage_guest_nice=0 1795719775612
+cpu,cpu=cpu1,host=edge-01,swarm_node_id=x2kq usage_user=0,usage_nice=0,usage_system=1.25,usage_idle=98.75,usage_iowait=0,usage_irq=0,usage_softirq=0,usage_steal=0,usage_guest=0,usage_guest_nice=0 1795719775612
 mem,host=edge-01,swarm_node_id=x2kq total=4123456512i,available=3021234176i,used=927352576i,free=2029932032i,buffered=6709248i,cached=1012508160i,used_percent=22.49,available_percent=73.27,swap_total=2147483648i,swap_free=2146435072i 1795719775612
-swap,host=edge-01,swarm_node_id=x2kq total=2147483648i,used=1048576i,free=2146435072i,used_percent=0.048828125 1795719775612
+swap,host=edge-01,swarm_node_id=x2kq total=2147483648i,used=1048576i,free=2146435072i,used_percent=0.048828125,in=40960i,out=122880i 1795719775612
 system,host=edge-01,swarm_node_id=x2kq load1=1.12,load5=0.51,load15=0.23,n_cpus=4i,uptime=676i 1795719775612
 disk,device=mmcblk0p2,fstype=ext4,host=edge-01,path=/,swarm_node_id=x2kq total=31068966912i,used=6855440896i,free=22717308416i,used_percent=23.18,inodes_total=1933312i,inodes_used=187123i,inodes_free=1746189i 1795719775612
 disk,device=tank/data,fstype=zfs,host=edge-01,path=/tank/my\ data,swarm_node_id=x2kq total=9223372036854775807i,used=1i,free=2i,inodes_total=3i,inodes_used=4i,inodes_free=5i 1795719775612
 net,host=edge-01,interface=eth0,swarm_node_id=x2kq bytes_recv=123456i,bytes_sent=654321i,packets_recv=1000i,packets_sent=900i,err_in=1i,err_out=2i,drop_in=3i,drop_out=4i 1795719775612
 temp,host=edge-01,sensor=cpu-thermal,swarm_node_id=x2kq temp=48.3 1795719775612
 temp,host=edge-01,sensor=coretemp_package_id_0,swarm_node_id=x2kq temp=-5.5 1795719775612
+diskio,host=edge-01,name=mmcblk0,swarm_node_id=x2kq reads=1i,merged_reads=2i,read_bytes=3i,read_time=4i,writes=5i,merged_writes=6i,write_bytes=7i,write_time=8i,iops_in_progress=9i,io_time=10i,weighted_io_time=11i 1795719775612
 leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_bytes=512i,spooled_bytes=4096i,dropped_total=7i 1795719775612
 "#;
 
@@ -616,9 +665,11 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
     fn first_host_sample_has_no_cpu_point_and_no_swarm_tag() {
         let mut r = host_report();
         r.cpu = None;
+        r.cores.clear();
         r.disks.clear();
         r.net.clear();
         r.temps.clear();
+        r.diskio.clear();
         let n = NodeTags {
             host: "edge-01".into(),
             swarm_node_id: None,
