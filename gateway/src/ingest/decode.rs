@@ -15,7 +15,7 @@ pub const MAX_AHEAD_MS: i64 = 24 * 3600 * 1000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
     Status(Status),
-    Host(HostReport),
+    Host(Box<HostReport>),
     Containers(ContainersReport),
     Event(EventReport),
     /// A liveness beat, for the failure detector.
@@ -122,7 +122,7 @@ pub fn decode_message(
             let r: HostReport = decode(node, payload).map_err(|e| from_decode(node, e))?;
             check_ts(node, r.header.ts, now_ms)?;
             check_host(node, &r)?;
-            Incoming::Host(r)
+            Incoming::Host(Box::new(r))
         }
         Channel::Containers => {
             let r: ContainersReport = decode(node, payload).map_err(|e| from_decode(node, e))?;

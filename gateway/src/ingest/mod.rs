@@ -245,7 +245,7 @@ impl Ingest {
             Incoming::Host(mut r) => {
                 self.metrics.cut(r.bound());
                 let t = nodes.on_host(&node, &r, now, ms);
-                self.alert(AlertInput::Host(node.clone(), Box::new(r.clone())));
+                self.alert(AlertInput::Host(node.clone(), r.clone()));
                 let mut pts = schema::host_points(&nodes.tags(&node), &r);
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 pts
