@@ -78,6 +78,9 @@ pub struct NodeView {
     pub interval_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beat_interval_ms: Option<u64>,
+    /// The Docker engine's name and version (Telegraf's `engine_host`, `server_version`).
+    #[serde(skip)]
+    pub engine: Option<(String, String)>,
     /// What Swarm says of the node (`ready/active`, `down/drain`, ...), from the gateway's
     /// engine when it is a manager.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,6 +127,7 @@ impl Nodes {
                 agent_version: None,
                 interval_ms: None,
                 beat_interval_ms: None,
+                engine: None,
                 swarm: None,
                 unbound_claim: None,
                 host: None,
@@ -135,6 +139,7 @@ impl Nodes {
         NodeTags {
             host: node.to_owned(),
             swarm_node_id: self.views.get(node).and_then(|v| v.swarm_node_id.clone()),
+            engine: self.views.get(node).and_then(|v| v.engine.clone()),
         }
     }
 
@@ -160,6 +165,7 @@ impl Nodes {
             v.agent_version = Some(id.agent_version.clone());
             v.interval_ms = Some(id.interval_ms);
             v.beat_interval_ms = id.beat_interval_ms.filter(|ms| *ms > 0);
+            v.engine = id.engine_name.clone().zip(id.engine_version.clone());
         }
         let t = self.liveness.on_status(node, s, now);
         self.sync_state(node);

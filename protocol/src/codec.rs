@@ -267,6 +267,7 @@ mod tests {
                 swarm_node_id: Some("abc".into()),
                 swarm_role: Some(SwarmRole::Manager),
                 engine_version: Some("20.10.24".into()),
+                engine_name: Some("edge-01".into()),
                 beat_interval_ms: Some(250),
             }),
         };
@@ -318,6 +319,7 @@ mod tests {
                 cpu_percent: Some(12.5),
                 mem_usage: Some(1000),
                 mem_limit: Some(2000),
+                labels: [("com.docker.stack.namespace".to_owned(), "app".to_owned())].into(),
             }],
             cut: 0,
         };

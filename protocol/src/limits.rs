@@ -11,6 +11,8 @@ pub const MAX_CONTAINERS: usize = 500;
 /// Filesystems, network interfaces, temperature sensors and block devices in one host report,
 /// each.
 pub const MAX_HOST_ITEMS: usize = 64;
+/// Labels of one container.
+pub const MAX_LABELS: usize = 64;
 /// CPUs reported one by one in a host report (the total is always there).
 pub const MAX_CORES: usize = 256;
 /// Bytes of any one name (container, image, service, disk, interface, sensor); longer text is
@@ -72,6 +74,23 @@ impl HostReport {
     }
 }
 
+/// Keeps at most [`MAX_LABELS`] labels (the first by key) with keys and values of at most
+/// [`MAX_TEXT`] bytes (a longer key is dropped: cut, it would name another label); how many
+/// were cut or dropped.
+fn cut_labels(labels: &mut std::collections::BTreeMap<String, String>) -> usize {
+    let before = labels.len();
+    labels.retain(|k, _| k.len() <= MAX_TEXT);
+    let mut n = before - labels.len();
+    while labels.len() > MAX_LABELS {
+        labels.pop_last();
+        n += 1;
+    }
+    for v in labels.values_mut() {
+        n += usize::from(cut_text(v));
+    }
+    n
+}
+
 impl ContainersReport {
     /// Orders the containers so that the ones that matter most come first (unhealthy, then
     /// not running, then by name): what any cut from the end should keep.
@@ -101,6 +120,7 @@ impl ContainersReport {
                 + usize::from(cut_opt(&mut c.swarm_service))
                 + usize::from(cut_opt(&mut c.swarm_task))
                 + usize::from(cut_opt(&mut c.swarm_node_id));
+            n += cut_labels(&mut c.labels);
         }
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.cut = self.cut.saturating_add(n);
@@ -145,6 +165,7 @@ mod tests {
             cpu_percent: None,
             mem_usage: None,
             mem_limit: None,
+            labels: Default::default(),
         }
     }
 

@@ -79,6 +79,9 @@ pub struct Identity {
     /// Docker engine version; absent while the engine does not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_version: Option<String>,
+    /// The engine's name (`/info` `Name`, its host's name): Telegraf's `engine_host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_name: Option<String>,
     /// How often the agent sends a [`Beat`], in milliseconds; absent when beats are off. A
     /// consumer times a node's silence against this rather than against its own guess.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +353,11 @@ pub struct Container {
     pub mem_usage: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<u64>,
+    /// The container's labels (Swarm's `com.docker.swarm.*`, `com.docker.stack.namespace`,
+    /// the user's), as Telegraf turns them into tags; empty values left out. At most 64, the
+    /// rest counted in the report's `cut`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether the agent could reach its Docker engine.

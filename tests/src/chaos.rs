@@ -728,9 +728,11 @@ impl History {
                 }
             };
             let web_from = self.scheduling_from(clock, b.whole);
+            // (whole before Swarm's scheduling is judged: 0, not a negative time)
             d.whole = first(web_from, &|p| {
                 p.web.iter().filter(|k| !self.cut_at(**k, p.t)).count() >= 5
-            });
+            })
+            .map(|t| t.max(0));
             late("web not whole on live nodes", web_from, d.whole);
             // db moves once the standby is ready: a standby whose engine just restarted is
             // `unknown` to Swarm for a while, and leakmon moves nothing to it until it is ready

@@ -198,6 +198,13 @@ pub fn to_report(
         cpu_percent,
         mem_usage: mem.0,
         mem_limit: mem.1,
+        labels: s
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

@@ -25,6 +25,7 @@ pub async fn engine_identity(docker: &Docker, base: &Identity) -> Identity {
     match docker.info().await {
         Ok(info) => {
             id.engine_version = info.server_version;
+            id.engine_name = info.name.filter(|n| !n.is_empty());
             if let Some(sw) = info.swarm {
                 id.swarm_node_id = sw.node_id.filter(|s| !s.is_empty());
                 id.swarm_role = id.swarm_node_id.as_ref().map(|_| {

@@ -29,6 +29,8 @@ use swarm::{EngineView, Ev, SwarmApi};
 
 /// How often the decision machine runs.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the active gateway writes `docker_swarm` (Telegraf's default interval).
+const SWARM_METRICS_EVERY: Duration = Duration::from_secs(10);
 /// How often the failure detector runs: its deadlines (a suspicion, a round's end) are met
 /// within this, which adds to the detection time.
 const DETECT_TICK: Duration = Duration::from_millis(25);
@@ -208,6 +210,35 @@ impl Loop {
                 );
             }
         }
+    }
+
+    /// Telegraf's `docker_swarm` points, from the active gateway beside the leader (so once
+    /// per Swarm). Read in a task of its own: a slow Swarm API (an election) must not hold up
+    /// the control loop.
+    fn swarm_metrics(&self) {
+        let Some(api) = self.api.clone() else { return };
+        if !self.role.swarm_active() || !self.c.bus.has_database() {
+            return;
+        }
+        let (bus, host) = (self.c.bus.clone(), self.c.hostname.clone());
+        tokio::spawn(async move {
+            let ts = leakmon_common::now_ms();
+            match api.tally().await {
+                Ok(services) => {
+                    let mut s = String::new();
+                    for t in &services {
+                        schema::swarm_point(
+                            &host, ts, &t.id, &t.name, t.mode, t.running, t.desired,
+                        )
+                        .write_line(&mut s);
+                    }
+                    if !s.is_empty() && !bus.try_write(s) {
+                        tracing::debug!("database writer busy: docker_swarm points dropped");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read services for docker_swarm"),
+            }
+        });
     }
 
     fn set_role(&mut self, role: Role) {
@@ -576,9 +607,12 @@ impl Loop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut detect = tokio::time::interval(DETECT_TICK);
         detect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut services = tokio::time::interval(SWARM_METRICS_EVERY);
+        services.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = poll.tick() => self.poll().await,
+                _ = services.tick() => self.swarm_metrics(),
                 _ = tick.tick() => self.tick().await,
                 _ = detect.tick(), if self.c.detector.is_some() => self.detect().await,
                 Some((id, answered, sent)) = probes.recv() => {

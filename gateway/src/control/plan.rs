@@ -286,6 +286,66 @@ pub fn replicas(spec: &ServiceSpec) -> Option<i64> {
     spec.mode.as_ref()?.replicated.as_ref()?.replicas
 }
 
+/// A service's tasks as Telegraf's `docker_swarm` counts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTally {
+    pub id: String,
+    pub name: String,
+    /// `replicated`, `global`, `replicated_job` or `global_job`.
+    pub mode: &'static str,
+    /// Tasks whose actual state is `running`, Swarm-wide.
+    pub running: u64,
+    /// Replicated: the spec's replicas; global: tasks not meant to shut down; jobs: none.
+    pub desired: Option<u64>,
+}
+
+/// Telegraf's `docker_swarm` over all services and all tasks (any desired state).
+pub fn tally(services: &[Service], tasks: &[Task]) -> Vec<ServiceTally> {
+    let mut running: HashMap<&str, u64> = HashMap::new();
+    let mut not_shutdown: HashMap<&str, u64> = HashMap::new();
+    for t in tasks {
+        let Some(sid) = t.service_id.as_deref() else {
+            continue;
+        };
+        if t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING) {
+            *running.entry(sid).or_default() += 1;
+        }
+        if t.desired_state != Some(TaskState::SHUTDOWN) {
+            *not_shutdown.entry(sid).or_default() += 1;
+        }
+    }
+    services
+        .iter()
+        .filter_map(|s| {
+            let id = s.id.as_deref()?;
+            let spec = s.spec.as_ref()?;
+            let mode = spec.mode.as_ref()?;
+            let n = |m: &HashMap<&str, u64>| m.get(id).copied().unwrap_or(0);
+            let (mode, desired) = if let Some(r) = &mode.replicated {
+                (
+                    "replicated",
+                    r.replicas.map(|r| u64::try_from(r).unwrap_or(0)),
+                )
+            } else if mode.global.is_some() {
+                ("global", Some(n(&not_shutdown)))
+            } else if mode.replicated_job.is_some() {
+                ("replicated_job", None)
+            } else if mode.global_job.is_some() {
+                ("global_job", None)
+            } else {
+                return None;
+            };
+            Some(ServiceTally {
+                id: id.to_owned(),
+                name: spec.name.clone().unwrap_or_default(),
+                mode,
+                running: n(&running),
+                desired,
+            })
+        })
+        .collect()
+}
+
 fn set_replicas(spec: &mut ServiceSpec, n: i64) {
     if let Some(r) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
         r.replicas = Some(n);
@@ -1104,6 +1164,51 @@ mod tests {
         let tasks = [task("web", "w1", true)];
         let plan = Evacuation::new("w1", "node1", false, fleet(), &tasks).unwrap();
         assert_eq!(plan.service(&svc("web", Some(3), &[], &[])), None);
+    }
+
+    #[test]
+    fn services_are_counted_as_telegraf_docker_swarm_counts_them() {
+        let services: Vec<Service> = serde_json::from_value(serde_json::json!([
+            {"ID": "s1", "Spec": {"Name": "web", "Mode": {"Replicated": {"Replicas": 3}}}},
+            {"ID": "s2", "Spec": {"Name": "agent", "Mode": {"Global": {}}}},
+            {"ID": "s3", "Spec": {"Name": "backup", "Mode": {"ReplicatedJob": {}}}}
+        ]))
+        .expect("services");
+        let task = |svc: &str, desired: &str, state: &str| serde_json::json!({"ServiceID": svc, "DesiredState": desired, "Status": {"State": state}});
+        let tasks: Vec<Task> = serde_json::from_value(serde_json::json!([
+            task("s1", "running", "running"),
+            task("s1", "running", "running"),
+            task("s1", "running", "preparing"),
+            task("s1", "shutdown", "failed"),
+            task("s2", "running", "running"),
+            task("s2", "running", "running"),
+            task("s2", "shutdown", "shutdown"),
+            task("s3", "complete", "complete")
+        ]))
+        .expect("tasks");
+        let t = tally(&services, &tasks);
+        let row = |name: &str| t.iter().find(|x| x.name == name).cloned().expect(name);
+        assert_eq!(
+            (row("web").mode, row("web").running, row("web").desired),
+            ("replicated", 2, Some(3))
+        );
+        assert_eq!(
+            (
+                row("agent").mode,
+                row("agent").running,
+                row("agent").desired
+            ),
+            ("global", 2, Some(2)),
+            "global: tasks not meant to shut down"
+        );
+        assert_eq!(
+            (
+                row("backup").mode,
+                row("backup").running,
+                row("backup").desired
+            ),
+            ("replicated_job", 0, None)
+        );
     }
 
     #[test]

@@ -186,6 +186,15 @@ impl SwarmApi {
         self.docker.list_services(None::<ListServicesOptions>).await
     }
 
+    /// Every service with its tasks counted, for `docker_swarm` points.
+    pub async fn tally(&self) -> Result<Vec<plan::ServiceTally>, bollard::errors::Error> {
+        let (services, tasks) = tokio::try_join!(
+            self.services(),
+            self.docker.list_tasks(None::<ListTasksOptions>)
+        )?;
+        Ok(plan::tally(&services, &tasks))
+    }
+
     /// Services, running tasks and nodes, read together.
     async fn read_all(
         &self,

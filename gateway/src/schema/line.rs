@@ -21,8 +21,9 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub measurement: &'static str,
-    /// Kept sorted by key when encoded (InfluxDB's fast path).
-    pub tags: Vec<(&'static str, String)>,
+    /// Kept sorted by key when encoded (InfluxDB's fast path). Keys are the schema's names,
+    /// or a container's label keys (owned).
+    pub tags: Vec<(std::borrow::Cow<'static, str>, String)>,
     pub fields: Vec<(&'static str, Value)>,
     pub ts_ms: i64,
 }
@@ -37,12 +38,22 @@ impl Point {
         }
     }
 
-    pub fn tag(mut self, key: &'static str, value: impl Into<String>) -> Self {
+    pub fn tag(
+        mut self,
+        key: impl Into<std::borrow::Cow<'static, str>>,
+        value: impl Into<String>,
+    ) -> Self {
         let v = value.into();
-        if !v.is_empty() {
-            self.tags.push((key, v));
+        let k = key.into();
+        if !v.is_empty() && !k.is_empty() {
+            self.tags.push((k, v));
         }
         self
+    }
+
+    /// Whether a tag of this key is set.
+    pub fn has_tag(&self, key: &str) -> bool {
+        self.tags.iter().any(|(k, _)| k == key)
     }
 
     pub fn tag_opt(self, key: &'static str, value: Option<&str>) -> Self {
@@ -86,8 +97,8 @@ impl Point {
             return false;
         }
         escape(out, self.measurement, &[',', ' ']);
-        let mut tags: Vec<&(&str, String)> = self.tags.iter().collect();
-        tags.sort_by_key(|(k, _)| *k);
+        let mut tags: Vec<&(std::borrow::Cow<'static, str>, String)> = self.tags.iter().collect();
+        tags.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, v) in tags {
             out.push(',');
             escape(out, k, &[',', '=', ' ']);

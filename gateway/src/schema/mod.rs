@@ -22,6 +22,9 @@ pub struct NodeTags {
     pub host: String,
     /// From the node's birth, when it is in a Swarm.
     pub swarm_node_id: Option<String>,
+    /// The Docker engine's name and version, from the birth: Telegraf's `engine_host` and
+    /// `server_version`, on `docker` and `docker_container_*` points.
+    pub engine: Option<(String, String)>,
 }
 
 impl NodeTags {
@@ -29,6 +32,17 @@ impl NodeTags {
         Point::new(measurement, ts)
             .tag("host", self.host.as_str())
             .tag_opt("swarm_node_id", self.swarm_node_id.as_deref())
+    }
+
+    /// A point of the `docker` family, with the engine's tags.
+    fn docker_point(&self, measurement: &'static str, ts: i64) -> Point {
+        let p = self.point(measurement, ts);
+        match &self.engine {
+            Some((name, version)) => p
+                .tag("engine_host", name.as_str())
+                .tag("server_version", version.as_str()),
+            None => p,
+        }
     }
 }
 
@@ -350,20 +364,65 @@ impl ser::SerializeStruct for Fields<'_> {
     }
 }
 
+/// Telegraf's split of an image reference into `container_image` and `container_version`:
+/// a registry host (a first path part with `.` or `:`, or `localhost`) is kept aside, the rest
+/// is cut at its last `:` (`unknown` without one), and the host put back. As Telegraf, a
+/// digest is not special: `nginx:1.25@sha256:ab12` gives `nginx:1.25@sha256` and `ab12`
+/// (kept so, to match the series a Telegraf writes).
+pub fn split_image(image: &str) -> (String, String) {
+    let (domain, rest) = match image.split_once('/') {
+        Some((d, r)) if d.contains(['.', ':']) || d == "localhost" => (Some(d), r),
+        _ => (None, image),
+    };
+    let (name, version) = match rest.rsplit_once(':') {
+        Some((n, v)) => (n, v),
+        None => (rest, "unknown"),
+    };
+    let name = match domain {
+        Some(d) => format!("{d}/{name}"),
+        None => name.to_owned(),
+    };
+    (name, version.to_owned())
+}
+
+/// Tag keys a container label may not take (leakmon's own).
+const OWN_TAGS: [&str; 8] = [
+    "host",
+    "swarm_node_id",
+    "container_name",
+    "container_image",
+    "container_version",
+    "container_status",
+    "engine_host",
+    "server_version",
+];
+
 fn container_point(n: &NodeTags, measurement: &'static str, ts: i64, c: &Container) -> Point {
-    n.point(measurement, ts)
+    let (image, version) = split_image(&c.image);
+    let mut p = n
+        .docker_point(measurement, ts)
         .tag("container_name", c.name.as_str())
-        .tag("container_image", c.image.as_str())
-        .tag("container_status", c.state.as_str())
-        .tag_opt("com.docker.swarm.service.name", c.swarm_service.as_deref())
-        .string("container_id", c.id.as_str())
+        .tag("container_image", image)
+        .tag("container_version", version)
+        .tag("container_status", c.state.as_str());
+    // every label a tag under its own key, as Telegraf's docker input does by default
+    for (k, v) in &c.labels {
+        if !OWN_TAGS.contains(&k.as_str()) && k != "cpu" {
+            p = p.tag(k.clone(), v.as_str());
+        }
+    }
+    // an agent from before labels were reported still names its Swarm service
+    if !p.has_tag("com.docker.swarm.service.name") {
+        p = p.tag_opt("com.docker.swarm.service.name", c.swarm_service.as_deref());
+    }
+    p.string("container_id", c.id.as_str())
 }
 
 pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
     let ts = r.header.ts;
     let count = |state: &str| r.containers.iter().filter(|c| c.state == state).count() as i64;
     let mut out = vec![n
-        .point("docker", ts)
+        .docker_point("docker", ts)
         .boolean("engine_ok", r.engine == EngineState::Ok)
         .int("n_containers", r.containers.len() as i64)
         .int("n_containers_running", count("running"))
@@ -421,6 +480,29 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
         }
     }
     out
+}
+
+/// Telegraf's `docker_swarm`: per service, its tasks running and desired (written by the
+/// active gateway beside the Swarm leader, so once per Swarm). `host` is that gateway's.
+pub fn swarm_point(
+    host: &str,
+    ts: i64,
+    id: &str,
+    name: &str,
+    mode: &str,
+    running: u64,
+    desired: Option<u64>,
+) -> Point {
+    let p = Point::new("docker_swarm", ts)
+        .tag("host", host)
+        .tag("service_id", id)
+        .tag("service_name", name)
+        .tag("service_mode", mode)
+        .uint("tasks_running", running);
+    match desired {
+        Some(d) => p.uint("tasks_desired", d),
+        None => p,
+    }
 }
 
 pub fn event_point(n: &NodeTags, e: &EventReport) -> Point {
@@ -492,6 +574,7 @@ mod tests {
         NodeTags {
             host: "edge-01".into(),
             swarm_node_id: Some("x2kq".into()),
+            engine: Some(("edge-01.lan".into(), "20.10.24".into())),
         }
     }
 
@@ -673,6 +756,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
         let n = NodeTags {
             host: "edge-01".into(),
             swarm_node_id: None,
+            engine: None,
         };
         let want: String = HOST_LINES
             .lines()
@@ -781,7 +865,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
                 .find(|l| l.starts_with(&head))
                 .unwrap_or_else(|| panic!("no row for {} in docs/schema.md", p.measurement));
             let keys = p.fields.iter().map(|(k, _)| *k);
-            let tags = p.tags.iter().map(|(k, _)| *k);
+            let tags = p.tags.iter().map(|(k, _)| k.as_ref());
             for k in keys.chain(tags) {
                 let named = row.contains(&format!("`{k}`")) || row.contains(&format!("`{k}="));
                 let common = k == "host" || k == "swarm_node_id";
@@ -812,6 +896,44 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             cpu_percent: None,
             mem_usage: None,
             mem_limit: None,
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn images_split_as_telegraf_splits_them() {
+        // Telegraf's own test table (internal/docker/docker_test.go), then digests
+        for (image, name, version) in [
+            ("postgres", "postgres", "unknown"),
+            ("postgres:latest", "postgres", "latest"),
+            ("coreos/etcd", "coreos/etcd", "unknown"),
+            ("coreos/etcd:latest", "coreos/etcd", "latest"),
+            ("quay.io/postgres", "quay.io/postgres", "unknown"),
+            (
+                "quay.io:4443/coreos/etcd",
+                "quay.io:4443/coreos/etcd",
+                "unknown",
+            ),
+            (
+                "quay.io:4443/coreos/etcd:latest",
+                "quay.io:4443/coreos/etcd",
+                "latest",
+            ),
+            ("localhost:5000/app", "localhost:5000/app", "unknown"),
+            ("localhost/app:2", "localhost/app", "2"),
+            ("nginx@sha256:0123abcd", "nginx@sha256", "0123abcd"),
+            (
+                "nginx:1.25@sha256:0123abcd",
+                "nginx:1.25@sha256",
+                "0123abcd",
+            ),
+            ("sha256:0123abcd", "sha256", "0123abcd"),
+        ] {
+            assert_eq!(
+                split_image(image),
+                (name.to_owned(), version.to_owned()),
+                "{image}"
+            );
         }
     }
 
@@ -834,6 +956,19 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
                     cpu_percent: Some(3.25),
                     mem_usage: Some(73_400_320),
                     mem_limit: Some(268_435_456),
+                    labels: [
+                        ("com.docker.swarm.service.name", "db"),
+                        ("com.docker.swarm.task.id", "kq3zv8"),
+                        ("com.docker.stack.namespace", "plant"),
+                        ("team", "ops"),
+                        // leakmon's own tag names stay leakmon's
+                        ("host", "elsewhere"),
+                        ("cpu", "cpu9"),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                    image: "registry.lan:5000/plant/postgres:16@sha256:ab12".into(),
                     ..container("db.1.kq3z", "running")
                 },
                 Container {
@@ -871,20 +1006,20 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
         );
     }
 
-    const CONTAINER_LINES: &str = r#"docker,host=edge-01,swarm_node_id=x2kq engine_ok=true,n_containers=4i,n_containers_running=1i,n_containers_paused=1i,n_containers_stopped=2i,n_containers_unhealthy=1i 1795719775612
-docker_container_cpu,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,cpu=cpu-total,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",usage_percent=3.25 1795719775612
-docker_container_mem,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",usage=73400320i,limit=268435456i,usage_percent=27.34375 1795719775612
-docker_container_status,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",oomkilled=false,restart_count=2i,exitcode=0i,started_at=1795719715612000000i,uptime_ns=60000000000i 1795719775612
-docker_container_health,com.docker.swarm.service.name=db,container_image=postgres:16,container_name=db.1.kq3z,container_status=running,host=edge-01,swarm_node_id=x2kq container_id="db.1.kq3z-id",health_status="healthy",failing_streak=1i 1795719775612
-docker_container_mem,container_image=postgres:16,container_name=web,container_status=exited,host=edge-01,swarm_node_id=x2kq container_id="web-id",usage=1024i 1795719775612
-docker_container_status,container_image=postgres:16,container_name=web,container_status=exited,host=edge-01,swarm_node_id=x2kq container_id="web-id",oomkilled=true,restart_count=9i,exitcode=137i,started_at=1795719770612000000i 1795719775612
-docker_container_health,container_image=postgres:16,container_name=web,container_status=exited,host=edge-01,swarm_node_id=x2kq container_id="web-id",health_status="unhealthy",failing_streak=4i 1795719775612
-docker_container_cpu,container_image=postgres:16,container_name=paused\ one,container_status=paused,cpu=cpu-total,host=edge-01,swarm_node_id=x2kq container_id="paused one-id" 1795719775612
-docker_container_mem,container_image=postgres:16,container_name=paused\ one,container_status=paused,host=edge-01,swarm_node_id=x2kq container_id="paused one-id",usage=2048i 1795719775612
-docker_container_status,container_image=postgres:16,container_name=paused\ one,container_status=paused,host=edge-01,swarm_node_id=x2kq container_id="paused one-id",oomkilled=false,restart_count=0i,started_at=1795719780612000000i 1795719775612
-docker_container_status,container_image=postgres:16,container_name=new,container_status=created,host=edge-01,swarm_node_id=x2kq container_id="new-id",oomkilled=false,restart_count=0i 1795719775612
+    const CONTAINER_LINES: &str = r#"docker,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq engine_ok=true,n_containers=4i,n_containers_running=1i,n_containers_paused=1i,n_containers_stopped=2i,n_containers_unhealthy=1i 1795719775612
+docker_container_cpu,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,cpu=cpu-total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage_percent=3.25 1795719775612
+docker_container_mem,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage=73400320i,limit=268435456i,usage_percent=27.34375 1795719775612
+docker_container_status,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",oomkilled=false,restart_count=2i,exitcode=0i,started_at=1795719715612000000i,uptime_ns=60000000000i 1795719775612
+docker_container_health,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",health_status="healthy",failing_streak=1i 1795719775612
+docker_container_mem,container_image=postgres,container_name=web,container_status=exited,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="web-id",usage=1024i 1795719775612
+docker_container_status,container_image=postgres,container_name=web,container_status=exited,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="web-id",oomkilled=true,restart_count=9i,exitcode=137i,started_at=1795719770612000000i 1795719775612
+docker_container_health,container_image=postgres,container_name=web,container_status=exited,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="web-id",health_status="unhealthy",failing_streak=4i 1795719775612
+docker_container_cpu,container_image=postgres,container_name=paused\ one,container_status=paused,container_version=16,cpu=cpu-total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="paused one-id" 1795719775612
+docker_container_mem,container_image=postgres,container_name=paused\ one,container_status=paused,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="paused one-id",usage=2048i 1795719775612
+docker_container_status,container_image=postgres,container_name=paused\ one,container_status=paused,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="paused one-id",oomkilled=false,restart_count=0i,started_at=1795719780612000000i 1795719775612
+docker_container_status,container_image=postgres,container_name=new,container_status=created,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="new-id",oomkilled=false,restart_count=0i 1795719775612
 "#;
-    const CONTAINER_LINES_DOWN: &str = r#"docker,host=edge-01,swarm_node_id=x2kq engine_ok=false,n_containers=0i,n_containers_running=0i,n_containers_paused=0i,n_containers_stopped=0i,n_containers_unhealthy=0i 1795719775612
+    const CONTAINER_LINES_DOWN: &str = r#"docker,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq engine_ok=false,n_containers=0i,n_containers_running=0i,n_containers_paused=0i,n_containers_stopped=0i,n_containers_unhealthy=0i 1795719775612
 "#;
 
     #[test]
