@@ -480,11 +480,20 @@ fn control_loop_on_a_real_five_node_swarm() {
         cut_at - 5_000,
         cut_at + 30_000
     );
-    let r = f.influx.influx_query("leakmon", &q);
-    let times: Vec<i64> = r["results"][0]["series"][0]["values"]
-        .as_array()
-        .map(|v| v.iter().filter_map(|p| p[0].as_i64()).collect())
-        .unwrap_or_default();
+    // The old active gateway writes what it took before the cut once its link is back, at its
+    // next retry (its backoff grew during the cut, up to influxdb.max_retry_delay, 30 s): no
+    // point may be lost, so the check waits that long for the hole to fill, no longer.
+    let read = || {
+        let r = f.influx.influx_query("leakmon", &q);
+        let times: Vec<i64> = r["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|p| p[0].as_i64()).collect())
+            .unwrap_or_default();
+        (r, times)
+    };
+    let whole = |t: &[i64]| t.len() >= 30 && t.windows(2).all(|w| w[1] - w[0] < 2_000);
+    let _ = wait_for(Duration::from_secs(35), || whole(&read().1).then_some(()));
+    let (r, times) = read();
     if times.len() < 30 {
         for (i, g) in f.gateways.iter().enumerate() {
             let _ = std::fs::write(format!("/tmp/lm-gw{}.log", i + 1), g.log());
