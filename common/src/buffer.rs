@@ -117,6 +117,7 @@ pub struct Buffer<T> {
     spool: Option<Spool>,
     online: bool,
     dropped_total: u64,
+    sync_failed: bool,
 }
 
 impl<T: Item> Buffer<T> {
@@ -129,6 +130,7 @@ impl<T: Item> Buffer<T> {
             spool,
             online: true,
             dropped_total: 0,
+            sync_failed: false,
         }
     }
 
@@ -160,7 +162,7 @@ impl<T: Item> Buffer<T> {
         }
         // on disk before anyone counts them kept; one sync for the lot
         if let Some(sp) = self.spool.as_mut() {
-            sp.sync_or_warn();
+            self.sync_failed = !sp.sync_or_warn();
         }
     }
 
@@ -246,6 +248,17 @@ impl<T: Item> Buffer<T> {
                 tracing::warn!(error = %e, "cannot delete a delivered spool segment");
             }
         }
+    }
+
+    /// The last forcing of the spool to disk failed (a dying disk): what was spilled since may
+    /// not survive a power cut. Cleared by the next one that succeeds.
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed
+    }
+
+    /// Nothing on disk left to hand out (or no spool).
+    pub fn spool_drained(&self) -> bool {
+        self.spool.as_ref().is_none_or(|s| s.is_drained())
     }
 
     /// The items held in memory now (not on disk), oldest first.

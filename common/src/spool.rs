@@ -211,10 +211,15 @@ impl Spool {
 
     /// Forces what was appended to disk. A failure is logged, not returned: the records are
     /// in their segment already (a caller keeping them elsewhere too would send them twice).
-    pub fn sync_or_warn(&mut self) {
-        if let Err(e) = self.sync() {
-            tracing::warn!(error = %e, dir = %self.dir.display(),
-                "cannot force the spool to disk; a power cut now may lose its last records");
+    /// Whether it succeeded.
+    pub fn sync_or_warn(&mut self) -> bool {
+        match self.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(),
+                    "cannot force the spool to disk; a power cut now may lose its last records");
+                false
+            }
         }
     }
 
@@ -240,6 +245,11 @@ impl Spool {
                 .open(seg_path(&self.dir, id))?;
             if self.segments.is_empty() {
                 self.read = RecordPos::start(id);
+            }
+            // the new file's name on disk too, not only its data (a power cut right after
+            // could otherwise lose the whole segment on some filesystems)
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
             }
             self.segments.push_back(Segment {
                 id,

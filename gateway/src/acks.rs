@@ -41,7 +41,6 @@ struct Waiting<P> {
 pub struct AckQueue<P> {
     waiting: VecDeque<Waiting<P>>,
     next_seq: u64,
-    with_lines: usize,
 }
 
 impl<P> Default for AckQueue<P> {
@@ -49,7 +48,6 @@ impl<P> Default for AckQueue<P> {
         AckQueue {
             waiting: VecDeque::new(),
             next_seq: 1,
-            with_lines: 0,
         }
     }
 }
@@ -65,7 +63,6 @@ impl<P> AckQueue<P> {
 
     /// Message `seq` was handled; `lines`: it gave the writer lines.
     pub fn handled(&mut self, seq: u64, lines: bool, ack: P) {
-        self.with_lines += usize::from(lines);
         self.waiting.push_back(Waiting { seq, lines, ack });
     }
 
@@ -80,20 +77,19 @@ impl<P> AckQueue<P> {
             if !take(&w.ack) {
                 return;
             }
-            self.with_lines -= usize::from(w.lines);
             self.waiting.pop_front();
         }
     }
 
-    /// Messages with lines waiting: the writer's cue to flush.
+    /// Messages waiting for their acknowledgement (with lines or behind one that has): the
+    /// writer's cue to flush, as they all take the broker's window.
     pub fn pressure(&self) -> usize {
-        self.with_lines
+        self.waiting.len()
     }
 
     /// The connection is gone: what it did not acknowledge comes again on the next one.
     pub fn connection_lost(&mut self) {
         self.waiting.clear();
-        self.with_lines = 0;
     }
 }
 
@@ -158,7 +154,7 @@ mod tests {
         q.handled(b, false, 2); // a status: no lines
         q.handled(c, true, 3);
         q.handled(d, false, 4);
-        assert_eq!(q.pressure(), 2);
+        assert_eq!(q.pressure(), 4, "all four take the broker's window");
         assert_eq!(
             released(&mut q, a),
             Vec::<u16>::new(),
@@ -166,7 +162,7 @@ mod tests {
         );
         assert_eq!(released(&mut q, b), [1, 2], "a durable; b has no lines");
         assert_eq!(released(&mut q, c), Vec::<u16>::new());
-        assert_eq!(q.pressure(), 1);
+        assert_eq!(q.pressure(), 2);
         assert_eq!(released(&mut q, d), [3, 4]);
         assert_eq!(q.pressure(), 0);
     }

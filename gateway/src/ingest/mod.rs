@@ -127,8 +127,9 @@ impl Ingest {
             return false;
         }
         if !self.bus.write(s, seq).await {
+            // (with acknowledgements waiting for durability, such a message is never
+            // acknowledged: the broker keeps it)
             tracing::warn!("database writer stopped; points dropped");
-            return false;
         }
         true
     }
