@@ -466,14 +466,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn with_acknowledgements_held_memory_comes_back_only_once_the_spool_is_drained() {
+    /// A store with a spool, two batches written to it during an outage.
+    fn after_an_outage() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = leakmon_common::spool::Spool::open(dir.path(), 1 << 20).expect("spool");
         let mut store = Store(Buffer::new(1 << 20, Some(spool)), false);
         store.database_down(Vec::new());
         store.push(lines(1));
         store.push(lines(2));
+        (dir, store)
+    }
+
+    #[test]
+    fn with_acknowledgements_held_memory_comes_back_only_once_the_spool_is_drained() {
+        let (_dir, mut store) = after_an_outage();
         assert!(!store.has_memory(), "an outage goes to disk");
         // the first write after the outage: the backlog is still on disk
         let (_, tag) = store.next().expect("backlog");
@@ -492,12 +498,7 @@ mod tests {
         store.push(lines(4));
         assert!(store.has_memory());
         // without held acknowledgements, memory at the first write, as before
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spool = leakmon_common::spool::Spool::open(dir.path(), 1 << 20).expect("spool");
-        let mut store = Store(Buffer::new(1 << 20, Some(spool)), false);
-        store.database_down(Vec::new());
-        store.push(lines(1));
-        store.push(lines(2));
+        let (_dir, mut store) = after_an_outage();
         store.database_up(false);
         store.push(lines(3));
         assert!(store.has_memory());
