@@ -468,9 +468,14 @@ impl History {
                 from = Some(p.t);
             }
             if let Some(f) = from {
+                // (a node on a lossy link may stay `unknown` to the new leader for long: it
+                // is not waited for)
                 let settled = p.leader.is_some()
                     && p.nodes.iter().all(|(n, v)| {
-                        v.state == "ready" || self.cut_at(*n, p.t) || self.engine_dead_at(*n, p.t)
+                        v.state == "ready"
+                            || self.cut_at(*n, p.t)
+                            || self.engine_dead_at(*n, p.t)
+                            || self.during(p.t, |f| matches!(f, Fault::Loss(m, ..) if m == *n))
                     });
                 if settled || p.t >= f + 20_000 {
                     out.push((f, p.t.min(f + 20_000)));
@@ -488,14 +493,18 @@ impl History {
     }
 
     /// When Swarm's scheduling of a death's work is judged from: `from` (a gateway could act),
-    /// or, when an election began before the judgement was over, when its leader settled.
+    /// or, when an election or a stretch in which no gateway could act began before the
+    /// judgement was over, from when the new leader settled and its gateway could act again.
     /// Swarm's scheduler starts over with a new leader: what it places and when is then
-    /// Swarm's own, not leakmon's doing.
+    /// Swarm's own, not leakmon's doing. (Polls fail while there is no leader, so the first
+    /// poll naming the new one can come late: a leader's cable pulled or engine killed starts
+    /// the stretch at once, through [`History::blind`].)
     pub fn scheduling_from(&self, from: i64, bound: i64) -> i64 {
-        let elections = self.elections();
+        let mut stops = self.elections();
+        stops.extend(self.blind());
         let mut s = from;
         loop {
-            match elections.iter().find(|(a, b)| *a < s + bound && *b > s) {
+            match stops.iter().find(|(a, b)| *a < s + bound && *b > s) {
                 Some((_, b)) => s = self.clock_start(*b),
                 None => return s,
             }
@@ -1264,6 +1273,69 @@ mod tests {
         assert!(
             late.iter()
                 .any(|l| l.contains("web not whole") && l.contains("judged from 18000")),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn a_leaders_cable_pulled_after_a_death_restarts_the_scheduling_clock() {
+        // Found by CI: node4 cut at 10 s, surged at 14 s, the leader's (node1) cable pulled at
+        // 15 s; no poll names a leader until node2's at 33 s; node2's gateway active at 35 s,
+        // node5 on a lossy link stays `unknown` to the new leader; web whole at 39 s.
+        let mut h = good();
+        h.spans.push(Span {
+            leader: true,
+            ..span(Fault::Cut(1), 15_000, 60_000)
+        });
+        h.spans
+            .push(span(Fault::Loss(5, 10, Dir::Out), 20_000, 60_000));
+        h.events = vec![
+            ev(-1_000, "gateway_active", 1),
+            ev(11_800, "node_down", 4),
+            ev(35_000, "gateway_active", 2),
+        ];
+        let leader2 = |t: i64, web: Vec<u32>, ready: &[u32]| {
+            let mut p = all_active(t, web, vec![4]);
+            p.leader = Some(2);
+            for (n, v) in p.nodes.iter_mut() {
+                if !ready.contains(n) {
+                    v.state = "unknown".into();
+                }
+            }
+            p
+        };
+        h.spans[0].end = 60_000;
+        h.polls = vec![
+            all_active(9_000, vec![1, 2, 3, 4, 5], vec![4]),
+            all_active(14_000, vec![1, 2, 3, 4, 5], vec![4]),
+            leader2(33_000, vec![2, 3, 4, 5, 5], &[]),
+            leader2(36_000, vec![2, 3, 4, 5, 5], &[2, 3]),
+            leader2(39_000, vec![2, 3, 3, 5, 5, 2], &[2, 3]),
+            leader2(200_000, vec![2, 3, 3, 5, 5, 2], &[1, 2, 3, 4, 5]),
+        ];
+        // db failed over by the new gateway, on the standby by 39 s
+        for p in &mut h.polls[4..] {
+            p.db = vec![STANDBY];
+        }
+        assert_eq!(h.scheduling_from(10_000, SHIPPED.whole), 36_000);
+        // (node1's own death is judged too; this is about node4's)
+        let node4 = |late: &[String]| -> Vec<String> {
+            late.iter()
+                .filter(|l| l.starts_with("node4"))
+                .cloned()
+                .collect()
+        };
+        let (deaths, late) = h.deaths_handled(&SHIPPED);
+        assert!(node4(&late).is_empty(), "{late:?}");
+        assert_eq!(deaths[0].node, 4);
+        assert_eq!(deaths[0].whole, Some(3_000));
+        // whole only 12 s after the new leader settled: late
+        h.polls[4].t = 48_000;
+        let (_, late) = h.deaths_handled(&SHIPPED);
+        assert!(
+            node4(&late)
+                .iter()
+                .any(|l| l.contains("web not whole") && l.contains("judged from 36000")),
             "{late:?}"
         );
     }
