@@ -502,6 +502,12 @@ impl History {
     pub fn scheduling_from(&self, from: i64, bound: i64) -> i64 {
         let mut stops = self.elections();
         stops.extend(self.blind());
+        self.restarted(&stops, from, bound)
+    }
+
+    /// `from`, or, while one of `stops` begins before `from + bound` and ends after `from`,
+    /// the first moment a gateway could act after it.
+    fn restarted(&self, stops: &[(i64, i64)], from: i64, bound: i64) -> i64 {
         let mut s = from;
         loop {
             match stops.iter().find(|(a, b)| *a < s + bound && *b > s) {
@@ -699,15 +705,23 @@ impl History {
                 clock,
                 ..Death::default()
             };
+            // a stretch in which no gateway could act, begun before the verdict was due,
+            // starts the clock again at its end
+            let down_from = self.restarted(&self.blind(), clock, down_bound);
             d.down = self
                 .events
                 .iter()
                 .find(|e| e.kind == "node_down" && e.node == n && e.t >= c)
-                .map(|e| e.t - clock);
-            let judged_down = s.end >= clock + down_bound;
+                .map(|e| (e.t - down_from).max(0));
+            let judged_down = s.end >= down_from + down_bound;
             if judged_down && d.down.is_none_or(|t| t > down_bound) {
+                let since = if down_from == clock {
+                    String::new()
+                } else {
+                    format!(", judged from {down_from} ms")
+                };
                 out.push(format!(
-                    "node{n}'s cable out at {c} ms (a gateway could act from {clock} ms) for {} ms: no node_down within {} ms (got {:?}; faults then: {})",
+                    "node{n}'s cable out at {c} ms (a gateway could act from {clock} ms{since}) for {} ms: no node_down within {} ms (got {:?}; faults then: {})",
                     s.end - c,
                     down_bound,
                     d.down,
@@ -1336,6 +1350,45 @@ mod tests {
             node4(&late)
                 .iter()
                 .any(|l| l.contains("web not whole") && l.contains("judged from 36000")),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn most_agents_silent_just_after_a_gateway_could_act_restarts_the_verdict_clock() {
+        // Found by chaos: the leader (node1) cut at 52 s, another gateway active at 67.6 s,
+        // then node3's agent dead and node4's cable out from 67.6 s to 69.5 s: three of five
+        // agents silent, the gateway acts on nothing by design until 72.5 s; node_down of
+        // node1 at 74 s.
+        let mut h = good();
+        h.spans = vec![
+            Span {
+                leader: true,
+                ..span(Fault::Cut(1), 52_200, 78_900)
+            },
+            span(Fault::AgentKill(3), 63_500, 80_000),
+            span(Fault::Cut(4), 67_600, 69_450),
+        ];
+        h.events = vec![
+            ev(-1_000, "gateway_active", 1),
+            ev(67_570, "gateway_active", 2),
+            ev(74_040, "node_down", 1),
+        ];
+        h.polls = vec![Poll {
+            leader: Some(2),
+            ..all_active(68_000, vec![1, 2, 3, 4, 5], vec![4])
+        }];
+        let (deaths, late) = h.deaths_handled(&SHIPPED);
+        let d = deaths.iter().find(|d| d.node == 1).expect("node1 judged");
+        assert_eq!(d.clock, 67_570);
+        assert_eq!(d.down, Some(74_040 - 72_450), "from the end of the silence");
+        assert!(late.iter().all(|l| !l.contains("no node_down")), "{late:?}");
+        // no verdict at all after the silence: still a violation
+        h.events.pop();
+        let (_, late) = h.deaths_handled(&SHIPPED);
+        assert!(
+            late.iter()
+                .any(|l| l.starts_with("node1") && l.contains("judged from 72450")),
             "{late:?}"
         );
     }
