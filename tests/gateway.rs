@@ -269,27 +269,39 @@ fn database_down_for_30s_loses_nothing() {
         .contains("leakmon_gateway_write_errors_total"));
 }
 
+/// A gateway writing to `db` with its spool in `<gw_dir>/spool` (`tweak` edits its config).
+fn spool_gateway(
+    broker: &Broker,
+    db: &Service,
+    gw_dir: tempfile::TempDir,
+    tweak: impl FnOnce(String) -> String,
+) -> Gateway {
+    let spool = gw_dir.path().join("spool");
+    let cfg = gateway_config(
+        broker,
+        &v1(db),
+        &format!("spool_dir = \"{}\"", spool.display()),
+    );
+    Gateway::start_in(gw_dir, &tweak(cfg))
+}
+
+/// Waits until `db` holds `n` of `node`'s samples; fails with the gateway's log.
+fn wait_for_points(db: &Service, node: &str, n: usize, within: Duration, gw: &Gateway) {
+    wait_for(within, || {
+        (influx_mem_times(db, node).len() >= n).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+}
+
 #[test]
 fn gateway_restarted_while_the_database_is_down_loses_nothing_spooled() {
     let mut db = Service::influxdb();
     let broker = Broker::start();
     let node = "e2e-gw-spool";
     let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
-    let gw_dir = tempfile::tempdir().expect("tempdir");
-    let spool = gw_dir.path().join("spool");
-    let mut gw = Gateway::start_in(
-        gw_dir,
-        &gateway_config(
-            &broker,
-            &v1(&db),
-            &format!("spool_dir = \"{}\"", spool.display()),
-        ),
-    );
+    let mut gw = spool_gateway(&broker, &db, tempfile::tempdir().expect("tempdir"), |c| c);
     let agent = Agent::start(&agent_config(&broker, node));
-    wait_for(S(30), || {
-        (influx_mem_times(&db, node).len() >= 2).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+    wait_for_points(&db, node, 2, S(30), &gw);
 
     db.kill();
     std::thread::sleep(S(6));
@@ -310,22 +322,11 @@ fn a_gateway_crash_during_a_database_outage_loses_nothing() {
     let broker = Broker::start();
     let node = "e2e-gw-crash";
     let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
-    let gw_dir = tempfile::tempdir().expect("tempdir");
-    let spool = gw_dir.path().join("spool");
-    let mut gw = Gateway::start_in(
-        gw_dir,
-        &gateway_config(
-            &broker,
-            &v1(&db),
-            &format!("spool_dir = \"{}\"", spool.display()),
-        )
-        .replace("flush_interval = \"500ms\"", "flush_interval = \"20s\""),
-    );
+    let mut gw = spool_gateway(&broker, &db, tempfile::tempdir().expect("tempdir"), |c| {
+        c.replace("flush_interval = \"500ms\"", "flush_interval = \"20s\"")
+    });
     let agent = Agent::start(&agent_config(&broker, node));
-    wait_for(S(40), || {
-        (influx_mem_times(&db, node).len() >= 2).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+    wait_for_points(&db, node, 2, S(40), &gw);
     db.kill();
     for _ in 0..3 {
         std::thread::sleep(S(3));
@@ -391,19 +392,9 @@ fn a_full_spool_disk_loses_nothing_and_desyncs_nothing() {
     let gw_dir = tempfile::tempdir().expect("tempdir");
     let spool = gw_dir.path().join("spool");
     let disk = Tmpfs::mount(&spool, "1m");
-    let mut gw = Gateway::start_in(
-        gw_dir,
-        &gateway_config(
-            &broker,
-            &v1(&db),
-            &format!("spool_dir = \"{}\"", spool.display()),
-        ),
-    );
+    let mut gw = spool_gateway(&broker, &db, gw_dir, |c| c);
     let agent = Agent::start(&agent_config(&broker, node));
-    wait_for(S(30), || {
-        (influx_mem_times(&db, node).len() >= 2).then_some(())
-    })
-    .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
+    wait_for_points(&db, node, 2, S(30), &gw);
 
     let filler = disk.fill_leaving(6 * 1024);
     db.kill();
