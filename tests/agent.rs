@@ -297,6 +297,167 @@ fn container_health_appears_and_die_event_arrives_within_a_second() {
     docker::remove(&name);
 }
 
+/// The engine's own stats of a container (`GET /containers/{id}/stats?stream=false`).
+fn engine_stats(name: &str) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "--unix-socket",
+            "/var/run/docker.sock",
+            &format!("http://localhost/containers/{name}/stats?stream=false"),
+        ])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "engine stats of {name} failed");
+    serde_json::from_slice(&out.stdout).expect("stats JSON")
+}
+
+/// The block device under the engine's data root, for a throttle rule: cgroup v1 counts a
+/// container's block I/O only on devices with a rule (kernel behaviour, seen here: with none,
+/// `docker stats` shows 0 B too).
+fn data_root_device() -> String {
+    let root = docker::run(&["info", "--format", "{{.DockerRootDir}}"]);
+    let out = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE", "--target", &root])
+        .output()
+        .expect("findmnt");
+    // a bind mount shows as `/dev/vda[/var/lib/docker]`
+    let source = String::from_utf8_lossy(&out.stdout);
+    let dev = source
+        .trim()
+        .split('[')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        dev.starts_with("/dev/"),
+        "the engine's data root {root} is not on a block device ({dev:?}): this test needs one \
+         to make block I/O the engine and the agent can count"
+    );
+    dev
+}
+
+/// Counters the agent read (cgroup files and the namespace's /proc/<pid>/net/dev, or the
+/// stats endpoint) against what the engine itself reports a moment later: the same figures.
+/// The workload writes with O_DIRECT, pings the bridge and spins under a CPU limit, then
+/// idles, so the counters stop moving before they are compared.
+#[test]
+fn container_network_block_io_and_cpu_throttling_match_the_engine() {
+    docker::ensure_test_image();
+    let dev = data_root_device();
+    let name = format!("e2e-counters-{}", std::process::id());
+    docker::remove(&name);
+    docker::run(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--cpus",
+        "0.1",
+        "--device-write-bps",
+        &format!("{dev}:100mb"),
+        docker::TEST_IMAGE,
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/blob bs=1M count=4 oflag=direct; \
+         ping -q -c 40 -i 0.05 -s 1000 $(ip route | awk '/default/ {print $3}'); \
+         timeout 2 sh -c 'while :; do :; done'; touch /done; exec sleep 600",
+    ]);
+    let done = wait_for(S(30), || {
+        Command::new("docker")
+            .args(["exec", &name, "test", "-e", "/done"])
+            .status()
+            .ok()
+            .filter(|s| s.success())
+    });
+    assert!(done.is_some(), "the workload did not finish");
+    let broker = Broker::start();
+    let sub = Subscriber::start(broker.port, "leakmon/#", false);
+    let via_cgroups = "e2e-counters";
+    let via_stats = "e2e-counters-stats";
+    let agents = [
+        Agent::start(&config(&broker.url(), via_cgroups, "")),
+        Agent::start(&config(
+            &broker.url(),
+            via_stats,
+            "[docker]\nread_cgroups = false\n",
+        )),
+    ];
+    for (node, agent) in [via_cgroups, via_stats].iter().zip(&agents) {
+        let c = wait_for(S(30), || {
+            sub.on("containers").into_iter().find_map(|m| {
+                let r: ContainersReport = decode(node, &m.payload).ok()?;
+                r.containers
+                    .into_iter()
+                    .find(|c| c.name == name && c.cpu_time.is_some())
+            })
+        })
+        .unwrap_or_else(|| panic!("{node}: no counters for {name}; log:\n{}", agent.log()));
+        let e = engine_stats(&name);
+        let (cpu, net, io) = (
+            c.cpu_time.expect("cpu"),
+            c.net
+                .unwrap_or_else(|| panic!("{node}: no network counters")),
+            c.blkio
+                .unwrap_or_else(|| panic!("{node}: no block I/O counters")),
+        );
+        // Counters only grow: the agent's reading is at most the engine's later one, and the
+        // workload is over, so it is close to it.
+        let close = |what: &str, ours: u64, engine: u64| {
+            assert!(
+                ours <= engine && ours as f64 >= engine as f64 * 0.9,
+                "{node}: {what} {ours}, engine {engine}"
+            );
+        };
+        let th = &e["cpu_stats"]["throttling_data"];
+        assert!(
+            cpu.throttled_periods > 0,
+            "{node}: never throttled: {cpu:?}"
+        );
+        close(
+            "throttled periods",
+            cpu.throttled_periods,
+            th["throttled_periods"].as_u64().unwrap_or(0),
+        );
+        close("periods", cpu.periods, th["periods"].as_u64().unwrap_or(0));
+        close(
+            "cpu time",
+            cpu.total_ns,
+            e["cpu_stats"]["cpu_usage"]["total_usage"]
+                .as_u64()
+                .unwrap_or(0),
+        );
+        assert!(cpu.user_ns + cpu.kernel_ns > 0, "{node}: {cpu:?}");
+        let sum = |key: &str| {
+            e["networks"]
+                .as_object()
+                .map(|n| n.values().map(|i| i[key].as_u64().unwrap_or(0)).sum())
+                .unwrap_or(0)
+        };
+        assert!(
+            net.tx_packets >= 40 && net.rx_packets >= 40,
+            "{node}: {net:?}"
+        );
+        close("rx bytes", net.rx_bytes, sum("rx_bytes"));
+        close("tx bytes", net.tx_bytes, sum("tx_bytes"));
+        close("tx packets", net.tx_packets, sum("tx_packets"));
+        let written: u64 = e["blkio_stats"]["io_service_bytes_recursive"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| {
+                x["op"]
+                    .as_str()
+                    .is_some_and(|o| o.eq_ignore_ascii_case("write"))
+            })
+            .map(|x| x["value"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(io.write_bytes >= 4 << 20, "{node}: {io:?}");
+        close("written bytes", io.write_bytes, written);
+    }
+    docker::remove(&name);
+}
+
 #[test]
 fn once_prints_one_host_and_one_containers_report_and_publishes_nothing() {
     // As `telegraf --test`: what the agent would send, on stdout, with no broker at all.

@@ -320,6 +320,24 @@ mod tests {
                 mem_usage: Some(1000),
                 mem_limit: Some(2000),
                 labels: [("com.docker.stack.namespace".to_owned(), "app".to_owned())].into(),
+                cpu_time: Some(ContainerCpu {
+                    total_ns: 1,
+                    user_ns: 2,
+                    kernel_ns: 3,
+                    periods: 4,
+                    throttled_periods: 5,
+                    throttled_ns: 6,
+                }),
+                net: Some(ContainerNet {
+                    rx_bytes: 7,
+                    tx_dropped: 8,
+                    ..ContainerNet::default()
+                }),
+                blkio: Some(ContainerBlkio {
+                    read_bytes: 9,
+                    writes: 10,
+                    ..ContainerBlkio::default()
+                }),
             }],
             cut: 0,
         };

@@ -166,6 +166,9 @@ mod tests {
             mem_usage: None,
             mem_limit: None,
             labels: Default::default(),
+            cpu_time: None,
+            net: None,
+            blkio: None,
         }
     }
 

@@ -358,6 +358,57 @@ pub struct Container {
     /// rest counted in the report's `cut`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// CPU time and CFS throttling since the container started; running containers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time: Option<ContainerCpu>,
+    /// Network counters summed over the container's interfaces (`lo` excepted); absent for a
+    /// container in the host's network namespace (its traffic is the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<ContainerNet>,
+    /// Block I/O summed over every device the container touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blkio: Option<ContainerBlkio>,
+}
+
+/// A container's CPU counters, from its cgroup (`cpu.stat`; v1 `cpuacct.*` and `cpu.stat`),
+/// as the engine's stats endpoint reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerCpu {
+    /// CPU time used, nanoseconds.
+    pub total_ns: u64,
+    /// Of which in user mode.
+    pub user_ns: u64,
+    /// Of which in kernel mode.
+    pub kernel_ns: u64,
+    /// CFS enforcement periods elapsed (0 without a CPU limit).
+    pub periods: u64,
+    /// Periods in which the container was throttled.
+    pub throttled_periods: u64,
+    /// Time throttled, nanoseconds.
+    pub throttled_ns: u64,
+}
+
+/// A container's network counters (its namespace's `/proc/<pid>/net/dev`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerNet {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// A container's block I/O (cgroup v2 `io.stat`, v1 `blkio.throttle.io_service*_recursive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerBlkio {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// Read operations.
+    pub reads: u64,
+    pub writes: u64,
 }
 
 /// Whether the agent could reach its Docker engine.

@@ -14,11 +14,17 @@
 
 use std::path::{Path, PathBuf};
 
+use leakmon_protocol::{ContainerBlkio, ContainerCpu, ContainerNet};
+
 /// Where one container's CPU and memory accounting lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupPaths {
-    /// cgroup v1: the `cpuacct` and `memory` hierarchies' paths.
-    V1 { cpuacct: String, memory: String },
+    /// cgroup v1: the `cpuacct`, `memory` and (if mounted) `blkio` hierarchies' paths.
+    V1 {
+        cpuacct: String,
+        memory: String,
+        blkio: Option<String>,
+    },
     /// cgroup v2: the unified hierarchy's path.
     V2 { path: String },
 }
@@ -26,7 +32,7 @@ pub enum CgroupPaths {
 /// Parses `/proc/<pid>/cgroup`. v1 controllers win when present (hybrid systems mount an
 /// empty unified hierarchy beside them).
 pub fn parse_proc_cgroup(text: &str) -> Option<CgroupPaths> {
-    let (mut cpuacct, mut memory, mut unified) = (None, None, None);
+    let (mut cpuacct, mut memory, mut blkio, mut unified) = (None, None, None, None);
     for line in text.lines() {
         let mut it = line.splitn(3, ':');
         let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
@@ -39,20 +45,115 @@ pub fn parse_proc_cgroup(text: &str) -> Option<CgroupPaths> {
             match c {
                 "cpuacct" => cpuacct = Some(path.to_owned()),
                 "memory" => memory = Some(path.to_owned()),
+                "blkio" => blkio = Some(path.to_owned()),
                 _ => {}
             }
         }
     }
     match (cpuacct, memory, unified) {
-        (Some(cpuacct), Some(memory), _) => Some(CgroupPaths::V1 { cpuacct, memory }),
+        (Some(cpuacct), Some(memory), _) => Some(CgroupPaths::V1 {
+            cpuacct,
+            memory,
+            blkio,
+        }),
         (_, _, Some(path)) => Some(CgroupPaths::V2 { path }),
         _ => None,
     }
 }
 
-/// `usage_usec` of a v2 `cpu.stat`, in nanoseconds.
-pub fn parse_cpu_stat_usec(text: &str) -> Option<u64> {
-    stat_value(text, "usage_usec").map(|us| us * 1000)
+/// A v2 `cpu.stat`: usage, user and system time, and CFS throttling (microseconds there).
+pub fn parse_cpu_stat_v2(text: &str) -> Option<ContainerCpu> {
+    let ns = |k| stat_value(text, k).map(|us| us.saturating_mul(1000));
+    Some(ContainerCpu {
+        total_ns: ns("usage_usec")?,
+        user_ns: ns("user_usec").unwrap_or(0),
+        kernel_ns: ns("system_usec").unwrap_or(0),
+        periods: stat_value(text, "nr_periods").unwrap_or(0),
+        throttled_periods: stat_value(text, "nr_throttled").unwrap_or(0),
+        throttled_ns: ns("throttled_usec").unwrap_or(0),
+    })
+}
+
+/// Clock ticks of v1 `cpuacct.stat` (USER_HZ, 100 on every Linux architecture leakmon runs
+/// on), in nanoseconds, as the engine converts them.
+const NS_PER_TICK: u64 = 10_000_000;
+
+/// cgroup v1: `cpuacct.usage` (ns), `cpuacct.stat` (ticks) and the `cpu` controller's
+/// `cpu.stat` (throttling, `throttled_time` in ns; absent without CFS bandwidth control).
+pub fn parse_cpu_v1(usage: &str, acct_stat: &str, cpu_stat: &str) -> Option<ContainerCpu> {
+    Some(ContainerCpu {
+        total_ns: usage.trim().parse().ok()?,
+        user_ns: stat_value(acct_stat, "user")
+            .unwrap_or(0)
+            .saturating_mul(NS_PER_TICK),
+        kernel_ns: stat_value(acct_stat, "system")
+            .unwrap_or(0)
+            .saturating_mul(NS_PER_TICK),
+        periods: stat_value(cpu_stat, "nr_periods").unwrap_or(0),
+        throttled_periods: stat_value(cpu_stat, "nr_throttled").unwrap_or(0),
+        throttled_ns: stat_value(cpu_stat, "throttled_time").unwrap_or(0),
+    })
+}
+
+/// A v2 `io.stat` (`MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. ...` per device), summed over
+/// devices.
+pub fn parse_io_stat(text: &str) -> ContainerBlkio {
+    let mut b = ContainerBlkio::default();
+    for kv in text
+        .lines()
+        .flat_map(|l| l.split_ascii_whitespace().skip(1))
+    {
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
+        let Ok(v) = v.parse::<u64>() else { continue };
+        let slot = match k {
+            "rbytes" => &mut b.read_bytes,
+            "wbytes" => &mut b.write_bytes,
+            "rios" => &mut b.reads,
+            "wios" => &mut b.writes,
+            _ => continue,
+        };
+        *slot = slot.saturating_add(v);
+    }
+    b
+}
+
+/// A v1 `blkio.*_recursive` file (`MAJ:MIN Read N` per device and operation, a last `Total N`
+/// line), its Read and Write lines summed over devices.
+pub fn parse_blkio_v1(text: &str) -> (u64, u64) {
+    let (mut read, mut write) = (0u64, 0u64);
+    for line in text.lines() {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(_dev), Some(op), Some(v)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let Ok(v) = v.parse::<u64>() else { continue };
+        match op {
+            "Read" => read = read.saturating_add(v),
+            "Write" => write = write.saturating_add(v),
+            _ => {}
+        }
+    }
+    (read, write)
+}
+
+/// A network namespace's `/proc/<pid>/net/dev`, summed over its interfaces but `lo` (the
+/// engine's stats count the container's interfaces it made, never loopback).
+pub fn net_totals(net_dev: &str) -> ContainerNet {
+    let ifs = super::host::parse_net_dev(net_dev, &["lo".to_owned()]);
+    let mut n = ContainerNet::default();
+    for i in ifs {
+        n.rx_bytes = n.rx_bytes.saturating_add(i.bytes_recv);
+        n.rx_packets = n.rx_packets.saturating_add(i.packets_recv);
+        n.rx_errors = n.rx_errors.saturating_add(i.err_in);
+        n.rx_dropped = n.rx_dropped.saturating_add(i.drop_in);
+        n.tx_bytes = n.tx_bytes.saturating_add(i.bytes_sent);
+        n.tx_packets = n.tx_packets.saturating_add(i.packets_sent);
+        n.tx_errors = n.tx_errors.saturating_add(i.err_out);
+        n.tx_dropped = n.tx_dropped.saturating_add(i.drop_out);
+    }
+    n
 }
 
 /// The value of `key` in a `key value` per line file (`memory.stat`, `cpu.stat`).
@@ -87,8 +188,10 @@ pub fn parse_limit(text: &str, host_total: u64) -> Option<u64> {
 /// One reading of a container's accounting.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
-    /// CPU time used since the container started, in nanoseconds.
-    pub cpu_ns: u64,
+    /// CPU time used since the container started, and throttling.
+    pub cpu: ContainerCpu,
+    /// Block I/O, when the controller's files could be read.
+    pub blkio: Option<ContainerBlkio>,
     /// Memory used without the reclaimable page cache.
     pub mem_usage: u64,
     pub mem_limit: u64,
@@ -136,15 +239,28 @@ impl CgroupReader {
         std::fs::read_to_string(p).ok()
     }
 
+    /// The network counters of the namespace the process `pid` lives in.
+    pub fn net(&self, pid: i64) -> Option<ContainerNet> {
+        let text = std::fs::read_to_string(self.proc_root.join(format!("{pid}/net/dev"))).ok()?;
+        Some(net_totals(&text))
+    }
+
     pub fn usage(&self, paths: &CgroupPaths) -> Option<Usage> {
         match paths {
-            CgroupPaths::V1 { cpuacct, memory } => {
-                let cpu_ns = ["cpuacct", "cpu,cpuacct"]
-                    .iter()
-                    .find_map(|h| self.read(&[h, cpuacct, "cpuacct.usage"]))?
-                    .trim()
-                    .parse()
-                    .ok()?;
+            CgroupPaths::V1 {
+                cpuacct,
+                memory,
+                blkio,
+            } => {
+                // `cpu` and `cpuacct` are mounted together on most systems, apart on some.
+                let in_cpu = |hs: &[&str], file: &str| {
+                    hs.iter().find_map(|h| self.read(&[h, cpuacct, file]))
+                };
+                let cpu = parse_cpu_v1(
+                    &in_cpu(&["cpuacct", "cpu,cpuacct"], "cpuacct.usage")?,
+                    &in_cpu(&["cpuacct", "cpu,cpuacct"], "cpuacct.stat").unwrap_or_default(),
+                    &in_cpu(&["cpu", "cpu,cpuacct"], "cpu.stat").unwrap_or_default(),
+                )?;
                 let usage: u64 = self
                     .read(&["memory", memory, "memory.usage_in_bytes"])?
                     .trim()
@@ -157,22 +273,45 @@ impl CgroupReader {
                 let limit = self
                     .read(&["memory", memory, "memory.limit_in_bytes"])
                     .and_then(|t| parse_limit(&t, self.host_mem_total))?;
+                // The engine reads the throttle files (the CFQ ones are empty on blk-mq).
+                let blkio = blkio.as_ref().and_then(|b| {
+                    let (read_bytes, write_bytes) = parse_blkio_v1(&self.read(&[
+                        "blkio",
+                        b,
+                        "blkio.throttle.io_service_bytes_recursive",
+                    ])?);
+                    let (reads, writes) = parse_blkio_v1(&self.read(&[
+                        "blkio",
+                        b,
+                        "blkio.throttle.io_serviced_recursive",
+                    ])?);
+                    Some(ContainerBlkio {
+                        read_bytes,
+                        write_bytes,
+                        reads,
+                        writes,
+                    })
+                });
                 Some(Usage {
-                    cpu_ns,
+                    cpu,
+                    blkio,
                     mem_usage: usage.saturating_sub(cache),
                     mem_limit: limit,
                 })
             }
             CgroupPaths::V2 { path } => {
-                let cpu_ns = parse_cpu_stat_usec(&self.read(&[path, "cpu.stat"])?)?;
+                let cpu = parse_cpu_stat_v2(&self.read(&[path, "cpu.stat"])?)?;
                 let usage: u64 = self.read(&[path, "memory.current"])?.trim().parse().ok()?;
                 let stat = self.read(&[path, "memory.stat"]).unwrap_or_default();
                 let cache = stat_value(&stat, "inactive_file").unwrap_or(0);
                 let limit = self
                     .read(&[path, "memory.max"])
                     .and_then(|t| parse_limit(&t, self.host_mem_total))?;
+                // Absent when the io controller is not enabled for the subtree.
+                let blkio = self.read(&[path, "io.stat"]).map(|t| parse_io_stat(&t));
                 Some(Usage {
-                    cpu_ns,
+                    cpu,
+                    blkio,
                     mem_usage: usage.saturating_sub(cache),
                     mem_limit: limit,
                 })
@@ -193,7 +332,8 @@ mod tests {
             parse_proc_cgroup(t),
             Some(CgroupPaths::V1 {
                 cpuacct: "/docker/abc".into(),
-                memory: "/docker/abc".into()
+                memory: "/docker/abc".into(),
+                blkio: None,
             })
         );
     }
@@ -211,8 +351,25 @@ mod tests {
 
     #[test]
     fn stat_files_and_limits() {
-        let cpu = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n";
-        assert_eq!(parse_cpu_stat_usec(cpu), Some(1_500_000));
+        let cpu = "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 40\n\
+                   nr_throttled 3\nthrottled_usec 7\nnr_bursts 0\nburst_usec 0\n";
+        assert_eq!(
+            parse_cpu_stat_v2(cpu),
+            Some(ContainerCpu {
+                total_ns: 1_500_000,
+                user_ns: 1_000_000,
+                kernel_ns: 500_000,
+                periods: 40,
+                throttled_periods: 3,
+                throttled_ns: 7000,
+            })
+        );
+        assert_eq!(
+            parse_cpu_stat_v2("usage_usec 9\n").map(|c| (c.total_ns, c.periods)),
+            Some((9000, 0)),
+            "no cpu controller enabled: no throttling lines"
+        );
+        assert_eq!(parse_cpu_stat_v2("junk"), None);
         let mem = "anon 100\nfile 200\ninactive_file 50\n";
         assert_eq!(stat_value(mem, "inactive_file"), Some(50));
         assert_eq!(stat_value(mem, "inactive"), None);
@@ -258,14 +415,129 @@ mod tests {
         std::fs::write(cg.join("memory.max"), "max\n").unwrap();
         let r = CgroupReader::new(&sys, &proc_);
         let p = r.paths(42).unwrap();
+        let want = Usage {
+            cpu: ContainerCpu {
+                total_ns: 2_000_000,
+                ..ContainerCpu::default()
+            },
+            blkio: None,
+            mem_usage: 900,
+            mem_limit: 2048 * 1024,
+        };
+        assert_eq!(r.usage(&p), Some(want), "no io controller: no blkio");
+        std::fs::write(
+            cg.join("io.stat"),
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
+             253:0 rbytes=1 wbytes=1 rios=1 wios=1 dbytes=0 dios=0\n",
+        )
+        .unwrap();
         assert_eq!(
-            r.usage(&p),
-            Some(Usage {
-                cpu_ns: 2_000_000,
-                mem_usage: 900,
-                mem_limit: 2048 * 1024
+            r.usage(&p).and_then(|u| u.blkio),
+            Some(ContainerBlkio {
+                read_bytes: 4097,
+                write_bytes: 8193,
+                reads: 2,
+                writes: 3
             })
         );
         assert!(r.paths(43).is_none());
+        assert!(r.net(42).is_none(), "no net/dev: no network figures");
+        std::fs::create_dir_all(proc_.join("42/net")).unwrap();
+        std::fs::write(proc_.join("42/net/dev"), NET_DEV).unwrap();
+        assert_eq!(
+            r.net(42).map(|n| (n.rx_bytes, n.tx_packets)),
+            Some((300, 7))
+        );
+    }
+
+    const NET_DEV: &str = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    9999      99    0    0    0     0          0         0     9999      99    0    0    0     0       0          0
+  eth0:     100       2    1    0    0     0          0         0      400       4    0    1    0     0       0          0
+  eth1:     200       3    0    2    0     0          0         0      500       3    3    0    0     0       0          0
+";
+
+    #[test]
+    fn network_totals_leave_loopback_out() {
+        assert_eq!(
+            net_totals(NET_DEV),
+            ContainerNet {
+                rx_bytes: 300,
+                rx_packets: 5,
+                rx_errors: 1,
+                rx_dropped: 2,
+                tx_bytes: 900,
+                tx_packets: 7,
+                tx_errors: 3,
+                tx_dropped: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn reads_a_fake_v1_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let proc_ = dir.path().join("proc");
+        let cg = sys.join("fs/cgroup");
+        for d in [
+            "cpu,cpuacct/docker/abc",
+            "memory/docker/abc",
+            "blkio/docker/abc",
+        ] {
+            std::fs::create_dir_all(cg.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(proc_.join("7")).unwrap();
+        std::fs::write(
+            proc_.join("7/cgroup"),
+            "9:blkio:/docker/abc\n4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
+        )
+        .unwrap();
+        let w = |f: &str, t: &str| std::fs::write(cg.join(f), t).unwrap();
+        w("cpu,cpuacct/docker/abc/cpuacct.usage", "5000000000\n");
+        w(
+            "cpu,cpuacct/docker/abc/cpuacct.stat",
+            "user 300\nsystem 100\n",
+        );
+        w(
+            "cpu,cpuacct/docker/abc/cpu.stat",
+            "nr_periods 10\nnr_throttled 4\nthrottled_time 123456\n",
+        );
+        w("memory/docker/abc/memory.usage_in_bytes", "1000\n");
+        w("memory/docker/abc/memory.stat", "total_inactive_file 10\n");
+        w("memory/docker/abc/memory.limit_in_bytes", "500000\n");
+        w(
+            "blkio/docker/abc/blkio.throttle.io_service_bytes_recursive",
+            "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 4608\n8:0 Async 0\n8:0 Discard 0\n\
+             8:0 Total 4608\n8:16 Read 1\n8:16 Write 0\nTotal 4609\n",
+        );
+        w(
+            "blkio/docker/abc/blkio.throttle.io_serviced_recursive",
+            "8:0 Read 3\n8:0 Write 1\n8:0 Total 4\nTotal 4\n",
+        );
+        let r = CgroupReader::new(&sys, &proc_);
+        let p = r.paths(7).unwrap();
+        assert_eq!(
+            r.usage(&p),
+            Some(Usage {
+                cpu: ContainerCpu {
+                    total_ns: 5_000_000_000,
+                    user_ns: 3_000_000_000,
+                    kernel_ns: 1_000_000_000,
+                    periods: 10,
+                    throttled_periods: 4,
+                    throttled_ns: 123456,
+                },
+                blkio: Some(ContainerBlkio {
+                    read_bytes: 4097,
+                    write_bytes: 512,
+                    reads: 3,
+                    writes: 1
+                }),
+                mem_usage: 990,
+                mem_limit: 500000,
+            })
+        );
     }
 }

@@ -21,7 +21,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use std::time::Instant;
 
 use super::cgroup::{self, CgroupPaths, CgroupReader};
-use leakmon_protocol::{Container, Health};
+use leakmon_protocol::{Container, ContainerBlkio, ContainerCpu, ContainerNet, Health};
 
 use crate::config::DockerConfig;
 
@@ -65,6 +65,8 @@ pub struct Inspected {
     pub started_at: Option<i64>,
     /// Main process id while running, else 0.
     pub pid: i64,
+    /// In the host's network namespace (`--network host`): its traffic is the host's.
+    pub host_network: bool,
 }
 
 pub fn from_inspect(r: &ContainerInspectResponse) -> Inspected {
@@ -92,6 +94,11 @@ pub fn from_inspect(r: &ContainerInspectResponse) -> Inspected {
             .and_then(|s| s.started_at.as_deref())
             .and_then(parse_docker_time),
         pid: st.and_then(|s| s.pid).unwrap_or(0),
+        host_network: r
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("host"),
     }
 }
 
@@ -162,13 +169,90 @@ pub fn memory(s: &ContainerStatsResponse) -> (Option<u64>, Option<u64>) {
     (m.usage.map(|u| u.saturating_sub(cache)), m.limit)
 }
 
-/// Builds one report entry from the list summary, the inspection and the stats figures.
-pub fn to_report(
-    s: &ContainerSummary,
-    i: Option<&Inspected>,
-    cpu_percent: Option<f64>,
-    mem: (Option<u64>, Option<u64>),
-) -> Container {
+/// CPU time and throttling from a stats reply.
+pub fn cpu_time(s: &ContainerStatsResponse) -> Option<ContainerCpu> {
+    let c = s.cpu_stats.as_ref()?;
+    let u = c.cpu_usage.as_ref()?;
+    let t = c.throttling_data.as_ref();
+    Some(ContainerCpu {
+        total_ns: u.total_usage?,
+        user_ns: u.usage_in_usermode.unwrap_or(0),
+        kernel_ns: u.usage_in_kernelmode.unwrap_or(0),
+        periods: t.and_then(|t| t.periods).unwrap_or(0),
+        throttled_periods: t.and_then(|t| t.throttled_periods).unwrap_or(0),
+        throttled_ns: t.and_then(|t| t.throttled_time).unwrap_or(0),
+    })
+}
+
+/// Network counters of a stats reply, summed over its interfaces; none for a container in
+/// the host's namespace (the engine lists no interface for it).
+pub fn net(s: &ContainerStatsResponse) -> Option<ContainerNet> {
+    let nets = s.networks.as_ref().filter(|n| !n.is_empty())?;
+    let mut n = ContainerNet::default();
+    for i in nets.values() {
+        let add = |a: &mut u64, v: Option<u64>| *a = a.saturating_add(v.unwrap_or(0));
+        add(&mut n.rx_bytes, i.rx_bytes);
+        add(&mut n.rx_packets, i.rx_packets);
+        add(&mut n.rx_errors, i.rx_errors);
+        add(&mut n.rx_dropped, i.rx_dropped);
+        add(&mut n.tx_bytes, i.tx_bytes);
+        add(&mut n.tx_packets, i.tx_packets);
+        add(&mut n.tx_errors, i.tx_errors);
+        add(&mut n.tx_dropped, i.tx_dropped);
+    }
+    Some(n)
+}
+
+/// Block I/O of a stats reply: its `Read`/`Write` (v1) or `read`/`write` (v2) entries summed
+/// over devices.
+pub fn blkio(s: &ContainerStatsResponse) -> Option<ContainerBlkio> {
+    let b = s.blkio_stats.as_ref()?;
+    let sum = |entries: &Option<Vec<bollard::models::ContainerBlkioStatEntry>>, op: &str| {
+        entries
+            .iter()
+            .flatten()
+            .filter(|e| e.op.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(op)))
+            .fold(0u64, |a, e| a.saturating_add(e.value.unwrap_or(0)))
+    };
+    if b.io_service_bytes_recursive.is_none() && b.io_serviced_recursive.is_none() {
+        return None;
+    }
+    Some(ContainerBlkio {
+        read_bytes: sum(&b.io_service_bytes_recursive, "read"),
+        write_bytes: sum(&b.io_service_bytes_recursive, "write"),
+        reads: sum(&b.io_serviced_recursive, "read"),
+        writes: sum(&b.io_serviced_recursive, "write"),
+    })
+}
+
+/// What one sample measured of a running container; all empty for the others.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub cpu_percent: Option<f64>,
+    pub mem_usage: Option<u64>,
+    pub mem_limit: Option<u64>,
+    pub cpu_time: Option<ContainerCpu>,
+    pub net: Option<ContainerNet>,
+    pub blkio: Option<ContainerBlkio>,
+}
+
+impl Figures {
+    /// The figures of a stats reply, with the CPU percent worked out by the caller.
+    pub fn from_stats(s: &ContainerStatsResponse, cpu_percent: Option<f64>) -> Self {
+        let (mem_usage, mem_limit) = memory(s);
+        Figures {
+            cpu_percent,
+            mem_usage,
+            mem_limit,
+            cpu_time: cpu_time(s),
+            net: net(s),
+            blkio: blkio(s),
+        }
+    }
+}
+
+/// Builds one report entry from the list summary, the inspection and the figures.
+pub fn to_report(s: &ContainerSummary, i: Option<&Inspected>, f: Figures) -> Container {
     let label = |k: &str| s.labels.as_ref().and_then(|l| l.get(k)).cloned();
     let name = s
         .names
@@ -195,9 +279,12 @@ pub fn to_report(
         swarm_service: label(LABEL_SERVICE),
         swarm_task: label(LABEL_TASK),
         swarm_node_id: label(LABEL_NODE),
-        cpu_percent,
-        mem_usage: mem.0,
-        mem_limit: mem.1,
+        cpu_percent: f.cpu_percent,
+        mem_usage: f.mem_usage,
+        mem_limit: f.mem_limit,
+        cpu_time: f.cpu_time,
+        net: f.net,
+        blkio: f.blkio,
         labels: s
             .labels
             .iter()
@@ -230,9 +317,6 @@ impl Engine {
         Ok(d)
     }
 }
-
-/// CPU percent, and memory (usage, limit), of one container.
-type CpuMem = (Option<f64>, (Option<u64>, Option<u64>));
 
 /// Samples the containers of one engine, keeping what it needs between samples.
 pub struct ContainerCollector {
@@ -269,10 +353,11 @@ impl ContainerCollector {
         }
     }
 
-    /// CPU percent and memory of a running container from its cgroup, if readable.
-    fn read_cgroup(&mut self, id: &str, now: Instant) -> Option<CpuMem> {
+    /// The figures of a running container from its cgroup and namespace, if readable.
+    fn read_cgroup(&mut self, id: &str, now: Instant) -> Option<Figures> {
         let reader = self.cgroups.as_ref()?;
-        let pid = self.inspected.get(id).map(|i| i.pid).filter(|p| *p > 0)?;
+        let inspected = self.inspected.get(id).filter(|i| i.pid > 0)?;
+        let (pid, host_network) = (inspected.pid, inspected.host_network);
         let paths = match self.cgroup_paths.get(id) {
             Some((p, paths)) if *p == pid => paths.clone(),
             _ => {
@@ -283,11 +368,19 @@ impl ContainerCollector {
             }
         }?;
         let u = reader.usage(&paths)?;
+        let total = u.cpu.total_ns;
         let pct = self.prev_cgroup.get(id).and_then(|(prev, at)| {
-            cgroup::cpu_percent(*prev, u.cpu_ns, now.duration_since(*at).as_nanos() as u64)
+            cgroup::cpu_percent(*prev, total, now.duration_since(*at).as_nanos() as u64)
         });
-        self.prev_cgroup.insert(id.to_owned(), (u.cpu_ns, now));
-        Some((pct, (Some(u.mem_usage), Some(u.mem_limit))))
+        self.prev_cgroup.insert(id.to_owned(), (total, now));
+        Some(Figures {
+            cpu_percent: pct,
+            mem_usage: Some(u.mem_usage),
+            mem_limit: Some(u.mem_limit),
+            cpu_time: Some(u.cpu),
+            net: if host_network { None } else { reader.net(pid) },
+            blkio: u.blkio,
+        })
     }
 
     pub fn engine(&mut self) -> &mut Engine {
@@ -380,7 +473,7 @@ impl ContainerCollector {
         let mut out = Vec::with_capacity(list.len());
         for c in &list {
             let Some(id) = c.id.as_deref() else { continue };
-            let (cpu, mem) = match (from_cgroups.remove(id), stats.get(id)) {
+            let figures = match (from_cgroups.remove(id), stats.get(id)) {
                 (Some(v), _) => v,
                 (None, Some(s)) => {
                     let cur = cpu_counters(s);
@@ -396,15 +489,15 @@ impl ContainerCollector {
                             self.prev_cpu.remove(id);
                         }
                     }
-                    (pct, memory(s))
+                    Figures::from_stats(s, pct)
                 }
                 (None, None) => {
                     self.prev_cpu.remove(id);
                     self.prev_cgroup.remove(id);
-                    (None, (None, None))
+                    Figures::default()
                 }
             };
-            out.push(to_report(c, self.inspected.get(id), cpu, mem));
+            out.push(to_report(c, self.inspected.get(id), figures));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -446,9 +539,59 @@ mod tests {
     }
 
     #[test]
+    fn io_network_and_throttling_from_a_stats_reply() {
+        // Shaped as a cgroup v2 engine answers (lower-case ops, no Total entries).
+        let s: ContainerStatsResponse = serde_json::from_value(serde_json::json!({
+            "cpu_stats": {"cpu_usage": {"total_usage": 900, "usage_in_usermode": 600,
+                                        "usage_in_kernelmode": 300},
+                          "throttling_data": {"periods": 50, "throttled_periods": 5,
+                                              "throttled_time": 7000}},
+            "networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 20, "rx_packets": 1},
+                         "eth1": {"rx_bytes": 5, "tx_bytes": 1, "tx_dropped": 2}},
+            "blkio_stats": {"io_service_bytes_recursive": [
+                {"major": 8, "minor": 0, "op": "read", "value": 4096},
+                {"major": 8, "minor": 0, "op": "write", "value": 8192},
+                {"major": 8, "minor": 16, "op": "Read", "value": 1},
+                {"major": 8, "minor": 16, "op": "Total", "value": 1}],
+                "io_serviced_recursive": [{"major": 8, "minor": 0, "op": "write", "value": 2}]}
+        }))
+        .unwrap();
+        let f = Figures::from_stats(&s, Some(1.0));
+        assert_eq!(
+            f.cpu_time,
+            Some(ContainerCpu {
+                total_ns: 900,
+                user_ns: 600,
+                kernel_ns: 300,
+                periods: 50,
+                throttled_periods: 5,
+                throttled_ns: 7000
+            })
+        );
+        let n = f.net.unwrap();
+        assert_eq!(
+            (n.rx_bytes, n.tx_bytes, n.rx_packets, n.tx_dropped),
+            (15, 21, 1, 2)
+        );
+        assert_eq!(
+            f.blkio,
+            Some(ContainerBlkio {
+                read_bytes: 4097,
+                write_bytes: 8192,
+                reads: 0,
+                writes: 2
+            })
+        );
+        let host: ContainerStatsResponse =
+            serde_json::from_value(serde_json::json!({"cpu_stats": {}})).unwrap();
+        let f = Figures::from_stats(&host, None);
+        assert_eq!((f.net, f.blkio, f.cpu_time), (None, None, None));
+    }
+
+    #[test]
     fn inspection_fields() {
         let r: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
-            "Id": "abc", "RestartCount": 3,
+            "Id": "abc", "RestartCount": 3, "HostConfig": {"NetworkMode": "host"},
             "State": {"Status": "running", "Running": true, "OOMKilled": true, "ExitCode": 0,
                       "StartedAt": "2026-11-26T18:53:35.909737130Z",
                       "FinishedAt": "0001-01-01T00:00:00Z",
@@ -462,6 +605,7 @@ mod tests {
         assert_eq!(i.restart_count, 3);
         assert!(i.oom_killed);
         assert_eq!(i.started_at, Some(1_795_719_215_909));
+        assert!(i.host_network);
         assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
     }
 
@@ -474,7 +618,7 @@ mod tests {
                        "com.docker.swarm.node.id": "n1"}
         }))
         .unwrap();
-        let c = to_report(&s, None, None, (None, None));
+        let c = to_report(&s, None, Figures::default());
         assert_eq!(c.name, "web.1.xyz");
         assert_eq!(c.state, "exited");
         assert_eq!(c.health, Health::None);

@@ -385,6 +385,10 @@ pub fn split_image(image: &str) -> (String, String) {
     (name, version.to_owned())
 }
 
+/// Tag keys a container label may not take on any `docker_container_*` point: the tags one
+/// of those measurements sets itself (a label `cpu` would clash with `cpu=cpu-total`).
+const MEASUREMENT_TAGS: [&str; 3] = ["cpu", "network", "device"];
+
 /// Tag keys a container label may not take (leakmon's own).
 const OWN_TAGS: [&str; 8] = [
     "host",
@@ -407,7 +411,7 @@ fn container_point(n: &NodeTags, measurement: &'static str, ts: i64, c: &Contain
         .tag("container_status", c.state.as_str());
     // every label a tag under its own key, as Telegraf's docker input does by default
     for (k, v) in &c.labels {
-        if !OWN_TAGS.contains(&k.as_str()) && k != "cpu" {
+        if !OWN_TAGS.contains(&k.as_str()) && !MEASUREMENT_TAGS.contains(&k.as_str()) {
             p = p.tag(k.clone(), v.as_str());
         }
     }
@@ -442,11 +446,53 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
                 .count() as i64,
         )];
     for c in &r.containers {
-        if let Some(cpu) = c.cpu_percent {
+        if c.cpu_percent.is_some() || c.cpu_time.is_some() {
+            let mut p = container_point(n, "docker_container_cpu", ts, c).tag("cpu", "cpu-total");
+            if let Some(pct) = c.cpu_percent {
+                p = p.float("usage_percent", pct);
+            }
+            if let Some(t) = &c.cpu_time {
+                p = p
+                    .uint("usage_total", t.total_ns)
+                    .uint("usage_in_usermode", t.user_ns)
+                    .uint("usage_in_kernelmode", t.kernel_ns)
+                    .uint("throttling_periods", t.periods)
+                    .uint("throttling_throttled_periods", t.throttled_periods)
+                    .uint("throttling_throttled_time", t.throttled_ns);
+            }
+            out.push(p);
+        }
+        // Telegraf's default (`total_include`): one `total` point each, no per-device ones.
+        if let Some(net) = &c.net {
             out.push(
-                container_point(n, "docker_container_cpu", ts, c)
-                    .tag("cpu", "cpu-total")
-                    .float("usage_percent", cpu),
+                container_point(n, "docker_container_net", ts, c)
+                    .tag("network", "total")
+                    .uint("rx_bytes", net.rx_bytes)
+                    .uint("rx_packets", net.rx_packets)
+                    .uint("rx_errors", net.rx_errors)
+                    .uint("rx_dropped", net.rx_dropped)
+                    .uint("tx_bytes", net.tx_bytes)
+                    .uint("tx_packets", net.tx_packets)
+                    .uint("tx_errors", net.tx_errors)
+                    .uint("tx_dropped", net.tx_dropped),
+            );
+        }
+        if let Some(io) = &c.blkio {
+            out.push(
+                container_point(n, "docker_container_blkio", ts, c)
+                    .tag("device", "total")
+                    .uint("io_service_bytes_recursive_read", io.read_bytes)
+                    .uint("io_service_bytes_recursive_write", io.write_bytes)
+                    .uint(
+                        "io_service_bytes_recursive_total",
+                        io.read_bytes.saturating_add(io.write_bytes),
+                    )
+                    .uint("io_serviced_recursive_read", io.reads)
+                    .uint("io_serviced_recursive_write", io.writes)
+                    .uint(
+                        "io_serviced_recursive_total",
+                        io.reads.saturating_add(io.writes),
+                    ),
             );
         }
         if let Some(usage) = c.mem_usage {
@@ -897,6 +943,9 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             mem_usage: None,
             mem_limit: None,
             labels: Default::default(),
+            cpu_time: None,
+            net: None,
+            blkio: None,
         }
     }
 
@@ -964,11 +1013,37 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
                         // leakmon's own tag names stay leakmon's
                         ("host", "elsewhere"),
                         ("cpu", "cpu9"),
+                        ("network", "lan"),
+                        ("device", "sensor"),
                     ]
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),
                     image: "registry.lan:5000/plant/postgres:16@sha256:ab12".into(),
+                    cpu_time: Some(leakmon_protocol::ContainerCpu {
+                        total_ns: 9_000_000_000,
+                        user_ns: 6_000_000_000,
+                        kernel_ns: 3_000_000_000,
+                        periods: 500,
+                        throttled_periods: 12,
+                        throttled_ns: 340_000_000,
+                    }),
+                    net: Some(leakmon_protocol::ContainerNet {
+                        rx_bytes: 1000,
+                        rx_packets: 10,
+                        rx_errors: 1,
+                        rx_dropped: 2,
+                        tx_bytes: 2000,
+                        tx_packets: 20,
+                        tx_errors: 3,
+                        tx_dropped: 4,
+                    }),
+                    blkio: Some(leakmon_protocol::ContainerBlkio {
+                        read_bytes: 4096,
+                        write_bytes: 8192,
+                        reads: 1,
+                        writes: 2,
+                    }),
                     ..container("db.1.kq3z", "running")
                 },
                 Container {
@@ -1007,7 +1082,9 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
     }
 
     const CONTAINER_LINES: &str = r#"docker,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq engine_ok=true,n_containers=4i,n_containers_running=1i,n_containers_paused=1i,n_containers_stopped=2i,n_containers_unhealthy=1i 1795719775612
-docker_container_cpu,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,cpu=cpu-total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage_percent=3.25 1795719775612
+docker_container_cpu,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,cpu=cpu-total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage_percent=3.25,usage_total=9000000000i,usage_in_usermode=6000000000i,usage_in_kernelmode=3000000000i,throttling_periods=500i,throttling_throttled_periods=12i,throttling_throttled_time=340000000i 1795719775612
+docker_container_net,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,network=total,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",rx_bytes=1000i,rx_packets=10i,rx_errors=1i,rx_dropped=2i,tx_bytes=2000i,tx_packets=20i,tx_errors=3i,tx_dropped=4i 1795719775612
+docker_container_blkio,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,device=total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",io_service_bytes_recursive_read=4096i,io_service_bytes_recursive_write=8192i,io_service_bytes_recursive_total=12288i,io_serviced_recursive_read=1i,io_serviced_recursive_write=2i,io_serviced_recursive_total=3i 1795719775612
 docker_container_mem,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage=73400320i,limit=268435456i,usage_percent=27.34375 1795719775612
 docker_container_status,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",oomkilled=false,restart_count=2i,exitcode=0i,started_at=1795719715612000000i,uptime_ns=60000000000i 1795719775612
 docker_container_health,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",health_status="healthy",failing_streak=1i 1795719775612
