@@ -22,23 +22,27 @@ const NOT_WRITTEN: &[(&str, Option<&str>, &str)] = &[
     ("internal_agent", None, "Telegraf's metrics about itself"),
     ("internal_gather", None, "Telegraf's metrics about itself"),
     ("internal_write", None, "Telegraf's metrics about itself"),
-    ("processes", None, "not collected (Telegraf's processes input)"),
-    ("kernel", None, "not collected (Telegraf's kernel input)"),
     ("netstat", None, "not collected (Telegraf's netstat input)"),
     ("nstat", None, "not collected (Telegraf's nstat input)"),
-    ("conntrack", None, "not collected (Telegraf's conntrack input)"),
-    ("interrupts", None, "not collected (Telegraf's interrupts input)"),
-    ("linux_sysctl_fs", None, "not collected (Telegraf's linux_sysctl_fs input)"),
-    ("net", Some("tcp_"), "protocol counters (Telegraf's net `interface=all`) not collected"),
-    ("net", Some("udp_"), "protocol counters (Telegraf's net `interface=all`) not collected"),
-    ("docker", Some("n_images"), "engine figures of /info not collected"),
-    ("docker", Some("n_cpus"), "engine figures of /info not collected"),
-    ("docker", Some("memory_total"), "engine figures of /info not collected"),
-    ("docker", Some("n_goroutines"), "engine figures of /info not collected"),
     (
-        "docker",
-        Some("n_used_file_descriptors"),
-        "engine figures of /info not collected",
+        "conntrack",
+        None,
+        "not collected (Telegraf's conntrack input)",
+    ),
+    (
+        "interrupts",
+        None,
+        "not collected (Telegraf's interrupts input)",
+    ),
+    (
+        "net",
+        Some("tcp_"),
+        "protocol counters (Telegraf's net `interface=all`) not collected",
+    ),
+    (
+        "net",
+        Some("udp_"),
+        "protocol counters (Telegraf's net `interface=all`) not collected",
     ),
 ];
 
@@ -54,7 +58,10 @@ struct Dashboard {
 fn parse(text: &str) -> Vec<Dashboard> {
     let mut out: Vec<Dashboard> = Vec::new();
     let mut panel = String::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (kind, rest) = line.split_once(' ').expect("`kind rest` lines");
         if kind == "dashboard" {
             out.push(Dashboard {
@@ -147,9 +154,17 @@ fn has_data(answer: &serde_json::Value) -> Result<bool, String> {
 /// VALUES` answers `key, value`; a `SELECT "host" FROM (...)` answers `time, host`).
 fn values(answer: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
-    for s in answer["results"][0]["series"].as_array().into_iter().flatten() {
+    for s in answer["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         for row in s["values"].as_array().into_iter().flatten() {
-            if let Some(t) = row.as_array().and_then(|r| r.last()).and_then(|v| v.as_str()) {
+            if let Some(t) = row
+                .as_array()
+                .and_then(|r| r.last())
+                .and_then(|v| v.as_str())
+            {
                 out.push(t.to_owned());
             }
         }

@@ -95,7 +95,11 @@ async fn once(c: Checked) -> anyhow::Result<()> {
     if let Some(c) = containers.as_mut() {
         let ts = publish::now_ms();
         let result = c.sample().await;
-        reports.push(publish::Report::Containers { ts, result });
+        reports.push(publish::Report::Containers {
+            ts,
+            result,
+            engine_info: c.engine_info(),
+        });
     }
     let mut enc =
         publish::Encoder::new(topics, node, 0).with_max_payload(cfg.mqtt.max_packet_size.0);

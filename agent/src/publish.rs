@@ -42,6 +42,8 @@ pub enum Report {
     Containers {
         ts: i64,
         result: Result<Vec<leakmon_protocol::Container>, String>,
+        /// The engine's `/info` figures of the sample.
+        engine_info: Option<leakmon_protocol::EngineInfo>,
     },
     Event(EngineEvent),
 }
@@ -148,7 +150,11 @@ impl Encoder {
                 });
                 (Channel::Host, payload)
             }
-            Report::Containers { ts, result } => {
+            Report::Containers {
+                ts,
+                result,
+                engine_info,
+            } => {
                 let (engine, error, containers) = match result {
                     Ok(c) => (EngineState::Ok, None, c),
                     Err(e) => (EngineState::Unavailable, Some(e), Vec::new()),
@@ -158,6 +164,7 @@ impl Encoder {
                     engine,
                     error,
                     containers,
+                    engine_info,
                     cut: 0,
                 };
                 msg.bound();
@@ -573,6 +580,9 @@ mod tests {
             temps: vec![],
             cores: vec![],
             diskio: vec![],
+            kernel: None,
+            processes: None,
+            files: None,
             buffer: BufferStats::default(),
             cut: 0,
         }
@@ -597,6 +607,7 @@ mod tests {
                 Report::Containers {
                     ts: 11,
                     result: Err("engine down".into()),
+                    engine_info: None,
                 },
                 stats,
             )
@@ -636,6 +647,7 @@ mod tests {
                     Report::Containers {
                         ts: 1,
                         result: Ok(list),
+                        engine_info: None,
                     },
                     leakmon_protocol::BufferStats::default(),
                 )

@@ -228,6 +228,9 @@ mod tests {
                 read_bytes: 6144,
                 ..Default::default()
             }],
+            kernel: None,
+            processes: None,
+            files: None,
             buffer: BufferStats {
                 dropped_total: 7,
                 ..Default::default()
@@ -339,6 +342,7 @@ mod tests {
                     ..ContainerBlkio::default()
                 }),
             }],
+            engine_info: None,
             cut: 0,
         };
         assert_eq!(

@@ -190,6 +190,7 @@ mod tests {
             engine: EngineState::Ok,
             error: None,
             containers,
+            engine_info: None,
             cut: 0,
         };
         assert_eq!(r.bound(), 1502);

@@ -157,6 +157,55 @@ pub struct DiskIo {
     pub weighted_io_time: u64,
 }
 
+/// Counters since boot from /proc/stat, and the entropy pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Kernel {
+    /// Boot time, seconds since the epoch (`btime`).
+    pub boot_time: u64,
+    /// `ctxt`.
+    pub context_switches: u64,
+    /// Interrupts serviced (`intr`, its total).
+    pub interrupts: u64,
+    /// Processes and threads created (`processes`).
+    pub processes_forked: u64,
+    /// Bits in the entropy pool (/proc/sys/kernel/random/entropy_avail).
+    pub entropy_avail: u64,
+}
+
+/// Processes by state, counted over /proc/<pid>/stat as Telegraf counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Processes {
+    /// `R`.
+    pub running: u64,
+    /// `S`.
+    pub sleeping: u64,
+    /// `D` (uninterruptible).
+    pub blocked: u64,
+    /// `Z`.
+    pub zombies: u64,
+    /// `T`, `t`.
+    pub stopped: u64,
+    /// `X`.
+    pub dead: u64,
+    /// `W`.
+    pub paging: u64,
+    /// `I` (idle kernel threads).
+    pub idle: u64,
+    /// Any other state.
+    pub unknown: u64,
+    pub total: u64,
+    /// Threads of all processes.
+    pub total_threads: u64,
+}
+
+/// File handles, from /proc/sys/fs/file-nr and file-max.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FileHandles {
+    /// Allocated (the first figure of file-nr).
+    pub allocated: u64,
+    pub max: u64,
+}
+
 /// Load averages over 1, 5 and 15 minutes, from /proc/loadavg.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Load {
@@ -285,6 +334,15 @@ pub struct HostReport {
     /// Block devices with any I/O since boot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diskio: Vec<DiskIo>,
+    /// Kernel activity counters (Telegraf's `kernel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Kernel>,
+    /// Processes by state (Telegraf's `processes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Processes>,
+    /// File handles (Telegraf's `linux_sysctl_fs` `file-nr`, `file-max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FileHandles>,
     pub buffer: BufferStats,
     /// Items and texts left out by the bounds of [`crate::limits`] (more than 64 disks,
     /// interfaces or sensors, names over 256 bytes); absent when nothing was.
@@ -430,10 +488,27 @@ pub struct ContainersReport {
     pub error: Option<String>,
     #[serde(default)]
     pub containers: Vec<Container>,
+    /// The engine's own figures, from its `/info` of this sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_info: Option<EngineInfo>,
     /// Containers and texts left out by the bounds of [`crate::limits`] (more than 500
     /// containers: the unhealthy, then the stopped ones are kept first); absent when nothing was.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cut: u32,
+}
+
+/// What the Docker engine says of itself (`/info`), as Telegraf's `docker` measurement has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// Images stored.
+    pub images: u64,
+    /// CPUs and memory (bytes) the engine sees.
+    pub cpus: u64,
+    pub memory_total: u64,
+    /// The engine's goroutines, open file descriptors and event listeners (its own health).
+    pub goroutines: u64,
+    pub file_descriptors: u64,
+    pub event_listeners: u64,
 }
 
 /// `.../events`: one Docker engine event, published as it happens. `ts` is the engine's event

@@ -21,7 +21,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use std::time::Instant;
 
 use super::cgroup::{self, CgroupPaths, CgroupReader};
-use leakmon_protocol::{Container, ContainerBlkio, ContainerCpu, ContainerNet, Health};
+use leakmon_protocol::{Container, ContainerBlkio, ContainerCpu, ContainerNet, EngineInfo, Health};
 
 use crate::config::DockerConfig;
 
@@ -225,6 +225,19 @@ pub fn blkio(s: &ContainerStatsResponse) -> Option<ContainerBlkio> {
     })
 }
 
+/// Telegraf's `docker` figures from the engine's `/info`.
+pub fn engine_info(i: &bollard::models::SystemInfo) -> EngineInfo {
+    let n = |v: Option<i64>| v.map(|v| v.max(0) as u64).unwrap_or(0);
+    EngineInfo {
+        images: n(i.images),
+        cpus: n(i.ncpu),
+        memory_total: n(i.mem_total),
+        goroutines: n(i.n_goroutines),
+        file_descriptors: n(i.nfd),
+        event_listeners: n(i.n_events_listener),
+    }
+}
+
 /// What one sample measured of a running container; all empty for the others.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
@@ -332,6 +345,8 @@ pub struct ContainerCollector {
     /// Previous cgroup CPU reading and when it was taken.
     prev_cgroup: HashMap<String, (u64, Instant)>,
     stale: Invalidations,
+    /// The engine's `/info` figures of the last sample.
+    engine_info: Option<EngineInfo>,
 }
 
 impl ContainerCollector {
@@ -350,6 +365,7 @@ impl ContainerCollector {
             cgroup_paths: HashMap::new(),
             prev_cgroup: HashMap::new(),
             stale,
+            engine_info: None,
         }
     }
 
@@ -387,6 +403,11 @@ impl ContainerCollector {
         &mut self.engine
     }
 
+    /// The engine's own figures as of the last sample (none if `/info` failed).
+    pub fn engine_info(&self) -> Option<EngineInfo> {
+        self.engine_info
+    }
+
     pub async fn sample(&mut self) -> Result<Vec<Container>, String> {
         let docker = self.engine.client()?;
         let list = docker
@@ -396,6 +417,13 @@ impl ContainerCollector {
             }))
             .await
             .map_err(|e| e.to_string())?;
+        self.engine_info = match docker.info().await {
+            Ok(i) => Some(engine_info(&i)),
+            Err(e) => {
+                tracing::debug!(error = %e, "engine info failed");
+                None
+            }
+        };
         let stale = self.stale.take();
         let ids: HashSet<&str> = list.iter().filter_map(|c| c.id.as_deref()).collect();
         self.inspected.retain(|id, _| ids.contains(id.as_str()));

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{
-    BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, Header, HostReport, Load, Memory, NetIf, Swap,
-    Temperature,
+    BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, FileHandles, Header, HostReport, Kernel, Load,
+    Memory, NetIf, Processes, Swap, Temperature,
 };
 
 use crate::config::HostConfig;
@@ -108,6 +108,67 @@ pub fn parse_vmstat_swap(text: &str) -> (u64, u64) {
         }
     }
     out
+}
+
+/// The kernel's counters of /proc/stat (`btime`, `ctxt`, `intr` total, `processes`); none if
+/// it has none of them.
+pub fn parse_stat_kernel(text: &str) -> Option<Kernel> {
+    let mut k = Kernel::default();
+    let mut any = false;
+    for line in text.lines() {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(key), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok()))
+        else {
+            continue;
+        };
+        let slot = match key {
+            "btime" => &mut k.boot_time,
+            "ctxt" => &mut k.context_switches,
+            "intr" => &mut k.interrupts,
+            "processes" => &mut k.processes_forked,
+            _ => continue,
+        };
+        *slot = v;
+        any = true;
+    }
+    any.then_some(k)
+}
+
+/// Counts one /proc/<pid>/stat into `p`: its state letter (after the `)` that ends the
+/// command name, which may hold spaces and parentheses) and its thread count.
+pub fn count_process(p: &mut Processes, stat: &str) {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    let mut fields = rest.split_ascii_whitespace();
+    let Some(state) = fields.next().and_then(|s| s.chars().next()) else {
+        return;
+    };
+    let slot = match state {
+        'R' => &mut p.running,
+        'S' => &mut p.sleeping,
+        'D' => &mut p.blocked,
+        'Z' => &mut p.zombies,
+        'T' | 't' => &mut p.stopped,
+        'X' => &mut p.dead,
+        'W' => &mut p.paging,
+        'I' => &mut p.idle,
+        _ => &mut p.unknown,
+    };
+    *slot += 1;
+    p.total += 1;
+    // num_threads is the 18th field after the state's
+    if let Some(n) = fields.nth(16).and_then(|n| n.parse::<u64>().ok()) {
+        p.total_threads += n;
+    }
+}
+
+/// /proc/sys/fs/file-nr (`allocated unused max`) and file-max.
+pub fn parse_file_handles(file_nr: &str, file_max: &str) -> Option<FileHandles> {
+    Some(FileHandles {
+        allocated: file_nr.split_ascii_whitespace().next()?.parse().ok()?,
+        max: file_max.trim().parse().ok()?,
+    })
 }
 
 /// CPU usage by state between two samples, in percent. The kernel counts guest time inside
@@ -507,9 +568,43 @@ impl HostCollector {
                 .read(&self.proc("diskstats"))
                 .map(|t| parse_diskstats(&t))
                 .unwrap_or_default(),
+            kernel: stat.as_deref().and_then(parse_stat_kernel).map(|mut k| {
+                k.entropy_avail = self
+                    .read(&self.proc("sys/kernel/random/entropy_avail"))
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0);
+                k
+            }),
+            processes: self.processes(),
+            files: parse_file_handles(
+                &self.read(&self.proc("sys/fs/file-nr")).unwrap_or_default(),
+                &self.read(&self.proc("sys/fs/file-max")).unwrap_or_default(),
+            ),
             buffer: BufferStats::default(),
             cut: 0,
         }
+    }
+
+    /// Every process of the (host's, when `proc_root` is) pid namespace by state. A process
+    /// gone between the listing and the read is skipped.
+    fn processes(&self) -> Option<Processes> {
+        let dir = std::fs::read_dir(&self.cfg.proc_root).ok()?;
+        let mut p = Processes::default();
+        let mut stat = String::with_capacity(512);
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            stat.clear();
+            let path = entry.path().join("stat");
+            if let Ok(mut f) = std::fs::File::open(path) {
+                if std::io::Read::read_to_string(&mut f, &mut stat).is_ok() {
+                    count_process(&mut p, &stat);
+                }
+            }
+        }
+        (p.total > 0).then_some(p)
     }
 
     fn disks(&self) -> Vec<Disk> {
@@ -606,6 +701,71 @@ fn read_trim(p: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_counters_processes_and_file_handles() {
+        let stat = "cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 9 10\n\
+                    intr 8140 9 0 0\nctxt 25190\nbtime 1796270000\nprocesses 4171\n\
+                    procs_running 2\nprocs_blocked 0\n";
+        assert_eq!(
+            parse_stat_kernel(stat),
+            Some(Kernel {
+                boot_time: 1796270000,
+                context_switches: 25190,
+                interrupts: 8140,
+                processes_forked: 4171,
+                entropy_avail: 0,
+            })
+        );
+        assert_eq!(parse_stat_kernel("cpu 1 2 3\n"), None);
+
+        let mut p = Processes::default();
+        // a command name with spaces and a parenthesis; num_threads is 4
+        count_process(
+            &mut p,
+            "1234 (my (odd) cmd) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 4 0 99 1000 \
+             200 18446744073709551615\n",
+        );
+        count_process(
+            &mut p,
+            "7 (kworker/0:1) I 2 0 0 0 -1 69238880 0 0 0 0 0 0 0 0 20 0 1 0",
+        );
+        count_process(
+            &mut p,
+            "9 (zombie) Z 1 9 9 0 -1 4194564 0 0 0 0 0 0 0 0 20 0 1 0",
+        );
+        count_process(
+            &mut p,
+            "10 (t) t 1 9 9 0 -1 4194564 0 0 0 0 0 0 0 0 20 0 1 0",
+        );
+        count_process(
+            &mut p,
+            "11 (new) P 1 9 9 0 -1 4194564 0 0 0 0 0 0 0 0 20 0 1 0",
+        );
+        count_process(&mut p, "garbage without a paren");
+        assert_eq!(
+            p,
+            Processes {
+                sleeping: 1,
+                idle: 1,
+                zombies: 1,
+                stopped: 1,
+                unknown: 1,
+                total: 5,
+                total_threads: 8,
+                ..Processes::default()
+            }
+        );
+
+        assert_eq!(
+            parse_file_handles("1632\t0\t9223372036854775807\n", "9223372036854775807\n"),
+            Some(FileHandles {
+                allocated: 1632,
+                max: 9223372036854775807
+            })
+        );
+        assert_eq!(parse_file_handles("", "1"), None);
+    }
 
     const STAT: &str = "cpu  100 10 50 800 20 5 5 10 0 0\n\
 cpu0 50 5 25 400 10 2 3 5 0 0\n\

@@ -89,7 +89,13 @@ pub async fn container_sampler(
         }
         let refresh = engine_ok != Some(ok) || identity_at.elapsed() >= IDENTITY_EVERY;
         engine_ok = Some(ok);
-        if tx.send(Report::Containers { ts, result }).await.is_err() {
+        let engine_info = collector.engine_info();
+        let report = Report::Containers {
+            ts,
+            result,
+            engine_info,
+        };
+        if tx.send(report).await.is_err() {
             return;
         }
         if refresh {

@@ -103,6 +103,9 @@ fn report(node: &str, seq: u64, ts: i64) -> HostReport {
         // (no per-CPU or diskio rows: the benchmark's 11 points a report stay comparable)
         cores: vec![],
         diskio: vec![],
+        kernel: None,
+        processes: None,
+        files: None,
         buffer: BufferStats::default(),
         cut: 0,
     }

@@ -619,6 +619,9 @@ mod tests {
             temps: vec![],
             cores: vec![],
             diskio: vec![],
+            kernel: None,
+            processes: None,
+            files: None,
             buffer: BufferStats::default(),
             cut: 0,
         }

@@ -120,6 +120,22 @@ const DISKIO: Part = Part {
     tags: &["name"],
     renames: &[],
 };
+const KERNEL: Part = Part {
+    measurement: "kernel",
+    tags: &[],
+    renames: &[],
+};
+const PROCESSES: Part = Part {
+    measurement: "processes",
+    tags: &[],
+    renames: &[],
+};
+/// Telegraf's `linux_sysctl_fs` names, dashes and all.
+const FILES: Part = Part {
+    measurement: "linux_sysctl_fs",
+    tags: &[],
+    renames: &[("allocated", "file-nr"), ("max", "file-max")],
+};
 /// From [`leakmon_protocol::BufferStats`], after the header's `run` and `seq`.
 const AGENT: Part = Part {
     measurement: "leakmon_agent",
@@ -197,6 +213,9 @@ pub fn host_points(n: &NodeTags, r: &HostReport) -> Vec<Point> {
     out.extend(r.net.iter().map(|i| NET.point(n, ts, i)));
     out.extend(r.temps.iter().map(|t| TEMP.point(n, ts, t)));
     out.extend(r.diskio.iter().map(|d| DISKIO.point(n, ts, d)));
+    out.extend(r.kernel.iter().map(|k| KERNEL.point(n, ts, k)));
+    out.extend(r.processes.iter().map(|p| PROCESSES.point(n, ts, p)));
+    out.extend(r.files.iter().map(|f| FILES.point(n, ts, f)));
     let agent = n
         .point(AGENT.measurement, ts)
         .uint("run", r.header.run)
@@ -425,7 +444,7 @@ fn container_point(n: &NodeTags, measurement: &'static str, ts: i64, c: &Contain
 pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
     let ts = r.header.ts;
     let count = |state: &str| r.containers.iter().filter(|c| c.state == state).count() as i64;
-    let mut out = vec![n
+    let mut docker = n
         .docker_point("docker", ts)
         .boolean("engine_ok", r.engine == EngineState::Ok)
         .int("n_containers", r.containers.len() as i64)
@@ -444,7 +463,19 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
                 .iter()
                 .filter(|c| c.health == leakmon_protocol::Health::Unhealthy)
                 .count() as i64,
-        )];
+        );
+    if let Some(e) = &r.engine_info {
+        // Telegraf sends `memory_total` as a point of its own with the same tags and time,
+        // which InfluxDB merges into this one
+        docker = docker
+            .uint("n_images", e.images)
+            .uint("n_cpus", e.cpus)
+            .uint("memory_total", e.memory_total)
+            .uint("n_goroutines", e.goroutines)
+            .uint("n_used_file_descriptors", e.file_descriptors)
+            .uint("n_listener_events", e.event_listeners);
+    }
+    let mut out = vec![docker];
     for c in &r.containers {
         if c.cpu_percent.is_some() || c.cpu_time.is_some() {
             let mut p = container_point(n, "docker_container_cpu", ts, c).tag("cpu", "cpu-total");
@@ -760,6 +791,30 @@ mod tests {
                     temp: -5.5,
                 },
             ],
+            kernel: Some(leakmon_protocol::Kernel {
+                boot_time: 1_795_719_100,
+                context_switches: 25_190,
+                interrupts: 8_140,
+                processes_forked: 4_171,
+                entropy_avail: 256,
+            }),
+            processes: Some(leakmon_protocol::Processes {
+                running: 2,
+                sleeping: 150,
+                blocked: 1,
+                zombies: 3,
+                stopped: 4,
+                dead: 5,
+                paging: 6,
+                idle: 40,
+                unknown: 7,
+                total: 218,
+                total_threads: 480,
+            }),
+            files: Some(leakmon_protocol::FileHandles {
+                allocated: 1_632,
+                max: 9_223_372_036_854_775_807,
+            }),
             buffer: BufferStats {
                 queued: 2,
                 queued_bytes: 512,
@@ -787,6 +842,9 @@ net,host=edge-01,interface=eth0,swarm_node_id=x2kq bytes_recv=123456i,bytes_sent
 temp,host=edge-01,sensor=cpu-thermal,swarm_node_id=x2kq temp=48.3 1795719775612
 temp,host=edge-01,sensor=coretemp_package_id_0,swarm_node_id=x2kq temp=-5.5 1795719775612
 diskio,host=edge-01,name=mmcblk0,swarm_node_id=x2kq reads=1i,merged_reads=2i,read_bytes=3i,read_time=4i,writes=5i,merged_writes=6i,write_bytes=7i,write_time=8i,iops_in_progress=9i,io_time=10i,weighted_io_time=11i 1795719775612
+kernel,host=edge-01,swarm_node_id=x2kq boot_time=1795719100i,context_switches=25190i,interrupts=8140i,processes_forked=4171i,entropy_avail=256i 1795719775612
+processes,host=edge-01,swarm_node_id=x2kq running=2i,sleeping=150i,blocked=1i,zombies=3i,stopped=4i,dead=5i,paging=6i,idle=40i,unknown=7i,total=218i,total_threads=480i 1795719775612
+linux_sysctl_fs,host=edge-01,swarm_node_id=x2kq file-nr=1632i,file-max=9223372036854775807i 1795719775612
 leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_bytes=512i,spooled_bytes=4096i,dropped_total=7i 1795719775612
 "#;
 
@@ -799,6 +857,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
         r.net.clear();
         r.temps.clear();
         r.diskio.clear();
+        (r.kernel, r.processes, r.files) = (None, None, None);
         let n = NodeTags {
             host: "edge-01".into(),
             swarm_node_id: None,
@@ -1065,6 +1124,14 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
                 },
                 container("new", "created"),
             ],
+            engine_info: Some(leakmon_protocol::EngineInfo {
+                images: 7,
+                cpus: 4,
+                memory_total: 8_000_000_000,
+                goroutines: 58,
+                file_descriptors: 51,
+                event_listeners: 1,
+            }),
             cut: 0,
         };
         assert_eq!(lines(&container_points(&tags(), &r)), CONTAINER_LINES);
@@ -1073,6 +1140,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             engine: EngineState::Unavailable,
             error: Some("engine down".into()),
             containers: vec![],
+            engine_info: None,
             cut: 0,
         };
         assert_eq!(
@@ -1081,7 +1149,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
         );
     }
 
-    const CONTAINER_LINES: &str = r#"docker,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq engine_ok=true,n_containers=4i,n_containers_running=1i,n_containers_paused=1i,n_containers_stopped=2i,n_containers_unhealthy=1i 1795719775612
+    const CONTAINER_LINES: &str = r#"docker,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq engine_ok=true,n_containers=4i,n_containers_running=1i,n_containers_paused=1i,n_containers_stopped=2i,n_containers_unhealthy=1i,n_images=7i,n_cpus=4i,memory_total=8000000000i,n_goroutines=58i,n_used_file_descriptors=51i,n_listener_events=1i 1795719775612
 docker_container_cpu,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,cpu=cpu-total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage_percent=3.25,usage_total=9000000000i,usage_in_usermode=6000000000i,usage_in_kernelmode=3000000000i,throttling_periods=500i,throttling_throttled_periods=12i,throttling_throttled_time=340000000i 1795719775612
 docker_container_net,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,network=total,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",rx_bytes=1000i,rx_packets=10i,rx_errors=1i,rx_dropped=2i,tx_bytes=2000i,tx_packets=20i,tx_errors=3i,tx_dropped=4i 1795719775612
 docker_container_blkio,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,device=total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",io_service_bytes_recursive_read=4096i,io_service_bytes_recursive_write=8192i,io_service_bytes_recursive_total=12288i,io_serviced_recursive_read=1i,io_serviced_recursive_write=2i,io_serviced_recursive_total=3i 1795719775612
