@@ -33,6 +33,22 @@ ensure_dockerd() {
     die "dockerd did not come up; the end-to-end tests need a real engine"
 }
 
+# Home Assistant, for its own checks of the discovery messages (tests/ha/check_discovery.py):
+# the last release that runs on Python 3.11 (this machine's), pinned, in target/ha-venv.
+HA_VERSION=2024.3.3
+ensure_ha_venv() {
+    local venv=target/ha-venv
+    if [ -x "$venv/bin/python" ] &&
+        "$venv/bin/python" -c "import homeassistant.const as c, sys; sys.exit(c.__version__ != '$HA_VERSION')" 2>/dev/null; then
+        return 0
+    fi
+    log "installing Home Assistant $HA_VERSION from PyPI into $venv (for its discovery checks)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt install python3-venv)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "homeassistant==$HA_VERSION" ||
+        die "pip could not install homeassistant==$HA_VERSION: the Home Assistant checks need it"
+}
+
 # ensure_mosquitto PORT: starts a mosquitto on 127.0.0.1:PORT unless something listens there.
 ensure_mosquitto() {
     local port=$1

@@ -7,7 +7,10 @@
 
 use std::time::{Duration as S, Instant};
 
-use leakmon_e2e::{bin, mosquitto_pub, wait_for, Agent, Broker, Gateway, HttpReceiver, Subscriber};
+use leakmon_e2e::{
+    bin, mosquitto_pub, mosquitto_pub_retained, wait_for, Agent, Broker, Gateway, HttpReceiver,
+    Subscriber,
+};
 
 fn secs(n: u64) -> S {
     S::from_secs(n)
@@ -33,7 +36,7 @@ fn alerts_reach_a_real_alertmanager_stay_firing_and_resolve() {
     ));
     let agent_dir = tempfile::tempdir().expect("tempdir");
     let agent_cfg = format!(
-        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{}\"\nkeep_alive = \"1s\"\n[docker]\nenabled = false\n",
+        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{}\"\nkeep_alive = \"1s\"\n",
         broker.url()
     );
     let mut agent = Agent::start_in(agent_dir, &agent_cfg);
@@ -98,6 +101,84 @@ fn alerts_reach_a_real_alertmanager_stay_firing_and_resolve() {
     assert!(active().is_empty(), "{:?}", active());
 }
 
+/// Runs the discovery messages through Home Assistant's own code (tests/ha/check_discovery.py
+/// in the venv scripts/test makes): its topic pattern and schemas, and its template engine on
+/// the node's real status, host and containers payloads.
+fn check_with_home_assistant<'a>(
+    states: &Subscriber,
+    configs: impl Iterator<Item = &'a leakmon_e2e::Received>,
+) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let python = format!("{root}/target/ha-venv/bin/python");
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: scripts/test installs Home Assistant there (scripts/lib.sh \
+         ensure_ha_venv)"
+    );
+    // the latest real payload of each of the node's topics, from the second sample on (the
+    // first host report has no CPU usage yet)
+    let got = wait_for(secs(15), || {
+        let mut latest = std::collections::BTreeMap::new();
+        for m in states.all() {
+            latest.insert(
+                m.topic.clone(),
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            );
+        }
+        let host = latest
+            .iter()
+            .any(|(t, p)| t.ends_with("/host") && p.contains("\"cpu\""));
+        let containers = latest.keys().any(|t| t.ends_with("/containers"));
+        (host && containers && latest.keys().any(|t| t.ends_with("/status"))).then_some(latest)
+    })
+    .expect("status, host and containers payloads of the node");
+    // a machine without temperature sensors (a VM) has nothing for that sensor to show
+    let no_temps = got.iter().any(|(t, p)| {
+        t.ends_with("/host")
+            && serde_json::from_str::<serde_json::Value>(p)
+                .is_ok_and(|v| v["temps"].as_array().is_some_and(|a| a.is_empty()))
+    });
+    let may_be_unknown: Vec<&str> = if no_temps {
+        vec!["temperature"]
+    } else {
+        vec![]
+    };
+    let doc = serde_json::json!({
+        "prefix": "homeassistant",
+        "configs": configs
+            .map(|m| serde_json::json!({
+                "topic": m.topic,
+                "payload": String::from_utf8_lossy(&m.payload),
+            }))
+            .collect::<Vec<_>>(),
+        "may_be_unknown": may_be_unknown,
+        "states": got,
+    });
+    let mut child = std::process::Command::new(&python)
+        .arg(format!("{root}/tests/ha/check_discovery.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run Home Assistant's checks");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(doc.to_string().as_bytes())
+            .expect("write the messages");
+    }
+    let out = child.wait_with_output().expect("Home Assistant's checks");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "Home Assistant refuses or misreads a discovery message:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches(": ok").count(), 7, "{text}");
+}
+
 #[test]
 fn rules_hooks_offline_alert_and_home_assistant_discovery() {
     let broker = Broker::start();
@@ -108,6 +189,7 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
     let node = "e2e-alerts";
     let alerts = Subscriber::start(broker.port, "leakmon/v1/alerts", false);
     let host = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), false);
+    let states = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/+"), false);
     let gw = Gateway::start(&format!(
         "[leader]\nmode = \"standalone\"\n\
          [mqtt]\nurl = \"{url}\"\n\
@@ -124,7 +206,7 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
     ));
     let agent_dir = tempfile::tempdir().expect("tempdir");
     let agent_cfg = format!(
-        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{}\"\nkeep_alive = \"1s\"\n[docker]\nenabled = false\n",
+        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{}\"\nkeep_alive = \"1s\"\n",
         broker.url()
     );
     let mut agent = Agent::start_in(agent_dir, &agent_cfg);
@@ -190,13 +272,26 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
         "the slack hook only wants agent_offline"
     );
 
-    // --- Home Assistant discovery: retained, valid, one device with its sensors.
-    let ha = Subscriber::start(broker.port, "homeassistant/sensor/#", false);
-    let configs = wait_for(secs(15), || {
+    // --- Home Assistant discovery: retained, valid, one device with its sensors and its
+    // connectivity binary sensor.
+    let ha = Subscriber::start(broker.port, "homeassistant/+/leakmon_e2e-alerts/#", false);
+    let all = wait_for(secs(15), || {
         let m = ha.all();
-        (m.len() >= 6).then_some(m)
+        (m.len() >= 7).then_some(m)
     })
     .unwrap_or_else(|| panic!("discovery configs; log:\n{}", gw.log()));
+    let (connectivity, configs): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|m| m.topic.starts_with("homeassistant/binary_sensor/"));
+    assert_eq!(connectivity.len(), 1, "one connectivity sensor");
+    let c = connectivity[0].json();
+    assert_eq!(
+        connectivity[0].topic,
+        "homeassistant/binary_sensor/leakmon_e2e-alerts/connectivity/config"
+    );
+    assert_eq!(c["device_class"], "connectivity");
+    assert_eq!(c["state_topic"], format!("leakmon/v1/nodes/{node}/status"));
+    assert_eq!(configs.len(), 6, "six sensors");
     for m in &configs {
         assert!(m.retain, "retained: {}", m.topic);
         assert!(
@@ -224,6 +319,15 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
             format!("leakmon/v1/nodes/{node}/status")
         );
         assert!(c["device"]["identifiers"].is_array());
+        assert!(
+            c["device"]["sw_version"].is_string(),
+            "the agent's version: {c}"
+        );
+        assert_eq!(c["origin"]["name"], "leakmon-gateway");
+        assert!(c["expire_after"].as_u64().is_some_and(|s| s >= 10), "{c}");
+        let uid = c["unique_id"].as_str().unwrap_or_default();
+        assert_eq!(c["default_entity_id"], format!("sensor.{uid}"));
+        assert_eq!(c["object_id"], uid);
         assert!(c["state_topic"]
             .as_str()
             .unwrap_or_default()
@@ -234,10 +338,11 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
         .map(|m| m.json()["unique_id"].to_string())
         .collect();
     assert_eq!(ids.len(), configs.len(), "unique ids");
+    check_with_home_assistant(&states, connectivity.iter().chain(&configs));
     // Home Assistant restarts and announces itself: the configs come again.
     let before = ha.all().len();
     mosquitto_pub(broker.port, "homeassistant/status", b"online");
-    wait_for(secs(10), || (ha.all().len() >= before + 6).then_some(()))
+    wait_for(secs(10), || (ha.all().len() >= before + 7).then_some(()))
         .expect("discovery re-published on homeassistant/status online");
 
     // --- The agent dies: agent_offline fires (every hook), and resolves when it is back;
@@ -279,7 +384,7 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
     .expect("the slack-format hook got agent_offline");
     assert!(text.contains("FIRING") && text.contains(node), "{text}");
     let dir = agent.into_dir();
-    let _agent = Agent::start_in(dir, &agent_cfg);
+    let agent2 = Agent::start_in(dir, &agent_cfg);
     alerts
         .wait_json("alerts", secs(20), |a| {
             a["alert"] == "agent_offline" && a["state"] == "resolved"
@@ -311,5 +416,33 @@ fn rules_hooks_offline_alert_and_home_assistant_discovery() {
     assert!(
         !tailed.iter().any(|l| l.contains('\x1b')),
         "no colour off a terminal"
+    );
+
+    // --- The node is forgotten (its retained status cleared): its entities are removed, so
+    // a Home Assistant that connects afterwards finds none of them.
+    drop(agent2);
+    let before = ha.all().len();
+    assert!(mosquitto_pub_retained(
+        broker.port,
+        &format!("leakmon/v1/nodes/{node}/status"),
+        b""
+    ));
+    let removed = wait_for(secs(10), || {
+        let m = ha.all();
+        let empty: Vec<String> = m[before.min(m.len())..]
+            .iter()
+            .filter(|m| m.payload.is_empty())
+            .map(|m| m.topic.clone())
+            .collect();
+        (empty.len() >= 7).then_some(empty)
+    })
+    .unwrap_or_else(|| panic!("no removal of the entities; log:\n{}", gw.log()));
+    assert_eq!(removed.len(), 7, "{removed:?}");
+    let late = Subscriber::start(broker.port, "homeassistant/#", false);
+    std::thread::sleep(secs(2));
+    assert!(
+        late.all().is_empty(),
+        "retained configs left: {:?}",
+        late.all().iter().map(|m| &m.topic).collect::<Vec<_>>()
     );
 }

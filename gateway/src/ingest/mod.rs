@@ -89,16 +89,39 @@ impl Ingest {
         if !self.bus.active() {
             return;
         }
+        let views = self.nodes.lock().map(|n| n.list()).unwrap_or_default();
         for node in nodes {
-            for (topic, payload) in crate::homeassistant::configs(&self.topics, prefix, node) {
-                let m = Message {
-                    topic,
-                    payload,
-                    retain: true,
-                };
-                if !self.bus.publish(m) {
-                    tracing::warn!(node = %node, "MQTT outbox full: Home Assistant discovery not published");
-                }
+            let view = views.iter().find(|v| &v.node == node);
+            let device = crate::homeassistant::Device {
+                node,
+                agent_version: view.and_then(|v| v.agent_version.as_deref()),
+                interval_ms: view.and_then(|v| v.interval_ms),
+            };
+            let msgs = crate::homeassistant::configs(&self.topics, prefix, &device);
+            self.publish_retained(node, msgs, "discovery");
+        }
+    }
+
+    /// Removes a forgotten node's Home Assistant entities, when on and active.
+    fn undiscover(&self, node: &str) {
+        let Some(prefix) = &self.homeassistant else {
+            return;
+        };
+        if self.bus.active() {
+            let msgs = crate::homeassistant::removals(prefix, node);
+            self.publish_retained(node, msgs, "removal");
+        }
+    }
+
+    fn publish_retained(&self, node: &str, msgs: Vec<(String, Vec<u8>)>, what: &str) {
+        for (topic, payload) in msgs {
+            let m = Message {
+                topic,
+                payload,
+                retain: true,
+            };
+            if !self.bus.publish(m) {
+                tracing::warn!(node = %node, what, "MQTT outbox full: a Home Assistant message not published");
             }
         }
     }
@@ -208,8 +231,11 @@ impl Ingest {
                 if known {
                     tracing::info!(node = %node, "retained status cleared: node forgotten");
                     self.metrics.forget(&node);
-                    self.alert(AlertInput::Forget(node));
+                    self.alert(AlertInput::Forget(node.clone()));
                 }
+                // also for a node this gateway never knew (it started after the node left):
+                // its entities may still be in Home Assistant
+                self.undiscover(&node);
                 return Vec::new();
             }
             _ => {}
