@@ -139,19 +139,36 @@ pub fn parse_blkio_v1(text: &str) -> (u64, u64) {
 }
 
 /// A network namespace's `/proc/<pid>/net/dev`, summed over its interfaces but `lo` (the
-/// engine's stats count the container's interfaces it made, never loopback).
+/// engine's stats count the container's interfaces it made, never loopback). Read for every
+/// container every sample, so it parses in place.
 pub fn net_totals(net_dev: &str) -> ContainerNet {
-    let ifs = super::host::parse_net_dev(net_dev, &["lo".to_owned()]);
     let mut n = ContainerNet::default();
-    for i in ifs {
-        n.rx_bytes = n.rx_bytes.saturating_add(i.bytes_recv);
-        n.rx_packets = n.rx_packets.saturating_add(i.packets_recv);
-        n.rx_errors = n.rx_errors.saturating_add(i.err_in);
-        n.rx_dropped = n.rx_dropped.saturating_add(i.drop_in);
-        n.tx_bytes = n.tx_bytes.saturating_add(i.bytes_sent);
-        n.tx_packets = n.tx_packets.saturating_add(i.packets_sent);
-        n.tx_errors = n.tx_errors.saturating_add(i.err_out);
-        n.tx_dropped = n.tx_dropped.saturating_add(i.drop_out);
+    for line in net_dev.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() == "lo" {
+            continue;
+        }
+        // receive: bytes packets errs drop fifo frame compressed multicast; transmit: the same
+        let mut f = [0u64; 12];
+        let mut k = 0;
+        for v in rest.split_ascii_whitespace().take(12) {
+            f[k] = v.parse().unwrap_or(0);
+            k += 1;
+        }
+        if k < 12 {
+            continue;
+        }
+        let add = |a: &mut u64, v: u64| *a = a.saturating_add(v);
+        add(&mut n.rx_bytes, f[0]);
+        add(&mut n.rx_packets, f[1]);
+        add(&mut n.rx_errors, f[2]);
+        add(&mut n.rx_dropped, f[3]);
+        add(&mut n.tx_bytes, f[8]);
+        add(&mut n.tx_packets, f[9]);
+        add(&mut n.tx_errors, f[10]);
+        add(&mut n.tx_dropped, f[11]);
     }
     n
 }
@@ -227,7 +244,7 @@ impl CgroupReader {
 
     /// The cgroup of the process `pid`, if it can be read.
     pub fn paths(&self, pid: i64) -> Option<CgroupPaths> {
-        let text = std::fs::read_to_string(self.proc_root.join(format!("{pid}/cgroup"))).ok()?;
+        let text = super::host::read_small(&self.proc_root.join(format!("{pid}/cgroup")))?;
         parse_proc_cgroup(&text)
     }
 
@@ -236,12 +253,12 @@ impl CgroupReader {
         for r in rel {
             p.push(r.trim_start_matches('/'));
         }
-        std::fs::read_to_string(p).ok()
+        super::host::read_small(&p)
     }
 
     /// The network counters of the namespace the process `pid` lives in.
     pub fn net(&self, pid: i64) -> Option<ContainerNet> {
-        let text = std::fs::read_to_string(self.proc_root.join(format!("{pid}/net/dev"))).ok()?;
+        let text = super::host::read_small(&self.proc_root.join(format!("{pid}/net/dev")))?;
         Some(net_totals(&text))
     }
 

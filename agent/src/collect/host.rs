@@ -311,6 +311,18 @@ pub fn parse_net_dev(text: &str, ignore: &[String]) -> Vec<NetIf> {
     out
 }
 
+/// Reads a /proc, /sys or cgroup file. Those report a size of 0 or 4096 whatever they hold,
+/// so `std::fs::read_to_string` starts from a tiny buffer and grows it read by read; one
+/// buffer of the usual size up front saves those reallocations, which were a tenth of the
+/// agent's instructions (callgrind, 20 containers).
+pub fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut s = String::with_capacity(4096);
+    f.read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
 /// `pattern` matches exactly, or as a prefix when it ends in `*`.
 pub fn matches_any(name: &str, patterns: &[String]) -> bool {
     patterns.iter().any(|p| match p.strip_suffix('*') {
@@ -496,7 +508,7 @@ impl HostCollector {
     }
 
     fn read(&self, path: &Path) -> Option<String> {
-        std::fs::read_to_string(path).ok()
+        read_small(path)
     }
 
     /// Takes one sample at `ts` (ms since the epoch), straight into the protocol's report.
@@ -590,19 +602,23 @@ impl HostCollector {
     fn processes(&self) -> Option<Processes> {
         let dir = std::fs::read_dir(&self.cfg.proc_root).ok()?;
         let mut p = Processes::default();
-        let mut stat = String::with_capacity(512);
+        let mut stat = String::with_capacity(1024);
+        let mut path = self.cfg.proc_root.clone();
         for entry in dir.flatten() {
             let name = entry.file_name();
             if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
                 continue;
             }
             stat.clear();
-            let path = entry.path().join("stat");
-            if let Ok(mut f) = std::fs::File::open(path) {
+            path.push(&name);
+            path.push("stat");
+            if let Ok(mut f) = std::fs::File::open(&path) {
                 if std::io::Read::read_to_string(&mut f, &mut stat).is_ok() {
                     count_process(&mut p, &stat);
                 }
             }
+            path.pop();
+            path.pop();
         }
         (p.total > 0).then_some(p)
     }
