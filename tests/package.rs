@@ -1,7 +1,9 @@
-//! End to end: the Debian packages of scripts/package. The amd64 ones are installed with the
-//! real dpkg into this machine (user, config permissions, conffile kept on upgrade, removal
-//! and purge), and their binaries run from there; every architecture's package carries a
-//! binary for that architecture. Needs `scripts/package` to have run (scripts/test does).
+//! End to end: the Debian packages of scripts/package. lintian finds no error in any; the
+//! amd64 ones are installed with the real dpkg into this machine (user, config permissions,
+//! conffile kept on upgrade, removal and purge; with a stand-in for systemd, the unit's
+//! enable/start/disable/upgrade/mask/purge rules and policy-rc.d), and their binaries run from
+//! there; every architecture's package carries a binary for that architecture. Needs
+//! `scripts/package` to have run (scripts/test does).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +58,7 @@ fn purge_all() {
 
 #[test]
 fn amd64_packages_install_run_upgrade_and_purge() {
+    let _turn = dpkg_turn();
     let agent = deb("leakmon-agent", "amd64");
     let gateway = deb("leakmon-gateway", "amd64");
     purge_all();
@@ -72,8 +75,8 @@ fn amd64_packages_install_run_upgrade_and_purge() {
     for f in [
         "/usr/bin/leakmon-agent",
         "/usr/bin/leakmon-gateway",
-        "/lib/systemd/system/leakmon-agent.service",
-        "/lib/systemd/system/leakmon-gateway.service",
+        "/usr/lib/systemd/system/leakmon-agent.service",
+        "/usr/lib/systemd/system/leakmon-gateway.service",
         "/usr/share/doc/leakmon-agent/copyright",
     ] {
         assert!(Path::new(f).exists(), "{f} not installed");
@@ -185,4 +188,260 @@ fn every_architecture_has_its_packages() {
             assert!(conffiles.contains("/etc/leakmon/"), "{conffiles}");
         }
     }
+}
+
+/// The tests that run dpkg take turns: it holds a lock, and they share /etc.
+static DPKG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn dpkg_turn() -> std::sync::MutexGuard<'static, ()> {
+    DPKG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn lintian_finds_no_error_in_any_package() {
+    let mut debs = Vec::new();
+    for arch in ["amd64", "arm64", "armhf"] {
+        for name in ["leakmon-agent", "leakmon-gateway"] {
+            debs.push(deb(name, arch).to_string_lossy().into_owned());
+        }
+    }
+    let mut args = vec!["--allow-root", "--no-tag-display-limit"];
+    args.extend(debs.iter().map(String::as_str));
+    let (_, out) = run("lintian", &args);
+    eprintln!("lintian:\n{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+    // it did look at every package: each has its warnings listed, or none
+    assert!(
+        !out.contains("cannot") && !out.contains("internal error"),
+        "lintian did not run cleanly:\n{out}"
+    );
+}
+
+/// A copy of `deb` as `version` whose config file changed upstream: what an upgrade brings.
+fn upgrade_of(deb: &Path, dir: &Path, version: &str) -> PathBuf {
+    let tree = dir.join("tree");
+    let s = |p: &Path| p.to_str().expect("path").to_owned();
+    ok("dpkg-deb", &["-R", &s(deb), &s(&tree)]);
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).expect("control");
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("Version: ") {
+                format!("Version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&control, text).expect("control");
+    let conf = tree.join("etc/leakmon/agent.toml");
+    let mut c = std::fs::read_to_string(&conf).expect("config");
+    c.push_str("\n# a new default of the upgrade\n");
+    std::fs::write(&conf, c).expect("config");
+    let sums = ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "cd {} && find . -path ./DEBIAN -prune -o -type f -printf '%P\\n' | sort | xargs md5sum",
+                s(&tree)
+            ),
+        ],
+    );
+    std::fs::write(tree.join("DEBIAN/md5sums"), sums).expect("md5sums");
+    let out = dir.join(format!("leakmon-agent_{version}_amd64.deb"));
+    ok(
+        "dpkg-deb",
+        &["--root-owner-group", "-b", &s(&tree), &s(&out)],
+    );
+    out
+}
+
+/// A stand-in for systemd as PID 1: /run/systemd/system exists, and `systemctl` (first in
+/// PATH) logs each call, does enable/disable/preset/is-enabled on the unit files as the real
+/// one does offline, and starts nothing. Removed on drop.
+struct FakeSystemd {
+    dir: tempfile::TempDir,
+}
+
+impl FakeSystemd {
+    fn new() -> FakeSystemd {
+        assert!(
+            !Path::new("/run/systemd/system").exists(),
+            "this test stands in for systemd; here systemd runs: run it in a container"
+        );
+        std::fs::create_dir_all("/run/systemd/system").expect("/run/systemd/system");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("calls");
+        std::fs::write(
+            dir.path().join("systemctl"),
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {log}\ncase \" $* \" in\n\
+                 *\" is-enabled \"*|*\" enable \"*|*\" disable \"*|*\" preset \"*) exec /usr/bin/systemctl --root=/ \"$@\" ;;\n\
+                 esac\nexit 0\n",
+                log = log.display()
+            ),
+        )
+        .expect("fake systemctl");
+        let fake = dir.path().join("systemctl");
+        ok("chmod", &["0755", fake.to_str().expect("path")]);
+        FakeSystemd { dir }
+    }
+
+    fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// The calls made since the last look.
+    fn calls(&self) -> String {
+        let p = self.dir.path().join("calls");
+        let c = std::fs::read_to_string(&p).unwrap_or_default();
+        let _ = std::fs::remove_file(&p);
+        c
+    }
+
+    /// dpkg with this systemctl first in PATH.
+    fn dpkg(&self, args: &[&str]) -> String {
+        let out = Command::new("dpkg")
+            .args(args)
+            .env("PATH", self.path())
+            .output()
+            .expect("dpkg");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "dpkg {args:?}:\n{text}");
+        text
+    }
+}
+
+impl Drop for FakeSystemd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir("/run/systemd/system");
+        let _ = std::fs::remove_dir("/run/systemd");
+        let _ = std::fs::remove_file("/usr/sbin/policy-rc.d");
+    }
+}
+
+const WANTS: &str = "/etc/systemd/system/multi-user.target.wants/leakmon-agent.service";
+const MASK: &str = "/etc/systemd/system/leakmon-agent.service";
+
+fn statoverride() -> String {
+    run("dpkg-statoverride", &["--list", "/etc/leakmon/agent.toml"]).1
+}
+
+/// Debian's rules for a daemon's package, step by step: enabled and started on the first
+/// install (unless policy-rc.d forbids starting), an admin's `systemctl disable` kept across
+/// an upgrade, a new upstream config keeping its group and mode, stopped and masked on
+/// removal, nothing left after purge.
+#[test]
+fn the_agent_package_follows_debian_rules_from_install_to_purge() {
+    let _turn = dpkg_turn();
+    let agent = deb("leakmon-agent", "amd64");
+    let agent = agent.to_str().expect("path");
+    purge_all();
+    let work = tempfile::tempdir().expect("tempdir");
+    let next = upgrade_of(Path::new(agent), work.path(), &format!("{VERSION}+1"));
+    let sd = FakeSystemd::new();
+
+    // First install while policy-rc.d forbids starting services (as in a chroot build).
+    std::fs::write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n").expect("policy-rc.d");
+    ok("chmod", &["0755", "/usr/sbin/policy-rc.d"]);
+    sd.dpkg(&["-i", agent]);
+    let calls = sd.calls();
+    assert!(
+        Path::new("/usr/lib/systemd/system/leakmon-agent.service").exists(),
+        "the unit is not under /usr/lib/systemd/system"
+    );
+    assert!(
+        Path::new(WANTS).exists(),
+        "not enabled on the first install"
+    );
+    assert!(calls.contains("daemon-reload"), "{calls}");
+    assert!(
+        !calls
+            .lines()
+            .any(|l| l.starts_with("start") || l.contains(" start ")),
+        "started although policy-rc.d forbids it:\n{calls}"
+    );
+    assert!(
+        statoverride().contains("root leakmon 640 /etc/leakmon/agent.toml"),
+        "{}",
+        statoverride()
+    );
+    let st = ok("stat", &["-c", "%a %U %G", "/etc/leakmon/agent.toml"]);
+    assert_eq!(st.trim(), "640 root leakmon");
+    let _ = std::fs::remove_file("/usr/sbin/policy-rc.d");
+
+    // The admin disables it; the upgrade (with a new upstream config) leaves it disabled and
+    // the new config readable by the daemon's group only.
+    ok(
+        "/usr/bin/systemctl",
+        &["--root=/", "disable", "leakmon-agent.service"],
+    );
+    assert!(!Path::new(WANTS).exists());
+    sd.dpkg(&["-i", next.to_str().expect("path")]);
+    let calls = sd.calls();
+    assert!(
+        !Path::new(WANTS).exists(),
+        "the upgrade re-enabled a unit the admin disabled:\n{calls}"
+    );
+    let conf = std::fs::read_to_string("/etc/leakmon/agent.toml").expect("config");
+    assert!(
+        conf.contains("# a new default of the upgrade"),
+        "not upgraded"
+    );
+    let st = ok("stat", &["-c", "%a %U %G", "/etc/leakmon/agent.toml"]);
+    assert_eq!(
+        st.trim(),
+        "640 root leakmon",
+        "the upgraded config lost its group"
+    );
+
+    // Removal stops and masks the unit; the config and the override stay.
+    sd.dpkg(&["-r", "leakmon-agent"]);
+    let calls = sd.calls();
+    assert!(calls.contains("stop leakmon-agent.service"), "{calls}");
+    assert_eq!(
+        std::fs::read_link(MASK).ok().as_deref(),
+        Some(Path::new("/dev/null")),
+        "not masked on removal"
+    );
+    assert!(Path::new("/etc/leakmon/agent.toml").exists());
+
+    // Purge leaves nothing: no mask, no state, no override, no config.
+    sd.dpkg(&["--purge", "leakmon-agent"]);
+    for gone in [
+        MASK,
+        WANTS,
+        "/etc/leakmon",
+        "/var/lib/leakmon",
+        "/var/lib/systemd/deb-systemd-helper-enabled/leakmon-agent.service.dsh-also",
+        "/var/lib/systemd/deb-systemd-helper-masked/leakmon-agent.service",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(gone).is_err(),
+            "{gone} left after purge"
+        );
+    }
+    assert!(
+        !statoverride().contains("leakmon"),
+        "override left: {}",
+        statoverride()
+    );
+
+    // Installed again with no policy-rc.d: enabled and started.
+    sd.dpkg(&["-i", agent]);
+    let calls = sd.calls();
+    assert!(Path::new(WANTS).exists(), "not enabled after a purge");
+    assert!(calls.contains("start leakmon-agent.service"), "{calls}");
+    sd.dpkg(&["--purge", "leakmon-agent"]);
 }
