@@ -249,11 +249,15 @@ impl CgroupReader {
     }
 
     fn read(&self, rel: &[&str]) -> Option<String> {
-        let mut p = self.root.clone();
+        // Joined as text: `PathBuf::push` (a separator scan and a growth per part) was 8 % of
+        // the agent's instructions at nine files per container per sample.
+        let mut p = self.root.as_os_str().to_os_string();
+        p.reserve(128);
         for r in rel {
-            p.push(r.trim_start_matches('/'));
+            p.push("/");
+            p.push(r.trim_matches('/'));
         }
-        super::host::read_small(&p)
+        super::host::read_small(Path::new(&p))
     }
 
     /// The network counters of the namespace the process `pid` lives in.
