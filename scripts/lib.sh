@@ -33,6 +33,24 @@ ensure_dockerd() {
     die "dockerd did not come up; the end-to-end tests need a real engine"
 }
 
+# ensure_binfmt: the kernel runs ARM binaries through qemu-user (binfmt_misc), so the local
+# engine runs the arm64 and armv7 images (tests/images.rs). Registers Debian's qemu-user-static
+# handlers (with the F flag: usable inside containers) unless they are.
+ensure_binfmt() {
+    ensure_packages qemu-user-static
+    local d=/proc/sys/fs/binfmt_misc
+    if [ ! -e "$d/register" ]; then
+        as_root mount -t binfmt_misc binfmt_misc "$d" ||
+            die "cannot mount binfmt_misc: the ARM images cannot run on this engine"
+    fi
+    for a in aarch64 arm; do
+        [ -e "$d/qemu-$a" ] && continue
+        [ -f "/usr/lib/binfmt.d/qemu-$a.conf" ] || die "qemu-user-static has no /usr/lib/binfmt.d/qemu-$a.conf"
+        as_root sh -c "cat /usr/lib/binfmt.d/qemu-$a.conf > $d/register" ||
+            die "cannot register qemu-$a with binfmt_misc"
+    done
+}
+
 # Home Assistant, for its own checks of the discovery messages (tests/ha/check_discovery.py):
 # the last release that runs on Python 3.11 (this machine's), pinned, in target/ha-venv.
 HA_VERSION=2024.3.3
