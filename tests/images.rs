@@ -64,7 +64,10 @@ impl Drop for OwnTags {
 
 #[test]
 fn arm64_and_armv7_images_run_their_platform_binaries() {
-    assert!(docker::available(), "no Docker engine: scripts/test starts one");
+    assert!(
+        docker::available(),
+        "no Docker engine: scripts/test starts one"
+    );
     let _own = OwnTags::keep();
     for (arch, platform, rust_arch) in [
         ("arm64", "linux/arm64", "aarch64"),
