@@ -264,15 +264,22 @@ fn upgrade_of(deb: &Path, dir: &Path, version: &str) -> PathBuf {
 /// one does offline, and starts nothing. Removed on drop.
 struct FakeSystemd {
     dir: tempfile::TempDir,
+    /// /run/systemd itself was made here (else only its `system` directory).
+    made_run_systemd: bool,
+    /// The machine's own policy-rc.d, put back on drop.
+    policy: Option<Vec<u8>>,
 }
 
 impl FakeSystemd {
     fn new() -> FakeSystemd {
         assert!(
             !Path::new("/run/systemd/system").exists(),
-            "this test stands in for systemd; here systemd runs: run it in a container"
+            "/run/systemd/system exists: systemd runs here (or a killed run of this test left \
+             it: remove it); this test stands in for systemd, run it where systemd does not"
         );
+        let made_run_systemd = !Path::new("/run/systemd").exists();
         std::fs::create_dir_all("/run/systemd/system").expect("/run/systemd/system");
+        let policy = std::fs::read("/usr/sbin/policy-rc.d").ok();
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("calls");
         std::fs::write(
@@ -287,7 +294,11 @@ impl FakeSystemd {
         .expect("fake systemctl");
         let fake = dir.path().join("systemctl");
         ok("chmod", &["0755", fake.to_str().expect("path")]);
-        FakeSystemd { dir }
+        FakeSystemd {
+            dir,
+            made_run_systemd,
+            policy,
+        }
     }
 
     fn path(&self) -> String {
@@ -326,8 +337,17 @@ impl FakeSystemd {
 impl Drop for FakeSystemd {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir("/run/systemd/system");
-        let _ = std::fs::remove_dir("/run/systemd");
-        let _ = std::fs::remove_file("/usr/sbin/policy-rc.d");
+        if self.made_run_systemd {
+            let _ = std::fs::remove_dir("/run/systemd");
+        }
+        match &self.policy {
+            Some(p) => {
+                let _ = std::fs::write("/usr/sbin/policy-rc.d", p);
+            }
+            None => {
+                let _ = std::fs::remove_file("/usr/sbin/policy-rc.d");
+            }
+        }
     }
 }
 

@@ -140,9 +140,11 @@ pub fn parse_blkio_v1(text: &str) -> (u64, u64) {
 
 /// A network namespace's `/proc/<pid>/net/dev`, summed over its interfaces but `lo` (the
 /// engine's stats count the container's interfaces it made, never loopback). Read for every
-/// container every sample, so it parses in place.
-pub fn net_totals(net_dev: &str) -> ContainerNet {
+/// container every sample, so it parses in place. None with no interface but `lo`
+/// (`--network none`: the engine lists no network either).
+pub fn net_totals(net_dev: &str) -> Option<ContainerNet> {
     let mut n = ContainerNet::default();
+    let mut any = false;
     for line in net_dev.lines().skip(2) {
         let Some((name, rest)) = line.split_once(':') else {
             continue;
@@ -160,6 +162,7 @@ pub fn net_totals(net_dev: &str) -> ContainerNet {
         if k < 12 {
             continue;
         }
+        any = true;
         let add = |a: &mut u64, v: u64| *a = a.saturating_add(v);
         add(&mut n.rx_bytes, f[0]);
         add(&mut n.rx_packets, f[1]);
@@ -170,7 +173,7 @@ pub fn net_totals(net_dev: &str) -> ContainerNet {
         add(&mut n.tx_errors, f[10]);
         add(&mut n.tx_dropped, f[11]);
     }
-    n
+    any.then_some(n)
 }
 
 /// The value of `key` in a `key value` per line file (`memory.stat`, `cpu.stat`).
@@ -263,7 +266,7 @@ impl CgroupReader {
     /// The network counters of the namespace the process `pid` lives in.
     pub fn net(&self, pid: i64) -> Option<ContainerNet> {
         let text = super::host::read_small(&self.proc_root.join(format!("{pid}/net/dev")))?;
-        Some(net_totals(&text))
+        net_totals(&text)
     }
 
     pub fn usage(&self, paths: &CgroupPaths) -> Option<Usage> {
@@ -483,7 +486,7 @@ Inter-|   Receive                                                |  Transmit
     fn network_totals_leave_loopback_out() {
         assert_eq!(
             net_totals(NET_DEV),
-            ContainerNet {
+            Some(ContainerNet {
                 rx_bytes: 300,
                 rx_packets: 5,
                 rx_errors: 1,
@@ -492,8 +495,10 @@ Inter-|   Receive                                                |  Transmit
                 tx_packets: 7,
                 tx_errors: 3,
                 tx_dropped: 1,
-            }
+            })
         );
+        let lo_only: String = NET_DEV.lines().take(3).map(|l| format!("{l}\n")).collect();
+        assert_eq!(net_totals(&lo_only), None, "--network none: no figures");
     }
 
     #[test]

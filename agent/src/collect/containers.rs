@@ -409,6 +409,8 @@ impl ContainerCollector {
     }
 
     pub async fn sample(&mut self) -> Result<Vec<Container>, String> {
+        // figures of an earlier sample are never sent with this one
+        self.engine_info = None;
         let docker = self.engine.client()?;
         let list = docker
             .list_containers(Some(ListContainersOptions {

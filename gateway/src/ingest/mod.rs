@@ -342,6 +342,10 @@ impl Handler for Ingest {
             }
         }
         if let Ok((node, Channel::Status)) = self.topics.parse(topic) {
+            // the agent's next birth may bring another version or interval: announce it again
+            if payload.windows(9).any(|w| w == b"\"offline\"") {
+                self.announced.remove(node);
+            }
             if !self.announced.contains(node) && payload.windows(8).any(|w| w == b"\"online\"") {
                 let node = node.to_owned();
                 self.discover(std::slice::from_ref(&node));
