@@ -679,15 +679,6 @@ impl History {
                         .count()
                 })
                 .unwrap_or(0);
-            // Other deaths pending when a gateway can act (cut at the cable's pull, or later
-            // while every gateway was blind: the one that can act sees them all at once and may
-            // drain any of them first).
-            let cut_others = (1..=NODES)
-                .filter(|k| *k != n && (c..=clock.max(c)).step_by(250).any(|t| self.cut_at(*k, t)))
-                .count();
-            if drained_others + cut_others >= b.max_drained {
-                continue; // beyond max_drained: a mass_failure, by design
-            }
             // No beating agent when it died: its agent killed, stopped or its engine dead then,
             // or only just back (restarted, or the broker only just back: an agent needs a
             // few seconds to reconnect and beat). Then the detector has no beats to miss and
@@ -699,15 +690,30 @@ impl History {
                     || self.during(t, |f| f == Fault::BrokerRestart)
             });
             let down_bound = if beating { b.down } else { b.agentless };
+            // a stretch in which no gateway could act, begun before the verdict was due,
+            // starts the clock again at its end
+            let down_from = self.restarted(&self.blind(), clock, down_bound);
+            // Other deaths pending when the gateway that judges this one can act (cut at the
+            // cable's pull, or later while every gateway was blind, before the verdict or
+            // before the clock started again: the one that acts then sees them all at once and
+            // may drain any of them first).
+            let cut_others = (1..=NODES)
+                .filter(|k| {
+                    *k != n
+                        && (c..=clock.max(down_from).max(c))
+                            .step_by(250)
+                            .any(|t| self.cut_at(*k, t))
+                })
+                .count();
+            if drained_others + cut_others >= b.max_drained {
+                continue; // beyond max_drained: a mass_failure, by design
+            }
             let mut d = Death {
                 node: n,
                 cut: c,
                 clock,
                 ..Death::default()
             };
-            // a stretch in which no gateway could act, begun before the verdict was due,
-            // starts the clock again at its end
-            let down_from = self.restarted(&self.blind(), clock, down_bound);
             d.down = self
                 .events
                 .iter()
@@ -1164,6 +1170,44 @@ mod tests {
         assert!(deaths.iter().all(|d| d.node != 4), "{deaths:?}");
         // alone (the leader's link fine), node4's death is judged, and found unhandled
         let mut h2 = good();
+        h2.polls.retain(|p| p.t < 13_000);
+        h2.events.retain(|e| e.kind == "gateway_active");
+        let (_, late) = h2.deaths_handled(&SHIPPED);
+        assert!(late.iter().any(|l| l.starts_with("node4")), "{late:?}");
+    }
+
+    #[test]
+    fn a_death_found_pending_with_another_after_a_restarted_clock_is_a_mass_failure() {
+        // From CI's run of 2026-12-03: node1 still drained; node4 cut at 10 s while a gateway
+        // could act at once; the leader's cable (node2) pulled at 15 s, before node4's
+        // verdict was due: no gateway acts until node1's takes over at 28 s, and it finds
+        // node2 and node4 both dead with one drain left: node_down node2, mass_failure node4.
+        let mut h = good();
+        h.polls[0]
+            .nodes
+            .entry(1)
+            .and_modify(|v| (v.availability, v.drained) = ("drain".into(), true));
+        h.spans.push(Span {
+            leader: true,
+            ..span(Fault::Cut(2), 15_000, 60_000)
+        });
+        h.events = vec![
+            ev(-1_000, "gateway_active", 2),
+            ev(28_000, "gateway_active", 1),
+            ev(28_900, "node_down", 2),
+            ev(28_950, "node_down", 4),
+            ev(28_960, "mass_failure", 4),
+        ];
+        h.polls.retain(|p| p.t < 13_000);
+        let (deaths, late) = h.deaths_handled(&SHIPPED);
+        assert!(late.iter().all(|l| !l.starts_with("node4")), "{late:?}");
+        assert!(deaths.iter().all(|d| d.node != 4), "{deaths:?}");
+        // with the leader's cable in, node4's death is judged, and found unhandled
+        let mut h2 = good();
+        h2.polls[0]
+            .nodes
+            .entry(1)
+            .and_modify(|v| (v.availability, v.drained) = ("drain".into(), true));
         h2.polls.retain(|p| p.t < 13_000);
         h2.events.retain(|e| e.kind == "gateway_active");
         let (_, late) = h2.deaths_handled(&SHIPPED);
