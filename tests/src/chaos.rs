@@ -1139,6 +1139,14 @@ mod tests {
         assert_eq!(v.deaths[0].db, Some(3_000));
     }
 
+    /// node1 drained (by an earlier death) when the history starts.
+    fn node1_drained(h: &mut History) {
+        h.polls[0]
+            .nodes
+            .entry(1)
+            .and_modify(|v| (v.availability, v.drained) = ("drain".into(), true));
+    }
+
     #[test]
     fn deaths_pending_together_beyond_max_drained_are_a_mass_failure_by_design() {
         // node1 still drained; the leader (node2) on a lossy link from 5 s (its gateway
@@ -1149,10 +1157,7 @@ mod tests {
             leader: true,
             ..span(Fault::Loss(2, 30, Dir::In), 5_000, 20_000)
         });
-        h.polls[0]
-            .nodes
-            .entry(1)
-            .and_modify(|v| (v.availability, v.drained) = ("drain".into(), true));
+        node1_drained(&mut h);
         h.spans.push(Span {
             leader: true,
             ..span(Fault::Cut(2), 15_000, 60_000)
@@ -1183,10 +1188,7 @@ mod tests {
         // verdict was due: no gateway acts until node1's takes over at 28 s, and it finds
         // node2 and node4 both dead with one drain left: node_down node2, mass_failure node4.
         let mut h = good();
-        h.polls[0]
-            .nodes
-            .entry(1)
-            .and_modify(|v| (v.availability, v.drained) = ("drain".into(), true));
+        node1_drained(&mut h);
         h.spans.push(Span {
             leader: true,
             ..span(Fault::Cut(2), 15_000, 60_000)
@@ -1204,10 +1206,7 @@ mod tests {
         assert!(deaths.iter().all(|d| d.node != 4), "{deaths:?}");
         // with the leader's cable in, node4's death is judged, and found unhandled
         let mut h2 = good();
-        h2.polls[0]
-            .nodes
-            .entry(1)
-            .and_modify(|v| (v.availability, v.drained) = ("drain".into(), true));
+        node1_drained(&mut h2);
         h2.polls.retain(|p| p.t < 13_000);
         h2.events.retain(|e| e.kind == "gateway_active");
         let (_, late) = h2.deaths_handled(&SHIPPED);
