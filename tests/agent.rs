@@ -205,24 +205,22 @@ fn container_health_appears_and_die_event_arrives_within_a_second() {
     docker::ensure_test_image();
     let node = "e2e-containers";
     let name = format!("e2e-health-{}", std::process::id());
-    docker::remove(&name);
-    docker::run(&[
-        "run",
-        "-d",
-        "--name",
+    let container = docker::Container::run(
         &name,
-        "--health-cmd",
-        "true",
-        "--health-interval",
-        "1s",
-        "--memory",
-        "64m",
-        "--label",
-        "com.docker.swarm.service.name=e2e-svc",
-        docker::TEST_IMAGE,
-        "sleep",
-        "300",
-    ]);
+        &[
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1s",
+            "--memory",
+            "64m",
+            "--label",
+            "com.docker.swarm.service.name=e2e-svc",
+            docker::TEST_IMAGE,
+            "sleep",
+            "300",
+        ],
+    );
     let broker = Broker::start();
     let sub = Subscriber::start(broker.port, "leakmon/#", false);
     let agent = Agent::start(&config(&broker.url(), node, ""));
@@ -294,7 +292,7 @@ fn container_health_appears_and_die_event_arrives_within_a_second() {
     })
     .expect("exited state reported");
     assert_eq!(exited.exit_code, Some(137));
-    docker::remove(&name);
+    drop(container);
 }
 
 /// The engine's own stats of a container (`GET /containers/{id}/stats?stream=false`).
@@ -346,23 +344,21 @@ fn container_network_block_io_and_cpu_throttling_match_the_engine() {
     docker::ensure_test_image();
     let dev = data_root_device();
     let name = format!("e2e-counters-{}", std::process::id());
-    docker::remove(&name);
-    docker::run(&[
-        "run",
-        "-d",
-        "--name",
+    let container = docker::Container::run(
         &name,
-        "--cpus",
-        "0.1",
-        "--device-write-bps",
-        &format!("{dev}:100mb"),
-        docker::TEST_IMAGE,
-        "sh",
-        "-c",
-        "dd if=/dev/zero of=/blob bs=1M count=4 oflag=direct; \
+        &[
+            "--cpus",
+            "0.1",
+            "--device-write-bps",
+            &format!("{dev}:100mb"),
+            docker::TEST_IMAGE,
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/blob bs=1M count=4 oflag=direct; \
          ping -q -c 40 -i 0.05 -s 1000 $(ip route | awk '/default/ {print $3}'); \
          timeout 2 sh -c 'while :; do :; done'; touch /done; exec sleep 600",
-    ]);
+        ],
+    );
     let done = wait_for(S(30), || {
         Command::new("docker")
             .args(["exec", &name, "test", "-e", "/done"])
@@ -455,7 +451,7 @@ fn container_network_block_io_and_cpu_throttling_match_the_engine() {
         assert!(io.write_bytes >= 4 << 20, "{node}: {io:?}");
         close("written bytes", io.write_bytes, written);
     }
-    docker::remove(&name);
+    drop(container);
 }
 
 #[test]
@@ -463,16 +459,7 @@ fn once_prints_one_host_and_one_containers_report_and_publishes_nothing() {
     // As `telegraf --test`: what the agent would send, on stdout, with no broker at all.
     docker::ensure_test_image();
     let name = format!("e2e-once-{}", std::process::id());
-    docker::remove(&name);
-    docker::run(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        docker::TEST_IMAGE,
-        "sleep",
-        "300",
-    ]);
+    let container = docker::Container::run(&name, &[docker::TEST_IMAGE, "sleep", "300"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     let cfg = dir.path().join("agent.toml");
@@ -489,7 +476,7 @@ fn once_prints_one_host_and_one_containers_report_and_publishes_nothing() {
         .arg(&cfg)
         .output()
         .expect("leakmon-agent --once");
-    docker::remove(&name);
+    drop(container);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     let lines: Vec<serde_json::Value> = stdout

@@ -98,29 +98,27 @@ fn arm64_and_armv7_images_run_their_platform_binaries() {
             false,
         );
         let name = format!("e2e-image-{arch}-{}", std::process::id());
-        docker::remove(&name);
-        docker::run(&[
-            "run",
-            "-d",
-            "--name",
+        let container = docker::Container::run(
             &name,
-            "--platform",
-            platform,
-            "--network",
-            "host",
-            "-e",
-            &format!("LEAKMON_AGENT__NODE={node}"),
-            "-e",
-            &format!("LEAKMON_AGENT__MQTT__URL=mqtt://localhost:{}", broker.port),
-            "-e",
-            "LEAKMON_AGENT__DOCKER__ENABLED=false",
-            &agent,
-        ]);
+            &[
+                "--platform",
+                platform,
+                "--network",
+                "host",
+                "-e",
+                &format!("LEAKMON_AGENT__NODE={node}"),
+                "-e",
+                &format!("LEAKMON_AGENT__MQTT__URL=mqtt://localhost:{}", broker.port),
+                "-e",
+                "LEAKMON_AGENT__DOCKER__ENABLED=false",
+                &agent,
+            ],
+        );
         let birth = sub.wait_json("status", Duration::from_secs(60), |v| {
             v["state"] == "online"
         });
         let logs = docker::run(&["logs", &name]);
-        docker::remove(&name);
+        drop(container);
         let birth = birth.unwrap_or_else(|| panic!("no birth from the {arch} agent:\n{logs}"));
         assert_eq!(birth.json()["arch"], rust_arch, "{arch}");
     }

@@ -229,20 +229,18 @@ fn stock_telegraf_dashboards_show_data_in_every_panel_leakmon_can_fill() {
     let node = "e2e-dash";
     let service = "e2e-dash-svc";
     let name = format!("{service}.1.e2etask{}", std::process::id());
-    docker::remove(&name);
-    docker::run(&[
-        "run",
-        "-d",
-        "--name",
+    let container = docker::Container::run(
         &name,
-        "--label",
-        &format!("com.docker.swarm.service.name={service}"),
-        "--label",
-        "com.docker.swarm.task.id=e2etask",
-        docker::TEST_IMAGE,
-        "sleep",
-        "600",
-    ]);
+        &[
+            "--label",
+            &format!("com.docker.swarm.service.name={service}"),
+            "--label",
+            "com.docker.swarm.task.id=e2etask",
+            docker::TEST_IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
     let engine_host = docker::run(&["info", "--format", "{{.Name}}"]);
     let gw = Gateway::start(&format!(
         "name = \"gw-dash\"\n[mqtt]\nurl = \"{}\"\n[influxdb]\nurl = \"{}\"\napi = \"v1\"\n\
@@ -345,7 +343,7 @@ fn stock_telegraf_dashboards_show_data_in_every_panel_leakmon_can_fill() {
         "{with_data} targets with data, {empty_by_design} empty by design:\n{}",
         report.join("\n")
     );
-    docker::remove(&name);
+    drop(container);
     assert!(
         failures.is_empty(),
         "{} of {} targets failed:\n{}\ngateway log:\n{}",

@@ -562,6 +562,26 @@ pub mod docker {
     pub fn remove(name: &str) {
         let _ = Command::new("docker").args(["rm", "-f", name]).output();
     }
+
+    /// A detached container, `docker run -d --name NAME ARGS...` (a leftover of that name
+    /// removed first), removed when dropped: also when the test fails.
+    pub struct Container(pub String);
+
+    impl Container {
+        pub fn run(name: &str, args: &[&str]) -> Container {
+            remove(name);
+            let mut all = vec!["run", "-d", "--name", name];
+            all.extend_from_slice(args);
+            run(&all);
+            Container(name.to_owned())
+        }
+    }
+
+    impl Drop for Container {
+        fn drop(&mut self) {
+            remove(&self.0);
+        }
+    }
 }
 
 /// A throwaway certificate authority for TLS tests, made with the openssl CLI.
