@@ -1332,3 +1332,153 @@ fn probe_requests_are_answered_alive_or_silent_and_bad_ones_do_no_harm() {
     );
     drop(listening);
 }
+
+/// Run in a network and pid namespace of its own, so that only its sockets and traffic are
+/// there: opens TCP listeners and connections and UDP sockets (IPv4 and IPv6), sends a
+/// datagram to a closed port and two pings, then prints what iproute2 sees (`ss` through
+/// netlink, `nstat` from /proc/net) around what the agent (argv[1..]) prints.
+const NETNS_SCRIPT: &str = r#"
+import socket, subprocess, sys, time
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+keep = []
+for fam, addr in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]:
+    l = socket.socket(fam, socket.SOCK_STREAM); l.bind((addr, 0)); l.listen(); keep.append(l)
+    c = socket.create_connection(l.getsockname()[:2]); s, _ = l.accept(); keep += [c, s]
+    c.sendall(b"x" * 1000); s.recv(1000)
+    u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((addr, 0)); keep.append(u)
+    u.sendto(b"y", (addr, 9))
+l2 = socket.socket(); l2.bind(("127.0.0.1", 0)); l2.listen(); keep.append(l2)
+subprocess.run(["busybox", "ping", "-c", "2", "-i", "0.2", "127.0.0.1"], check=True,
+               stdout=subprocess.DEVNULL)
+time.sleep(0.3)
+def section(name, cmd):
+    print("==" + name, flush=True)
+    subprocess.run(cmd, check=True)
+    sys.stdout.flush()
+section("tcp", ["ss", "-H", "-tan"]); section("udp", ["ss", "-H", "-uan"])
+section("agent", sys.argv[1:])
+section("nstat", ["nstat", "-asz", "--json"])
+section("tcp", ["ss", "-H", "-tan"]); section("udp", ["ss", "-H", "-uan"])
+"#;
+
+#[test]
+fn network_counters_and_socket_states_match_iproute2_in_a_namespace_of_our_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node = \"e2e-netns\"\nstate_dir = \"{}\"\n[host]\nnstat = [\"*\"]\n\
+             [docker]\nenabled = false\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    let script = dir.path().join("netns.py");
+    std::fs::write(&script, NETNS_SCRIPT).expect("script");
+    let out = Command::new("unshare")
+        .args(["--net", "--pid", "--fork", "--mount-proc", "python3"])
+        .arg(&script)
+        .arg(bin("leakmon-agent"))
+        .args(["--once", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let sections: Vec<(&str, &str)> = stdout
+        .split("==")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split_once('\n').unwrap_or((s, "")))
+        .collect();
+    let names: Vec<&str> = sections.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["tcp", "udp", "agent", "nstat", "tcp", "udp"]);
+    assert_eq!(
+        (sections[0].1, sections[1].1),
+        (sections[4].1, sections[5].1),
+        "nothing changed in the namespace while the agent read it"
+    );
+    let host: serde_json::Value =
+        serde_json::from_str(sections[2].1.lines().next().expect("the host report")).expect("JSON");
+    let host = &host["message"];
+
+    // sockets: the agent's /proc/net tables against ss's netlink answer
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for line in sections[0].1.lines() {
+        let state = line.split_whitespace().next().unwrap_or_default();
+        let field = match state {
+            "ESTAB" => "tcp_established",
+            "SYN-SENT" => "tcp_syn_sent",
+            "SYN-RECV" => "tcp_syn_recv",
+            "FIN-WAIT-1" => "tcp_fin_wait1",
+            "FIN-WAIT-2" => "tcp_fin_wait2",
+            "TIME-WAIT" => "tcp_time_wait",
+            "UNCONN" => "tcp_close",
+            "CLOSE-WAIT" => "tcp_close_wait",
+            "LAST-ACK" => "tcp_last_ack",
+            "LISTEN" => "tcp_listen",
+            "CLOSING" => "tcp_closing",
+            other => panic!("ss state {other}"),
+        };
+        *want.entry(field.to_owned()).or_default() += 1;
+    }
+    want.insert("udp_socket".into(), sections[1].1.lines().count() as u64);
+    assert_eq!(
+        (
+            want["tcp_listen"],
+            want["tcp_established"],
+            want["udp_socket"]
+        ),
+        (3, 4, 2),
+        "what the script opened"
+    );
+    let sockets = host["sockets"].as_object().expect("sockets");
+    for (field, n) in sockets {
+        let n = n.as_u64().expect("a count");
+        assert_eq!(
+            n,
+            want.get(field).copied().unwrap_or(0),
+            "{field}: {sockets:?}"
+        );
+    }
+
+    // counters: every one iproute2's nstat prints, with the same name and value
+    let nstat: serde_json::Value = serde_json::from_str(sections[3].1).expect("nstat JSON");
+    let nstat = nstat["kernel"].as_object().expect("nstat's kernel map");
+    let mut ours: BTreeMap<String, i64> = BTreeMap::new();
+    let c = &host["nstat"];
+    for file in ["netstat", "snmp"] {
+        for (line, counters) in c[file].as_object().into_iter().flatten() {
+            for (name, v) in counters.as_object().into_iter().flatten() {
+                ours.insert(format!("{line}{name}"), v.as_i64().expect("int"));
+            }
+        }
+    }
+    for (name, v) in c["snmp6"].as_object().into_iter().flatten() {
+        ours.insert(name.clone(), v.as_i64().expect("int"));
+    }
+    assert!(nstat.len() > 200, "{} counters from nstat", nstat.len());
+    for (name, v) in nstat {
+        assert_eq!(
+            ours.get(name).copied(),
+            v.as_i64(),
+            "{name}: the agent's against nstat's"
+        );
+    }
+    let extra: Vec<&String> = ours.keys().filter(|k| !nstat.contains_key(*k)).collect();
+    assert!(
+        extra.len() < 10,
+        "the agent has {} counters nstat does not show: {extra:?}",
+        extra.len()
+    );
+    for (name, at_least) in [
+        ("TcpActiveOpens", 2),
+        ("TcpPassiveOpens", 2),
+        ("UdpNoPorts", 1),
+        ("Udp6NoPorts", 1),
+        ("IcmpInEchos", 2),
+        ("IcmpOutEchoReps", 2),
+    ] {
+        assert!(ours[name] >= at_least, "{name}: {}", ours[name]);
+    }
+}

@@ -583,6 +583,11 @@ mod tests {
             kernel: None,
             processes: None,
             files: None,
+            nstat: None,
+            sockets: None,
+            conntrack: None,
+            interrupts: Vec::new(),
+            soft_interrupts: Vec::new(),
             buffer: BufferStats::default(),
             cut: 0,
         }

@@ -152,7 +152,7 @@ fn decode_versioned<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeErro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::*;
 
@@ -166,7 +166,7 @@ mod tests {
         }
     }
 
-    fn host() -> HostReport {
+    pub(crate) fn host() -> HostReport {
         HostReport {
             header: header(1),
             hostname: "edge-01".into(),
@@ -231,6 +231,31 @@ mod tests {
             kernel: None,
             processes: None,
             files: None,
+            nstat: Some(NetCounters {
+                snmp: [(
+                    "Tcp".to_owned(),
+                    [("ActiveOpens".to_owned(), 12), ("MaxConn".to_owned(), -1)].into(),
+                )]
+                .into(),
+                snmp6: [("Ip6InReceives".to_owned(), 40)].into(),
+                ..Default::default()
+            }),
+            sockets: Some(Sockets {
+                tcp_listen: 3,
+                udp_socket: 1,
+                ..Default::default()
+            }),
+            conntrack: Some(Conntrack {
+                count: 24,
+                max: 262_144,
+            }),
+            interrupts: vec![Irq {
+                irq: "24".into(),
+                kind: "GICv2".into(),
+                device: "30 Level arch_timer".into(),
+                cpus: vec![1, 2],
+            }],
+            soft_interrupts: Vec::new(),
             buffer: BufferStats {
                 dropped_total: 7,
                 ..Default::default()

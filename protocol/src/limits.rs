@@ -3,7 +3,7 @@
 //! nor make thousands of series, hooks or alert states. What a bound cuts is counted in the
 //! report (`cut`), never silently lost.
 
-use crate::{ContainersReport, HostReport};
+use crate::{ContainersReport, HostReport, NetCounters};
 
 /// Containers in one containers report. The ones that matter most stay (unhealthy, then not
 /// running, then the rest by name); a node running more is reported with `cut` set.
@@ -15,6 +15,14 @@ pub const MAX_HOST_ITEMS: usize = 64;
 pub const MAX_LABELS: usize = 64;
 /// CPUs reported one by one in a host report (the total is always there).
 pub const MAX_CORES: usize = 256;
+/// Kernel network counters in one host report (all of /proc/net/netstat, snmp and snmp6 are
+/// about 400 on Linux 6.x).
+pub const MAX_COUNTERS: usize = 1024;
+/// Lines of /proc/interrupts and of /proc/softirqs in one host report, each.
+pub const MAX_IRQS: usize = 256;
+/// Per-CPU counts of /proc/interrupts and /proc/softirqs in one host report, each (256 lines
+/// of 64 CPUs); the last lines go first. With 20-digit counts, 350 KB of the payload limit.
+pub const MAX_IRQ_COUNTS: usize = 16_384;
 /// Bytes of any one name (container, image, service, disk, interface, sensor); longer text is
 /// cut at a character boundary.
 pub const MAX_TEXT: usize = 256;
@@ -68,10 +76,52 @@ impl HostReport {
         for c in &mut self.cores {
             n += usize::from(cut_text(&mut c.cpu));
         }
+        if let Some(c) = &mut self.nstat {
+            n += cut_counters(c);
+        }
+        for list in [&mut self.interrupts, &mut self.soft_interrupts] {
+            n += cut_list(list, MAX_IRQS);
+            let mut counts = 0;
+            let fit = list
+                .iter()
+                .take_while(|i| {
+                    counts += i.cpus.len();
+                    counts <= MAX_IRQ_COUNTS
+                })
+                .count();
+            n += cut_list(list, fit);
+            for i in list.iter_mut() {
+                n += usize::from(cut_text(&mut i.irq))
+                    + usize::from(cut_text(&mut i.kind))
+                    + usize::from(cut_text(&mut i.device));
+            }
+        }
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.cut = self.cut.saturating_add(n);
         n
     }
+}
+
+/// Keeps at most [`MAX_COUNTERS`] counters (the first by file, line and name) with names of
+/// at most [`MAX_TEXT`] bytes (a longer one is dropped: cut, it would name another counter);
+/// how many were dropped.
+fn cut_counters(c: &mut NetCounters) -> usize {
+    let mut room = MAX_COUNTERS;
+    let mut dropped = 0;
+    let mut keep = |name_len: usize| {
+        let ok = room > 0 && name_len <= MAX_TEXT;
+        room -= usize::from(ok);
+        dropped += usize::from(!ok);
+        ok
+    };
+    for lines in [&mut c.netstat, &mut c.snmp] {
+        lines.retain(|line, counters| {
+            counters.retain(|name, _| keep(line.len() + name.len()));
+            !counters.is_empty()
+        });
+    }
+    c.snmp6.retain(|name, _| keep(name.len()));
+    dropped
 }
 
 /// Keeps at most [`MAX_LABELS`] labels (the first by key) with keys and values of at most
@@ -145,7 +195,7 @@ impl crate::EventReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Container, EngineState, Header, Health};
+    use crate::{Container, EngineState, Header, Health, Irq};
 
     fn container(name: &str, state: &str, health: Health) -> Container {
         Container {
@@ -204,6 +254,38 @@ mod tests {
             "{} bytes",
             bytes.len()
         );
+        assert_eq!(r.bound(), 0, "bounded once");
+    }
+
+    #[test]
+    fn a_huge_host_report_stays_under_the_payload_limit() {
+        let mut r = crate::codec::tests::host();
+        let irq = |i: usize| Irq {
+            irq: i.to_string(),
+            kind: "IR-PCI-MSI".into(),
+            device: format!("{i}-edge nvme0q{i}"),
+            cpus: vec![u64::MAX; 96],
+        };
+        r.interrupts = (0..400).map(irq).collect();
+        r.soft_interrupts = (0..10).map(irq).collect();
+        let mut c = NetCounters::default();
+        for line in 0..40 {
+            let counters = (0..40).map(|j| (format!("Counter{j}"), i64::MIN)).collect();
+            c.netstat.insert(format!("Line{line}"), counters);
+        }
+        c.snmp6.insert("x".repeat(300), 1);
+        c.snmp6.insert("Ip6InReceives".into(), 1);
+        r.nstat = Some(c);
+        let cut = r.bound();
+        // 400 - 256 lines; of the 256, 170 lines of 96 counts fit in 16384
+        assert_eq!(r.interrupts.len(), 170);
+        assert_eq!(r.soft_interrupts.len(), 10);
+        let c = r.nstat.as_ref().expect("kept");
+        assert_eq!(c.len(), MAX_COUNTERS);
+        assert!(c.snmp6.is_empty(), "netstat's lines filled the room first");
+        assert_eq!(cut, 400 - 170 + (1600 - 1024) + 2);
+        let bytes = crate::encode(&r);
+        assert!(bytes.len() < crate::codec::MAX_PAYLOAD, "{}", bytes.len());
         assert_eq!(r.bound(), 0, "bounded once");
     }
 

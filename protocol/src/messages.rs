@@ -5,6 +5,8 @@
 //! percentages are 0-100 (CPU percentages of containers are per core, as `docker stats` shows:
 //! up to 100 x cores), temperatures are degrees Celsius. Optional fields are omitted, not null.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Fields every data message (host, containers, event) starts with.
@@ -206,6 +208,79 @@ pub struct FileHandles {
     pub max: u64,
 }
 
+/// Kernel network counters since boot, as the kernel names them (Telegraf's `nstat`; the
+/// `snmp` part is also Telegraf's `net` `interface=all`). Only the counters the agent's
+/// `host.nstat` selects are sent; a file the kernel lacks (no IPv6: no snmp6) is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetCounters {
+    /// /proc/net/netstat by line: `TcpExt` -> `ListenDrops` -> count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub netstat: BTreeMap<String, BTreeMap<String, i64>>,
+    /// /proc/net/snmp by line: `Tcp` -> `ActiveOpens` -> count (`Tcp` `MaxConn` is -1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snmp: BTreeMap<String, BTreeMap<String, i64>>,
+    /// /proc/net/snmp6: `Ip6InReceives` -> count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snmp6: BTreeMap<String, i64>,
+}
+
+impl NetCounters {
+    /// How many counters it holds.
+    pub fn len(&self) -> usize {
+        let lines = |m: &BTreeMap<String, BTreeMap<String, i64>>| -> usize {
+            m.values().map(BTreeMap::len).sum()
+        };
+        lines(&self.netstat) + lines(&self.snmp) + self.snmp6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The host's TCP sockets by state and its UDP sockets, IPv4 and IPv6, from /proc/net/tcp,
+/// tcp6, udp and udp6 (Telegraf's `netstat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Sockets {
+    pub tcp_established: u64,
+    pub tcp_syn_sent: u64,
+    pub tcp_syn_recv: u64,
+    pub tcp_fin_wait1: u64,
+    pub tcp_fin_wait2: u64,
+    pub tcp_time_wait: u64,
+    pub tcp_close: u64,
+    pub tcp_close_wait: u64,
+    pub tcp_last_ack: u64,
+    pub tcp_listen: u64,
+    pub tcp_closing: u64,
+    /// A state the kernel added after these (`NEW_SYN_RECV` is never listed; others may be).
+    pub tcp_none: u64,
+    pub udp_socket: u64,
+}
+
+/// Connection tracking table, from /proc/sys/net/netfilter/nf_conntrack_{count,max} (absent
+/// while the kernel module is not loaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Conntrack {
+    pub count: u64,
+    pub max: u64,
+}
+
+/// One line of /proc/interrupts or /proc/softirqs: the count on each CPU since boot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Irq {
+    /// The IRQ number or name (`24`, `NMI`, `TIMER`).
+    pub irq: String,
+    /// The controller (`IO-APIC`, `GICv2`), or for named lines their description.
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// The hardware IRQ and devices (`2-edge timer`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
+    /// Counts by CPU, CPU0 first.
+    pub cpus: Vec<u64>,
+}
+
 /// Load averages over 1, 5 and 15 minutes, from /proc/loadavg.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Load {
@@ -343,6 +418,21 @@ pub struct HostReport {
     /// File handles (Telegraf's `linux_sysctl_fs` `file-nr`, `file-max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<FileHandles>,
+    /// Kernel network counters (Telegraf's `nstat`, and `net` `interface=all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nstat: Option<NetCounters>,
+    /// Sockets by state (Telegraf's `netstat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<Sockets>,
+    /// Connection tracking (Telegraf's `conntrack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<Conntrack>,
+    /// /proc/interrupts (Telegraf's `interrupts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupts: Vec<Irq>,
+    /// /proc/softirqs (Telegraf's `soft_interrupts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub soft_interrupts: Vec<Irq>,
     pub buffer: BufferStats,
     /// Items and texts left out by the bounds of [`crate::limits`] (more than 64 disks,
     /// interfaces or sensors, names over 256 bytes); absent when nothing was.

@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{
-    BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, FileHandles, Header, HostReport, Kernel, Load,
-    Memory, NetIf, Processes, Swap, Temperature,
+    BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, FileHandles, Header, HostReport, Irq, Kernel,
+    Load, Memory, NetCounters, NetIf, Processes, Sockets, Swap, Temperature,
 };
 
+use super::kernel_net;
 use crate::config::HostConfig;
 
 /// Raw jiffies of the aggregate `cpu` line of /proc/stat, in the kernel's order.
@@ -572,7 +573,7 @@ impl HostCollector {
             swap,
             disks: self.disks(),
             net: self
-                .read(&self.proc(&format!("{}/net/dev", self.pid_dir)))
+                .net_file("dev")
                 .map(|t| parse_net_dev(&t, &self.cfg.net_ignore))
                 .unwrap_or_default(),
             temps: read_temperatures(&self.cfg.sys_root),
@@ -592,9 +593,76 @@ impl HostCollector {
                 &self.read(&self.proc("sys/fs/file-nr")).unwrap_or_default(),
                 &self.read(&self.proc("sys/fs/file-max")).unwrap_or_default(),
             ),
+            nstat: self.net_counters(),
+            sockets: self.sockets(),
+            conntrack: kernel_net::parse_conntrack(
+                &self
+                    .read(&self.proc("sys/net/netfilter/nf_conntrack_count"))
+                    .unwrap_or_default(),
+                &self
+                    .read(&self.proc("sys/net/netfilter/nf_conntrack_max"))
+                    .unwrap_or_default(),
+            ),
+            interrupts: self.interrupts("interrupts"),
+            soft_interrupts: self.interrupts("softirqs"),
             buffer: BufferStats::default(),
             cut: 0,
         }
+    }
+
+    /// A file of the network namespace the agent reports: its own natively, the host's (pid
+    /// 1's) when /proc is the host's mounted elsewhere.
+    fn net_file(&self, name: &str) -> Option<String> {
+        self.read(&self.proc(&format!("{}/net/{name}", self.pid_dir)))
+    }
+
+    fn net_counters(&self) -> Option<NetCounters> {
+        if self.cfg.nstat.is_empty() {
+            return None;
+        }
+        let keep = kernel_net::CounterFilter(&self.cfg.nstat);
+        let c = NetCounters {
+            netstat: self
+                .net_file("netstat")
+                .map(|t| kernel_net::parse_pairs(&t, &keep))
+                .unwrap_or_default(),
+            snmp: self
+                .net_file("snmp")
+                .map(|t| kernel_net::parse_pairs(&t, &keep))
+                .unwrap_or_default(),
+            snmp6: self
+                .net_file("snmp6")
+                .map(|t| kernel_net::parse_snmp6(&t, &keep))
+                .unwrap_or_default(),
+        };
+        (!c.is_empty()).then_some(c)
+    }
+
+    /// TCP sockets by state and UDP sockets; none if no table could be read.
+    fn sockets(&self) -> Option<Sockets> {
+        let mut s = Sockets::default();
+        let mut read = false;
+        for (table, count) in [
+            ("tcp", kernel_net::count_tcp as fn(&mut Sockets, &str)),
+            ("tcp6", kernel_net::count_tcp),
+            ("udp", kernel_net::count_udp),
+            ("udp6", kernel_net::count_udp),
+        ] {
+            if let Some(t) = self.net_file(table) {
+                count(&mut s, &t);
+                read = true;
+            }
+        }
+        read.then_some(s)
+    }
+
+    fn interrupts(&self, file: &str) -> Vec<Irq> {
+        if !self.cfg.interrupts {
+            return Vec::new();
+        }
+        self.read(&self.proc(file))
+            .map(|t| kernel_net::parse_interrupts(&t))
+            .unwrap_or_default()
     }
 
     /// Every process of the (host's, when `proc_root` is) pid namespace by state. A process

@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod containers;
 pub mod host;
+pub mod kernel_net;
 
 use std::time::Duration;
 

@@ -106,6 +106,11 @@ fn report(node: &str, seq: u64, ts: i64) -> HostReport {
         kernel: None,
         processes: None,
         files: None,
+        nstat: None,
+        sockets: None,
+        conntrack: None,
+        interrupts: Vec::new(),
+        soft_interrupts: Vec::new(),
         buffer: BufferStats::default(),
         cut: 0,
     }

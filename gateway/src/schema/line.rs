@@ -24,7 +24,8 @@ pub struct Point {
     /// Kept sorted by key when encoded (InfluxDB's fast path). Keys are the schema's names,
     /// or a container's label keys (owned).
     pub tags: Vec<(std::borrow::Cow<'static, str>, String)>,
-    pub fields: Vec<(&'static str, Value)>,
+    /// The schema's names, or names the kernel gives (network counters, CPUs of an IRQ).
+    pub fields: Vec<(std::borrow::Cow<'static, str>, Value)>,
     pub ts_ms: i64,
 }
 
@@ -63,31 +64,31 @@ impl Point {
         }
     }
 
-    pub fn float(mut self, key: &'static str, v: f64) -> Self {
+    pub fn float(mut self, key: impl Into<std::borrow::Cow<'static, str>>, v: f64) -> Self {
         if v.is_finite() {
-            self.fields.push((key, Value::Float(v)));
+            self.fields.push((key.into(), Value::Float(v)));
         }
         self
     }
 
-    pub fn int(mut self, key: &'static str, v: i64) -> Self {
-        self.fields.push((key, Value::Int(v)));
+    pub fn int(mut self, key: impl Into<std::borrow::Cow<'static, str>>, v: i64) -> Self {
+        self.fields.push((key.into(), Value::Int(v)));
         self
     }
 
     /// Unsigned counters are stored as integers, saturating at i64::MAX (InfluxDB 1.x has
     /// no unsigned type).
-    pub fn uint(self, key: &'static str, v: u64) -> Self {
+    pub fn uint(self, key: impl Into<std::borrow::Cow<'static, str>>, v: u64) -> Self {
         self.int(key, i64::try_from(v).unwrap_or(i64::MAX))
     }
 
     pub fn boolean(mut self, key: &'static str, v: bool) -> Self {
-        self.fields.push((key, Value::Bool(v)));
+        self.fields.push((key.into(), Value::Bool(v)));
         self
     }
 
     pub fn string(mut self, key: &'static str, v: impl Into<String>) -> Self {
-        self.fields.push((key, Value::Str(v.into())));
+        self.fields.push((key.into(), Value::Str(v.into())));
         self
     }
 

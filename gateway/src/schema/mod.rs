@@ -6,8 +6,11 @@
 //! Pure: the timestamp of every point is the agent's sample time (`ts`), so a message written
 //! twice lands on the same points.
 
+use std::collections::BTreeMap;
+
 use leakmon_protocol::{
-    Container, ContainersReport, EngineState, EventReport, GatewayEvent, HostReport, Status,
+    Container, ContainersReport, EngineState, EventReport, GatewayEvent, HostReport, Irq,
+    NetCounters, Status,
 };
 use serde::{ser, Serialize};
 
@@ -136,6 +139,12 @@ const FILES: Part = Part {
     tags: &[],
     renames: &[("allocated", "file-nr"), ("max", "file-max")],
 };
+/// Telegraf's `netstat`.
+const SOCKETS: Part = Part {
+    measurement: "netstat",
+    tags: &[],
+    renames: &[],
+};
 /// From [`leakmon_protocol::BufferStats`], after the header's `run` and `seq`.
 const AGENT: Part = Part {
     measurement: "leakmon_agent",
@@ -216,12 +225,84 @@ pub fn host_points(n: &NodeTags, r: &HostReport) -> Vec<Point> {
     out.extend(r.kernel.iter().map(|k| KERNEL.point(n, ts, k)));
     out.extend(r.processes.iter().map(|p| PROCESSES.point(n, ts, p)));
     out.extend(r.files.iter().map(|f| FILES.point(n, ts, f)));
+    if let Some(c) = &r.nstat {
+        out.extend(nstat_points(n, ts, c));
+    }
+    out.extend(r.sockets.iter().map(|s| SOCKETS.point(n, ts, s)));
+    // Telegraf reads these files as text into floats.
+    out.extend(r.conntrack.iter().map(|c| {
+        n.point("conntrack", ts)
+            .float("ip_conntrack_count", c.count as f64)
+            .float("ip_conntrack_max", c.max as f64)
+    }));
+    out.extend(irq_points(n, ts, "interrupts", &r.interrupts));
+    out.extend(irq_points(n, ts, "soft_interrupts", &r.soft_interrupts));
     let agent = n
         .point(AGENT.measurement, ts)
         .uint("run", r.header.run)
         .uint("seq", r.header.seq);
     out.push(AGENT.fill(agent, &r.buffer));
     out
+}
+
+/// Telegraf's `nstat`: one point per file (`name=netstat`, `snmp`, `snmp6`), each counter a
+/// field named by its line's prefix and its name (`TcpExtListenDrops`); and its `net`
+/// `interface=all`: the `snmp` counters as `tcp_activeopens` (both lowercased).
+fn nstat_points(n: &NodeTags, ts: i64, c: &NetCounters) -> Vec<Point> {
+    let lines = |name: &'static str, m: &BTreeMap<String, BTreeMap<String, i64>>| {
+        m.iter()
+            .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)))
+            .fold(n.point("nstat", ts).tag("name", name), |p, (line, k, v)| {
+                p.int(format!("{line}{k}"), v)
+            })
+    };
+    let snmp6 = c
+        .snmp6
+        .iter()
+        .fold(n.point("nstat", ts).tag("name", "snmp6"), |p, (k, v)| {
+            p.int(k.clone(), *v)
+        });
+    let all = c
+        .snmp
+        .iter()
+        .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)));
+    let protocols = all.fold(
+        n.point("net", ts).tag("interface", "all"),
+        |p, (line, k, v)| p.int(format!("{}_{}", line.to_lowercase(), k.to_lowercase()), v),
+    );
+    // Points without fields are not written.
+    vec![
+        lines("netstat", &c.netstat),
+        lines("snmp", &c.snmp),
+        snmp6,
+        protocols,
+    ]
+}
+
+/// Telegraf's `interrupts` and `soft_interrupts`: a point per line, tagged by `irq`, `type`
+/// and `device`, with a field per CPU (`CPU0`) and their `total`.
+fn irq_points<'a>(
+    n: &'a NodeTags,
+    ts: i64,
+    measurement: &'static str,
+    irqs: &'a [Irq],
+) -> impl Iterator<Item = Point> + 'a {
+    irqs.iter().map(move |i| {
+        let p = n
+            .point(measurement, ts)
+            .tag("irq", i.irq.as_str())
+            .tag("type", i.kind.as_str())
+            .tag("device", i.device.as_str());
+        let p = i
+            .cpus
+            .iter()
+            .enumerate()
+            .fold(p, |p, (cpu, count)| p.uint(format!("CPU{cpu}"), *count));
+        p.uint(
+            "total",
+            i.cpus.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+        )
+    })
 }
 
 /// The fields of a struct in declaration order, each under the name serde gives it (which is
@@ -815,6 +896,65 @@ mod tests {
                 allocated: 1_632,
                 max: 9_223_372_036_854_775_807,
             }),
+            nstat: Some(NetCounters {
+                netstat: [(
+                    "TcpExt".to_owned(),
+                    [
+                        ("ListenDrops".to_owned(), 956),
+                        ("SyncookiesSent".to_owned(), 0),
+                    ]
+                    .into(),
+                )]
+                .into(),
+                snmp: [
+                    ("Ip".to_owned(), [("Forwarding".to_owned(), 1)].into()),
+                    (
+                        "Tcp".to_owned(),
+                        [("ActiveOpens".to_owned(), 12), ("MaxConn".to_owned(), -1)].into(),
+                    ),
+                ]
+                .into(),
+                snmp6: [("Ip6InReceives".to_owned(), 542)].into(),
+            }),
+            sockets: Some(leakmon_protocol::Sockets {
+                tcp_established: 1,
+                tcp_syn_sent: 2,
+                tcp_syn_recv: 3,
+                tcp_fin_wait1: 4,
+                tcp_fin_wait2: 5,
+                tcp_time_wait: 6,
+                tcp_close: 7,
+                tcp_close_wait: 8,
+                tcp_last_ack: 9,
+                tcp_listen: 10,
+                tcp_closing: 11,
+                tcp_none: 12,
+                udp_socket: 13,
+            }),
+            conntrack: Some(leakmon_protocol::Conntrack {
+                count: 24,
+                max: 262_144,
+            }),
+            interrupts: vec![
+                Irq {
+                    irq: "11".into(),
+                    kind: "GICv2".into(),
+                    device: "30 Level arch_timer".into(),
+                    cpus: vec![12_345, 6_789],
+                },
+                Irq {
+                    irq: "NMI".into(),
+                    kind: "Non-maskable interrupts".into(),
+                    device: String::new(),
+                    cpus: vec![1, u64::MAX],
+                },
+            ],
+            soft_interrupts: vec![Irq {
+                irq: "TIMER".into(),
+                kind: String::new(),
+                device: String::new(),
+                cpus: vec![500, 400],
+            }],
             buffer: BufferStats {
                 queued: 2,
                 queued_bytes: 512,
@@ -845,6 +985,15 @@ diskio,host=edge-01,name=mmcblk0,swarm_node_id=x2kq reads=1i,merged_reads=2i,rea
 kernel,host=edge-01,swarm_node_id=x2kq boot_time=1795719100i,context_switches=25190i,interrupts=8140i,processes_forked=4171i,entropy_avail=256i 1795719775612
 processes,host=edge-01,swarm_node_id=x2kq running=2i,sleeping=150i,blocked=1i,zombies=3i,stopped=4i,dead=5i,paging=6i,idle=40i,unknown=7i,total=218i,total_threads=480i 1795719775612
 linux_sysctl_fs,host=edge-01,swarm_node_id=x2kq file-nr=1632i,file-max=9223372036854775807i 1795719775612
+nstat,host=edge-01,name=netstat,swarm_node_id=x2kq TcpExtListenDrops=956i,TcpExtSyncookiesSent=0i 1795719775612
+nstat,host=edge-01,name=snmp,swarm_node_id=x2kq IpForwarding=1i,TcpActiveOpens=12i,TcpMaxConn=-1i 1795719775612
+nstat,host=edge-01,name=snmp6,swarm_node_id=x2kq Ip6InReceives=542i 1795719775612
+net,host=edge-01,interface=all,swarm_node_id=x2kq ip_forwarding=1i,tcp_activeopens=12i,tcp_maxconn=-1i 1795719775612
+netstat,host=edge-01,swarm_node_id=x2kq tcp_established=1i,tcp_syn_sent=2i,tcp_syn_recv=3i,tcp_fin_wait1=4i,tcp_fin_wait2=5i,tcp_time_wait=6i,tcp_close=7i,tcp_close_wait=8i,tcp_last_ack=9i,tcp_listen=10i,tcp_closing=11i,tcp_none=12i,udp_socket=13i 1795719775612
+conntrack,host=edge-01,swarm_node_id=x2kq ip_conntrack_count=24,ip_conntrack_max=262144 1795719775612
+interrupts,device=30\ Level\ arch_timer,host=edge-01,irq=11,swarm_node_id=x2kq,type=GICv2 CPU0=12345i,CPU1=6789i,total=19134i 1795719775612
+interrupts,host=edge-01,irq=NMI,swarm_node_id=x2kq,type=Non-maskable\ interrupts CPU0=1i,CPU1=9223372036854775807i,total=9223372036854775807i 1795719775612
+soft_interrupts,host=edge-01,irq=TIMER,swarm_node_id=x2kq CPU0=500i,CPU1=400i,total=900i 1795719775612
 leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_bytes=512i,spooled_bytes=4096i,dropped_total=7i 1795719775612
 "#;
 
@@ -858,6 +1007,9 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
         r.temps.clear();
         r.diskio.clear();
         (r.kernel, r.processes, r.files) = (None, None, None);
+        (r.nstat, r.sockets, r.conntrack) = (None, None, None);
+        r.interrupts.clear();
+        r.soft_interrupts.clear();
         let n = NodeTags {
             host: "edge-01".into(),
             swarm_node_id: None,
@@ -938,8 +1090,9 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             let written = points.iter().any(|p| {
                 p.fields.iter().any(|(k, v)| match (v, leaf) {
                     (Value::Int(i), _) => leaf.as_i64() == Some(*i) && !leaf.is_f64(),
-                    (Value::Float(f), _) => leaf.as_f64() == Some(*f) && leaf.is_f64(),
-                    (Value::Bool(b), serde_json::Value::Bool(l)) => k == &name && b == l,
+                    // Integers Telegraf writes as floats (conntrack) count too.
+                    (Value::Float(f), _) => leaf.as_f64() == Some(*f),
+                    (Value::Bool(b), serde_json::Value::Bool(l)) => k == name && b == l,
                     _ => false,
                 }) || p
                     .tags
@@ -958,6 +1111,19 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
         );
     }
 
+    /// How docs/schema.md names a field whose name comes from the kernel.
+    fn documented_as<'a>(measurement: &str, key: &'a str) -> &'a str {
+        let proto = key
+            .split_once('_')
+            .is_some_and(|(p, _)| ["ip", "icmp", "icmpmsg", "tcp", "udp", "udplite"].contains(&p));
+        match measurement {
+            "nstat" => "<counter>",
+            "net" if proto => "<proto>_<counter>",
+            "interrupts" | "soft_interrupts" if key.starts_with("CPU") => "CPU<n>",
+            _ => key,
+        }
+    }
+
     /// Every field and tag a host report is written with is named in its measurement's row of
     /// docs/schema.md, so a new metric cannot be left undocumented.
     #[test]
@@ -969,7 +1135,10 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
                 .lines()
                 .find(|l| l.starts_with(&head))
                 .unwrap_or_else(|| panic!("no row for {} in docs/schema.md", p.measurement));
-            let keys = p.fields.iter().map(|(k, _)| *k);
+            let keys = p
+                .fields
+                .iter()
+                .map(|(k, _)| documented_as(p.measurement, k));
             let tags = p.tags.iter().map(|(k, _)| k.as_ref());
             for k in keys.chain(tags) {
                 let named = row.contains(&format!("`{k}`")) || row.contains(&format!("`{k}="));

@@ -1,0 +1,293 @@
+//! The kernel's network and interrupt tables, read as Telegraf's `nstat`, `netstat`,
+//! `conntrack` and `interrupts` inputs read them (their Go code, Telegraf b2726314, was the
+//! reference): /proc/net/{netstat,snmp,snmp6}, /proc/net/{tcp,tcp6,udp,udp6},
+//! /proc/sys/net/netfilter/nf_conntrack_{count,max}, /proc/interrupts and /proc/softirqs.
+//! Pure parsers; the host collector reads the files.
+
+use std::collections::BTreeMap;
+
+use leakmon_protocol::{Conntrack, Irq, Sockets};
+
+use super::host::matches_any;
+
+/// Which counters to keep: patterns over Telegraf's names (`TcpExtListenDrops`: the line's
+/// prefix and the counter's name), a trailing `*` matching a prefix; `*` alone keeps all.
+pub struct CounterFilter<'a>(pub &'a [String]);
+
+impl CounterFilter<'_> {
+    fn all(&self) -> bool {
+        self.0.iter().any(|p| p == "*")
+    }
+
+    fn keeps(&self, line: &str, name: &str, joined: &mut String) -> bool {
+        if self.all() {
+            return true;
+        }
+        joined.clear();
+        joined.push_str(line);
+        joined.push_str(name);
+        matches_any(joined, self.0)
+    }
+}
+
+/// /proc/net/netstat or /proc/net/snmp: pairs of lines, `Tcp: ActiveOpens PassiveOpens ...`
+/// then `Tcp: 12 3 ...`. A pair whose lines disagree (prefix or length) is skipped, as is a
+/// value that is not an integer.
+pub fn parse_pairs(text: &str, keep: &CounterFilter) -> BTreeMap<String, BTreeMap<String, i64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut joined = String::new();
+    let mut lines = text.lines();
+    while let (Some(head), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((hp, names)), Some((vp, nums))) = (head.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        if hp != vp || names.split_whitespace().count() != nums.split_whitespace().count() {
+            continue;
+        }
+        let mut kept = BTreeMap::new();
+        for (name, value) in names.split_whitespace().zip(nums.split_whitespace()) {
+            if !keep.keeps(hp, name, &mut joined) {
+                continue;
+            }
+            if let Ok(v) = value.parse::<i64>() {
+                kept.insert(name.to_owned(), v);
+            }
+        }
+        if !kept.is_empty() {
+            out.entry(hp.to_owned()).or_default().extend(kept);
+        }
+    }
+    out
+}
+
+/// /proc/net/snmp6: one `Ip6InReceives 1234` per line.
+pub fn parse_snmp6(text: &str, keep: &CounterFilter) -> BTreeMap<String, i64> {
+    let mut joined = String::new();
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (name, value) = (it.next()?, it.next()?);
+            if !keep.keeps("", name, &mut joined) {
+                return None;
+            }
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Adds the sockets of one /proc/net/tcp or tcp6 table (the state is the fourth column, in
+/// hex: `0A` is LISTEN) to `s`.
+pub fn count_tcp(s: &mut Sockets, text: &str) {
+    for line in text.lines().skip(1) {
+        let Some(st) = line.split_whitespace().nth(3) else {
+            continue;
+        };
+        let n = match u8::from_str_radix(st, 16).unwrap_or(0) {
+            1 => &mut s.tcp_established,
+            2 => &mut s.tcp_syn_sent,
+            3 => &mut s.tcp_syn_recv,
+            4 => &mut s.tcp_fin_wait1,
+            5 => &mut s.tcp_fin_wait2,
+            6 => &mut s.tcp_time_wait,
+            7 => &mut s.tcp_close,
+            8 => &mut s.tcp_close_wait,
+            9 => &mut s.tcp_last_ack,
+            10 => &mut s.tcp_listen,
+            11 => &mut s.tcp_closing,
+            _ => &mut s.tcp_none,
+        };
+        *n += 1;
+    }
+}
+
+/// Adds the sockets of one /proc/net/udp or udp6 table to `s`.
+pub fn count_udp(s: &mut Sockets, text: &str) {
+    let n = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    s.udp_socket += n as u64;
+}
+
+/// nf_conntrack_count and nf_conntrack_max; none unless both read.
+pub fn parse_conntrack(count: &str, max: &str) -> Option<Conntrack> {
+    Some(Conntrack {
+        count: count.trim().parse().ok()?,
+        max: max.trim().parse().ok()?,
+    })
+}
+
+/// /proc/interrupts or /proc/softirqs: a `CPU0 CPU1 ...` header, then one line per IRQ:
+/// `24:  10  20  GICv2  30 Level  arch_timer` (numbered: a type, then the device) or
+/// `NMI:  0  0  Non-maskable interrupts` (named: the rest is the type). Lines with fewer
+/// counts than CPUs (`ERR:  0`) keep the counts they have; a line with a count that is not
+/// a number is skipped; a file without the header gives nothing.
+pub fn parse_interrupts(text: &str) -> Vec<Irq> {
+    let mut lines = text.lines();
+    let n_cpus = match lines.next() {
+        Some(h) if h.split_whitespace().next() == Some("CPU0") => h.split_whitespace().count(),
+        _ => return Vec::new(),
+    };
+    lines
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let irq = fields.next()?.strip_suffix(':')?;
+            let rest: Vec<&str> = fields.collect();
+            let counted = rest.len().min(n_cpus);
+            let cpus = rest[..counted]
+                .iter()
+                .map(|c| c.parse::<u64>().ok())
+                .collect::<Option<Vec<u64>>>()?;
+            let tail = &rest[counted..];
+            let numbered = irq.parse::<u64>().is_ok();
+            let (kind, device) = match tail.split_first() {
+                Some((k, dev)) if numbered => (k.to_string(), dev.join(" ")),
+                _ => (tail.join(" "), String::new()),
+            };
+            Some(Irq {
+                irq: irq.to_owned(),
+                kind,
+                device,
+                cpus,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNMP: &str = "\
+Ip: Forwarding DefaultTTL InReceives InHdrErrors
+Ip: 1 64 5000 2
+Icmp: InMsgs InErrors
+Icmp: 7 0
+IcmpMsg: InType3 OutType3
+IcmpMsg: 7 7
+Tcp: RtoAlgorithm ActiveOpens MaxConn
+Tcp: 1 12 -1
+Udp: InDatagrams NoPorts
+Udp: 40 bogus
+";
+
+    fn all() -> Vec<String> {
+        vec!["*".into()]
+    }
+
+    #[test]
+    fn snmp_pairs_keep_every_line_and_the_sign_of_maxconn() {
+        let all = all();
+        let m = parse_pairs(SNMP, &CounterFilter(&all));
+        assert_eq!(m["Ip"]["InHdrErrors"], 2);
+        assert_eq!(m["IcmpMsg"]["OutType3"], 7);
+        assert_eq!(m["Tcp"]["MaxConn"], -1);
+        assert_eq!(m["Udp"].len(), 1, "a value that is no number is skipped");
+        assert_eq!(m.values().map(BTreeMap::len).sum::<usize>(), 12);
+    }
+
+    #[test]
+    fn the_filter_matches_telegraf_names_exactly_or_by_prefix() {
+        let pats: Vec<String> = vec!["IpInHdrErrors".into(), "Tcp*".into()];
+        let m = parse_pairs(SNMP, &CounterFilter(&pats));
+        let names: Vec<String> = m
+            .iter()
+            .flat_map(|(l, c)| c.keys().map(move |k| format!("{l}{k}")))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "IpInHdrErrors",
+                "TcpActiveOpens",
+                "TcpMaxConn",
+                "TcpRtoAlgorithm"
+            ]
+        );
+        assert!(parse_pairs(SNMP, &CounterFilter(&[])).is_empty());
+    }
+
+    #[test]
+    fn mismatched_or_odd_lines_are_skipped() {
+        let text =
+            "TcpExt: A B\nTcpExt: 1 2\nIpExt: X Y\nIpExt: 1\nMPTcpExt: Z\nOther: 3\nLone: Q\n";
+        let all = all();
+        let m = parse_pairs(text, &CounterFilter(&all));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["TcpExt"]["B"], 2);
+    }
+
+    #[test]
+    fn snmp6_lines() {
+        let text = "Ip6InReceives                   \t40\nIp6InHdrErrors 0\nIcmp6InMsgs x\n\n";
+        let all = all();
+        let m = parse_snmp6(text, &CounterFilter(&all));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["Ip6InReceives"], 40);
+        let only: Vec<String> = vec!["Ip6InHdr*".into()];
+        assert_eq!(parse_snmp6(text, &CounterFilter(&only)).len(), 1);
+    }
+
+    #[test]
+    fn sockets_by_state() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:075B 00000000:0000 0A 00000000:00000000 00:00000000 00000000   122        0 21427 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:9C4A 0100007F:075B 01 00000000:00000000 00:00000000 00000000  1000        0 98761 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:9C4C 0100007F:075B 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+   3: 0100007F:9C4E 0100007F:075B 0D 00000000:00000000 00:00000000 00000000     0        0 0 3 0000000000000000
+";
+        let mut s = Sockets::default();
+        count_tcp(&mut s, tcp);
+        count_tcp(&mut s, "  sl  local_address\n   0: x y 0A\n");
+        count_udp(&mut s, "  sl  local_address\n  1: a b 07\n  2: a b 07\n");
+        assert_eq!(
+            (s.tcp_listen, s.tcp_established, s.tcp_time_wait, s.tcp_none),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(s.udp_socket, 2);
+    }
+
+    #[test]
+    fn conntrack_needs_both_figures() {
+        assert_eq!(
+            parse_conntrack("24\n", "262144\n"),
+            Some(Conntrack {
+                count: 24,
+                max: 262_144
+            })
+        );
+        assert_eq!(parse_conntrack("", "262144"), None);
+    }
+
+    #[test]
+    fn interrupts_as_telegraf_splits_them() {
+        let text = "           CPU0       CPU1
+  0:         44          0   IO-APIC   2-edge      timer
+ 11:      12345       6789   GICv2  30 Level     arch_timer
+NMI:          1          2   Non-maskable interrupts
+ERR:          0
+MIS:          x          0
+";
+        let irqs = parse_interrupts(text);
+        assert_eq!(irqs.len(), 4, "the line with `x` is skipped");
+        assert_eq!(
+            irqs[1],
+            Irq {
+                irq: "11".into(),
+                kind: "GICv2".into(),
+                device: "30 Level arch_timer".into(),
+                cpus: vec![12345, 6789],
+            }
+        );
+        assert_eq!(irqs[2].kind, "Non-maskable interrupts");
+        assert_eq!(irqs[2].device, "");
+        assert_eq!(irqs[3].cpus, vec![0]);
+        let soft = parse_interrupts(
+            "                    CPU0       CPU1\n          HI:          5          0\n",
+        );
+        assert_eq!(soft[0].irq, "HI");
+        assert_eq!((soft[0].kind.as_str(), soft[0].cpus.len()), ("", 2));
+        assert!(parse_interrupts("garbage\n1: 2\n").is_empty());
+    }
+}
