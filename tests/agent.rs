@@ -1368,7 +1368,7 @@ fn network_counters_and_socket_states_match_iproute2_in_a_namespace_of_our_own()
     std::fs::write(
         &cfg,
         format!(
-            "node = \"e2e-netns\"\nstate_dir = \"{}\"\n[host]\nnstat = [\"*\"]\n\
+            "node = \"e2e-netns\"\nstate_dir = \"{}\"\n[host]\nnstat = [\"*\"]\nsockets = true\n\
              [docker]\nenabled = false\n",
             dir.path().join("state").display()
         ),

@@ -226,10 +226,10 @@ fn stock_telegraf_dashboards_show_data_in_every_panel_leakmon_can_fill() {
         broker.url(),
         db.url()
     ));
-    // The shipped defaults but the interval and `host.interrupts` (off by default, as in
-    // Telegraf: 928's interrupt panel needs it).
+    // The shipped defaults but the interval, `host.sockets` and `host.interrupts` (off by
+    // default, as in Telegraf: 928's TCP state and interrupt panels need them).
     let _agent = Agent::start(&format!(
-        "node = \"{node}\"\ninterval = \"1s\"\n[host]\ninterrupts = true\n\
+        "node = \"{node}\"\ninterval = \"1s\"\n[host]\nsockets = true\ninterrupts = true\n\
          [mqtt]\nurl = \"{}\"\n",
         broker.url()
     ));

@@ -139,11 +139,24 @@ impl Encoder {
                 msg.buffer = buffer;
                 msg.bound();
                 let payload = fit(&mut msg, max, |m| {
-                    let lists = [m.temps.len(), m.net.len(), m.disks.len()];
-                    let n = match lists {
-                        [t, _, _] if t > 0 => cut_half(&mut m.temps),
-                        [_, i, _] if i > 0 => cut_half(&mut m.net),
-                        _ => cut_half(&mut m.disks),
+                    // the least telling first: interrupt tables, network counters, one
+                    // point per CPU or device; the mounts (disk space) last
+                    let n = if !m.soft_interrupts.is_empty() {
+                        cut_half(&mut m.soft_interrupts)
+                    } else if !m.interrupts.is_empty() {
+                        cut_half(&mut m.interrupts)
+                    } else if let Some(c) = m.nstat.take() {
+                        u32::try_from(c.len()).unwrap_or(u32::MAX)
+                    } else if !m.cores.is_empty() {
+                        cut_half(&mut m.cores)
+                    } else if !m.diskio.is_empty() {
+                        cut_half(&mut m.diskio)
+                    } else if !m.temps.is_empty() {
+                        cut_half(&mut m.temps)
+                    } else if !m.net.is_empty() {
+                        cut_half(&mut m.net)
+                    } else {
+                        cut_half(&mut m.disks)
                     };
                     m.cut = m.cut.saturating_add(n);
                     n > 0
@@ -685,6 +698,41 @@ mod tests {
         );
         assert!(none.is_none());
         assert_eq!(e.oversize_dropped, 1);
+    }
+
+    #[test]
+    fn a_host_report_sheds_interrupts_and_counters_before_what_matters() {
+        let mut r = sample(10);
+        let irq = |i: usize| leakmon_protocol::Irq {
+            irq: i.to_string(),
+            kind: "IR-PCI-MSI".into(),
+            device: format!("{i}-edge eth0-rx-{i}"),
+            cpus: vec![123_456_789; 8],
+        };
+        r.interrupts = (0..60).map(irq).collect();
+        r.soft_interrupts = (0..10).map(irq).collect();
+        let counters = (0..200)
+            .map(|j| (format!("Counter{j}"), 1_234_567))
+            .collect();
+        r.nstat = Some(leakmon_protocol::NetCounters {
+            netstat: [("TcpExt".to_owned(), counters)].into(),
+            ..Default::default()
+        });
+        r.disks = vec![leakmon_protocol::Disk {
+            path: "/".into(),
+            ..Default::default()
+        }];
+        // the smallest packet limit the config takes
+        let mut e =
+            Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4).with_max_payload(4096);
+        let m = e
+            .report(Report::Host(Box::new(r)), BufferStats::default())
+            .expect("cut down to fit");
+        let hr: HostReport = decode("n1", &m.payload).unwrap();
+        assert!(hr.interrupts.is_empty() && hr.soft_interrupts.is_empty() && hr.nstat.is_none());
+        assert_eq!(hr.disks.len(), 1, "the mount is kept");
+        assert_eq!(hr.cut, 60 + 10 + 200);
+        assert_eq!(e.oversize_dropped, 0);
     }
 
     #[test]

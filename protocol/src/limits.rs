@@ -18,21 +18,31 @@ pub const MAX_CORES: usize = 256;
 /// Kernel network counters in one host report (all of /proc/net/netstat, snmp and snmp6 are
 /// about 400 on Linux 6.x).
 pub const MAX_COUNTERS: usize = 1024;
+/// Bytes of a counter's full name (`TcpExtTCPAbortOnTimeout`: the kernel's are under 40);
+/// a longer one is dropped, counted.
+pub const MAX_COUNTER_NAME: usize = 63;
 /// Lines of /proc/interrupts and of /proc/softirqs in one host report, each.
 pub const MAX_IRQS: usize = 256;
 /// Per-CPU counts of /proc/interrupts and /proc/softirqs in one host report, each (256 lines
-/// of 64 CPUs); the last lines go first. With 20-digit counts, 350 KB of the payload limit.
-pub const MAX_IRQ_COUNTS: usize = 16_384;
+/// of 32 CPUs); the last lines go first.
+pub const MAX_IRQ_COUNTS: usize = 8_192;
+/// Bytes of an IRQ line's name, type and device, each.
+pub const MAX_IRQ_TEXT: usize = 128;
 /// Bytes of any one name (container, image, service, disk, interface, sensor); longer text is
 /// cut at a character boundary.
 pub const MAX_TEXT: usize = 256;
 
 /// Cuts `s` to at most [`MAX_TEXT`] bytes, at a character boundary; whether it was cut.
 pub fn cut_text(s: &mut String) -> bool {
-    if s.len() <= MAX_TEXT {
+    cut_text_to(s, MAX_TEXT)
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary; whether it was cut.
+fn cut_text_to(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
         return false;
     }
-    let mut end = MAX_TEXT;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -91,9 +101,9 @@ impl HostReport {
                 .count();
             n += cut_list(list, fit);
             for i in list.iter_mut() {
-                n += usize::from(cut_text(&mut i.irq))
-                    + usize::from(cut_text(&mut i.kind))
-                    + usize::from(cut_text(&mut i.device));
+                n += usize::from(cut_text_to(&mut i.irq, MAX_IRQ_TEXT))
+                    + usize::from(cut_text_to(&mut i.kind, MAX_IRQ_TEXT))
+                    + usize::from(cut_text_to(&mut i.device, MAX_IRQ_TEXT));
             }
         }
         let n = u32::try_from(n).unwrap_or(u32::MAX);
@@ -102,14 +112,14 @@ impl HostReport {
     }
 }
 
-/// Keeps at most [`MAX_COUNTERS`] counters (the first by file, line and name) with names of
-/// at most [`MAX_TEXT`] bytes (a longer one is dropped: cut, it would name another counter);
-/// how many were dropped.
+/// Keeps at most [`MAX_COUNTERS`] counters (the first by file, line and name) with full names
+/// (line and name) of 1 to [`MAX_COUNTER_NAME`] bytes (a longer one is dropped: cut, it would
+/// name another counter); how many were dropped.
 fn cut_counters(c: &mut NetCounters) -> usize {
     let mut room = MAX_COUNTERS;
     let mut dropped = 0;
     let mut keep = |name_len: usize| {
-        let ok = room > 0 && name_len <= MAX_TEXT;
+        let ok = room > 0 && (1..=MAX_COUNTER_NAME).contains(&name_len);
         room -= usize::from(ok);
         dropped += usize::from(!ok);
         ok
@@ -261,29 +271,32 @@ mod tests {
     fn a_huge_host_report_stays_under_the_payload_limit() {
         let mut r = crate::codec::tests::host();
         let irq = |i: usize| Irq {
-            irq: i.to_string(),
-            kind: "IR-PCI-MSI".into(),
-            device: format!("{i}-edge nvme0q{i}"),
+            irq: format!("{i}{}", "i".repeat(300)),
+            kind: "t".repeat(300),
+            device: "d".repeat(300),
             cpus: vec![u64::MAX; 96],
         };
         r.interrupts = (0..400).map(irq).collect();
         r.soft_interrupts = (0..10).map(irq).collect();
         let mut c = NetCounters::default();
         for line in 0..40 {
-            let counters = (0..40).map(|j| (format!("Counter{j}"), i64::MIN)).collect();
-            c.netstat.insert(format!("Line{line}"), counters);
+            let counters = (0..40)
+                .map(|j| (format!("Counter{j:0>30}"), i64::MIN))
+                .collect();
+            c.netstat.insert(format!("Line{line:0>15}"), counters);
         }
         c.snmp6.insert("x".repeat(300), 1);
         c.snmp6.insert("Ip6InReceives".into(), 1);
         r.nstat = Some(c);
         let cut = r.bound();
-        // 400 - 256 lines; of the 256, 170 lines of 96 counts fit in 16384
-        assert_eq!(r.interrupts.len(), 170);
+        // 400 - 256 lines; of the 256, 85 lines of 96 counts fit in 8192; 3 texts cut each
+        assert_eq!(r.interrupts.len(), 85);
         assert_eq!(r.soft_interrupts.len(), 10);
+        assert!(r.interrupts.iter().all(|i| i.device.len() == MAX_IRQ_TEXT));
         let c = r.nstat.as_ref().expect("kept");
         assert_eq!(c.len(), MAX_COUNTERS);
         assert!(c.snmp6.is_empty(), "netstat's lines filled the room first");
-        assert_eq!(cut, 400 - 170 + (1600 - 1024) + 2);
+        assert_eq!(cut, (400 - 85) + (85 + 10) * 3 + (1600 - 1024) + 2);
         let bytes = crate::encode(&r);
         assert!(bytes.len() < crate::codec::MAX_PAYLOAD, "{}", bytes.len());
         assert_eq!(r.bound(), 0, "bounded once");

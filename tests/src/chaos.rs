@@ -158,6 +158,13 @@ pub struct Step {
     pub dur: u64,
 }
 
+impl Step {
+    /// A cut long enough for a verdict and a drain (blips are 3 s at most).
+    pub fn is_death(&self) -> bool {
+        self.fault.is_cut() && self.dur >= 10_000
+    }
+}
+
 /// Faults at most this many at once.
 pub const MAX_AT_ONCE: usize = 3;
 
@@ -166,6 +173,13 @@ pub const MAX_AT_ONCE: usize = 3;
 /// pulled, one broker, database or gateway fault at a time, an agent not restarted while its
 /// engine is down), at most [`MAX_AT_ONCE`] at once; every fault healed before the end.
 /// Cuts are half blips (0.5-3 s: a verdict may or may not come) and half deaths (15-40 s).
+///
+/// A node that died stays drained until it has been back for `reactivate_after` (the shipped
+/// 60 s, after an agent reconnect of up to 30 s), and with [`Bounds::max_drained`] nodes
+/// drained a further death is a `mass_failure`, by design not handled and so not judged. So
+/// that most deaths are judged, a death is drawn while `max_drained` earlier ones may still be
+/// drained (their cut plus [`Bounds::reactivate`]) only one time in ten: now and then a mass
+/// failure, mostly deaths the gateway must handle.
 pub fn plan(seed: u64, duration_ms: u64) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let mut steps: Vec<Step> = Vec::new();
@@ -176,14 +190,20 @@ pub fn plan(seed: u64, duration_ms: u64) -> Vec<Step> {
             .copied()
             .filter(|s| s.at + s.dur > at)
             .collect();
+        let drained = steps
+            .iter()
+            .filter(|s| s.is_death() && s.at + s.dur + SHIPPED.reactivate.unsigned_abs() > at)
+            .count();
         for _ in 0..10 {
             let (fault, dur) = draw(&mut rng);
             let dur = dur.min(duration_ms.saturating_sub(at));
             let cuts = running.iter().filter(|s| s.fault.is_cut()).count();
+            let death = Step { at, fault, dur }.is_death();
             let ok = dur >= 500
                 && running.len() < MAX_AT_ONCE
                 && !(fault.is_cut() && cuts >= 2)
-                && running.iter().all(|s| !fault.conflicts(s.fault));
+                && running.iter().all(|s| !fault.conflicts(s.fault))
+                && !(death && drained >= SHIPPED.max_drained && rng.range(0, 9) != 0);
             if ok {
                 steps.push(Step { at, fault, dur });
                 break;
@@ -1679,6 +1699,27 @@ mod tests {
             }
         }
         assert_eq!(kinds.len(), 10, "every kind of fault is drawn");
+        // deaths beyond what may be drained at once: rare, not never
+        let (mut deaths, mut beyond) = (0, 0);
+        for seed in 0..300 {
+            let steps = plan(seed, 300_000);
+            for s in steps.iter().filter(|s| s.is_death()) {
+                deaths += 1;
+                let drained = steps
+                    .iter()
+                    .filter(|o| {
+                        o.is_death()
+                            && o.at < s.at
+                            && o.at + o.dur + SHIPPED.reactivate.unsigned_abs() > s.at
+                    })
+                    .count();
+                beyond += usize::from(drained >= SHIPPED.max_drained);
+            }
+        }
+        assert!(
+            beyond > 0 && beyond * 8 < deaths,
+            "{beyond} of {deaths} deaths beyond max_drained"
+        );
     }
 
     #[test]

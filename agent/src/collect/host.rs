@@ -483,6 +483,8 @@ pub struct HostCollector {
     prev_cpu: Option<CpuTimes>,
     prev_cores: HashMap<String, CpuTimes>,
     nodev: HashSet<String>,
+    /// `host.nstat`, compiled.
+    nstat: kernel_net::CounterFilter,
 }
 
 impl HostCollector {
@@ -496,6 +498,7 @@ impl HostCollector {
             .map(|t| parse_nodev(&t))
             .unwrap_or_default();
         HostCollector {
+            nstat: kernel_net::CounterFilter::new(&cfg.nstat),
             cfg,
             pid_dir,
             prev_cpu: None,
@@ -617,22 +620,22 @@ impl HostCollector {
     }
 
     fn net_counters(&self) -> Option<NetCounters> {
-        if self.cfg.nstat.is_empty() {
+        let keep = &self.nstat;
+        if keep.is_empty() {
             return None;
         }
-        let keep = kernel_net::CounterFilter(&self.cfg.nstat);
         let c = NetCounters {
             netstat: self
                 .net_file("netstat")
-                .map(|t| kernel_net::parse_pairs(&t, &keep))
+                .map(|t| kernel_net::parse_pairs(&t, keep))
                 .unwrap_or_default(),
             snmp: self
                 .net_file("snmp")
-                .map(|t| kernel_net::parse_pairs(&t, &keep))
+                .map(|t| kernel_net::parse_pairs(&t, keep))
                 .unwrap_or_default(),
             snmp6: self
                 .net_file("snmp6")
-                .map(|t| kernel_net::parse_snmp6(&t, &keep))
+                .map(|t| kernel_net::parse_snmp6(&t, keep))
                 .unwrap_or_default(),
         };
         (!c.is_empty()).then_some(c)
@@ -640,6 +643,9 @@ impl HostCollector {
 
     /// TCP sockets by state and UDP sockets; none if no table could be read.
     fn sockets(&self) -> Option<Sockets> {
+        if !self.cfg.sockets {
+            return None;
+        }
         let mut s = Sockets::default();
         let mut read = false;
         for (table, count) in [

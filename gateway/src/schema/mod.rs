@@ -247,29 +247,44 @@ pub fn host_points(n: &NodeTags, r: &HostReport) -> Vec<Point> {
 
 /// Telegraf's `nstat`: one point per file (`name=netstat`, `snmp`, `snmp6`), each counter a
 /// field named by its line's prefix and its name (`TcpExtListenDrops`); and its `net`
-/// `interface=all`: the `snmp` counters as `tcp_activeopens` (both lowercased).
+/// `interface=all`: the `snmp` counters as `tcp_activeopens` (both lowercased). The names come
+/// from the agent: one InfluxDB cannot take as a field key (empty, `time`) is left out, or the
+/// whole batch would be refused.
 fn nstat_points(n: &NodeTags, ts: i64, c: &NetCounters) -> Vec<Point> {
+    fn add(p: Point, key: String, v: i64) -> Point {
+        if key.is_empty() || key == "time" {
+            p
+        } else {
+            p.int(key, v)
+        }
+    }
     let lines = |name: &'static str, m: &BTreeMap<String, BTreeMap<String, i64>>| {
         m.iter()
             .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)))
             .fold(n.point("nstat", ts).tag("name", name), |p, (line, k, v)| {
-                p.int(format!("{line}{k}"), v)
+                add(p, format!("{line}{k}"), v)
             })
     };
     let snmp6 = c
         .snmp6
         .iter()
         .fold(n.point("nstat", ts).tag("name", "snmp6"), |p, (k, v)| {
-            p.int(k.clone(), *v)
+            add(p, k.clone(), *v)
         });
-    let all = c
+    let protocols = c
         .snmp
         .iter()
-        .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)));
-    let protocols = all.fold(
-        n.point("net", ts).tag("interface", "all"),
-        |p, (line, k, v)| p.int(format!("{}_{}", line.to_lowercase(), k.to_lowercase()), v),
-    );
+        .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)))
+        .fold(
+            n.point("net", ts).tag("interface", "all"),
+            |p, (line, k, v)| {
+                add(
+                    p,
+                    format!("{}_{}", line.to_lowercase(), k.to_lowercase()),
+                    v,
+                )
+            },
+        );
     // Points without fields are not written.
     vec![
         lines("netstat", &c.netstat),
@@ -996,6 +1011,24 @@ interrupts,host=edge-01,irq=NMI,swarm_node_id=x2kq,type=Non-maskable\ interrupts
 soft_interrupts,host=edge-01,irq=TIMER,swarm_node_id=x2kq CPU0=500i,CPU1=400i,total=900i 1795719775612
 leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_bytes=512i,spooled_bytes=4096i,dropped_total=7i 1795719775612
 "#;
+
+    #[test]
+    fn counter_names_influxdb_cannot_take_are_left_out() {
+        let c = NetCounters {
+            snmp6: [
+                ("time".to_owned(), 1),
+                (String::new(), 2),
+                ("Ip6InReceives".to_owned(), 3),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let out = lines(&nstat_points(&tags(), 5, &c));
+        assert_eq!(
+            out,
+            "nstat,host=edge-01,name=snmp6,swarm_node_id=x2kq Ip6InReceives=3i 5\n"
+        );
+    }
 
     #[test]
     fn first_host_sample_has_no_cpu_point_and_no_swarm_tag() {

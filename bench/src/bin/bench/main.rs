@@ -696,17 +696,76 @@ fn control(o: &Opts, md: &mut String) {
     }
 }
 
-fn write_block(path: &Path, block: &str) {
+/// Writes `block` between the markers. A run of some scenarios (`--only`) replaces only their
+/// sections (by their `### ` heading) and keeps the others and the header of the last full
+/// run; `note` (the date and command) goes under each replaced heading.
+fn write_block(path: &Path, block: &str, partial: Option<&str>) {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!(
-            "{}{BEGIN}\n{block}{END}{}",
-            &old[..b],
-            &old[e + END.len()..]
-        ),
+        (Some(b), Some(e)) if e > b => {
+            let inner = &old[b + BEGIN.len() + 1..e];
+            let block = match partial {
+                Some(note) => splice(inner, block, note),
+                None => block.to_owned(),
+            };
+            format!(
+                "{}{BEGIN}\n{block}{END}{}",
+                &old[..b],
+                &old[e + END.len()..]
+            )
+        }
         _ => format!("{old}\n{BEGIN}\n{block}{END}\n"),
     };
     std::fs::write(path, new).expect("write the benchmarks file");
+}
+
+/// A block split into its preamble, its `### ` sections (heading line, whole text) and the
+/// closing line (`The whole run took ...`) with what follows.
+struct Parts {
+    pre: String,
+    secs: Vec<(String, String)>,
+    post: String,
+}
+
+fn sections(block: &str) -> Parts {
+    let mut p = Parts {
+        pre: String::new(),
+        secs: Vec::new(),
+        post: String::new(),
+    };
+    for line in block.split_inclusive('\n') {
+        if line.starts_with("The whole run took") || !p.post.is_empty() {
+            p.post.push_str(line);
+            continue;
+        }
+        if line.starts_with("### ") {
+            p.secs.push((line.trim_end().to_owned(), String::new()));
+        }
+        match p.secs.last_mut() {
+            Some((_, text)) => text.push_str(line),
+            None => p.pre.push_str(line),
+        }
+    }
+    p
+}
+
+/// The old block with the sections `new` has replaced by them (a new one that was not there
+/// goes before the closing line), each with `note` under its heading.
+fn splice(old: &str, new: &str, note: &str) -> String {
+    let mut old = sections(old);
+    for (head, text) in sections(new).secs {
+        let body = text.split_once('\n').map_or("", |(_, b)| b);
+        let text = format!("{head}\n\n{note}\n{body}");
+        match old.secs.iter_mut().find(|(h, _)| *h == head) {
+            Some(s) => s.1 = text,
+            None => old.secs.push((head, text)),
+        }
+    }
+    let mut out = old.pre;
+    for (_, text) in old.secs {
+        out.push_str(&text);
+    }
+    out + &old.post
 }
 
 fn parse() -> Opts {
@@ -787,6 +846,33 @@ fn main() {
         "The whole run took {:.0} minutes.\n",
         started.elapsed().as_secs_f64() / 60.0
     );
-    write_block(&o.out, &md);
+    let partial = (!o.only.is_empty()).then(|| {
+        format!(
+            "*Re-measured {} with `scripts/bench --trials {} --duration {} --outage {} --only {}`; \
+             the other sections are from the run named above.*",
+            sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            o.trials,
+            o.duration,
+            o.outage,
+            o.only.join(",")
+        )
+    });
+    write_block(&o.out, &md, partial.as_deref());
     print!("{md}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_run_replaces_only_its_sections() {
+        let old = "## Side by side\n\nMeasured then.\n\n### A\n\nold a\n\n### B\n\nold b\n\nThe whole run took 54 minutes.\n\n";
+        let new = "## Side by side\n\nMeasured now.\n\n### B\n\nnew b\n\n### C\n\nnew c\n\nThe whole run took 3 minutes.\n\n";
+        assert_eq!(
+            splice(old, new, "*again*"),
+            "## Side by side\n\nMeasured then.\n\n### A\n\nold a\n\n### B\n\n*again*\n\nnew b\n\n\
+             ### C\n\n*again*\n\nnew c\n\nThe whole run took 54 minutes.\n\n"
+        );
+    }
 }
