@@ -572,8 +572,13 @@ fn sigterm_says_goodbye_and_exits_zero() {
 
 /// Data messages (host, containers, events) of one node, by (run, seq), in arrival order.
 fn data_seqs(sub: &Subscriber) -> Vec<(u64, u64, i64, String)> {
-    sub.all()
-        .into_iter()
+    data_seqs_of(sub.all())
+}
+
+/// The same of messages from several subscribers, merged by arrival.
+fn data_seqs_of(mut all: Vec<Received>) -> Vec<(u64, u64, i64, String)> {
+    all.sort_by_key(|m| m.at);
+    all.into_iter()
         .filter(Received::is_data)
         .map(|m| {
             let v = m.json();
@@ -1481,4 +1486,85 @@ fn network_counters_and_socket_states_match_iproute2_in_a_namespace_of_our_own()
     ] {
         assert!(ours[name] >= at_least, "{name}: {}", ours[name]);
     }
+}
+
+/// Messages of the agent's birth (`online`) on a subscriber.
+fn births(sub: &Subscriber) -> usize {
+    sub.on("status")
+        .iter()
+        .filter(|m| !m.retain && m.json()["state"] == "online")
+        .count()
+}
+
+/// Waits until `sub` has received one more host report than now: the moment right after a
+/// report, when nothing of the agent's is in flight for about an interval.
+fn after_next_host_report(sub: &Subscriber) {
+    let n = sub.on("host").len();
+    wait_for(S(10), || (sub.on("host").len() > n).then_some(())).expect("a host report");
+}
+
+#[test]
+fn an_agent_fails_over_to_the_next_broker_in_order_and_loses_nothing() {
+    // Two independent brokers, as two nodes of a cluster would look to the agent, and a
+    // persistent subscriber on each: together they see everything the agent published.
+    let node = "e2e-failover";
+    let mut a = Broker::start();
+    let mut b = Broker::start();
+    let filter = format!("leakmon/v1/nodes/{node}/#");
+    let sa = Subscriber::start(a.port, &filter, true);
+    let sb = Subscriber::start(b.port, &filter, true);
+    let agent = Agent::start(&format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n[docker]\nenabled = false\n[mqtt]\n\
+         url = [\"{}\", \"{}\"]\nkeep_alive = \"2s\"\nreconnect_min = \"200ms\"\n\
+         reconnect_max = \"1s\"\n",
+        a.url(),
+        b.url()
+    ));
+    wait_for(S(20), || (sa.on("host").len() >= 3).then_some(()))
+        .unwrap_or_else(|| panic!("no host reports on the first broker; log:\n{}", agent.log()));
+    assert!(sb.on("host").is_empty(), "the second broker is only for failover");
+
+    // The first broker dies (right after a report, so that none is in flight: one the
+    // broker acknowledged and died before passing on is lost with it, whatever the agent).
+    after_next_host_report(&sa);
+    a.kill();
+    let last_on_a = data_seqs(&sa).iter().map(|s| s.1).max().unwrap_or(0);
+    wait_for(S(15), || (births(&sb) >= 1 && sb.on("host").len() >= 3).then_some(()))
+        .unwrap_or_else(|| panic!("no failover to the second broker; log:\n{}", agent.log()));
+
+    // Back, the first broker gets nothing: the agent stays where it works.
+    a.start_again();
+    std::thread::sleep(S(4));
+    let later_on_a: Vec<u64> = data_seqs(&sa)
+        .iter()
+        .map(|s| s.1)
+        .filter(|s| *s > last_on_a)
+        .collect();
+    assert!(
+        later_on_a.is_empty(),
+        "published to the first broker while the second worked: {later_on_a:?}"
+    );
+
+    // The second dies: the next round starts from the first again.
+    after_next_host_report(&sb);
+    b.kill();
+    let births_on_a = births(&sa);
+    wait_for(S(15), || {
+        let fresh = data_seqs(&sa).iter().filter(|s| s.1 > last_on_a).count();
+        (births(&sa) > births_on_a && fresh >= 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no failover back to the first broker; log:\n{}", agent.log()));
+
+    // Nothing lost, in order, a sample every interval throughout.
+    let mut all = sa.all();
+    all.extend(sb.all());
+    let seqs = data_seqs_of(all);
+    let max = assert_complete(&seqs, 1);
+    assert!(max >= 9, "{max} reports");
+    assert_no_sampling_gap(&seqs);
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("next={}", b.url())),
+        "the log names the broker tried next:\n{log}"
+    );
 }

@@ -762,3 +762,62 @@ fn gateways_in_a_shared_group_split_the_data() {
         "data messages: {data} sent, {shared} ingested in total (g1 {a}, g2 {b}, status {status})"
     );
 }
+
+#[test]
+fn gateway_and_agent_fail_over_together_and_the_node_never_looks_offline() {
+    // Two brokers standing for two nodes of a cluster; the gateway and the agent list both.
+    // The first dies: both move to the second; the node must stay online throughout (no
+    // Will was ever published: its broker died with it), and its reports keep coming.
+    let mut a = Broker::start();
+    let b = Broker::start();
+    let urls = format!("[\"{}\", \"{}\"]", a.url(), b.url());
+    let node = "e2e-gw-failover";
+    // `offline_after` tighter than the shipped 15 s: a failover slower than 6 s shows as stale.
+    let gw = Gateway::start(&format!(
+        "[mqtt]\nurl = {urls}\n[liveness]\noffline_after = \"6s\"\n"
+    ));
+    let agent = Agent::start(&format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n[docker]\nenabled = false\n[mqtt]\nurl = {urls}\n\
+         keep_alive = \"2s\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n"
+    ));
+    let node_view = || -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&gw.get("/api/v1/nodes"))
+            .ok()
+            .and_then(|v| {
+                v["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["node"] == node)
+                    .cloned()
+            })
+            .unwrap_or_default()
+    };
+    wait_for(S(15), || (node_view()["state"] == "online").then_some(()))
+        .unwrap_or_else(|| panic!("never online; log:\n{}", gw.log()));
+    let before = node_view();
+    a.kill();
+    let mut states = BTreeSet::new();
+    let until = std::time::Instant::now() + S(12);
+    while std::time::Instant::now() < until {
+        states.insert(node_view()["state"].as_str().unwrap_or("").to_owned());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = node_view();
+    assert_eq!(
+        states,
+        BTreeSet::from(["online".to_owned()]),
+        "states seen through the failover: {states:?}\ngateway log:\n{}\nagent log:\n{}",
+        gw.log(),
+        agent.log()
+    );
+    assert!(
+        after["last_seen"].as_i64() > before["last_seen"].as_i64(),
+        "reports kept coming: {before} -> {after}"
+    );
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("connected; subscribed") && l.contains(&format!("broker={}", b.url()))),
+        "the gateway connected to the second broker:\n{log}"
+    );
+}

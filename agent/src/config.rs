@@ -379,7 +379,7 @@ mod tests {
     fn defaults_and_env() {
         let c = parse("", &[("LEAKMON_AGENT__MQTT__URL", "mqtt://10.0.0.1:1884")]).unwrap();
         assert_eq!(c.node, "host-1");
-        assert_eq!(c.mqtt.endpoint.port, 1884);
+        assert_eq!(c.mqtt.primary().port, 1884);
         assert_eq!(
             c.cfg.mqtt.client_id.as_deref(),
             Some("leakmon-agent-host-1")

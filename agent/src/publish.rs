@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::Connector;
+use leakmon_common::mqtt::{Connector, Failover, Retry};
 use leakmon_protocol::{
     encode, Beat, Channel, ContainersReport, EngineState, EventReport, Header, HostReport,
     Identity, NodeState, OfflineReason, ProbeReport, Status, Topics, PROTOCOL_VERSION,
@@ -337,9 +337,12 @@ impl Publisher {
             s.reconnect_max(leakmon_common::mqtt::AGENT_RECONNECT_MAX),
         );
         let mut jitter = Jitter::from_entropy();
+        let mut failover = Failover::for_connector(&self.connector);
         loop {
             let seq = self.state.seq_for_attempt();
-            let (ended, inflight, was_connected) = self.connection(seq).await;
+            let broker = failover.current();
+            let (ended, inflight, connected_for) = self.connection(broker, seq).await;
+            let was_connected = connected_for.is_some();
             self.signal_ready();
             match ended {
                 End::Done => {
@@ -357,9 +360,13 @@ impl Publisher {
                     if was_connected {
                         backoff.reset();
                     }
-                    let delay = backoff.next_delay(jitter.next_u64());
+                    let delay = match failover.ended(connected_for) {
+                        Retry::Next => Duration::ZERO,
+                        Retry::Backoff => backoff.next_delay(jitter.next_u64()),
+                    };
                     tracing::warn!(
-                        broker = %self.connector.settings().url,
+                        broker = %self.connector.url(broker),
+                        next = %self.connector.url(failover.current()),
                         error = %why,
                         retry_in_ms = delay.as_millis() as u64,
                         "MQTT connection lost; buffering"
@@ -399,12 +406,17 @@ impl Publisher {
 
     /// One connection, from CONNECT to its end. Returns how it ended, what was left in flight
     /// and whether the broker accepted it.
-    async fn connection(&mut self, seq: u64) -> (End, Vec<(Message, Origin)>, bool) {
+    async fn connection(
+        &mut self,
+        broker: usize,
+        seq: u64,
+    ) -> (End, Vec<(Message, Origin)>, Option<Duration>) {
+        let mut accepted_at: Option<tokio::time::Instant> = None;
         let will_msg =
             self.encoder
                 .status(NodeState::Offline, seq, Some(OfflineReason::Lost), None);
         let will = LastWill::new(will_msg.topic, will_msg.payload, QoS::AtLeastOnce, true);
-        let mut opts = self.connector.options(&self.client_id, Some(will));
+        let mut opts = self.connector.options(broker, &self.client_id, Some(will));
         // Room beyond the window for the status messages, which it does not hold back (rumqttc
         // stops taking requests, QoS 0 ones too, once this many QoS 1 are unacknowledged: the
         // window keeps it from getting there, so a beat is never stuck behind data).
@@ -441,7 +453,8 @@ impl Publisher {
                         self.state.mark_connected();
                         self.outbox.set_online();
                         session.connected();
-                        tracing::info!(broker = %self.connector.settings().url, seq, "connected; birth published");
+                        accepted_at = Some(tokio::time::Instant::now());
+                        tracing::info!(broker = %self.connector.url(broker), seq, "connected; birth published");
                         beat = self.beat_interval.map(|every| {
                             // The first beat right after the birth, then every interval; a
                             // stalled loop does not fire a burst of beats after.
@@ -540,8 +553,8 @@ impl Publisher {
                 }
             }
         };
-        let connected = session.was_connected();
-        (ended, session.into_unacked(), connected)
+        let connected_for = accepted_at.map(|t| t.elapsed());
+        (ended, session.into_unacked(), connected_for)
     }
 }
 

@@ -20,7 +20,8 @@ use crate::config::{ByteSize, ConfigError, Dur};
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSettings {
     /// `mqtt://host:port` or `mqtts://host:port` (TLS). Default port 1883, or 8883 for TLS.
-    pub url: String,
+    /// Several (a list) are tried in order: see [`Failover`].
+    pub url: BrokerUrls,
     /// MQTT keep-alive; the broker publishes the Last Will about 1.5 x this after the link dies.
     pub keep_alive: Dur,
     /// First level(s) of every topic.
@@ -78,7 +79,7 @@ impl MqttSettings {
 impl Default for MqttSettings {
     fn default() -> Self {
         MqttSettings {
-            url: "mqtt://127.0.0.1:1883".into(),
+            url: BrokerUrls::from("mqtt://127.0.0.1:1883"),
             keep_alive: Dur::secs(5),
             topic_prefix: leakmon_protocol::DEFAULT_PREFIX.into(),
             client_id: None,
@@ -92,6 +93,162 @@ impl Default for MqttSettings {
             reconnect_max: None,
             max_packet_size: ByteSize::mib(1),
             shared_group: None,
+        }
+    }
+}
+
+/// `mqtt.url`: one broker address, or several tried in order (a TOML list, or one string
+/// with commas, as an environment variable gives it). Written back as it was given: a string
+/// for one, a list for several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrls(Vec<String>);
+
+impl BrokerUrls {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `i`th address (wrapping), for logs.
+    pub fn get(&self, i: usize) -> &str {
+        match self.0.len() {
+            0 => "",
+            n => &self.0[i % n],
+        }
+    }
+
+    /// Each address through `f` (to redact them).
+    pub fn map(&self, f: impl Fn(&str) -> String) -> BrokerUrls {
+        BrokerUrls(self.0.iter().map(|u| f(u)).collect())
+    }
+}
+
+impl From<&str> for BrokerUrls {
+    /// Commas separate addresses (a URL of a broker has none); a TOML list written in one
+    /// string (an environment variable) is read the same.
+    fn from(s: &str) -> Self {
+        let s = s.trim();
+        let s = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
+        BrokerUrls(
+            s.split(',')
+                .map(|u| u.trim().trim_matches(['"', '\'']).trim())
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Display for BrokerUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl Serialize for BrokerUrls {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerUrls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BrokerUrls;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a broker URL or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BrokerUrls, E> {
+                Ok(BrokerUrls::from(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BrokerUrls, A::Error> {
+                let mut out = Vec::new();
+                while let Some(u) = seq.next_element::<String>()? {
+                    out.push(u);
+                }
+                Ok(BrokerUrls(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which of `mqtt.url`'s brokers the next connection goes to: a pure state machine, time
+/// passed in.
+///
+/// Every reconnect walks the list from the first address, so a fleet returns to its preferred
+/// broker whenever it reconnects, and never leaves a broker that works (no fail-back churn).
+/// A broker that refuses, does not answer, or drops the connection before it has lasted
+/// `settle` (an overloaded broker, a one-way partition, a kick) passes the turn to the next
+/// one at once; only when the whole list has failed does the caller wait its backoff. One
+/// address behaves as before: every failure backs off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    n: usize,
+    next: usize,
+    settle: Duration,
+}
+
+/// What to do after a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try the next broker of the list now.
+    Next,
+    /// Wait the backoff, then start again from the first.
+    Backoff,
+}
+
+impl Failover {
+    /// `n` brokers; a connection counts as working once it has lasted `settle` (two
+    /// keep-alives: [`Failover::for_settings`]).
+    pub fn new(n: usize, settle: Duration) -> Self {
+        Failover {
+            n: n.max(1),
+            next: 0,
+            settle,
+        }
+    }
+
+    /// For the brokers of `c`, settling after two keep-alives.
+    pub fn for_connector(c: &Connector) -> Self {
+        Self::new(c.endpoints.len(), c.settings.keep_alive.0 * 2)
+    }
+
+    /// The index in `mqtt.url` of the broker to connect to.
+    pub fn current(&self) -> usize {
+        self.next
+    }
+
+    /// The connection to [`Self::current`] ended; `connected_for`: how long it had been up
+    /// since the broker accepted it (`None`: never accepted).
+    pub fn ended(&mut self, connected_for: Option<Duration>) -> Retry {
+        if connected_for.is_some_and(|d| d >= self.settle) {
+            self.next = 0;
+            return Retry::Backoff;
+        }
+        self.next += 1;
+        if self.next < self.n {
+            Retry::Next
+        } else {
+            self.next = 0;
+            Retry::Backoff
         }
     }
 }
@@ -158,7 +315,8 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
 /// Validated settings, with TLS material loaded: build per-connection options from it.
 #[derive(Clone)]
 pub struct Connector {
-    pub endpoint: Endpoint,
+    /// One per address of `mqtt.url`, in its order.
+    pub endpoints: Vec<Endpoint>,
     tls: Option<Arc<rustls::ClientConfig>>,
     settings: MqttSettings,
 }
@@ -166,7 +324,7 @@ pub struct Connector {
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
-            .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -176,7 +334,31 @@ impl MqttSettings {
     /// Checks every key (naming it on error, under `section`) and loads TLS files.
     pub fn connector(&self, section: &str) -> Result<Connector, ConfigError> {
         let key = |k: &str| format!("{section}.{k}");
-        let endpoint = parse_url(&self.url).map_err(|m| ConfigError::new(key("url"), m))?;
+        if self.url.is_empty() {
+            return Err(ConfigError::new(
+                key("url"),
+                "no broker address; write it as mqtt://host:1883, or a list of them",
+            ));
+        }
+        let endpoints = self
+            .url
+            .iter()
+            .map(|u| {
+                parse_url(u).map_err(|m| match self.url.len() {
+                    1 => ConfigError::new(key("url"), m),
+                    _ => ConfigError::new(key("url"), format!("{u:?}: {m}")),
+                })
+            })
+            .collect::<Result<Vec<Endpoint>, _>>()?;
+        let any_tls = endpoints.iter().any(|e| e.tls);
+        if any_tls && endpoints.iter().any(|e| !e.tls) {
+            // a blocked TLS port would move credentials to a plain-text broker
+            return Err(ConfigError::new(
+                key("url"),
+                "mixes mqtts:// and mqtt:// brokers; list only TLS brokers (mqtts://) or only \
+                 plain ones, so that a failover never sends credentials in clear text",
+            ));
+        }
         let ka = self.keep_alive.0;
         if ka < Duration::from_secs(1) || ka > Duration::from_secs(65535) {
             return Err(ConfigError::new(
@@ -226,7 +408,7 @@ impl MqttSettings {
             ("client_cert", self.client_cert.is_some()),
             ("client_key", self.client_key.is_some()),
         ];
-        if !endpoint.tls {
+        if !any_tls {
             if let Some((k, _)) = tls_keys.iter().find(|(_, set)| *set) {
                 return Err(ConfigError::new(
                     key(k),
@@ -234,7 +416,7 @@ impl MqttSettings {
                 ));
             }
         }
-        let tls = if endpoint.tls {
+        let tls = if any_tls {
             Some(Arc::new(self.tls_config(&key)?))
         } else {
             None
@@ -242,7 +424,7 @@ impl MqttSettings {
         let mut settings = self.clone();
         settings.password = password;
         Ok(Connector {
-            endpoint,
+            endpoints,
             tls,
             settings,
         })
@@ -324,10 +506,23 @@ impl Connector {
         &self.settings
     }
 
-    /// Options for one connection, with a clean session and, optionally, a Last Will.
-    pub fn options(&self, client_id: &str, will: Option<LastWill>) -> MqttOptions {
+    /// The first broker: the preferred one.
+    pub fn primary(&self) -> &Endpoint {
+        // `connector` refuses an empty list
+        &self.endpoints[0]
+    }
+
+    /// The address of broker `i` as configured (for logs).
+    pub fn url(&self, i: usize) -> &str {
+        self.settings.url.get(i)
+    }
+
+    /// Options for one connection to broker `i` of `mqtt.url` (wrapping), with a clean session
+    /// and, optionally, a Last Will.
+    pub fn options(&self, i: usize, client_id: &str, will: Option<LastWill>) -> MqttOptions {
         let s = &self.settings;
-        let mut o = MqttOptions::new(client_id, &self.endpoint.host, self.endpoint.port);
+        let ep = &self.endpoints[i % self.endpoints.len()];
+        let mut o = MqttOptions::new(client_id, &ep.host, ep.port);
         o.set_keep_alive(s.keep_alive.0);
         o.set_clean_session(true);
         let max = usize::try_from(s.max_packet_size.0).unwrap_or(usize::MAX);
@@ -375,6 +570,88 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn failover_walks_the_list_from_the_first_and_backs_off_after_a_round() {
+        let s = Duration::from_secs;
+        let mut f = Failover::new(3, s(10));
+        assert_eq!(f.current(), 0);
+        assert_eq!(f.ended(None), Retry::Next);
+        assert_eq!(f.current(), 1);
+        assert_eq!(f.ended(None), Retry::Next);
+        assert_eq!(f.current(), 2);
+        assert_eq!(f.ended(None), Retry::Backoff, "the whole list failed");
+        assert_eq!(f.current(), 0);
+        f.ended(None);
+        // the second works for a while; when that connection is lost, the first is tried again
+        assert_eq!(f.current(), 1);
+        assert_eq!(f.ended(Some(s(60))), Retry::Backoff);
+        assert_eq!(f.current(), 0);
+        // the first accepts and drops at once, again and again: it is passed over
+        assert_eq!(f.ended(Some(s(1))), Retry::Next);
+        assert_eq!(f.current(), 1);
+        let mut one = Failover::new(1, s(10));
+        assert_eq!(one.ended(None), Retry::Backoff);
+        assert_eq!(one.ended(Some(s(1))), Retry::Backoff);
+        assert_eq!(one.ended(Some(s(60))), Retry::Backoff);
+        assert_eq!(one.current(), 0);
+    }
+
+    #[test]
+    fn broker_urls_from_a_string_a_list_or_commas() {
+        #[derive(Deserialize, Serialize)]
+        struct T {
+            url: BrokerUrls,
+        }
+        let one: T = toml::from_str(r#"url = "mqtt://a:1""#).unwrap();
+        assert_eq!(one.url.iter().collect::<Vec<_>>(), ["mqtt://a:1"]);
+        assert_eq!(toml::to_string(&one).unwrap().trim(), r#"url = "mqtt://a:1""#);
+        let two: T = toml::from_str(r#"url = ["mqtt://a:1", "mqtts://b"]"#).unwrap();
+        assert_eq!(two.url.len(), 2);
+        assert_eq!(two.url.get(3), "mqtts://b");
+        assert_eq!(
+            toml::to_string(&two).unwrap().trim(),
+            r#"url = ["mqtt://a:1", "mqtts://b"]"#
+        );
+        assert_eq!(BrokerUrls::from("mqtt://a:1, mqtt://b:2,").len(), 2);
+        assert_eq!(
+            BrokerUrls::from(r#"["mqtt://a:1", 'mqtt://b:2']"#),
+            BrokerUrls::from("mqtt://a:1,mqtt://b:2")
+        );
+        assert!(toml::from_str::<T>("url = 3").is_err());
+        assert_eq!(two.url.to_string(), "mqtt://a:1, mqtts://b");
+    }
+
+    #[test]
+    fn several_urls_are_each_checked_and_never_mix_tls_and_plain() {
+        let s = MqttSettings {
+            url: BrokerUrls::from("mqtt://a:1883,mqtt://b:x"),
+            ..Default::default()
+        };
+        let e = s.connector("mqtt").unwrap_err();
+        assert_eq!(e.key, "mqtt.url");
+        assert!(e.message.contains("mqtt://b:x"), "{}", e.message);
+        let s = MqttSettings {
+            url: BrokerUrls::from(""),
+            ..Default::default()
+        };
+        assert_eq!(s.connector("mqtt").unwrap_err().key, "mqtt.url");
+        let s = MqttSettings {
+            url: BrokerUrls::from("mqtt://a:1883,mqtt://[::1]:1884"),
+            ..Default::default()
+        };
+        let c = s.connector("mqtt").unwrap();
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.options(1, "x", None).broker_address(), ("::1".to_owned(), 1884));
+        assert_eq!(c.options(2, "x", None).broker_address(), ("a".to_owned(), 1883));
+        assert_eq!(c.url(1), "mqtt://[::1]:1884");
+        let s = MqttSettings {
+            url: BrokerUrls::from("mqtts://a,mqtt://b"),
+            ..Default::default()
+        };
+        let e = s.connector("mqtt").unwrap_err();
+        assert!(e.key == "mqtt.url" && e.message.contains("clear text"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::Connector;
+use leakmon_common::mqtt::{Connector, Failover, Retry};
 use leakmon_protocol::{ContainersReport, GatewayEvent, HostReport};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::{mpsc, watch};
@@ -306,11 +306,13 @@ impl Connection {
         let mut jitter = Jitter::from_entropy();
         let mut tick = tokio::time::interval(TICK);
         let mut acks: AckQueue<rumqttc::Publish> = AckQueue::default();
+        let mut failover = Failover::for_connector(&self.connector);
         loop {
+            let broker = failover.current();
             let session = self.session.borrow_and_update().clone();
             // The active gateway uses a persistent session: while it is away (a restart, a
             // hand-over to another gateway) the broker keeps its QoS 1 messages.
-            let mut opts = self.connector.options(&session.client_id, None);
+            let mut opts = self.connector.options(broker, &session.client_id, None);
             opts.set_clean_session(!session.persistent);
             // Read packets well beyond the payload limit, so an oversized payload is counted
             // and dropped; a packet rumqttc refused would break the connection, and the broker
@@ -325,12 +327,14 @@ impl Connection {
             opts.set_manual_acks(manual);
             let (client, mut el) = AsyncClient::new(opts, 64);
             let mut connected = false;
+            let mut accepted_at: Option<tokio::time::Instant> = None;
             let ended = loop {
                 tokio::select! {
                     ev = el.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             backoff.reset();
                             connected = true;
+                            accepted_at = Some(tokio::time::Instant::now());
                             self.connected.send_replace(true);
                             h.on_connected();
                             for t in h.subscriptions() {
@@ -338,7 +342,7 @@ impl Connection {
                                     tracing::warn!(topic = %t, error = %e, "subscribe failed");
                                 }
                             }
-                            tracing::info!(broker = %self.connector.settings().url,
+                            tracing::info!(broker = %self.connector.url(broker),
                                 client_id = %session.client_id, active = session.active,
                                 "connected; subscribed to agents");
                         }
@@ -402,8 +406,13 @@ impl Connection {
                     Self::disconnect(&mut h, &client, &mut el, session.active).await;
                 }
                 Ended::Lost(e) => {
-                    let d = backoff.next_delay(jitter.next_u64());
-                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "MQTT connection lost");
+                    let d = match failover.ended(accepted_at.map(|t| t.elapsed())) {
+                        Retry::Next => Duration::ZERO,
+                        Retry::Backoff => backoff.next_delay(jitter.next_u64()),
+                    };
+                    tracing::warn!(broker = %self.connector.url(broker),
+                        next = %self.connector.url(failover.current()), error = %e,
+                        retry_in_ms = d.as_millis() as u64, "MQTT connection lost");
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
                         _ = self.shutdown.changed() => return,

@@ -764,7 +764,10 @@ impl Config {
                 *v = "********".into();
             }
         }
-        c.mqtt.url = leakmon_common::config::redact_url(&c.mqtt.url, false);
+        c.mqtt.url = c
+            .mqtt
+            .url
+            .map(|u| leakmon_common::config::redact_url(u, false));
         c.influxdb.url = leakmon_common::config::redact_url(&c.influxdb.url, false);
         c
     }

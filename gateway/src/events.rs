@@ -8,6 +8,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::Value;
 
 use leakmon_common::args::{self, Arg, Command, Stop};
+use leakmon_common::mqtt::{BrokerUrls, Failover, Retry};
 
 use crate::config::{Config, DEFAULT_PATH};
 
@@ -117,7 +118,7 @@ pub async fn run(a: EventsArgs) -> Result<(), String> {
     let mut cfg = Config::load(&path, a.config.is_some())
         .map_err(|e| format!("invalid configuration: {e}"))?;
     if let Some(u) = &a.url {
-        cfg.mqtt.url = u.clone();
+        cfg.mqtt.url = BrokerUrls::from(u.as_str());
     }
     let connector = cfg
         .mqtt
@@ -127,30 +128,37 @@ pub async fn run(a: EventsArgs) -> Result<(), String> {
         leakmon_protocol::Topics::new(&cfg.mqtt.topic_prefix).map_err(|e| e.to_string())?;
     let (events, alerts) = (topics.gateway_events(), topics.alerts());
     let id = format!("leakmon-events-{}", std::process::id());
-    let (client, mut el) = AsyncClient::new(connector.options(&id, None), 16);
     let color = leakmon_common::cli::color(std::io::stdout().is_terminal()) && !a.json;
+    let mut failover = Failover::for_connector(&connector);
     loop {
-        match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                for t in [&events, &alerts] {
-                    let _ = client.try_subscribe(t.clone(), QoS::AtLeastOnce);
+        let broker = failover.current();
+        let (client, mut el) = AsyncClient::new(connector.options(broker, &id, None), 16);
+        let mut accepted_at = None;
+        let e = loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    accepted_at = Some(std::time::Instant::now());
+                    for t in [&events, &alerts] {
+                        let _ = client.try_subscribe(t.clone(), QoS::AtLeastOnce);
+                    }
                 }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if a.json {
-                    println!("{}", String::from_utf8_lossy(&p.payload));
-                    continue;
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if a.json {
+                        println!("{}", String::from_utf8_lossy(&p.payload));
+                        continue;
+                    }
+                    match serde_json::from_slice::<Value>(&p.payload) {
+                        Ok(v) => println!("{}", render(&v, p.topic == alerts, color)),
+                        Err(_) => eprintln!("(not JSON on {})", p.topic),
+                    }
                 }
-                match serde_json::from_slice::<Value>(&p.payload) {
-                    Ok(v) => println!("{}", render(&v, p.topic == alerts, color)),
-                    Err(_) => eprintln!("(not JSON on {})", p.topic),
-                }
+                Ok(_) => {}
+                Err(e) => break e,
             }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("broker {}: {e}; retrying", cfg.mqtt.url);
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
+        };
+        eprintln!("broker {}: {e}; retrying", connector.url(broker));
+        if failover.ended(accepted_at.map(|t| t.elapsed())) == Retry::Backoff {
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
 }

@@ -143,8 +143,13 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         offline_after,
     } = c;
     // Only a plain listener can be embedded; a TLS url always means a real broker.
-    if !mqtt.endpoint.tls {
-        let ep = &mqtt.endpoint;
+    // With several brokers listed, a real cluster is meant: `auto` never takes the first's
+    // port for an embedded broker the others would not know.
+    let several = mqtt.endpoints.len() > 1;
+    if several && cfg.broker.embedded == config::Embedded::Auto {
+        tracing::info!("several brokers in mqtt.url: no embedded broker (broker.embedded = auto)");
+    } else if !mqtt.primary().tls {
+        let ep = mqtt.primary();
         broker::maybe_start(cfg.broker.embedded, &ep.host, ep.port).context("broker.embedded")?;
     }
     let metrics = Arc::new(metrics::Metrics::default());

@@ -169,6 +169,15 @@ impl Broker {
         }
     }
 
+    /// SIGKILL: the broker dies as a crashed host's would, with no goodbye to anyone (and
+    /// what it had not saved lost).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
