@@ -1522,15 +1522,20 @@ fn an_agent_fails_over_to_the_next_broker_in_order_and_loses_nothing() {
     ));
     wait_for(S(20), || (sa.on("host").len() >= 3).then_some(()))
         .unwrap_or_else(|| panic!("no host reports on the first broker; log:\n{}", agent.log()));
-    assert!(sb.on("host").is_empty(), "the second broker is only for failover");
+    assert!(
+        sb.on("host").is_empty(),
+        "the second broker is only for failover"
+    );
 
     // The first broker dies (right after a report, so that none is in flight: one the
     // broker acknowledged and died before passing on is lost with it, whatever the agent).
     after_next_host_report(&sa);
     a.kill();
     let last_on_a = data_seqs(&sa).iter().map(|s| s.1).max().unwrap_or(0);
-    wait_for(S(15), || (births(&sb) >= 1 && sb.on("host").len() >= 3).then_some(()))
-        .unwrap_or_else(|| panic!("no failover to the second broker; log:\n{}", agent.log()));
+    wait_for(S(15), || {
+        (births(&sb) >= 1 && sb.on("host").len() >= 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no failover to the second broker; log:\n{}", agent.log()));
 
     // Back, the first broker gets nothing: the agent stays where it works.
     a.start_again();
@@ -1553,7 +1558,12 @@ fn an_agent_fails_over_to_the_next_broker_in_order_and_loses_nothing() {
         let fresh = data_seqs(&sa).iter().filter(|s| s.1 > last_on_a).count();
         (births(&sa) > births_on_a && fresh >= 3).then_some(())
     })
-    .unwrap_or_else(|| panic!("no failover back to the first broker; log:\n{}", agent.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no failover back to the first broker; log:\n{}",
+            agent.log()
+        )
+    });
 
     // Nothing lost, in order, a sample every interval throughout.
     let mut all = sa.all();

@@ -817,7 +817,8 @@ fn gateway_and_agent_fail_over_together_and_the_node_never_looks_offline() {
     let log = gw.log();
     assert!(
         log.lines()
-            .any(|l| l.contains("connected; subscribed") && l.contains(&format!("broker={}", b.url()))),
+            .any(|l| l.contains("connected; subscribed")
+                && l.contains(&format!("broker={}", b.url()))),
         "the gateway connected to the second broker:\n{log}"
     );
 }

@@ -127,10 +127,6 @@ impl<T: Clone> Session<T> {
         self.birth_due = true;
     }
 
-    pub fn was_connected(&self) -> bool {
-        self.connected
-    }
-
     /// Whether a changed identity is of interest (a new birth would be sent).
     pub fn takes_identity(&self) -> bool {
         self.connected && self.shutdown_by.is_none()

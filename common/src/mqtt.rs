@@ -606,7 +606,10 @@ mod tests {
         }
         let one: T = toml::from_str(r#"url = "mqtt://a:1""#).unwrap();
         assert_eq!(one.url.iter().collect::<Vec<_>>(), ["mqtt://a:1"]);
-        assert_eq!(toml::to_string(&one).unwrap().trim(), r#"url = "mqtt://a:1""#);
+        assert_eq!(
+            toml::to_string(&one).unwrap().trim(),
+            r#"url = "mqtt://a:1""#
+        );
         let two: T = toml::from_str(r#"url = ["mqtt://a:1", "mqtts://b"]"#).unwrap();
         assert_eq!(two.url.len(), 2);
         assert_eq!(two.url.get(3), "mqtts://b");
@@ -643,15 +646,24 @@ mod tests {
         };
         let c = s.connector("mqtt").unwrap();
         assert_eq!(c.endpoints.len(), 2);
-        assert_eq!(c.options(1, "x", None).broker_address(), ("::1".to_owned(), 1884));
-        assert_eq!(c.options(2, "x", None).broker_address(), ("a".to_owned(), 1883));
+        assert_eq!(
+            c.options(1, "x", None).broker_address(),
+            ("::1".to_owned(), 1884)
+        );
+        assert_eq!(
+            c.options(2, "x", None).broker_address(),
+            ("a".to_owned(), 1883)
+        );
         assert_eq!(c.url(1), "mqtt://[::1]:1884");
         let s = MqttSettings {
             url: BrokerUrls::from("mqtts://a,mqtt://b"),
             ..Default::default()
         };
         let e = s.connector("mqtt").unwrap_err();
-        assert!(e.key == "mqtt.url" && e.message.contains("clear text"), "{e}");
+        assert!(
+            e.key == "mqtt.url" && e.message.contains("clear text"),
+            "{e}"
+        );
     }
 
     #[test]
