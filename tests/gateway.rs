@@ -18,6 +18,20 @@ fn agent_config(broker: &Broker, node: &str) -> String {
     )
 }
 
+/// The gateway's view of `node` from its HTTP API (`Null` when it does not list it).
+fn node_view(gw: &Gateway, node: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(&gw.get("/api/v1/nodes"))
+        .ok()
+        .and_then(|v| {
+            v["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["node"] == node)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
 fn gateway_config(broker: &Broker, influx: &str, extra: &str) -> String {
     format!(
         "name = \"gw-{}\"\n[mqtt]\nurl = \"{}\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n\
@@ -508,17 +522,11 @@ fn liveness_online_stale_offline_through_the_api() {
         broker.url()
     ));
     let mut agent = Agent::start(&agent_config(&broker, node));
-    let state = || -> String {
-        serde_json::from_str::<serde_json::Value>(&gw.get("/api/v1/nodes"))
-            .ok()
-            .and_then(|v| {
-                v["nodes"]
-                    .as_array()?
-                    .iter()
-                    .find(|n| n["node"] == node)
-                    .map(|n| n["state"].as_str().unwrap_or("").to_owned())
-            })
-            .unwrap_or_default()
+    let state = || {
+        node_view(&gw, node)["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     };
     wait_for(S(15), || (state() == "online").then_some(()))
         .unwrap_or_else(|| panic!("never online; log:\n{}", gw.log()));
@@ -780,18 +788,7 @@ fn gateway_and_agent_fail_over_together_and_the_node_never_looks_offline() {
         "node = \"{node}\"\ninterval = \"1s\"\n[docker]\nenabled = false\n[mqtt]\nurl = {urls}\n\
          keep_alive = \"2s\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n"
     ));
-    let node_view = || -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(&gw.get("/api/v1/nodes"))
-            .ok()
-            .and_then(|v| {
-                v["nodes"]
-                    .as_array()?
-                    .iter()
-                    .find(|n| n["node"] == node)
-                    .cloned()
-            })
-            .unwrap_or_default()
-    };
+    let node_view = || node_view(&gw, node);
     wait_for(S(15), || (node_view()["state"] == "online").then_some(()))
         .unwrap_or_else(|| panic!("never online; log:\n{}", gw.log()));
     let before = node_view();
