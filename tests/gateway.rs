@@ -204,12 +204,8 @@ fn points_land_in_influxdb_v1_with_the_documented_names() {
     }
 
     // The HTTP API shows the node, online, with a host summary.
-    let nodes: serde_json::Value =
-        serde_json::from_str(&gw.get("/api/v1/nodes")).expect("nodes JSON");
-    let n = nodes["nodes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|n| n["node"] == node).cloned())
-        .expect("node in API");
+    let n = node_view(&gw, node);
+    assert!(n.is_object(), "node in API: {}", gw.get("/api/v1/nodes"));
     assert_eq!(n["state"], "online");
     assert!(n["host"]["mem_used_percent"].as_f64().is_some());
     let metrics = gw.get("/metrics");
