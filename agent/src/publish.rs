@@ -405,7 +405,7 @@ impl Publisher {
     }
 
     /// One connection, from CONNECT to its end. Returns how it ended, what was left in flight
-    /// and whether the broker accepted it.
+    /// and how long it lasted since the broker accepted it (`None`: never accepted).
     async fn connection(
         &mut self,
         broker: usize,

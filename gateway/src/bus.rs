@@ -326,14 +326,13 @@ impl Connection {
             let manual = self.durable.is_some() && session.persistent;
             opts.set_manual_acks(manual);
             let (client, mut el) = AsyncClient::new(opts, 64);
-            let mut connected = false;
+            // When the broker accepted this connection; `None` while it has not.
             let mut accepted_at: Option<tokio::time::Instant> = None;
             let ended = loop {
                 tokio::select! {
                     ev = el.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             backoff.reset();
-                            connected = true;
                             accepted_at = Some(tokio::time::Instant::now());
                             self.connected.send_replace(true);
                             h.on_connected();
@@ -364,7 +363,7 @@ impl Connection {
                     _ = durable_moved(&mut self.durable), if manual => {
                         self.release(&client, &mut acks);
                     }
-                    _ = self.outgoing.notify.notified(), if connected => {
+                    _ = self.outgoing.notify.notified(), if accepted_at.is_some() => {
                         self.outgoing.drain(|m| publish(&client, m));
                     }
                     changed = self.session.changed() => {
@@ -373,7 +372,7 @@ impl Connection {
                         }
                     }
                     _ = tick.tick() => {
-                        if connected {
+                        if accepted_at.is_some() {
                             // what the client could not take before
                             self.outgoing.drain(|m| publish(&client, m));
                             if manual {

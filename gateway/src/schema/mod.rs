@@ -258,12 +258,17 @@ fn nstat_points(n: &NodeTags, ts: i64, c: &NetCounters) -> Vec<Point> {
             p.int(key, v)
         }
     }
-    let lines = |name: &'static str, m: &BTreeMap<String, BTreeMap<String, i64>>| {
+    /// (line, name, count) of every counter of a file read by lines.
+    fn each(
+        m: &BTreeMap<String, BTreeMap<String, i64>>,
+    ) -> impl Iterator<Item = (&String, &String, i64)> {
         m.iter()
             .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)))
-            .fold(n.point("nstat", ts).tag("name", name), |p, (line, k, v)| {
-                add(p, format!("{line}{k}"), v)
-            })
+    }
+    let lines = |name: &'static str, m: &BTreeMap<String, BTreeMap<String, i64>>| {
+        each(m).fold(n.point("nstat", ts).tag("name", name), |p, (line, k, v)| {
+            add(p, format!("{line}{k}"), v)
+        })
     };
     let snmp6 = c
         .snmp6
@@ -271,20 +276,16 @@ fn nstat_points(n: &NodeTags, ts: i64, c: &NetCounters) -> Vec<Point> {
         .fold(n.point("nstat", ts).tag("name", "snmp6"), |p, (k, v)| {
             add(p, k.clone(), *v)
         });
-    let protocols = c
-        .snmp
-        .iter()
-        .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)))
-        .fold(
-            n.point("net", ts).tag("interface", "all"),
-            |p, (line, k, v)| {
-                add(
-                    p,
-                    format!("{}_{}", line.to_lowercase(), k.to_lowercase()),
-                    v,
-                )
-            },
-        );
+    let protocols = each(&c.snmp).fold(
+        n.point("net", ts).tag("interface", "all"),
+        |p, (line, k, v)| {
+            add(
+                p,
+                format!("{}_{}", line.to_lowercase(), k.to_lowercase()),
+                v,
+            )
+        },
+    );
     // Points without fields are not written.
     vec![
         lines("netstat", &c.netstat),
