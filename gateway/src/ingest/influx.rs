@@ -298,6 +298,10 @@ impl Store {
     }
 }
 
+/// How long the broker may wait for acknowledgements while every write request is busy before
+/// what waits goes to the spool (see [`run`]).
+const SPILL_AFTER: Duration = Duration::from_secs(1);
+
 /// The writer's clock is tokio's, so that its deadlines and the sleeps agree.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
@@ -338,17 +342,17 @@ pub async fn run(
     let mut partial_first = 0u64;
     let mut received_max = 0u64;
 
+    // Since when the broker has waited for acknowledgements with every request slot busy.
+    let mut stalled_since: Option<Instant> = None;
     loop {
         if let Some(d) = &mut durable {
-            // The broker waits for acknowledgements: send the partial batch now. (Not spilled
-            // to disk when nothing can be sent: measured, that sends a whole overload through
-            // the disk; a database slower than the agents throttles the broker instead, whose
-            // queue holds the rest.)
-            // (Only when a request can take it: flushing on every message while all the
-            // slots are busy made single-message batches, measured at a ninth of the rate.)
-            if *d.pressure.borrow_and_update() >= acks::FLUSH_AT
-                && writer.requests_in_flight() < cfg.concurrency
-            {
+            let waiting = *d.pressure.borrow_and_update() >= acks::FLUSH_AT;
+            let slots_busy = writer.requests_in_flight() >= cfg.concurrency;
+            // The broker waits for acknowledgements: send the partial batch now, when a request
+            // can take it (flushing on every message while all the slots are busy made
+            // single-message batches, measured at a ninth of the rate), or into the spool once
+            // the database has been slower than the agents for `SPILL_AFTER`.
+            if waiting && (!slots_busy || store.1) {
                 if let Some(body) = writer.flush() {
                     store.push(Lines {
                         body,
@@ -356,6 +360,33 @@ pub async fn run(
                     });
                 }
             }
+            // A database slower than the agents must not hold the broker's window: while it
+            // is closed the broker queues everything for this gateway, beats (QoS 0) too, and
+            // drops messages once `max_queued_messages` is reached (measured: a fleet of 1,000
+            // agents starting against VictoriaMetrics, whose first writes of new series take
+            // seconds, lost data at the broker within two minutes). So what waits goes to the
+            // spool as during an outage, and the acknowledgements move at the disk's pace.
+            stalled_since = match (waiting && slots_busy && !store.1, stalled_since) {
+                (false, _) => None,
+                (true, None) => Some(Instant::now()),
+                (true, Some(t)) if t.elapsed() >= SPILL_AFTER => {
+                    tracing::warn!(
+                        requests_in_flight = writer.requests_in_flight(),
+                        "the database is slower than the agents: spooling what waits, so the broker's window keeps moving"
+                    );
+                    store.database_down(
+                        writer.take_undurable(|o: &Tag| matches!(o.0, Origin::Spool(_))),
+                    );
+                    if let Some(body) = writer.flush() {
+                        store.push(Lines {
+                            body,
+                            first: std::mem::take(&mut partial_first),
+                        });
+                    }
+                    None
+                }
+                (true, t) => t,
+            };
         }
         for req in writer.start(now(), || store.next()) {
             let (client, target) = (client.clone(), target.clone());
@@ -441,6 +472,7 @@ pub async fn run(
                     durable = None;
                 }
             }
+            _ = tokio::time::sleep_until(stalled_since.map_or_else(Instant::now, |t| t + SPILL_AFTER)), if stalled_since.is_some() => {}
         }
         if let Some(closed) = writer.closed() {
             let lost = store.close(closed);

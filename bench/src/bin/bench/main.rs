@@ -5,6 +5,7 @@
 //! `bench [--trials N] [--duration S] [--outage S] [--only a,b] [--out FILE]`
 //! scenarios: footprint, callgrind, load, outage, gateway, control.
 
+mod fleet;
 mod measure;
 mod peers;
 
@@ -837,6 +838,9 @@ fn main() {
     remove_containers();
     if want("gateway") {
         gateway(&o, &mut md);
+    }
+    if want("fleet") {
+        fleet::fleet(60, &mut md, &plots);
     }
     if want("control") {
         control(&o, &mut md);

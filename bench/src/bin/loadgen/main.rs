@@ -13,12 +13,19 @@
 //! reports of node `probe` through the broker, each stamped with the time it is made, and polls
 //! InfluxDB (every 5 ms) until that report's point answers a query; prints one
 //! `latency_ms=N` line per report (sample time to query-visible), one every INTERVAL_MS.
+//! `... INTERVAL_MS vm` asks VictoriaMetrics instead (`/api/v1/export`; DB unused).
+//!
+//! `loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX]`: a fleet
+//! of simulated agents, one MQTT connection each (see `fleet.rs`); defaults 10000 ms, 20
+//! containers, 250 ms beats (the agent's defaults), node names `fleet-00000`...
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod fleet;
 
 use leakmon_protocol::{
     encode, BufferStats, CpuUsage, Disk, Header, HostReport, Load, Memory, NetIf, Swap, Temperature,
@@ -255,7 +262,7 @@ fn get(addr: &str, path: &str) -> std::io::Result<String> {
     Ok(resp)
 }
 
-fn probe(port: u16, url: &str, db: &str, count: u64, interval: Duration) {
+fn probe(port: u16, url: &str, db: &str, count: u64, interval: Duration, vm: bool) {
     let addr = url.trim_start_matches("http://").trim_end_matches('/');
     let mut opts = rumqttc::MqttOptions::new("loadgen-probe", "127.0.0.1", port);
     opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -277,9 +284,14 @@ fn probe(port: u16, url: &str, db: &str, count: u64, interval: Duration) {
             eprintln!("probe: broker connection lost");
             return;
         }
-        let q = format!(
-            "/query?db={db}&q=SELECT%20count(used_percent)%20FROM%20mem%20WHERE%20host%3D%27probe%27%20AND%20time%3D{ts}ms"
-        );
+        let q = if vm {
+            let at = format!("{}.{:03}", ts / 1000, ts % 1000);
+            format!("/api/v1/export?match[]=mem_used_percent%7Bhost%3D%22probe%22%7D&start={at}&end={at}")
+        } else {
+            format!(
+                "/query?db={db}&q=SELECT%20count(used_percent)%20FROM%20mem%20WHERE%20host%3D%27probe%27%20AND%20time%3D{ts}ms"
+            )
+        };
         let give_up = Instant::now() + Duration::from_secs(60);
         loop {
             if get(addr, &q).is_ok_and(|b| b.contains("\"values\"")) {
@@ -317,9 +329,20 @@ fn main() {
             &a[3],
             num(4, 100),
             Duration::from_millis(num(5, 200)),
+            a.get(6).is_some_and(|v| v == "vm"),
         ),
+        Some("fleet") => fleet::run(fleet::Plan {
+            port: num(1, 1883) as u16,
+            agents: num(2, 1000) as usize,
+            seconds: num(3, 60),
+            interval: Duration::from_millis(num(4, 10_000)),
+            containers: num(5, 20) as usize,
+            beat: Duration::from_millis(num(6, 250)),
+            prefix: a.get(7).cloned().unwrap_or_else(|| "fleet".into()),
+            ramp_per_s: 1000,
+        }),
         _ => {
-            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS");
+            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS [vm] | loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX]");
             std::process::exit(2);
         }
     }
