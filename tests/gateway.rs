@@ -279,6 +279,42 @@ fn database_down_for_30s_loses_nothing() {
         .contains("leakmon_gateway_write_errors_total"));
 }
 
+#[test]
+fn a_database_that_stalls_does_not_make_the_broker_drop_what_it_holds_for_the_gateway() {
+    // The broker holds 20 unacknowledged messages for the gateway and queues 20 more; beyond
+    // that it drops (and the agents had their messages acknowledged: nobody sends them again).
+    // A database that takes connections but answers nothing for 8 s (less than the write
+    // timeout, so no write fails: it is slow, not down) must not close that window: once
+    // every request slot has been busy for a second, what waits goes to the spool and the
+    // acknowledgements move. Before, the gateway held them until the database answered, and
+    // the broker dropped the agent's messages.
+    let db = Service::influxdb();
+    let broker = Broker::start_with_queue(20, 20);
+    let node = "e2e-gw-stall";
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), true);
+    // (the shipped write timeout, 10 s, and 4 requests in flight)
+    let gw = spool_gateway(&broker, &db, tempfile::tempdir().expect("tempdir"), |c| c);
+    let agent = Agent::start(
+        &agent_config(&broker, node).replace("interval = \"1s\"", "interval = \"100ms\""),
+    );
+    wait_for_points(&db, node, 5, S(30), &gw);
+
+    db.pause(true);
+    // 8 s of an agent at 100 ms: about 160 messages (host and containers reports), four
+    // times what the broker holds for the gateway.
+    std::thread::sleep(S(8));
+    db.pause(false);
+    std::thread::sleep(S(2));
+    drop(agent);
+    let sent = assert_all_stored(&db, &sub, node, &gw);
+    assert!(sent >= 60, "only {sent} samples sent");
+    assert!(
+        gw.log().contains("the database is slower than the agents"),
+        "the gateway did not spool what waited; its log:\n{}",
+        gw.log()
+    );
+}
+
 /// A gateway writing to `db` with its spool in `<gw_dir>/spool` (`tweak` edits its config).
 fn spool_gateway(
     broker: &Broker,

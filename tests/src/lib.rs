@@ -85,6 +85,9 @@ pub struct Broker {
     child: Option<Child>,
     /// Listener configuration; `None` for a plain anonymous listener on `port`.
     listener: Option<String>,
+    /// Messages queued per client beyond those in flight (`max_queued_messages`), and those
+    /// in flight (`max_inflight_messages`).
+    queue: (usize, usize),
 }
 
 impl Broker {
@@ -104,7 +107,25 @@ impl Broker {
             dir,
             child: None,
             listener: None,
+            queue: (100_000, 20),
         };
+        b.launch();
+        b
+    }
+
+    /// A plain broker that queues at most `max_queued` messages per client beyond the
+    /// `max_inflight` unacknowledged ones, and drops what comes beyond (mosquitto's rule).
+    pub fn start_with_queue(max_queued: usize, max_inflight: usize) -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            listener: None,
+            queue: (max_queued, max_inflight),
+        };
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod broker dir");
         b.launch();
         b
     }
@@ -118,6 +139,7 @@ impl Broker {
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             listener: None,
+            queue: (100_000, 20),
         };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o777))
@@ -143,8 +165,10 @@ impl Broker {
             f,
             "{listener}\npersistence true\n\
              persistence_location {}/\nautosave_interval 1\nlog_dest stderr\n\
-             log_type error\nlog_type warning\nmax_queued_messages 100000",
-            self.dir.path().display()
+             log_type error\nlog_type warning\nmax_queued_messages {}\nmax_inflight_messages {}",
+            self.dir.path().display(),
+            self.queue.0,
+            self.queue.1,
         )
         .expect("write mosquitto.conf");
         let child = Command::new("mosquitto")
@@ -735,6 +759,14 @@ impl Service {
                 std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
             )
         });
+    }
+
+    /// SIGSTOP / SIGCONT: a database that still accepts connections but answers nothing
+    /// (its kernel keeps accepting), then again.
+    pub fn pause(&self, stop: bool) {
+        if let Some(c) = &self.child {
+            signal(c, if stop { libc::SIGSTOP } else { libc::SIGCONT });
+        }
     }
 
     /// Kills the process (SIGKILL): the database is suddenly gone.

@@ -43,6 +43,15 @@ fn one(agents: u32, sink: &str, secs: u64, beat_ms: u32) -> Option<Run> {
     })
 }
 
+/// A latency for the table: 999999 stands for a report not visible 30 s after the window.
+fn ms(v: f64) -> String {
+    if v >= 999_999.0 {
+        "not visible".to_owned()
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 pub fn fleet(secs: u64, md: &mut String, plots: &Path) {
     let mut runs = Vec::new();
     for sink in ["victoria", "influxdb"] {
@@ -81,7 +90,7 @@ pub fn fleet(secs: u64, md: &mut String, plots: &Path) {
         let beats = if r.beat_ms == 0.0 { " (no beats)" } else { "" };
         let _ = writeln!(
             md,
-            "| {:.0}{beats} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} / {:.0} | {} | {:.0} / {:.0} | {:.0} |",
+            "| {:.0}{beats} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {} / {} | {} | {:.0} / {:.0} | {:.0} |",
             r.agents,
             if r.sink == "victoria" { "VictoriaMetrics" } else { "InfluxDB 1.6.7" },
             r.get("points_per_s"),
@@ -92,8 +101,8 @@ pub fn fleet(secs: u64, md: &mut String, plots: &Path) {
             r.get("db_cpu_pct"),
             r.get("db_rss_mib"),
             r.get("loadgen_cpu_pct"),
-            r.get("p50_ms"),
-            r.get("p99_ms"),
+            ms(r.get("p50_ms")),
+            ms(r.get("p99_ms")),
             match r.get("warm_s") {
                 w if w < 0.0 => "never: the backlog grows".to_owned(),
                 w => format!("{w:.0}"),

@@ -15,6 +15,10 @@
 //! `latency_ms=N` line per report (sample time to query-visible), one every INTERVAL_MS.
 //! `... INTERVAL_MS vm` asks VictoriaMetrics instead (`/api/v1/export`; DB unused).
 //!
+//! `loadgen watch PORT URL DB SECONDS INTERVAL_MS [vm]`: the same latency, for a database that
+//! may be far behind: a report every INTERVAL_MS for SECONDS whatever the database does, all
+//! of them polled at once (see [`watch`]).
+//!
 //! `loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX]`: a fleet
 //! of simulated agents, one MQTT connection each (see `fleet.rs`); defaults 10000 ms, 20
 //! containers, 250 ms beats (the agent's defaults), node names `fleet-00000`...
@@ -311,6 +315,99 @@ fn probe(port: u16, url: &str, db: &str, count: u64, interval: Duration, vm: boo
     let _ = client.disconnect();
 }
 
+/// The sample times (ms) of node `probe`'s `mem` points from `since` on, as the database
+/// answers them now.
+fn probe_times(addr: &str, db: &str, since: i64, vm: bool) -> Vec<i64> {
+    let q = if vm {
+        format!(
+            "/api/v1/export?match[]=mem_used_percent%7Bhost%3D%22probe%22%7D&start={}.{:03}",
+            since / 1000,
+            since % 1000
+        )
+    } else {
+        format!("/query?db={db}&epoch=ms&q=SELECT%20used_percent%20FROM%20mem%20WHERE%20host%3D%27probe%27%20AND%20time%3E%3D{since}ms")
+    };
+    let Ok(resp) = get(addr, &q) else {
+        return Vec::new();
+    };
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let mut out = Vec::new();
+    for line in body.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if vm {
+            if let Some(ts) = v["timestamps"].as_array() {
+                out.extend(ts.iter().filter_map(|t| t.as_i64()));
+            }
+        } else if let Some(rows) = v["results"][0]["series"][0]["values"].as_array() {
+            out.extend(rows.iter().filter_map(|r| r[0].as_i64()));
+        }
+    }
+    out
+}
+
+/// `watch`: a probe node publishes a host report every `interval` for `seconds`, stamped
+/// with the time it is made, while the database is polled (every 20 ms, one range query) for
+/// all of them at once; prints `latency_ms=N` per report as it becomes visible, and
+/// `latency_ms=timeout` for those not visible 30 s after the last was published. Unlike
+/// `probe`, a slow database does not slow the probe down.
+fn watch(port: u16, url: &str, db: &str, seconds: u64, interval: Duration, vm: bool) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut opts = rumqttc::MqttOptions::new("loadgen-probe", "127.0.0.1", port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut conn) = rumqttc::Client::new(opts, 100);
+    std::thread::spawn(move || for _ in conn.iter() {});
+    let start = Instant::now();
+    let stop_publishing = start + Duration::from_secs(seconds);
+    let mut pending: std::collections::BTreeSet<i64> = Default::default();
+    let mut first = None;
+    let (mut seq, mut next) = (0u64, start);
+    let mut give_up = None;
+    loop {
+        let now = Instant::now();
+        if now >= next && now < stop_publishing {
+            seq += 1;
+            let ts = now_ms();
+            let body = encode(&report("probe", seq, ts));
+            if client
+                .publish(
+                    "leakmon/v1/nodes/probe/host",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    body,
+                )
+                .is_err()
+            {
+                eprintln!("probe: broker connection lost");
+                break;
+            }
+            pending.insert(ts);
+            first.get_or_insert(ts);
+            next += interval;
+        }
+        if now >= stop_publishing && give_up.is_none() {
+            give_up = Some(now + Duration::from_secs(30));
+        }
+        if let Some(since) = first {
+            let seen = now_ms();
+            for t in probe_times(addr, db, since, vm) {
+                if pending.remove(&t) {
+                    println!("latency_ms={}", seen - t);
+                }
+            }
+        }
+        if give_up.is_some_and(|g| now >= g) || (now >= stop_publishing && pending.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in &pending {
+        println!("latency_ms=timeout");
+    }
+    let _ = client.disconnect();
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: u64| a.get(i).and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -331,6 +428,14 @@ fn main() {
             Duration::from_millis(num(5, 200)),
             a.get(6).is_some_and(|v| v == "vm"),
         ),
+        Some("watch") if a.len() >= 4 => watch(
+            num(1, 1883) as u16,
+            &a[2],
+            &a[3],
+            num(4, 60),
+            Duration::from_millis(num(5, 500)),
+            a.get(6).is_some_and(|v| v == "vm"),
+        ),
         Some("fleet") => fleet::run(fleet::Plan {
             port: num(1, 1883) as u16,
             agents: num(2, 1000) as usize,
@@ -342,7 +447,7 @@ fn main() {
             ramp_per_s: 1000,
         }),
         _ => {
-            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS [vm] | loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX]");
+            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS [vm] | loadgen watch PORT URL DB SECONDS INTERVAL_MS [vm] | loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX]");
             std::process::exit(2);
         }
     }
