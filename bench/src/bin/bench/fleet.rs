@@ -122,12 +122,17 @@ pub fn fleet(secs: u64, md: &mut String, plots: &Path) {
             md,
             "\nLiveness at 10,000 nodes (beats every 250 ms, the default): {:.0} beats/s \
              reach the gateway; gateway CPU {:.1} % with beats, {:.1} % without; broker CPU \
-             {:.1} % with, {:.1} % without.",
+             {:.1} % with, {:.1} % without.{}",
             on.get("beats_per_s"),
             on.get("gw_cpu_pct"),
             off.get("gw_cpu_pct"),
             on.get("broker_cpu_pct"),
             off.get("broker_cpu_pct"),
+            if on.get("warm_s") < 0.0 || off.get("warm_s") < 0.0 {
+                " (Saturated runs, the backlog growing: these figures do not price liveness.)"
+            } else {
+                ""
+            },
         );
     }
     let series = |sink: &str, key: &str, name: &str| Line {
