@@ -23,6 +23,8 @@ use leakmon_protocol::{
 };
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 
+use super::now_ms;
+
 pub struct Plan {
     pub port: u16,
     pub agents: usize,
@@ -44,13 +46,6 @@ struct Counts {
     beats: AtomicU64,
     late: AtomicU64,
     errors: AtomicU64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The 76 counters of the agent's default `host.nstat`, by file section.
