@@ -348,18 +348,6 @@ pub async fn run(
         if let Some(d) = &mut durable {
             let waiting = *d.pressure.borrow_and_update() >= acks::FLUSH_AT;
             let slots_busy = writer.requests_in_flight() >= cfg.concurrency;
-            // The broker waits for acknowledgements: send the partial batch now, when a request
-            // can take it (flushing on every message while all the slots are busy made
-            // single-message batches, measured at a ninth of the rate), or into the spool once
-            // the database has been slower than the agents for `SPILL_AFTER`.
-            if waiting && (!slots_busy || store.1) {
-                if let Some(body) = writer.flush() {
-                    store.push(Lines {
-                        body,
-                        first: std::mem::take(&mut partial_first),
-                    });
-                }
-            }
             // A database slower than the agents must not hold the broker's window: while it
             // is closed the broker queues everything for this gateway, beats (QoS 0) too, and
             // drops messages once `max_queued_messages` is reached (measured: a fleet of 1,000
@@ -377,16 +365,22 @@ pub async fn run(
                     store.database_down(
                         writer.take_undurable(|o: &Tag| matches!(o.0, Origin::Spool(_))),
                     );
-                    if let Some(body) = writer.flush() {
-                        store.push(Lines {
-                            body,
-                            first: std::mem::take(&mut partial_first),
-                        });
-                    }
                     None
                 }
                 (true, t) => t,
             };
+            // The broker waits for acknowledgements: send the partial batch now, when a request
+            // can take it (flushing on every message while all the slots are busy made
+            // single-message batches, measured at a ninth of the rate), or into the spool once
+            // the database has been slower than the agents for `SPILL_AFTER` (above).
+            if waiting && (!slots_busy || store.1) {
+                if let Some(body) = writer.flush() {
+                    store.push(Lines {
+                        body,
+                        first: std::mem::take(&mut partial_first),
+                    });
+                }
+            }
         }
         for req in writer.start(now(), || store.next()) {
             let (client, target) = (client.clone(), target.clone());
