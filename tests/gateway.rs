@@ -143,10 +143,22 @@ fn points_land_in_influxdb_v1_with_the_documented_names() {
         )
     });
     let q = |q: &str| rows(&db.influx_query("leakmon", q));
-    let cpu = q(&format!(
-        "SELECT last(usage_idle) FROM cpu WHERE host = '{node}' AND cpu = 'cpu-total'"
-    ));
-    let idle = cpu[0][1].as_f64().expect("usage_idle");
+    // InfluxDB lists a measurement (its index) a moment before the points written with it
+    // are queryable (its cache): wait for this node's own cpu-total, not for the name.
+    let idle = wait_for(S(10), || {
+        q(&format!(
+            "SELECT last(usage_idle) FROM cpu WHERE host = '{node}' AND cpu = 'cpu-total'"
+        ))
+        .first()
+        .and_then(|r| r.get(1))
+        .and_then(|v| v.as_f64())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no cpu-total usage_idle for {node}; gateway log:\n{}",
+            gw.log()
+        )
+    });
     assert!((0.0..=100.0).contains(&idle));
     // Telegraf's percpu: one series per CPU, as many as the system point's n_cpus
     let cores = wait_for(S(10), || {
