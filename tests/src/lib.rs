@@ -8,6 +8,7 @@
 //!
 //! Nothing here is mocked: if mosquitto or dockerd is missing, the tests fail loudly.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -522,6 +523,30 @@ impl Subscriber {
     }
 }
 
+/// Per (node, run): the data-message seqs any of `subs` received (several subscribers on
+/// several broker nodes: what one missed while its node was down, another saw).
+pub fn data_seqs(subs: &[&Subscriber]) -> BTreeMap<(String, u64), BTreeSet<u64>> {
+    let mut out: BTreeMap<(String, u64), BTreeSet<u64>> = BTreeMap::new();
+    for m in subs.iter().flat_map(|s| s.all()).filter(Received::is_data) {
+        let j = m.json();
+        if let (Some(node), Some(run), Some(seq)) =
+            (j["node"].as_str(), j["run"].as_u64(), j["seq"].as_u64())
+        {
+            out.entry((node.to_owned(), run)).or_default().insert(seq);
+        }
+    }
+    out
+}
+
+/// The seqs missing between the lowest and the highest of `s`: messages of one agent's run
+/// that no subscriber got.
+pub fn seq_gaps(s: &BTreeSet<u64>) -> Vec<u64> {
+    match (s.first(), s.last()) {
+        (Some(&lo), Some(&hi)) => (lo..=hi).filter(|q| !s.contains(q)).collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -618,6 +643,7 @@ pub mod docker {
 }
 
 /// A throwaway certificate authority for TLS tests, made with the openssl CLI.
+pub mod rabbitmq;
 pub mod swarm;
 
 pub mod chaos;

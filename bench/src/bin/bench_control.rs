@@ -7,6 +7,10 @@
 //! run. Prints a Markdown table. Run as root by scripts/bench-control.
 //!
 //!   bench_control [TRIALS] [SWARM_HEARTBEAT]
+//!   bench_control broker-cluster [TRIALS]  the broker is a 3-node RabbitMQ cluster
+//!                                          (scripts/rabbitmq-cluster); the broker node the
+//!                                          active gateway is on is SIGKILLed as node4's link
+//!                                          is cut
 //!   bench_control election TICKS [TRIALS] [restart]   Swarm alone: set the Raft election
 //!                                          tick through the API (`Spec.Raft.ElectionTick`),
 //!                                          (restart every manager's engine), then time the
@@ -14,8 +18,12 @@
 
 use std::time::{Duration, Instant};
 
+use leakmon_e2e::rabbitmq::{with_brokers, RabbitCluster};
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{wait_for, Broker, Service, Subscriber};
+use leakmon_e2e::{data_seqs, seq_gaps, wait_for, Broker, Service, Subscriber};
+
+/// The host as the rig's nodes reach it.
+const RIG_HOST: &str = "172.30.0.1";
 
 const LIMIT: Duration = Duration::from_secs(45);
 
@@ -24,6 +32,8 @@ struct Trial {
     down: Option<f64>,
     web: Option<f64>,
     db: Option<f64>,
+    /// `node_down` events for nodes other than node4 during the trial.
+    false_downs: usize,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -68,8 +78,14 @@ fn prepare_services() {
 }
 
 fn trial(events: Option<&Subscriber>) -> Trial {
+    trial_with(events, || {})
+}
+
+/// A trial whose fault is node4's cut, `also` run right before it.
+fn trial_with(events: Option<&Subscriber>, also: impl FnOnce()) -> Trial {
     prepare_services();
     let seen = events.map(|e| e.all().len()).unwrap_or(0);
+    also();
     let t0 = Instant::now();
     rig(&["cut", "4"]);
     let mut t = Trial::default();
@@ -98,6 +114,15 @@ fn trial(events: Option<&Subscriber>) -> Trial {
             t.db = Some(now);
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(e) = events {
+        // what else the gateway said while node4 and the broker node were gone
+        std::thread::sleep(Duration::from_secs(5));
+        t.false_downs = e.all()[seen..]
+            .iter()
+            .map(|m| m.json())
+            .filter(|j| j["kind"] == "node_down" && j["node"] != "node4")
+            .count();
     }
     rig(&["restore", "4"]);
     eprintln!("  trial: {t:?}");
@@ -143,7 +168,7 @@ fn handover(events: &Subscriber) -> Trial {
     Trial {
         down: swarm,
         web: gw,
-        db: None,
+        ..Trial::default()
     }
 }
 
@@ -239,7 +264,102 @@ fn election(ticks: u64, trials: usize, restart: bool) {
     );
 }
 
+/// Node death on a clustered broker: every agent and gateway lists the three RabbitMQ nodes,
+/// each starting at a different one (node4's agent beside the active gateway's); in each
+/// trial the broker node the active gateway is on is SIGKILLed right before node4's link is
+/// cut, and started again after. Shipped defaults, as the main run.
+fn broker_cluster(trials: usize) {
+    let _rig = Rig;
+    rig(&["up", "3", "2"]);
+    let cluster = RabbitCluster::start("0.0.0.0");
+    let influx = Service::influxdb_on("0.0.0.0");
+    create_services();
+    let leader = leader(1).and_then(|l| node_number(&l)).expect("a leader");
+    // one subscriber per broker node: a trial reads one whose node survives
+    let events: Vec<Subscriber> = cluster
+        .ports
+        .iter()
+        .map(|p| Subscriber::start(*p, "leakmon/v1/gateway/events", false))
+        .collect();
+    let data: Vec<Subscriber> = cluster
+        .ports
+        .iter()
+        .map(|p| Subscriber::start(*p, "leakmon/v1/nodes/+/+", false))
+        .collect();
+    let extra = "[reschedule]\ncooldown = \"1s\"\n";
+    let gateways = start_gateways_with(|n| {
+        with_brokers(
+            &shipped_gateway_config(n, 0, influx.port, extra),
+            &cluster.url_list(RIG_HOST, n as usize),
+        )
+    });
+    wait_gateway_active(&events[leader as usize - 1]);
+    let _agents = start_agents_with(|n, dir| {
+        let first = if n == 4 {
+            leader as usize
+        } else {
+            (n as usize - 1) % 3 + 1
+        };
+        with_brokers(
+            &shipped_agent_config(n, 0, dir),
+            &cluster.url_list(RIG_HOST, first),
+        )
+    });
+    let mut results = Vec::new();
+    for i in 0..trials {
+        let active = &gateways[leader as usize - 1];
+        let victim = cluster
+            .active_node_in(RIG_HOST, &active.log())
+            .unwrap_or(leader as usize);
+        let watch = &events[victim % 3];
+        eprintln!("trial {}: broker node {victim} killed with node4", i + 1);
+        let t = trial_with(Some(watch), || cluster.kill(victim));
+        cluster.restart(victim);
+        results.push(t);
+    }
+    // the last samples and node4's buffer reach the broker
+    std::thread::sleep(Duration::from_secs(30));
+    let seqs = data_seqs(&data.iter().collect::<Vec<_>>());
+    let lost: usize = seqs.values().map(|s| seq_gaps(s).len()).sum();
+    let messages: usize = seqs.values().map(|s| s.len()).sum();
+    drop(gateways);
+    println!("| from the cut of node4's link, a broker node killed with it | leakmon |");
+    println!("|---|---|");
+    println!("| node declared down | {} |", cell(&results, |t| t.down));
+    println!(
+        "| `web` (5 replicas) at full strength on live nodes | {} |",
+        cell(&results, |t| t.web)
+    );
+    println!(
+        "| pinned `db` running on another node | {} |",
+        cell(&results, |t| t.db)
+    );
+    println!(
+        "| live nodes declared down | {} in {} trials |",
+        results.iter().map(|t| t.false_downs).sum::<usize>(),
+        trials
+    );
+    println!(
+        "| agents' data messages missing (gaps in `seq`, seen by a subscriber on each broker node) | {lost} of {messages} |"
+    );
+    println!(
+        "\nmedian (min-max) of {trials} trials; the broker: a 3-node RabbitMQ 3.10 cluster \
+         (scripts/rabbitmq-cluster, quorum queues); agents and gateways list all three nodes \
+         (`mqtt.url`), each starting at another; in every trial the node the active gateway \
+         was on was SIGKILLed right before the cut (node4's agent started on the same node, so \
+         its Will died with it in the first trial) and restarted after. Shipped defaults \
+         except `reschedule.cooldown = \"1s\"` (node4 dies in every trial)."
+    );
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("broker-cluster") {
+        let trials = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(3);
+        return broker_cluster(trials);
+    }
     if std::env::args().nth(1).as_deref() == Some("election") {
         let ticks = std::env::args()
             .nth(2)

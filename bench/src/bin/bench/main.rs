@@ -3,7 +3,7 @@
 //! PNG plots in docs/bench/.
 //!
 //! `bench [--trials N] [--duration S] [--outage S] [--only a,b] [--out FILE]`
-//! scenarios: footprint, callgrind, load, outage, gateway, control.
+//! scenarios: footprint, callgrind, load, outage, gateway, fleet, control, broker-cluster.
 
 mod fleet;
 mod measure;
@@ -697,6 +697,25 @@ fn control(o: &Opts, md: &mut String) {
     }
 }
 
+fn broker_cluster(o: &Opts, md: &mut String) {
+    log("node death on the 5-node Swarm while a node of a 3-node RabbitMQ cluster dies");
+    let trials = o.trials.max(3).to_string();
+    match run_script("bench-control", &["broker-cluster", &trials]) {
+        Some(table) => {
+            let _ = writeln!(
+                md,
+                "### Control loop on a clustered broker\n\n`scripts/bench-control broker-cluster \
+                 {trials}` on the same Swarm; a broker node is SIGKILLed as a worker's link is \
+                 cut:\n\n{}\n",
+                table.trim()
+            );
+        }
+        None => {
+            let _ = writeln!(md, "**scripts/bench-control broker-cluster failed**\n");
+        }
+    }
+}
+
 /// Writes `block` between the markers. A run of some scenarios (`--only`) replaces only their
 /// sections (by their `### ` heading) and keeps the others and the header of the last full
 /// run; `note` (the date and command) goes under each replaced heading.
@@ -844,6 +863,9 @@ fn main() {
     }
     if want("control") {
         control(&o, &mut md);
+    }
+    if want("broker-cluster") {
+        broker_cluster(&o, &mut md);
     }
     let _ = writeln!(
         md,
