@@ -13,7 +13,6 @@
 //!
 //! Speed is not asserted here (docs/benchmarks.md, `bench_control broker-cluster`, measures it).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use leakmon_e2e::rabbitmq::{with_brokers, RabbitCluster};
@@ -21,22 +20,6 @@ use leakmon_e2e::swarm::*;
 use leakmon_e2e::{data_seqs, seq_gaps, wait_for, Service, Subscriber};
 
 const HOST: &str = "172.30.0.1";
-
-/// `(run, seq)` of the host reports of `node` in InfluxDB.
-fn stored(influx: &Service, node: &str) -> BTreeSet<(u64, u64)> {
-    let r = influx.influx_query(
-        "leakmon",
-        &format!("SELECT run, seq FROM leakmon_agent WHERE host = '{node}'"),
-    );
-    r["results"][0]["series"][0]["values"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .filter_map(|p| Some((p[1].as_u64()?, p[2].as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[test]
 fn a_broker_node_dies_with_a_worker_and_nothing_is_lost_or_falsely_declared() {
@@ -156,14 +139,8 @@ fn a_broker_node_dies_with_a_worker_and_nothing_is_lost_or_falsely_declared() {
                 logs()
             );
         }
-        let in_db = stored(&influx, &node);
-        let host_seen: BTreeSet<(u64, u64)> = data
-            .on("host")
-            .iter()
-            .map(|m| m.json())
-            .filter(|j| j["node"] == node.as_str())
-            .filter_map(|j| Some((j["run"].as_u64()?, j["seq"].as_u64()?)))
-            .collect();
+        let in_db = influx.stored_host_reports(&node);
+        let host_seen = data.host_reports(&node);
         let lost: Vec<_> = host_seen.difference(&in_db).collect();
         assert!(
             lost.is_empty(),

@@ -59,14 +59,6 @@ fn node_of(e: &Value) -> &str {
     e["node"].as_str().unwrap_or_default()
 }
 
-fn metric(n: u32, name: &str) -> Option<f64> {
-    let (_, body) = http_get(&format!("http://{}:9900/metrics", addr(n))).ok()?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 fn setup() -> Fleet {
     let rig_guard = Rig;
     let ls = rig(&["up", &MANAGERS.to_string(), &(NODES - MANAGERS).to_string()]);
@@ -140,12 +132,13 @@ fn control_loop_on_a_real_five_node_swarm() {
     .unwrap_or_else(|| panic!("all agents online on the active gateway\n{}", f.logs()));
     // only the active gateway writes
     wait_for(Duration::from_secs(20), || {
-        (metric(leader_n, "leakmon_gateway_points_written_total")? > 0.0).then_some(())
+        (gateway_metric(leader_n, "leakmon_gateway_points_written_total")? > 0.0).then_some(())
     })
     .expect("the active gateway writes points");
     for n in 1..=MANAGERS {
-        let active = metric(n, "leakmon_gateway_active").expect("gateway metrics");
-        let written = metric(n, "leakmon_gateway_points_written_total").expect("gateway metrics");
+        let active = gateway_metric(n, "leakmon_gateway_active").expect("gateway metrics");
+        let written =
+            gateway_metric(n, "leakmon_gateway_points_written_total").expect("gateway metrics");
         if n == leader_n {
             assert_eq!(active, 1.0);
         } else {

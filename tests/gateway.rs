@@ -782,36 +782,119 @@ fn messages_total(gw: &Gateway) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn gateways_in_a_shared_group_split_the_data() {
-    let broker = Broker::start();
-    let node = "e2e-gw-shared";
-    let cfg = |name: &str| {
+/// A gateway `name` of the shared group `ingest` (standalone: no Swarm here) writing to `db`,
+/// with its spool in its directory.
+fn group_gateway(broker: &Broker, db: &Service, name: &str) -> Gateway {
+    spool_gateway(broker, db, tempfile::tempdir().expect("tempdir"), |c| {
         format!(
-            "name = \"{name}\"\n[leader]\nmode = \"standalone\"\n[mqtt]\nurl = \"{}\"\nshared_group = \"ingest\"\n",
-            broker.url()
+            "{}\n[leader]\nmode = \"standalone\"\n",
+            c.replacen(
+                &format!("name = \"gw-{}\"", broker.port),
+                &format!("name = \"{name}\""),
+                1
+            )
+            .replacen("[mqtt]\n", "[mqtt]\nshared_group = \"ingest\"\n", 1)
         )
-    };
-    let g1 = Gateway::start(&cfg("g1"));
-    let g2 = Gateway::start(&cfg("g2"));
+    })
+}
+
+/// `(run, seq)` of host reports.
+type Reports = BTreeSet<(u64, u64)>;
+
+/// `(run, seq)` of the host reports `sub` saw, and of those InfluxDB holds, for `node`.
+fn host_reports_seen_and_stored(sub: &Subscriber, db: &Service, node: &str) -> (Reports, Reports) {
+    (sub.host_reports(node), db.stored_host_reports(node))
+}
+
+#[test]
+fn three_gateways_in_a_shared_group_write_each_report_once() {
+    let broker = Broker::start();
+    let db = Service::influxdb();
+    let node = "e2e-gw-shared";
+    let gws: Vec<Gateway> = ["g1", "g2", "g3"]
+        .iter()
+        .map(|n| group_gateway(&broker, &db, n))
+        .collect();
     let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), false);
-    let agent = Agent::start(&agent_config(&broker, node));
-    wait_for(S(30), || (sub.on("host").len() >= 10).then_some(()))
+    let mut agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(30), || (sub.on("host").len() >= 12).then_some(()))
         .unwrap_or_else(|| panic!("no data; agent log:\n{}", agent.log()));
-    drop(agent);
-    std::thread::sleep(S(2));
-    let data = sub.all().iter().filter(|m| m.is_data()).count() as u64;
-    let status = sub.on("status").len() as u64;
-    let (a, b) = (messages_total(&g1), messages_total(&g2));
-    // Status goes to both (each keeps liveness); each data message to exactly one.
+    agent.terminate();
+    std::thread::sleep(S(3));
+    let count = |suffix: &str| sub.on(suffix).len() as u64;
+    let reports = count("host") + count("containers");
+    // every gateway gets every status and event; each report goes to one of them
+    let each = count("status") + count("events");
+    let taken: Vec<u64> = gws
+        .iter()
+        .map(|g| messages_total(g).saturating_sub(each))
+        .collect();
     assert!(
-        a > status && b > status,
-        "both take a share: g1 {a}, g2 {b}"
+        taken.iter().all(|t| *t > 0),
+        "every gateway takes a share: {taken:?} of {reports}"
     );
-    let shared = a + b - 2 * status;
+    assert_eq!(
+        taken.iter().sum::<u64>(),
+        reports,
+        "each report ingested once: {taken:?} of {reports} reports"
+    );
+    let (seen, stored) = wait_for(S(10), || {
+        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
+        seen.is_subset(&stored).then_some((seen, stored))
+    })
+    .unwrap_or_else(|| {
+        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
+        panic!(
+            "host reports not in InfluxDB: {:?}",
+            seen.difference(&stored).collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(seen, stored, "InfluxDB holds exactly the host reports sent");
+}
+
+#[test]
+fn a_gateway_of_a_shared_group_killed_and_restarted_loses_nothing() {
+    let broker = Broker::start();
+    let db = Service::influxdb();
+    let node = "e2e-gw-shared-kill";
+    let g1 = group_gateway(&broker, &db, "g1");
+    let mut g2 = group_gateway(&broker, &db, "g2");
+    let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/#"), false);
+    let mut agent = Agent::start(&agent_config(&broker, node));
+    wait_for(S(30), || (sub.on("host").len() >= 4).then_some(()))
+        .unwrap_or_else(|| panic!("no data; agent log:\n{}", agent.log()));
+    // g2 hangs (the broker goes on handing it its share, which it cannot acknowledge), then
+    // crashes with what it holds; the broker keeps handing it its share while it is down
+    let hung = sub.on("host").len();
+    g2.pause(true);
+    wait_for(S(30), || (sub.on("host").len() >= hung + 3).then_some(()))
+        .unwrap_or_else(|| panic!("no data while g2 hung; agent log:\n{}", agent.log()));
+    g2.crash();
+    let down = sub.on("host").len();
+    wait_for(S(30), || (sub.on("host").len() >= down + 6).then_some(()))
+        .unwrap_or_else(|| panic!("no data while g2 was down; agent log:\n{}", agent.log()));
+    g2.start_again();
+    wait_for(S(30), || (sub.on("host").len() >= down + 10).then_some(()))
+        .unwrap_or_else(|| panic!("no data after g2 came back; agent log:\n{}", agent.log()));
+    agent.terminate();
+    let (seen, stored) = wait_for(S(20), || {
+        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
+        seen.is_subset(&stored).then_some((seen, stored))
+    })
+    .unwrap_or_else(|| {
+        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
+        panic!(
+            "host reports lost: {:?}\ng1 log:\n{}\ng2 log:\n{}",
+            seen.difference(&stored).collect::<Vec<_>>(),
+            g1.log(),
+            g2.log()
+        )
+    });
+    assert_eq!(seen, stored, "InfluxDB holds exactly the host reports sent");
+    let log = g2.log();
     assert!(
-        shared.abs_diff(data) <= 2,
-        "data messages: {data} sent, {shared} ingested in total (g1 {a}, g2 {b}, status {status})"
+        log.matches("connected; subscribed").count() >= 2,
+        "g2 came back on its session:\n{log}"
     );
 }
 

@@ -45,13 +45,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Standby on this gateway's own clean session.
-    pub fn standby(client_id: String) -> Self {
-        Session {
-            active: false,
-            client_id,
-            persistent: false,
-        }
+    /// Whether `other` is made on the same MQTT connection (the same client id and session
+    /// kind): a change of role alone then needs no new connection.
+    pub fn same_connection(&self, other: &Session) -> bool {
+        self.client_id == other.client_id && self.persistent == other.persistent
     }
 }
 
@@ -309,7 +306,7 @@ impl Connection {
         let mut failover = Failover::for_connector(&self.connector);
         loop {
             let broker = failover.current();
-            let session = self.session.borrow_and_update().clone();
+            let mut session = self.session.borrow_and_update().clone();
             // The active gateway uses a persistent session: while it is away (a restart, a
             // hand-over to another gateway) the broker keeps its QoS 1 messages.
             let mut opts = self.connector.options(broker, &session.client_id, None);
@@ -367,9 +364,12 @@ impl Connection {
                         self.outgoing.drain(|m| publish(&client, m));
                     }
                     changed = self.session.changed() => {
-                        if changed.is_err() || *self.session.borrow() != session {
+                        let now = self.session.borrow().clone();
+                        if changed.is_err() || !session.same_connection(&now) {
                             break Ended::Switch;
                         }
+                        // the same session (a shared group's): only the role changed
+                        session.active = now.active;
                     }
                     _ = tick.tick() => {
                         if accepted_at.is_some() {

@@ -698,12 +698,6 @@ impl Config {
                 "must be at least 1s",
             ));
         }
-        if self.mqtt.shared_group.is_some() && l.mode != LeaderMode::Standalone {
-            return Err(ConfigError::new(
-                "mqtt.shared_group",
-                "needs leader.mode = \"standalone\": beside a Swarm one gateway is active and takes all the data",
-            ));
-        }
         if r.max_drained == Some(0) {
             return Err(ConfigError::new(
                 "reschedule.max_drained",
@@ -1045,7 +1039,6 @@ mod tests {
                 "[reschedule]\nreactivate_after = \"0s\"",
                 "reschedule.reactivate_after",
             ),
-            ("[mqtt]\nshared_group = \"g\"", "mqtt.shared_group"),
             ("[[alerts.webhook]]\nurl = \"x\"", "alerts.webhook[0].url"),
             (
                 "[[alerts.webhook]]\nurl = \"http://h\"\nheaders = { \"a b\" = \"c\" }",

@@ -236,7 +236,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         session,
     } = bus::wire(bus::Parts {
         connector: mqtt,
-        session: bus::Session::standby(control::own_client_id(&cfg)),
+        session: control::session_for(&cfg, &control::leader::Role::standby("starting")),
         lines,
         durable,
         alerts: alerts_tx,

@@ -510,6 +510,16 @@ impl Subscriber {
             .collect()
     }
 
+    /// `(run, seq)` of the host reports of `node` received.
+    pub fn host_reports(&self, node: &str) -> BTreeSet<(u64, u64)> {
+        self.on("host")
+            .iter()
+            .map(|m| m.json())
+            .filter(|j| j["node"] == node)
+            .filter_map(|j| Some((j["run"].as_u64()?, j["seq"].as_u64()?)))
+            .collect()
+    }
+
     /// Waits for a message on `suffix` whose JSON satisfies `pred`.
     pub fn wait_json(
         &self,
@@ -901,6 +911,23 @@ impl Service {
         s
     }
 
+    /// `(run, seq)` of the host reports of `node` in InfluxDB 1.x (database `leakmon`, the
+    /// `leakmon_agent` measurement).
+    pub fn stored_host_reports(&self, node: &str) -> BTreeSet<(u64, u64)> {
+        let r = self.influx_query(
+            "leakmon",
+            &format!("SELECT run, seq FROM leakmon_agent WHERE host = '{node}'"),
+        );
+        r["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|p| Some((p[1].as_u64()?, p[2].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// InfluxQL query against InfluxDB 1.x; the JSON answer.
     pub fn influx_query(&self, db: &str, q: &str) -> serde_json::Value {
         let url = format!(
@@ -1001,6 +1028,17 @@ impl Gateway {
     /// SIGTERM, then start again with the same config and directory (spool).
     pub fn restart(&mut self) {
         self.daemon.terminate();
+        self.daemon.spawn();
+        self.wait_ready();
+    }
+
+    /// SIGKILL (a crash, nothing saved); [`Gateway::start_again`] brings it back.
+    pub fn crash(&mut self) {
+        self.daemon.kill9();
+    }
+
+    /// Starts it again with the same config and directory.
+    pub fn start_again(&mut self) {
         self.daemon.spawn();
         self.wait_ready();
     }

@@ -92,6 +92,15 @@ pub fn shipped_gateway_config(n: u32, broker: u16, influx: u16, extra: &str) -> 
     )
 }
 
+/// A metric of the gateway beside manager `n`, from its `/metrics` (HTTP API on port 9900).
+pub fn gateway_metric(n: u32, name: &str) -> Option<f64> {
+    let (_, body) = crate::http_get(&format!("http://{}:9900/metrics", addr(n))).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 /// `Availability State label`, through a live manager.
 pub fn node_line(via: u32, n: u32) -> String {
     docker(

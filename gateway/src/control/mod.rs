@@ -157,6 +157,32 @@ pub fn own_client_id(cfg: &Config) -> String {
     cfg.mqtt.client_id.clone().unwrap_or_default()
 }
 
+/// The MQTT session a gateway in `role` uses. Without a shared group, the active gateway takes
+/// over the one persistent session every active gateway uses (`leader.session_id`: what the
+/// broker queued while no gateway was active comes to the next), and a standby listens on a
+/// clean session of its own. In a shared group every gateway ingests its share whatever its
+/// role, on a persistent session of its own: the broker keeps the share it hands a gateway
+/// that is away (mosquitto 2 does, measured) until it comes back; only the control loop,
+/// notifications and the gateway's own points follow the role.
+pub fn session_for(cfg: &Config, role: &Role) -> Session {
+    if cfg.mqtt.shared_group.is_some() {
+        return Session {
+            active: role.active,
+            client_id: own_client_id(cfg),
+            persistent: true,
+        };
+    }
+    Session {
+        active: role.active,
+        client_id: if role.swarm_active() {
+            cfg.leader.session_id.clone()
+        } else {
+            own_client_id(cfg)
+        },
+        persistent: role.active,
+    }
+}
+
 impl Loop {
     fn emit(&self, e: Ev) {
         let dry_run = self.c.cfg.reschedule.dry_run
@@ -251,16 +277,7 @@ impl Loop {
         } else {
             tracing::warn!(reason = %role.reason, "this gateway is on standby");
         }
-        let cfg = &self.c.cfg;
-        let session = Session {
-            active: role.active,
-            client_id: if role.swarm_active() {
-                cfg.leader.session_id.clone()
-            } else {
-                own_client_id(cfg)
-            },
-            persistent: role.active,
-        };
+        let session = session_for(&self.c.cfg, &role);
         self.c.session.send_if_modified(|s| {
             let changed = *s != session;
             *s = session;
@@ -642,7 +659,54 @@ pub async fn probe(addr: &str, ports: &[u16], timeout: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::event_time;
+    use super::{event_time, leader::Role, session_for};
+    use crate::config::Config;
+
+    fn swarm_active() -> Role {
+        let mut r = Role::standby("x");
+        r.active = true;
+        r
+    }
+
+    #[test]
+    fn the_active_gateway_takes_the_shared_session_and_a_standby_listens_on_its_own() {
+        let mut cfg = Config::default();
+        cfg.mqtt.client_id = Some("leakmon-gateway-gw1".into());
+        cfg.leader.session_id = "leakmon-gateway-active".into();
+        let active = session_for(&cfg, &swarm_active());
+        assert_eq!(
+            (active.client_id.as_str(), active.persistent, active.active),
+            ("leakmon-gateway-active", true, true)
+        );
+        let standby = session_for(&cfg, &Role::standby("x"));
+        assert_eq!(
+            (
+                standby.client_id.as_str(),
+                standby.persistent,
+                standby.active
+            ),
+            ("leakmon-gateway-gw1", false, false)
+        );
+        assert!(!active.same_connection(&standby));
+    }
+
+    #[test]
+    fn in_a_shared_group_every_role_keeps_its_own_persistent_session() {
+        let mut cfg = Config::default();
+        cfg.mqtt.client_id = Some("leakmon-gateway-gw1".into());
+        cfg.mqtt.shared_group = Some("ingest".into());
+        let active = session_for(&cfg, &swarm_active());
+        let standby = session_for(&cfg, &Role::standby("x"));
+        for s in [&active, &standby] {
+            assert_eq!(
+                (s.client_id.as_str(), s.persistent),
+                ("leakmon-gateway-gw1", true)
+            );
+        }
+        assert!((active.active, standby.active) == (true, false));
+        // a change of role alone keeps the connection (and what the broker queued for it)
+        assert!(active.same_connection(&standby));
+    }
 
     #[test]
     fn events_in_one_millisecond_get_distinct_times() {

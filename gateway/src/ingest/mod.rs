@@ -35,6 +35,25 @@ fn status_time(s: &leakmon_protocol::Status, received_ms: i64) -> i64 {
     }
 }
 
+/// What one message gives the database: the agent's own data (host and containers reports:
+/// written by the gateway that took the message, in a shared group each gateway its share),
+/// and what every gateway sees (statuses, events, the state changes it derives): written by
+/// the active gateway alone, so once.
+#[derive(Debug, Default)]
+struct Points {
+    data: Vec<Point>,
+    seen_by_all: Vec<Point>,
+}
+
+impl Points {
+    fn seen_by_all(p: Vec<Point>) -> Points {
+        Points {
+            data: Vec::new(),
+            seen_by_all: p,
+        }
+    }
+}
+
 /// What ingest needs.
 pub struct Ingest {
     pub bus: Bus,
@@ -135,16 +154,25 @@ impl Ingest {
 
     /// Hands points to the database writer. Only a connection made as the active gateway
     /// writes, and it writes everything it received (and acknowledged), also after the role
-    /// has moved on: those messages are not delivered to anyone else.
+    /// has moved on: those messages are not delivered to anyone else. In a shared group every
+    /// gateway writes the data of the messages it took (no other gateway gets them), and the
+    /// active one alone what all of them see.
     /// `seq`: the number of the message they came from ([`crate::acks`]). Whether lines went
     /// to the writer.
-    async fn emit(&self, points: Vec<Point>, active: bool, seq: u64) -> bool {
-        if !active || !self.bus.has_database() {
+    async fn emit(&self, points: Points, active: bool, seq: u64) -> bool {
+        if !self.bus.has_database() {
             return false;
         }
         let mut s = String::new();
-        for p in &points {
-            p.write_line(&mut s);
+        if active || self.shared_group.is_some() {
+            for p in &points.data {
+                p.write_line(&mut s);
+            }
+        }
+        if active {
+            for p in &points.seen_by_all {
+                p.write_line(&mut s);
+            }
         }
         if s.is_empty() {
             return false;
@@ -197,7 +225,7 @@ impl Ingest {
     }
 
     /// Handles one MQTT publish; returns the points to write.
-    fn handle(&self, topic: &str, payload: &[u8]) -> Vec<Point> {
+    fn handle(&self, topic: &str, payload: &[u8]) -> Points {
         let ms = now_ms();
         let now = Instant::now();
         let (node, msg) = match decode_message(&self.topics, topic, payload, ms) {
@@ -207,7 +235,7 @@ impl Ingest {
                     .metrics
                     .rejected(r.node.as_deref().unwrap_or("?"), r.reason);
                 log_reject(n, &r);
-                return Vec::new();
+                return Points::default();
             }
         };
         // Beats and probe reports are for the failure detector (arrival timed by this
@@ -216,11 +244,27 @@ impl Ingest {
             Incoming::Beat(_) => {
                 self.metrics.beat();
                 self.detect(|d| d.on_beat(&node, now));
-                return Vec::new();
+                if self.shared_group.is_none() {
+                    return Points::default();
+                }
+                // In a shared group this gateway gets a share of the node's reports only: its
+                // beats (every gateway gets them all) tell that it is alive.
+                let Ok(mut nodes) = self.nodes.lock() else {
+                    return Points::default();
+                };
+                if !nodes.knows(&node) {
+                    return Points::default();
+                }
+                let t = nodes.on_data(&node, now, ms);
+                return Points::seen_by_all(self.transition_points(
+                    &nodes,
+                    t.into_iter().collect(),
+                    ms,
+                ));
             }
             Incoming::Probe(r) => {
                 self.detect(|d| d.on_report(&node, r.id, &r.target, r.attempts, r.answered, now));
-                return Vec::new();
+                return Points::default();
             }
             Incoming::Cleared => {
                 let known = self
@@ -236,19 +280,19 @@ impl Ingest {
                 // also for a node this gateway never knew (it started after the node left):
                 // its entities may still be in Home Assistant
                 self.undiscover(&node);
-                return Vec::new();
+                return Points::default();
             }
             _ => {}
         }
         let Ok(mut nodes) = self.nodes.lock() else {
-            return Vec::new();
+            return Points::default();
         };
         if !nodes.knows(&node) && nodes.count() >= crate::nodes::MAX_NODES {
             self.metrics.too_many_nodes();
             tracing::warn!(node = %leakmon_common::cli::printable(&node),
                 max = crate::nodes::MAX_NODES,
                 "a message from a new node name dropped: the gateway tracks its maximum of nodes");
-            return Vec::new();
+            return Points::default();
         }
         self.metrics.message_in(&node, ms);
         match msg {
@@ -258,41 +302,45 @@ impl Ingest {
                     self.liveness_alert(&node, t.to);
                 }
                 let tags = nodes.tags(&node);
-                t.map(|t| {
-                    tracing::info!(node = %node, seq = s.seq, to = t.to.as_str(), "node status");
-                    vec![schema::node_point(
-                        &tags,
-                        status_time(&s, ms),
-                        t.to.as_str(),
-                        Some(&s),
-                    )]
-                })
-                .unwrap_or_default()
+                Points::seen_by_all(
+                    t.map(|t| {
+                        tracing::info!(node = %node, seq = s.seq, to = t.to.as_str(), "node status");
+                        vec![schema::node_point(
+                            &tags,
+                            status_time(&s, ms),
+                            t.to.as_str(),
+                            Some(&s),
+                        )]
+                    })
+                    .unwrap_or_default(),
+                )
             }
             Incoming::Host(mut r) => {
                 self.metrics.cut(r.bound());
                 let t = nodes.on_host(&node, &r, now, ms);
                 self.alert(AlertInput::Host(node.clone(), r.clone()));
-                let mut pts = schema::host_points(&nodes.tags(&node), &r);
-                pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
-                pts
+                Points {
+                    data: schema::host_points(&nodes.tags(&node), &r),
+                    seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
+                }
             }
             Incoming::Containers(mut r) => {
                 self.metrics.cut(r.bound());
                 let t = nodes.on_containers(&node, &r, now, ms);
                 self.alert(AlertInput::Containers(node.clone(), Box::new(r.clone())));
-                let mut pts = schema::container_points(&nodes.tags(&node), &r);
-                pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
-                pts
+                Points {
+                    data: schema::container_points(&nodes.tags(&node), &r),
+                    seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
+                }
             }
             // Handled above.
-            Incoming::Beat(_) | Incoming::Probe(_) | Incoming::Cleared => Vec::new(),
+            Incoming::Beat(_) | Incoming::Probe(_) | Incoming::Cleared => Points::default(),
             Incoming::Event(mut e) => {
                 self.metrics.cut(e.bound());
                 let t = nodes.on_data(&node, now, ms);
                 let mut pts = vec![schema::event_point(&nodes.tags(&node), &e)];
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
-                pts
+                Points::seen_by_all(pts)
             }
         }
     }
@@ -300,20 +348,26 @@ impl Ingest {
 
 impl Handler for Ingest {
     fn subscriptions(&self) -> Vec<String> {
-        let mut subs = vec![self.topics.all_nodes(Channel::Status)];
-        if self.detector.is_some() {
+        // Statuses and events to every gateway: each keeps every node's liveness, and the
+        // active one notifies and writes them.
+        let mut subs = vec![
+            self.topics.all_nodes(Channel::Status),
+            self.topics.all_nodes(Channel::Events),
+        ];
+        if self.detector.is_some() || self.shared_group.is_some() {
             // Every gateway times every beat itself: never a shared subscription.
             subs.push(self.topics.all_nodes(Channel::Beat));
+        }
+        if self.detector.is_some() {
             subs.push(self.topics.all_nodes(Channel::Probe));
         }
         if let Some(prefix) = &self.homeassistant {
             // Home Assistant announces itself here when it (re)starts.
             subs.push(format!("{prefix}/status"));
         }
-        for c in [Channel::Host, Channel::Containers, Channel::Events] {
+        for c in [Channel::Host, Channel::Containers] {
             let t = self.topics.all_nodes(c);
             subs.push(match &self.shared_group {
-                // Every gateway keeps liveness of every node, so status is never shared.
                 Some(g) => format!("$share/{g}/{t}"),
                 None => t,
             });
@@ -363,7 +417,7 @@ impl Handler for Ingest {
             }
             Err(_) => Vec::new(),
         };
-        self.emit(pts, active, 0).await;
+        self.emit(Points::seen_by_all(pts), active, 0).await;
     }
 }
 
