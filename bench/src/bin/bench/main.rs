@@ -3,7 +3,8 @@
 //! PNG plots in docs/bench/.
 //!
 //! `bench [--trials N] [--duration S] [--outage S] [--only a,b] [--out FILE]`
-//! scenarios: footprint, callgrind, load, outage, gateway, fleet, control, broker-cluster.
+//! scenarios: footprint, callgrind, load, outage, gateway, fleet, liveness, control,
+//! broker-cluster.
 
 mod fleet;
 mod measure;
@@ -860,6 +861,9 @@ fn main() {
     }
     if want("fleet") {
         fleet::fleet(60, &mut md, &plots);
+    }
+    if want("liveness") {
+        fleet::liveness(60, &mut md);
     }
     if want("control") {
         control(&o, &mut md);
