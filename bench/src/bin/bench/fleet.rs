@@ -85,7 +85,7 @@ pub fn liveness(secs: u64, md: &mut String) {
          no Swarm members: each beat is received, decoded, counted and offered to the \
          detector, whose per-member bookkeeping (a hash lookup and two B-tree updates) is not \
          in these figures.\n\n\
-         | agents | beats/s at the gateway | broker CPU % | broker RSS MiB | gateway CPU % | gateway RSS MiB | load generator CPU % | births and goodbyes published / received |\n\
+         | agents | beats/s at the gateway | broker CPU % | broker RSS MiB | gateway CPU % | gateway RSS MiB | load generator CPU % | other messages (births, goodbyes, the latency probe's reports) published / received |\n\
          |---|---|---|---|---|---|---|---|"
     );
     for r in &runs {
