@@ -64,7 +64,7 @@ fn a_broker_node_dies_with_a_worker_and_nothing_is_lost_or_falsely_declared() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("the active gateway subscribed\n{}", logs()));
-    let _agents = start_agents_with(|n, dir| {
+    let mut agents = start_agents_with(|n, dir| {
         // node4 on the broker node that dies with it (its Will dies too); the others spread
         let first = if n == 4 {
             victim
@@ -110,8 +110,12 @@ fn a_broker_node_dies_with_a_worker_and_nothing_is_lost_or_falsely_declared() {
         (v.matches("\"state\":\"online\"").count() == NODES as usize).then_some(())
     })
     .unwrap_or_else(|| panic!("every agent online again\n{}", logs()));
-    // node4's buffer drains, the last samples reach the database (flushed every 500 ms)
+    // node4's buffer drains; then the agents stop (goodbye), so that every report a
+    // subscriber saw has had its time to reach the database
     std::thread::sleep(Duration::from_secs(10));
+    for a in &mut agents {
+        a.terminate();
+    }
 
     let evs = events_of(&events);
     let false_downs: Vec<&serde_json::Value> = evs
@@ -139,16 +143,22 @@ fn a_broker_node_dies_with_a_worker_and_nothing_is_lost_or_falsely_declared() {
                 logs()
             );
         }
-        let in_db = influx.stored_host_reports(&node);
         let host_seen = data.host_reports(&node);
-        let lost: Vec<_> = host_seen.difference(&in_db).collect();
-        assert!(
-            lost.is_empty(),
-            "{node}: {} of {} host reports seen on the broker are not in InfluxDB: {lost:?}\n{}",
-            lost.len(),
-            host_seen.len(),
-            logs()
-        );
+        wait_for(Duration::from_secs(10), || {
+            host_seen
+                .is_subset(&influx.stored_host_reports(&node))
+                .then_some(())
+        })
+        .unwrap_or_else(|| {
+            let in_db = influx.stored_host_reports(&node);
+            let lost: Vec<_> = host_seen.difference(&in_db).collect();
+            panic!(
+                "{node}: {} of {} host reports seen on the broker are not in InfluxDB: {lost:?}\n{}",
+                lost.len(),
+                host_seen.len(),
+                logs()
+            )
+        });
     }
 }
 
