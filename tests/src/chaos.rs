@@ -342,8 +342,8 @@ pub struct Bounds {
 /// be missed: connect, birth, beats.
 pub const AGENT_SETTLE: i64 = 5_000;
 
-/// How long after a node whose engine was killed shows `ready` again Swarm may take to run
-/// again the tasks it lost (measured: 11 s, see [`History::deaths_handled`]).
+/// How long after a node whose engine was killed shows `ready` again Swarm may take to set its
+/// replicas right (measured: 11 s, see [`History::deaths_handled`]).
 pub const ENGINE_RECONCILE: i64 = 15_000;
 
 pub const SHIPPED: Bounds = Bounds {
@@ -393,9 +393,9 @@ impl History {
     }
 
     /// Whether node `n`'s engine was killed and Swarm has not yet had `ENGINE_RECONCILE` since
-    /// a poll first showed the node ready again (at `t`). The node's tasks died with its
-    /// engine; while the node is `unknown` Swarm still counts them running, and it restarts
-    /// them only after the node is back: Swarm's own reconciliation, not leakmon's doing.
+    /// a poll first showed the node ready again (at `t`). While the node is `unknown` Swarm
+    /// goes on listing its tasks as running, and it sets its `web` replicas right only after
+    /// the node is back: Swarm's own reconciliation, not leakmon's doing.
     fn engine_restarting_at(&self, n: u32, t: i64) -> bool {
         self.spans
             .iter()
@@ -800,10 +800,10 @@ impl History {
                 }
             };
             let web_from = self.scheduling_from(clock, b.whole);
-            // Another node's engine restarting meanwhile: the replicas it lost are Swarm's to
-            // restart, on its own schedule (found by CI: node3's engine killed, node3 back
-            // `ready` 16 s after its engine, its lost `web` task running again 11 s later;
-            // meanwhile node4 died and leakmon replaced node4's task at once).
+            // Another node's engine restarting meanwhile: its replicas are Swarm's to set right,
+            // on its own schedule (found by CI: node3's engine killed, node3 `ready` again 16 s
+            // after its engine, `web` back to 5 on live nodes 11 s after that; meanwhile node4
+            // died and leakmon declared it down in 1.8 s and surged at once).
             let reconciling = (1..=NODES).filter(|k| *k != n).any(|k| {
                 (web_from..=web_from + b.whole)
                     .step_by(500)
@@ -1346,8 +1346,8 @@ mod tests {
     #[test]
     fn web_is_not_judged_while_swarm_restarts_what_another_nodes_engine_lost() {
         // Found by CI: node3's engine killed at 0-6 s, node3 `ready` again only at 20 s; node4
-        // cut at 10 s, node_down and surge on time, but web whole only at 31 s: node3's task
-        // died with its engine and Swarm ran it again after node3 was back.
+        // cut at 10 s, node_down and surge on time, but web whole only at 31 s: Swarm set
+        // node3's replica right only after node3 was back.
         let mut h = good();
         h.spans.push(span(Fault::EngineKill(3), 0, 6_000));
         let node3 = |t: i64, state: &str, web: Vec<u32>, db: u32| {
