@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use leakmon_e2e::rabbitmq::{with_brokers, RabbitCluster};
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{data_seqs, seq_gaps, wait_for, Service, Subscriber};
+use leakmon_e2e::{data_seqs, host_reports_stored, seq_gaps, wait_for, Service, Subscriber};
 
 const HOST: &str = "172.30.0.1";
 
@@ -143,22 +143,14 @@ fn a_broker_node_dies_with_a_worker_and_nothing_is_lost_or_falsely_declared() {
                 logs()
             );
         }
-        let host_seen = data.host_reports(&node);
-        wait_for(Duration::from_secs(10), || {
-            host_seen
-                .is_subset(&influx.stored_host_reports(&node))
-                .then_some(())
-        })
-        .unwrap_or_else(|| {
-            let in_db = influx.stored_host_reports(&node);
-            let lost: Vec<_> = host_seen.difference(&in_db).collect();
-            panic!(
-                "{node}: {} of {} host reports seen on the broker are not in InfluxDB: {lost:?}\n{}",
-                lost.len(),
-                host_seen.len(),
-                logs()
-            )
-        });
+        host_reports_stored(&data, &influx, &node, Duration::from_secs(10)).unwrap_or_else(
+            |lost| {
+                panic!(
+                    "{node}: host reports seen on the broker are not in InfluxDB: {lost:?}\n{}",
+                    logs()
+                )
+            },
+        );
     }
 }
 

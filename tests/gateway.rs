@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use leakmon_e2e::{bin, http_get, wait_for, Agent, Broker, Gateway, Service, Subscriber};
+use leakmon_e2e::{
+    bin, host_reports_stored, http_get, wait_for, Agent, Broker, Gateway, Service, Subscriber,
+};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -798,14 +800,6 @@ fn group_gateway(broker: &Broker, db: &Service, name: &str) -> Gateway {
     })
 }
 
-/// `(run, seq)` of host reports.
-type Reports = BTreeSet<(u64, u64)>;
-
-/// `(run, seq)` of the host reports `sub` saw, and of those InfluxDB holds, for `node`.
-fn host_reports_seen_and_stored(sub: &Subscriber, db: &Service, node: &str) -> (Reports, Reports) {
-    (sub.host_reports(node), db.stored_host_reports(node))
-}
-
 #[test]
 fn three_gateways_in_a_shared_group_write_each_report_once() {
     let broker = Broker::start();
@@ -838,17 +832,8 @@ fn three_gateways_in_a_shared_group_write_each_report_once() {
         reports,
         "each report ingested once: {taken:?} of {reports} reports"
     );
-    let (seen, stored) = wait_for(S(10), || {
-        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
-        seen.is_subset(&stored).then_some((seen, stored))
-    })
-    .unwrap_or_else(|| {
-        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
-        panic!(
-            "host reports not in InfluxDB: {:?}",
-            seen.difference(&stored).collect::<Vec<_>>()
-        )
-    });
+    let (seen, stored) = host_reports_stored(&sub, &db, node, S(10))
+        .unwrap_or_else(|lost| panic!("host reports not in InfluxDB: {lost:?}"));
     assert_eq!(seen, stored, "InfluxDB holds exactly the host reports sent");
 }
 
@@ -877,15 +862,9 @@ fn a_gateway_of_a_shared_group_killed_and_restarted_loses_nothing() {
     wait_for(S(30), || (sub.on("host").len() >= down + 10).then_some(()))
         .unwrap_or_else(|| panic!("no data after g2 came back; agent log:\n{}", agent.log()));
     agent.terminate();
-    let (seen, stored) = wait_for(S(20), || {
-        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
-        seen.is_subset(&stored).then_some((seen, stored))
-    })
-    .unwrap_or_else(|| {
-        let (seen, stored) = host_reports_seen_and_stored(&sub, &db, node);
+    let (seen, stored) = host_reports_stored(&sub, &db, node, S(20)).unwrap_or_else(|lost| {
         panic!(
-            "host reports lost: {:?}\ng1 log:\n{}\ng2 log:\n{}",
-            seen.difference(&stored).collect::<Vec<_>>(),
+            "host reports lost: {lost:?}\ng1 log:\n{}\ng2 log:\n{}",
             g1.log(),
             g2.log()
         )

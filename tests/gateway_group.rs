@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{data_seqs, http_get, seq_gaps, wait_for, Subscriber};
+use leakmon_e2e::{data_seqs, host_reports_stored, http_get, seq_gaps, wait_for, Subscriber};
 
 fn all_online(n: u32) -> Option<()> {
     let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(n))).ok()?;
@@ -106,16 +106,8 @@ fn gateways_beside_every_manager_share_ingest_and_one_of_them_controls() {
     );
     for n in 1..=NODES {
         let node = format!("node{n}");
-        let seen = data.host_reports(&node);
+        let (seen, _) = host_reports_stored(&data, &influx, &node, Duration::from_secs(10))
+            .unwrap_or_else(|lost| panic!("{node}: host reports not stored: {lost:?}\n{}", logs()));
         assert!(!seen.is_empty(), "no host report of {node}");
-        wait_for(Duration::from_secs(10), || {
-            seen.is_subset(&influx.stored_host_reports(&node))
-                .then_some(())
-        })
-        .unwrap_or_else(|| {
-            let stored = influx.stored_host_reports(&node);
-            let lost: Vec<_> = seen.difference(&stored).collect();
-            panic!("{node}: host reports not stored: {lost:?}\n{}", logs())
-        });
     }
 }

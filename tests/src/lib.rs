@@ -533,6 +533,28 @@ impl Subscriber {
     }
 }
 
+/// `(run, seq)` of host reports.
+pub type Reports = BTreeSet<(u64, u64)>;
+
+/// Waits up to `within` until InfluxDB 1.x (`db`) holds every host report of `node` that `sub`
+/// received: `Ok((received, stored))`, or `Err` with the `(run, seq)` still missing.
+pub fn host_reports_stored(
+    sub: &Subscriber,
+    db: &Service,
+    node: &str,
+    within: Duration,
+) -> Result<(Reports, Reports), Vec<(u64, u64)>> {
+    let both = || (sub.host_reports(node), db.stored_host_reports(node));
+    wait_for(within, || {
+        let (seen, stored) = both();
+        seen.is_subset(&stored).then_some((seen, stored))
+    })
+    .ok_or_else(|| {
+        let (seen, stored) = both();
+        seen.difference(&stored).copied().collect()
+    })
+}
+
 /// Per (node, run): the data-message seqs any of `subs` received (several subscribers on
 /// several broker nodes: what one missed while its node was down, another saw).
 pub fn data_seqs(subs: &[&Subscriber]) -> BTreeMap<(String, u64), BTreeSet<u64>> {
