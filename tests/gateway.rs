@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use leakmon_e2e::{
-    bin, host_reports_stored, http_get, wait_for, Agent, Broker, Gateway, Service, Subscriber,
+    assert_reports_split, bin, host_reports_stored, http_get, wait_for, Agent, Broker, Gateway,
+    Service, Subscriber,
 };
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -815,23 +816,8 @@ fn three_gateways_in_a_shared_group_write_each_report_once() {
         .unwrap_or_else(|| panic!("no data; agent log:\n{}", agent.log()));
     agent.terminate();
     std::thread::sleep(S(3));
-    let count = |suffix: &str| sub.on(suffix).len() as u64;
-    let reports = count("host") + count("containers");
-    // every gateway gets every status and event; each report goes to one of them
-    let each = count("status") + count("events");
-    let taken: Vec<u64> = gws
-        .iter()
-        .map(|g| messages_total(g).saturating_sub(each))
-        .collect();
-    assert!(
-        taken.iter().all(|t| *t > 0),
-        "every gateway takes a share: {taken:?} of {reports}"
-    );
-    assert_eq!(
-        taken.iter().sum::<u64>(),
-        reports,
-        "each report ingested once: {taken:?} of {reports} reports"
-    );
+    let totals: Vec<u64> = gws.iter().map(messages_total).collect();
+    assert_reports_split(&sub, &totals);
     let (seen, stored) = host_reports_stored(&sub, &db, node, S(10))
         .unwrap_or_else(|lost| panic!("host reports not in InfluxDB: {lost:?}"));
     assert_eq!(seen, stored, "InfluxDB holds exactly the host reports sent");

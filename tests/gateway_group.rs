@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{data_seqs, host_reports_stored, http_get, seq_gaps, wait_for, Subscriber};
+use leakmon_e2e::{
+    assert_reports_split, data_seqs, host_reports_stored, http_get, seq_gaps, wait_for, Subscriber,
+};
 
 fn all_online(n: u32) -> Option<()> {
     let (_, body) = http_get(&format!("http://{}:9900/api/v1/nodes", addr(n))).ok()?;
@@ -89,21 +91,10 @@ fn gateways_beside_every_manager_share_ingest_and_one_of_them_controls() {
         let missing = seq_gaps(&s);
         assert!(missing.is_empty(), "{node} run {run}: {missing:?} missing");
     }
-    let count = |suffix: &str| data.on(suffix).len() as f64;
-    let to_each = count("status") + count("events");
-    let reports = count("host") + count("containers");
-    let taken: Vec<f64> = (1..=MANAGERS)
-        .map(|n| gateway_metric(n, "leakmon_gateway_messages_total").unwrap_or(0.0) - to_each)
+    let totals: Vec<u64> = (1..=MANAGERS)
+        .map(|n| gateway_metric(n, "leakmon_gateway_messages_total").unwrap_or(0.0) as u64)
         .collect();
-    assert!(
-        taken.iter().all(|t| *t > 0.0),
-        "every gateway took a share: {taken:?}"
-    );
-    assert_eq!(
-        taken.iter().sum::<f64>(),
-        reports,
-        "each report ingested by one gateway: {taken:?} of {reports}"
-    );
+    assert_reports_split(&data, &totals);
     for n in 1..=NODES {
         let node = format!("node{n}");
         let (seen, _) = host_reports_stored(&data, &influx, &node, Duration::from_secs(10))

@@ -555,6 +555,25 @@ pub fn host_reports_stored(
     })
 }
 
+/// Checks a shared group's split of the agents' messages `sub` saw, given each gateway's
+/// `leakmon_gateway_messages_total`: every gateway gets every status and event, each host and
+/// containers report goes to one of them; each took a share, and together each report once.
+pub fn assert_reports_split(sub: &Subscriber, totals: &[u64]) {
+    let count = |suffix: &str| sub.on(suffix).len() as u64;
+    let reports = count("host") + count("containers");
+    let each = count("status") + count("events");
+    let taken: Vec<u64> = totals.iter().map(|t| t.saturating_sub(each)).collect();
+    assert!(
+        taken.iter().all(|t| *t > 0),
+        "every gateway takes a share: {taken:?} of {reports}"
+    );
+    assert_eq!(
+        taken.iter().sum::<u64>(),
+        reports,
+        "each report ingested once: {taken:?} of {reports} reports"
+    );
+}
+
 /// Per (node, run): the data-message seqs any of `subs` received (several subscribers on
 /// several broker nodes: what one missed while its node was down, another saw).
 pub fn data_seqs(subs: &[&Subscriber]) -> BTreeMap<(String, u64), BTreeSet<u64>> {
