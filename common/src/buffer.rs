@@ -40,6 +40,26 @@ pub trait Item: Sized {
     fn to_record(&self) -> Vec<u8>;
     /// Back from a spool record; `None` if the record is not one of ours.
     fn from_record(body: Vec<u8>) -> Option<Self>;
+    /// What its owner tracks its durability by (the gateway: the number of the first MQTT
+    /// message whose lines it holds); 0: nothing. See [`Buffer::deferring_sync`].
+    fn mark(&self) -> u64 {
+        0
+    }
+}
+
+/// Forcing spilled items to disk, taken by [`Buffer::start_sync`] to run off the event loop.
+#[derive(Debug)]
+pub struct SyncJob {
+    file: std::io::Result<std::fs::File>,
+    /// The lowest [`Item::mark`] (above 0) among the items it makes durable; `u64::MAX`: none.
+    pub mark: u64,
+}
+
+impl SyncJob {
+    /// Forces the items to disk (blocking: run it on a thread that may block).
+    pub fn run(self) -> std::io::Result<()> {
+        self.file?.sync_data()
+    }
 }
 
 /// Bytes counted for a message beyond its topic and payload (allocation headers, fields).
@@ -118,6 +138,10 @@ pub struct Buffer<T> {
     online: bool,
     dropped_total: u64,
     sync_failed: bool,
+    /// Spilling leaves the forcing to disk to [`Buffer::start_sync`].
+    defer_sync: bool,
+    /// The lowest mark spilled since the last [`Buffer::start_sync`] (`u64::MAX`: none).
+    unsynced: u64,
 }
 
 impl<T: Item> Buffer<T> {
@@ -131,6 +155,54 @@ impl<T: Item> Buffer<T> {
             online: true,
             dropped_total: 0,
             sync_failed: false,
+            defer_sync: false,
+            unsynced: u64::MAX,
+        }
+    }
+
+    /// The same buffer, leaving the forcing of spilled items to disk to its owner (the
+    /// gateway's writer, which must not block its event loop on an fsync for every batch it
+    /// spills): spilling only writes, and [`Buffer::start_sync`] hands out one job forcing
+    /// everything spilled since the last, a group commit. Until a job for an item has run, the
+    /// item is not durable: its [`Item::mark`] is in [`Buffer::unsynced_mark`] and then in the
+    /// job's.
+    pub fn deferring_sync(mut self) -> Self {
+        self.defer_sync = true;
+        self
+    }
+
+    /// The lowest mark spilled and not yet in a sync job (`u64::MAX`: none).
+    pub fn unsynced_mark(&self) -> u64 {
+        self.unsynced
+    }
+
+    /// One job forcing what was spilled since the last (`None`: nothing waits). A handle the
+    /// job could not get is its error, and the marks stay waiting for the next.
+    pub fn start_sync(&mut self) -> Option<SyncJob> {
+        let file = self.spool.as_mut()?.sync_job()?;
+        let mark = if file.is_ok() {
+            std::mem::replace(&mut self.unsynced, u64::MAX)
+        } else {
+            self.unsynced
+        };
+        Some(SyncJob { file, mark })
+    }
+
+    /// A job from [`Buffer::start_sync`] ended. A failure is logged and counted as
+    /// [`Buffer::sync_failed`] until one succeeds; its marks go back to waiting (what it
+    /// covered may not be on disk) and the spool is forced again by the next job.
+    pub fn sync_done(&mut self, mark: u64, result: std::io::Result<()>) {
+        match result {
+            Ok(()) => self.sync_failed = false,
+            Err(e) => {
+                tracing::warn!(error = %e,
+                    "cannot force the spool to disk; a power cut now may lose its last records");
+                self.sync_failed = true;
+                self.unsynced = self.unsynced.min(mark);
+                if let Some(sp) = self.spool.as_mut() {
+                    sp.mark_dirty();
+                }
+            }
         }
     }
 
@@ -160,8 +232,8 @@ impl<T: Item> Buffer<T> {
                 self.keep_back(i);
             }
         }
-        // on disk before anyone counts them kept; one sync for the lot
-        if let Some(sp) = self.spool.as_mut() {
+        // on disk before anyone counts them kept; one sync for the lot (or the owner's job)
+        if let Some(sp) = self.spool.as_mut().filter(|_| !self.defer_sync) {
             self.sync_failed = !sp.sync_or_warn();
         }
     }
@@ -173,6 +245,9 @@ impl<T: Item> Buffer<T> {
         };
         match sp.append_unsynced(&item.to_record()) {
             Ok(_) => {
+                if self.defer_sync && item.mark() > 0 {
+                    self.unsynced = self.unsynced.min(item.mark());
+                }
                 let dropped = sp.take_dropped();
                 if dropped > 0 {
                     tracing::warn!(records = dropped, "spool full: dropped its oldest segment");
@@ -600,5 +675,66 @@ mod tests {
     #[test]
     fn close_rewinds_spooled_items_in_flight() {
         assert_eq!(close_and_reopen(true, 4, 3, 2), names(1..4));
+    }
+
+    /// A message that tracks its number as its mark, as the gateway's batches do.
+    #[derive(Debug, PartialEq)]
+    struct Marked(u64);
+
+    impl Item for Marked {
+        fn cost(&self) -> usize {
+            100
+        }
+        fn to_record(&self) -> Vec<u8> {
+            self.0.to_le_bytes().to_vec()
+        }
+        fn from_record(body: Vec<u8>) -> Option<Marked> {
+            Some(Marked(u64::from_le_bytes(body.try_into().ok()?)))
+        }
+        fn mark(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn deferred_sync_keeps_what_was_spilled_unsynced_until_a_job_for_it_ran() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::new(1000, spool(&dir)).deferring_sync();
+        assert!(b.start_sync().is_none(), "nothing spilled, nothing to force");
+        b.push(Marked(3));
+        assert_eq!(b.unsynced_mark(), u64::MAX, "in memory: the owner sees it there");
+        b.set_offline(Vec::new());
+        b.push(Marked(4));
+        assert_eq!(b.unsynced_mark(), 3, "spilled, not forced: not durable");
+        let job = b.start_sync().expect("a job");
+        assert_eq!(job.mark, 3);
+        assert_eq!(b.unsynced_mark(), u64::MAX, "the job holds them now");
+        b.push(Marked(5));
+        assert_eq!(b.unsynced_mark(), 5, "spilled while the job runs: for the next job");
+        let mark = job.mark;
+        b.sync_done(mark, job.run());
+        assert!(!b.sync_failed());
+        // a job that failed: its items wait for the next one, and the spool is forced again
+        let job = b.start_sync().expect("a job");
+        b.sync_done(job.mark, Err(std::io::Error::other("disk gone")));
+        assert!(b.sync_failed());
+        assert_eq!(b.unsynced_mark(), 5);
+        let job = b.start_sync().expect("forced again after a failure");
+        assert_eq!(job.mark, 5);
+        let mark = job.mark;
+        b.sync_done(mark, job.run());
+        assert!(!b.sync_failed());
+        assert_eq!(b.unsynced_mark(), u64::MAX);
+        let got: Vec<u64> = std::iter::from_fn(|| b.next_item()).map(|(m, _)| m.0).collect();
+        assert_eq!(got, [3, 4, 5], "nothing lost, in order");
+    }
+
+    #[test]
+    fn without_deferral_spilling_forces_the_spool_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::new(1000, spool(&dir)).starting_offline();
+        b.push(Marked(7));
+        assert_eq!(b.unsynced_mark(), u64::MAX);
+        assert!(b.start_sync().is_none(), "already on disk");
     }
 }
