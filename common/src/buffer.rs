@@ -700,9 +700,16 @@ mod tests {
     fn deferred_sync_keeps_what_was_spilled_unsynced_until_a_job_for_it_ran() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = Buffer::new(1000, spool(&dir)).deferring_sync();
-        assert!(b.start_sync().is_none(), "nothing spilled, nothing to force");
+        assert!(
+            b.start_sync().is_none(),
+            "nothing spilled, nothing to force"
+        );
         b.push(Marked(3));
-        assert_eq!(b.unsynced_mark(), u64::MAX, "in memory: the owner sees it there");
+        assert_eq!(
+            b.unsynced_mark(),
+            u64::MAX,
+            "in memory: the owner sees it there"
+        );
         b.set_offline(Vec::new());
         b.push(Marked(4));
         assert_eq!(b.unsynced_mark(), 3, "spilled, not forced: not durable");
@@ -710,7 +717,11 @@ mod tests {
         assert_eq!(job.mark, 3);
         assert_eq!(b.unsynced_mark(), u64::MAX, "the job holds them now");
         b.push(Marked(5));
-        assert_eq!(b.unsynced_mark(), 5, "spilled while the job runs: for the next job");
+        assert_eq!(
+            b.unsynced_mark(),
+            5,
+            "spilled while the job runs: for the next job"
+        );
         let mark = job.mark;
         b.sync_done(mark, job.run());
         assert!(!b.sync_failed());
@@ -725,7 +736,9 @@ mod tests {
         b.sync_done(mark, job.run());
         assert!(!b.sync_failed());
         assert_eq!(b.unsynced_mark(), u64::MAX);
-        let got: Vec<u64> = std::iter::from_fn(|| b.next_item()).map(|(m, _)| m.0).collect();
+        let got: Vec<u64> = std::iter::from_fn(|| b.next_item())
+            .map(|(m, _)| m.0)
+            .collect();
         assert_eq!(got, [3, 4, 5], "nothing lost, in order");
     }
 

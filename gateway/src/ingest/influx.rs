@@ -610,7 +610,11 @@ mod tests {
         store.push(lines(3));
         assert_eq!(not_durable(&store), Some(1), "the job runs");
         store.sync_done(job.run());
-        assert_eq!(not_durable(&store), Some(3), "forced: 1 and 2 are durable, 3 waits");
+        assert_eq!(
+            not_durable(&store),
+            Some(3),
+            "forced: 1 and 2 are durable, 3 waits"
+        );
         let job = store.start_sync().expect("the next job");
         store.sync_done(job.run());
         assert_eq!(not_durable(&store), None);

@@ -21,8 +21,8 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub measurement: &'static str,
-    /// Kept sorted by key when encoded (InfluxDB's fast path). Keys are the schema's names,
-    /// or a container's label keys (owned).
+    /// Sorted by key (InfluxDB's fast path; [`Point::tag`] inserts in order, equal keys in
+    /// the order given). Keys are the schema's names, or a container's label keys (owned).
     pub tags: Vec<(std::borrow::Cow<'static, str>, String)>,
     /// The schema's names, or names the kernel gives (network counters, CPUs of an IRQ).
     pub fields: Vec<(std::borrow::Cow<'static, str>, Value)>,
@@ -33,8 +33,9 @@ impl Point {
     pub fn new(measurement: &'static str, ts_ms: i64) -> Self {
         Point {
             measurement,
-            tags: Vec::new(),
-            fields: Vec::new(),
+            // (sized for the schema's points: no growing on the way)
+            tags: Vec::with_capacity(4),
+            fields: Vec::with_capacity(16),
             ts_ms,
         }
     }
@@ -47,7 +48,8 @@ impl Point {
         let v = value.into();
         let k = key.into();
         if !v.is_empty() && !k.is_empty() {
-            self.tags.push((k, v));
+            let at = self.tags.partition_point(|(t, _)| *t <= k);
+            self.tags.insert(at, (k, v));
         }
         self
     }
@@ -98,9 +100,7 @@ impl Point {
             return false;
         }
         escape(out, self.measurement, &[',', ' ']);
-        let mut tags: Vec<&(std::borrow::Cow<'static, str>, String)> = self.tags.iter().collect();
-        tags.sort_by(|a, b| a.0.cmp(&b.0));
-        for (k, v) in tags {
+        for (k, v) in &self.tags {
             out.push(',');
             escape(out, k, &[',', '=', ' ']);
             out.push('=');
@@ -155,6 +155,16 @@ impl Point {
 pub const BACKSLASH_STANDIN: char = '\u{29f5}';
 
 fn escape(out: &mut String, s: &str, special: &[char]) {
+    // Nearly every name and value needs no escaping: copied whole (this function took a
+    // sixth of the gateway's time at 1,000 agents going character by character).
+    let eq = special.contains(&'=');
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'\n' | b'\r' | b'\\' | b',' | b' ') || (eq && b == b'='))
+    {
+        out.push_str(s);
+        return;
+    }
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         match c {

@@ -324,7 +324,7 @@ fn irq_points<'a>(
 /// The fields of a struct in declaration order, each under the name serde gives it (which is
 /// `'static`, as a point's keys must be) with its value as JSON.
 fn fields(part: &impl Serialize) -> Vec<(&'static str, serde_json::Value)> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(16);
     // Anything but a struct is refused, leaving `out` empty: no fields.
     let _ = part.serialize(Fields(&mut out));
     out
