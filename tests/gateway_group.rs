@@ -56,6 +56,14 @@ fn gateways_beside_every_manager_share_ingest_and_one_of_them_controls() {
         let active = gateway_metric(n, "leakmon_gateway_active").expect("gateway metrics");
         assert_eq!(active, f64::from(u8::from(n == leader)), "gw{n} active");
     }
+    // Every gateway's failure detector hears the beats, on its connection of its own (the
+    // group's data connections do not count them).
+    wait_for(Duration::from_secs(10), || {
+        (1..=MANAGERS)
+            .all(|n| gateway_metric(n, "leakmon_gateway_beats_total").unwrap_or(0.0) > 0.0)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("every gateway's detector hears beats\n{}", logs()));
 
     // One control loop: node4's death is found and healed once, by the leader's gateway.
     rig(&["cut", "4"]);

@@ -235,7 +235,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         connection,
         session,
     } = bus::wire(bus::Parts {
-        connector: mqtt,
+        connector: mqtt.clone(),
         session: control::session_for(&cfg, &control::leader::Role::standby("starting")),
         lines,
         durable,
@@ -299,16 +299,26 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     }
     let ingest = ingest::Ingest::new(
         bus,
-        topics,
+        topics.clone(),
         cfg.homeassistant
             .enabled
             .then(|| cfg.homeassistant.discovery_prefix.clone()),
         cfg.mqtt.shared_group.clone(),
         nodes,
-        metrics,
-        detector,
+        metrics.clone(),
+        detector.is_some(),
     );
     let ingest = tokio::spawn(connection.run(ingest));
+    if let Some(detector) = detector {
+        let beats = ingest::beats::Beats {
+            connector: mqtt,
+            client_id: ingest::beats::client_id(&control::own_client_id(&cfg)),
+            topics: topics.clone(),
+            detector,
+            metrics,
+        };
+        tokio::spawn(beats.run(shutdown_rx.clone()));
+    }
     // systemd (Type=notify): ready once the role is known and ingest runs.
     let notify = Arc::new(leakmon_common::notify::Notify::from_env());
     notify.ready();

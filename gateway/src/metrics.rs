@@ -187,7 +187,7 @@ impl Metrics {
         );
         counter(
             "leakmon_gateway_buffer_dropped_lines_total",
-            "Lines dropped because the write buffer was full and there is no spool.",
+            "Lines dropped from a full write buffer without a spool, and batches (spool records, not read to count their lines) dropped from a full spool.",
             "counter",
             self.buffer_dropped_lines.load(Relaxed),
         );

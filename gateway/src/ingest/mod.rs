@@ -2,8 +2,10 @@
 //! It checks what arrives ([`decode`]), keeps node state ([`crate::nodes`]), maps messages to
 //! points ([`crate::schema`]), hands them to the database writer ([`influx`], with its pure
 //! schedule [`writer`] and [`policy`]), feeds the alert engine and announces nodes to Home
-//! Assistant.
+//! Assistant. Beats and probe reports come to the failure detector on a connection of their
+//! own ([`beats`]).
 
+pub mod beats;
 pub mod decode;
 pub mod influx;
 pub mod policy;
@@ -17,7 +19,6 @@ use leakmon_common::now_ms;
 use leakmon_protocol::{Channel, Topics};
 
 use crate::bus::{AlertInput, Bus, Handler, Message};
-use crate::detector::Detector;
 use crate::liveness::Transition;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
@@ -64,8 +65,9 @@ pub struct Ingest {
     pub shared_group: Option<String>,
     pub nodes: Arc<Mutex<Nodes>>,
     pub metrics: Arc<Metrics>,
-    /// The failure detector, fed beats and probe reports (when it runs).
-    pub detector: Option<Arc<Mutex<Detector>>>,
+    /// The failure detector runs, fed beats and probe reports on a connection of its own
+    /// ([`crate::beats`]); this one takes beats only in a shared group, as signs of life.
+    pub detector: bool,
     /// Nodes whose Home Assistant discovery went out on this connection.
     announced: BTreeSet<String>,
 }
@@ -86,7 +88,7 @@ impl Ingest {
         shared_group: Option<String>,
         nodes: Arc<Mutex<Nodes>>,
         metrics: Arc<Metrics>,
-        detector: Option<Arc<Mutex<Detector>>>,
+        detector: bool,
     ) -> Self {
         Ingest {
             bus,
@@ -206,13 +208,6 @@ impl Ingest {
         self.alert(i);
     }
 
-    /// Hands a beat or a probe report to the failure detector, when it runs.
-    fn detect(&self, f: impl FnOnce(&mut Detector)) {
-        if let Some(Ok(mut d)) = self.detector.as_ref().map(|d| d.lock()) {
-            f(&mut d);
-        }
-    }
-
     fn transition_points(&self, nodes: &Nodes, ts: Vec<Transition>, ts_ms: i64) -> Vec<Point> {
         ts.into_iter()
             .map(|t| {
@@ -238,12 +233,13 @@ impl Ingest {
                 return Points::default();
             }
         };
-        // Beats and probe reports are for the failure detector (arrival timed by this
-        // gateway's clock): neither points nor data for the node's liveness.
+        // Beats and probe reports are for the failure detector, which has a connection of
+        // its own (crate::beats): neither points nor, but in a shared group, liveness data.
         match &msg {
             Incoming::Beat(_) => {
-                self.metrics.beat();
-                self.detect(|d| d.on_beat(&node, now));
+                if !self.detector {
+                    self.metrics.beat();
+                }
                 if self.shared_group.is_none() {
                     return Points::default();
                 }
@@ -262,10 +258,7 @@ impl Ingest {
                     ms,
                 ));
             }
-            Incoming::Probe(r) => {
-                self.detect(|d| d.on_report(&node, r.id, &r.target, r.attempts, r.answered, now));
-                return Points::default();
-            }
+            Incoming::Probe(_) => return Points::default(),
             Incoming::Cleared => {
                 let known = self
                     .nodes
@@ -354,12 +347,10 @@ impl Handler for Ingest {
             self.topics.all_nodes(Channel::Status),
             self.topics.all_nodes(Channel::Events),
         ];
-        if self.detector.is_some() || self.shared_group.is_some() {
-            // Every gateway times every beat itself: never a shared subscription.
+        if self.shared_group.is_some() {
+            // A beat is a sign of life (this gateway sees only its share of the reports),
+            // and every gateway needs every node's: never a shared subscription.
             subs.push(self.topics.all_nodes(Channel::Beat));
-        }
-        if self.detector.is_some() {
-            subs.push(self.topics.all_nodes(Channel::Probe));
         }
         if let Some(prefix) = &self.homeassistant {
             // Home Assistant announces itself here when it (re)starts.

@@ -1,0 +1,145 @@
+//! The failure detector's own connection to the broker: beats and probe reports (QoS 0) on a
+//! clean session of its own, so they never wait behind the agents' data.
+//!
+//! On the main connection ([`crate::bus`]) the active gateway acknowledges data only once it is
+//! durable ([`crate::acks`]): when the database falls behind, the broker holds that
+//! connection's window closed and queues everything for it, beats too, and drops what exceeds
+//! its queue (measured: at 10,000 simulated agents with reports, not one beat a second reached
+//! the gateway). A beat that waits is worse than one lost: the detector times arrivals. Here
+//! nothing is ever held back: a publish is handed to the detector as it is read.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use leakmon_common::backoff::{Backoff, Jitter};
+use leakmon_common::mqtt::{Connector, Failover, Retry};
+use leakmon_protocol::{Channel, Topics};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use tokio::sync::watch;
+
+use super::decode::{decode_message, Incoming};
+use crate::detector::Detector;
+use crate::metrics::Metrics;
+
+/// Everything the beat connection needs.
+pub struct Beats {
+    pub connector: Connector,
+    /// Its client id (the gateway's own with `-liveness`; empty: the broker names it).
+    pub client_id: String,
+    pub topics: Topics,
+    pub detector: Arc<Mutex<Detector>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The beat connection's client id for a gateway whose own is `own`.
+pub fn client_id(own: &str) -> String {
+    if own.is_empty() {
+        String::new()
+    } else {
+        format!("{own}-liveness")
+    }
+}
+
+impl Beats {
+    /// The topic filters: every node's beats and probe reports.
+    pub fn subscriptions(&self) -> [String; 2] {
+        [
+            self.topics.all_nodes(Channel::Beat),
+            self.topics.all_nodes(Channel::Probe),
+        ]
+    }
+
+    /// Hands one publish to the detector; malformed ones are counted and logged as ingest's.
+    fn on_publish(&self, topic: &str, payload: &[u8], now: Instant) {
+        let (node, msg) =
+            match decode_message(&self.topics, topic, payload, leakmon_common::now_ms()) {
+                Ok(v) => v,
+                Err(r) => {
+                    let n = self
+                        .metrics
+                        .rejected(r.node.as_deref().unwrap_or("?"), r.reason);
+                    super::log_reject(n, &r);
+                    return;
+                }
+            };
+        let Ok(mut d) = self.detector.lock() else {
+            return;
+        };
+        match msg {
+            Incoming::Beat(_) => {
+                self.metrics.beat();
+                d.on_beat(&node, now);
+            }
+            Incoming::Probe(r) => d.on_report(&node, r.id, &r.target, r.attempts, r.answered, now),
+            _ => {}
+        }
+    }
+
+    /// Runs until shutdown: connects (the addresses of `mqtt.url` in turn), subscribes, and
+    /// hands every publish to the detector.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let s = self.connector.settings();
+        let mut backoff = Backoff::new(
+            s.reconnect_min.0,
+            s.reconnect_max(leakmon_common::mqtt::GATEWAY_RECONNECT_MAX),
+        );
+        let mut jitter = Jitter::from_entropy();
+        let mut failover = Failover::for_connector(&self.connector);
+        loop {
+            let broker = failover.current();
+            let mut opts = self.connector.options(broker, &self.client_id, None);
+            let out =
+                usize::try_from(self.connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
+            opts.set_max_packet_size(out.max(crate::bus::MAX_INCOMING_PACKET), out);
+            let (client, mut el) = AsyncClient::new(opts, 8);
+            let mut accepted_at: Option<tokio::time::Instant> = None;
+            let error = loop {
+                tokio::select! {
+                    ev = el.poll() => match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            backoff.reset();
+                            accepted_at = Some(tokio::time::Instant::now());
+                            for t in self.subscriptions() {
+                                if let Err(e) = client.try_subscribe(t.clone(), QoS::AtMostOnce) {
+                                    tracing::warn!(topic = %t, error = %e, "subscribe failed");
+                                }
+                            }
+                            tracing::info!(broker = %self.connector.url(broker),
+                                client_id = %self.client_id, "liveness connection up; subscribed to beats");
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            self.on_publish(&p.topic, &p.payload, Instant::now());
+                        }
+                        Ok(_) => {}
+                        Err(e) => break e.to_string(),
+                    },
+                    _ = shutdown.changed() => {
+                        let _ = client.try_disconnect();
+                        return;
+                    }
+                }
+            };
+            let d = match failover.ended(accepted_at.map(|t| t.elapsed())) {
+                Retry::Next => std::time::Duration::ZERO,
+                Retry::Backoff => backoff.next_delay(jitter.next_u64()),
+            };
+            tracing::warn!(broker = %self.connector.url(broker), error = %error,
+                retry_in_ms = d.as_millis() as u64, "liveness connection lost");
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn its_own_client_id_never_collides_with_another_gateways() {
+        assert_eq!(client_id("gw-a"), "gw-a-liveness");
+        assert_eq!(client_id(""), "", "no id of its own: the broker names it");
+    }
+}
