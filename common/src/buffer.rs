@@ -179,7 +179,13 @@ impl<T: Item> Buffer<T> {
     /// One job forcing what was spilled since the last (`None`: nothing waits). A handle the
     /// job could not get is its error, and the marks stay waiting for the next.
     pub fn start_sync(&mut self) -> Option<SyncJob> {
-        let file = self.spool.as_mut()?.sync_job()?;
+        let Some(file) = self.spool.as_mut()?.sync_job() else {
+            // Nothing waits to be forced, yet marks may: what was spilled since the last job
+            // was forced in place (a new segment forces the one before it; closing forces all).
+            // Held, they would hold every acknowledgement behind them for good.
+            self.unsynced = u64::MAX;
+            return None;
+        };
         let mark = if file.is_ok() {
             std::mem::replace(&mut self.unsynced, u64::MAX)
         } else {
@@ -740,6 +746,20 @@ mod tests {
             .map(|(m, _)| m.0)
             .collect();
         assert_eq!(got, [3, 4, 5], "nothing lost, in order");
+    }
+
+    #[test]
+    fn what_the_spool_forced_in_place_is_not_held_as_unsynced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Buffer::new(1000, spool(&dir))
+            .deferring_sync()
+            .starting_offline();
+        b.push(Marked(3));
+        assert_eq!(b.unsynced_mark(), 3);
+        // closing forces the spool in place (its read position is saved with it)
+        assert_eq!(b.close(Vec::new()), 0);
+        assert!(b.start_sync().is_none(), "nothing left to force");
+        assert_eq!(b.unsynced_mark(), u64::MAX, "durable: not held");
     }
 
     #[test]
