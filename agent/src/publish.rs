@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::{Connector, Failover, Retry};
+use leakmon_common::mqtt::{Connector, Failover};
 use leakmon_protocol::{
     encode, Beat, Channel, ContainersReport, EngineState, EventReport, Header, HostReport,
     Identity, NodeState, OfflineReason, ProbeReport, Status, Topics, PROTOCOL_VERSION,
@@ -360,10 +360,9 @@ impl Publisher {
                     if was_connected {
                         backoff.reset();
                     }
-                    let delay = match failover.ended(connected_for) {
-                        Retry::Next => Duration::ZERO,
-                        Retry::Backoff => backoff.next_delay(jitter.next_u64()),
-                    };
+                    let delay = failover
+                        .ended(connected_for)
+                        .delay(&mut backoff, &mut jitter);
                     tracing::warn!(
                         broker = %self.connector.url(broker),
                         next = %self.connector.url(failover.current()),

@@ -215,6 +215,21 @@ pub enum Retry {
     Backoff,
 }
 
+impl Retry {
+    /// How long to wait before the next attempt: none for the next broker, else `backoff`'s
+    /// next jittered delay.
+    pub fn delay(
+        self,
+        backoff: &mut crate::backoff::Backoff,
+        jitter: &mut crate::backoff::Jitter,
+    ) -> Duration {
+        match self {
+            Retry::Next => Duration::ZERO,
+            Retry::Backoff => backoff.next_delay(jitter.next_u64()),
+        }
+    }
+}
+
 impl Failover {
     /// `n` brokers; a connection counts as working once it has lasted `settle` (two
     /// keep-alives: [`Failover::for_settings`]).
@@ -596,6 +611,17 @@ mod tests {
         assert_eq!(one.ended(Some(s(1))), Retry::Backoff);
         assert_eq!(one.ended(Some(s(60))), Retry::Backoff);
         assert_eq!(one.current(), 0);
+    }
+
+    #[test]
+    fn the_next_broker_is_tried_at_once_and_the_whole_list_again_after_the_backoff() {
+        use crate::backoff::{Backoff, Jitter};
+        let s = Duration::from_secs;
+        let mut b = Backoff::new(s(1), s(30));
+        let mut j = Jitter::from_entropy();
+        assert_eq!(Retry::Next.delay(&mut b, &mut j), Duration::ZERO);
+        let d = Retry::Backoff.delay(&mut b, &mut j);
+        assert!(d >= Duration::from_millis(500) && d <= s(1), "the first backoff: {d:?}");
     }
 
     #[test]

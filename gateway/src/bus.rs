@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::{Connector, Failover, Retry};
+use leakmon_common::mqtt::{Connector, Failover};
 use leakmon_protocol::{ContainersReport, GatewayEvent, HostReport};
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::acks::{AckQueue, Delivery, Durable};
@@ -186,6 +186,17 @@ pub struct Parts {
 /// Queued publishes waiting for the connection, at most (a broker outage of minutes).
 const OUTGOING: usize = 10_000;
 
+/// Options for a connection that reads agents' messages. It reads packets well beyond the
+/// payload limit, so an oversized payload is counted and dropped; a packet rumqttc refused
+/// would break the connection, and the broker would redeliver it to a persistent session
+/// forever.
+pub fn reader_options(connector: &Connector, broker: usize, client_id: &str) -> MqttOptions {
+    let mut opts = connector.options(broker, client_id, None);
+    let out = usize::try_from(connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
+    opts.set_max_packet_size(out.max(MAX_INCOMING_PACKET), out);
+    opts
+}
+
 /// The client's non-blocking QoS 1 publish; whether it took the message.
 fn publish(client: &AsyncClient, m: &Message) -> bool {
     client
@@ -309,14 +320,8 @@ impl Connection {
             let mut session = self.session.borrow_and_update().clone();
             // The active gateway uses a persistent session: while it is away (a restart, a
             // hand-over to another gateway) the broker keeps its QoS 1 messages.
-            let mut opts = self.connector.options(broker, &session.client_id, None);
+            let mut opts = reader_options(&self.connector, broker, &session.client_id);
             opts.set_clean_session(!session.persistent);
-            // Read packets well beyond the payload limit, so an oversized payload is counted
-            // and dropped; a packet rumqttc refused would break the connection, and the broker
-            // would redeliver it to this persistent session forever.
-            let out =
-                usize::try_from(self.connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
-            opts.set_max_packet_size(out.max(MAX_INCOMING_PACKET), out);
             opts.set_inflight(100);
             // With a spool, the active gateway's persistent session acknowledges a message
             // only once its lines are durable (crate::acks).
@@ -405,10 +410,9 @@ impl Connection {
                     Self::disconnect(&mut h, &client, &mut el, session.active).await;
                 }
                 Ended::Lost(e) => {
-                    let d = match failover.ended(accepted_at.map(|t| t.elapsed())) {
-                        Retry::Next => Duration::ZERO,
-                        Retry::Backoff => backoff.next_delay(jitter.next_u64()),
-                    };
+                    let d = failover
+                        .ended(accepted_at.map(|t| t.elapsed()))
+                        .delay(&mut backoff, &mut jitter);
                     tracing::warn!(broker = %self.connector.url(broker),
                         next = %self.connector.url(failover.current()), error = %e,
                         retry_in_ms = d.as_millis() as u64, "MQTT connection lost");

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::{Connector, Failover, Retry};
+use leakmon_common::mqtt::{Connector, Failover};
 use leakmon_protocol::{Channel, Topics};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::watch;
@@ -87,10 +87,7 @@ impl Beats {
         let mut failover = Failover::for_connector(&self.connector);
         loop {
             let broker = failover.current();
-            let mut opts = self.connector.options(broker, &self.client_id, None);
-            let out =
-                usize::try_from(self.connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
-            opts.set_max_packet_size(out.max(crate::bus::MAX_INCOMING_PACKET), out);
+            let opts = crate::bus::reader_options(&self.connector, broker, &self.client_id);
             let (client, mut el) = AsyncClient::new(opts, 8);
             let mut accepted_at: Option<tokio::time::Instant> = None;
             let error = loop {
@@ -119,10 +116,9 @@ impl Beats {
                     }
                 }
             };
-            let d = match failover.ended(accepted_at.map(|t| t.elapsed())) {
-                Retry::Next => std::time::Duration::ZERO,
-                Retry::Backoff => backoff.next_delay(jitter.next_u64()),
-            };
+            let d = failover
+                .ended(accepted_at.map(|t| t.elapsed()))
+                .delay(&mut backoff, &mut jitter);
             tracing::warn!(broker = %self.connector.url(broker), error = %error,
                 retry_in_ms = d.as_millis() as u64, "liveness connection lost");
             tokio::select! {
