@@ -66,7 +66,8 @@ pub struct Ingest {
     pub nodes: Arc<Mutex<Nodes>>,
     pub metrics: Arc<Metrics>,
     /// The failure detector runs, fed beats and probe reports on a connection of its own
-    /// ([`crate::beats`]); this one takes beats only in a shared group, as signs of life.
+    /// ([`beats`], which then counts the beats); this one takes beats only in a shared
+    /// group, as signs of life.
     pub detector: bool,
     /// Nodes whose Home Assistant discovery went out on this connection.
     announced: BTreeSet<String>,
@@ -234,7 +235,7 @@ impl Ingest {
             }
         };
         // Beats and probe reports are for the failure detector, which has a connection of
-        // its own (crate::beats): neither points nor, but in a shared group, liveness data.
+        // its own (beats.rs). They make no points; in a shared group a beat is liveness data.
         match &msg {
             Incoming::Beat(_) => {
                 if !self.detector {
