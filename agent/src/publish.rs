@@ -16,8 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::{Connector, Failover};
+use leakmon_common::mqtt::{Connector, Reconnect};
 use leakmon_protocol::{
     encode, Beat, Channel, ContainersReport, EngineState, EventReport, Header, HostReport,
     Identity, NodeState, OfflineReason, ProbeReport, Status, Topics, PROTOCOL_VERSION,
@@ -331,16 +330,11 @@ impl Publisher {
     }
 
     pub async fn run(mut self) {
-        let s = self.connector.settings();
-        let mut backoff = Backoff::new(
-            s.reconnect_min.0,
-            s.reconnect_max(leakmon_common::mqtt::AGENT_RECONNECT_MAX),
-        );
-        let mut jitter = Jitter::from_entropy();
-        let mut failover = Failover::for_connector(&self.connector);
+        let mut reconnect =
+            Reconnect::new(&self.connector, leakmon_common::mqtt::AGENT_RECONNECT_MAX);
         loop {
             let seq = self.state.seq_for_attempt();
-            let broker = failover.current();
+            let broker = reconnect.current();
             let (ended, inflight, connected_for) = self.connection(broker, seq).await;
             let was_connected = connected_for.is_some();
             self.signal_ready();
@@ -358,14 +352,12 @@ impl Publisher {
                 End::Lost(why) => {
                     self.outbox.set_offline(inflight);
                     if was_connected {
-                        backoff.reset();
+                        reconnect.accepted();
                     }
-                    let delay = failover
-                        .ended(connected_for)
-                        .delay(&mut backoff, &mut jitter);
+                    let delay = reconnect.ended(connected_for);
                     tracing::warn!(
                         broker = %self.connector.url(broker),
-                        next = %self.connector.url(failover.current()),
+                        next = %self.connector.url(reconnect.current()),
                         error = %why,
                         retry_in_ms = delay.as_millis() as u64,
                         "MQTT connection lost; buffering"

@@ -215,17 +215,44 @@ pub enum Retry {
     Backoff,
 }
 
-impl Retry {
-    /// How long to wait before the next attempt: none for the next broker, else `backoff`'s
-    /// next jittered delay.
-    pub fn delay(
-        self,
-        backoff: &mut crate::backoff::Backoff,
-        jitter: &mut crate::backoff::Jitter,
-    ) -> Duration {
-        match self {
+/// A connection loop's way through the broker list: [`Failover`], and the jittered
+/// [`crate::backoff::Backoff`] it waits once a whole round has failed (`mqtt.reconnect_min`
+/// up to `mqtt.reconnect_max`, or the binary's `default_max`).
+#[derive(Debug)]
+pub struct Reconnect {
+    failover: Failover,
+    backoff: crate::backoff::Backoff,
+    jitter: crate::backoff::Jitter,
+}
+
+impl Reconnect {
+    pub fn new(c: &Connector, default_max: Duration) -> Self {
+        Reconnect {
+            failover: Failover::for_connector(c),
+            backoff: crate::backoff::Backoff::new(
+                c.settings.reconnect_min.0,
+                c.settings.reconnect_max(default_max),
+            ),
+            jitter: crate::backoff::Jitter::from_entropy(),
+        }
+    }
+
+    /// The index in `mqtt.url` of the broker to connect to.
+    pub fn current(&self) -> usize {
+        self.failover.current()
+    }
+
+    /// A broker accepted the connection: the backoff starts again from its least.
+    pub fn accepted(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// The connection ended ([`Failover::ended`]): how long to wait before the next attempt,
+    /// none for the next broker of the list.
+    pub fn ended(&mut self, connected_for: Option<Duration>) -> Duration {
+        match self.failover.ended(connected_for) {
             Retry::Next => Duration::ZERO,
-            Retry::Backoff => backoff.next_delay(jitter.next_u64()),
+            Retry::Backoff => self.backoff.next_delay(self.jitter.next_u64()),
         }
     }
 }
@@ -615,13 +642,22 @@ mod tests {
 
     #[test]
     fn the_next_broker_is_tried_at_once_and_the_whole_list_again_after_the_backoff() {
-        use crate::backoff::{Backoff, Jitter};
-        let s = Duration::from_secs;
-        let mut b = Backoff::new(s(1), s(30));
-        let mut j = Jitter::from_entropy();
-        assert_eq!(Retry::Next.delay(&mut b, &mut j), Duration::ZERO);
-        let d = Retry::Backoff.delay(&mut b, &mut j);
-        assert!(d >= Duration::from_millis(500) && d <= s(1), "the first backoff: {d:?}");
+        let c = MqttSettings {
+            url: "mqtt://a:1883,mqtt://b:1883".into(),
+            reconnect_min: Dur(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let connector = c.connector("mqtt").expect("two brokers");
+        let mut r = Reconnect::new(&connector, Duration::from_secs(30));
+        assert_eq!(r.current(), 0);
+        assert_eq!(r.ended(None), Duration::ZERO, "the next broker at once");
+        assert_eq!(r.current(), 1);
+        let d = r.ended(None);
+        assert!(
+            d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+            "the whole list failed: the first backoff, {d:?}"
+        );
+        assert_eq!(r.current(), 0, "then from the first again");
     }
 
     #[test]

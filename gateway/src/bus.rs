@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::{Connector, Failover};
+use leakmon_common::mqtt::{Connector, Reconnect};
 use leakmon_protocol::{ContainersReport, GatewayEvent, HostReport};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
@@ -306,17 +305,12 @@ impl Connection {
     }
 
     pub async fn run<H: Handler>(mut self, mut h: H) {
-        let s = self.connector.settings();
-        let mut backoff = Backoff::new(
-            s.reconnect_min.0,
-            s.reconnect_max(leakmon_common::mqtt::GATEWAY_RECONNECT_MAX),
-        );
-        let mut jitter = Jitter::from_entropy();
+        let mut reconnect =
+            Reconnect::new(&self.connector, leakmon_common::mqtt::GATEWAY_RECONNECT_MAX);
         let mut tick = tokio::time::interval(TICK);
         let mut acks: AckQueue<rumqttc::Publish> = AckQueue::default();
-        let mut failover = Failover::for_connector(&self.connector);
         loop {
-            let broker = failover.current();
+            let broker = reconnect.current();
             let mut session = self.session.borrow_and_update().clone();
             // The active gateway uses a persistent session: while it is away (a restart, a
             // hand-over to another gateway) the broker keeps its QoS 1 messages.
@@ -334,7 +328,7 @@ impl Connection {
                 tokio::select! {
                     ev = el.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            backoff.reset();
+                            reconnect.accepted();
                             accepted_at = Some(tokio::time::Instant::now());
                             self.connected.send_replace(true);
                             h.on_connected();
@@ -410,11 +404,9 @@ impl Connection {
                     Self::disconnect(&mut h, &client, &mut el, session.active).await;
                 }
                 Ended::Lost(e) => {
-                    let d = failover
-                        .ended(accepted_at.map(|t| t.elapsed()))
-                        .delay(&mut backoff, &mut jitter);
+                    let d = reconnect.ended(accepted_at.map(|t| t.elapsed()));
                     tracing::warn!(broker = %self.connector.url(broker),
-                        next = %self.connector.url(failover.current()), error = %e,
+                        next = %self.connector.url(reconnect.current()), error = %e,
                         retry_in_ms = d.as_millis() as u64, "MQTT connection lost");
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}

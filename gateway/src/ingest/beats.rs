@@ -11,8 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use leakmon_common::backoff::{Backoff, Jitter};
-use leakmon_common::mqtt::{Connector, Failover};
+use leakmon_common::mqtt::{Connector, Reconnect};
 use leakmon_protocol::{Channel, Topics};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::watch;
@@ -78,15 +77,10 @@ impl Beats {
     /// Runs until shutdown: connects (the addresses of `mqtt.url` in turn), subscribes, and
     /// hands every publish to the detector.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let s = self.connector.settings();
-        let mut backoff = Backoff::new(
-            s.reconnect_min.0,
-            s.reconnect_max(leakmon_common::mqtt::GATEWAY_RECONNECT_MAX),
-        );
-        let mut jitter = Jitter::from_entropy();
-        let mut failover = Failover::for_connector(&self.connector);
+        let mut reconnect =
+            Reconnect::new(&self.connector, leakmon_common::mqtt::GATEWAY_RECONNECT_MAX);
         loop {
-            let broker = failover.current();
+            let broker = reconnect.current();
             let opts = crate::bus::reader_options(&self.connector, broker, &self.client_id);
             let (client, mut el) = AsyncClient::new(opts, 8);
             let mut accepted_at: Option<tokio::time::Instant> = None;
@@ -94,7 +88,7 @@ impl Beats {
                 tokio::select! {
                     ev = el.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            backoff.reset();
+                            reconnect.accepted();
                             accepted_at = Some(tokio::time::Instant::now());
                             for t in self.subscriptions() {
                                 if let Err(e) = client.try_subscribe(t.clone(), QoS::AtMostOnce) {
@@ -116,9 +110,7 @@ impl Beats {
                     }
                 }
             };
-            let d = failover
-                .ended(accepted_at.map(|t| t.elapsed()))
-                .delay(&mut backoff, &mut jitter);
+            let d = reconnect.ended(accepted_at.map(|t| t.elapsed()));
             tracing::warn!(broker = %self.connector.url(broker), error = %error,
                 retry_in_ms = d.as_millis() as u64, "liveness connection lost");
             tokio::select! {
