@@ -309,6 +309,26 @@ impl Run {
         self.polls.lock().ok()?.last().cloned()
     }
 
+    /// Every gateway's control and detector lines (roles, local health, suspicions,
+    /// verdicts, actions): printed when a checker fails, since CI keeps only the output.
+    fn control_logs(&self) -> String {
+        let mut s = String::new();
+        for (i, g) in self.gateways.iter().enumerate() {
+            let log = g.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("leakmon_gateway::control"))
+                .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+                .collect();
+            s.push_str(&format!(
+                "--- gw{} (control) ---\n{}\n",
+                i + 1,
+                lines[lines.len().saturating_sub(400)..].join("\n")
+            ));
+        }
+        s
+    }
+
     fn logs(&self) -> String {
         let mut s = String::new();
         for (i, g) in self.gateways.iter().enumerate() {
@@ -539,6 +559,13 @@ fn chaos_on_a_real_five_node_swarm() {
             run.logs()
         ),
     );
+    if !verdict.violations.is_empty() {
+        eprintln!(
+            "the gateways' control lines (the run's 0 s is {} ms since the Unix epoch):\n{}",
+            wall0,
+            run.control_logs()
+        );
+    }
     eprintln!("{summary}\nhistory: {}", log_path.display());
     assert!(
         verdict.violations.is_empty(),
