@@ -30,7 +30,8 @@
 //! 7. A Swarm task's container unhealthy for `unhealthy_after` has its service force-updated,
 //!    at most once per `force_update_every` per service.
 //! 8. More than half the agents silent at once: this gateway is probably the one cut off; one
-//!    `mass_failure` event, and nothing is announced or done until it hears them again.
+//!    `mass_failure` event, and nothing is announced or done until it hears them again. An
+//!    agent lost on a host that answers (`agent_lost`) is left out of that count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -475,11 +476,16 @@ impl Decide {
     /// Only the agents of the Swarm's own nodes count: Swarm's node list is the fleet, and
     /// the retained `offline` statuses decommissioned hosts leave behind (ghosts) must not
     /// make a healthy gateway think itself cut off.
+    /// A silent agent on a host that answers (`agent_lost`, or found quiet by the detector's
+    /// vantage points) counts on neither side: its silence is its agent's, no sign that this
+    /// gateway is the one cut off.
     fn isolated(&self, now: Instant) -> bool {
         let fleet: Vec<&AgentFact> = self
             .nodes
-            .values()
-            .filter_map(|t| self.agent(&t.node))
+            .iter()
+            .filter(|(id, _)| self.verdict(id, now) != Verdict::AgentLost)
+            .filter_map(|(_, t)| self.agent(&t.node))
+            .filter(|a| self.detected_status(&a.name) != Some(Status::Quiet))
             .collect();
         let silent = fleet
             .iter()
@@ -1560,6 +1566,27 @@ mod tests {
     }
 
     #[test]
+    fn agents_lost_on_hosts_that_answer_do_not_make_the_gateway_think_itself_cut_off() {
+        // node3's and node4's agents are killed; their hosts answer: agent_lost. Their
+        // silence is their agents', so node5's death is still handled.
+        let mut f = Fleet::new();
+        f.run_to(2.0);
+        for i in [3, 4] {
+            f.silence(i, 2.0);
+            f.agent_mut(i).state = AgentState::Lost;
+        }
+        let a = f.run_to(3.0);
+        assert_eq!(probes(&a), ["id3", "id4"]);
+        for i in [3, 4] {
+            f.d.on_probe(&format!("id{i}"), true, f.at(3.0));
+        }
+        let a = f.run_to(4.0);
+        assert_eq!(kinds(&a), [EventKind::AgentLost, EventKind::AgentLost]);
+        let a = kill_node5(&mut f);
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "{a:?}");
+    }
+
+    #[test]
     fn a_gateway_that_hears_no_agent_acts_on_nothing() {
         // cut off: every agent falls silent together, every probe fails
         let mut f = Fleet::new();
@@ -1835,6 +1862,38 @@ mod tests {
             reason.map(|(_, v)| v.as_str()),
             Some(DeadBy::Detector.as_str())
         );
+    }
+
+    #[test]
+    fn stopped_agents_on_hosts_the_detector_found_quiet_do_not_make_the_gateway_think_itself_cut_off(
+    ) {
+        // node3's and node4's agents stopped (no Will yet: still "online", but silent for
+        // longer than two intervals); the vantage points found their hosts answering.
+        let mut f = with_detector();
+        let seen = |f: &mut Fleet, node5: Status| {
+            let quiet = [3, 4];
+            f.d.on_detector((1..=5).map(|i| {
+                let st = match i {
+                    5 => node5,
+                    i if quiet.contains(&i) => Status::Quiet,
+                    _ => Status::Alive,
+                };
+                (format!("node{i}"), st)
+            }));
+        };
+        f.run_to(2.0);
+        for i in [3, 4] {
+            f.silence(i, 2.0);
+        }
+        seen(&mut f, Status::Alive);
+        f.run_to(10.0);
+        f.silence(5, 10.0);
+        seen(&mut f, Status::Suspect);
+        let a = f.run_to(12.5);
+        assert!(kinds(&a).is_empty(), "{a:?}");
+        seen(&mut f, Status::Dead);
+        let a = f.run_to(13.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "{a:?}");
     }
 
     #[test]
