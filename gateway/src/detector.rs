@@ -61,7 +61,9 @@
 //!    trouble, and held at the top while more than half the members (of at least 3) are
 //!    silent at once (*isolated*: this gateway is probably the one cut off; quiet members,
 //!    whose host answered a vantage point, count on neither side of it). Suspicion
-//!    timeouts are multiplied by score + 1. While isolated no round starts; while isolated or
+//!    timeouts are multiplied by score + 1. While isolated at most `isolated_rounds` rounds
+//!    run at once, the longest waiting first (they find the quiet members that may be all
+//!    that made it think itself cut off); while isolated or
 //!    at a score of `health_block` or more, a round that has the evidence gives `NoVerdict`
 //!    (`LocalHealth`) and another round, not `Dead`. Every change is told ([`Out::Health`]);
 //!    [`Detector::health`] says whether a verdict is possible now.
@@ -131,6 +133,10 @@ pub struct Params {
     pub health_max: u32,
     /// From this score on, no `Dead` verdict (3: three rounds in a row without enough reports).
     pub health_block: u32,
+    /// Rounds running at once while isolated (4): enough to find the quiet members that may
+    /// be all that makes this gateway think itself cut off, few enough never to flood the
+    /// broker from a gateway that really is.
+    pub isolated_rounds: usize,
     /// The score drops by one after this long without trouble (2 s: longer than a round,
     /// window + grace = 1 s, so rounds failing back to back add up; after an isolation the
     /// timeouts are stretched for about 14 s and verdicts held for about 10 s, less as
@@ -154,6 +160,7 @@ impl Default for Params {
             recheck: Duration::from_secs(2),
             health_max: 8,
             health_block: 3,
+            isolated_rounds: 4,
             health_decay: Duration::from_secs(2),
         }
     }
@@ -576,7 +583,34 @@ impl Detector {
             let names: Vec<String> = self.suspects.keys().cloned().collect();
             for name in &names {
                 self.close_round(name, now, &mut out);
-                self.start_round(name, now, &mut out);
+            }
+            // While isolated, a few rounds at a time, the longest waiting first: enough to
+            // find the quiet members (hosts that answer) that may be all that makes this
+            // gateway think itself cut off, never a flood from a gateway that really is.
+            let mut budget = if self.isolated {
+                let running = self.suspects.values().filter(|s| s.round.is_some()).count();
+                self.p.isolated_rounds.saturating_sub(running)
+            } else {
+                usize::MAX
+            };
+            let mut due: Vec<(Instant, &String)> = names
+                .iter()
+                .filter_map(|n| {
+                    let s = self.suspects.get(n)?;
+                    let t = s.next_round.filter(|t| s.round.is_none() && *t <= now)?;
+                    Some((t, n))
+                })
+                .collect();
+            if self.isolated {
+                due.sort();
+            }
+            for (_, name) in due {
+                if budget == 0 {
+                    break;
+                }
+                if self.start_round(name, now, &mut out) {
+                    budget -= 1;
+                }
             }
         }
         if self.told != (self.score, self.isolated) {
@@ -612,12 +646,11 @@ impl Detector {
             match &s.round {
                 Some(r) if r.reported.len() >= r.asked.len() => earlier(r.started + self.p.window),
                 Some(r) => earlier(r.started + self.p.window + self.p.report_grace),
-                None if !self.isolated => {
+                None => {
                     if let Some(t) = s.next_round {
                         earlier(t);
                     }
                 }
-                None => {}
             }
         }
         if let Some(t) = self.decay_at.filter(|_| self.score > 0) {
@@ -793,18 +826,16 @@ impl Detector {
         }
     }
 
-    fn start_round(&mut self, name: &str, now: Instant, out: &mut Vec<Out>) {
-        if self.isolated {
-            return;
-        }
+    /// Starts a round about suspect `name` if one is due; whether it asked vantage points.
+    fn start_round(&mut self, name: &str, now: Instant, out: &mut Vec<Out>) -> bool {
         let Some(&i) = self.index.get(name) else {
-            return;
+            return false;
         };
         let Some(s) = self.suspects.get(name) else {
-            return;
+            return false;
         };
         if s.round.is_some() || s.next_round.is_none_or(|t| now < t) {
-            return;
+            return false;
         }
         if self.nodes[i].addr.is_empty() {
             let tell = !s.no_addr_told;
@@ -818,11 +849,11 @@ impl Detector {
                     why: NoVerdict::NoAddress,
                 });
             }
-            return;
+            return false;
         }
         let picked = self.pick(i, s.rounds, &s.used, now);
         let Some(s) = self.suspects.get_mut(name) else {
-            return;
+            return false;
         };
         if picked.is_empty() {
             s.next_round = Some(now + self.p.window);
@@ -830,7 +861,7 @@ impl Detector {
                 node: name.to_owned(),
                 why: NoVerdict::NoVantagePoints,
             });
-            return;
+            return false;
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -864,6 +895,7 @@ impl Detector {
             reported: Vec::new(),
             started: now,
         });
+        true
     }
 
     /// Up to k vantage points for a round about member `target`: alive, fresh, not the
@@ -1367,13 +1399,21 @@ mod tests {
                 .count(),
             4
         );
-        assert!(probes(&a).is_empty(), "no round while isolated: {a:?}");
+        let rounds: BTreeSet<u64> = probes(&a).iter().map(|p| p.0).collect();
+        assert_eq!(rounds.len(), 4, "isolated_rounds at once: {a:?}");
         assert!(a
             .iter()
             .any(|o| matches!(o, Out::Health(h) if h.isolated && !h.verdicts && h.score == 7)));
         assert!(!f.d.health().verdicts);
-        let a = f.run_to(30_000);
-        assert!(dead(&a).is_empty() && probes(&a).is_empty(), "{a:?}");
+        // Nobody reports (this gateway is cut off): rounds, never more than 4 at once, and
+        // no accusation.
+        while f.now < 30_000 {
+            let now = f.now;
+            let a = f.run_to(now + 10);
+            assert!(dead(&a).is_empty(), "{a:?}");
+            let running = f.d.suspects.values().filter(|s| s.round.is_some()).count();
+            assert!(running <= 4, "{running} rounds at {now} ms");
+        }
         // Heard again: all alive, the score decays, timeouts stretched meanwhile.
         for n in ["n1", "n2", "n3", "n4"] {
             f.speak(n);
@@ -1448,6 +1488,36 @@ mod tests {
         // and n5's reports: 2 vantage points, 2 x 25 failed attempts.
         let died = f.died("n1").expect("n1 never dead");
         assert!(died <= 6_000, "n1 dead only at {died} ms");
+    }
+
+    // Rule 7: four of seven agents crash at once (an agent update gone wrong), their hosts
+    // up. Isolated at first; the rounds it still runs find the four quiet, which ends the
+    // isolation, so another node's death is still judged (a gateway that ran no round while
+    // isolated stayed blind for as long as the agents were down).
+    #[test]
+    fn an_isolation_made_of_quiet_members_ends_once_rounds_find_them() {
+        let crashed = ["n1", "n2", "n3", "n4"];
+        let mut f = Fleet::new(7);
+        f.run_to(1_000);
+        for n in crashed {
+            f.hush(n);
+        }
+        f.run_reporting(2_010, "", &crashed);
+        assert!(f.d.health().isolated);
+        f.run_reporting(10_000, "", &crashed);
+        for n in crashed {
+            assert_eq!(f.d.status(n), Some(Status::Quiet), "{n}");
+        }
+        assert!(!f.d.health().isolated);
+        f.hush("n7");
+        f.run_reporting(30_000, "", &crashed);
+        let died = f.died("n7").expect("n7 never dead");
+        assert!(
+            died <= 10_000 + 5_000,
+            "n7 dead only at {died} ms: {:?}",
+            f.log
+        );
+        assert!(crashed.iter().all(|n| f.died(n).is_none()));
     }
 
     // Rule 7: after an isolation, rounds with m reports bring the score down, though one
