@@ -517,7 +517,10 @@ fn control_loop_on_a_real_five_node_swarm() {
         );
     }
 
-    // --- Dry run: the same death is published, nothing is changed.
+    // --- Dry run: the same death is published, nothing is changed. Two agents were killed
+    // just before it (node3's and node4's, their hosts up): three of five agents silent, but
+    // two of them on hosts that answer, which is no sign that the gateway is the one cut off
+    // (counting them, the gateway took itself for cut off and judged nobody).
     for (i, g) in f.gateways.iter_mut().enumerate() {
         let n = i as u32 + 1;
         g.terminate();
@@ -526,6 +529,18 @@ fn control_loop_on_a_real_five_node_swarm() {
     }
     let before = f.events().len();
     std::thread::sleep(Duration::from_secs(5));
+    for n in [3, 4] {
+        f.agent(n).kill9();
+    }
+    for n in ["node3", "node4"] {
+        wait_for(Duration::from_secs(30), || {
+            f.events()[before..]
+                .iter()
+                .find(|e| kind(e) == "agent_lost" && node_of(e) == n)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("agent_lost {n}\n{}", f.logs()));
+    }
     rig(&["cut", "5"]);
     wait_for(Duration::from_secs(40), || {
         f.events()[before..]
@@ -552,7 +567,17 @@ fn control_loop_on_a_real_five_node_swarm() {
         "dry run changes nothing: {line}"
     );
     assert_eq!(replicas(via, "web"), "5", "dry run adds no replicas");
+    assert!(
+        !f.events()[before..]
+            .iter()
+            .any(|e| kind(e) == "mass_failure"),
+        "agents lost on hosts that answer made a mass_failure\n{}",
+        f.logs()
+    );
     rig(&["restore", "5"]);
+    for n in [3, 4] {
+        f.agent(n).spawn();
+    }
 
     // --- The opt-in Swarm heartbeat: set by the gateway that becomes active.
     let heartbeat = || {
