@@ -693,6 +693,13 @@ pub enum EventKind {
     /// A report asked for an action Swarm does not confirm (a container that is no Swarm
     /// task, or not one on the reporting node): nothing was done.
     Refused,
+    /// An action had its effect: a failed-over service's task runs on its new node, a
+    /// surge's replacements run on live nodes, a reactivated node is active again.
+    Confirmed,
+    /// An action did not have its effect within its bound (or its target stopped being fit
+    /// for it): what the gateway does next is in the message (another standby, or
+    /// `failover_impossible`).
+    Unconfirmed,
 }
 
 impl EventKind {
@@ -713,6 +720,8 @@ impl EventKind {
             EventKind::ActionFailed => "action_failed",
             EventKind::GatewayActive => "gateway_active",
             EventKind::Refused => "refused",
+            EventKind::Confirmed => "confirmed",
+            EventKind::Unconfirmed => "unconfirmed",
         }
     }
 }

@@ -12,6 +12,10 @@
 #   tests/swarm/rig.sh clear N                    no more loss on node N's link
 #   tests/swarm/rig.sh engine-kill N | engine-start N   crash node N's dockerd (SIGKILL) / start it
 #                                                 (returns once it runs, not once it is ready)
+#   tests/swarm/rig.sh freeze N [all|engine]      SIGSTOP every process of node N (a gray
+#                                                 failure: its kernel still answers TCP), or
+#                                                 only its engine (dockerd and containerd)
+#   tests/swarm/rig.sh thaw N [all|engine]        SIGCONT them again
 #
 # Nodes are node1..nodeN with addresses 172.30.0.11.., on bridge lmbr0 (172.30.0.1).
 set -euo pipefail
@@ -90,6 +94,40 @@ engine_kill() {
         alive "$pid" || return 0
         sleep 0.1
     done
+}
+
+# The processes of node n: `engine` is its dockerd and containerd; `all` is every process of
+# the node: the engine and all it started (containerd's shims name the node's exec root, the
+# containers descend from them) and whatever else runs in its network namespace (the agent,
+# the gateway).
+node_pids() {
+    local n=$1 what=${2:-all} roots pid
+    pid=$(cat "$RUN/n$n/docker.pid" 2>/dev/null || true)
+    roots="$pid $(pgrep -d ' ' -P "$pid" -x containerd 2>/dev/null || true)"
+    if [ "$what" = all ]; then
+        roots="$roots $(pgrep -d ' ' -f -- "$RUN/n$n/exec" || true) $(ip netns pids "$(ns "$n")" 2>/dev/null | tr '\n' ' ')"
+        # and every descendant of those
+        ps -e -o pid=,ppid= | awk -v roots="$roots" '
+            BEGIN { split(roots, r, " "); for (i in r) if (r[i] != "") keep[r[i]] = 1 }
+            { parent[$1] = $2 }
+            END {
+                do { grew = 0
+                     for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; grew = 1 }
+                } while (grew)
+                for (p in keep) print p
+            }'
+    else
+        printf '%s\n' $roots
+    fi
+}
+
+# SIGSTOP (freeze) or SIGCONT (thaw) node n's processes; `ps` lists what is left running.
+signal_node() {
+    local sig=$1 n=$2 what=${3:-all} pids
+    pids=$(node_pids "$n" "$what" | sort -un)
+    [ -n "$pids" ] || { echo "node$n has no processes" >&2; return 1; }
+    # shellcheck disable=SC2086
+    kill "-$sig" $pids 2>/dev/null || true
 }
 
 # Whether a process runs (a zombie does not count).
@@ -189,5 +227,7 @@ case "${1:-}" in
     engine-start) old=$(cat "$RUN/n$2/docker.pid" 2>/dev/null || true); engine_start "$2"; wait_pid "$2" "$old" ;;
     loss) shift; loss "$@" ;;
     clear) clear_loss "$2" ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    freeze) signal_node STOP "$2" "${3:-all}" ;;
+    thaw) signal_node CONT "$2" "${3:-all}" ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
 esac

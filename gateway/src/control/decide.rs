@@ -13,6 +13,13 @@
 //!    (its Will, or silence past `liveness.offline_after`) and a probe sent after the agent
 //!    fell silent got no answer. A clean goodbye is not "gone". With the detector, a node whose
 //!    agent is gone is `agent_lost` once the detector finds its host answering (`Quiet`).
+//!    One exception, the gray failure ([`DeadBy::Frozen`]): a node Swarm reports `down`
+//!    whose agent's beats stopped while its host answers (`Quiet`) is dead once a burst of
+//!    [`BURST_ROUNDS`] connects sent after Swarm's `down` was answered in full: two
+//!    witnesses that need a working userland (the engine's heartbeats to the managers, the
+//!    agent's beats) stopped, and the link is shown clean, so neither is a lossy link's doing.
+//!    Its kernel answers TCP, but nothing on it works (a Pi's SD card hang, every process
+//!    frozen). A burst with losses keeps it `Suspect` (a lossy link), and is repeated.
 //! 2. An agent that is gone on a node that answers the probe is `agent_lost`: an event, never
 //!    a drain. Probes are repeated every [`PROBE_EVERY`] while the agent stays gone, so a node
 //!    that dies later is still caught. Probing starts early, once an agent has been silent for
@@ -32,12 +39,18 @@
 //! 8. More than half the agents silent at once: this gateway is probably the one cut off; one
 //!    `mass_failure` event, and nothing is announced or done until it hears them again. An
 //!    agent lost on a host that answers (`agent_lost`) is left out of that count.
+//! 9. Every failover and surge is watched to its effect ([`super::confirm`]): a failover
+//!    goes only to a standby that is fit (Swarm: ready and active, not drained by leakmon;
+//!    its agent online and beating, the detector hearing it: [`Decide::standbys`]), and one
+//!    whose task does not run there within its bound, or whose standby stops being fit, moves
+//!    on to the next fit standby, or is `failover_impossible` until one is fit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use leakmon_protocol::EventKind;
 
+use super::confirm::{self, Confirm, Standbys, Started};
 pub use crate::detector::Status;
 pub use crate::liveness::{AgentFact, AgentState};
 pub use crate::nodes::UnhealthyTask;
@@ -48,6 +61,14 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 const PROBE_LOST: Duration = Duration::from_secs(30);
 /// The longest a surge waits for Swarm to let go of a dead node before it is settled anyway.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A burst ([`Action::Burst`]): this many rounds of connects, one to each probe port, 25 ms
+/// apart. A node whose link loses 40 % of its packets one way answers a connect with
+/// probability 0.6, so all 20 of one port's answers come back with probability 0.6^20 =
+/// 4e-5; a clean link answers every one.
+pub const BURST_ROUNDS: u32 = 20;
+/// A burst is repeated this often while Swarm reports the node down and the burst found
+/// losses.
+const BURST_EVERY: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -109,6 +130,9 @@ pub enum DeadBy {
     Probe,
     /// The failure detector: silent, and unreachable from several vantage points.
     Detector,
+    /// A gray failure: Swarm reports it down and its agent is silent, while its host
+    /// answers every connect of a burst (a clean link): its userland is stuck.
+    Frozen,
 }
 
 impl DeadBy {
@@ -117,6 +141,9 @@ impl DeadBy {
             DeadBy::Swarm => "swarm reports the node down",
             DeadBy::Probe => "agent gone and no answer to the probe",
             DeadBy::Detector => "no beat, and no vantage point could reach it",
+            DeadBy::Frozen => {
+                "swarm reports it down and its agent is silent while its host answers every connect: frozen"
+            }
         }
     }
 }
@@ -142,20 +169,29 @@ pub enum Action {
     },
     /// TCP-probe a node; answer with [`Decide::on_probe`].
     Probe { node_id: String, addr: String },
-    /// Pause the node (labelled as leakmon's), fail over its pinned services, and either surge
-    /// its replicated services (`surge`, settled later) or, if Swarm already let go of it,
-    /// drain it at once. Idempotent: a repeat finishes what an earlier one left.
+    /// [`BURST_ROUNDS`] rounds of connects to a node, to tell a clean link from a lossy one;
+    /// answer with [`Decide::on_burst`].
+    Burst { node_id: String, addr: String },
+    /// Pause the node (labelled as leakmon's), fail over its pinned services to the least
+    /// loaded of `standbys` (fit now), and either surge its replicated services (`surge`,
+    /// settled later) or, if Swarm already let go of it, drain it at once. Idempotent: a
+    /// repeat finishes what an earlier one left. Answer with [`Decide::on_started`].
     Evacuate {
         node_id: String,
         hostname: String,
         surge: bool,
+        standbys: Vec<String>,
     },
-    /// Fail over the services still pinned to a dead node (an evacuation found no standby
-    /// ready; one is now). `start_first` while the node waits to be settled.
-    Failover {
-        node_id: String,
-        hostname: String,
-        start_first: bool,
+    /// Move service `service_id`, pinned to node `from` now (the dead node, or a standby that
+    /// did not start it), to the least loaded of `to` (fit standbys); start-first, since the
+    /// task where it is pinned may never stop. Answer with [`Decide::on_started`].
+    Retarget {
+        service_id: String,
+        service: String,
+        dead_id: String,
+        dead_host: String,
+        from: String,
+        to: Vec<String>,
     },
     /// Scale back the surge recorded for the node, then drain it.
     Settle { node_id: String, hostname: String },
@@ -200,9 +236,12 @@ struct Track {
     adopted: bool,
     /// A reactivation was asked for since the node last died.
     reactivate_sent: bool,
-    /// A pinned service found no standby ready: the standbys that were ready then. A failover
-    /// is tried again when another one is, while the node is dead.
-    waiting_standby: Option<BTreeSet<String>>,
+    /// Since when Swarm reports it down (while it does).
+    down_since: Option<Instant>,
+    /// The last burst: (rounds, the most rounds one port answered, when it was sent), and
+    /// whether one is in flight.
+    burst: Option<(u32, u32, Instant)>,
+    burst_sent: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -223,6 +262,8 @@ pub struct Decide {
     isolation_told: bool,
     /// The failure detector's view, by agent name (with `Settings::detector`).
     detected: BTreeMap<String, Status>,
+    /// Failovers and surges watched to their effect.
+    confirm: Confirm,
 }
 
 fn event(
@@ -253,6 +294,7 @@ impl Decide {
             started: None,
             isolation_told: false,
             detected: BTreeMap::new(),
+            confirm: Confirm::new(),
         }
     }
 
@@ -298,7 +340,9 @@ impl Decide {
                 held: false,
                 adopted: false,
                 reactivate_sent: false,
-                waiting_standby: None,
+                down_since: None,
+                burst: None,
+                burst_sent: None,
             });
             // Adopted, once: leakmon paused it earlier (another gateway, or this one before a
             // restart) and nobody drained it yet; it is settled like our own.
@@ -310,6 +354,11 @@ impl Decide {
             }
             if !n.leakmon_drained {
                 t.adopted = false;
+            }
+            if n.state == SwarmState::Down {
+                t.down_since.get_or_insert(now);
+            } else {
+                t.down_since = None;
             }
             t.node = n;
         }
@@ -345,28 +394,76 @@ impl Decide {
             .insert((container_id.to_owned(), node.to_owned()));
     }
 
-    /// A reactivation could not be carried out (reported as `action_failed`): it is asked for
-    /// again once the node has been back for another `reactivate_after`.
-    /// An evacuation or failover left a service pinned to `node_id` for want of a ready
-    /// standby.
-    pub fn on_stranded(&mut self, node_id: &str) {
-        let ready = self.ready_standbys();
-        if let Some(t) = self.nodes.get_mut(node_id) {
-            t.waiting_standby = Some(ready);
+    /// What the shell started for dead node `node_id` (failovers, surges, services left
+    /// pinned for want of a standby), to be watched to their effect.
+    pub fn on_started(&mut self, node_id: &str, started: Vec<Started>, now: Instant) {
+        let host = self
+            .nodes
+            .get(node_id)
+            .map(|t| t.node.hostname.clone())
+            .unwrap_or_else(|| node_id.to_owned());
+        for s in started {
+            self.confirm.on_started(node_id, &host, s, now);
         }
     }
 
-    /// Nodes pinned services may fail over to now.
-    fn ready_standbys(&self) -> BTreeSet<String> {
-        self.nodes
-            .iter()
-            .filter(|(_, t)| {
-                t.node.standby
-                    && t.node.state == SwarmState::Ready
-                    && t.node.availability == Availability::Active
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
+    /// The services whose tasks [`Decide::on_tasks`] should be fed (every poll).
+    pub fn watched_services(&self) -> Vec<String> {
+        self.confirm.services()
+    }
+
+    /// The nodes running a task of a watched service (desired and actual state running), one
+    /// entry per task; `None`: Swarm no longer has that service.
+    pub fn on_tasks(&mut self, service_id: &str, running_on: Option<Vec<String>>) {
+        match running_on {
+            Some(on) => self.confirm.on_tasks(service_id, on),
+            None => self.confirm.forget_service(service_id),
+        }
+    }
+
+    /// The standbys (`leakmon.standby=true`) as fit or not to take a service now: Swarm
+    /// reports it ready and active (not paused or drained by anyone), it is not dead, its
+    /// agent is online and not silent, and the failure detector hears it (when it watches
+    /// it). A standby without an agent is never fit: nothing would tell that it works.
+    pub fn standbys(&self, now: Instant) -> Standbys {
+        let mut out = Standbys::default();
+        for (id, t) in &self.nodes {
+            if matches!(self.verdict(id, now), Verdict::Dead(_)) {
+                out.dead.insert(id.clone());
+            }
+            if !t.node.standby {
+                continue;
+            }
+            let host = t.node.hostname.clone();
+            let agent = self.agent(&t.node);
+            let why = if t.node.state != SwarmState::Ready {
+                Some("Swarm does not report it ready")
+            } else if t.node.availability != Availability::Active || t.node.leakmon_drained {
+                Some("it is not active in Swarm (paused or drained)")
+            } else if matches!(self.verdict(id, now), Verdict::Dead(_)) {
+                Some("it is dead")
+            } else if let Some(a) = agent {
+                match self.detected_status(&a.name) {
+                    Some(Status::Dead) => Some("it is dead"),
+                    Some(Status::Suspect) => Some("its agent's beats stopped"),
+                    Some(Status::Quiet) => Some("its agent is silent"),
+                    _ if a.state != AgentState::Online => Some("its agent is offline"),
+                    _ if a.suspect(now) => Some("its agent is silent"),
+                    _ => None,
+                }
+            } else {
+                Some("it has no agent")
+            };
+            match why {
+                None => {
+                    out.fit.insert(id.clone(), host);
+                }
+                Some(w) => {
+                    out.unfit.insert(id.clone(), (host, w.to_owned()));
+                }
+            }
+        }
+        out
     }
 
     pub fn on_reactivate_failed(&mut self, node_id: &str) {
@@ -386,6 +483,15 @@ impl Decide {
             .detector
             .then(|| self.detected.get(agent).copied())
             .flatten()
+    }
+
+    /// The answer to an [`Action::Burst`] sent at `sent`: its rounds, and the most of them
+    /// one port answered.
+    pub fn on_burst(&mut self, node_id: &str, rounds: u32, answered: u32, sent: Instant) {
+        if let Some(t) = self.nodes.get_mut(node_id) {
+            t.burst_sent = None;
+            t.burst = Some((rounds, answered, sent));
+        }
     }
 
     /// The answer to an [`Action::Probe`] sent at `sent`.
@@ -418,6 +524,8 @@ impl Decide {
             // probing it, Swarm's `down` is not a death: Swarm reschedules the replicated
             // tasks by itself; leakmon drains and fails over nothing.
             return match detected {
+                // The gray failure: no beat and no heartbeat to the managers, on a clean link.
+                Some(Status::Quiet) if Self::burst_clean(t) => Verdict::Dead(DeadBy::Frozen),
                 Some(Status::Alive | Status::Quiet | Status::Suspect) => Verdict::Suspect,
                 Some(Status::Dead) => Verdict::Dead(DeadBy::Detector),
                 None => Verdict::Dead(DeadBy::Swarm),
@@ -454,6 +562,16 @@ impl Decide {
                 }
             }
             _ => Verdict::Suspect,
+        }
+    }
+
+    /// A burst sent after Swarm reported the node down answered every round on some port.
+    fn burst_clean(t: &Track) -> bool {
+        match (t.burst, t.down_since) {
+            (Some((rounds, answered, sent)), Some(down)) => {
+                sent >= down && rounds >= BURST_ROUNDS && answered >= rounds
+            }
+            _ => false,
         }
     }
 
@@ -518,6 +636,9 @@ impl Decide {
                 self.node_rules(&id, v, now, &mut out);
             }
         }
+        if self.active && !isolated {
+            self.confirm_rules(now, &mut out);
+        }
         if self.active {
             if !self.nodes.values().any(|t| t.held) {
                 self.mass_failure = false;
@@ -529,11 +650,34 @@ impl Decide {
 
     fn probe_if_needed(&mut self, id: &str, v: Verdict, now: Instant, out: &mut Vec<Action>) {
         let Some(t) = self.nodes.get(id) else { return };
-        if self
+        let detected = self
             .agent(&t.node)
-            .is_some_and(|a| self.detected_status(&a.name).is_some())
-        {
-            // The detector probes this one, from several vantage points.
+            .and_then(|a| self.detected_status(&a.name));
+        if let Some(st) = detected {
+            // The detector probes this one, from several vantage points. Swarm's `down` of a
+            // node whose host answers and whose agent is silent asks whether the link is
+            // clean (rule 1's gray failure).
+            let in_flight = t
+                .burst_sent
+                .is_some_and(|s| now.saturating_duration_since(s) < PROBE_LOST);
+            let due = match (t.burst, t.down_since) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some((_, _, sent)), Some(down)) => {
+                    sent < down || now.saturating_duration_since(sent) >= BURST_EVERY
+                }
+            };
+            let want = st == Status::Quiet && v == Verdict::Suspect;
+            if want && due && !in_flight && !t.node.addr.is_empty() {
+                let addr = t.node.addr.clone();
+                if let Some(t) = self.nodes.get_mut(id) {
+                    t.burst_sent = Some(now);
+                }
+                out.push(Action::Burst {
+                    node_id: id.to_owned(),
+                    addr,
+                });
+            }
             return;
         }
         let want = match v {
@@ -577,7 +721,7 @@ impl Decide {
             .started
             .is_some_and(|st| now.saturating_duration_since(st) >= s.grace);
         let agent = self.nodes.get(id).and_then(|t| self.agent(&t.node));
-        let standbys = self.ready_standbys();
+        let standbys: Vec<String> = self.standbys(now).fit.into_keys().collect();
         // "back" needs the agent online (when the node has one) and, early after a start,
         // the agent's status actually heard.
         let agent_ok = match agent {
@@ -618,6 +762,7 @@ impl Decide {
                 t.announced = v;
             }
             (Verdict::Dead(_), Verdict::Alive) => {
+                self.confirm.node_back(id);
                 out.push(event(
                     EventKind::NodeUp,
                     h,
@@ -679,23 +824,12 @@ impl Decide {
                     node_id: id.to_owned(),
                     hostname: host.clone(),
                     surge,
+                    standbys: standbys.iter().filter(|s| *s != id).cloned().collect(),
                 });
             }
         }
         if !matches!(v, Verdict::Dead(_)) {
             t.held = false;
-            t.waiting_standby = None;
-        }
-        // A failover that waited for a standby
-        if let Some(seen) = &t.waiting_standby {
-            if t.evacuated && standbys.iter().any(|n| n != id && !seen.contains(n)) {
-                t.waiting_standby = None;
-                out.push(Action::Failover {
-                    node_id: id.to_owned(),
-                    hostname: host.clone(),
-                    start_first: t.settle_pending,
-                });
-            }
         }
         // Settling
         if t.settle_pending {
@@ -740,6 +874,39 @@ impl Decide {
                 t.evacuated = false;
                 t.flapping = false;
             }
+        }
+    }
+
+    /// Rule 9: the watched failovers and surges.
+    fn confirm_rules(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.confirm.is_empty() {
+            return;
+        }
+        let standbys = self.standbys(now);
+        for o in self.confirm.tick(&standbys, now) {
+            out.push(match o {
+                confirm::Out::Event {
+                    kind,
+                    node,
+                    message,
+                    details,
+                } => event(kind, Some(&node), message, details),
+                confirm::Out::Retarget {
+                    service_id,
+                    service,
+                    dead_id,
+                    dead_host,
+                    from,
+                    to,
+                } => Action::Retarget {
+                    service_id,
+                    service,
+                    dead_id,
+                    dead_host,
+                    from,
+                    to,
+                },
+            });
         }
     }
 
@@ -976,22 +1143,51 @@ mod tests {
         assert!(quiet(&f.run_to(15.0)), "announced and evacuated once");
     }
 
-    fn failovers(actions: &[Action]) -> Vec<(String, bool)> {
+    /// The retargets asked for: (service, from, fit standbys).
+    fn retargets(actions: &[Action]) -> Vec<(String, String, Vec<String>)> {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Failover {
-                    node_id,
-                    start_first,
+                Action::Retarget {
+                    service_id,
+                    from,
+                    to,
                     ..
-                } => Some((node_id.clone(), *start_first)),
+                } => Some((service_id.clone(), from.clone(), to.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stranded_db(on: &str) -> Vec<Started> {
+        vec![Started::Stranded {
+            service_id: "db".into(),
+            service: "db".into(),
+            pinned_to: on.into(),
+        }]
+    }
+
+    fn failed_over_db(to: u32) -> Vec<Started> {
+        vec![Started::Failover {
+            service_id: "db".into(),
+            service: "db".into(),
+            to_id: format!("id{to}"),
+            to_host: format!("node{to}"),
+        }]
+    }
+
+    fn standbys_of(actions: &[Action]) -> Vec<Vec<String>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Evacuate { standbys, .. } => Some(standbys.clone()),
                 _ => None,
             })
             .collect()
     }
 
     #[test]
-    fn a_failover_that_found_no_standby_is_made_when_one_is_ready() {
+    fn a_failover_that_found_no_standby_is_made_when_one_is_fit() {
         // Found by the chaos suite: the standby's engine had just restarted (Swarm: unknown)
         // when the db node died; db stayed pending for the whole outage.
         let mut f = Fleet::new();
@@ -999,28 +1195,29 @@ mod tests {
         f.swarm_mut(3).state = SwarmState::Other;
         let a = kill_node5(&mut f);
         assert_eq!(evacuations(&a), [("id5".to_owned(), true)]);
-        f.d.on_stranded("id5");
-        assert!(failovers(&f.run_to(15.0)).is_empty(), "no standby yet");
+        assert_eq!(standbys_of(&a), [Vec::<String>::new()], "node3 is not fit");
+        f.d.on_started("id5", stranded_db("id5"), f.at(13.0));
+        assert_eq!(f.d.watched_services(), ["db"]);
+        assert!(retargets(&f.run_to(15.0)).is_empty(), "no standby yet");
         // a node without the label being ready changes nothing
         f.swarm_mut(4).state = SwarmState::Other;
         f.run_to(16.0);
         f.swarm_mut(4).state = SwarmState::Ready;
-        assert!(failovers(&f.run_to(17.0)).is_empty());
-        // the standby ready: one failover, start-first while the surge is not settled
+        assert!(retargets(&f.run_to(17.0)).is_empty());
+        // the standby ready: db is moved there, once
         f.swarm_mut(3).state = SwarmState::Ready;
-        assert_eq!(failovers(&f.run_to(18.0)), [("id5".to_owned(), true)]);
-        assert!(failovers(&f.run_to(19.0)).is_empty(), "once");
-        // still none for it (the shell says so again): waits for a standby not seen ready
-        f.d.on_stranded("id5");
-        assert!(failovers(&f.run_to(20.0)).is_empty());
-        f.swarm_mut(2).standby = true;
-        assert_eq!(failovers(&f.run_to(21.0)), [("id5".to_owned(), true)]);
-        // Swarm lets go of the node: settled; a later failover is stop-first
-        f.d.on_stranded("id5");
-        f.swarm_mut(5).state = SwarmState::Down;
-        assert!(has(&f.run_to(22.0), |a| matches!(a, Action::Settle { .. })));
-        f.swarm_mut(1).standby = true;
-        assert_eq!(failovers(&f.run_to(23.0)), [("id5".to_owned(), false)]);
+        assert_eq!(
+            retargets(&f.run_to(18.0)),
+            [("db".to_owned(), "id5".to_owned(), vec!["id3".to_owned()])]
+        );
+        assert!(retargets(&f.run_to(18.5)).is_empty(), "once");
+        f.d.on_started("id5", failed_over_db(3), f.at(18.5));
+        f.d.on_tasks("db", Some(vec![]));
+        assert!(kinds(&f.run_to(19.0)).is_empty(), "pending, not confirmed");
+        f.d.on_tasks("db", Some(vec!["id3".into()]));
+        let a = f.run_to(20.0);
+        assert_eq!(kinds(&a), [EventKind::Confirmed], "{a:?}");
+        assert!(f.d.watched_services().is_empty(), "done");
     }
 
     #[test]
@@ -1029,7 +1226,7 @@ mod tests {
         f.swarm_mut(3).standby = true;
         f.swarm_mut(3).state = SwarmState::Other;
         kill_node5(&mut f);
-        f.d.on_stranded("id5");
+        f.d.on_started("id5", stranded_db("id5"), f.at(13.0));
         f.silent.clear();
         f.agent_mut(5).state = AgentState::Online;
         f.d.on_probe("id5", true, f.at(15.0));
@@ -1042,9 +1239,157 @@ mod tests {
         )));
         f.swarm_mut(3).state = SwarmState::Ready;
         assert!(
-            failovers(&f.run_to(16.0)).is_empty(),
-            "db runs on node5 again"
+            retargets(&f.run_to(16.0)).is_empty(),
+            "node5 is back: nothing is moved off it"
         );
+        f.d.on_tasks("db", Some(vec!["id5".into()]));
+        let a = f.run_to(17.0);
+        assert_eq!(
+            kinds(&a),
+            [EventKind::Confirmed],
+            "db runs on node5 again: {a:?}"
+        );
+        assert!(f.d.watched_services().is_empty());
+    }
+
+    /// Nodes 3 and 4 are standbys; node 5 (db) dies and db is failed over to node 3.
+    fn db_failed_over_to_node3() -> Fleet {
+        let mut f = Fleet::new();
+        f.swarm_mut(3).standby = true;
+        f.swarm_mut(4).standby = true;
+        let a = kill_node5(&mut f);
+        assert_eq!(standbys_of(&a), [vec!["id3".to_owned(), "id4".to_owned()]]);
+        f.d.on_started("id5", failed_over_db(3), f.at(13.0));
+        f.d.on_tasks("db", Some(vec![]));
+        assert!(kinds(&f.run_to(14.0)).is_empty());
+        f
+    }
+
+    #[test]
+    fn a_failover_whose_standby_dies_moves_on_to_the_next_fit_one() {
+        let mut f = db_failed_over_to_node3();
+        // node3's agent goes silent (a frozen node): not fit any more, at once
+        f.silence(3, 14.0);
+        f.agent_mut(3).state = AgentState::Lost;
+        let a = f.run_to(14.5);
+        assert_eq!(kinds(&a), [EventKind::Unconfirmed], "{a:?}");
+        assert_eq!(
+            retargets(&a),
+            [("db".to_owned(), "id3".to_owned(), vec!["id4".to_owned()])]
+        );
+        f.d.on_started("id5", failed_over_db(4), f.at(14.5));
+        f.d.on_tasks("db", Some(vec!["id4".into()]));
+        assert_eq!(kinds(&f.run_to(15.0)), [EventKind::Confirmed]);
+    }
+
+    #[test]
+    fn a_failover_whose_task_never_runs_moves_on_after_its_bound() {
+        let mut f = db_failed_over_to_node3();
+        for t in 15..23 {
+            let a = f.run_to(f64::from(t));
+            assert!(
+                kinds(&a).is_empty() && retargets(&a).is_empty(),
+                "within the bound at {t}"
+            );
+        }
+        let a = f.run_to(23.0);
+        assert_eq!(kinds(&a), [EventKind::Unconfirmed], "{a:?}");
+        assert_eq!(
+            retargets(&a),
+            [("db".to_owned(), "id3".to_owned(), vec!["id4".to_owned()])]
+        );
+        // node4 does not start it either: node3 was tried lately, so nowhere to go
+        f.d.on_started("id5", failed_over_db(4), f.at(23.0));
+        f.d.on_tasks("db", Some(vec![]));
+        for t in 24..33 {
+            let a = f.run_to(f64::from(t));
+            assert!(
+                kinds(&a).is_empty() && retargets(&a).is_empty(),
+                "within the bound at {t}"
+            );
+        }
+        let a = f.run_to(33.5);
+        assert_eq!(
+            kinds(&a),
+            [EventKind::Unconfirmed, EventKind::FailoverImpossible],
+            "{a:?}"
+        );
+        // after TRIED_FOR, node3 is tried again rather than leaving db nowhere
+        assert!(retargets(&f.run_to(60.0)).is_empty());
+        let a = f.run_to(83.5);
+        assert_eq!(
+            retargets(&a),
+            [("db".to_owned(), "id4".to_owned(), vec!["id3".to_owned()])]
+        );
+    }
+
+    #[test]
+    fn with_no_standby_left_it_is_impossible_until_the_standby_thaws() {
+        let mut f = Fleet::new();
+        f.swarm_mut(3).standby = true;
+        let a = kill_node5(&mut f);
+        assert_eq!(standbys_of(&a), [vec!["id3".to_owned()]]);
+        f.d.on_started("id5", failed_over_db(3), f.at(13.0));
+        f.d.on_tasks("db", Some(vec![]));
+        // node3 freezes: its agent falls silent
+        f.silence(3, 13.0);
+        let a = f.run_to(15.5);
+        assert_eq!(
+            kinds(&a),
+            [EventKind::Unconfirmed, EventKind::FailoverImpossible],
+            "{a:?}"
+        );
+        let why = a.iter().find_map(|x| match x {
+            Action::Event {
+                kind: EventKind::FailoverImpossible,
+                details,
+                ..
+            } => details.iter().find(|(k, _)| *k == "standbys").cloned(),
+            _ => None,
+        });
+        assert_eq!(
+            why.map(|(_, v)| v),
+            Some("node3: its agent is silent".to_owned())
+        );
+        assert!(kinds(&f.run_to(30.0)).is_empty(), "said once");
+        // node3 thaws: db is pinned there already; confirmed once its task runs
+        f.silent.clear();
+        let a = f.run_to(31.0);
+        assert!(kinds(&a).is_empty() && retargets(&a).is_empty(), "{a:?}");
+        f.d.on_tasks("db", Some(vec!["id3".into()]));
+        assert_eq!(kinds(&f.run_to(32.0)), [EventKind::Confirmed]);
+    }
+
+    #[test]
+    fn a_standby_is_fit_only_while_swarm_its_agent_and_the_detector_say_so() {
+        let mut f = with_detector();
+        for i in 1..=5 {
+            f.swarm_mut(i).standby = true;
+        }
+        f.swarm_mut(1).availability = Availability::Drain;
+        f.swarm_mut(2).state = SwarmState::Other;
+        f.run_to(5.0);
+        f.silence(3, 5.0);
+        detected(&mut f, 4, Status::Suspect);
+        f.run_to(10.0);
+        let s = f.d.standbys(f.at(10.0));
+        assert_eq!(s.fit.keys().collect::<Vec<_>>(), ["id5"]);
+        let why = |i: &str| s.unfit.get(i).map(|(_, w)| w.as_str()).unwrap_or("fit");
+        assert_eq!(why("id1"), "it is not active in Swarm (paused or drained)");
+        assert_eq!(why("id2"), "Swarm does not report it ready");
+        assert_eq!(why("id3"), "its agent is silent");
+        assert_eq!(why("id4"), "its agent's beats stopped");
+    }
+
+    #[test]
+    fn watches_are_made_only_by_the_active_gateway() {
+        let mut f = db_failed_over_to_node3();
+        f.d.set_active(false, f.at(14.0));
+        f.silence(3, 14.0);
+        for t in 15..40 {
+            let a = f.run_to(f64::from(t));
+            assert!(quiet(&a), "standby: nothing at {t}: {a:?}");
+        }
     }
 
     #[test]
@@ -1964,6 +2309,103 @@ mod tests {
             detected(&mut f, 4, Status::Dead);
             let a = f.run_to(61.0);
             assert_eq!(kinds(&a), [EventKind::NodeDown], "{heard:?}");
+        }
+    }
+
+    fn bursts(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Burst { node_id, .. } => Some(node_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Node 4 frozen at t = 10 s: its beats stop, its host answers the vantage points.
+    fn node4_frozen() -> Fleet {
+        let mut f = with_detector();
+        f.run_to(10.0);
+        f.silence(4, 10.0);
+        detected(&mut f, 4, Status::Quiet);
+        f
+    }
+
+    #[test]
+    fn a_frozen_node_is_dead_once_swarm_says_down_and_a_burst_finds_its_link_clean() {
+        let mut f = node4_frozen();
+        for t in 11..22 {
+            let a = f.run_to(f64::from(t));
+            assert!(bursts(&a).is_empty(), "no burst while Swarm says ready");
+            assert!(!kinds(&a).contains(&EventKind::NodeDown), "{a:?}");
+        }
+        // a burst answered in full before Swarm's down does not count
+        f.d.on_burst("id4", BURST_ROUNDS, BURST_ROUNDS, f.at(21.5));
+        f.swarm_mut(4).state = SwarmState::Down;
+        let a = f.run_to(22.0);
+        assert_eq!(bursts(&a), ["id4"], "{a:?}");
+        assert!(kinds(&a).is_empty(), "{a:?}");
+        assert!(bursts(&f.run_to(22.2)).is_empty(), "one in flight");
+        f.d.on_burst("id4", BURST_ROUNDS, BURST_ROUNDS, f.at(22.0));
+        let a = f.run_to(22.6);
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "{a:?}");
+        let reason = a.iter().find_map(|x| match x {
+            Action::Event { details, .. } => details.iter().find(|(k, _)| *k == "reason"),
+            _ => None,
+        });
+        assert_eq!(
+            reason.map(|(_, v)| v.as_str()),
+            Some(DeadBy::Frozen.as_str())
+        );
+        // Swarm let go of it already: drained at once (no surge), which skips the restart delay
+        assert_eq!(evacuations(&a), [("id4".to_owned(), false)]);
+        // it thaws: beats again, Swarm ready: back
+        f.silent.clear();
+        detected(&mut f, 4, Status::Alive);
+        f.swarm_mut(4).state = SwarmState::Ready;
+        f.swarm_mut(4).availability = Availability::Drain;
+        f.swarm_mut(4).leakmon_drained = true;
+        let a = f.run_to(40.0);
+        assert_eq!(kinds(&a), [EventKind::NodeUp], "{a:?}");
+    }
+
+    #[test]
+    fn a_lossy_link_swarm_calls_down_is_not_frozen() {
+        let mut f = node4_frozen();
+        f.swarm_mut(4).state = SwarmState::Down;
+        let a = f.run_to(22.0);
+        assert_eq!(bursts(&a), ["id4"]);
+        // 40 % loss: a third of the connects lost on every port
+        f.d.on_burst("id4", BURST_ROUNDS, 13, f.at(22.0));
+        for t in 23..25 {
+            let a = f.run_to(f64::from(t));
+            assert!(kinds(&a).is_empty() && bursts(&a).is_empty(), "{a:?}");
+        }
+        // asked again every few seconds while it lasts
+        assert_eq!(bursts(&f.run_to(25.0)), ["id4"]);
+        f.d.on_burst("id4", BURST_ROUNDS, BURST_ROUNDS - 1, f.at(25.0));
+        assert!(evacuations(&f.run_to(26.0)).is_empty(), "one lost is loss");
+    }
+
+    #[test]
+    fn an_engine_frozen_alone_or_an_agent_frozen_alone_moves_nothing() {
+        // the engine stuck, the agent beating: Swarm says down, the detector hears it
+        let mut f = with_detector();
+        f.run_to(10.0);
+        detected(&mut f, 4, Status::Alive);
+        f.swarm_mut(4).state = SwarmState::Down;
+        for t in 11..40 {
+            let a = f.run_to(f64::from(t));
+            assert!(bursts(&a).is_empty() && kinds(&a).is_empty(), "{a:?}");
+        }
+        // the agent stuck on a working engine: Swarm says ready; its Will came
+        let mut f = node4_frozen();
+        f.agent_mut(4).state = AgentState::Lost;
+        let a = f.run_to(11.0);
+        assert_eq!(kinds(&a), [EventKind::AgentLost]);
+        for t in 12..40 {
+            let a = f.run_to(f64::from(t));
+            assert!(bursts(&a).is_empty() && evacuations(&a).is_empty(), "{a:?}");
         }
     }
 

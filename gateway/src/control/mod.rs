@@ -3,6 +3,7 @@
 //! async shell around them: it polls the local engine, probes nodes, feeds the machine and
 //! carries out its actions, publishing every decision as an event.
 
+pub mod confirm;
 pub mod decide;
 pub mod leader;
 pub mod plan;
@@ -65,6 +66,8 @@ struct Loop {
     mode: LeaderMode,
     self_id: Option<String>,
     probes: mpsc::Sender<(String, bool, Instant)>,
+    /// Bursts' answers: (node id, rounds, the most rounds one port answered, sent).
+    bursts: mpsc::Sender<(String, u32, u32, Instant)>,
     /// Since when the broker connection has been up.
     mqtt_since: Option<Instant>,
     /// The time of the last event, in ms: see [`event_time`].
@@ -76,14 +79,6 @@ struct Loop {
 /// three services) would otherwise leave one point.
 fn event_time(last_ms: i64, now_ms: i64) -> i64 {
     now_ms.max(last_ms.saturating_add(1))
-}
-
-/// A pinned service that waits for a standby to be ready.
-fn stranded(e: &Ev) -> bool {
-    e.kind == EventKind::FailoverImpossible
-        && e.details
-            .iter()
-            .any(|(k, v)| *k == "reason" && v == plan::NO_STANDBY)
 }
 
 impl Control {
@@ -132,6 +127,7 @@ impl Control {
             Role::standby("starting")
         };
         let (probes, probe_rx) = mpsc::channel(256);
+        let (bursts, burst_rx) = mpsc::channel(64);
         let mode = cfg.leader.mode;
         let mut l = Loop {
             c: self,
@@ -141,6 +137,7 @@ impl Control {
             mode,
             self_id: None,
             probes,
+            bursts,
             mqtt_since: None,
             last_event_ms: std::cell::Cell::new(0),
         };
@@ -149,7 +146,7 @@ impl Control {
         } else {
             l.poll().await;
         }
-        l.run(probe_rx, shutdown)
+        l.run(probe_rx, burst_rx, shutdown)
     }
 }
 
@@ -492,6 +489,40 @@ impl Loop {
         });
     }
 
+    /// [`decide::BURST_ROUNDS`] rounds of connects to a node (25 ms apart, one to each probe
+    /// port): whether its link is clean.
+    fn burst(&self, node_id: String, addr: String) {
+        let ports = self.c.cfg.reschedule.probe_ports.clone();
+        let tx = self.bursts.clone();
+        let sent = Instant::now();
+        tokio::spawn(async move {
+            let (rounds, answered) = burst(&addr, &ports).await;
+            tracing::info!(node_id = %node_id, addr = %addr, rounds, answered, "burst: is the link clean");
+            let _ = tx.send((node_id, rounds, answered, sent)).await;
+        });
+    }
+
+    /// The tasks of the services watched to their effect (every poll, on the active gateway).
+    async fn watch_tasks(&mut self) {
+        let (Some(api), Some(d)) = (self.api.clone(), &self.decide) else {
+            return;
+        };
+        let services = d.watched_services();
+        if services.is_empty() || !self.role.swarm_active() {
+            return;
+        }
+        match api.watched_tasks(&services).await {
+            Ok(v) => {
+                if let Some(d) = &mut self.decide {
+                    for (id, on) in v {
+                        d.on_tasks(&id, on);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the watched services' tasks"),
+        }
+    }
+
     async fn act(&mut self, a: Action, now: Instant) {
         let Some(api) = self.api.clone() else { return };
         let now_ms = leakmon_common::now_ms();
@@ -511,24 +542,38 @@ impl Loop {
                 self.probe(node_id, addr);
                 Vec::new()
             }
+            Action::Burst { node_id, addr } => {
+                self.burst(node_id, addr);
+                Vec::new()
+            }
             Action::Evacuate {
                 node_id,
                 hostname,
                 surge,
+                standbys,
             } => {
-                let evs = api.evacuate(&node_id, &hostname, surge, now_ms).await;
-                self.note_stranded(&node_id, &evs);
+                let (evs, started) = api
+                    .evacuate(&node_id, &hostname, surge, &standbys, now_ms)
+                    .await;
+                if let Some(d) = &mut self.decide {
+                    d.on_started(&node_id, started, now);
+                }
                 evs
             }
-            Action::Failover {
-                node_id,
-                hostname,
-                start_first,
+            Action::Retarget {
+                service_id,
+                service: _,
+                dead_id,
+                dead_host,
+                from,
+                to,
             } => {
-                let mut evs = api.failover(&node_id, &hostname, start_first).await;
-                self.note_stranded(&node_id, &evs);
-                // said once, by the evacuation
-                evs.retain(|e| !stranded(e));
+                let (evs, started) = api
+                    .retarget(&service_id, &from, (&dead_id, &dead_host), &to)
+                    .await;
+                if let Some(d) = &mut self.decide {
+                    d.on_started(&dead_id, started, now);
+                }
                 evs
             }
             Action::Settle { node_id, hostname } => api.settle(&node_id, &hostname).await,
@@ -561,15 +606,6 @@ impl Loop {
         };
         for e in evs {
             self.emit(e);
-        }
-    }
-
-    /// Tells `decide` that a service of a dead node found no standby ready.
-    fn note_stranded(&mut self, node_id: &str, evs: &[Ev]) {
-        if evs.iter().any(stranded) {
-            if let Some(d) = &mut self.decide {
-                d.on_stranded(node_id);
-            }
         }
     }
 
@@ -616,6 +652,7 @@ impl Loop {
     async fn run(
         mut self,
         mut probes: mpsc::Receiver<(String, bool, Instant)>,
+        mut bursts: mpsc::Receiver<(String, u32, u32, Instant)>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut poll = tokio::time::interval(self.c.cfg.leader.poll_interval.0);
@@ -628,7 +665,10 @@ impl Loop {
         services.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = poll.tick() => self.poll().await,
+                _ = poll.tick() => {
+                    self.poll().await;
+                    self.watch_tasks().await;
+                }
                 _ = services.tick() => self.swarm_metrics(),
                 _ = tick.tick() => self.tick().await,
                 _ = detect.tick(), if self.c.detector.is_some() => self.detect().await,
@@ -637,10 +677,49 @@ impl Loop {
                         d.on_probe(&id, answered, sent);
                     }
                 }
+                Some((id, rounds, answered, sent)) = bursts.recv() => {
+                    if let Some(d) = &mut self.decide {
+                        d.on_burst(&id, rounds, answered, sent);
+                    }
+                    // a verdict may follow at once
+                    self.tick().await;
+                }
                 _ = shutdown.changed() => return,
             }
         }
     }
+}
+
+/// [`decide::BURST_ROUNDS`] rounds, 25 ms apart, each a connect to every port (time limit
+/// 250 ms: a clean link answers in milliseconds); returns the rounds and the most rounds one
+/// port answered.
+pub async fn burst(addr: &str, ports: &[u16]) -> (u32, u32) {
+    use leakmon_common::tcp::{attempt, Outcome};
+    let mut answered = vec![0u32; ports.len()];
+    let mut every = tokio::time::interval(Duration::from_millis(25));
+    let mut rounds = Vec::new();
+    for _ in 0..decide::BURST_ROUNDS {
+        every.tick().await;
+        let round = ports.iter().map(|&p| {
+            let addr = addr.to_owned();
+            async move {
+                attempt((addr.as_str(), p), Duration::from_millis(250)).await == Outcome::Answered
+            }
+        });
+        rounds.push(tokio::spawn(futures_util::future::join_all(round)));
+    }
+    let mut n = 0;
+    for r in rounds {
+        if let Ok(res) = r.await {
+            n += 1;
+            for (i, a) in res.into_iter().enumerate() {
+                if a {
+                    answered[i] += 1;
+                }
+            }
+        }
+    }
+    (n, answered.into_iter().max().unwrap_or(0))
 }
 
 /// A node answers when any port connects, refuses or resets the connection within `timeout`

@@ -9,7 +9,7 @@
 //! (their whole spec goes back to the API); nodes and tasks are reduced to [`NodeFacts`] and
 //! [`TaskFacts`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use bollard::models::{
     Node, NodeSpecAvailabilityEnum, NodeState, Service, ServiceSpec,
@@ -17,6 +17,7 @@ use bollard::models::{
 };
 use leakmon_protocol::EventKind;
 
+use super::confirm::Started;
 use super::decide::{Availability, SwarmNode, SwarmState};
 
 /// On a node: leakmon paused/drained it (value: when, ms since the epoch).
@@ -251,16 +252,20 @@ pub fn repin(constraints: &[String], pins: &[usize], to: &str) -> Vec<String> {
 }
 
 /// The standby node to take a dead node's pinned service: labelled `leakmon.standby=true`,
-/// ready, active, not `dead`; the one running the fewest tasks (then by hostname).
+/// ready, active, not `dead`, and among `fit` (the standbys `decide` finds fit: agent beating,
+/// heard by the detector; `None`: no such restriction); the one running the fewest tasks
+/// (then by hostname).
 pub fn pick_standby<'a>(
     nodes: &'a [NodeFacts],
     dead: &str,
     tasks_on: &HashMap<String, usize>,
+    fit: Option<&BTreeSet<String>>,
 ) -> Option<&'a NodeFacts> {
     nodes
         .iter()
         .filter(|n| {
             n.id != dead
+                && fit.is_none_or(|f| f.contains(&n.id))
                 && n.labels.get(LABEL_STANDBY).map(String::as_str) == Some("true")
                 && n.state == SwarmState::Ready
                 && n.availability == Availability::Active
@@ -411,6 +416,8 @@ pub struct Apply {
     /// The node the change gives a task to (a failover's standby): once the change is made,
     /// it counts toward that node's load for the next standby picked.
     pub adds_task_on: Option<String>,
+    /// What to watch to its effect once the change is made (a failover, a surge).
+    pub started: Option<Started>,
 }
 
 /// What to do about one service.
@@ -418,6 +425,9 @@ pub struct Apply {
 pub enum Step {
     /// Nothing to change; only this to report (a failover that cannot be made).
     Report(Ev),
+    /// A failover that cannot be made now for want of a standby: reported, and watched so it
+    /// is made once one is fit.
+    Stranded(Ev, Started),
     Apply(Apply),
 }
 
@@ -520,6 +530,8 @@ pub struct Evacuation {
     tasks_on: HashMap<String, usize>,
     /// Tasks running on the dead node, per service.
     stranded: HashMap<String, i64>,
+    /// The standbys `decide` finds fit (`None`: every one Swarm reports ready and active).
+    fit: Option<BTreeSet<String>>,
 }
 
 impl Evacuation {
@@ -554,15 +566,14 @@ impl Evacuation {
             nodes,
             tasks_on,
             stranded,
+            fit: None,
         })
     }
 
-    /// What to do about service `s` if it is pinned to the dead node (`None`: nothing, or
-    /// not pinned there): a later failover, once a standby is ready.
-    pub fn failover_only(&self, s: &Service) -> Option<Step> {
-        let spec = s.spec.clone()?;
-        let pins = pinning(&constraints(&spec), &self.dead, &self.nodes);
-        (!pins.is_empty()).then(|| self.failover(s, spec, &pins))
+    /// Only these standbys may take a pinned service (those `decide` finds fit).
+    pub fn only(mut self, fit: &[String]) -> Self {
+        self.fit = Some(fit.iter().cloned().collect());
+        self
     }
 
     /// What to do about service `s` (`None`: nothing).
@@ -595,13 +606,25 @@ impl Evacuation {
                 vec![("service", name), ("reason", NO_FAILOVER_LABEL.into())],
             ));
         }
-        let Some(to) = pick_standby(&self.nodes, id, &self.tasks_on) else {
-            return Step::Report(ev(
-                EventKind::FailoverImpossible,
-                host,
-                format!("service {name} is pinned to {host} and no healthy node carries leakmon.standby=true: it fails over when one is ready while {host} is down"),
-                vec![("service", name), ("reason", NO_STANDBY.into())],
-            ));
+        let Some(to) = pick_standby(&self.nodes, id, &self.tasks_on, self.fit.as_ref()) else {
+            let why = self.unfit_standbys();
+            return Step::Stranded(
+                ev(
+                    EventKind::FailoverImpossible,
+                    host,
+                    format!("service {name} is pinned to {host} and no standby is fit ({why}): it fails over as soon as one is"),
+                    vec![
+                        ("service", name.clone()),
+                        ("reason", NO_STANDBY.into()),
+                        ("standbys", why),
+                    ],
+                ),
+                Started::Stranded {
+                    service_id: s.id.clone().unwrap_or_default(),
+                    service: name,
+                    pinned_to: id.to_owned(),
+                },
+            );
         };
         let old = constraints(&spec);
         let new = repin(&old, pins, &to.id);
@@ -629,15 +652,51 @@ impl Evacuation {
                 host,
                 format!("service {name} re-pinned from {host} to {}", to.hostname),
                 vec![
-                    ("service", name),
+                    ("service", name.clone()),
                     ("from", host.into()),
                     ("to", to.hostname.clone()),
                     ("constraints", new.join(",")),
+                    ("state", "pending".into()),
                 ],
             )),
             action: "failover",
             adds_task_on: Some(to.id.clone()),
+            started: Some(Started::Failover {
+                service_id: s.id.clone().unwrap_or_default(),
+                service: name,
+                to_id: to.id.clone(),
+                to_host: to.hostname.clone(),
+            }),
         })
+    }
+
+    /// Each standby other than the dead node that cannot take a service, and why (for
+    /// `failover_impossible`).
+    fn unfit_standbys(&self) -> String {
+        let why: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.id != self.id && n.labels.get(LABEL_STANDBY).map(String::as_str) == Some("true")
+            })
+            .map(|n| {
+                let reason = if n.state != SwarmState::Ready {
+                    "Swarm does not report it ready"
+                } else if n.availability != Availability::Active {
+                    "not active in Swarm"
+                } else if self.fit.as_ref().is_some_and(|f| !f.contains(&n.id)) {
+                    "its agent is silent or the detector does not hear it"
+                } else {
+                    "fit"
+                };
+                format!("{}: {reason}", n.hostname)
+            })
+            .collect();
+        if why.is_empty() {
+            "no node carries leakmon.standby=true".into()
+        } else {
+            why.join("; ")
+        }
     }
 
     /// A replicated service with tasks running on the dead node: as many replicas added, and
@@ -665,15 +724,118 @@ impl Evacuation {
                 host,
                 format!("service {name}: {n} replicas added on live nodes for the tasks on {host}"),
                 vec![
-                    ("service", name),
+                    ("service", name.clone()),
                     ("added", n.to_string()),
                     ("replicas", (r + n).to_string()),
                 ],
             )),
             action: "surge",
             adds_task_on: None,
+            started: Some(Started::Surge {
+                service_id: sid,
+                service: name,
+                want: u64::try_from(r).unwrap_or(0),
+            }),
         })
     }
+}
+
+/// Moving a failed-over (or stranded) service on: service `s` is pinned to node `from` now
+/// (the dead node `dead`, or a standby that did not start it); it is re-pinned to the least
+/// loaded of the standbys in `to` that Swarm reports ready and active, start-first (the task
+/// where it is pinned may never stop: a frozen node). `tasks_on`: tasks meant to run, per
+/// node. [`Started::Gone`] when it is no longer pinned to `from` (an operator moved it).
+pub fn retarget(
+    s: &Service,
+    from: &str,
+    (dead, dead_host): (&str, &str),
+    nodes: &[NodeFacts],
+    tasks_on: &HashMap<String, usize>,
+    to: &[String],
+) -> Step {
+    let service_id = s.id.clone().unwrap_or_default();
+    let name = name_of(s);
+    let gone = Step::Stranded(
+        ev(
+            EventKind::Confirmed,
+            dead_host,
+            format!(
+                "service {name} is no longer pinned where leakmon put it: left to the operator"
+            ),
+            vec![("service", name.clone()), ("action", "failover".into())],
+        ),
+        Started::Gone {
+            service_id: service_id.clone(),
+        },
+    );
+    let (Some(mut spec), Some(pinned)) = (s.spec.clone(), nodes.iter().find(|n| n.id == from))
+    else {
+        return gone;
+    };
+    let pins = pinning(&constraints(&spec), pinned, nodes);
+    if pins.is_empty() {
+        return gone;
+    }
+    let fit: BTreeSet<String> = to.iter().filter(|n| *n != from).cloned().collect();
+    let from_host = pinned.hostname.clone();
+    let Some(target) = pick_standby(nodes, dead, tasks_on, Some(&fit)) else {
+        return Step::Stranded(
+            ev(
+                EventKind::FailoverImpossible,
+                dead_host,
+                format!("service {name}: no standby Swarm reports ready and active is fit to take it; it stays pinned to {from_host}"),
+                vec![("service", name.clone()), ("reason", super::confirm::NO_ELIGIBLE_STANDBY.into())],
+            ),
+            Started::Stranded {
+                service_id,
+                service: name,
+                pinned_to: from.to_owned(),
+            },
+        );
+    };
+    let old = constraints(&spec);
+    let new = repin(&old, &pins, &target.id);
+    let mut labels = spec.labels.clone().unwrap_or_default();
+    labels
+        .entry(LABEL_ORIGINAL.into())
+        .or_insert_with(|| serde_json::to_string(&old).unwrap_or_default());
+    labels.insert(LABEL_FAILED_OVER_TO.into(), target.hostname.clone());
+    let uc = spec.update_config.get_or_insert_with(Default::default);
+    if uc.order != Some(Order::START_FIRST) {
+        // Settling the dead node gives the service its own order back.
+        labels
+            .entry(order_label(dead))
+            .or_insert_with(|| uc.order.map(|o| o.to_string()).unwrap_or_default());
+        uc.order = Some(Order::START_FIRST);
+    }
+    spec.labels = Some(labels);
+    set_constraints(&mut spec, new.clone());
+    Step::Apply(Apply {
+        change: update(s, spec),
+        done: Some(ev(
+            EventKind::Failover,
+            dead_host,
+            format!(
+                "service {name} re-pinned from {from_host} to {}",
+                target.hostname
+            ),
+            vec![
+                ("service", name.clone()),
+                ("from", from_host.clone()),
+                ("to", target.hostname.clone()),
+                ("constraints", new.join(",")),
+                ("state", "pending".into()),
+            ],
+        )),
+        action: "failover",
+        adds_task_on: Some(target.id.clone()),
+        started: Some(Started::Failover {
+            service_id,
+            service: name,
+            to_id: target.id.clone(),
+            to_host: target.hostname.clone(),
+        }),
+    })
 }
 
 /// Settling node `id`, first its services: each failed over from it gets its own update order
@@ -703,6 +865,7 @@ fn settle_service(id: &str, host: &str, s: &Service) -> Option<Apply> {
             done: None,
             action: "settle",
             adds_task_on: None,
+            started: None,
         });
     }
     let added = labels.remove(&surge_label(id))?;
@@ -722,6 +885,7 @@ fn settle_service(id: &str, host: &str, s: &Service) -> Option<Apply> {
         )),
         action: "settle",
         adds_task_on: None,
+        started: None,
     })
 }
 
@@ -782,6 +946,7 @@ pub fn force_update(service: &str, node: &str, why: &str, s: &Service) -> Option
         )),
         action: "force_update",
         adds_task_on: None,
+        started: None,
     })
 }
 
@@ -1065,16 +1230,29 @@ mod tests {
         ];
         all[2].availability = Availability::Drain;
         let load = HashMap::from([("a".to_owned(), 3), ("b".to_owned(), 1)]);
-        assert_eq!(pick_standby(&all, "x", &load).unwrap().id, "b");
+        assert_eq!(pick_standby(&all, "x", &load, None).unwrap().id, "b");
         assert_eq!(
-            pick_standby(&all, "b", &load).unwrap().id,
+            pick_standby(&all, "b", &load, None).unwrap().id,
             "a",
             "never the dead one"
         );
-        all[0].state = SwarmState::Down;
-        assert!(pick_standby(&all, "b", &load).is_none());
+        let only_a = BTreeSet::from(["a".to_owned()]);
         assert_eq!(
-            pick_standby(&all[..2], "x", &HashMap::new()).unwrap().id,
+            pick_standby(&all, "x", &load, Some(&only_a)).unwrap().id,
+            "a",
+            "b is not fit (its agent is silent): the more loaded a it is"
+        );
+        assert!(pick_standby(&all, "x", &load, Some(&BTreeSet::new())).is_none());
+        all[0].state = SwarmState::Down;
+        assert!(pick_standby(&all, "b", &load, None).is_none());
+        assert!(
+            pick_standby(&all, "x", &load, Some(&only_a)).is_none(),
+            "fit to decide, but Swarm says down"
+        );
+        assert_eq!(
+            pick_standby(&all[..2], "x", &HashMap::new(), None)
+                .unwrap()
+                .id,
             "b",
             "a is down"
         );
@@ -1212,30 +1390,122 @@ mod tests {
     }
 
     #[test]
-    fn a_later_failover_touches_only_pinned_services() {
-        let tasks = [task("web", "w1", true), task("db", "w1", true)];
-        let plan = Evacuation::new("w1", "node1", true, fleet(), &tasks).unwrap();
-        let web = svc("web", Some(3), &[], &[]);
-        assert!(plan.service(&web).is_some(), "an evacuation surges web");
-        assert!(
-            plan.failover_only(&web).is_none(),
-            "a later failover does not"
-        );
+    fn an_evacuation_fails_over_only_to_a_fit_standby_and_strands_otherwise() {
+        let tasks = [task("db", "w1", true)];
         let db = svc(
             "db",
             Some(1),
             &["node.hostname==node1"],
             &[(LABEL_FAILOVER, "true")],
         );
-        let plan = Evacuation::new("w1", "node1", false, fleet(), &tasks).unwrap();
-        let Some(Step::Apply(a)) = plan.failover_only(&db) else {
+        // s1 is the less loaded, but not fit: s2 takes db
+        let plan = Evacuation::new("w1", "node1", true, fleet(), &tasks)
+            .unwrap()
+            .only(&["s2".to_owned()]);
+        let Some(Step::Apply(a)) = plan.service(&db) else {
             panic!("db fails over")
         };
-        assert_eq!(a.action, "failover");
         assert_eq!(
-            order(service_spec(&Step::Apply(a))),
-            None,
-            "stop-first (as it was) once the node is settled"
+            a.started,
+            Some(Started::Failover {
+                service_id: "db".into(),
+                service: "db-name".into(),
+                to_id: "s2".into(),
+                to_host: "node4".into(),
+            })
+        );
+        // none fit: stranded, watched, and the event says why for each standby
+        let plan = Evacuation::new("w1", "node1", true, fleet(), &tasks)
+            .unwrap()
+            .only(&[]);
+        let Some(Step::Stranded(e, st)) = plan.service(&db) else {
+            panic!("db is stranded")
+        };
+        assert_eq!(e.kind, EventKind::FailoverImpossible);
+        assert!(
+            e.message.contains("node3: its agent is silent")
+                && e.message.contains("node4: its agent is silent"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            st,
+            Started::Stranded {
+                service_id: "db".into(),
+                service: "db-name".into(),
+                pinned_to: "w1".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_retarget_moves_a_service_off_a_failed_standby_start_first() {
+        // db failed over from w1 to s1, which never started it
+        let mut db = svc(
+            "db",
+            Some(1),
+            &["node.platform.os==linux", "node.id==s1"],
+            &[(LABEL_FAILOVER, "true")],
+        );
+        if let Some(spec) = db.spec.as_mut() {
+            spec.update_config = Some(ServiceSpecUpdateConfig {
+                order: Some(Order::STOP_FIRST),
+                ..Default::default()
+            });
+        }
+        let load = HashMap::new();
+        let to = ["s1".to_owned(), "s2".to_owned()];
+        let step = retarget(&db, "s1", ("w1", "node1"), &fleet(), &load, &to);
+        let spec = service_spec(&step);
+        assert_eq!(
+            constraints(spec),
+            ["node.platform.os==linux", "node.id==s2"],
+            "never back to where it failed"
+        );
+        assert_eq!(order(spec), Some(Order::START_FIRST));
+        assert_eq!(
+            spec.labels.as_ref().and_then(|l| l.get(&order_label("w1"))),
+            Some(&"stop-first".to_owned()),
+            "settling the dead node restores the order"
+        );
+        let Step::Apply(a) = &step else { panic!() };
+        let done = a.done.as_ref().unwrap();
+        assert_eq!(done.node.as_deref(), Some("node1"), "the dead node's event");
+        assert!(done.details.contains(&("from", "node3".to_owned())));
+        assert!(done.details.contains(&("to", "node4".to_owned())));
+        // nothing fit in Swarm's view: stranded where it is
+        let step = retarget(
+            &db,
+            "s1",
+            ("w1", "node1"),
+            &fleet(),
+            &load,
+            &["s1".to_owned()],
+        );
+        assert!(matches!(
+            step,
+            Step::Stranded(_, Started::Stranded { ref pinned_to, .. }) if pinned_to == "s1"
+        ));
+        // an operator pinned it elsewhere meanwhile: no longer ours
+        let moved = svc("db", Some(1), &["node.id==w2"], &[(LABEL_FAILOVER, "true")]);
+        let step = retarget(&moved, "s1", ("w1", "node1"), &fleet(), &load, &to);
+        assert!(matches!(step, Step::Stranded(_, Started::Gone { .. })));
+    }
+
+    #[test]
+    fn a_surge_is_watched_for_the_replicas_it_had() {
+        let tasks = [task("web", "w1", true), task("web", "w2", true)];
+        let plan = Evacuation::new("w1", "node1", true, fleet(), &tasks).unwrap();
+        let Some(Step::Apply(a)) = plan.service(&svc("web", Some(2), &[], &[])) else {
+            panic!("web is surged")
+        };
+        assert_eq!(
+            a.started,
+            Some(Started::Surge {
+                service_id: "web".into(),
+                service: "web-name".into(),
+                want: 2,
+            })
         );
     }
 
@@ -1293,7 +1563,8 @@ mod tests {
                 (
                     "constraints",
                     "node.platform.os==linux,node.id==s2".to_owned()
-                )
+                ),
+                ("state", "pending".to_owned())
             ]
         );
 
@@ -1366,16 +1637,20 @@ mod tests {
             &["node.hostname==node1"],
             &[(LABEL_FAILOVER, "true")],
         );
-        let Some(Step::Report(e)) = plan.service(&db) else {
-            panic!("no standby: a report")
+        let Some(Step::Stranded(e, _)) = plan.service(&db) else {
+            panic!("no standby: a report, and watched")
         };
         assert_eq!(e.kind, EventKind::FailoverImpossible);
-        assert!(e.message.contains("no healthy node"), "{}", e.message);
+        assert!(e.message.contains("no standby is fit"), "{}", e.message);
         assert_eq!(
             e.details,
             [
                 ("service", "db-name".to_owned()),
-                ("reason", NO_STANDBY.to_owned())
+                ("reason", NO_STANDBY.to_owned()),
+                (
+                    "standbys",
+                    "node3: not active in Swarm; node4: Swarm does not report it ready".to_owned()
+                )
             ]
         );
 

@@ -16,6 +16,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use leakmon_protocol::EventKind;
 
+use super::confirm::Started;
 use super::plan::{self, ev, Apply, Change, Evacuation, NodeStep, SetNode, Step, TaskFacts};
 // The control loop (mod.rs) and leader.rs's tests find these here.
 pub use super::plan::{Ev, NodeFacts};
@@ -211,10 +212,19 @@ impl SwarmApi {
         ))
     }
 
-    /// Takes a dead node out: pause (labelled), fail over its pinned services, and either
-    /// surge its replicated services (settled later) or drain it at once.
-    pub async fn evacuate(&self, id: &str, host: &str, surge: bool, now_ms: i64) -> Vec<Ev> {
+    /// Takes a dead node out: pause (labelled), fail over its pinned services to the least
+    /// loaded of the fit `standbys`, and either surge its replicated services (settled later)
+    /// or drain it at once. Returns the events and what to watch to its effect.
+    pub async fn evacuate(
+        &self,
+        id: &str,
+        host: &str,
+        surge: bool,
+        standbys: &[String],
+        now_ms: i64,
+    ) -> (Vec<Ev>, Vec<Started>) {
         let mut out = Vec::new();
+        let mut started = Vec::new();
         if !self
             .node_step(
                 id,
@@ -225,67 +235,133 @@ impl SwarmApi {
             )
             .await
         {
-            return out;
+            return (out, started);
         }
         // Read once the node is paused or drained, so the plan sees the Swarm as that left it.
         let (services, tasks, nodes) = match self.read_all().await {
             Ok(v) => v,
             Err(e) => {
                 out.push(failed(host, "evacuate", e));
-                return out;
+                return (out, started);
             }
         };
         let mut plan = match Evacuation::new(id, host, surge, nodes, &tasks) {
-            Ok(p) => p,
+            Ok(p) => p.only(standbys),
             Err(why) => {
                 out.push(failed(host, "evacuate", why));
-                return out;
+                return (out, started);
             }
         };
         for s in &services {
-            let a = match plan.service(s) {
-                None => continue,
-                Some(Step::Report(e)) => {
-                    out.push(e);
-                    continue;
-                }
-                Some(Step::Apply(a)) => a,
+            let Some(step) = plan.service(s) else {
+                continue;
             };
-            if self.apply(host, &a, &mut out).await {
+            if let Some(a) = self.step(host, step, &mut out, &mut started).await {
                 plan.applied(&a);
             }
         }
-        out
+        (out, started)
     }
 
-    /// Fails over what is still pinned to a dead node, now that a standby may be ready (the
-    /// node itself, and the surge, are as the evacuation left them). `start_first` while the
-    /// node is paused and not yet settled (whose settling restores the update order).
-    pub async fn failover(&self, id: &str, host: &str, start_first: bool) -> Vec<Ev> {
+    /// Carries out one service's step: its events, and what to watch (not in a dry run:
+    /// nothing was done). The change made, if one was.
+    async fn step(
+        &self,
+        host: &str,
+        step: Step,
+        out: &mut Vec<Ev>,
+        started: &mut Vec<Started>,
+    ) -> Option<Apply> {
+        match step {
+            Step::Report(e) => out.push(e),
+            Step::Stranded(e, s) => {
+                out.push(e);
+                if !self.dry_run {
+                    started.push(s);
+                }
+            }
+            Step::Apply(a) => {
+                if self.apply(host, &a, out).await {
+                    if !self.dry_run {
+                        started.extend(a.started.clone());
+                    }
+                    return Some(a);
+                }
+            }
+        }
+        None
+    }
+
+    /// Moves service `service_id`, pinned to node `from` now, to the least loaded of the fit
+    /// standbys `to`, on behalf of dead node `dead` (`dead_host`).
+    pub async fn retarget(
+        &self,
+        service_id: &str,
+        from: &str,
+        (dead, dead_host): (&str, &str),
+        to: &[String],
+    ) -> (Vec<Ev>, Vec<Started>) {
         let mut out = Vec::new();
+        let mut started = Vec::new();
         let (services, tasks, nodes) = match self.read_all().await {
             Ok(v) => v,
             Err(e) => {
-                out.push(failed(host, "failover", e));
-                return out;
+                out.push(failed(dead_host, "failover", e));
+                return (out, started);
             }
         };
-        let mut plan = match Evacuation::new(id, host, start_first, nodes, &tasks) {
-            Ok(p) => p,
-            Err(why) => {
-                out.push(failed(host, "failover", why));
-                return out;
-            }
-        };
-        for s in &services {
-            match plan.failover_only(s) {
-                None => {}
-                Some(Step::Report(e)) => out.push(e),
-                Some(Step::Apply(a)) if self.apply(host, &a, &mut out).await => plan.applied(&a),
-                Some(Step::Apply(_)) => {}
+        let mut tasks_on: HashMap<String, usize> = HashMap::new();
+        for t in &tasks {
+            if let Some(n) = &t.node_id {
+                *tasks_on.entry(n.clone()).or_default() += 1;
             }
         }
-        out
+        let step = match services
+            .iter()
+            .find(|s| s.id.as_deref() == Some(service_id))
+        {
+            Some(s) => plan::retarget(s, from, (dead, dead_host), &nodes, &tasks_on, to),
+            None => Step::Stranded(
+                plan::ev(
+                    EventKind::Confirmed,
+                    dead_host,
+                    format!("service {service_id} no longer exists: nothing left to fail over"),
+                    vec![
+                        ("service", service_id.to_owned()),
+                        ("action", "failover".into()),
+                    ],
+                ),
+                Started::Gone {
+                    service_id: service_id.to_owned(),
+                },
+            ),
+        };
+        self.step(dead_host, step, &mut out, &mut started).await;
+        (out, started)
+    }
+
+    /// For each of `services`, the nodes running one of its tasks (desired and actual state
+    /// running), one entry per task; `None` for a service Swarm no longer lists.
+    pub async fn watched_tasks(
+        &self,
+        services: &[String],
+    ) -> Result<Vec<(String, Option<Vec<String>>)>, bollard::errors::Error> {
+        let (all, tasks) = tokio::try_join!(self.services(), self.running_tasks())?;
+        let tasks: Vec<TaskFacts> = tasks.iter().map(TaskFacts::from_api).collect();
+        Ok(services
+            .iter()
+            .map(|id| {
+                let exists = all.iter().any(|s| s.id.as_deref() == Some(id.as_str()));
+                let on = exists.then(|| {
+                    tasks
+                        .iter()
+                        .filter(|t| t.running && t.service_id.as_deref() == Some(id.as_str()))
+                        .filter_map(|t| t.node_id.clone())
+                        .collect()
+                });
+                (id.clone(), on)
+            })
+            .collect())
     }
 
     /// Scales back the surge recorded for a node, then drains it.
