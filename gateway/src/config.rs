@@ -153,6 +153,7 @@ impl Default for AlertsConfig {
                 EventKind::AgentLost,
                 EventKind::Failover,
                 EventKind::FailoverImpossible,
+                EventKind::Unconfirmed,
                 EventKind::MassFailure,
                 EventKind::Flapping,
                 EventKind::ActionFailed,

@@ -342,6 +342,11 @@ pub struct Bounds {
 /// be missed: connect, birth, beats.
 pub const AGENT_SETTLE: i64 = 5_000;
 
+/// A failover's task runs on its standby within the gateway's confirmation bound
+/// (`control::confirm::FAILOVER_BOUND`, 10 s), or the gateway says it did not (`unconfirmed`,
+/// `failover_impossible`) by then; plus the poller's period and an event's way to the test.
+pub const FAILOVER_CONFIRMED: i64 = 13_000;
+
 /// How long after a node whose engine was killed shows `ready` again Swarm may take to set its
 /// replicas right (measured: 11 s, see [`History::deaths_handled`]).
 pub const ENGINE_RECONCILE: i64 = 15_000;
@@ -364,6 +369,8 @@ pub struct Verdict {
     pub acted_on_live: usize,
     /// (node, ms from the moment a gateway could act to node_down / web whole / db moved).
     pub deaths: Vec<Death>,
+    /// Failovers of `db` judged by [`History::failovers_confirmed`].
+    pub failovers: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -614,7 +621,59 @@ impl History {
         v.violations.extend(self.no_sample_lost());
         v.violations.extend(self.nothing_forced());
         v.violations.extend(self.one_active_gateway());
+        let (judged, unconfirmed) = self.failovers_confirmed();
+        v.failovers = judged;
+        v.violations.extend(unconfirmed);
         v
+    }
+
+    /// Every failover of `db` either runs on the node it went to within
+    /// [`FAILOVER_CONFIRMED`] (a poll shows it running there), or the gateway said within that
+    /// bound that it did not (`unconfirmed`, then another failover, or `failover_impossible`):
+    /// never a success that did not happen and nobody told. A failover too close to the
+    /// run's end to be judged is a violation too (the run waits long enough after the last
+    /// fault). Returns how many were judged, and the violations.
+    pub fn failovers_confirmed(&self) -> (usize, Vec<String>) {
+        let mut judged = 0;
+        let mut out = Vec::new();
+        for e in &self.events {
+            if e.kind != "failover" || e.service != "db" {
+                continue;
+            }
+            let until = e.t + FAILOVER_CONFIRMED;
+            if until > self.end {
+                out.push(format!(
+                    "failover of db to {} at {} ms: the run ended at {} ms, before it could be judged",
+                    e.to, e.t, self.end
+                ));
+                continue;
+            }
+            judged += 1;
+            let to =
+                e.to.strip_prefix("node")
+                    .and_then(|n| n.parse::<u32>().ok());
+            let ran = self
+                .polls
+                .iter()
+                .filter(|p| p.t >= e.t && p.t <= until)
+                .any(|p| to.is_some_and(|n| p.db == [n]));
+            let said = self.events.iter().any(|x| {
+                x.t > e.t
+                    && x.t <= until
+                    && x.service == "db"
+                    && matches!(x.kind.as_str(), "unconfirmed" | "failover_impossible")
+            });
+            if !ran && !said {
+                out.push(format!(
+                    "failover of db to {} at {} ms: not running there within {} ms, and no unconfirmed or failover_impossible said so (faults then: {})",
+                    e.to,
+                    e.t,
+                    FAILOVER_CONFIRMED,
+                    self.faults_at(e.t)
+                ));
+            }
+        }
+        (judged, out)
     }
 
     /// Nothing on the rig is unhealthy, so no service is ever force-updated: a
@@ -1089,6 +1148,7 @@ pub fn summary(h: &History, v: &Verdict) -> String {
         "\n| checked over the whole history | result |\n|---|---|\n\
          | `node_down` / drain / failover of a live node | {} |\n\
          | deaths judged (cable out long enough) | {} |\n\
+         | failovers of `db` judged (running on their standby within 13 s, or said not to) | {} |\n\
          | `node_down` after a gateway could act, median (min-max) | {} |\n\
          | `web` whole on live nodes, median (min-max) | {} |\n\
          | `db` on the standby, median (min-max) | {} |\n\
@@ -1096,6 +1156,7 @@ pub fn summary(h: &History, v: &Verdict) -> String {
          | violations | {} |\n",
         v.acted_on_live,
         v.deaths.len(),
+        v.failovers,
         median(&|d| d.down),
         median(&|d| d.whole),
         median(&|d| d.db),
@@ -1165,7 +1226,11 @@ mod tests {
                 ev(-1_000, "gateway_active", 1),
                 ev(11_800, "node_down", 4),
                 ev(11_900, "drain", 4),
-                ev(12_000, "failover", 4),
+                Event {
+                    service: "db".into(),
+                    to: "node3".into(),
+                    ..ev(12_000, "failover", 4)
+                },
                 ev(41_000, "node_up", 4),
                 ev(101_000, "reactivate", 4),
             ],
@@ -1191,6 +1256,40 @@ mod tests {
         assert_eq!(v.deaths.len(), 1);
         assert_eq!(v.deaths[0].down, Some(1_800));
         assert_eq!(v.deaths[0].db, Some(3_000));
+        assert_eq!(v.failovers, 1, "the failover was judged");
+    }
+
+    #[test]
+    fn a_failover_that_never_runs_and_nobody_said_so_is_a_violation() {
+        let mut h = good();
+        // db never shows up on node3
+        for p in &mut h.polls {
+            p.db = vec![4];
+        }
+        let (judged, v) = h.failovers_confirmed();
+        assert_eq!(judged, 1);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("failover of db to node3"), "{v:?}");
+        // said so in time: the gateway moved it on (or found it impossible)
+        for kind in ["unconfirmed", "failover_impossible"] {
+            let mut said = h.clone();
+            said.events.push(Event {
+                service: "db".into(),
+                ..ev(22_000, kind, 4)
+            });
+            assert_eq!(said.failovers_confirmed().1, Vec::<String>::new(), "{kind}");
+        }
+        // said too late
+        h.events.push(Event {
+            service: "db".into(),
+            ..ev(12_000 + FAILOVER_CONFIRMED + 1, "unconfirmed", 4)
+        });
+        assert_eq!(h.failovers_confirmed().1.len(), 1);
+        // a failover the run ended too soon after cannot pass unjudged
+        let mut short = good();
+        short.end = 12_000 + FAILOVER_CONFIRMED - 1;
+        let (judged, v) = short.failovers_confirmed();
+        assert_eq!((judged, v.len()), (0, 1), "{v:?}");
     }
 
     /// node1 drained (by an earlier death) when the history starts.

@@ -11,6 +11,10 @@
 //!                                          (scripts/rabbitmq-cluster); the broker node the
 //!                                          active gateway is on is SIGKILLed as node4's link
 //!                                          is cut
+//!   bench_control gray [TRIALS]            gray failures: node4 frozen (every process
+//!                                          stopped, its kernel answering), and node4 cut
+//!                                          with the first-choice standby (node5) frozen at
+//!                                          the same moment; Swarm alone and leakmon
 //!   bench_control election TICKS [TRIALS] [restart]   Swarm alone: set the Raft election
 //!                                          tick through the API (`Spec.Raft.ElectionTick`),
 //!                                          (restart every manager's engine), then time the
@@ -83,11 +87,22 @@ fn trial(events: Option<&Subscriber>) -> Trial {
 
 /// A trial whose fault is node4's cut, `also` run right before it.
 fn trial_with(events: Option<&Subscriber>, also: impl FnOnce()) -> Trial {
+    trial_of(events, also, &["cut", "4"], &[&["restore", "4"]])
+}
+
+/// A trial whose fault is `fault` (a rig command), `also` run right before it, healed by
+/// `heal` (rig commands).
+fn trial_of(
+    events: Option<&Subscriber>,
+    also: impl FnOnce(),
+    fault: &[&str],
+    heal: &[&[&str]],
+) -> Trial {
     prepare_services();
     let seen = events.map(|e| e.all().len()).unwrap_or(0);
     also();
     let t0 = Instant::now();
-    rig(&["cut", "4"]);
+    rig(fault);
     let mut t = Trial::default();
     while t0.elapsed() < LIMIT && (t.down.is_none() || t.web.is_none() || t.db.is_none()) {
         let now = secs(t0.elapsed());
@@ -124,9 +139,119 @@ fn trial_with(events: Option<&Subscriber>, also: impl FnOnce()) -> Trial {
             .filter(|j| j["kind"] == "node_down" && j["node"] != "node4")
             .count();
     }
-    rig(&["restore", "4"]);
+    for h in heal {
+        rig(h);
+    }
     eprintln!("  trial: {t:?}");
     t
+}
+
+/// Gray failures, Swarm alone beside leakmon, shipped defaults: node4 frozen (every process
+/// stopped, its kernel still answering TCP), and node4's cable pulled while the standby the
+/// gateway would choose first (node5: fewer tasks than node3) is frozen at the same moment.
+fn gray(trials: usize) {
+    let _rig = Rig;
+    rig(&["up", "3", "2"]);
+    let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
+    let influx = Service::influxdb_on("0.0.0.0");
+    create_services();
+    // two standbys; node3 runs one more task, so node5 is the first choice
+    docker(
+        1,
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "leakmon.standby=true",
+            "node5",
+        ],
+    );
+    docker(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "load",
+            "--constraint",
+            "node.hostname==node3",
+            "leakmon-test/busybox",
+            "sleep",
+            "100000",
+        ],
+    );
+    let _agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
+    let frozen = &["freeze", "4"][..];
+    let thaw4: &[&[&str]] = &[&["thaw", "4"]];
+    let standby_frozen: &[&[&str]] = &[&["restore", "4"], &["thaw", "5"]];
+    let freeze5 = || {
+        rig(&["freeze", "5"]);
+    };
+    eprintln!("Swarm alone: node4 frozen, {trials} trials");
+    let alone_frozen: Vec<Trial> = (0..trials)
+        .map(|_| trial_of(None, || {}, frozen, thaw4))
+        .collect();
+    eprintln!("Swarm alone: node4 cut, the first-choice standby frozen, {trials} trials");
+    let alone_standby: Vec<Trial> = (0..trials)
+        .map(|_| trial_of(None, freeze5, &["cut", "4"], standby_frozen))
+        .collect();
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+    let extra = "[reschedule]\ncooldown = \"1s\"\n";
+    wait_for(Duration::from_secs(90), || {
+        node_line(1, 4).starts_with("active ready").then_some(())
+    })
+    .expect("node4 back before the gateways start");
+    let gateways =
+        start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, extra));
+    wait_gateway_active(&events);
+    eprintln!("leakmon: node4 frozen, {trials} trials");
+    let with_frozen: Vec<Trial> = (0..trials)
+        .map(|_| trial_of(Some(&events), || {}, frozen, thaw4))
+        .collect();
+    eprintln!("leakmon: node4 cut, the first-choice standby frozen, {trials} trials");
+    let with_standby: Vec<Trial> = (0..trials)
+        .map(|_| trial_of(Some(&events), freeze5, &["cut", "4"], standby_frozen))
+        .collect();
+    drop(gateways);
+    println!("| gray failures, from the fault | Swarm alone | leakmon |");
+    println!("|---|---|---|");
+    for (what, alone, with) in [
+        (
+            "node4 frozen (every process stopped)",
+            &alone_frozen,
+            &with_frozen,
+        ),
+        (
+            "node4's cable pulled, standby frozen at the death",
+            &alone_standby,
+            &with_standby,
+        ),
+    ] {
+        println!(
+            "| {what}: node declared down | {} | {} |",
+            cell(alone, |t| t.down),
+            cell(with, |t| t.down)
+        );
+        println!(
+            "| {what}: `web` at full strength on live nodes | {} | {} |",
+            cell(alone, |t| t.web),
+            cell(with, |t| t.web)
+        );
+        println!(
+            "| {what}: pinned `db` running on another node | {} | {} |",
+            cell(alone, |t| t.db),
+            cell(with, |t| t.db)
+        );
+    }
+    println!(
+        "\nmedian (min-max) of {trials} trials each; polled every ~20 ms through the Docker API of \
+         node1. Frozen: `rig.sh freeze 4` (SIGSTOP of node4's engine, containerd, shims, \
+         containers and agent). Standby frozen: node3 and node5 carry `leakmon.standby=true`, \
+         node3 runs one task more (so node5 is the first choice); node5 is frozen and node4's \
+         cable pulled at once. Shipped defaults but `reschedule.cooldown = \"1s\"` (node4 dies \
+         in every trial)."
+    );
 }
 
 /// Plugs manager `old`'s cable back and waits until another manager sees it active and ready.
@@ -359,6 +484,13 @@ fn main() {
             .and_then(|a| a.parse().ok())
             .unwrap_or(3);
         return broker_cluster(trials);
+    }
+    if std::env::args().nth(1).as_deref() == Some("gray") {
+        let trials = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(3);
+        return gray(trials);
     }
     if std::env::args().nth(1).as_deref() == Some("election") {
         let ticks = std::env::args()

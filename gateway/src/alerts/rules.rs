@@ -83,6 +83,7 @@ pub fn event_severity(kind: EventKind) -> Severity {
         | EventKind::Flapping
         | EventKind::ActionFailed
         | EventKind::Failover
+        | EventKind::Unconfirmed
         | EventKind::Drain
         | EventKind::ForceUpdate => Severity::Warning,
         _ => Severity::Info,

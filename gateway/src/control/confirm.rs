@@ -381,10 +381,7 @@ fn failover(
     tried.retain(|_, at| now.saturating_duration_since(*at) < TRIED_FOR);
     let pinned = pinned_to.clone();
     let elapsed = now.saturating_duration_since(w.since);
-    let runs_where_pinned = w
-        .running_on
-        .as_ref()
-        .is_some_and(|on| on.contains(&pinned));
+    let runs_where_pinned = w.running_on.as_ref().is_some_and(|on| on.contains(&pinned));
     let service = w.service.clone();
     match stage.clone() {
         // The shell answers a retarget at once; one that got no answer (the role was lost
