@@ -343,6 +343,8 @@ struct Round {
     id: u64,
     asked: Vec<String>,
     reported: Vec<String>,
+    /// Vantage points that reached the target in this round (also in `reported`).
+    answered: Vec<String>,
     started: Instant,
 }
 
@@ -363,6 +365,12 @@ struct Suspicion {
     failed_attempts: u32,
     no_addr_told: bool,
 }
+
+/// The shortest beat interval believed of an agent (its config's own bound).
+pub const MIN_BEAT: Duration = Duration::from_millis(100);
+/// The longest beat interval believed of an agent (its config's own bound): a member claiming
+/// more is suspected after `suspect_beats` of these.
+pub const MAX_BEAT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Detector {
@@ -437,10 +445,13 @@ impl Detector {
         self.due.clear();
         self.silent = 0;
         for (i, m) in list.into_iter().enumerate() {
+            // The agent says how often it beats; what it says is held to what an agent's own
+            // config allows, so no agent can keep itself "fresh" for longer than
+            // `suspect_beats` x [`MAX_BEAT`] of silence.
             let beat = if m.beat_interval.is_zero() {
                 self.p.beat_interval
             } else {
-                m.beat_interval
+                m.beat_interval.clamp(MIN_BEAT, MAX_BEAT)
             };
             let n = match old.remove(&m.name) {
                 Some(mut n) => {
@@ -526,46 +537,52 @@ impl Detector {
         if id < s.first_id || id >= self.next_id {
             return;
         }
-        let current = s.round.as_mut().filter(|r| r.id == id);
-        let asked = match &current {
-            Some(r) => r.asked.iter().any(|a| a == prober),
-            None => s.used.iter().any(|a| a == prober),
-        };
-        if !asked {
-            return;
-        }
-        if answered > 0 {
-            s.round = None;
-            s.first_id = self.next_id;
-            s.failed_from.clear();
-            s.failed_attempts = 0;
-            s.next_round = Some(now + self.p.recheck);
-            let n = &mut self.nodes[i];
-            if n.status != Status::Quiet {
-                n.status = Status::Quiet;
-                self.pending.push(Out::Alive {
-                    node: target.to_owned(),
-                    how: Refuted::Answered {
-                        prober: prober.to_owned(),
-                    },
-                });
-            }
-            return;
-        }
-        // A failure counts only in its own round (a late one was already counted missing).
-        let Some(r) = current else {
+        // Only the round under way counts, and only from a vantage point it asked: a report
+        // naming an older round (a replay, or a liar's) is no evidence about now.
+        let Some(r) = s.round.as_mut().filter(|r| r.id == id) else {
             return;
         };
-        if r.reported.iter().any(|a| a == prober) {
+        if !r.asked.iter().any(|a| a == prober) || r.reported.iter().any(|a| a == prober) {
             return;
         }
         r.reported.push(prober.to_owned());
+        if answered > 0 {
+            // One vantage point's word is not enough against the others': an answer refutes
+            // at once when a second one agrees, else when the round closes, unless enough
+            // others failed to reach it then (one liar cannot veto a death).
+            r.answered.push(prober.to_owned());
+            if r.answered.len() >= 2 {
+                self.refute(i, target, prober, now);
+            }
+            return;
+        }
         let attempts = attempts.min(self.p.attempts());
         if attempts > 0 {
             s.failed_attempts = s.failed_attempts.saturating_add(attempts);
             if !s.failed_from.iter().any(|a| a == prober) {
                 s.failed_from.push(prober.to_owned());
             }
+        }
+    }
+
+    /// A vantage point reached member `i` (`target`): its host is up, its agent silent.
+    fn refute(&mut self, i: usize, target: &str, prober: &str, now: Instant) {
+        if let Some(s) = self.suspects.get_mut(target) {
+            s.round = None;
+            s.first_id = self.next_id;
+            s.failed_from.clear();
+            s.failed_attempts = 0;
+            s.next_round = Some(now + self.p.recheck);
+        }
+        let n = &mut self.nodes[i];
+        if n.status != Status::Quiet {
+            n.status = Status::Quiet;
+            self.pending.push(Out::Alive {
+                node: target.to_owned(),
+                how: Refuted::Answered {
+                    prober: prober.to_owned(),
+                },
+            });
         }
     }
 
@@ -780,6 +797,22 @@ impl Detector {
         let Some(r) = s.round.take() else {
             return;
         };
+        // One answer this round: it refutes unless at least `m` others failed to reach the
+        // member in the same round (then it is one vantage point against several: a liar, or
+        // a prober seeing something nobody else does).
+        if let Some(first) = r.answered.first() {
+            let failing = r.reported.len() - r.answered.len();
+            if r.answered.len() >= 2 || failing < m {
+                let first = first.clone();
+                self.refute(i, name, &first, now);
+                self.score = self.score.saturating_sub(1);
+                out.append(&mut self.pending);
+                return;
+            }
+        }
+        let Some(s) = self.suspects.get_mut(name) else {
+            return;
+        };
         let too_few = r.reported.len() < m.min(r.asked.len());
         let enough = s.failed_from.len() >= m && s.failed_attempts >= min_failed;
         let status = self.nodes[i].status;
@@ -893,6 +926,7 @@ impl Detector {
             id,
             asked,
             reported: Vec::new(),
+            answered: Vec::new(),
             started: now,
         });
         true
@@ -1005,7 +1039,12 @@ pub fn promise(p: &Params, loss_one_way: f64, rtt: Duration) -> Promise {
         0.0
     };
     let fail = 1.0 - attempt_success;
-    let p_false_per_suspicion = fail.powf(f64::from(p.min_failed()));
+    // Dead needs `confirmations` vantage points failing `min_failed` attempts between them,
+    // whatever one other may answer (one answer is outvoted then: a liar's word is worth no
+    // more than an honest one's), so any `confirmations` of the `vantage_points` may be the
+    // unlucky ones.
+    let ways = binomial(p.vantage_points, p.confirmations.max(1));
+    let p_false_per_suspicion = (ways * fail.powf(f64::from(p.min_failed()))).min(1.0);
     let s_secs = s.as_secs_f64().max(1e-3);
     let suspicions_per_hour = 3600.0 / s_secs;
     // The fewest losses in a row of one beat's segment that hold the stream silent for
@@ -1029,6 +1068,14 @@ pub fn promise(p: &Params, loss_one_way: f64, rtt: Duration) -> Promise {
         suspicions_per_hour_tcp,
         p_false_dead_per_hour,
     }
+}
+
+/// n choose k, as a float (small n).
+fn binomial(n: usize, k: usize) -> f64 {
+    if k > n {
+        return 0.0;
+    }
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
 }
 
 #[cfg(test)]
@@ -1290,8 +1337,8 @@ mod tests {
             let ps = probes(&a);
             assert_eq!(ps.len(), 3, "{a:?}");
             f.run_to(base + 1_810);
-            // Two vantage points' attempts all lost, one got through.
-            f.report(&ps, &[0, 0, 1]);
+            // One vantage point's attempts all lost, two got through.
+            f.report(&ps, &[0, 1, 1]);
             let a = f.run_to(base + 2_100);
             assert!(a.contains(&Out::Alive {
                 node: "n2".into(),
@@ -1330,7 +1377,7 @@ mod tests {
             assert_eq!(ps.len(), 3, "round {round}");
             assert_eq!(f.now - answered, 2_000);
             f.run_to(f.now + 810);
-            f.report(&ps, &[1, 0, 0]);
+            f.report(&ps, &[1, 2, 0]);
             answered = f.now;
             let next = f.now + 10;
             assert!(quiet_for(&mut f, next));
@@ -1593,6 +1640,104 @@ mod tests {
         assert_eq!(f.d.status("n1"), Some(Status::Alive));
     }
 
+    // One liar (issue 26): a single vantage point's word against the others'.
+    #[test]
+    fn one_lying_vantage_point_cannot_veto_a_death() {
+        let (mut f, ps) = suspect("n2");
+        // the liar answers at once; the other two find nothing
+        f.run_to(2_100);
+        f.d.on_report(&ps[0].1, ps[0].0, "n2", 1, 1, f.at(2_100));
+        assert!(
+            f.run_to(2_200).is_empty(),
+            "one answer alone refutes nothing yet"
+        );
+        f.run_to(2_810);
+        f.d.on_report(&ps[1].1, ps[1].0, "n2", 25, 0, f.at(2_810));
+        f.d.on_report(&ps[2].1, ps[2].0, "n2", 25, 0, f.at(2_810));
+        assert_eq!(dead(&f.run_to(2_820)), ["n2"], "outvoted: dead");
+        // ... and on a dead node's recheck, the liar's answer alone does not revive it
+        let ps = probes(&f.run_to(4_820));
+        assert_eq!(ps.len(), 3);
+        f.run_to(5_630);
+        f.report(&ps, &[1, 0, 0]);
+        let a = f.run_to(5_640);
+        assert!(!a.iter().any(|o| matches!(o, Out::Alive { .. })), "{a:?}");
+        assert_eq!(f.d.status("n2"), Some(Status::Dead));
+    }
+
+    #[test]
+    fn a_single_answer_nobody_contradicts_still_refutes_at_the_rounds_end() {
+        let (mut f, ps) = suspect("n2");
+        f.run_to(2_100);
+        f.d.on_report(&ps[0].1, ps[0].0, "n2", 1, 1, f.at(2_100));
+        // the others' reports never come: one answer against no failure
+        f.run_to(3_500);
+        assert_eq!(f.d.status("n2"), Some(Status::Quiet));
+        assert!(f.log.iter().all(|(_, o)| !matches!(o, Out::Dead { .. })));
+    }
+
+    #[test]
+    fn a_report_on_an_earlier_round_or_from_one_not_asked_is_no_evidence() {
+        let (mut f, ps) = suspect("n2");
+        // nobody reports: no verdict, a new round with other vantage points
+        let later = f.next_round(3_000);
+        assert!(!later.is_empty(), "a new round");
+        assert!(f.log.iter().all(|(_, o)| !matches!(o, Out::Dead { .. })));
+        // a replayed answer for the old round, from vantage points asked then
+        f.report(&ps, &[1, 1, 1]);
+        assert_ne!(f.d.status("n2"), Some(Status::Quiet), "old round: ignored");
+        // an answer from a member nobody asked
+        let stranger = f
+            .names()
+            .into_iter()
+            .find(|n| n != "n2" && !later.iter().any(|(_, p, _)| p == n))
+            .expect("someone not asked");
+        let id = later[0].0;
+        let now = f.at(f.now);
+        f.d.on_report(&stranger, id, "n2", 1, 1, now);
+        f.d.on_report(&stranger, id, "n2", 1, 1, now);
+        assert_ne!(f.d.status("n2"), Some(Status::Quiet), "not asked: ignored");
+        // the same vantage point twice counts once
+        f.d.on_report(&later[0].1, id, "n2", 1, 1, now);
+        f.d.on_report(&later[0].1, id, "n2", 1, 1, now);
+        f.run_to(f.now + 10);
+        assert_ne!(f.d.status("n2"), Some(Status::Quiet), "one witness, twice");
+    }
+
+    #[test]
+    fn a_beat_interval_an_agent_claims_is_held_to_an_agents_bounds() {
+        let mut d = Detector::new(Params::default(), 7);
+        let t0 = Instant::now();
+        let liar = Member {
+            name: "liar".into(),
+            addr: "10.0.0.9".into(),
+            beat_interval: Duration::from_secs(24 * 3600),
+        };
+        let others: Vec<Member> = (1..=4).map(|i| member(&format!("n{i}"))).collect();
+        let mut all = others.clone();
+        all.push(liar);
+        d.set_members(&all, t0);
+        let p = Params::default();
+        let bound = p.suspect_after(MAX_BEAT);
+        let mut t = t0;
+        let mut suspected = None;
+        while t < t0 + bound + Duration::from_secs(2) {
+            t += Duration::from_millis(100);
+            for m in &others {
+                d.on_beat(&m.name, t);
+            }
+            if d.tick(t)
+                .iter()
+                .any(|o| matches!(o, Out::Suspect { node } if node == "liar"))
+            {
+                suspected = Some(t);
+                break;
+            }
+        }
+        let at = suspected.expect("suspected, whatever interval it claims");
+        assert!(at.saturating_duration_since(t0) <= bound + Duration::from_millis(200));
+    }
+
     // Rules 1 and 4: a dead node heard again.
     #[test]
     fn a_dead_node_beating_or_answering_again_is_alive() {
@@ -1604,7 +1749,7 @@ mod tests {
         let ps = probes(&f.run_to(4_820));
         assert_eq!(ps.len(), 3);
         f.run_to(5_630);
-        f.report(&ps, &[0, 2, 0]);
+        f.report(&ps, &[0, 2, 1]);
         let a = f.run_to(5_640);
         assert!(
             matches!(
@@ -1847,14 +1992,15 @@ mod tests {
         for loss in LOSSES {
             let p = promise(&d, loss, 50 * MS);
             let ok = (1.0 - loss) * (1.0 - loss);
-            let per = (1.0 - ok).powi(50);
+            // any 2 of the 3 vantage points failing 50 attempts between them
+            let per = 3.0 * (1.0 - ok).powi(50);
             assert_eq!(p.attempts_per_vantage, 25);
             assert!((p.attempt_success - ok).abs() < 1e-12);
             assert!((p.p_false_per_suspicion / per - 1.0).abs() < 1e-9);
             assert!((p.suspicions_per_hour - 3600.0).abs() < 1e-9);
             // Small: 1 - (1 - x)^N is N x.
             assert!(
-                (p.p_false_dead_per_hour / (3600.0 * per) - 1.0).abs() < 1e-6,
+                (p.p_false_dead_per_hour / (3600.0 * per) - 1.0).abs() < 1e-5,
                 "{p:?}"
             );
             assert!(p.suspicions_per_hour_tcp <= p.suspicions_per_hour);
@@ -1864,7 +2010,7 @@ mod tests {
         assert!(at(0.10) < 1e-30);
         assert!(at(0.20) < 1e-18);
         assert!(at(0.30) < 1e-10);
-        assert!(at(0.40) < 1e-6, "{}", at(0.40));
+        assert!(at(0.40) < 3e-6, "{}", at(0.40));
         assert!(at(0.10) < at(0.20) && at(0.20) < at(0.30) && at(0.30) < at(0.40));
         // The TCP estimate: a 1 s stall takes two losses in a row (250 + 250 x 3 ms).
         let p = promise(&d, 0.40, 50 * MS);

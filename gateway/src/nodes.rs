@@ -312,8 +312,11 @@ impl Nodes {
                     swarm_node_id: v.and_then(|v| v.swarm_node_id.clone()),
                     state: n.state.into(),
                     last_seen: n.last_seen,
+                    // held to what an agent's config allows (100 ms to an hour)
                     interval: Duration::from_millis(
-                        v.and_then(|v| v.interval_ms).unwrap_or(1000).max(100),
+                        v.and_then(|v| v.interval_ms)
+                            .unwrap_or(1000)
+                            .clamp(100, 3_600_000),
                     ),
                     beat_interval: v
                         .and_then(|v| v.beat_interval_ms)

@@ -61,6 +61,9 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 const PROBE_LOST: Duration = Duration::from_secs(30);
 /// The longest a surge waits for Swarm to let go of a dead node before it is settled anyway.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A reactivated node is listed active by Swarm within this (the next leader polls), or the
+/// reactivation is `unconfirmed` and asked for again.
+pub const REACTIVATE_BOUND: Duration = Duration::from_secs(10);
 /// A burst ([`Action::Burst`]): this many rounds of connects, one to each probe port, 25 ms
 /// apart. A node whose link loses 40 % of its packets one way answers a connect with
 /// probability 0.6, so all 20 of one port's answers come back with probability 0.6^20 =
@@ -236,6 +239,8 @@ struct Track {
     adopted: bool,
     /// A reactivation was asked for since the node last died.
     reactivate_sent: bool,
+    /// A reactivation waits for Swarm to list the node active (rule 9).
+    reactivate_watch: bool,
     /// Since when Swarm reports it down (while it does).
     down_since: Option<Instant>,
     /// The last burst: (rounds, the most rounds one port answered, when it was sent), and
@@ -340,6 +345,7 @@ impl Decide {
                 held: false,
                 adopted: false,
                 reactivate_sent: false,
+                reactivate_watch: false,
                 down_since: None,
                 burst: None,
                 burst_sent: None,
@@ -469,6 +475,7 @@ impl Decide {
     pub fn on_reactivate_failed(&mut self, node_id: &str) {
         if let Some(t) = self.nodes.get_mut(node_id) {
             t.reactivate_sent = false;
+            t.reactivate_watch = false;
         }
     }
 
@@ -857,10 +864,11 @@ impl Decide {
                 t.back_since = None;
                 t.reactivated_at = Some(now);
                 t.reactivate_sent = true;
+                t.reactivate_watch = true;
                 t.evacuated = false;
                 out.push(Action::Reactivate {
                     node_id: id.to_owned(),
-                    hostname: host,
+                    hostname: host.clone(),
                 });
                 if s.rebalance {
                     out.push(Action::Rebalance);
@@ -873,6 +881,41 @@ impl Decide {
                 // acts again, and a flapping verdict is over.
                 t.evacuated = false;
                 t.flapping = false;
+            }
+        }
+        // Rule 9: a reactivation is done once Swarm lists the node ready and active without
+        // leakmon's label: it takes tasks again. Past the bound it is asked for again.
+        if let (true, Some(at)) = (t.reactivate_watch, t.reactivated_at) {
+            let elapsed = now.saturating_duration_since(at);
+            let after = ("after_ms", elapsed.as_millis().to_string());
+            if t.node.availability == Availability::Active
+                && !t.node.leakmon_drained
+                && t.node.state == SwarmState::Ready
+            {
+                t.reactivate_watch = false;
+                out.push(event(
+                    EventKind::Confirmed,
+                    h,
+                    format!(
+                        "node {host} is active in Swarm again, {:.1} s after its reactivation",
+                        elapsed.as_secs_f64()
+                    ),
+                    vec![("action", "reactivate".into()), after],
+                ));
+            } else if elapsed >= REACTIVATE_BOUND {
+                // Said once, not asked again: a refused call is asked again on its own
+                // (`on_reactivate_failed`); anything else (a dry run, an operator's change)
+                // is not for leakmon to fight.
+                t.reactivate_watch = false;
+                out.push(event(
+                    EventKind::Unconfirmed,
+                    h,
+                    format!(
+                        "node {host} is not active in Swarm {} s after its reactivation",
+                        elapsed.as_secs()
+                    ),
+                    vec![("action", "reactivate".into()), after],
+                ));
             }
         }
     }
@@ -1567,7 +1610,29 @@ mod tests {
         assert!(!has(&a, |x| matches!(x, Action::Rebalance)));
         f.swarm_mut(5).availability = Availability::Active;
         f.swarm_mut(5).leakmon_drained = false;
-        assert!(quiet(&f.run_to(112.0)));
+        let a = f.run_to(112.0);
+        assert_eq!(
+            kinds(&a),
+            [EventKind::Confirmed],
+            "Swarm shows it active: {a:?}"
+        );
+        assert!(quiet(&f.run_to(113.0)));
+    }
+
+    #[test]
+    fn a_reactivation_swarm_does_not_show_is_unconfirmed_once() {
+        let mut f = node2_drained_by_leakmon();
+        assert!(has(&f.run_to(6.0), |x| matches!(
+            x,
+            Action::Reactivate { .. }
+        )));
+        for t in 7..16 {
+            assert!(kinds(&f.run_to(f64::from(t))).is_empty());
+        }
+        assert_eq!(kinds(&f.run_to(16.0)), [EventKind::Unconfirmed]);
+        for t in 17..60 {
+            assert!(kinds(&f.run_to(f64::from(t))).is_empty(), "once");
+        }
     }
 
     #[test]
