@@ -25,17 +25,10 @@ use leakmon_e2e::lockdown::{self, influx_count, payloads, Killed, LockedBroker};
 use leakmon_e2e::swarm::{
     self, docker, fleet_up, node_id, rig, start_agents, start_gateways, wait_gateway_active, NODES,
 };
-use leakmon_e2e::{wait_for, Agent, Gateway, Service, Subscriber};
+use leakmon_e2e::{now_ms, wait_for, Agent, Gateway, Service, Subscriber};
 use serde_json::{json, Value};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// A birth (`online`, with an identity) or a Will (`offline`, lost) of `node` with `seq`.
 fn status_json(node: &str, state: &str, seq: u64) -> String {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leakmon_e2e::{
-    bin, docker, free_port, mosquitto_pub, mosquitto_pub_lines, pki, wait_for, Agent, Broker,
-    Received, Subscriber,
+    bin, docker, free_port, mosquitto_pub, mosquitto_pub_lines, now_ms, pki, wait_for, Agent,
+    Broker, Received, Subscriber,
 };
 use leakmon_protocol::{
     decode, encode, Beat, ContainersReport, EngineState, EventReport, Health, HostReport,
@@ -24,13 +24,6 @@ fn config(broker_url: &str, node: &str, extra: &str) -> String {
         "node = \"{node}\"\ninterval = \"1s\"\n{extra}\n[mqtt]\nurl = \"{broker_url}\"\n\
          keep_alive = \"2s\"\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n"
     )
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn status(m: &Received, node: &str) -> Status {

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use leakmon_e2e::swarm::*;
-use leakmon_e2e::{bin, http_get, wait_for, Broker, Daemon, HttpReceiver, Service, Subscriber};
+use leakmon_e2e::{
+    bin, http_get, now_ms, wait_for, Broker, Daemon, HttpReceiver, Service, Subscriber,
+};
 use serde_json::Value;
 
 struct Fleet {
@@ -609,11 +611,4 @@ fn control_loop_on_a_real_five_node_swarm() {
             f.logs()
         )
     });
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -911,3 +911,92 @@ fn gateway_and_agent_fail_over_together_and_the_node_never_looks_offline() {
         "the gateway connected to the second broker:\n{log}"
     );
 }
+
+/// An agent whose wall clock is `skew_s` seconds off (libfaketime; its monotonic clock left
+/// alone, as a Pi's is when its wall clock boots wrong).
+fn skewed_clock(skew_s: i64) -> Vec<String> {
+    vec![
+        "env".into(),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+        "faketime".into(),
+        "-f".into(),
+        format!("{skew_s:+}"),
+    ]
+}
+
+#[test]
+fn samples_of_an_agent_whose_clock_is_wrong_are_stored_at_true_time() {
+    for (skew_s, what) in [(-3600, "an hour behind"), (600, "ten minutes ahead")] {
+        let broker = Broker::start();
+        let db = Service::influxdb();
+        let alerts = Subscriber::start(broker.port, "leakmon/v1/alerts", false);
+        let sub = Subscriber::start(broker.port, "leakmon/v1/nodes/pi/host", false);
+        let gw = Gateway::start(&gateway_config(
+            &broker,
+            &v1(&db),
+            "[leader]\nmode = \"standalone\"\n",
+        ));
+        let start = leakmon_e2e::now_ms();
+        let agent = Agent::start_wrapped(&agent_config(&broker, "pi"), skewed_clock(skew_s));
+        // the agent's own stamps are off by the skew (the fault took)
+        let stamped = wait_for(S(20), || {
+            sub.on("host").first().and_then(|m| m.json()["ts"].as_i64())
+        })
+        .unwrap_or_else(|| panic!("{what}: no host report; agent log:\n{}", agent.log()));
+        assert!(
+            (stamped - start - skew_s * 1000).abs() < 10_000,
+            "{what}: the agent stamps with its own clock: {stamped} vs {start}"
+        );
+        // the clock_skew alert fires, naming the node
+        let fired = wait_for(S(20), || {
+            alerts
+                .all()
+                .into_iter()
+                .map(|m| m.json())
+                .find(|a| a["alert"] == "clock_skew" && a["state"] == "firing")
+        })
+        .unwrap_or_else(|| panic!("{what}: clock_skew fires\n{}", gw.log()));
+        assert_eq!(fired["node"], "pi");
+        std::thread::sleep(S(6));
+        let end = leakmon_e2e::now_ms();
+        drop(agent);
+        // every sample the agent sent is in the database once, at true time but those that
+        // reached the gateway before its run's first beat (at most one), with the offset
+        let q = "SELECT used_percent, clock_offset_ms FROM mem WHERE host = 'pi'";
+        let sent = host_times(&sub, "pi").len();
+        let points = wait_for(S(30), || {
+            let r = rows(&db.influx_query("leakmon", q));
+            (r.len() >= sent).then_some(r)
+        })
+        .unwrap_or_else(|| panic!("{what}: {sent} samples stored\n{}", gw.log()));
+        let mut placed = 0;
+        let mut unplaced = Vec::new();
+        for p in &points {
+            let t = p[0].as_i64().unwrap_or_default();
+            let offset = p[2].as_i64();
+            if (start - 2_000..=end + 2_000).contains(&t) {
+                placed += 1;
+                let o = offset.unwrap_or_else(|| panic!("{what}: corrected point says so: {p:?}"));
+                assert!(
+                    (o - skew_s * 1000).abs() < 1_000,
+                    "{what}: clock_offset_ms {o} within 1 s of the skew"
+                );
+            } else {
+                unplaced.push(p.clone());
+            }
+        }
+        eprintln!(
+            "{what}: {} samples sent, {placed} stored at true time, {} as stamped: {unplaced:?}",
+            sent,
+            unplaced.len()
+        );
+        assert!(
+            placed >= 5,
+            "{what}: judged at least 5 samples, got {placed}"
+        );
+        assert!(
+            unplaced.len() <= 1,
+            "{what}: only a sample ahead of the run's first beat may keep its stamp: {unplaced:?}"
+        );
+    }
+}

@@ -61,6 +61,8 @@ pub enum AlertInput {
     Event(Box<GatewayEvent>),
     /// A node was forgotten: its open alerts resolve, its state goes.
     Forget(String),
+    /// A node's clock is off by this many ms (`Some`: `clock_skew` fires) or right again.
+    Clock(String, Option<i64>),
 }
 
 /// What the tasks send through, and what they read of the session. Clone it freely.

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "config",
         "metrics",
+        "clocks",
         "liveness",
         "detector",
         "schema",

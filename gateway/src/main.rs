@@ -15,6 +15,7 @@ mod acks;
 mod alerts;
 mod broker;
 mod bus;
+mod clocks;
 mod config;
 mod control;
 mod detector;
@@ -297,6 +298,9 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         // awaited at shutdown: it saves the webhook queues last
         tasks.push(tokio::spawn(task.run(rx, shutdown_rx.clone())));
     }
+    // Each agent's clock: written by the beat connection, read by ingest (one short lock per
+    // beat and per report).
+    let clocks = Arc::new(Mutex::new(clocks::Clocks::new()));
     let ingest = ingest::Ingest::new(
         bus,
         topics.clone(),
@@ -306,7 +310,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         cfg.mqtt.shared_group.clone(),
         nodes,
         metrics.clone(),
-        detector.is_some(),
+        detector.is_some().then(|| clocks.clone()),
     );
     let ingest = tokio::spawn(connection.run(ingest));
     if let Some(detector) = detector {
@@ -315,6 +319,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             client_id: ingest::beats::client_id(&control::own_client_id(&cfg)),
             topics: topics.clone(),
             detector,
+            clocks,
             metrics,
         };
         tokio::spawn(beats.run(shutdown_rx.clone()));

@@ -35,6 +35,8 @@ pub struct Metrics {
     detector_dead: AtomicU64,
     refuted: AtomicU64,
     detector_health: AtomicU64,
+    /// Samples written at true time because their agent's clock was off.
+    clock_corrected: AtomicU64,
     cut: AtomicU64,
     mqtt_dropped: AtomicU64,
     too_many_nodes: AtomicU64,
@@ -109,6 +111,11 @@ impl Metrics {
 
     pub fn beat(&self) {
         self.beats.fetch_add(1, Relaxed);
+    }
+
+    /// A sample written at true time, its agent's clock being off (`crate::clocks`).
+    pub fn clock_corrected(&self) {
+        self.clock_corrected.fetch_add(1, Relaxed);
     }
 
     /// A detector verdict: a suspicion, a death, or a suspicion refuted.
@@ -209,6 +216,12 @@ impl Metrics {
                 "Liveness beats received from agents.",
                 "counter",
                 &self.beats,
+            ),
+            (
+                "leakmon_gateway_clock_corrected_total",
+                "Samples written at true time because their agent's clock was off by 2 s or more.",
+                "counter",
+                &self.clock_corrected,
             ),
             (
                 "leakmon_gateway_detector_suspicions_total",

@@ -163,6 +163,7 @@ pub(crate) mod tests {
             run: 3,
             seq,
             ts: 1_764_180_000_123,
+            mono: None,
         }
     }
 
@@ -423,6 +424,8 @@ pub(crate) mod tests {
             node: "edge-01".into(),
             run: 3,
             n,
+            ts: None,
+            mono: None,
         }
     }
 

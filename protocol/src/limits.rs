@@ -246,6 +246,7 @@ mod tests {
                 run: 1,
                 seq: 1,
                 ts: 0,
+                mono: None,
             },
             engine: EngineState::Ok,
             error: None,

@@ -21,8 +21,16 @@ pub struct Header {
     /// Per-node message sequence number within one run: 1, 2, 3, ... over all data channels.
     /// `(run, seq)` orders a node's messages; a gap within a run means a message was lost.
     pub seq: u64,
-    /// When the data was sampled (not sent), in milliseconds since the Unix epoch.
+    /// When the data was sampled (not sent), in milliseconds since the Unix epoch, by the
+    /// agent's clock (which may be wrong: a Pi without a real-time clock boots with a stale
+    /// time until NTP answers).
     pub ts: i64,
+    /// The agent's monotonic clock (`CLOCK_BOOTTIME`, ms) at the same moment: never set by
+    /// hand or NTP, so with the beats' readings of it the gateway maps a sample of this `run`
+    /// to true time whatever the wall clock said then (docs/protocol.md, "clocks"). Absent
+    /// from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mono: Option<u64>,
 }
 
 impl Header {
@@ -35,6 +43,7 @@ impl Header {
             run: 0,
             seq: 0,
             ts,
+            mono: None,
         }
     }
 }
@@ -812,8 +821,10 @@ pub struct Alert {
 /// A liveness beat (`<prefix>/v1/nodes/<node>/beat`): small and frequent, QoS 0, never
 /// retained and never buffered, so that a beat that arrives is a fresh sign of life.
 ///
-/// It has no timestamp on purpose: the receiver times its arrival with its own clock, so
-/// neither clock skew nor a late delivery can make a dead node look alive.
+/// The failure detector times its arrival with the gateway's own clock, so neither clock skew
+/// nor a late delivery can make a dead node look alive. The agent's clock readings it carries
+/// serve only to place samples in time: the gateway learns each agent's clock offset from the
+/// beats it hears in real time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Beat {
     pub v: u32,
@@ -823,6 +834,12 @@ pub struct Beat {
     /// 1, 2, 3, ... within a run, one per beat that was due while connected (it does not
     /// advance while the agent is disconnected). A gap within a run is a beat lost on the way.
     pub n: u64,
+    /// The agent's wall clock when it sent the beat, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+    /// The agent's monotonic clock then (`CLOCK_BOOTTIME`, ms), as in data headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mono: Option<u64>,
 }
 
 /// Gateway -> agent (`<prefix>/v1/probe/<prober>`): probe `target` directly, as a vantage

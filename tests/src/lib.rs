@@ -59,6 +59,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+/// Wall-clock time in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
     loop {
@@ -406,6 +414,17 @@ impl Agent {
             dir.path().join("state").display()
         );
         Agent(Daemon::start("leakmon-agent", dir, &full))
+    }
+
+    /// Starts the agent under `wrapper` (which must exec it), e.g. `faketime` for a wrong
+    /// clock.
+    pub fn start_wrapped(config: &str, wrapper: Vec<String>) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = format!(
+            "state_dir = \"{}\"\n{config}",
+            dir.path().join("state").display()
+        );
+        Agent(Daemon::start_wrapped("leakmon-agent", dir, &full, wrapper))
     }
 
     /// Gives back the directory (state and spool) for a restart.

@@ -56,6 +56,7 @@ impl Alerts {
                         }
                         Input::Event(e) => self.engine.on_event(&e, now),
                         Input::Forget(node) => self.engine.forget(&node),
+                        Input::Clock(node, skew) => self.engine.on_clock(&node, skew, now),
                     }
                 }
                 _ = tick.tick() => self.engine.tick(leakmon_common::now_ms()),

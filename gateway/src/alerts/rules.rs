@@ -490,6 +490,38 @@ impl Engine {
         }
     }
 
+    /// A node's clock off by `skew` ms (`Some`: `clock_skew` fires, a warning: its samples are
+    /// written at true time, see `crate::clocks`) or right again (`None`: it resolves).
+    pub fn on_clock(&mut self, node: &str, skew: Option<i64>, now: i64) -> Vec<Note> {
+        match skew {
+            Some(ms) => {
+                let (by, way) = (
+                    ms.unsigned_abs() as f64 / 1000.0,
+                    if ms < 0 { "behind" } else { "ahead" },
+                );
+                self.open_alert(
+                    "clock_skew",
+                    node,
+                    Severity::Warning,
+                    format!("clock_skew: the clock of {node} is {by:.1} s {way}; its samples are written at true time"),
+                    "clock",
+                    now,
+                )
+                .into_iter()
+                .collect()
+            }
+            None => self
+                .close_alert(
+                    "clock_skew",
+                    node,
+                    format!("clock_skew resolved: the clock of {node} is right again"),
+                    "clock",
+                )
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// A gateway event: alerts if its kind is configured to; `node_up` resolves `node_down`
     /// and `agent_lost` ([`PAIRED_EVENTS`]); the others are one-off notifications.
     pub fn on_event(&mut self, e: &GatewayEvent, now: i64) -> Vec<Note> {
@@ -600,6 +632,7 @@ mod tests {
                 run: 1,
                 seq: 1,
                 ts: 0,
+                mono: None,
             },
             hostname: "n".into(),
             uptime_s: 1,

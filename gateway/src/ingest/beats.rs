@@ -17,6 +17,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::watch;
 
 use super::decode::{decode_message, Incoming};
+use crate::clocks::Clocks;
 use crate::detector::Detector;
 use crate::metrics::Metrics;
 
@@ -27,6 +28,8 @@ pub struct Beats {
     pub client_id: String,
     pub topics: Topics,
     pub detector: Arc<Mutex<Detector>>,
+    /// Each agent's clock, learnt from its beats ([`crate::clocks`]); ingest reads it.
+    pub clocks: Arc<Mutex<Clocks>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -50,17 +53,22 @@ impl Beats {
 
     /// Hands one publish to the detector; malformed ones are counted and logged as ingest's.
     fn on_publish(&self, topic: &str, payload: &[u8], now: Instant) {
-        let (node, msg) =
-            match decode_message(&self.topics, topic, payload, leakmon_common::now_ms()) {
-                Ok(v) => v,
-                Err(r) => {
-                    let n = self
-                        .metrics
-                        .rejected(r.node.as_deref().unwrap_or("?"), r.reason);
-                    super::log_reject(n, &r);
-                    return;
-                }
-            };
+        let now_ms = leakmon_common::now_ms();
+        let (node, msg) = match decode_message(&self.topics, topic, payload, now_ms) {
+            Ok(v) => v,
+            Err(r) => {
+                let n = self
+                    .metrics
+                    .rejected(r.node.as_deref().unwrap_or("?"), r.reason);
+                super::log_reject(n, &r);
+                return;
+            }
+        };
+        if let Incoming::Beat(b) = &msg {
+            if let Ok(mut c) = self.clocks.lock() {
+                c.on_beat(&node, b.run, b.ts, b.mono, now_ms);
+            }
+        }
         let Ok(mut d) = self.detector.lock() else {
             return;
         };

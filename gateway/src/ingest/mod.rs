@@ -19,6 +19,7 @@ use leakmon_common::now_ms;
 use leakmon_protocol::{Channel, Topics};
 
 use crate::bus::{AlertInput, Bus, Handler, Message};
+use crate::clocks::Clocks;
 use crate::liveness::Transition;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
@@ -65,12 +66,28 @@ pub struct Ingest {
     pub shared_group: Option<String>,
     pub nodes: Arc<Mutex<Nodes>>,
     pub metrics: Arc<Metrics>,
+    /// Each agent's clock ([`crate::clocks`]), learnt from the beats on the detector's
+    /// connection (given with the detector: `new`'s `detector_clocks`); samples stamped far
+    /// from true time are written at true time.
+    pub clocks: Arc<Mutex<Clocks>>,
     /// The failure detector runs, fed beats and probe reports on a connection of its own
     /// ([`beats`], which then counts the beats); this one takes beats only in a shared
     /// group, as signs of life.
     pub detector: bool,
     /// Nodes whose Home Assistant discovery went out on this connection.
     announced: BTreeSet<String>,
+}
+
+/// Points of a sample placed at true time carry how far off its agent's stamp was, so a
+/// dashboard (and an operator) can tell corrected samples from others.
+fn with_offset(mut points: Vec<Point>, offset_ms: Option<i64>) -> Vec<Point> {
+    if let Some(o) = offset_ms {
+        for p in &mut points {
+            p.fields
+                .push(("clock_offset_ms".into(), schema::line::Value::Int(o)));
+        }
+    }
+    points
 }
 
 /// Logs the first rejections of each kind per node, then every 100th.
@@ -89,7 +106,7 @@ impl Ingest {
         shared_group: Option<String>,
         nodes: Arc<Mutex<Nodes>>,
         metrics: Arc<Metrics>,
-        detector: bool,
+        detector_clocks: Option<Arc<Mutex<Clocks>>>,
     ) -> Self {
         Ingest {
             bus,
@@ -98,7 +115,8 @@ impl Ingest {
             shared_group,
             nodes,
             metrics,
-            detector,
+            detector: detector_clocks.is_some(),
+            clocks: detector_clocks.unwrap_or_default(),
             announced: BTreeSet::new(),
         }
     }
@@ -220,6 +238,25 @@ impl Ingest {
             .collect()
     }
 
+    /// Places a sample of `node` at true time when its agent's clock is off
+    /// ([`crate::clocks`]): `header.ts` set to it, and the offset returned for the points to
+    /// carry. With `alert`, also opens or resolves the node's `clock_skew` alert.
+    fn clock(&self, node: &str, header: &mut leakmon_protocol::Header, alert: bool) -> Option<i64> {
+        let Ok(mut c) = self.clocks.lock() else {
+            return None;
+        };
+        if alert {
+            if let Some(change) = c.alert_change(node) {
+                tracing::warn!(node = %node, skew_ms = ?change, "agent clock");
+                self.alert(AlertInput::Clock(node.to_owned(), change));
+            }
+        }
+        let fix = c.correct(node, header.run, header.ts, header.mono)?;
+        self.metrics.clock_corrected();
+        header.ts = fix.ts;
+        Some(fix.offset_ms)
+    }
+
     /// Handles one MQTT publish; returns the points to write.
     fn handle(&self, topic: &str, payload: &[u8]) -> Points {
         let ms = now_ms();
@@ -266,6 +303,9 @@ impl Ingest {
                     .lock()
                     .map(|mut n| n.forget(&node))
                     .unwrap_or(false);
+                if let Ok(mut c) = self.clocks.lock() {
+                    c.forget(&node);
+                }
                 if known {
                     tracing::info!(node = %node, "retained status cleared: node forgotten");
                     self.metrics.forget(&node);
@@ -313,8 +353,9 @@ impl Ingest {
                 self.metrics.cut(r.bound());
                 let t = nodes.on_host(&node, &r, now, ms);
                 self.alert(AlertInput::Host(node.clone(), r.clone()));
+                let fix = self.clock(&node, &mut r.header, true);
                 Points {
-                    data: schema::host_points(&nodes.tags(&node), &r),
+                    data: with_offset(schema::host_points(&nodes.tags(&node), &r), fix),
                     seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
                 }
             }
@@ -322,8 +363,9 @@ impl Ingest {
                 self.metrics.cut(r.bound());
                 let t = nodes.on_containers(&node, &r, now, ms);
                 self.alert(AlertInput::Containers(node.clone(), Box::new(r.clone())));
+                let fix = self.clock(&node, &mut r.header, false);
                 Points {
-                    data: schema::container_points(&nodes.tags(&node), &r),
+                    data: with_offset(schema::container_points(&nodes.tags(&node), &r), fix),
                     seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
                 }
             }
@@ -332,7 +374,8 @@ impl Ingest {
             Incoming::Event(mut e) => {
                 self.metrics.cut(e.bound());
                 let t = nodes.on_data(&node, now, ms);
-                let mut pts = vec![schema::event_point(&nodes.tags(&node), &e)];
+                let fix = self.clock(&node, &mut e.header, false);
+                let mut pts = with_offset(vec![schema::event_point(&nodes.tags(&node), &e)], fix);
                 pts.extend(self.transition_points(&nodes, t.into_iter().collect(), ms));
                 Points::seen_by_all(pts)
             }

@@ -763,6 +763,7 @@ mod tests {
             run: 3,
             seq,
             ts,
+            mono: None,
         }
     }
 

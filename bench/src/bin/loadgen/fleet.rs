@@ -446,7 +446,7 @@ async fn agent(
                     counts.late.fetch_add(1, Ordering::Relaxed);
                 }
                 let ts = now_ms();
-                let header = |seq| Header { v: 1, node: node.clone(), run, seq, ts };
+                let header = |seq| Header { v: 1, node: node.clone(), run, seq, ts, mono: None };
                 seq += 1;
                 let host = encode(&host_report(header(seq), seq));
                 seq += 1;
@@ -460,7 +460,7 @@ async fn agent(
             }
             _ = beats.tick(), if beat_on => {
                 n += 1;
-                let b = Beat { v: 1, node: node.clone(), run, n };
+                let b = Beat { v: 1, node: node.clone(), run, n, ts: None, mono: None };
                 // QoS 0, never queued behind data: dropped when the request queue is full.
                 match client.try_publish(topic("beat"), QoS::AtMostOnce, false, encode(&b)) {
                     Ok(()) => counts.beats.fetch_add(1, Ordering::Relaxed),

@@ -54,6 +54,7 @@ fn report(node: &str, seq: u64, ts: i64) -> HostReport {
             run: 1,
             seq,
             ts,
+            mono: None,
         },
         hostname: node.to_owned(),
         uptime_s: 1000 + seq,
