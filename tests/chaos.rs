@@ -544,7 +544,16 @@ fn chaos_on_a_real_five_node_swarm() {
         end,
         interval: 5_000,
     };
-    let verdict = history.check(&chaos::SHIPPED);
+    let mut verdict = history.check(&chaos::SHIPPED);
+    // A run that judged fewer deaths than its plan promised judged too little to pass.
+    let promised = chaos::promised_deaths(&plan);
+    let need = chaos::must_judge(promised);
+    if verdict.deaths.len() < need {
+        verdict.violations.push(format!(
+            "judged {} deaths in full; the plan promised {promised}, at least {need} must be",
+            verdict.deaths.len()
+        ));
+    }
     let summary = chaos::summary(&history, &verdict);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/chaos");
     let _ = std::fs::create_dir_all(&dir);
