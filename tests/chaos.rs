@@ -155,6 +155,7 @@ impl Run {
         let f = match f {
             Fault::CutLeader => Fault::Cut(leader?),
             Fault::GatewayStop(0) => Fault::GatewayStop(leader?),
+            Fault::GatewayKill(0) => Fault::GatewayKill(leader?),
             f => f,
         };
         let is_leader = f.node().is_some() && f.node() == leader;
@@ -181,6 +182,13 @@ impl Run {
             Fault::GatewayStop(n) => self.gateways[n as usize - 1].pause(true),
             Fault::DatabaseRestart => self.influx.kill(),
             Fault::Forge(n) => self.forge(n),
+            Fault::Freeze(n) => {
+                rig(&["freeze", &n.to_string()]);
+            }
+            Fault::GatewayKill(n) => self.gateways[n as usize - 1].kill9(),
+            Fault::BrokerKill => self.broker.kill(),
+            Fault::DatabaseStall => self.influx.pause(true),
+            Fault::AgentStarve(n) => starve(n, self.agents[n as usize - 1].pid(), true),
             Fault::CutLeader => unreachable!("resolved above"),
         }
         Some((f, is_leader))
@@ -211,6 +219,17 @@ impl Run {
             Fault::GatewayStop(n) => self.gateways[n as usize - 1].pause(false),
             Fault::DatabaseRestart => self.influx.start_again("/ping"),
             Fault::Forge(_) => self.unforge(),
+            Fault::Freeze(n) => {
+                rig(&["thaw", &n.to_string()]);
+            }
+            Fault::GatewayKill(n) => {
+                let g = &mut self.gateways[n as usize - 1];
+                g.set_wrapper(in_node(n));
+                g.spawn();
+            }
+            Fault::BrokerKill => self.broker.start_again(),
+            Fault::DatabaseStall => self.influx.pause(false),
+            Fault::AgentStarve(n) => starve(n, self.agents[n as usize - 1].pid(), false),
             Fault::CutLeader => {}
         }
     }
@@ -583,4 +602,40 @@ fn chaos_on_a_real_five_node_swarm() {
         log_path.display(),
         verdict.violations.join("\n")
     );
+}
+
+/// Holds node n's agent (`pid`) to 1 % of a core with a cgroup CPU quota (cgroup v1's `cpu`
+/// controller, or v2's `cpu.max`), or sets it free. A machine with neither cannot starve
+/// it: said loudly, and the run goes on with the agent at full speed.
+fn starve(n: u32, pid: Option<u32>, on: bool) {
+    let Some(pid) = pid else { return };
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
+    let (root, group) = if v1.join("cgroup.procs").exists() {
+        (v1.to_path_buf(), v1.join(format!("leakmon-starve-{n}")))
+    } else {
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        (v2.to_path_buf(), v2.join(format!("leakmon-starve-{n}")))
+    };
+    let result = if on {
+        std::fs::create_dir_all(&group)
+            .and_then(|_| {
+                if root == v1 {
+                    std::fs::write(group.join("cpu.cfs_period_us"), "100000")?;
+                    std::fs::write(group.join("cpu.cfs_quota_us"), "1000")
+                } else {
+                    std::fs::write(group.join("cpu.max"), "1000 100000")
+                }
+            })
+            .and_then(|_| std::fs::write(group.join("cgroup.procs"), pid.to_string()))
+    } else {
+        std::fs::write(root.join("cgroup.procs"), pid.to_string())
+            .and_then(|_| std::fs::remove_dir(&group))
+    };
+    if let Err(e) = result {
+        eprintln!(
+            "!!! cannot {} node{n}'s agent with a cgroup CPU quota ({}): {e}",
+            if on { "starve" } else { "set free" },
+            group.display()
+        );
+    }
 }
