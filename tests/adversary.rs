@@ -12,7 +12,9 @@
 //! - adversarial text through the whole path into InfluxDB 1.6.7;
 //! - on the Swarm: a made-up node's report, or a plain container wearing a service's labels,
 //!   force-updated that service; a node claiming another's Swarm id kept it alive; ghosts;
-//!   a broker outage blinded the gateway for half a minute more.
+//!   a broker outage blinded the gateway for half a minute more;
+//! - one liar (issue 26): a node's lone "answered" vetoed another's death, its answers to
+//!   earlier rounds were believed, and the beat interval it announced was taken unclamped.
 //!
 //! docs/operations.md ("Threat model") says who may publish what and what the gateway does
 //! with it.
@@ -629,4 +631,124 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
         back.elapsed().as_secs_f64()
     );
     rig(&["restore", "4"]);
+}
+
+/// A compromised node1 (anything its credential may send: here an open broker) answering every
+/// probe request it gets "answered", at once, and again for the five rounds before it.
+fn lying_vantage_point(port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    let mut opts = rumqttc::MqttOptions::new(format!("liar-{}", now_ms()), "127.0.0.1", port);
+    opts.set_keep_alive(S(5));
+    let (client, mut conn) = rumqttc::Client::new(opts, 100);
+    let _ = client.subscribe("leakmon/v1/probe/node1", rumqttc::QoS::AtMostOnce);
+    for ev in conn.iter() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = ev else {
+            continue;
+        };
+        let Ok(req) = serde_json::from_slice::<Value>(&p.payload) else {
+            continue;
+        };
+        let (Some(id), Some(target)) = (req["id"].as_u64(), req["target"].as_str()) else {
+            continue;
+        };
+        for lie in (id.saturating_sub(5)..=id).rev() {
+            let report = json!({"v": 1, "node": "node1", "id": lie, "target": target,
+                "attempts": 1, "answered": 1});
+            let _ = client.publish(
+                "leakmon/v1/nodes/node1/probe",
+                rumqttc::QoS::AtMostOnce,
+                false,
+                report.to_string(),
+            );
+        }
+    }
+}
+
+/// Issue 26, "one liar changes nothing": a node holding its own credential can neither veto
+/// another node's death (its lone "answered", and its answers to earlier rounds, against two
+/// vantage points that found nothing), nor keep itself "alive" while dead by announcing a
+/// beat interval of a day. Both failed before the fix: node4 was never declared down (the
+/// liar's answer refuted it, and Swarm's `down` of a node whose host "answered" moved
+/// nothing); node5 neither, its member never suspected.
+#[test]
+fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (_rig, broker, influx) = fleet_up();
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+    let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
+    let agents = start_agents(broker.port);
+    let f = SwarmFleet {
+        events,
+        gateways: start_gateways(broker.port, influx.port, None),
+    };
+    wait_gateway_active(&f.events);
+    for n in 1..=NODES {
+        statuses
+            .wait_json(&format!("node{n}/status"), S(30), |j| {
+                j["state"] == "online"
+            })
+            .unwrap_or_else(|| panic!("node{n} online"));
+    }
+    // node2's agent stopped: the vantage points for node4 are node1 (the liar), node3, node5
+    agents[1].pause(true);
+    std::thread::sleep(S(4));
+    let stop = Arc::new(AtomicBool::new(false));
+    let liar = {
+        let (port, stop) = (broker.port, stop.clone());
+        std::thread::spawn(move || lying_vantage_point(port, stop))
+    };
+    std::thread::sleep(S(1));
+
+    // 1. node4 dies; node1 says it reaches it, in every round and the ones before
+    rig(&["cut", "4"]);
+    let down = f.wait_event(30, "node_down node4 despite the liar", |e| {
+        event_kind(e) == "node_down" && e["node"] == "node4"
+    });
+    assert_eq!(
+        down["details"]["reason"], "no beat, and no vantage point could reach it",
+        "{down}"
+    );
+    f.wait_event(30, "db failed over", |e| {
+        event_kind(e) == "failover" && e["details"]["service"] == "db"
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = liar.join();
+    agents[1].pause(false);
+    rig(&["restore", "4"]);
+    f.wait_event(60, "node_up node4", |e| {
+        event_kind(e) == "node_up" && e["node"] == "node4"
+    });
+
+    // 2. node5 announces beats once a day (a forged birth, its own credential), then dies:
+    // suspected after 4 x 10 s (the most an agent may announce), then dead
+    let mut birth5 = statuses
+        .on("node5/status")
+        .last()
+        .map(|m| m.json())
+        .expect("node5's birth");
+    birth5["beat_interval_ms"] = 86_400_000.into();
+    birth5["seq"] = (birth5["seq"].as_u64().unwrap_or(1) + 1000).into();
+    assert!(leakmon_e2e::mosquitto_pub_retained(
+        broker.port,
+        "leakmon/v1/nodes/node5/status",
+        birth5.to_string().as_bytes(),
+    ));
+    std::thread::sleep(S(3));
+    let cut = std::time::Instant::now();
+    rig(&["cut", "5"]);
+    f.wait_event(
+        75,
+        "node_down node5 despite its claimed day-long beat",
+        |e| event_kind(e) == "node_down" && e["node"] == "node5",
+    );
+    eprintln!(
+        "node_down node5 {:.1} s after its cut (its beat interval held to 10 s)",
+        cut.elapsed().as_secs_f64()
+    );
+    rig(&["restore", "5"]);
+    drop(agents);
 }
