@@ -11,7 +11,7 @@
 //! names and addresses set). The run is seeded: a failing run prints its seed and the command
 //! that replays the same faults at the same times.
 //!
-//!   LEAKMON_CHAOS_DURATION   how long faults are injected (default 4m; `scripts/chaos 30m`)
+//!   LEAKMON_CHAOS_DURATION   how long faults are injected (default 5m; `scripts/chaos 30m`)
 //!   LEAKMON_CHAOS_SEED       the seed (default: from the clock, printed)
 
 use std::collections::BTreeSet;
@@ -26,7 +26,7 @@ use leakmon_e2e::{
 };
 
 fn duration() -> Duration {
-    let text = std::env::var("LEAKMON_CHAOS_DURATION").unwrap_or_else(|_| "4m".into());
+    let text = std::env::var("LEAKMON_CHAOS_DURATION").unwrap_or_else(|_| "5m".into());
     let (num, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),

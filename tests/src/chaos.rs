@@ -286,8 +286,8 @@ fn fits(steps: &[Step], step: &Step, rng: &mut Rng) -> bool {
 }
 
 /// Deaths a run of `steps` promises to judge: those with fewer than `max_drained` other
-/// deaths drained around them. A run must judge at least four fifths of them (rounded up;
-/// the rest may be lost to stretches in which no gateway could act, each counted).
+/// deaths drained around them. A run must judge [`must_judge`] of them (the rest may be lost
+/// to stretches in which no gateway could act, each counted).
 pub fn promised_deaths(steps: &[Step]) -> usize {
     let reactivate = SHIPPED.reactivate.unsigned_abs();
     let deaths: Vec<&Step> = steps.iter().filter(|s| s.is_death()).collect();
@@ -303,9 +303,10 @@ pub fn promised_deaths(steps: &[Step]) -> usize {
         .count()
 }
 
-/// The fewest deaths a run that promised `promised` must judge in full.
+/// The fewest deaths a run that promised `promised` must judge in full: four fifths, and at
+/// least 3 (all of them when it promised fewer).
 pub fn must_judge(promised: usize) -> usize {
-    (promised * 4).div_ceil(5)
+    (promised * 4 / 5).max(3).min(promised)
 }
 
 /// A flapping link: how often [`draw`] asks for one instead of a single fault.
@@ -1117,7 +1118,9 @@ impl History {
                     late("db (which ran there) not on the standby", from, d.db);
                 }
             }
-            if !judged_down {
+            // (not judged for want of time after the excuses above: their consequence, not one
+            // more; with none, the outage itself was too short for the bound)
+            if !judged_down && d.excuses.is_empty() {
                 d.excuses.push((
                     "its cable came back before a gateway could act for the bound",
                     (down_from + down_bound - s.end).max(0),
@@ -2021,11 +2024,22 @@ mod tests {
                 ("no beating agent", 34_000)
             ]
         );
-        // the cable back before the agentless bound: excused once more, too often
+        // the cable back before the agentless bound: not judged, its two excuses counted
         h.spans[0].end = 40_000;
-        let (_, excused, v) = h.deaths_handled(&SHIPPED);
-        assert_eq!(excused[0].excuses.len(), 3);
-        assert!(v.len() == 1 && v[0].contains("excused 3 times"), "{v:?}");
+        let (judged, excused_deaths, v) = h.deaths_handled(&SHIPPED);
+        assert!(judged.is_empty() && v.is_empty(), "{v:?}");
+        assert_eq!(excused_deaths[0].excuses.len(), 2);
+        // a third excuse, or more than 60 s of them, is a violation
+        let mut out = Vec::new();
+        let mut d = excused_deaths[0].clone();
+        excused(&d, &mut out);
+        assert!(out.is_empty());
+        d.excuses.push(("no gateway could act before the verdict", 1_000));
+        excused(&d, &mut out);
+        assert!(out.len() == 1 && out[0].contains("excused 3 times"), "{out:?}");
+        d.excuses = vec![("a", 30_000), ("b", 30_001)];
+        excused(&d, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
         // an agent restarted long before counts as beating: 7 s is late
         let mut h = good();
         h.spans.push(span(Fault::AgentKill(4), 1_000, 3_000));
@@ -2074,6 +2088,8 @@ mod tests {
         assert_eq!(scheduled.len(), 3, "{steps:?}");
         assert!(promised_deaths(&steps) >= 3);
         assert_eq!(must_judge(3), 3);
+        assert_eq!(must_judge(4), 3);
+        assert_eq!(must_judge(2), 2);
         assert_eq!(must_judge(25), 20);
         for seed in 0..20 {
             let p = promised_deaths(&plan(seed, 1_800_000));
