@@ -2034,9 +2034,13 @@ mod tests {
         let mut d = excused_deaths[0].clone();
         excused(&d, &mut out);
         assert!(out.is_empty());
-        d.excuses.push(("no gateway could act before the verdict", 1_000));
+        d.excuses
+            .push(("no gateway could act before the verdict", 1_000));
         excused(&d, &mut out);
-        assert!(out.len() == 1 && out[0].contains("excused 3 times"), "{out:?}");
+        assert!(
+            out.len() == 1 && out[0].contains("excused 3 times"),
+            "{out:?}"
+        );
         d.excuses = vec![("a", 30_000), ("b", 30_001)];
         excused(&d, &mut out);
         assert_eq!(out.len(), 2, "{out:?}");
