@@ -32,6 +32,13 @@ use serde_json::{json, Value};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
+/// One Swarm rig on this machine: its tests take turns (cargo runs a file's tests at once).
+static RIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rig_turn() -> std::sync::MutexGuard<'static, ()> {
+    RIG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A birth (`online`, with an identity) or a Will (`offline`, lost) of `node` with `seq`.
 fn status_json(node: &str, state: &str, seq: u64) -> String {
     let mut s = json!({"v": 1, "node": node, "state": state, "seq": seq, "ts": now_ms()});
@@ -497,6 +504,7 @@ fn force_version(service: &str) -> String {
 
 #[test]
 fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
+    let _turn = rig_turn();
     let (_rig, mut broker, influx) = fleet_up();
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
     let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
@@ -677,6 +685,7 @@ fn lying_vantage_point(port: u16, stop: std::sync::Arc<std::sync::atomic::Atomic
 fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    let _turn = rig_turn();
     let (_rig, broker, influx) = fleet_up();
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
     let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
