@@ -69,6 +69,9 @@ pub const REACTIVATE_BOUND: Duration = Duration::from_secs(10);
 /// probability 0.6, so all 20 of one port's answers come back with probability 0.6^20 =
 /// 4e-5; a clean link answers every one.
 pub const BURST_ROUNDS: u32 = 20;
+/// A frozen node's agent fell silent at least this long before Swarm reported it down (Swarm
+/// marks a node down after 10 s or more of missed heartbeats).
+const FROZEN_SILENCE: Duration = Duration::from_secs(8);
 /// A burst is repeated this often while Swarm reports the node down and the burst found
 /// losses.
 const BURST_EVERY: Duration = Duration::from_secs(3);
@@ -532,7 +535,20 @@ impl Decide {
             // tasks by itself; leakmon drains and fails over nothing.
             return match detected {
                 // The gray failure: no beat and no heartbeat to the managers, on a clean link.
-                Some(Status::Quiet) if Self::burst_clean(t) => Verdict::Dead(DeadBy::Frozen),
+                // (and the agent fell silent well before Swarm's `down`, as a freeze makes it:
+                // Swarm needs 10 s or more of missed heartbeats. An agent killed just before a
+                // leader change, whose new leader lists nodes down for a moment, is no freeze:
+                // found by a 30-minute chaos run)
+                Some(Status::Quiet)
+                    if Self::burst_clean(t)
+                        && agent.is_some_and(|a| {
+                            t.down_since.is_some_and(|d| {
+                                d.saturating_duration_since(a.last_seen) >= FROZEN_SILENCE
+                            })
+                        }) =>
+                {
+                    Verdict::Dead(DeadBy::Frozen)
+                }
                 Some(Status::Alive | Status::Quiet | Status::Suspect) => Verdict::Suspect,
                 Some(Status::Dead) => Verdict::Dead(DeadBy::Detector),
                 None => Verdict::Dead(DeadBy::Swarm),
@@ -2432,6 +2448,24 @@ mod tests {
         f.swarm_mut(4).leakmon_drained = true;
         let a = f.run_to(40.0);
         assert_eq!(kinds(&a), [EventKind::NodeUp], "{a:?}");
+    }
+
+    #[test]
+    fn an_agent_killed_just_before_swarm_lists_its_node_down_is_not_frozen() {
+        // a leader change: the new leader lists node4 down a moment after its agent died
+        let mut f = with_detector();
+        f.run_to(10.0);
+        f.silence(4, 20.0);
+        detected(&mut f, 4, Status::Quiet);
+        f.run_to(20.5);
+        f.swarm_mut(4).state = SwarmState::Down;
+        let a = f.run_to(21.0);
+        assert_eq!(bursts(&a), ["id4"]);
+        f.d.on_burst("id4", BURST_ROUNDS, BURST_ROUNDS, f.at(21.0));
+        for t in 22..40 {
+            let a = f.run_to(f64::from(t) / 2.0 + 11.0);
+            assert!(!kinds(&a).contains(&EventKind::NodeDown), "{a:?}");
+        }
     }
 
     #[test]
