@@ -626,12 +626,6 @@ impl Evacuation {
                 },
             );
         };
-        let old = constraints(&spec);
-        let new = repin(&old, pins, &to.id);
-        labels
-            .entry(LABEL_ORIGINAL.into())
-            .or_insert_with(|| serde_json::to_string(&old).unwrap_or_default());
-        labels.insert(LABEL_FAILED_OVER_TO.into(), to.hostname.clone());
         // stop-first would wait for the old task on the dead node to stop, that is for Swarm
         // to mark the node down; start-first starts the new task at once. The original order
         // comes back when the node is settled. (Once Swarm has marked the node down, which is
@@ -643,31 +637,7 @@ impl Evacuation {
             labels.insert(order_label(id), before);
             uc.order = Some(Order::START_FIRST);
         }
-        spec.labels = Some(labels);
-        set_constraints(&mut spec, new.clone());
-        Step::Apply(Apply {
-            change: update(s, spec),
-            done: Some(ev(
-                EventKind::Failover,
-                host,
-                format!("service {name} re-pinned from {host} to {}", to.hostname),
-                vec![
-                    ("service", name.clone()),
-                    ("from", host.into()),
-                    ("to", to.hostname.clone()),
-                    ("constraints", new.join(",")),
-                    ("state", "pending".into()),
-                ],
-            )),
-            action: "failover",
-            adds_task_on: Some(to.id.clone()),
-            started: Some(Started::Failover {
-                service_id: s.id.clone().unwrap_or_default(),
-                service: name,
-                to_id: to.id.clone(),
-                to_host: to.hostname.clone(),
-            }),
-        })
+        repin_to(s, spec, labels, pins, to, host, host)
     }
 
     /// Each standby other than the dead node that cannot take a service, and why (for
@@ -793,13 +763,7 @@ pub fn retarget(
             },
         );
     };
-    let old = constraints(&spec);
-    let new = repin(&old, &pins, &target.id);
     let mut labels = spec.labels.clone().unwrap_or_default();
-    labels
-        .entry(LABEL_ORIGINAL.into())
-        .or_insert_with(|| serde_json::to_string(&old).unwrap_or_default());
-    labels.insert(LABEL_FAILED_OVER_TO.into(), target.hostname.clone());
     let uc = spec.update_config.get_or_insert_with(Default::default);
     if uc.order != Some(Order::START_FIRST) {
         // Settling the dead node gives the service its own order back.
@@ -808,32 +772,55 @@ pub fn retarget(
             .or_insert_with(|| uc.order.map(|o| o.to_string()).unwrap_or_default());
         uc.order = Some(Order::START_FIRST);
     }
+    repin_to(s, spec, labels, &pins, target, dead_host, &from_host)
+}
+
+/// Re-pins service `s` (its `spec`, with the `labels` it is to carry) from its pinning
+/// constraints `pins` to standby `to`: its original constraints kept in a label, the standby
+/// named in another, and the `failover` event (about node `event_node`, from `from_host`) to
+/// emit once made, with the failover to watch.
+fn repin_to(
+    s: &Service,
+    mut spec: ServiceSpec,
+    mut labels: HashMap<String, String>,
+    pins: &[usize],
+    to: &NodeFacts,
+    event_node: &str,
+    from_host: &str,
+) -> Step {
+    let name = name_of(s);
+    let old = constraints(&spec);
+    let new = repin(&old, pins, &to.id);
+    labels
+        .entry(LABEL_ORIGINAL.into())
+        .or_insert_with(|| serde_json::to_string(&old).unwrap_or_default());
+    labels.insert(LABEL_FAILED_OVER_TO.into(), to.hostname.clone());
     spec.labels = Some(labels);
     set_constraints(&mut spec, new.clone());
     Step::Apply(Apply {
         change: update(s, spec),
         done: Some(ev(
             EventKind::Failover,
-            dead_host,
+            event_node,
             format!(
                 "service {name} re-pinned from {from_host} to {}",
-                target.hostname
+                to.hostname
             ),
             vec![
                 ("service", name.clone()),
-                ("from", from_host.clone()),
-                ("to", target.hostname.clone()),
+                ("from", from_host.into()),
+                ("to", to.hostname.clone()),
                 ("constraints", new.join(",")),
                 ("state", "pending".into()),
             ],
         )),
         action: "failover",
-        adds_task_on: Some(target.id.clone()),
+        adds_task_on: Some(to.id.clone()),
         started: Some(Started::Failover {
-            service_id,
+            service_id: s.id.clone().unwrap_or_default(),
             service: name,
-            to_id: target.id.clone(),
-            to_host: target.hostname.clone(),
+            to_id: to.id.clone(),
+            to_host: to.hostname.clone(),
         }),
     })
 }
