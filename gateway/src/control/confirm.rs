@@ -124,16 +124,21 @@ pub enum Out {
         message: String,
         details: Vec<(&'static str, String)>,
     },
-    /// Re-pin service `service_id`, pinned to node `from` now, to the least loaded of `to`
-    /// (fit standbys, never empty); answer with [`Confirm::on_started`].
-    Retarget {
-        service_id: String,
-        service: String,
-        dead_id: String,
-        dead_host: String,
-        from: String,
-        to: Vec<String>,
-    },
+    /// Answer with [`Confirm::on_started`].
+    Retarget(Retarget),
+}
+
+/// Re-pin service `service_id`, pinned to node `from` now (the dead node, or a standby that did
+/// not start it), to the least loaded of `to` (fit standbys, never empty), on behalf of dead
+/// node `dead_id` (`dead_host`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retarget {
+    pub service_id: String,
+    pub service: String,
+    pub dead_id: String,
+    pub dead_host: String,
+    pub from: String,
+    pub to: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -518,14 +523,14 @@ fn move_on(id: &str, w: &mut Watch, standbys: &Standbys, now: Instant, out: &mut
         set_stage(w, Stage::Waiting { told: true }, now);
         return true;
     }
-    out.push(Out::Retarget {
+    out.push(Out::Retarget(Retarget {
         service_id: id.to_owned(),
         service: w.service.clone(),
         dead_id: w.dead_id.clone(),
         dead_host: w.dead_host.clone(),
         from: pinned_to.clone(),
         to,
-    });
+    }));
     set_stage(w, Stage::Moving, now);
     true
 }
@@ -584,7 +589,7 @@ mod tests {
         out.iter()
             .filter_map(|o| match o {
                 Out::Event { kind, .. } => Some(*kind),
-                Out::Retarget { .. } => None,
+                Out::Retarget(_) => None,
             })
             .collect()
     }
@@ -688,7 +693,7 @@ mod tests {
         s.fit.insert("s".into(), "node3".into());
         let out = c.tick(&s, at(t0, 1));
         assert!(
-            matches!(&out[..], [Out::Retarget { from, to, .. }] if from == "d" && to == &["s".to_owned()])
+            matches!(&out[..], [Out::Retarget(r)] if r.from == "d" && r.to == ["s".to_owned()])
         );
         assert!(c.tick(&s, at(t0, 5)).is_empty(), "waiting for the answer");
         assert!(c.tick(&s, at(t0, 11)).is_empty(), "given up waiting");

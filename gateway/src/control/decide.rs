@@ -188,17 +188,9 @@ pub enum Action {
         surge: bool,
         standbys: Vec<String>,
     },
-    /// Move service `service_id`, pinned to node `from` now (the dead node, or a standby that
-    /// did not start it), to the least loaded of `to` (fit standbys); start-first, since the
-    /// task where it is pinned may never stop. Answer with [`Decide::on_started`].
-    Retarget {
-        service_id: String,
-        service: String,
-        dead_id: String,
-        dead_host: String,
-        from: String,
-        to: Vec<String>,
-    },
+    /// Move a service on ([`confirm::Retarget`]), start-first, since the task where it is
+    /// pinned may never stop. Answer with [`Decide::on_started`].
+    Retarget(confirm::Retarget),
     /// Scale back the surge recorded for the node, then drain it.
     Settle { node_id: String, hostname: String },
     /// Set the node active again and remove leakmon's label.
@@ -950,21 +942,7 @@ impl Decide {
                     message,
                     details,
                 } => event(kind, Some(&node), message, details),
-                confirm::Out::Retarget {
-                    service_id,
-                    service,
-                    dead_id,
-                    dead_host,
-                    from,
-                    to,
-                } => Action::Retarget {
-                    service_id,
-                    service,
-                    dead_id,
-                    dead_host,
-                    from,
-                    to,
-                },
+                confirm::Out::Retarget(r) => Action::Retarget(r),
             });
         }
     }
@@ -1207,12 +1185,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Retarget {
-                    service_id,
-                    from,
-                    to,
-                    ..
-                } => Some((service_id.clone(), from.clone(), to.clone())),
+                Action::Retarget(r) => Some((r.service_id.clone(), r.from.clone(), r.to.clone())),
                 _ => None,
             })
             .collect()

@@ -560,19 +560,12 @@ impl Loop {
                 }
                 evs
             }
-            Action::Retarget {
-                service_id,
-                service: _,
-                dead_id,
-                dead_host,
-                from,
-                to,
-            } => {
+            Action::Retarget(r) => {
                 let (evs, started) = api
-                    .retarget(&service_id, &from, (&dead_id, &dead_host), &to)
+                    .retarget(&r.service_id, &r.from, (&r.dead_id, &r.dead_host), &r.to)
                     .await;
                 if let Some(d) = &mut self.decide {
-                    d.on_started(&dead_id, started, now);
+                    d.on_started(&r.dead_id, started, now);
                 }
                 evs
             }
