@@ -463,12 +463,44 @@ fn event_kind(e: &Value) -> &str {
     e["kind"].as_str().unwrap_or_default()
 }
 
+/// The rig up with `web` and `db`, an agent on every node (all online), a gateway beside
+/// every manager (one active). Dropped in this order: the rig goes last.
 struct SwarmFleet {
     events: Subscriber,
     gateways: Vec<leakmon_e2e::Daemon>,
+    agents: Vec<leakmon_e2e::Daemon>,
+    statuses: Subscriber,
+    _influx: Service,
+    broker: leakmon_e2e::Broker,
+    _rig: swarm::Rig,
 }
 
 impl SwarmFleet {
+    fn up() -> SwarmFleet {
+        let (rig, broker, influx) = fleet_up();
+        let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+        let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
+        let agents = start_agents(broker.port);
+        let gateways = start_gateways(broker.port, influx.port, None);
+        wait_gateway_active(&events);
+        for n in 1..=NODES {
+            statuses
+                .wait_json(&format!("node{n}/status"), S(30), |j| {
+                    j["state"] == "online"
+                })
+                .unwrap_or_else(|| panic!("node{n} online"));
+        }
+        SwarmFleet {
+            events,
+            gateways,
+            agents,
+            statuses,
+            _influx: influx,
+            broker,
+            _rig: rig,
+        }
+    }
+
     fn events(&self) -> Vec<Value> {
         swarm::events_of(&self.events)
     }
@@ -505,22 +537,7 @@ fn force_version(service: &str) -> String {
 #[test]
 fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     let _turn = rig_turn();
-    let (_rig, mut broker, influx) = fleet_up();
-    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
-    let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
-    let _agents = start_agents(broker.port);
-    let f = SwarmFleet {
-        events,
-        gateways: start_gateways(broker.port, influx.port, None),
-    };
-    wait_gateway_active(&f.events);
-    for n in 1..=NODES {
-        statuses
-            .wait_json(&format!("node{n}/status"), S(30), |j| {
-                j["state"] == "online"
-            })
-            .unwrap_or_else(|| panic!("node{n} online"));
-    }
+    let mut f = SwarmFleet::up();
     let db_task_container = docker(
         4,
         &[
@@ -542,7 +559,7 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
             "restart_count": 0, "oom_killed": false, "swarm_service": "db",
             "swarm_node_id": node_id(4)}]});
         leakmon_e2e::mosquitto_pub(
-            broker.port,
+            f.broker.port,
             "leakmon/v1/nodes/intruder/containers",
             report.to_string().as_bytes(),
         );
@@ -587,18 +604,19 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     );
     docker(2, &["rm", "-f", "fake-db"]);
 
-    // 2. Four ghosts (retained `offline` statuses of hosts no Swarm node is), and node3's
+    // 2. Four ghosts (retained `offline` f.statuses of hosts no Swarm node is), and node3's
     // name claiming node5's Swarm id in a forged birth. Then node5 dies: it is handled.
     for g in 1..=4 {
         let status = json!({"v": 1, "node": format!("ghost{g}"), "state": "offline",
             "seq": 1, "reason": "lost", "ts": now_ms()});
         assert!(leakmon_e2e::mosquitto_pub_retained(
-            broker.port,
+            f.broker.port,
             &format!("leakmon/v1/nodes/ghost{g}/status"),
             status.to_string().as_bytes(),
         ));
     }
-    let mut birth3 = statuses
+    let mut birth3 = f
+        .statuses
         .on("node3/status")
         .last()
         .map(|m| m.json())
@@ -606,7 +624,7 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     birth3["swarm_node_id"] = node_id(5).into();
     birth3["seq"] = (birth3["seq"].as_u64().unwrap_or(1) + 1000).into();
     assert!(leakmon_e2e::mosquitto_pub_retained(
-        broker.port,
+        f.broker.port,
         "leakmon/v1/nodes/node3/status",
         birth3.to_string().as_bytes(),
     ));
@@ -626,10 +644,10 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
 
     // 3. The broker stops for 25 s, and a worker dies meanwhile: it is handled within 20 s of
     // the broker's return (the gateways reconnect within ~2 s and act on what they missed).
-    broker.stop();
+    f.broker.stop();
     rig(&["cut", "4"]);
     std::thread::sleep(S(25));
-    broker.start_again();
+    f.broker.start_again();
     let back = std::time::Instant::now();
     f.wait_event(20, "node_down node4 after the broker's return", |e| {
         event_kind(e) == "node_down" && e["node"] == "node4"
@@ -686,28 +704,13 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let _turn = rig_turn();
-    let (_rig, broker, influx) = fleet_up();
-    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
-    let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
-    let agents = start_agents(broker.port);
-    let f = SwarmFleet {
-        events,
-        gateways: start_gateways(broker.port, influx.port, None),
-    };
-    wait_gateway_active(&f.events);
-    for n in 1..=NODES {
-        statuses
-            .wait_json(&format!("node{n}/status"), S(30), |j| {
-                j["state"] == "online"
-            })
-            .unwrap_or_else(|| panic!("node{n} online"));
-    }
+    let f = SwarmFleet::up();
     // node2's agent stopped: the vantage points for node4 are node1 (the liar), node3, node5
-    agents[1].pause(true);
+    f.agents[1].pause(true);
     std::thread::sleep(S(4));
     let stop = Arc::new(AtomicBool::new(false));
     let liar = {
-        let (port, stop) = (broker.port, stop.clone());
+        let (port, stop) = (f.broker.port, stop.clone());
         std::thread::spawn(move || lying_vantage_point(port, stop))
     };
     std::thread::sleep(S(1));
@@ -726,7 +729,7 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
     });
     stop.store(true, Ordering::Relaxed);
     let _ = liar.join();
-    agents[1].pause(false);
+    f.agents[1].pause(false);
     rig(&["restore", "4"]);
     f.wait_event(60, "node_up node4", |e| {
         event_kind(e) == "node_up" && e["node"] == "node4"
@@ -734,7 +737,8 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
 
     // 2. node5 announces beats once a day (a forged birth, its own credential), then dies:
     // suspected after 4 x 10 s (the most an agent may announce), then dead
-    let mut birth5 = statuses
+    let mut birth5 = f
+        .statuses
         .on("node5/status")
         .last()
         .map(|m| m.json())
@@ -742,7 +746,7 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
     birth5["beat_interval_ms"] = 86_400_000.into();
     birth5["seq"] = (birth5["seq"].as_u64().unwrap_or(1) + 1000).into();
     assert!(leakmon_e2e::mosquitto_pub_retained(
-        broker.port,
+        f.broker.port,
         "leakmon/v1/nodes/node5/status",
         birth5.to_string().as_bytes(),
     ));
@@ -759,5 +763,4 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
         cut.elapsed().as_secs_f64()
     );
     rig(&["restore", "5"]);
-    drop(agents);
 }
