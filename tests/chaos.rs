@@ -156,6 +156,7 @@ impl Run {
             Fault::CutLeader => Fault::Cut(leader?),
             Fault::GatewayStop(0) => Fault::GatewayStop(leader?),
             Fault::GatewayKill(0) => Fault::GatewayKill(leader?),
+            Fault::GatewayDeaf(0) => Fault::GatewayDeaf(leader?),
             f => f,
         };
         let is_leader = f.node().is_some() && f.node() == leader;
@@ -189,6 +190,17 @@ impl Run {
             Fault::BrokerKill => self.broker.kill(),
             Fault::DatabaseStall => self.influx.pause(true),
             Fault::AgentStarve(n) => starve(n, self.agents[n as usize - 1].pid(), true),
+            Fault::GatewayDeaf(n) => {
+                rig(&["deafen", &n.to_string()]);
+            }
+            Fault::ClockSkew(n, secs) => {
+                let a = &mut self.agents[n as usize - 1];
+                a.kill9();
+                let mut w = in_node(n);
+                w.extend(leakmon_e2e::skewed_clock(i64::from(secs)));
+                a.set_wrapper(w);
+                a.spawn();
+            }
             Fault::CutLeader => unreachable!("resolved above"),
         }
         Some((f, is_leader))
@@ -230,6 +242,15 @@ impl Run {
             Fault::BrokerKill => self.broker.start_again(),
             Fault::DatabaseStall => self.influx.pause(false),
             Fault::AgentStarve(n) => starve(n, self.agents[n as usize - 1].pid(), false),
+            Fault::GatewayDeaf(n) => {
+                rig(&["hear", &n.to_string()]);
+            }
+            Fault::ClockSkew(n, _) => {
+                let a = &mut self.agents[n as usize - 1];
+                a.kill9();
+                a.set_wrapper(in_node(n));
+                a.spawn();
+            }
             Fault::CutLeader => {}
         }
     }
@@ -319,6 +340,7 @@ impl Run {
                     node: node_number(&s(&j["node"])).unwrap_or(0),
                     service: s(&j["details"]["service"]),
                     to: s(&j["details"]["to"]),
+                    deputy: j["details"]["role"] == "deputy",
                 }
             })
             .collect()

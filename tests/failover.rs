@@ -12,7 +12,11 @@
 //! 3. a whole node frozen (the gray failure): `node_down` once Swarm reports it down, its
 //!    pinned `db2` on a standby, confirmed; back and reactivated once it thaws;
 //! 4. only a node's engine frozen, its agent beating: Swarm marks it down, leakmon moves
-//!    nothing.
+//!    nothing;
+//! 5. the active gateway cut from the broker alone (its agent still heard): another gateway
+//!    stands in (`gateway_active`, a deputy), a worker's cable pulled then is `node_down` from
+//!    the deputy and its pinned `db3` runs on the standby; the deaf gateway acts on nothing
+//!    and takes its role back once it hears again; never two gateways acting at once.
 
 use std::time::Duration;
 
@@ -113,6 +117,29 @@ fn wait_running(f: &Fleet, service: &str, on: &str, secs: u64) {
             f.logs()
         )
     });
+}
+
+/// A service pinned to node n with failover on (like `db`), running there.
+fn create_pinned(f: &Fleet, name: &str, n: u32) {
+    let constraint = format!("node.hostname==node{n}");
+    docker(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            name,
+            "--label",
+            "leakmon.failover=true",
+            "--constraint",
+            &constraint,
+            "leakmon-test/busybox",
+            "sleep",
+            "100000",
+        ],
+    );
+    wait_running(f, name, &format!("node{n}"), 60);
 }
 
 fn setup() -> Fleet {
@@ -229,24 +256,7 @@ fn failovers_are_confirmed_and_frozen_nodes_are_deaths() {
     // --- 3. A whole node frozen: dead once Swarm reports it down and its link is clean.
     standby(4, false);
     standby(5, true);
-    docker(
-        1,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "db2",
-            "--label",
-            "leakmon.failover=true",
-            "--constraint",
-            "node.hostname==node4",
-            "leakmon-test/busybox",
-            "sleep",
-            "100000",
-        ],
-    );
-    wait_running(&f, "db2", "node4", 60);
+    create_pinned(&f, "db2", 4);
     let before = f.events().len();
     rig(&["freeze", "4"]);
     let down = f.wait_since(before, 60, "node_down node4 (frozen)", |e| {
@@ -310,5 +320,99 @@ fn failovers_are_confirmed_and_frozen_nodes_are_deaths() {
     assert!(
         acted.is_empty(),
         "nothing moved for an engine alone: {acted:?}"
+    );
+
+    a_deaf_active_gateway_hands_over_and_takes_back(&f);
+}
+
+/// Event kinds that are actions on the Swarm (or verdicts that lead to them).
+const ACTS: [&str; 9] = [
+    "node_down",
+    "drain",
+    "surge",
+    "settle",
+    "failover",
+    "node_up",
+    "reactivate",
+    "confirmed",
+    "unconfirmed",
+];
+
+/// --- 5. The active gateway cut from the broker alone (the others hear the fleet), then a
+/// worker's cable pulled. After the others (node3 and node5 standbys, node4 a worker).
+fn a_deaf_active_gateway_hands_over_and_takes_back(f: &Fleet) {
+    wait_for(Duration::from_secs(60), || {
+        node_line(1, 5).starts_with("active ready").then_some(())
+    })
+    .unwrap_or_else(|| panic!("node5 ready again: {}", node_line(1, 5)));
+    create_pinned(f, "db3", 4);
+    let l = leader(1).and_then(|l| node_number(&l)).expect("a leader");
+    let deaf = format!("gw{l}");
+    let before = f.events().len();
+    let deafened = leakmon_e2e::now_ms();
+    rig(&["deafen", &l.to_string()]);
+    let stood_in = f.wait_since(before, 30, "a deputy's gateway_active", |e| {
+        e["kind"] == "gateway_active"
+            && e["gateway"] != deaf.as_str()
+            && e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("standing in")
+    });
+    let deputy = stood_in["gateway"].as_str().unwrap_or_default().to_owned();
+    std::thread::sleep(Duration::from_secs(1));
+    let cut = leakmon_e2e::now_ms();
+    rig(&["cut", "4"]);
+    let down = f.wait_since(
+        before,
+        30,
+        "node_down node4 while the active gateway is deaf",
+        |e| e["kind"] == "node_down" && e["node"] == "node4",
+    );
+    assert_eq!(down["gateway"], deputy.as_str(), "from the deputy: {down}");
+    let moved = f.wait_since(before, 30, "db3 confirmed on a standby", |e| {
+        e["kind"] == "confirmed" && e["details"]["service"] == "db3"
+    });
+    let on = running_on(1, "db3");
+    assert!(
+        on == ["node3"] || on == ["node5"],
+        "db3 on a standby: {on:?}"
+    );
+    eprintln!(
+        "deaf gateway {deaf}: deputy {deputy} active after {} ms; node4 cut: node_down after {} ms, db3 confirmed on {on:?} after {} ms",
+        ts(&stood_in) - deafened,
+        ts(&down) - cut,
+        ts(&moved) - cut
+    );
+    rig(&["hear", &l.to_string()]);
+    let heard = leakmon_e2e::now_ms();
+    let back = f.wait_since(before, 60, "the deaf gateway active again", |e| {
+        e["kind"] == "gateway_active" && e["gateway"] == deaf.as_str() && ts(e) >= heard
+    });
+    rig(&["restore", "4"]);
+    // (node_up from whichever gateway saw it die, or reactivate from one that did not)
+    f.wait_since(before, 90, "node4 reactivated", |e| {
+        (e["kind"] == "node_up" || e["kind"] == "reactivate") && e["node"] == "node4"
+    });
+    f.wait_active(4);
+    std::thread::sleep(Duration::from_secs(2));
+    // never two at once: the deaf one acted on nothing while deaf, the deputy on nothing
+    // once the role was back
+    let acts = |e: &&Value| ACTS.contains(&e["kind"].as_str().unwrap_or_default());
+    let events = f.events();
+    let wrong: Vec<String> = events[before..]
+        .iter()
+        .filter(acts)
+        .filter(|e| {
+            (e["gateway"] == deaf.as_str() && ts(e) >= deafened && ts(e) < ts(&back))
+                || (e["gateway"] == deputy.as_str() && ts(e) >= ts(&back))
+                || (e["gateway"] != deaf.as_str() && e["gateway"] != deputy.as_str())
+        })
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "acted out of turn: {wrong:?}\n{}",
+        f.logs()
     );
 }

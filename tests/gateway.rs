@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use leakmon_e2e::{
-    assert_reports_split, bin, host_reports_stored, http_get, wait_for, Agent, Broker, Gateway,
-    Service, Subscriber,
+    assert_reports_split, bin, host_reports_stored, http_get, skewed_clock, wait_for, Agent,
+    Broker, Gateway, Service, Subscriber,
 };
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -910,18 +910,6 @@ fn gateway_and_agent_fail_over_together_and_the_node_never_looks_offline() {
                 && l.contains(&format!("broker={}", b.url()))),
         "the gateway connected to the second broker:\n{log}"
     );
-}
-
-/// An agent whose wall clock is `skew_s` seconds off (libfaketime; its monotonic clock left
-/// alone, as a Pi's is when its wall clock boots wrong).
-fn skewed_clock(skew_s: i64) -> Vec<String> {
-    vec![
-        "env".into(),
-        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
-        "faketime".into(),
-        "-f".into(),
-        format!("{skew_s:+}"),
-    ]
 }
 
 #[test]

@@ -69,6 +69,12 @@ pub enum Fault {
     DatabaseStall,
     /// An agent held to 1 % of a core (a cgroup CPU quota) and set free: it must stay alive.
     AgentStarve(u32),
+    /// A gateway cut from the broker alone (`GatewayDeaf(0)`: the active one), its node's
+    /// agent still heard, and healed: another gateway must stand in.
+    GatewayDeaf(u32),
+    /// An agent restarted with its clock off by this many seconds (libfaketime), and restarted
+    /// with the true time when healed: its samples must land at true time.
+    ClockSkew(u32, i32),
 }
 
 impl Fault {
@@ -83,7 +89,9 @@ impl Fault {
             | Fault::GatewayStop(n)
             | Fault::Freeze(n)
             | Fault::GatewayKill(n)
-            | Fault::AgentStarve(n) => Some(n),
+            | Fault::AgentStarve(n)
+            | Fault::GatewayDeaf(n)
+            | Fault::ClockSkew(n, _) => Some(n),
             _ => None,
         }
     }
@@ -103,6 +111,30 @@ impl Fault {
             | (DatabaseRestart | DatabaseStall, DatabaseRestart | DatabaseStall)
             | (Forge(_), Forge(_))
             | (GatewayStop(_) | GatewayKill(_), GatewayStop(_) | GatewayKill(_)) => true,
+            // one gateway or broker fault at a time, and the deaf one stays the leader's
+            (GatewayDeaf(_), b) | (b, GatewayDeaf(_)) => {
+                matches!(
+                    b,
+                    GatewayDeaf(_)
+                        | GatewayStop(_)
+                        | GatewayKill(_)
+                        | BrokerRestart
+                        | BrokerKill
+                        | CutLeader
+                ) || manager_down(b)
+            }
+            // a skewed agent is restarted: not while it is restarted or starved otherwise
+            (ClockSkew(a, _), b) | (b, ClockSkew(a, _)) => {
+                matches!(
+                    b,
+                    ClockSkew(..)
+                        | AgentKill(_)
+                        | AgentStop(_)
+                        | AgentStarve(_)
+                        | EngineKill(_)
+                        | Freeze(_)
+                ) && b.node() == Some(a)
+            }
             // a frozen node takes nothing else: it is already as dead as it gets
             (Freeze(a), b) | (b, Freeze(a)) => b.node() == Some(a) || matches!(b, Freeze(_)),
             // a starved agent is moved to a cgroup by its pid: not while it is restarted
@@ -147,6 +179,9 @@ impl fmt::Display for Fault {
             Fault::BrokerKill => write!(f, "kill the broker"),
             Fault::DatabaseStall => write!(f, "hang InfluxDB"),
             Fault::AgentStarve(n) => write!(f, "starve node{n}'s agent (1 % of a core)"),
+            Fault::GatewayDeaf(0) => write!(f, "cut the active gateway from the broker"),
+            Fault::GatewayDeaf(n) => write!(f, "cut gw{n} from the broker"),
+            Fault::ClockSkew(n, s) => write!(f, "node{n}'s agent clock {s:+} s"),
         }
     }
 }
@@ -195,11 +230,14 @@ impl Step {
 /// Faults at most this many at once.
 pub const MAX_AT_ONCE: usize = 3;
 
-/// A worker's cable is pulled for [`SCHEDULED_DEATH`] ms this often (node4 and node5 in
-/// turn), from 15 s on, whatever else is drawn: so that every run judges deaths, not only the
+/// A worker's cable is pulled for [`SCHEDULED_DEATH`] ms (or, every third time, the worker
+/// frozen for [`SCHEDULED_FREEZE`] ms) this often (node4 and node5 in turn), from 15 s on, whatever else is drawn: so that every run judges deaths, not only the
 /// ones chance brings (a 4-minute run had judged one).
 pub const DEATH_EVERY: u64 = 70_000;
 pub const SCHEDULED_DEATH: u64 = 20_000;
+/// Every third scheduled death is a freeze, this long (Swarm says `down` after about 12 s, the
+/// verdict follows within a second; as long as a cut, so the drains overlap no more).
+pub const SCHEDULED_FREEZE: u64 = 20_000;
 
 /// The nemesis's plan for `duration_ms`: scheduled deaths ([`DEATH_EVERY`]), and around
 /// them a fault every 3-12 s, drawn at random, skipped when it conflicts with one overlapping
@@ -219,12 +257,17 @@ pub fn plan(seed: u64, duration_ms: u64) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut at = 15_000;
     let mut worker = 4;
-    while at + SCHEDULED_DEATH + 5_000 <= duration_ms {
-        steps.push(Step {
-            at,
-            fault: Fault::Cut(worker),
-            dur: SCHEDULED_DEATH,
-        });
+    for k in 0.. {
+        // every third a gray failure: the worker frozen
+        let (fault, dur) = if k % 3 == 2 {
+            (Fault::Freeze(worker), SCHEDULED_FREEZE)
+        } else {
+            (Fault::Cut(worker), SCHEDULED_DEATH)
+        };
+        if at + dur + 5_000 > duration_ms {
+            break;
+        }
+        steps.push(Step { at, fault, dur });
         worker = if worker == 4 { 5 } else { 4 };
         at += DEATH_EVERY;
     }
@@ -278,10 +321,19 @@ fn fits(steps: &[Step], step: &Step, rng: &mut Rng) -> bool {
         .iter()
         .filter(|s| s.is_death() && s.at < at + dur + reactivate && s.at + s.dur + reactivate > at)
         .count();
+    // a drawn death that would put a death already planned beyond what may be drained
+    // (so unpromised) is drawn again, but for one time in thirty (now and then a mass
+    // failure): the scheduled deaths are the ones a run promises
+    let crowds = step.is_death() && {
+        let mut with: Vec<Step> = steps.to_vec();
+        with.push(*step);
+        promised_deaths(&with) < promised_deaths(steps) + 1
+    };
     dur >= 500
         && !too_busy
         && !too_many_cuts
         && overlapping.iter().all(|s| !step.fault.conflicts(s.fault))
+        && !(crowds && rng.range(0, 29) != 0)
         && !(step.is_death() && drained >= SHIPPED.max_drained && rng.range(0, 9) != 0)
 }
 
@@ -322,7 +374,7 @@ fn draw(rng: &mut Rng) -> (Fault, u64) {
             r.range(1, MANAGERS as u64) as u32
         }
     };
-    match rng.range(0, 99) {
+    match rng.range(0, 107) {
         // (workers' deaths are scheduled: [`DEATH_EVERY`]; drawn cuts are blips)
         0..=16 => (Fault::Cut(worker(rng)), rng.range(500, 3_000)),
         // a link flapping: out 2-3 s, in 1-2 s, for 30-60 s (the plan lays out its cuts)
@@ -345,7 +397,20 @@ fn draw(rng: &mut Rng) -> (Fault, u64) {
         85..=88 => (Fault::GatewayKill(gateway(rng)), rng.range(1_000, 5_000)),
         89..=92 => (Fault::Forge(any(rng)), rng.range(10_000, 40_000)),
         93..=96 => (Fault::DatabaseRestart, rng.range(1_000, 8_000)),
-        _ => (Fault::DatabaseStall, rng.range(2_000, 8_000)),
+        97..=99 => (Fault::DatabaseStall, rng.range(2_000, 8_000)),
+        100..=103 => (Fault::GatewayDeaf(0), rng.range(10_000, 30_000)),
+        _ => {
+            let minutes = rng.range(2, 10) as i32;
+            let sign = if rng.next_u64().is_multiple_of(2) {
+                1
+            } else {
+                -1
+            };
+            (
+                Fault::ClockSkew(any(rng), sign * minutes * 60),
+                rng.range(20_000, 50_000),
+            )
+        }
     }
 }
 
@@ -384,6 +449,8 @@ pub struct Event {
     pub node: u32,
     pub service: String,
     pub to: String,
+    /// A `gateway_active` of a gateway standing in for the deaf one beside the leader.
+    pub deputy: bool,
 }
 
 /// One node in a poll of the Swarm's own API.
@@ -604,6 +671,27 @@ impl History {
                 }
                 // a killed gateway starts again: connect, ask its engine, announce itself
                 Fault::GatewayKill(_) => out.push((s.start, s.end + 5_000)),
+                // the active gateway deaf: blind until a deputy announced itself (the
+                // hand-over: 1 s of silence, its mark, a poll), and once it hears again until
+                // it announced itself back (2 s of hearing, its mark cleared, the lease gone)
+                Fault::GatewayDeaf(n) => {
+                    let after = |t: i64, pred: &dyn Fn(&Event) -> bool| {
+                        self.events
+                            .iter()
+                            .find(|e| e.t >= t && e.kind == "gateway_active" && pred(e))
+                            .map(|e| e.t)
+                    };
+                    let deputy = after(s.start, &|e| e.deputy).filter(|t| *t < s.end);
+                    out.push((s.start, deputy.unwrap_or(s.end)));
+                    if deputy.is_some() {
+                        let back = after(s.end, &|e| e.node == n && !e.deputy)
+                            .unwrap_or(s.end + 15_000)
+                            .min(s.end + 15_000);
+                        out.push((s.end, back));
+                    } else {
+                        out.push((s.end, s.end + 5_000));
+                    }
+                }
                 // the active gateway's own link lossy: by design it accuses nobody (Lifeguard's
                 // local health), and its health takes up to ~15 s to recover once the link heals
                 Fault::Loss(..) if s.leader => out.push((s.start, s.end + 15_000)),
@@ -650,10 +738,17 @@ impl History {
                 .rfind(|e| e.kind == "gateway_active" && e.t <= t)
                 .map(|e| e.node)
         };
+        let deputy_at = |t: i64| {
+            self.events
+                .iter()
+                .rfind(|e| e.kind == "gateway_active" && e.t <= t)
+                .is_some_and(|e| e.deputy)
+        };
         let mut from: Option<i64> = None;
         let mut last = None;
         for p in &self.polls {
-            let ok = p.leader.is_some() && active_at(p.t) == p.leader;
+            // (a deputy standing in is as good as the leader's own gateway)
+            let ok = p.leader.is_some() && (active_at(p.t) == p.leader || deputy_at(p.t));
             match (ok, from) {
                 (false, None) => from = Some(last.unwrap_or(p.t)),
                 (true, Some(f)) => {
@@ -1224,7 +1319,8 @@ impl History {
     }
 
     /// No sample is lost between the agents and InfluxDB: each node's stored host samples
-    /// have no gap longer than 1.5 sampling intervals, except while its agent was killed or
+    /// have no gap longer than 1.5 sampling intervals (at true time: a skewed agent's samples
+    /// written at its own clock's time leave a gap), except while its agent was killed or
     /// stopped (a killed agent's unsent samples die with it, back to the start of the outage
     /// that kept them unsent: its cable out or the broker down).
     pub fn no_sample_lost(&self) -> Vec<String> {
@@ -1256,6 +1352,16 @@ impl History {
                     (from - self.interval, s.end + 2 * self.interval)
                 })
                 .collect();
+            // an agent restarted into a skewed clock and back: a gap within a restart (a
+            // killed agent's unsent samples), never one reaching into the samples in between
+            // (stored at true time, or they are missing from the window)
+            let restarts: Vec<(i64, i64)> = self
+                .spans
+                .iter()
+                .filter(|s| matches!(s.fault, Fault::ClockSkew(m, _) if m == n))
+                .flat_map(|s| [s.start, s.end])
+                .map(|t| (t - 2 * self.interval, t + 2 * self.interval))
+                .collect();
             let mut times: Vec<i64> = self
                 .samples
                 .get(&n)
@@ -1274,6 +1380,9 @@ impl History {
                     continue;
                 }
                 if excuses.iter().any(|(x, y)| *x <= z && a <= *y) {
+                    continue;
+                }
+                if restarts.iter().any(|(x, y)| *x <= a && z <= *y) {
                     continue;
                 }
                 out.push(format!(
@@ -1356,6 +1465,8 @@ pub fn summary(h: &History, v: &Verdict) -> String {
             Fault::BrokerKill => "the broker killed (SIGKILL) and started",
             Fault::DatabaseStall => "InfluxDB hung (SIGSTOP) and continued",
             Fault::AgentStarve(_) => "an agent held to 1 % of a core",
+            Fault::GatewayDeaf(_) => "the active gateway cut from the broker alone",
+            Fault::ClockSkew(..) => "an agent's clock off by 2-10 minutes (libfaketime)",
         };
         *kinds.entry(k.to_owned()).or_default() += 1;
     }
@@ -2087,9 +2198,13 @@ mod tests {
         let steps = plan(1, 240_000);
         let scheduled: Vec<&Step> = steps
             .iter()
-            .filter(|s| s.dur == SCHEDULED_DEATH && matches!(s.fault, Fault::Cut(4 | 5)))
+            .filter(|s| {
+                s.dur == SCHEDULED_DEATH
+                    && matches!(s.fault, Fault::Cut(4 | 5) | Fault::Freeze(4 | 5))
+            })
             .collect();
         assert_eq!(scheduled.len(), 3, "{steps:?}");
+        assert!(matches!(scheduled[2].fault, Fault::Freeze(4)), "{steps:?}");
         assert!(promised_deaths(&steps) >= 3);
         assert_eq!(must_judge(3), 3);
         assert_eq!(must_judge(4), 3);
@@ -2098,7 +2213,9 @@ mod tests {
         for seed in 0..20 {
             let p = promised_deaths(&plan(seed, 1_800_000));
             // one death every 70 s is as often as max_drained (2) allows with a 120 s
-            // reactivation bound; a leader's cut (a death too) now and then takes one
+            // reactivation bound; a drawn death that would crowd one out is drawn again
+            // (but for one time in thirty)
+
             assert!(p >= 14, "seed {seed}: {p} promised");
         }
     }
@@ -2210,6 +2327,51 @@ mod tests {
     }
 
     #[test]
+    fn a_deaf_active_gateway_is_blind_only_until_a_deputy_stands_in() {
+        let deaf = Span {
+            fault: Fault::GatewayDeaf(1),
+            start: 5_000,
+            end: 40_000,
+            leader: true,
+        };
+        // a deputy announced itself at 8 s: node4's death at 10 s is judged from its cut, and
+        // its verdict at 17 s is late
+        let mut h = good();
+        h.spans.push(deaf.clone());
+        h.events.push(Event {
+            deputy: true,
+            ..ev(8_000, "gateway_active", 2)
+        });
+        h.events.sort_by_key(|e| e.t);
+        assert_eq!(h.clock_start(10_000), 10_000, "{:?}", h.blind());
+        if let Some(e) = h.events.iter_mut().find(|e| e.kind == "node_down") {
+            e.t = 17_000;
+        }
+        let (_, _, v) = h.deaths_handled(&SHIPPED);
+        assert!(v.iter().any(|x| x.contains("no node_down")), "{v:?}");
+        // nobody stood in: blind to the end of the fault and 5 s more (an excuse, counted)
+        let mut h = good();
+        h.spans.push(deaf);
+        assert_eq!(h.clock_start(10_000), 45_000, "{:?}", h.blind());
+    }
+
+    #[test]
+    fn a_skewed_agents_samples_must_land_at_true_time() {
+        // node2's agent 5 minutes behind from 50 s to 90 s: samples written at its clock's
+        // time leave the window empty
+        let mut h = good();
+        h.spans
+            .push(span(Fault::ClockSkew(2, -300), 50_000, 90_000));
+        assert!(h.no_sample_lost().is_empty(), "{:?}", h.no_sample_lost());
+        if let Some(s) = h.samples.get_mut(&2) {
+            s.retain(|t| *t < 55_000 || *t > 85_000);
+        }
+        let v = h.no_sample_lost();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("node2"), "{v:?}");
+    }
+
+    #[test]
     fn the_plan_is_seeded_and_keeps_its_rules() {
         assert_eq!(plan(7, 240_000), plan(7, 240_000));
         assert_ne!(plan(7, 240_000), plan(8, 240_000));
@@ -2231,7 +2393,7 @@ mod tests {
                 assert!(!(s.fault.is_cut() && cuts >= 2), "{seed}: {s:?}");
             }
         }
-        assert_eq!(kinds.len(), 15, "every kind of fault is drawn");
+        assert_eq!(kinds.len(), 17, "every kind of fault is drawn");
         // deaths beyond what may be drained at once: rare, not never
         let (mut deaths, mut beyond) = (0, 0);
         for seed in 0..300 {

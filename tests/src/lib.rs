@@ -60,6 +60,18 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
 /// Wall-clock time in ms since the Unix epoch.
+/// An agent whose wall clock is `skew_s` seconds off (libfaketime; its monotonic clock left
+/// alone, as a Pi's is when its wall clock boots wrong).
+pub fn skewed_clock(skew_s: i64) -> Vec<String> {
+    vec![
+        "env".into(),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+        "faketime".into(),
+        "-f".into(),
+        format!("{skew_s:+}"),
+    ]
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -57,7 +57,7 @@ pub fn agent_config(n: u32, broker: u16, dir: &std::path::Path) -> String {
 pub fn gateway_config(n: u32, broker: u16, influx: u16, dry_run: bool) -> String {
     format!(
         "name = \"gw{n}\"\n\
-         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
+         [mqtt]\nurl = \"mqtt://172.30.0.2:{broker}\"\nkeep_alive = \"2s\"\nreconnect_max = \"2s\"\n\
          [influxdb]\nurl = \"http://172.30.0.1:{influx}\"\nflush_interval = \"500ms\"\n\
          [http]\nlisten = \"0.0.0.0:9900\"\n\
          [liveness]\noffline_after = \"3s\"\n\
@@ -85,7 +85,7 @@ pub fn shipped_agent_config(n: u32, broker: u16, dir: &std::path::Path) -> Strin
 pub fn shipped_gateway_config(n: u32, broker: u16, influx: u16, extra: &str) -> String {
     format!(
         "name = \"gw{n}\"\n\
-         [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\n\
+         [mqtt]\nurl = \"mqtt://172.30.0.2:{broker}\"\n\
          [influxdb]\nurl = \"http://172.30.0.1:{influx}\"\n\
          [http]\nlisten = \"0.0.0.0:9900\"\n\
          [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n{extra}"

@@ -16,8 +16,13 @@
 #                                                 failure: its kernel still answers TCP), or
 #                                                 only its engine (dockerd and containerd)
 #   tests/swarm/rig.sh thaw N [all|engine]        SIGCONT them again
+#   tests/swarm/rig.sh deafen N | hear N          drop / pass node N's traffic with the
+#                                                 gateways' broker address (172.30.0.2): the
+#                                                 gateway there is cut from the broker alone,
+#                                                 its agent still reaches it at 172.30.0.1
 #
-# Nodes are node1..nodeN with addresses 172.30.0.11.., on bridge lmbr0 (172.30.0.1).
+# Nodes are node1..nodeN with addresses 172.30.0.11.., on bridge lmbr0 (172.30.0.1, and
+# 172.30.0.2: the address the gateways reach the broker at).
 set -euo pipefail
 
 BR=lmbr0
@@ -39,6 +44,18 @@ loss() {
     case "$dir" in
         out | both) niptables "$n" -A OUTPUT ! -o lo -m statistic --mode random --probability "$p" -j DROP ;;
     esac
+}
+
+# In the raw table, so that `clear` (which flushes the filter table's chains) keeps it.
+deafen() {
+    hear "$1"
+    niptables "$1" -t raw -A OUTPUT -d "$NET.2" -j DROP
+    niptables "$1" -t raw -A PREROUTING -s "$NET.2" -j DROP
+}
+
+hear() {
+    niptables "$1" -t raw -F OUTPUT
+    niptables "$1" -t raw -F PREROUTING
 }
 
 clear_loss() {
@@ -175,6 +192,7 @@ up() {
     down >/dev/null 2>&1 || true
     ip link add $BR type bridge
     ip addr add "$NET.1/24" dev $BR
+    ip addr add "$NET.2/24" dev $BR
     ip link set $BR up
     iptables -I FORWARD -i $BR -o $BR -j ACCEPT
     echo "$total" >"$ROOT.nodes" 2>/dev/null || { mkdir -p "$(dirname "$ROOT")"; echo "$total" >"$ROOT.nodes"; }
@@ -229,5 +247,7 @@ case "${1:-}" in
     clear) clear_loss "$2" ;;
     freeze) signal_node STOP "$2" "${3:-all}" ;;
     thaw) signal_node CONT "$2" "${3:-all}" ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    deafen) deafen "$2" ;;
+    hear) hear "$2" ;;
+    *) sed -n '2,25p' "$0"; exit 2 ;;
 esac

@@ -627,6 +627,12 @@ impl Decide {
         fleet.len() >= 3 && silent * 2 > fleet.len()
     }
 
+    /// Whether this gateway hears the fleet (not [`Decide::isolated`]), for the hand-over
+    /// ([`super::deputy`]).
+    pub fn hears_fleet(&self, now: Instant) -> bool {
+        !self.isolated(now)
+    }
+
     /// Advances the machine; returns what to do now.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();

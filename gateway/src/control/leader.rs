@@ -15,6 +15,9 @@ pub struct Role {
     /// `swarm` or `standalone`; why, when standby.
     pub mode: &'static str,
     pub reason: String,
+    /// Standing in for the deaf gateway beside the leader ([`super::deputy`]): active, on
+    /// its own broker session.
+    pub deputy: bool,
 }
 
 impl Role {
@@ -23,13 +26,26 @@ impl Role {
             active: false,
             mode: "swarm",
             reason: reason.into(),
+            deputy: false,
         }
+    }
+    /// Standing in for the deaf gateway beside the leader.
+    pub fn deputy(reason: impl Into<String>) -> Role {
+        Role {
+            deputy: true,
+            ..Role::active("swarm", reason)
+        }
+    }
+    /// Active beside the Swarm leader.
+    pub fn active_swarm() -> Role {
+        Role::active("swarm", "the local engine is the Swarm leader")
     }
     fn active(mode: &'static str, reason: impl Into<String>) -> Role {
         Role {
             active: true,
             mode,
             reason: reason.into(),
+            deputy: false,
         }
     }
     pub fn standalone() -> Role {
@@ -99,7 +115,7 @@ pub fn role(mode: LeaderMode, view: &EngineView) -> Role {
                     "the local engine leads but reaches only {reachable} of {managers} managers"
                 ))
             } else {
-                Role::active("swarm", "the local engine is the Swarm leader")
+                Role::active_swarm()
             }
         }
     }

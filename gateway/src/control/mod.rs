@@ -5,6 +5,7 @@
 
 pub mod confirm;
 pub mod decide;
+pub mod deputy;
 pub mod leader;
 pub mod plan;
 pub mod swarm;
@@ -72,6 +73,8 @@ struct Loop {
     mqtt_since: Option<Instant>,
     /// The time of the last event, in ms: see [`event_time`].
     last_event_ms: std::cell::Cell<i64>,
+    /// Standing in for a deaf gateway, or standing down when deaf ([`deputy`]).
+    deputy: deputy::Deputy,
 }
 
 /// An event's time: now, but always after the previous event's. InfluxDB keeps one point per
@@ -129,6 +132,7 @@ impl Control {
         let (probes, probe_rx) = mpsc::channel(256);
         let (bursts, burst_rx) = mpsc::channel(64);
         let mode = cfg.leader.mode;
+        let name = self.name.clone();
         let mut l = Loop {
             c: self,
             api,
@@ -140,6 +144,7 @@ impl Control {
             bursts,
             mqtt_since: None,
             last_event_ms: std::cell::Cell::new(0),
+            deputy: deputy::Deputy::new(&name),
         };
         if standalone {
             l.set_role(role);
@@ -171,12 +176,12 @@ pub fn session_for(cfg: &Config, role: &Role) -> Session {
     }
     Session {
         active: role.active,
-        client_id: if role.swarm_active() {
+        client_id: if role.swarm_active() && !role.deputy {
             cfg.leader.session_id.clone()
         } else {
             own_client_id(cfg)
         },
-        persistent: role.active,
+        persistent: role.active && !role.deputy,
     }
 }
 
@@ -311,7 +316,14 @@ impl Loop {
                     "gateway {} on {} is active ({})",
                     self.c.name, self.c.hostname, self.role.reason
                 ),
-                details: vec![("mode", self.role.mode.to_owned())],
+                details: vec![
+                    ("mode", self.role.mode.to_owned()),
+                    // a deputy stands in for the deaf gateway beside the leader
+                    (
+                        "role",
+                        if self.role.deputy { "deputy" } else { "active" }.to_owned(),
+                    ),
+                ],
             });
         }
     }
@@ -327,8 +339,9 @@ impl Loop {
             tracing::info!(from = ?self.mode, to = ?mode, "the local engine is in a Swarm: following its leader from now on");
             self.mode = mode;
         }
-        let role = leader::role(self.mode, &view);
+        let mut role = leader::role(self.mode, &view);
         if let EngineView::Manager { self_id, nodes } = &view {
+            role = self.hand_over(&api, self_id, nodes, role).await;
             self.self_id = Some(self_id.clone());
             let swarm: Vec<(String, String, String)> = nodes
                 .iter()
@@ -366,6 +379,42 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// The hand-over's part of a poll ([`deputy`]): its label write, if any, and the role
+    /// this gateway plays now.
+    async fn hand_over(
+        &mut self,
+        api: &SwarmApi,
+        self_id: &str,
+        nodes: &[swarm::NodeFacts],
+        swarm: Role,
+    ) -> Role {
+        let now = Instant::now();
+        let labels: Vec<(String, std::collections::HashMap<String, String>)> = nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.labels.clone()))
+            .collect();
+        let view = deputy::View {
+            self_id,
+            leader: nodes.iter().find(|n| n.leader).map(|n| n.id.as_str()),
+            swarm_active: swarm.swarm_active(),
+            nodes: &labels,
+        };
+        let op = self.deputy.on_poll(view, now);
+        // A dry run writes nothing to the Swarm, labels included: no hand-over.
+        if let Some(op) = op.filter(|_| !self.c.cfg.reschedule.dry_run) {
+            let sent = Instant::now();
+            let res = api
+                .update_node_with(op.node(), |n| op.change(op.node(), n))
+                .await;
+            match &res {
+                Ok(()) => tracing::info!(op = ?op, "hand-over label written"),
+                Err(e) => tracing::info!(op = ?op, error = %e, "hand-over label not written"),
+            }
+            self.deputy.on_done(&op, res.is_ok(), sent);
+        }
+        self.deputy.role(swarm, Instant::now())
     }
 
     /// Swarm's node list is the detector's fleet: each node whose agent beats, under its
@@ -622,7 +671,9 @@ impl Loop {
         let heard = self
             .mqtt_since
             .is_some_and(|t| now.saturating_duration_since(t) >= settle);
-        let can_act = self.role.swarm_active() && heard;
+        // A deputy acts only while its lease is valid; the leader's gateway only while it
+        // is not marked deaf and no deputy's lease may be in use ([`deputy`]).
+        let can_act = self.role.swarm_active() && heard && self.deputy.may_act(now);
         let Some(d) = &mut self.decide else { return };
         d.set_active(can_act, now);
         let (agents, unhealthy) = match self.c.nodes.lock() {
@@ -635,6 +686,7 @@ impl Loop {
                 d.on_detector(det.statuses().map(|(m, st)| (m.to_owned(), st)));
             }
         }
+        self.deputy.on_hearing(up && d.hears_fleet(now), now);
         d.on_unhealthy(unhealthy, now);
         let actions = d.tick(now);
         for a in actions {

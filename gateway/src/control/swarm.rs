@@ -174,6 +174,25 @@ impl SwarmApi {
         true
     }
 
+    /// Updates node `id` with the change `plan` makes of it as it is now (a hand-over label:
+    /// [`super::deputy::Op::change`]): `Err` when the plan refuses (its condition no longer
+    /// holds) or the Swarm does (another gateway wrote first: the node's version moved).
+    pub async fn update_node_with(
+        &self,
+        id: &str,
+        plan: impl FnOnce(&Node) -> Result<Option<Change>, String>,
+    ) -> Result<(), String> {
+        let node = self
+            .docker
+            .inspect_node(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        match plan(&node)? {
+            None => Ok(()),
+            Some(change) => self.write(&change).await.map_err(|e| e.to_string()),
+        }
+    }
+
     async fn running_tasks(&self) -> Result<Vec<Task>, bollard::errors::Error> {
         let filters = HashMap::from([("desired-state".to_owned(), vec!["running".to_owned()])]);
         self.docker
