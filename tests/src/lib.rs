@@ -364,9 +364,16 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// SIGKILL: no goodbye, as in a crash or power loss of the process.
+    /// SIGKILL: no goodbye, as in a crash or power loss of the process. A wrapper's children
+    /// too (`faketime` forks the binary and waits for it): the binary itself must die.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
+            for pid in descendants(c.id()) {
+                // SAFETY: kill(2) on a pid we read from /proc just now; no memory involved.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -395,6 +402,28 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Every process below `pid` (children first found, then theirs), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in kids
+                .split_whitespace()
+                .filter_map(|k| k.parse::<u32>().ok())
+            {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
 }
 
 /// A running `leakmon-agent`.

@@ -15,6 +15,8 @@
 //!                                          stopped, its kernel answering), and node4 cut
 //!                                          with the first-choice standby (node5) frozen at
 //!                                          the same moment; Swarm alone and leakmon
+//!   bench_control deaf [TRIALS]            the active gateway cut from the broker alone as
+//!                                          node4's link is cut (issue 26)
 //!   bench_control election TICKS [TRIALS] [restart]   Swarm alone: set the Raft election
 //!                                          tick through the API (`Spec.Raft.ElectionTick`),
 //!                                          (restart every manager's engine), then time the
@@ -254,6 +256,102 @@ fn gray(trials: usize) {
     );
 }
 
+/// The active gateway cut from the broker alone (`rig.sh deafen`: its agent still heard), and
+/// at the same moment node4's cable pulled: the worst moment for a death, the hand-over still
+/// to come. Measured from the cut: the node declared down (by the gateway standing in),
+/// `web` whole, `db` on the standby, and when the deputy announced itself. Shipped defaults.
+fn deaf(trials: usize) {
+    let _rig = Rig;
+    rig(&["up", "3", "2"]);
+    let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
+    let influx = Service::influxdb_on("0.0.0.0");
+    create_services();
+    let _agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+    let extra = "[reschedule]\ncooldown = \"1s\"\n";
+    let gateways =
+        start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, extra));
+    wait_gateway_active(&events);
+    let mut results = Vec::new();
+    let mut deputies = Vec::new();
+    for i in 0..trials {
+        let leader = leader_of(None).expect("a leader");
+        let seen = events.all().len();
+        let cut_ms = std::cell::Cell::new(0);
+        let deafen = || {
+            cut_ms.set(leakmon_e2e::now_ms());
+            rig(&["deafen", &leader.to_string()]);
+        };
+        let t = trial_of(
+            Some(&events),
+            deafen,
+            &["cut", "4"],
+            &[&["restore", "4"], &["hear", &leader.to_string()]],
+        );
+        // when the deputy announced itself (the events carry the gateway's own time)
+        let deputy = events.all()[seen..].iter().find_map(|m| {
+            let j = m.json();
+            (j["kind"] == "gateway_active" && j["details"]["role"] == "deputy")
+                .then(|| j["ts"].as_i64())
+                .flatten()
+        });
+        let since = cut_ms.get();
+        deputies.push(deputy.map(|ts| secs(Duration::from_millis((ts - since).max(0) as u64))));
+        eprintln!(
+            "trial {}: gw{leader} deaf; deputy {:?}",
+            i + 1,
+            deputies.last()
+        );
+        // the deaf gateway takes its role back before the next trial
+        let back = format!("node{leader}");
+        wait_for(Duration::from_secs(60), || {
+            events.all()[seen..]
+                .iter()
+                .any(|m| {
+                    let j = m.json();
+                    j["kind"] == "gateway_active" && j["node"] == back.as_str()
+                })
+                .then_some(())
+        })
+        .expect("the deaf gateway active again");
+        results.push(t);
+    }
+    drop(gateways);
+    let deputy_cell = cell(
+        &deputies
+            .iter()
+            .map(|d| Trial {
+                down: *d,
+                ..Trial::default()
+            })
+            .collect::<Vec<_>>(),
+        |t| t.down,
+    );
+    println!("| from the cut of node4's link, the active gateway cut from the broker at the same moment | leakmon |");
+    println!("|---|---|");
+    println!("| another gateway standing in (`gateway_active`, `role=deputy`) | {deputy_cell} |");
+    println!("| node declared down | {} |", cell(&results, |t| t.down));
+    println!(
+        "| `web` (5 replicas) at full strength on live nodes | {} |",
+        cell(&results, |t| t.web)
+    );
+    println!(
+        "| pinned `db` running on another node | {} |",
+        cell(&results, |t| t.db)
+    );
+    println!(
+        "| live nodes declared down | {} in {} trials |",
+        results.iter().map(|t| t.false_downs).sum::<usize>(),
+        trials
+    );
+    println!(
+        "\nmedian (min-max) of {trials} trials; in each the gateway beside the Swarm leader is \
+         cut from the broker alone (`rig.sh deafen`: its node's traffic with the gateways' broker \
+         address dropped, its agent still heard) and node4's cable pulled at once. Shipped \
+         defaults except `reschedule.cooldown = \"1s\"` (node4 dies in every trial)."
+    );
+}
+
 /// Plugs manager `old`'s cable back and waits until another manager sees it active and ready.
 fn restore_manager(old: u32) {
     rig(&["restore", &old.to_string()]);
@@ -484,6 +582,13 @@ fn main() {
             .and_then(|a| a.parse().ok())
             .unwrap_or(3);
         return broker_cluster(trials);
+    }
+    if std::env::args().nth(1).as_deref() == Some("deaf") {
+        let trials = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(3);
+        return deaf(trials);
     }
     if std::env::args().nth(1).as_deref() == Some("gray") {
         let trials = std::env::args()

@@ -269,6 +269,13 @@ impl Confirm {
         }
     }
 
+    /// Whether a surge for dead node `dead_id` is still waiting for its replicas to run.
+    pub fn surging(&self, dead_id: &str) -> bool {
+        self.watches
+            .values()
+            .any(|w| w.dead_id == dead_id && matches!(w.what, What::Surge { .. }))
+    }
+
     /// A service Swarm no longer lists: nothing left to watch.
     pub fn forget_service(&mut self, service_id: &str) {
         self.watches.remove(service_id);

@@ -59,6 +59,9 @@ pub use crate::nodes::UnhealthyTask;
 pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 /// A probe unanswered this long is taken as lost.
 const PROBE_LOST: Duration = Duration::from_secs(30);
+/// A surge made on a node Swarm already listed down is settled no sooner than this after it
+/// (by then the shell has reported what it started, so its watch is on).
+const TICK_MIN: Duration = Duration::from_millis(200);
 /// The longest a surge waits for Swarm to let go of a dead node before it is settled anyway.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A reactivated node is listed active by Swarm within this (the next leader polls), or the
@@ -225,6 +228,9 @@ struct Track {
     evacuated: bool,
     evacuated_at: Option<Instant>,
     settle_pending: bool,
+    /// Its surge was made after Swarm had let go of it (a frozen node): settled once the
+    /// surge's replicas run, not at Swarm's `down`.
+    surged_down: bool,
     back_since: Option<Instant>,
     reactivated_at: Option<Instant>,
     flapping: bool,
@@ -334,6 +340,7 @@ impl Decide {
                 evacuated: false,
                 evacuated_at: None,
                 settle_pending: false,
+                surged_down: false,
                 back_since: None,
                 reactivated_at: None,
                 flapping: false,
@@ -743,6 +750,7 @@ impl Decide {
             .is_some_and(|st| now.saturating_duration_since(st) >= s.grace);
         let agent = self.nodes.get(id).and_then(|t| self.agent(&t.node));
         let standbys: Vec<String> = self.standbys(now).fit.into_keys().collect();
+        let surging = self.confirm.surging(id);
         // "back" needs the agent online (when the node has one) and, early after a start,
         // the agent's status actually heard.
         let agent_ok = match agent {
@@ -836,10 +844,14 @@ impl Decide {
                 t.held = false;
                 t.evacuated = true;
                 t.evacuated_at = Some(now);
-                // Not once Swarm let go of the node (drained at once), nor on a node already
-                // drained (a repeat after a takeover must not turn it back to pause).
-                let surge =
-                    t.node.state != SwarmState::Down && t.node.availability != Availability::Drain;
+                // Not on a node already drained (a repeat after a takeover must not turn it
+                // back to pause), nor on one leakmon already paused that Swarm let go of since
+                // (the previous gateway surged it). But once Swarm let go of a node leakmon had
+                // not touched (a frozen node): Swarm's own replacements wait out the services'
+                // restart delay, the surge's replicas run now.
+                let surge = t.node.availability != Availability::Drain
+                    && !(t.node.state == SwarmState::Down && t.node.leakmon_drained);
+                t.surged_down = surge && t.node.state == SwarmState::Down;
                 t.settle_pending = t.settle_pending || surge;
                 out.push(Action::Evacuate {
                     node_id: id.to_owned(),
@@ -855,10 +867,17 @@ impl Decide {
         // Settling
         if t.settle_pending {
             let since = t.evacuated_at.unwrap_or(now);
-            if t.node.state == SwarmState::Down
-                || (v == Verdict::Alive && agent_ok)
-                || now.saturating_duration_since(since) >= SETTLE_TIMEOUT
-            {
+            let waited = now.saturating_duration_since(since);
+            // A surge made while Swarm already listed the node down is scaled back once its
+            // replicas run: Swarm then removes first the slot it left pending on the dead
+            // node (a slot of two tasks sorts last in its scale-down), not a surge replica.
+            // (The watch starts with the evacuation's answer, before the next tick.)
+            let let_go = if t.surged_down {
+                waited >= TICK_MIN && !surging
+            } else {
+                t.node.state == SwarmState::Down
+            };
+            if let_go || (v == Verdict::Alive && agent_ok) || waited >= SETTLE_TIMEOUT {
                 t.settle_pending = false;
                 out.push(Action::Settle {
                     node_id: id.to_owned(),
@@ -1488,17 +1507,48 @@ mod tests {
     }
 
     #[test]
-    fn swarm_down_alone_is_dead_and_drained_without_surge() {
+    fn swarm_down_alone_is_dead_surged_and_settled_once_the_surge_runs() {
         let mut f = Fleet::new();
         f.run_to(5.0);
         f.swarm_mut(4).state = SwarmState::Down;
         let a = f.run_to(6.0);
         assert_eq!(kinds(&a), [EventKind::NodeDown]);
-        assert_eq!(evacuations(&a), [("id4".to_owned(), false)]);
+        // Swarm's own replacements wait out the restart delay: a surge runs now
+        assert_eq!(evacuations(&a), [("id4".to_owned(), true)]);
+        let settles = |a: &[Action]| has(a, |x| matches!(x, Action::Settle { .. }));
         assert!(
-            !has(&a, |x| matches!(x, Action::Settle { .. })),
-            "nothing to settle"
+            !settles(&a),
+            "not at Swarm's down: the surge is not running yet"
         );
+        f.d.on_started(
+            "id4",
+            vec![Started::Surge {
+                service_id: "web".into(),
+                service: "web".into(),
+                want: 5,
+            }],
+            f.at(6.0),
+        );
+        f.d.on_tasks("web", Some(vec!["n1".into(), "n2".into(), "n3".into()]));
+        assert!(!settles(&f.run_to(8.0)), "its replicas not all running");
+        f.d.on_tasks(
+            "web",
+            Some(["n1", "n2", "n3", "n5", "n5"].map(String::from).to_vec()),
+        );
+        // (confirmed in one tick, settled in the next)
+        f.run_to(9.0);
+        let a = f.run_to(9.25);
+        assert!(settles(&a), "settled once they run: {a:?}");
+    }
+
+    #[test]
+    fn a_surge_without_anything_to_watch_on_a_node_swarm_let_go_is_settled_at_once() {
+        let mut f = Fleet::new();
+        f.run_to(5.0);
+        f.swarm_mut(4).state = SwarmState::Down;
+        f.run_to(6.0);
+        let a = f.run_to(6.5);
+        assert!(has(&a, |x| matches!(x, Action::Settle { .. })), "{a:?}");
     }
 
     #[test]
@@ -2417,8 +2467,8 @@ mod tests {
             reason.map(|(_, v)| v.as_str()),
             Some(DeadBy::Frozen.as_str())
         );
-        // Swarm let go of it already: drained at once (no surge), which skips the restart delay
-        assert_eq!(evacuations(&a), [("id4".to_owned(), false)]);
+        // Swarm let go of it already, its replacements wait out the restart delay: surged
+        assert_eq!(evacuations(&a), [("id4".to_owned(), true)]);
         // it thaws: beats again, Swarm ready: back
         f.silent.clear();
         detected(&mut f, 4, Status::Alive);
