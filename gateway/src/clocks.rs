@@ -16,8 +16,10 @@
 //! an outage, while the clock was still wrong, are placed right). When that differs from its
 //! own stamp by [`SKEW_BOUND_MS`] or more, the gateway writes it at the true time and says so
 //! in a `clock_offset_ms` field; within the bound it is left as stamped, so a redelivery of the
-//! same sample always lands on the same point. A sample of an earlier run (buffered across an
-//! agent restart) or from an agent that sends no clock readings is written as stamped.
+//! same sample always lands on the same point. The last [`RUNS_KEPT`] runs of each agent are
+//! remembered, so samples of an earlier run (queued across an agent restart, while no gateway
+//! was active) are placed too; a sample of a run never heard, or from an agent that sends no
+//! clock readings, is written as stamped.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,6 +35,9 @@ pub const RESOLVE_BELOW_MS: i64 = 1_000;
 /// reaches the gateway before its run's first beat (the first of a run, now and then: the beat
 /// and the data ride different connections) is written as stamped.
 pub const SETTLE_BEATS: u32 = 1;
+/// Runs remembered per agent: the current one and those before it, for samples queued across
+/// agent restarts.
+pub const RUNS_KEPT: usize = 4;
 /// Agents tracked at most (as many node names as the gateway tracks, `nodes::MAX_NODES`).
 pub const MAX_CLOCKS: usize = 20_000;
 
@@ -57,7 +62,10 @@ pub struct Correction {
 
 #[derive(Debug, Default)]
 pub struct Clocks {
+    /// Each agent's current run.
     nodes: HashMap<String, Clock>,
+    /// Each agent's earlier runs, newest last (at most [`RUNS_KEPT`] - 1).
+    earlier: HashMap<String, Vec<Clock>>,
     /// Nodes whose `clock_skew` alert is open.
     told: HashSet<String>,
 }
@@ -91,12 +99,24 @@ impl Clocks {
             skew: 0,
         });
         if c.run != run {
-            *c = Clock {
-                run,
-                offset,
-                beats: 0,
-                skew: 0,
-            };
+            let old = std::mem::replace(
+                c,
+                Clock {
+                    run,
+                    offset,
+                    beats: 0,
+                    skew: 0,
+                },
+            );
+            let earlier = self.earlier.entry(node.to_owned()).or_default();
+            // a run that comes back (beats reordered) is the current one again
+            earlier.retain(|e| e.run != run && e.run != old.run);
+            if old.beats >= SETTLE_BEATS {
+                earlier.push(old);
+            }
+            if earlier.len() >= RUNS_KEPT {
+                earlier.remove(0);
+            }
         }
         c.offset = c.offset.min(offset);
         c.beats = c.beats.saturating_add(1);
@@ -117,7 +137,9 @@ impl Clocks {
         let c = self
             .nodes
             .get(node)
-            .filter(|c| c.beats >= SETTLE_BEATS && c.run == run)?;
+            .filter(|c| c.run == run)
+            .or_else(|| self.earlier.get(node)?.iter().find(|c| c.run == run))
+            .filter(|c| c.beats >= SETTLE_BEATS)?;
         let mono = i64::try_from(mono?).ok()?;
         let true_ts = mono.saturating_add(c.offset);
         let offset_ms = ts.saturating_sub(true_ts);
@@ -129,6 +151,7 @@ impl Clocks {
 
     pub fn forget(&mut self, node: &str) {
         self.nodes.remove(node);
+        self.earlier.remove(node);
         self.told.remove(node);
     }
 
@@ -234,10 +257,17 @@ mod tests {
             Some(-4),
             "known from the new run's first beat"
         );
+        // the old run's samples (queued across the agent's restart) are still placed
+        let k = c.correct("pi", 2, T - HOUR, Some(5_000_000)).unwrap();
+        assert_eq!(k.ts, T + 4);
+        // up to RUNS_KEPT runs back
+        for run in 4..(4 + RUNS_KEPT as u64) {
+            beats(&mut c, "pi", run, 0, 1, |_| 4);
+        }
         assert_eq!(
             c.correct("pi", 2, T - HOUR, Some(5_000_000)),
             None,
-            "the old run"
+            "forgotten runs back"
         );
         c.forget("pi");
         assert_eq!(c.correct("pi", 3, T, Some(5_000_000)), None);

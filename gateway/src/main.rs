@@ -301,6 +301,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     // Each agent's clock: written by the beat connection, read by ingest (one short lock per
     // beat and per report).
     let clocks = Arc::new(Mutex::new(clocks::Clocks::new()));
+    let (warm, warm_rx) = tokio::sync::watch::channel(false);
     let ingest = ingest::Ingest::new(
         bus,
         topics.clone(),
@@ -310,7 +311,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         cfg.mqtt.shared_group.clone(),
         nodes,
         metrics.clone(),
-        detector.is_some().then(|| clocks.clone()),
+        detector.is_some().then(|| (clocks.clone(), warm_rx)),
     );
     let ingest = tokio::spawn(connection.run(ingest));
     if let Some(detector) = detector {
@@ -320,6 +321,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             topics: topics.clone(),
             detector,
             clocks,
+            warm,
             metrics,
         };
         tokio::spawn(beats.run(shutdown_rx.clone()));

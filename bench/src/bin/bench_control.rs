@@ -11,7 +11,8 @@
 //!                                          (scripts/rabbitmq-cluster); the broker node the
 //!                                          active gateway is on is SIGKILLed as node4's link
 //!                                          is cut
-//!   bench_control gray [TRIALS]            gray failures: node4 frozen (every process
+//!   bench_control gray [TRIALS] [leakmon]  gray failures (`leakmon`: without the Swarm-alone
+//!                                          trials): node4 frozen (every process
 //!                                          stopped, its kernel answering), and node4 cut
 //!                                          with the first-choice standby (node5) frozen at
 //!                                          the same moment; Swarm alone and leakmon
@@ -151,7 +152,7 @@ fn trial_of(
 /// Gray failures, Swarm alone beside leakmon, shipped defaults: node4 frozen (every process
 /// stopped, its kernel still answering TCP), and node4's cable pulled while the standby the
 /// gateway would choose first (node5: fewer tasks than node3) is frozen at the same moment.
-fn gray(trials: usize) {
+fn gray(trials: usize, leakmon_only: bool) {
     let _rig = Rig;
     rig(&["up", "3", "2"]);
     let broker = Broker::start_custom(|_| "listener {port} 0.0.0.0\nallow_anonymous true".into());
@@ -190,12 +191,13 @@ fn gray(trials: usize) {
     let freeze5 = || {
         rig(&["freeze", "5"]);
     };
-    eprintln!("Swarm alone: node4 frozen, {trials} trials");
-    let alone_frozen: Vec<Trial> = (0..trials)
+    let alone = if leakmon_only { 0 } else { trials };
+    eprintln!("Swarm alone: node4 frozen, {alone} trials");
+    let alone_frozen: Vec<Trial> = (0..alone)
         .map(|_| trial_of(None, || {}, frozen, thaw4))
         .collect();
-    eprintln!("Swarm alone: node4 cut, the first-choice standby frozen, {trials} trials");
-    let alone_standby: Vec<Trial> = (0..trials)
+    eprintln!("Swarm alone: node4 cut, the first-choice standby frozen, {alone} trials");
+    let alone_standby: Vec<Trial> = (0..alone)
         .map(|_| trial_of(None, freeze5, &["cut", "4"], standby_frozen))
         .collect();
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
@@ -401,6 +403,9 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 fn cell(ts: &[Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
+    if ts.is_empty() {
+        return "not run".into();
+    }
     let got: Vec<f64> = ts.iter().filter_map(&f).collect();
     let never = ts.len() - got.len();
     match median(got.clone()) {
@@ -595,7 +600,8 @@ fn main() {
             .nth(2)
             .and_then(|a| a.parse().ok())
             .unwrap_or(3);
-        return gray(trials);
+        let leakmon_only = std::env::args().nth(3).as_deref() == Some("leakmon");
+        return gray(trials, leakmon_only);
     }
     if std::env::args().nth(1).as_deref() == Some("election") {
         let ticks = std::env::args()

@@ -30,7 +30,10 @@
 //!    over) unless an operator drained it, or leakmon already drains `max_drained` other nodes:
 //!    then a single `mass_failure` event, and nothing more is drained until that count drops.
 //! 5. After an evacuation with a surge, the node is settled (surge scaled back, node drained)
-//!    as soon as Swarm marks it down, or it comes back, or [`SETTLE_TIMEOUT`] has passed.
+//!    as soon as Swarm marks it down, or it comes back, or [`SETTLE_TIMEOUT`] has passed. A
+//!    node Swarm had already marked down when it was evacuated (a frozen node: Swarm's own
+//!    replacements wait out the restart delay) is surged too, and settled once the surge's
+//!    replicas run (Swarm's scale-down then removes the slot pending on the dead node first).
 //! 6. A node leakmon drained that is back (agent online and Swarm ready) for
 //!    `reactivate_after` without a break is reactivated; a node that dies again within
 //!    `cooldown` of its last reactivation is `flapping` and stays drained.

@@ -30,8 +30,16 @@ pub struct Beats {
     pub detector: Arc<Mutex<Detector>>,
     /// Each agent's clock, learnt from its beats ([`crate::clocks`]); ingest reads it.
     pub clocks: Arc<Mutex<Clocks>>,
+    /// Set once this connection has been up for [`CLOCK_WARM`] after the start: every agent
+    /// beating each second has sent its clock by then (ingest waits for it).
+    pub warm: watch::Sender<bool>,
     pub metrics: Arc<Metrics>,
 }
+
+/// How long the first connection must have been up before every agent's clock is known: an
+/// agent sends its clock readings with every 4th beat (once a second at the default beat
+/// interval, 250 ms).
+pub const CLOCK_WARM: std::time::Duration = std::time::Duration::from_millis(2_500);
 
 /// The beat connection's client id for a gateway whose own is `own`.
 pub fn client_id(own: &str) -> String {
@@ -93,7 +101,13 @@ impl Beats {
             let (client, mut el) = AsyncClient::new(opts, 8);
             let mut accepted_at: Option<tokio::time::Instant> = None;
             let error = loop {
+                let warm_at = accepted_at
+                    .filter(|_| !*self.warm.borrow())
+                    .map(|t| t + CLOCK_WARM);
                 tokio::select! {
+                    _ = tokio::time::sleep_until(warm_at.unwrap_or_else(tokio::time::Instant::now)), if warm_at.is_some() => {
+                        self.warm.send_replace(true);
+                    }
                     ev = el.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             reconnect.accepted();

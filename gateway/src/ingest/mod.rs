@@ -76,7 +76,15 @@ pub struct Ingest {
     pub detector: bool,
     /// Nodes whose Home Assistant discovery went out on this connection.
     announced: BTreeSet<String>,
+    /// Until the beat connection has heard every agent's clock once after the gateway started
+    /// ([`beats::CLOCK_WARM`]): the first message waits for it (at most
+    /// [`CLOCK_WAIT_MAX`]), so that what the broker queued while this gateway was away is
+    /// placed at true time too. `None` once warm, or without a detector.
+    clocks_warm: Option<tokio::sync::watch::Receiver<bool>>,
 }
+
+/// The longest the first message after a start waits for the agents' clocks.
+const CLOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Points of a sample placed at true time carry how far off its agent's stamp was, so a
 /// dashboard (and an operator) can tell corrected samples from others.
@@ -106,8 +114,12 @@ impl Ingest {
         shared_group: Option<String>,
         nodes: Arc<Mutex<Nodes>>,
         metrics: Arc<Metrics>,
-        detector_clocks: Option<Arc<Mutex<Clocks>>>,
+        detector_clocks: Option<(Arc<Mutex<Clocks>>, tokio::sync::watch::Receiver<bool>)>,
     ) -> Self {
+        let (detector_clocks, clocks_warm) = match detector_clocks {
+            Some((c, w)) => (Some(c), Some(w)),
+            None => (None, None),
+        };
         Ingest {
             bus,
             homeassistant,
@@ -118,6 +130,7 @@ impl Ingest {
             detector: detector_clocks.is_some(),
             clocks: detector_clocks.unwrap_or_default(),
             announced: BTreeSet::new(),
+            clocks_warm,
         }
     }
 
@@ -415,6 +428,14 @@ impl Handler for Ingest {
     }
 
     async fn on_publish(&mut self, topic: &str, payload: &[u8], active: bool, seq: u64) -> bool {
+        if let Some(mut warm) = self.clocks_warm.take() {
+            let waited = tokio::time::timeout(CLOCK_WAIT_MAX, warm.wait_for(|w| *w)).await;
+            if waited.is_err() {
+                tracing::info!(
+                    "the agents' clocks not all heard yet: samples of an agent with a wrong clock may keep their stamps"
+                );
+            }
+        }
         if let Some(prefix) = &self.homeassistant {
             if topic == format!("{prefix}/status") {
                 if payload == b"online" {
