@@ -687,6 +687,11 @@ impl Detector {
         self.nodes.iter().map(|n| (n.name.as_str(), n.status))
     }
 
+    /// Each member's last beat (or when it joined).
+    pub fn last_beats(&self) -> impl Iterator<Item = (&str, Instant)> {
+        self.nodes.iter().map(|n| (n.name.as_str(), n.last))
+    }
+
     pub fn health(&self) -> Health {
         Health {
             score: self.score,

@@ -104,7 +104,11 @@ impl Liveness {
                 None
             }
             Some(n) => {
-                n.last_seen = now;
+                // Heard from the agent itself; a death (its Will, sent by the broker seconds
+                // after a frozen agent's last word, or a goodbye) leaves its last word's time.
+                if to == State::Online {
+                    n.last_seen = now;
+                }
                 if n.state == to {
                     return None;
                 }
@@ -365,6 +369,17 @@ mod tests {
             )
             .unwrap();
         assert_eq!(t.to, State::Offline(OfflineReason::Shutdown));
+    }
+
+    #[test]
+    fn a_will_leaves_the_time_the_agent_was_last_heard() {
+        let mut l = Liveness::new(AFTER);
+        let t0 = Instant::now();
+        l.on_status("n", &birth(3), t0);
+        l.on_data("n", t0 + Duration::from_secs(1));
+        // the broker's Will for a frozen agent, seconds after its last word
+        l.on_status("n", &will(3), t0 + Duration::from_secs(9));
+        assert_eq!(l.nodes()["n"].last_seen, t0 + Duration::from_secs(1));
     }
 
     #[test]

@@ -273,6 +273,8 @@ pub struct Decide {
     detected: BTreeMap<String, Status>,
     /// Failovers and surges watched to their effect.
     confirm: Confirm,
+    /// Each beating agent's last beat ([`Decide::on_last_beats`]).
+    last_beat: BTreeMap<String, Instant>,
 }
 
 fn event(
@@ -304,6 +306,7 @@ impl Decide {
             isolation_told: false,
             detected: BTreeMap::new(),
             confirm: Confirm::new(),
+            last_beat: BTreeMap::new(),
         }
     }
 
@@ -489,6 +492,11 @@ impl Decide {
         self.detected = statuses.into_iter().collect();
     }
 
+    /// Each beating agent's last beat, as the detector heard it.
+    pub fn on_last_beats(&mut self, beats: impl IntoIterator<Item = (String, Instant)>) {
+        self.last_beat = beats.into_iter().collect();
+    }
+
     /// The detector's view of an agent's node, when the detector watches it (it beats).
     fn detected_status(&self, agent: &str) -> Option<Status> {
         self.s
@@ -541,11 +549,14 @@ impl Decide {
                 // Swarm needs 10 s or more of missed heartbeats. An agent killed just before a
                 // leader change, whose new leader lists nodes down for a moment, is no freeze:
                 // found by a 30-minute chaos run)
+                // Its silence counts from its last beat (every 250 ms), else its last message:
+                // never from its Will, which the broker sends for a frozen agent seconds after.
                 Some(Status::Quiet)
                     if Self::burst_clean(t)
                         && agent.is_some_and(|a| {
+                            let last = self.last_beat.get(&a.name).copied().unwrap_or(a.last_seen);
                             t.down_since.is_some_and(|d| {
-                                d.saturating_duration_since(a.last_seen) >= FROZEN_SILENCE
+                                d.saturating_duration_since(last) >= FROZEN_SILENCE
                             })
                         }) =>
                 {
@@ -2442,6 +2453,33 @@ mod tests {
         f.silence(4, 10.0);
         detected(&mut f, 4, Status::Quiet);
         f
+    }
+
+    #[test]
+    fn a_frozen_agents_silence_counts_from_its_last_beat_not_its_will() {
+        // its last beat at 10 s; the broker's Will for it at 17.5 s made it a message later
+        // (the shipped agent's keep_alive 5 s); Swarm says down at 22 s
+        let mut f = node4_frozen();
+        f.d.on_last_beats([("node4".to_owned(), f.at(10.0))]);
+        f.run_to(17.0);
+        f.agent_mut(4).state = AgentState::Lost;
+        f.agent_mut(4).last_seen = f.at(17.5);
+        f.run_to(21.0);
+        f.swarm_mut(4).state = SwarmState::Down;
+        f.run_to(22.0);
+        f.d.on_burst("id4", BURST_ROUNDS, BURST_ROUNDS, f.at(22.0));
+        let a = f.run_to(22.5);
+        assert_eq!(kinds(&a), [EventKind::NodeDown], "{a:?}");
+        // an agent that beat until 1 s before Swarm's down is no freeze
+        let mut f = node4_frozen();
+        f.d.on_last_beats([("node4".to_owned(), f.at(21.0))]);
+        f.run_to(21.5);
+        f.swarm_mut(4).state = SwarmState::Down;
+        f.run_to(22.0);
+        f.d.on_burst("id4", BURST_ROUNDS, BURST_ROUNDS, f.at(22.0));
+        let mut a = f.run_to(22.5);
+        a.extend(f.run_to(23.0));
+        assert!(!kinds(&a).contains(&EventKind::NodeDown), "{a:?}");
     }
 
     #[test]

@@ -684,6 +684,7 @@ impl Loop {
         if let Some(det) = &self.c.detector {
             if let Ok(det) = det.lock() {
                 d.on_detector(det.statuses().map(|(m, st)| (m.to_owned(), st)));
+                d.on_last_beats(det.last_beats().map(|(m, t)| (m.to_owned(), t)));
             }
         }
         self.deputy.on_hearing(up && d.hears_fleet(now), now);
