@@ -570,6 +570,22 @@ impl Evacuation {
         })
     }
 
+    /// The dead node's tasks of any desired state (Swarm let go of the node: it shut them
+    /// down in its books and scheduled replacements, which wait out the restart delay): those
+    /// last seen running are the ones to surge for.
+    pub fn let_go(mut self, on_dead: &[TaskFacts]) -> Self {
+        let mut stranded: HashMap<String, i64> = HashMap::new();
+        for t in on_dead {
+            if t.running && t.node_id.as_deref() == Some(self.id.as_str()) {
+                if let Some(sid) = &t.service_id {
+                    *stranded.entry(sid.clone()).or_default() += 1;
+                }
+            }
+        }
+        self.stranded = stranded;
+        self
+    }
+
     /// Only these standbys may take a pinned service (those `decide` finds fit).
     pub fn only(mut self, fit: &[String]) -> Self {
         self.fit = Some(fit.iter().cloned().collect());
@@ -1319,6 +1335,23 @@ mod tests {
 
         let surged = svc("web", Some(5), &[], &[("leakmon.surge.w1", "2")]);
         assert_eq!(plan.service(&surged), None, "surged once only");
+    }
+
+    #[test]
+    fn a_node_swarm_let_go_of_is_surged_for_what_it_last_ran() {
+        // Swarm marked w1 down: its web task is no longer meant to run (not in the running
+        // list), its replacement waits out the restart delay elsewhere
+        let running = [task("web", "w2", true), task("web", "w3", false)];
+        let plan = Evacuation::new("w1", "node1", true, fleet(), &running).unwrap();
+        let web = svc("web", Some(3), &[], &[]);
+        assert_eq!(plan.service(&web), None, "nothing meant to run on w1");
+        // the node's own tasks, any desired state: one last seen running, one long shut down
+        let on_w1 = [task("web", "w1", true), task("web", "w1", false)];
+        let plan = Evacuation::new("w1", "node1", true, fleet(), &running)
+            .unwrap()
+            .let_go(&on_w1);
+        let step = plan.service(&web).expect("surged");
+        assert_eq!(replicas(service_spec(&step)), Some(4));
     }
 
     #[test]

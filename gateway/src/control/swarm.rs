@@ -202,6 +202,16 @@ impl SwarmApi {
             .await
     }
 
+    /// Every task on node `id`, whatever its desired state.
+    async fn tasks_on(&self, id: &str) -> Result<Vec<Task>, bollard::errors::Error> {
+        let filters = HashMap::from([("node".to_owned(), vec![id.to_owned()])]);
+        self.docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+    }
+
     async fn services(&self) -> Result<Vec<Service>, bollard::errors::Error> {
         self.docker.list_services(None::<ListServicesOptions>).await
     }
@@ -264,8 +274,28 @@ impl SwarmApi {
                 return (out, started);
             }
         };
+        // A node Swarm already let go of (down: a frozen node) has no task meant to run any
+        // more: what ran there is its tasks of any desired state last seen running.
+        let let_go = surge
+            && nodes
+                .iter()
+                .any(|n| n.id == id && n.state == super::decide::SwarmState::Down);
+        let on_dead = if let_go {
+            match self.tasks_on(id).await {
+                Ok(t) => Some(t.iter().map(TaskFacts::from_api).collect::<Vec<_>>()),
+                Err(e) => {
+                    out.push(failed(host, "evacuate", e));
+                    return (out, started);
+                }
+            }
+        } else {
+            None
+        };
         let mut plan = match Evacuation::new(id, host, surge, nodes, &tasks) {
-            Ok(p) => p.only(standbys),
+            Ok(p) => match &on_dead {
+                Some(t) => p.let_go(t).only(standbys),
+                None => p.only(standbys),
+            },
             Err(why) => {
                 out.push(failed(host, "evacuate", why));
                 return (out, started);
