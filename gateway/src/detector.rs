@@ -687,6 +687,12 @@ impl Detector {
         self.nodes.iter().map(|n| (n.name.as_str(), n.status))
     }
 
+    /// More than half the members silent at once, as of the last tick: this gateway is
+    /// probably the one cut off.
+    pub fn isolated(&self) -> bool {
+        self.isolated
+    }
+
     /// Each member's last beat (or when it joined).
     pub fn last_beats(&self) -> impl Iterator<Item = (&str, Instant)> {
         self.nodes.iter().map(|n| (n.name.as_str(), n.last))

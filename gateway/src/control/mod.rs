@@ -687,7 +687,18 @@ impl Loop {
                 d.on_last_beats(det.last_beats().map(|(m, t)| (m.to_owned(), t)));
             }
         }
-        self.deputy.on_hearing(up && d.hears_fleet(now), now);
+        // The detector (ticked on the active gateway only) hears beats every 250 ms: the
+        // quick sign that the active gateway has gone deaf; reports every sampling interval
+        // (5 s shipped) are the slow one.
+        let beats_lost = self.role.swarm_active()
+            && self
+                .c
+                .detector
+                .as_ref()
+                .and_then(|det| det.lock().ok().map(|det| det.isolated()))
+                .unwrap_or(false);
+        self.deputy
+            .on_hearing(up && !beats_lost && d.hears_fleet(now), now);
         d.on_unhealthy(unhealthy, now);
         let actions = d.tick(now);
         for a in actions {
