@@ -328,6 +328,16 @@ impl Decide {
                     // A reactivation asked for before may have failed with the leadership
                     // (no quorum during an election): a new term asks once more.
                     t.reactivate_sent = false;
+                    // What this gateway evacuated in an earlier term and another gateway has
+                    // put back in service since (Swarm lists it active, without leakmon's
+                    // mark) is over: a new death of it is evacuated again (found by
+                    // bench-control deaf: a deputy standing in a second time did not move
+                    // the node's work).
+                    if t.node.availability == Availability::Active && !t.node.leakmon_drained {
+                        t.evacuated = false;
+                        t.settle_pending = false;
+                        t.flapping = false;
+                    }
                 }
             }
         }
@@ -1797,6 +1807,34 @@ mod tests {
         let a = f.run_to(20.0);
         assert_eq!(kinds(&a), [EventKind::NodeDown]);
         assert_eq!(evacuations(&a).len(), 1);
+    }
+
+    #[test]
+    fn a_node_put_back_by_another_gateway_is_evacuated_again_in_a_later_term() {
+        let mut f = Fleet::new();
+        f.run_to(5.0);
+        f.silence(5, 5.0);
+        f.agent_mut(5).state = AgentState::Lost;
+        f.run_to(6.0);
+        f.d.on_probe("id5", false, f.at(6.0));
+        let a = f.run_to(7.0);
+        assert_eq!(evacuations(&a).len(), 1, "{a:?}");
+        // another gateway's term: it reactivated node5, which came back
+        f.d.set_active(false, f.at(8.0));
+        f.silent.clear();
+        f.agent_mut(5).state = AgentState::Online;
+        f.agent_mut(5).last_seen = f.at(30.0);
+        f.run_to(30.0);
+        // node5 dies again, and this gateway's term begins at that moment (a deputy standing
+        // in as the death happens)
+        f.silence(5, 38.0);
+        f.agent_mut(5).state = AgentState::Lost;
+        f.run_to(39.0);
+        f.d.on_probe("id5", false, f.at(39.0));
+        f.d.set_active(true, f.at(40.0));
+        let mut a = f.run_to(40.0);
+        a.extend(f.run_to(41.0));
+        assert_eq!(evacuations(&a).len(), 1, "evacuated again: {a:?}");
     }
 
     #[test]
