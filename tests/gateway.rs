@@ -568,7 +568,11 @@ fn liveness_online_stale_offline_through_the_api() {
         "[mqtt]\nurl = \"{}\"\n[liveness]\noffline_after = \"3s\"\n",
         broker.url()
     ));
-    let mut agent = Agent::start(&agent_config(&broker, node));
+    // keep_alive 10 s: the broker sends the frozen agent's Will 15 s after its last packet,
+    // long after the 3 s of silence that make it stale (at 2 s the two raced)
+    let mut agent = Agent::start(
+        &agent_config(&broker, node).replace("keep_alive = \"2s\"", "keep_alive = \"10s\""),
+    );
     let state = || {
         node_view(&gw, node)["state"]
             .as_str()

@@ -440,7 +440,21 @@ impl Decide {
     /// entry per task; `None`: Swarm no longer has that service.
     pub fn on_tasks(&mut self, service_id: &str, running_on: Option<Vec<String>>) {
         match running_on {
-            Some(on) => self.confirm.on_tasks(service_id, on),
+            // A node declared dead and not back runs nothing, whatever Swarm still lists
+            // there (it notices the death seconds later): a service pinned to it is not
+            // "running there again".
+            Some(on) => {
+                let on = on
+                    .into_iter()
+                    .filter(|n| {
+                        !self
+                            .nodes
+                            .get(n)
+                            .is_some_and(|t| matches!(t.announced, Verdict::Dead(_)))
+                    })
+                    .collect();
+                self.confirm.on_tasks(service_id, on)
+            }
             None => self.confirm.forget_service(service_id),
         }
     }
@@ -656,6 +670,22 @@ impl Decide {
             .filter(|a| matches!(a.state, AgentState::Lost | AgentState::Stale) || a.suspect(now))
             .count();
         fleet.len() >= 3 && silent * 2 > fleet.len()
+    }
+
+    /// Whether most of the Swarm's agents are online as far as this gateway knows (no Will,
+    /// goodbye or long silence heard): beats stopping then means this gateway stopped
+    /// hearing, not that the agents stopped (a fleet-wide agent restart says goodbye first).
+    pub fn most_agents_online(&self) -> bool {
+        let fleet: Vec<&AgentFact> = self
+            .nodes
+            .values()
+            .filter_map(|t| self.agent(&t.node))
+            .collect();
+        let online = fleet
+            .iter()
+            .filter(|a| a.state == AgentState::Online)
+            .count();
+        online * 2 > fleet.len()
     }
 
     /// Whether this gateway hears the fleet (not [`Decide::isolated`]), for the hand-over
@@ -1835,6 +1865,29 @@ mod tests {
         let mut a = f.run_to(40.0);
         a.extend(f.run_to(41.0));
         assert_eq!(evacuations(&a).len(), 1, "evacuated again: {a:?}");
+    }
+
+    #[test]
+    fn a_service_swarm_still_lists_on_a_dead_node_is_not_running_there_again() {
+        let mut f = Fleet::new();
+        f.run_to(5.0);
+        f.swarm_mut(4).state = SwarmState::Down;
+        let a = f.run_to(6.0);
+        assert_eq!(kinds(&a), [EventKind::NodeDown]);
+        f.d.on_started(
+            "id4",
+            vec![Started::Stranded {
+                service_id: "db".into(),
+                service: "db".into(),
+                pinned_to: "id4".into(),
+            }],
+            f.at(6.0),
+        );
+        // Swarm has not noticed yet: it lists db's task running on node4
+        f.d.on_tasks("db", Some(vec!["id4".into()]));
+        let mut a = f.run_to(7.0);
+        a.extend(f.run_to(8.0));
+        assert!(!kinds(&a).contains(&EventKind::Confirmed), "{a:?}");
     }
 
     #[test]

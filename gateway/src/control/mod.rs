@@ -690,7 +690,10 @@ impl Loop {
         // The detector (ticked on the active gateway only) hears beats every 250 ms: the
         // quick sign that the active gateway has gone deaf; reports every sampling interval
         // (5 s shipped) are the slow one.
+        // (Only while most agents are online as far as it knows: agents that said goodbye
+        // or whose Wills it heard stopped beating; a gateway that heard that is not deaf.)
         let beats_lost = self.role.swarm_active()
+            && d.most_agents_online()
             && self
                 .c
                 .detector

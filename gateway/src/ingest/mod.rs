@@ -270,6 +270,18 @@ impl Ingest {
         Some(fix.offset_ms)
     }
 
+    /// Whether `payload` is a sample stamped [`crate::clocks::SKEW_BOUND_MS`] or more from now.
+    fn stamped_far_off(&self, topic: &str, payload: &[u8]) -> bool {
+        let now = now_ms();
+        let ts = match decode_message(&self.topics, topic, payload, now) {
+            Ok((_, Incoming::Host(r))) => r.header.ts,
+            Ok((_, Incoming::Containers(r))) => r.header.ts,
+            Ok((_, Incoming::Event(e))) => e.header.ts,
+            _ => return false,
+        };
+        (ts - now).abs() >= crate::clocks::SKEW_BOUND_MS
+    }
+
     /// Handles one MQTT publish; returns the points to write.
     fn handle(&self, topic: &str, payload: &[u8]) -> Points {
         let ms = now_ms();
@@ -428,12 +440,20 @@ impl Handler for Ingest {
     }
 
     async fn on_publish(&mut self, topic: &str, payload: &[u8], active: bool, seq: u64) -> bool {
-        if let Some(mut warm) = self.clocks_warm.take() {
-            let waited = tokio::time::timeout(CLOCK_WAIT_MAX, warm.wait_for(|w| *w)).await;
-            if waited.is_err() {
-                tracing::info!(
-                    "the agents' clocks not all heard yet: samples of an agent with a wrong clock may keep their stamps"
-                );
+        // Only a sample stamped far from now waits (queued, or from a wrong clock): reading
+        // on keeps the broker's queue for this gateway from filling meanwhile.
+        if let Some(warm) = &self.clocks_warm {
+            if *warm.borrow() {
+                self.clocks_warm = None;
+            } else if self.stamped_far_off(topic, payload) {
+                let mut warm = warm.clone();
+                self.clocks_warm = None;
+                let waited = tokio::time::timeout(CLOCK_WAIT_MAX, warm.wait_for(|w| *w)).await;
+                if waited.is_err() {
+                    tracing::info!(
+                        "the agents' clocks not all heard yet: samples of an agent with a wrong clock may keep their stamps"
+                    );
+                }
             }
         }
         if let Some(prefix) = &self.homeassistant {
