@@ -332,20 +332,7 @@ fn deaf(trials: usize) {
     println!("| from the cut of node4's link, the active gateway cut from the broker at the same moment | leakmon |");
     println!("|---|---|");
     println!("| another gateway standing in (`gateway_active`, `role=deputy`) | {deputy_cell} |");
-    println!("| node declared down | {} |", cell(&results, |t| t.down));
-    println!(
-        "| `web` (5 replicas) at full strength on live nodes | {} |",
-        cell(&results, |t| t.web)
-    );
-    println!(
-        "| pinned `db` running on another node | {} |",
-        cell(&results, |t| t.db)
-    );
-    println!(
-        "| live nodes declared down | {} in {} trials |",
-        results.iter().map(|t| t.false_downs).sum::<usize>(),
-        trials
-    );
+    death_rows(&results, trials);
     println!(
         "\nmedian (min-max) of {trials} trials; in each the gateway beside the Swarm leader is \
          cut from the broker alone (`rig.sh deafen`: its node's traffic with the gateways' broker \
@@ -400,6 +387,24 @@ fn handover(events: &Subscriber) -> Trial {
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+/// The rows every death trial table shares: verdict, `web`, `db`, live nodes declared down.
+fn death_rows(results: &[Trial], trials: usize) {
+    println!("| node declared down | {} |", cell(results, |t| t.down));
+    println!(
+        "| `web` (5 replicas) at full strength on live nodes | {} |",
+        cell(results, |t| t.web)
+    );
+    println!(
+        "| pinned `db` running on another node | {} |",
+        cell(results, |t| t.db)
+    );
+    println!(
+        "| live nodes declared down | {} in {} trials |",
+        results.iter().map(|t| t.false_downs).sum::<usize>(),
+        trials
+    );
 }
 
 fn cell(ts: &[Trial], f: impl Fn(&Trial) -> Option<f64>) -> String {
@@ -553,20 +558,7 @@ fn broker_cluster(trials: usize) {
     drop(gateways);
     println!("| from the cut of node4's link, a broker node killed with it | leakmon |");
     println!("|---|---|");
-    println!("| node declared down | {} |", cell(&results, |t| t.down));
-    println!(
-        "| `web` (5 replicas) at full strength on live nodes | {} |",
-        cell(&results, |t| t.web)
-    );
-    println!(
-        "| pinned `db` running on another node | {} |",
-        cell(&results, |t| t.db)
-    );
-    println!(
-        "| live nodes declared down | {} in {} trials |",
-        results.iter().map(|t| t.false_downs).sum::<usize>(),
-        trials
-    );
+    death_rows(&results, trials);
     println!(
         "| agents' data messages missing (gaps in `seq`, seen by a subscriber on each broker node) | {lost} of {messages} |"
     );
