@@ -44,7 +44,7 @@ fn a_broker_node_dies_with_a_worker_and_nothing_is_lost_or_falsely_declared() {
         false,
     );
     let data = Subscriber::start(cluster.ports[survivor - 1], "leakmon/v1/nodes/+/+", false);
-    let gateways = start_gateways_with(|n| {
+    let gateways = start_gateways_with(|n, _| {
         with_brokers(
             &gateway_config(n, 0, influx.port, false),
             &cluster.url_list(HOST, n as usize),

@@ -23,7 +23,7 @@ fn gateways_beside_every_manager_share_ingest_and_one_of_them_controls() {
     let (_rig, broker, influx) = fleet_up();
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
     let data = Subscriber::start(broker.port, "leakmon/v1/nodes/+/+", false);
-    let gateways = start_gateways_with(|n| {
+    let gateways = start_gateways_with(|n, _| {
         gateway_config(n, broker.port, influx.port, false).replacen(
             "[mqtt]\n",
             "[mqtt]\nshared_group = \"ingest\"\n",

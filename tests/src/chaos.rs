@@ -271,6 +271,7 @@ pub fn plan(seed: u64, duration_ms: u64) -> Vec<Step> {
         worker = if worker == 4 { 5 } else { 4 };
         at += DEATH_EVERY;
     }
+    let scheduled = steps.len();
     let mut at = rng.range(3_000, 8_000);
     while at < duration_ms {
         for _ in 0..10 {
@@ -285,7 +286,11 @@ pub fn plan(seed: u64, duration_ms: u64) -> Vec<Step> {
             } else {
                 vec![Step { at, fault, dur }]
             };
-            if !candidates.is_empty() && candidates.iter().all(|c| fits(&steps, c, &mut rng)) {
+            if !candidates.is_empty()
+                && candidates
+                    .iter()
+                    .all(|c| fits(&steps, scheduled, c, &mut rng))
+            {
                 steps.extend(candidates);
                 break;
             }
@@ -296,10 +301,12 @@ pub fn plan(seed: u64, duration_ms: u64) -> Vec<Step> {
     steps
 }
 
-/// Whether `step` may join `steps`: no conflict with what overlaps it, at most two cables out
-/// and [`MAX_AT_ONCE`] faults at any moment of it, and a death while `max_drained` others may
-/// be drained only one time in ten.
-fn fits(steps: &[Step], step: &Step, rng: &mut Rng) -> bool {
+/// Whether `step` may join `steps` (the first `scheduled` of them the scheduled deaths): no
+/// conflict with what overlaps it, at most two cables out and [`MAX_AT_ONCE`] faults at any
+/// moment of it, nothing that may blind a scheduled death's judgement ([`blinded`]), and a
+/// death while `max_drained` others may be drained, or amid a blinding fault, only one time
+/// in ten.
+fn fits(steps: &[Step], scheduled: usize, step: &Step, rng: &mut Rng) -> bool {
     let (at, dur) = (step.at, step.dur);
     let reactivate = SHIPPED.reactivate.unsigned_abs();
     let overlapping: Vec<&Step> = steps
@@ -329,22 +336,74 @@ fn fits(steps: &[Step], step: &Step, rng: &mut Rng) -> bool {
         with.push(*step);
         promised_deaths(&with) < promised_deaths(steps) + 1
     };
-    dur >= 500
-        && !too_busy
-        && !too_many_cuts
-        && overlapping.iter().all(|s| !step.fault.conflicts(s.fault))
-        && !(crowds && rng.range(0, 29) != 0)
-        && !(step.is_death() && drained >= SHIPPED.max_drained && rng.range(0, 9) != 0)
+    // a fault that may leave no gateway able to act (or the node's agent not beating) while
+    // a scheduled death is judged is drawn again (a 30-minute run lost 10 of 26 promised
+    // deaths to such stretches and judged 16); one that may blind a drawn death, or a death
+    // drawn into such a stretch, is drawn again but for one time in ten (the death is then
+    // not promised: now and then a death amid everything)
+    let blinds_scheduled = steps[..scheduled].iter().any(|d| blinded(d, step));
+    let blinds = steps[scheduled..]
+        .iter()
+        .filter(|d| d.is_death())
+        .any(|d| blinded(d, step))
+        || step.is_death() && steps.iter().any(|o| blinded(step, o));
+    // (in this order: the draws below come only when the fixed rules let the step in)
+    if dur < 500
+        || too_busy
+        || too_many_cuts
+        || overlapping.iter().any(|s| step.fault.conflicts(s.fault))
+    {
+        return false;
+    }
+    if crowds && rng.range(0, 29) != 0 || blinds_scheduled {
+        return false;
+    }
+    let one_in_ten = |rng: &mut Rng| rng.range(0, 9) == 0;
+    (!blinds || one_in_ten(rng))
+        && (!step.is_death() || drained < SHIPPED.max_drained || one_in_ten(rng))
+}
+
+/// How long after it ends a fault may leave no gateway able to act (the checker's
+/// [`History::blind`]; the plan does not know which manager will lead, so any manager's
+/// cable, engine, link or gateway counts as the leader's), when it may.
+fn blinding_tail(f: Fault) -> Option<u64> {
+    use Fault::*;
+    match f {
+        BrokerRestart | BrokerKill | GatewayStop(_) => Some(3_000),
+        GatewayKill(_) => Some(5_000),
+        GatewayDeaf(_) | Loss(1..=MANAGERS, ..) => Some(15_000),
+        CutLeader | Cut(1..=MANAGERS) | EngineKill(1..=MANAGERS) => Some(30_000),
+        _ => None,
+    }
+}
+
+/// Whether `other` may blind the judgement of `death`: it may leave no gateway able to act
+/// from just before the death until its end, or it restarts or stops the dying node's agent
+/// (or engine) shortly before or during it (no beats to miss: the agentless bound).
+fn blinded(death: &Step, other: &Step) -> bool {
+    let (a, z) = (death.at.saturating_sub(1_000), death.at + death.dur);
+    let gateways = blinding_tail(other.fault)
+        .is_some_and(|tail| other.at < z && other.at + other.dur + tail > a);
+    let agent = other.fault.node() == death.fault.node()
+        && matches!(
+            other.fault,
+            Fault::AgentKill(_) | Fault::AgentStop(_) | Fault::EngineKill(_) | Fault::ClockSkew(..)
+        )
+        && other.at < z
+        && other.at + other.dur + AGENT_SETTLE.unsigned_abs() > a;
+    gateways || agent
 }
 
 /// Deaths a run of `steps` promises to judge: those with fewer than `max_drained` other
-/// deaths drained around them. A run must judge [`must_judge`] of them (the rest may be lost
-/// to stretches in which no gateway could act, each counted).
+/// deaths drained around them and no fault that may blind their judgement ([`blinded`]). A
+/// run must judge [`must_judge`] of them (the rest may be lost to stretches in which no
+/// gateway could act, each counted).
 pub fn promised_deaths(steps: &[Step]) -> usize {
     let reactivate = SHIPPED.reactivate.unsigned_abs();
     let deaths: Vec<&Step> = steps.iter().filter(|s| s.is_death()).collect();
     deaths
         .iter()
+        .filter(|d| !steps.iter().any(|o| blinded(d, o)))
         .filter(|d| {
             deaths
                 .iter()
@@ -666,11 +725,11 @@ impl History {
         let mut out = Vec::new();
         for s in &self.spans {
             match s.fault {
-                Fault::BrokerRestart | Fault::GatewayStop(_) | Fault::BrokerKill => {
-                    out.push((s.start, s.end + 3_000))
-                }
+                Fault::BrokerRestart | Fault::BrokerKill => out.push((s.start, s.end + 3_000)),
+                // (a standby's gateway stopped or killed: the active one acts on)
+                Fault::GatewayStop(_) if s.leader => out.push((s.start, s.end + 3_000)),
                 // a killed gateway starts again: connect, ask its engine, announce itself
-                Fault::GatewayKill(_) => out.push((s.start, s.end + 5_000)),
+                Fault::GatewayKill(_) if s.leader => out.push((s.start, s.end + 5_000)),
                 // the active gateway deaf: blind until a deputy announced itself (the
                 // hand-over: 1 s of silence, its mark, a poll), and once it hears again until
                 // it announced itself back (2 s of hearing, its mark cleared, the lease gone)
@@ -1090,9 +1149,39 @@ impl History {
                     || self.during(t, |f| f == Fault::BrokerRestart)
             });
             let down_bound = if beating { b.down } else { b.agentless };
+            // Declared down already (a blip just before, during which a verdict came) and
+            // never back since: handled before it died again.
+            let still_down = self
+                .events
+                .iter()
+                .rfind(|e| {
+                    e.node == n
+                        && e.t < c
+                        && ["node_down", "node_up", "reactivate"].contains(&e.kind.as_str())
+                })
+                .is_some_and(|e| e.kind == "node_down");
+            // The verdict on this death: the first `node_down` of the node from the cut to
+            // the cable's return (plus the grace for one in flight), or the cut itself when
+            // it was declared down already.
+            let verdict = if still_down {
+                Some(c)
+            } else {
+                self.events
+                    .iter()
+                    .find(|e| {
+                        e.kind == "node_down" && e.node == n && e.t >= c && e.t <= s.end + b.grace
+                    })
+                    .map(|e| e.t)
+            };
             // a stretch in which no gateway could act, begun before the verdict was due,
-            // starts the clock again at its end
-            let down_from = self.restarted(&self.blind(), clock, down_bound);
+            // starts the clock again at its end; one begun after the verdict came changes
+            // nothing about it (the death was handled before it)
+            let stops: Vec<(i64, i64)> = self
+                .blind()
+                .into_iter()
+                .filter(|(a, _)| verdict.is_none_or(|v| *a < v))
+                .collect();
+            let down_from = self.restarted(&stops, clock, down_bound);
             // Other deaths pending when the gateway that judges this one can act (cut at the
             // cable's pull, or later while every gateway was blind, before the verdict or
             // before the clock started again: the one that acts then sees them all at once and
@@ -1133,26 +1222,10 @@ impl History {
                 deaths_excused.push(d);
                 continue;
             }
-            // Declared down already (a blip just before, during which a verdict came) and
-            // never back since: handled before it died again.
-            let still_down = self
-                .events
-                .iter()
-                .rfind(|e| {
-                    e.node == n
-                        && e.t < c
-                        && ["node_down", "node_up", "reactivate"].contains(&e.kind.as_str())
-                })
-                .is_some_and(|e| e.kind == "node_down");
-            d.down = if still_down {
-                Some(0)
-            } else {
-                self.events
-                    .iter()
-                    .find(|e| e.kind == "node_down" && e.node == n && e.t >= c)
-                    .map(|e| (e.t - down_from).max(0))
-            };
-            let judged_down = s.end >= down_from + down_bound;
+            d.down = verdict.map(|t| (t - down_from).max(0));
+            // judged: the cable out for the whole bound, or a verdict within it
+            let judged_down =
+                s.end >= down_from + down_bound || d.down.is_some_and(|t| t <= down_bound);
             if judged_down && d.down.is_none_or(|t| t > down_bound) {
                 let since = if down_from == clock {
                     String::new()
@@ -2104,9 +2177,10 @@ mod tests {
         assert_eq!(h.clock_start(10_000), 15_000);
         h.events[0].t = 19_000;
         // (no gateway announced itself until 19 s, and no poll after it until 200 s: the whole
-        // outage blind, which is no pass but an excuse, counted, and too long)
+        // outage blind, which is no pass but an excuse, counted, and too long; the verdict
+        // came, so the death is judged)
         let (judged, excused, v) = h.deaths_handled(&SHIPPED);
-        assert!(judged.is_empty() && excused.len() == 1, "{excused:?}");
+        assert!(judged.len() == 1 && excused.is_empty(), "{excused:?}");
         assert!(v.len() == 1 && v[0].contains("excused"), "{v:?}");
         // the leader cut: blind until another gateway is active
         let mut h = good();
@@ -2178,8 +2252,10 @@ mod tests {
                 ("no beating agent", 34_000)
             ]
         );
-        // the cable back before the agentless bound: not judged, its two excuses counted
+        // the cable back before the agentless bound, no verdict: not judged, its two excuses
+        // counted
         h.spans[0].end = 40_000;
+        h.events.retain(|e| e.kind != "node_down");
         let (judged, excused_deaths, v) = h.deaths_handled(&SHIPPED);
         assert!(judged.is_empty() && v.is_empty(), "{v:?}");
         assert_eq!(excused_deaths[0].excuses.len(), 2);
@@ -2203,6 +2279,51 @@ mod tests {
         h.spans.push(span(Fault::AgentKill(4), 1_000, 3_000));
         h.events[1].t = 17_000;
         assert!(!h.deaths_handled(&SHIPPED).2.is_empty());
+    }
+
+    #[test]
+    fn blind_stretches_after_the_verdict_excuse_nothing() {
+        // node4 declared down 1.8 s after its cut; then the broker restarted three times, each
+        // beginning before the clock (restarted by the one before) would have run out: found
+        // by a 30-minute run, which excused a handled death for 157 s and called it a violation
+        let mut h = good();
+        for (a, z) in [(13_000, 20_000), (27_000, 40_000), (47_000, 70_000)] {
+            h.spans.push(span(Fault::BrokerRestart, a, z));
+        }
+        let (judged, excused_deaths, v) = h.deaths_handled(&SHIPPED);
+        assert!(v.is_empty(), "{v:?}");
+        assert!(excused_deaths.is_empty(), "{excused_deaths:?}");
+        assert_eq!(judged[0].down, Some(1_800));
+        assert!(judged[0].excuses.is_empty(), "{:?}", judged[0].excuses);
+        // the same stretches with no verdict: the clock starts again after each, and the
+        // death is excused for them (more than 60 s in all: a violation)
+        h.events.retain(|e| e.kind != "node_down");
+        h.spans[0].end = 120_000;
+        let (_, _, v) = h.deaths_handled(&SHIPPED);
+        assert!(v.iter().any(|v| v.contains("excused")), "{v:?}");
+    }
+
+    #[test]
+    fn a_verdict_in_time_is_a_judged_death_even_when_the_cable_comes_back_soon() {
+        // the leader's gateway killed before the cut (no gateway could act until 23 s), the
+        // cable out until 25 s, the verdict at 24 s: judged (1 s), though the cable was not
+        // out for the whole bound after the clock started
+        let mut h = good();
+        h.spans[0].end = 25_000;
+        h.spans.push(Span {
+            leader: true,
+            ..span(Fault::GatewayKill(1), 8_000, 18_000)
+        });
+        h.events[1].t = 24_000;
+        let (judged, _, v) = h.deaths_handled(&SHIPPED);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(judged.len(), 1, "{judged:?}");
+        assert_eq!(judged[0].down, Some(1_000));
+        // no verdict by the cable's return: not judged, excused, not a violation
+        h.events.retain(|e| e.kind != "node_down");
+        let (judged, excused_deaths, v) = h.deaths_handled(&SHIPPED);
+        assert!(judged.is_empty() && v.is_empty(), "{judged:?} {v:?}");
+        assert_eq!(excused_deaths.len(), 1);
     }
 
     #[test]
@@ -2259,7 +2380,8 @@ mod tests {
             // reactivation bound; a drawn death that would crowd one out is drawn again
             // (but for one time in thirty)
 
-            assert!(p >= 14, "seed {seed}: {p} promised");
+            assert!(p >= 25, "seed {seed}: {p} promised");
+            assert!(must_judge(p) >= 20, "seed {seed}: {p} promised");
         }
     }
 

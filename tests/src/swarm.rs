@@ -70,25 +70,36 @@ pub fn gateway_config(n: u32, broker: u16, influx: u16, dry_run: bool) -> String
 }
 
 /// An agent's config as shipped (`config/agent.toml`): only its node name, the broker's and
-/// the engine's addresses and a state directory set. For benchmarks that claim the defaults.
+/// the engine's addresses, a state directory and the spool under it (as the shipped config
+/// has it) set. For benchmarks that claim the defaults.
 pub fn shipped_agent_config(n: u32, broker: u16, dir: &std::path::Path) -> String {
     format!(
         "node = \"node{n}\"\nstate_dir = \"{}\"\n\
          [mqtt]\nurl = \"mqtt://172.30.0.1:{broker}\"\n\
-         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n",
-        dir.join("state").display()
+         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n\
+         [buffer]\nspool_dir = \"{}\"\n",
+        dir.join("state").display(),
+        dir.join("spool").display()
     )
 }
 
-/// A gateway's config as shipped (`config/gateway.toml`): only its name and the addresses of
-/// the broker, the database, the engine and its HTTP API set; `extra` is appended as is.
-pub fn shipped_gateway_config(n: u32, broker: u16, influx: u16, extra: &str) -> String {
+/// A gateway's config as shipped (`config/gateway.toml`): only its name, the addresses of
+/// the broker, the database, the engine and its HTTP API, and its spool (in `dir`, as the
+/// shipped config has one: acknowledgements once durable) set; `extra` is appended as is.
+pub fn shipped_gateway_config(
+    n: u32,
+    broker: u16,
+    influx: u16,
+    dir: &std::path::Path,
+    extra: &str,
+) -> String {
     format!(
         "name = \"gw{n}\"\n\
          [mqtt]\nurl = \"mqtt://172.30.0.2:{broker}\"\n\
-         [influxdb]\nurl = \"http://172.30.0.1:{influx}\"\n\
+         [influxdb]\nurl = \"http://172.30.0.1:{influx}\"\nspool_dir = \"{}\"\n\
          [http]\nlisten = \"0.0.0.0:9900\"\n\
-         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n{extra}"
+         [docker]\nhost = \"unix:///run/lmsw/n{n}/docker.sock\"\n{extra}",
+        dir.join("spool").display()
     )
 }
 
@@ -384,24 +395,20 @@ pub fn start_agents_with(cfg: impl Fn(u32, &std::path::Path) -> String) -> Vec<c
 
 /// A gateway beside every manager; `extra` is appended to the `[reschedule]` section.
 pub fn start_gateways(broker: u16, influx: u16, extra: Option<&str>) -> Vec<crate::Daemon> {
-    start_gateways_with(|n| {
+    start_gateways_with(|n, _| {
         let mut cfg = gateway_config(n, broker, influx, false);
         cfg.push_str(extra.unwrap_or_default());
         cfg
     })
 }
 
-/// A gateway beside every manager, each with the config `cfg(node)` gives.
-pub fn start_gateways_with(cfg: impl Fn(u32) -> String) -> Vec<crate::Daemon> {
+/// A gateway beside every manager, each with the config `cfg(node, its directory)` gives.
+pub fn start_gateways_with(cfg: impl Fn(u32, &std::path::Path) -> String) -> Vec<crate::Daemon> {
     (1..=MANAGERS)
         .map(|n| {
-            let cfg = cfg(n);
-            crate::Daemon::start_wrapped(
-                "leakmon-gateway",
-                tempfile::tempdir().expect("tempdir"),
-                &cfg,
-                in_node(n),
-            )
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cfg = cfg(n, dir.path());
+            crate::Daemon::start_wrapped("leakmon-gateway", dir, &cfg, in_node(n))
         })
         .collect()
 }
