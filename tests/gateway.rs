@@ -401,6 +401,68 @@ fn a_gateway_crash_during_a_database_outage_loses_nothing() {
     assert!(sent >= 10, "only {sent} samples sent");
 }
 
+#[test]
+fn a_broker_crash_loses_nothing_it_held_for_the_gateway() {
+    // The broker acknowledges a sample (so the agent lets it go) and holds it for the gateway
+    // until the gateway has written it; a broker SIGKILLed then loses what it held: the chaos
+    // run lost a sample so (the broker killed 0.3 s after it). Here the gateway is stopped
+    // for 4 s so the broker holds 4 s of samples, and the broker, which saves its state only
+    // on a clean stop, is SIGKILLed: its sessions come back from its last clean stop, the
+    // held samples do not. The agent sends again what the broker acknowledged lately, and the
+    // gateway drops the copies it had.
+    let db = Service::influxdb();
+    let mut broker = Broker::start();
+    broker.save_only_on_stop();
+    let node = "e2e-broker-crash";
+    let gw = spool_gateway(&broker, &db, tempfile::tempdir().expect("tempdir"), |c| c);
+    let agent = Agent::start(&agent_config(&broker, node));
+    wait_for_points(&db, node, 3, S(30), &gw);
+    // a clean restart: the gateway's session (its subscription) is saved
+    broker.restart();
+    wait_for_points(&db, node, influx_mem_times(&db, node).len() + 3, S(30), &gw);
+    let from = *influx_mem_times(&db, node).iter().max().unwrap_or(&0);
+
+    gw.pause(true);
+    std::thread::sleep(S(4));
+    broker.kill();
+    std::thread::sleep(S(1));
+    broker.start_again();
+    std::thread::sleep(S(2));
+    gw.pause(false);
+    let to = leakmon_e2e::now_ms() + 3_000;
+    wait_for(S(40), || {
+        (influx_mem_times(&db, node).last().copied() >= Some(to)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no samples after the crash; gateway log:\n{}", gw.log()));
+    drop(agent);
+
+    let times: Vec<i64> = influx_mem_times(&db, node)
+        .into_iter()
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    let gaps: Vec<(i64, i64)> = times
+        .windows(2)
+        .filter(|w| w[1] - w[0] > 1_500)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        gaps.is_empty() && times.len() >= 8,
+        "samples missing around the broker's crash (interval 1 s): gaps {gaps:?} in {} samples; gateway log:\n{}",
+        times.len(),
+        gw.log()
+    );
+    let metrics = gw.get("/metrics");
+    let copies = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("leakmon_gateway_duplicates_dropped_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        copies > 0.0,
+        "the agent's resent copies of what the gateway had were not dropped"
+    );
+}
+
 /// A small tmpfs mounted for a test (root), unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 

@@ -157,6 +157,10 @@ pub struct BufferConfig {
     pub spool_dir: Option<PathBuf>,
     /// Disk the spool may use; the oldest messages go first.
     pub spool_max_bytes: ByteSize,
+    /// Data messages the broker acknowledged within this long are published again on every
+    /// new connection (a broker that crashed lost what it held for the gateway; the gateway
+    /// drops the copies it had); `0s`: none. At most 256 KiB of them are kept.
+    pub resend_window: Dur,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +230,7 @@ impl Default for BufferConfig {
             max_bytes: ByteSize::mib(4),
             spool_dir: None,
             spool_max_bytes: ByteSize::mib(64),
+            resend_window: Dur::secs(30),
         }
     }
 }
@@ -286,6 +291,12 @@ impl Config {
             return Err(ConfigError::new(
                 "buffer.max_bytes",
                 "must be at least 64KiB (a few minutes of samples)",
+            ));
+        }
+        if self.buffer.resend_window.0 > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "buffer.resend_window",
+                "must be at most 10m (0s: resend nothing)",
             ));
         }
         if self.buffer.spool_dir.is_some() && self.buffer.spool_max_bytes.0 < 1 << 20 {

@@ -13,6 +13,7 @@ mod config;
 mod events;
 mod probe;
 mod publish;
+mod resend;
 mod session;
 mod state;
 
@@ -193,6 +194,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         progress: progress.clone(),
         beat_interval,
         prober,
+        resend: resend::Resend::new(cfg.buffer.resend_window.0, resend::MAX_BYTES),
     };
     let publisher = tokio::spawn(publisher.run());
     let _ = ready_rx.await;

@@ -14,6 +14,7 @@
 //! ahead of it in rumqttc's queue), must not be replayed after an outage (a fresh event loop
 //! per connection drops what the old one held), and is not sent while disconnected.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use leakmon_common::mqtt::{Connector, Reconnect};
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::events::EngineEvent;
 use crate::probe::Prober;
+use crate::resend::Resend;
 use crate::session::{Action, End, Session, Source, WINDOW};
 use crate::state::State;
 use leakmon_common::buffer::{Buffer, Message, Origin};
@@ -283,6 +285,27 @@ fn fit<T: serde::Serialize>(
 /// The agent's outbox: the shared store-and-forward buffer (memory, then the disk spool).
 pub type Outbox = Buffer<Message>;
 
+/// What a connection sends after the birth: the copies to resend first (see
+/// [`crate::resend`]), then the outbox. A copy in flight when the link drops goes back to the
+/// outbox like any message from memory.
+struct Feed<'a> {
+    resend: &'a mut VecDeque<Message>,
+    outbox: &'a mut Outbox,
+}
+
+impl Source for Feed<'_> {
+    type Item = (Message, Origin);
+    fn next(&mut self) -> Option<(Message, Origin)> {
+        match self.resend.pop_front() {
+            Some(m) => Some((m, Origin::Memory)),
+            None => self.outbox.next_item(),
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.resend.is_empty() && Outbox::is_empty(self.outbox)
+    }
+}
+
 impl Source for Outbox {
     type Item = (Message, Origin);
     fn next(&mut self) -> Option<(Message, Origin)> {
@@ -310,6 +333,8 @@ pub struct Publisher {
     pub beat_interval: Option<Duration>,
     /// With `liveness.probe`: serves the gateway's probe requests.
     pub prober: Option<Prober>,
+    /// Data messages the broker acknowledged lately, sent again on every new connection.
+    pub resend: Resend,
 }
 
 impl Publisher {
@@ -431,10 +456,15 @@ impl Publisher {
 
         let mut session = Session::new();
         let mut identity_open = true;
+        // Copies to send again once the broker accepts this connection.
+        let mut resending: VecDeque<Message> = VecDeque::new();
         // Started at the CONNACK: no beats before the broker accepted the connection.
         let mut beat: Option<tokio::time::Interval> = None;
         let ended = 'conn: loop {
-            while let Some(action) = session.next_action(&mut self.outbox) {
+            while let Some(action) = session.next_action(&mut Feed {
+                resend: &mut resending,
+                outbox: &mut self.outbox,
+            }) {
                 let taken = match action {
                     Action::Birth => publish(&client, self.birth(seq), QoS::AtLeastOnce),
                     Action::Publish((m, _)) => publish(&client, m, QoS::AtLeastOnce),
@@ -457,6 +487,13 @@ impl Publisher {
                         self.state.mark_connected();
                         self.outbox.set_online();
                         session.connected();
+                        resending = self.resend.due(Instant::now());
+                        if !resending.is_empty() {
+                            tracing::debug!(
+                                messages = resending.len(),
+                                "sending again what the broker acknowledged lately (it may have lost it)"
+                            );
+                        }
                         accepted_at = Some(tokio::time::Instant::now());
                         tracing::info!(broker = %self.connector.url(broker), seq, "connected; birth published");
                         beat = self.beat_interval.map(|every| {
@@ -499,8 +536,9 @@ impl Publisher {
                     // QoS 0 publishes report id 0, which the session ignores (see there).
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => session.publish_assigned(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some((_, origin)) = session.puback(ack.pkid) {
+                        if let Some((m, origin)) = session.puback(ack.pkid) {
                             self.outbox.ack(origin);
+                            self.resend.acknowledged(Instant::now(), m);
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => {

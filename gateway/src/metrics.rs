@@ -40,6 +40,7 @@ pub struct Metrics {
     cut: AtomicU64,
     mqtt_dropped: AtomicU64,
     too_many_nodes: AtomicU64,
+    duplicates: AtomicU64,
     /// Rejected payloads by (node, reason).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Unix ms of the last message per node.
@@ -107,6 +108,11 @@ impl Metrics {
     /// A message from a new node name dropped because the gateway already knows its maximum.
     pub fn too_many_nodes(&self) {
         self.too_many_nodes.fetch_add(1, Relaxed);
+    }
+
+    /// A copy of a data message already handled (an agent resends after a reconnect).
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Relaxed);
     }
 
     pub fn beat(&self) {
@@ -258,6 +264,12 @@ impl Metrics {
                 "Messages from new node names dropped because the gateway already tracks its maximum of nodes.",
                 "counter",
                 &self.too_many_nodes,
+            ),
+            (
+                "leakmon_gateway_duplicates_dropped_total",
+                "Copies of data messages already handled, dropped (agents resend what the broker acknowledged lately after a reconnect).",
+                "counter",
+                &self.duplicates,
             ),
             (
                 "leakmon_gateway_detector_health",

@@ -634,6 +634,8 @@ fn excused(d: &Death, out: &mut Vec<String>) {
 #[derive(Clone, Debug, Default)]
 pub struct Death {
     pub node: u32,
+    /// Frozen (every process stopped) rather than cut off.
+    pub frozen: bool,
     pub cut: i64,
     pub clock: i64,
     pub down: Option<i64>,
@@ -1115,6 +1117,7 @@ impl History {
                         None => {
                             let mut d = Death {
                                 node: n,
+                                frozen: true,
                                 cut: s.start,
                                 clock: s.start,
                                 ..Death::default()
@@ -1197,6 +1200,7 @@ impl History {
                 .count();
             let mut d = Death {
                 node: n,
+                frozen: matches!(s.fault, Fault::Freeze(_)),
                 cut: c,
                 clock,
                 ..Death::default()
@@ -1568,29 +1572,39 @@ pub fn summary(h: &History, v: &Verdict) -> String {
         xs.sort_unstable();
         match (xs.first(), xs.last()) {
             (Some(lo), Some(hi)) => format!(
-                "{:.2} s ({:.2}-{:.2}, {} deaths)",
+                "{:.2} s / {:.2} s / {:.2} s (min {:.2} s, {} deaths)",
                 xs[xs.len() / 2] as f64 / 1000.0,
-                *lo as f64 / 1000.0,
+                xs[(xs.len() * 99).div_ceil(100).saturating_sub(1)] as f64 / 1000.0,
                 *hi as f64 / 1000.0,
+                *lo as f64 / 1000.0,
                 xs.len()
             ),
             _ => "none judged".into(),
         }
     };
     let count = |k: &str| h.events.iter().filter(|e| e.kind == k).count();
-    let mut s = String::from("| fault injected | times |\n|---|---|\n");
+    // deaths judged in full, by the fault that killed the node
+    let judged = |frozen: bool| v.deaths.iter().filter(|d| d.frozen == frozen).count();
+    let mut s = String::from("| fault injected | times | deaths judged in full |\n|---|---|---|\n");
     for (k, n) in kinds {
-        s.push_str(&format!("| {k} | {n} |\n"));
+        let deaths = match k.as_str() {
+            "a worker's cable pulled for 15-40 s" => judged(false).to_string(),
+            "a worker frozen (every process stopped) and continued" => judged(true).to_string(),
+            _ => "-".into(),
+        };
+        s.push_str(&format!("| {k} | {n} | {deaths} |\n"));
     }
+    let samples: usize = h.samples.values().map(Vec::len).sum();
     s.push_str(&format!(
         "\n| checked over the whole history | result |\n|---|---|\n\
          | `node_down` / drain / failover of a live node | {} |\n\
          | deaths judged in full (cable out long enough) | {} |\n\
          | deaths excused (not judged, each excuse counted) | {} |\n\
          | failovers of `db` judged (running on their standby within 13 s, or said not to) | {} |\n\
-         | `node_down` after a gateway could act, median (min-max) | {} |\n\
-         | `web` whole on live nodes, median (min-max) | {} |\n\
-         | `db` on the standby, median (min-max) | {} |\n\
+         | `node_down` after a gateway could act, median / p99 / max | {} |\n\
+         | `web` whole on live nodes, median / p99 / max | {} |\n\
+         | `db` on the standby, median / p99 / max | {} |\n\
+         | host samples stored and checked for gaps | {} |\n\
          | events: node_down {}, drain {}, failover {}, reactivate {}, flapping {}, agent_lost {}, mass_failure {} | |\n\
          | violations | {} |\n",
         v.acted_on_live,
@@ -1600,6 +1614,7 @@ pub fn summary(h: &History, v: &Verdict) -> String {
         median(&|d| d.down),
         median(&|d| d.whole),
         median(&|d| d.db),
+        samples,
         count("node_down"),
         count("drain"),
         count("failover"),

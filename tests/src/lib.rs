@@ -109,6 +109,9 @@ pub struct Broker {
     /// Messages queued per client beyond those in flight (`max_queued_messages`), and those
     /// in flight (`max_inflight_messages`).
     queue: (usize, usize),
+    /// `autosave_interval` (s): how often it saves its sessions and queues; 0: only when it
+    /// stops cleanly.
+    autosave: u32,
 }
 
 impl Broker {
@@ -129,6 +132,7 @@ impl Broker {
             child: None,
             listener: None,
             queue: (100_000, 20),
+            autosave: 1,
         };
         b.launch();
         b
@@ -143,6 +147,7 @@ impl Broker {
             child: None,
             listener: None,
             queue: (max_queued, max_inflight),
+            autosave: 1,
         };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o777))
@@ -161,6 +166,7 @@ impl Broker {
             child: None,
             listener: None,
             queue: (100_000, 20),
+            autosave: 1,
         };
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o777))
@@ -185,9 +191,10 @@ impl Broker {
         writeln!(
             f,
             "{listener}\npersistence true\n\
-             persistence_location {}/\nautosave_interval 1\nlog_dest stderr\n\
+             persistence_location {}/\nautosave_interval {}\nlog_dest stderr\n\
              log_type error\nlog_type warning\nmax_queued_messages {}\nmax_inflight_messages {}",
             self.dir.path().display(),
+            self.autosave,
             self.queue.0,
             self.queue.1,
         )
@@ -226,6 +233,12 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// From the next start on, saves its state only when stopped cleanly (`autosave_interval
+    /// 0`): a SIGKILL then loses everything since, deterministically.
+    pub fn save_only_on_stop(&mut self) {
+        self.autosave = 0;
     }
 
     pub fn start_again(&mut self) {

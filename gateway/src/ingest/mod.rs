@@ -9,6 +9,7 @@ pub mod beats;
 pub mod decode;
 pub mod influx;
 pub mod policy;
+pub mod seen;
 pub mod writer;
 
 use std::collections::BTreeSet;
@@ -76,6 +77,10 @@ pub struct Ingest {
     pub detector: bool,
     /// Nodes whose Home Assistant discovery went out on this connection.
     announced: BTreeSet<String>,
+    /// Data messages handled, by node and `(run, seq)`: copies are dropped. Only while
+    /// active (`seen_active`): emptied when the role changes.
+    seen: seen::Seen,
+    seen_active: bool,
     /// Until the beat connection has heard every agent's clock once after the gateway started
     /// ([`beats::CLOCK_WARM`]): the first message waits for it (at most
     /// [`CLOCK_WAIT_MAX`]), so that what the broker queued while this gateway was away is
@@ -130,6 +135,8 @@ impl Ingest {
             detector: detector_clocks.is_some(),
             clocks: detector_clocks.unwrap_or_default(),
             announced: BTreeSet::new(),
+            seen: seen::Seen::default(),
+            seen_active: false,
             clocks_warm,
         }
     }
@@ -283,7 +290,7 @@ impl Ingest {
     }
 
     /// Handles one MQTT publish; returns the points to write.
-    fn handle(&self, topic: &str, payload: &[u8]) -> Points {
+    fn handle(&mut self, topic: &str, payload: &[u8]) -> Points {
         let ms = now_ms();
         let now = Instant::now();
         let (node, msg) = match decode_message(&self.topics, topic, payload, ms) {
@@ -331,6 +338,7 @@ impl Ingest {
                 if let Ok(mut c) = self.clocks.lock() {
                     c.forget(&node);
                 }
+                self.seen.forget(&node);
                 if known {
                     tracing::info!(node = %node, "retained status cleared: node forgotten");
                     self.metrics.forget(&node);
@@ -352,6 +360,20 @@ impl Ingest {
                 max = crate::nodes::MAX_NODES,
                 "a message from a new node name dropped: the gateway tracks its maximum of nodes");
             return Points::default();
+        }
+        // A copy of what this gateway handled already (resent after a reconnect): dropped.
+        let header = match &msg {
+            Incoming::Host(r) => Some(&r.header),
+            Incoming::Containers(r) => Some(&r.header),
+            Incoming::Event(e) => Some(&e.header),
+            _ => None,
+        };
+        if let Some(h) = header {
+            if !self.seen.first_time(&node, h.run, h.seq) {
+                self.metrics.duplicate();
+                tracing::debug!(node = %node, run = h.run, seq = h.seq, "a copy of a message already handled dropped");
+                return Points::default();
+            }
         }
         self.metrics.message_in(&node, ms);
         match msg {
@@ -463,6 +485,12 @@ impl Handler for Ingest {
                 }
                 return false;
             }
+        }
+        if active != self.seen_active {
+            // Only what the active gateway handled (and so wrote) is a copy when it comes
+            // again: a standby's handling wrote nothing.
+            self.seen = seen::Seen::default();
+            self.seen_active = active;
         }
         let pts = self.handle(topic, payload);
         let wrote = self.emit(pts, active, seq).await;
