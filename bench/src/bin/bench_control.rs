@@ -206,8 +206,9 @@ fn gray(trials: usize, leakmon_only: bool) {
         node_line(1, 4).starts_with("active ready").then_some(())
     })
     .expect("node4 back before the gateways start");
-    let gateways =
-        start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, extra));
+    let gateways = start_gateways_with(|n, dir| {
+        shipped_gateway_config(n, broker.port, influx.port, dir, extra)
+    });
     wait_gateway_active(&events);
     eprintln!("leakmon: node4 frozen, {trials} trials");
     let with_frozen: Vec<Trial> = (0..trials)
@@ -271,8 +272,9 @@ fn deaf(trials: usize) {
     let _agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
     let extra = "[reschedule]\ncooldown = \"1s\"\n";
-    let gateways =
-        start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, extra));
+    let gateways = start_gateways_with(|n, dir| {
+        shipped_gateway_config(n, broker.port, influx.port, dir, extra)
+    });
     wait_gateway_active(&events);
     let mut results = Vec::new();
     let mut deputies = Vec::new();
@@ -520,9 +522,9 @@ fn broker_cluster(trials: usize) {
         .map(|p| Subscriber::start(*p, "leakmon/v1/nodes/+/+", false))
         .collect();
     let extra = "[reschedule]\ncooldown = \"1s\"\n";
-    let gateways = start_gateways_with(|n| {
+    let gateways = start_gateways_with(|n, dir| {
         with_brokers(
-            &shipped_gateway_config(n, 0, influx.port, extra),
+            &shipped_gateway_config(n, 0, influx.port, dir, extra),
             &cluster.url_list(RIG_HOST, n as usize),
         )
     });
@@ -633,8 +635,9 @@ fn main() {
         node_line(1, 4).starts_with("active ready").then_some(())
     })
     .expect("node4 back before the gateways start");
-    let gateways =
-        start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, &extra));
+    let gateways = start_gateways_with(|n, dir| {
+        shipped_gateway_config(n, broker.port, influx.port, dir, &extra)
+    });
     wait_gateway_active(&events);
     let with: Vec<Trial> = (0..trials).map(|_| trial(Some(&events))).collect();
 

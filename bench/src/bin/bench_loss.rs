@@ -268,7 +268,7 @@ fn main() {
     let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
     let agents = start_agents_with(|n, dir| shipped_agent_config(n, broker.port, dir));
     let _gateways =
-        start_gateways_with(|n| shipped_gateway_config(n, broker.port, influx.port, ""));
+        start_gateways_with(|n, dir| shipped_gateway_config(n, broker.port, influx.port, dir, ""));
     wait_gateway_active(&events);
     std::thread::sleep(Duration::from_secs(15));
     let mut fleet = Fleet { events, agents };
