@@ -340,6 +340,64 @@ fn forgotten_nodes_leave_and_a_forged_seq_silences_nobody() {
 }
 
 #[test]
+fn only_a_decoded_birth_of_a_tracked_node_is_announced_to_home_assistant() {
+    // Issue 27: the gateway announced a node to Home Assistant (about ten retained discovery
+    // configs each) when a status payload merely contained the bytes "online", decoded or not:
+    // anyone on an open broker could make it create devices, and keep an `announced` set,
+    // for as many made-up names as they liked.
+    let broker = leakmon_e2e::Broker::start();
+    let gw = Gateway::start(&format!(
+        "name = \"gw-ha\"\n[leader]\nmode = \"standalone\"\n[mqtt]\nurl = \"{}\"\n\
+         [homeassistant]\nenabled = true\n",
+        broker.url()
+    ));
+    let ha = Subscriber::start(broker.port, "homeassistant/#", false);
+    let ghosts = ["ghost-ha-1", "ghost-ha-2", "ghost-ha-3"];
+    // garbage that contains "online"; a status naming another node than its topic; a status
+    // of an unknown version
+    let garbage: [(&str, String); 3] = [
+        (ghosts[0], "{\"state\":\"online\"".to_owned()),
+        (ghosts[1], status_json("someone-else", "online", 1)),
+        (
+            ghosts[2],
+            status_json(ghosts[2], "online", 1).replace("\"v\":1", "\"v\":99"),
+        ),
+    ];
+    for (node, payload) in &garbage {
+        leakmon_e2e::mosquitto_pub(
+            broker.port,
+            &format!("leakmon/v1/nodes/{node}/status"),
+            payload.as_bytes(),
+        );
+    }
+    // a real birth after them (the control: it is announced, so the ghosts had their time)
+    let real = "ha-real";
+    leakmon_e2e::mosquitto_pub(
+        broker.port,
+        &format!("leakmon/v1/nodes/{real}/status"),
+        status_json(real, "online", 1).as_bytes(),
+    );
+    wait_for(S(15), || {
+        ha.all()
+            .iter()
+            .any(|m| m.topic.contains(&format!("leakmon_{real}/")))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the real birth was not announced; log:\n{}", gw.log()));
+    std::thread::sleep(S(1));
+    let announced: Vec<String> = ha
+        .all()
+        .into_iter()
+        .map(|m| m.topic)
+        .filter(|t| ghosts.iter().any(|g| t.contains(&format!("leakmon_{g}/"))))
+        .collect();
+    assert!(
+        announced.is_empty(),
+        "made-up nodes announced to Home Assistant: {announced:?}"
+    );
+}
+
+#[test]
 fn adversarial_text_reaches_influxdb_as_sent() {
     // Container names, images and services with every character line protocol escapes,
     // through the open broker, the gateway and InfluxDB 1.6.7, read back by InfluxQL.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use leakmon_common::now_ms;
-use leakmon_protocol::{Channel, Topics};
+use leakmon_protocol::{Channel, NodeState, Topics};
 
 use crate::bus::{AlertInput, Bus, Handler, Message};
 use crate::clocks::Clocks;
@@ -81,6 +81,8 @@ pub struct Ingest {
     /// active (`seen_active`): emptied when the role changes.
     seen: seen::Seen,
     seen_active: bool,
+    /// The last message handled was a status that decoded: (its node, whether online).
+    status_seen: Option<(String, bool)>,
     /// Until the beat connection has heard every agent's clock once after the gateway started
     /// ([`beats::CLOCK_WARM`]): the first message waits for it (at most
     /// [`CLOCK_WAIT_MAX`]), so that what the broker queued while this gateway was away is
@@ -137,6 +139,7 @@ impl Ingest {
             announced: BTreeSet::new(),
             seen: seen::Seen::default(),
             seen_active: false,
+            status_seen: None,
             clocks_warm,
         }
     }
@@ -378,6 +381,7 @@ impl Ingest {
         self.metrics.message_in(&node, ms);
         match msg {
             Incoming::Status(s) => {
+                self.status_seen = Some((node.clone(), s.state == NodeState::Online));
                 let t = nodes.on_status(&node, &s, now, ms);
                 if let Some(t) = &t {
                     self.liveness_alert(&node, t.to);
@@ -499,16 +503,19 @@ impl Handler for Ingest {
                 self.announced.remove(node);
             }
         }
-        if let Ok((node, Channel::Status)) = self.topics.parse(topic) {
+        // Only a status that decoded, of a node the gateway tracks (at most `MAX_NODES`), is
+        // announced: a flood of made-up names with garbage that merely contains "online"
+        // once made a Home Assistant device (retained) for each, without bound.
+        match self.status_seen.take() {
             // the agent's next birth may bring another version or interval: announce it again
-            if payload.windows(9).any(|w| w == b"\"offline\"") {
-                self.announced.remove(node);
+            Some((node, false)) => {
+                self.announced.remove(&node);
             }
-            if !self.announced.contains(node) && payload.windows(8).any(|w| w == b"\"online\"") {
-                let node = node.to_owned();
+            Some((node, true)) if !self.announced.contains(&node) => {
                 self.discover(std::slice::from_ref(&node));
                 self.announced.insert(node);
             }
+            _ => {}
         }
         wrote
     }
