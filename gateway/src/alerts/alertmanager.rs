@@ -19,6 +19,7 @@ use leakmon_protocol::{Alert, AlertState};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::alerts::rules::VITAL;
 use crate::bus::Bus;
 use crate::config::AlertmanagerConfig;
 
@@ -41,9 +42,14 @@ pub struct Pending {
     resend: i64,
     firing: BTreeMap<Key, Entry>,
     once: Vec<Entry>,
+    /// Entries of `once` dropped to keep it bounded.
+    dropped: u64,
     last_post: Option<i64>,
     changed: bool,
 }
+
+/// Resolved and one-off alerts kept for the next post, at most.
+pub const MAX_ONCE: usize = 1_000;
 
 /// An event alert with nothing to resolve it (all but `node_down` and `agent_lost`, which
 /// `node_up` resolves): posted once, to end by itself.
@@ -70,6 +76,7 @@ impl Pending {
             resend: ms(resend).max(1),
             firing: BTreeMap::new(),
             once: Vec::new(),
+            dropped: 0,
             last_post: None,
             changed: false,
         }
@@ -103,7 +110,35 @@ impl Pending {
                 self.once.push(e);
             }
         }
+        self.bound_once();
         self.changed = true;
+    }
+
+    /// Resolved and one-off alerts wait for the next successful post, which never comes on a
+    /// standby (only the active gateway posts) or while Alertmanager refuses: at most
+    /// [`MAX_ONCE`] wait, the oldest that is not [`VITAL`] going first (vital ones up to four
+    /// times that).
+    fn bound_once(&mut self) {
+        if self.once.len() <= MAX_ONCE {
+            return;
+        }
+        let vital = |e: &Entry| VITAL.contains(&e.alert.alert.as_str());
+        match self.once.iter().position(|e| !vital(e)) {
+            Some(i) => {
+                self.once.remove(i);
+            }
+            None if self.once.len() > MAX_ONCE * 4 => {
+                self.once.remove(0);
+            }
+            None => return,
+        }
+        self.dropped += 1;
+        if self.dropped.is_power_of_two() {
+            tracing::warn!(
+                dropped = self.dropped,
+                "Alertmanager: resolved or one-off alerts dropped, more waited than can be kept (standby, or Alertmanager refusing)"
+            );
+        }
     }
 
     /// Whether a post is due at `now`: something changed, or firing alerts wait for their
@@ -303,6 +338,25 @@ mod tests {
             gateway: "gw1".into(),
             repeat: false,
         }
+    }
+
+    #[test]
+    fn what_waits_for_a_post_that_never_comes_is_bounded_and_keeps_deaths() {
+        // a standby never posts: one-off and resolved alerts must not pile up for ever
+        let mut p = Pending::new(Duration::from_secs(60));
+        p.on_alert(&Alert {
+            source: "event".into(),
+            ..alert("mass_failure", AlertState::Firing, 1_000)
+        });
+        for i in 0..5_000 {
+            p.on_alert(&Alert {
+                source: "event".into(),
+                ..alert("force_update", AlertState::Firing, 2_000 + i)
+            });
+        }
+        assert_eq!(p.once.len(), MAX_ONCE);
+        assert_eq!(p.once[0].alert.alert, "mass_failure");
+        assert_eq!(p.dropped, 4_001);
     }
 
     #[test]

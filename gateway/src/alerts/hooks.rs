@@ -1,7 +1,8 @@
 //! Where alerts go: MQTT (`<prefix>/v1/alerts`, QoS 1), webhooks (a bounded queue and a
 //! worker per receiver, retries with backoff) and commands (the alert as JSON on stdin and
 //! in environment variables, with a time limit). A dead receiver never blocks the gateway
-//! nor grows its memory: its queue drops the oldest alert.
+//! nor grows its memory: its queue drops the oldest alert that is not a `node_down` or a
+//! `mass_failure` (those are never pushed out by others; [`make_room`]).
 
 use leakmon_common::config::redact_url;
 use std::collections::VecDeque;
@@ -13,6 +14,7 @@ use leakmon_protocol::{encode, Alert, AlertState};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use crate::alerts::rules::VITAL;
 use crate::bus::{Bus, Message};
 use crate::config::{AlertmanagerConfig, ExecConfig, WebhookConfig, WebhookFormat};
 use crate::outbox::Journal;
@@ -60,6 +62,20 @@ pub fn env_of(a: &Alert) -> Vec<(&'static str, String)> {
     env.into_iter()
         .map(|(k, v)| (k, v.replace('\0', "\u{fffd}")))
         .collect()
+}
+
+/// A queue over its `cap` drops its oldest alert that is not [`VITAL`]; with only vital ones
+/// it holds up to four times `cap` of them before the oldest goes (still bounded). Returns
+/// what was dropped.
+fn make_room(q: &mut VecDeque<Alert>, cap: usize) -> Option<Alert> {
+    if q.len() <= cap {
+        return None;
+    }
+    match q.iter().position(|a| !VITAL.contains(&a.alert.as_str())) {
+        Some(i) => q.remove(i),
+        None if q.len() > cap.saturating_mul(4) => q.pop_front(),
+        None => None,
+    }
 }
 
 struct Queue {
@@ -144,16 +160,13 @@ impl Queue {
         }
     }
 
-    /// Adds an alert; returns whether the oldest had to go.
+    /// Adds an alert; returns whether another had to go ([`make_room`]).
     fn push(&self, a: Alert) -> bool {
         let Ok(mut q) = self.items.lock() else {
             return false;
         };
         q.push_back(a);
-        let dropped = q.len() > self.cap;
-        if dropped {
-            q.pop_front();
-        }
+        let dropped = make_room(&mut q, self.cap).is_some();
         drop(q);
         self.mark();
         self.notify.notify_one();
@@ -399,6 +412,40 @@ async fn run_exec(x: ExecConfig, a: Alert) {
 mod tests {
     use super::*;
     use leakmon_protocol::Severity;
+
+    #[test]
+    fn a_full_queue_never_drops_a_death_for_a_flood_of_others() {
+        let mut q = VecDeque::new();
+        q.push_back(alert("node_down", Severity::Critical));
+        q.push_back(alert("mass_failure", Severity::Critical));
+        for i in 0..500 {
+            q.push_back(alert(
+                &format!("container_unhealthy_{i}"),
+                Severity::Critical,
+            ));
+            make_room(&mut q, 100);
+        }
+        assert_eq!(q.len(), 100);
+        assert_eq!(q[0].alert, "node_down");
+        assert_eq!(q[1].alert, "mass_failure");
+        // the newest of the flood kept, the oldest gone
+        assert_eq!(q[99].alert, "container_unhealthy_499");
+        assert_eq!(q[2].alert, "container_unhealthy_402");
+    }
+
+    #[test]
+    fn a_queue_of_deaths_alone_is_bounded_too() {
+        let mut q = VecDeque::new();
+        for _ in 0..1_000 {
+            q.push_back(alert("node_down", Severity::Critical));
+            make_room(&mut q, 10);
+        }
+        assert_eq!(q.len(), 40);
+        // a lesser alert arriving then is the one that goes
+        q.push_back(alert("cpu", Severity::Warning));
+        assert_eq!(make_room(&mut q, 10).map(|a| a.alert), Some("cpu".into()));
+        assert_eq!(q.len(), 40);
+    }
 
     fn alert(name: &str, sev: Severity) -> Alert {
         Alert {

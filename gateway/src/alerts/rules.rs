@@ -69,6 +69,11 @@ pub struct Engine {
 /// one-off notification.
 pub const PAIRED_EVENTS: [&str; 2] = ["node_down", "agent_lost"];
 
+/// Alerts a full queue never drops for others (webhooks, Alertmanager): a node's death and a
+/// mass failure are what an operator must hear, and one report could otherwise raise hundreds
+/// of critical alerts that push them out.
+pub const VITAL: [&str; 2] = ["node_down", "mass_failure"];
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
