@@ -1036,6 +1036,11 @@ impl Decide {
             })
             .map(|(_, (t, _))| t.clone())
             .collect();
+        // (a service forced longer ago than the rate limit is free again: forgotten, so the
+        // map holds only the services forced within `force_update_every`)
+        let every = self.s.force_update_every;
+        self.forced
+            .retain(|_, at| now.saturating_duration_since(*at) < every);
         for t in due {
             // Only an agent Swarm's node list names speaks for a node ([`Self::agent`]);
             // another's report is shown, never acted on. Of several nodes of one name (a host
@@ -2301,6 +2306,27 @@ mod tests {
         f.d.on_unhealthy(vec![], f.at(331.0));
         f.d.on_unhealthy(vec![t("c3")], f.at(340.0));
         assert!(quiet(&f.run_to(369.0)));
+    }
+
+    #[test]
+    fn services_forced_long_ago_are_forgotten() {
+        // Issue 27: the rate limit's map kept every service ever forced, for ever.
+        let mut f = Fleet::new();
+        let t = |c: &str, service: &str| UnhealthyTask {
+            container_id: c.into(),
+            service: service.into(),
+            node: "node2".into(),
+        };
+        let tasks: Vec<UnhealthyTask> = (0..50)
+            .map(|i| t(&format!("c{i}"), &format!("svc{i}")))
+            .collect();
+        f.d.on_unhealthy(tasks, f.at(0.0));
+        let a = f.run_to(30.0);
+        assert_eq!(a.len(), 50, "{a:?}");
+        assert_eq!(f.d.forced.len(), 50);
+        f.d.on_unhealthy(vec![], f.at(31.0));
+        f.run_to(31.0 + f.d.s.force_update_every.as_secs_f64() + 1.0);
+        assert!(f.d.forced.is_empty(), "{:?}", f.d.forced.keys());
     }
 
     #[test]
