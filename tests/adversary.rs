@@ -14,7 +14,10 @@
 //!   force-updated that service; a node claiming another's Swarm id kept it alive; ghosts;
 //!   a broker outage blinded the gateway for half a minute more;
 //! - one liar (issue 26): a node's lone "answered" vetoed another's death, its answers to
-//!   earlier rounds were believed, and the beat interval it announced was taken unclamped.
+//!   earlier rounds were believed, and the beat interval it announced was taken unclamped;
+//! - reading the code as an attacker would (issue 27): garbage that merely contained "online"
+//!   announced any made-up name to Home Assistant; untrusted text (a container's name) through
+//!   the documented exec hook stays data.
 //!
 //! docs/operations.md ("Threat model") says who may publish what and what the gateway does
 //! with it.
@@ -394,6 +397,61 @@ fn only_a_decoded_birth_of_a_tracked_node_is_announced_to_home_assistant() {
     assert!(
         announced.is_empty(),
         "made-up nodes announced to Home Assistant: {announced:?}"
+    );
+}
+
+#[test]
+fn the_documented_exec_hook_keeps_untrusted_text_as_data() {
+    // Issue 27: a container name is the agent's to say (and anyone's on an open broker), and it
+    // reaches exec hooks in the alert's subject and summary. The example command that
+    // config/gateway.toml and docs/config.md give, exactly as written there, must keep it data.
+    let example = include_str!("../config/gateway.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("# command = [\"sh\""))
+        .map(|rest| format!("command = [\"sh\"{rest}"))
+        .expect("config/gateway.toml shows a shell exec hook example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("alerts.log");
+    let pwned = dir.path().join("pwned");
+    let command = example.replace("/var/log/leakmon-alerts.log", &log.display().to_string());
+    let broker = leakmon_e2e::Broker::start();
+    let gw = Gateway::start(&format!(
+        "name = \"gw-exec\"\n[leader]\nmode = \"standalone\"\n[mqtt]\nurl = \"{}\"\n\
+         [[alerts.rule]]\nname = \"unhealthy_now\"\nmetric = \"container_unhealthy\"\nabove = 0\n\
+         severity = \"warning\"\n\
+         [[alerts.exec]]\n{command}\n",
+        broker.url()
+    ));
+    let p = pwned.display();
+    let name = format!("db$(touch {p})`touch {p}`;touch {p};'\"\n");
+    let node = "exec-victim";
+    leakmon_e2e::mosquitto_pub(
+        broker.port,
+        &format!("leakmon/v1/nodes/{node}/status"),
+        status_json(node, "online", 1).as_bytes(),
+    );
+    let report = json!({"v": 1, "node": node, "run": 1, "seq": 1, "ts": now_ms(),
+        "engine": "ok", "containers": [{"id": format!("{:064}", 7), "name": name,
+        "image": "busybox", "state": "running", "health": "unhealthy",
+        "restart_count": 0, "oom_killed": false}]});
+    leakmon_e2e::mosquitto_pub(
+        broker.port,
+        &format!("leakmon/v1/nodes/{node}/containers"),
+        report.to_string().as_bytes(),
+    );
+    let written = wait_for(S(20), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("unhealthy_now"))
+    })
+    .unwrap_or_else(|| panic!("the exec hook never ran; gateway log:\n{}", gw.log()));
+    assert!(
+        written.contains(&format!("db$(touch {p})`touch {p}`;touch {p};'\"")),
+        "the container's name did not arrive as sent: {written:?}"
+    );
+    assert!(
+        !pwned.exists(),
+        "text from a report ran as a command through the documented example"
     );
 }
 
