@@ -11,7 +11,7 @@
 //!
 //! [`Pending`] is pure (time passed in); [`deliver`] is the shell, one task per Alertmanager.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use leakmon_protocol::{Alert, AlertState};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::alerts::rules::VITAL;
+use crate::alerts::rules::make_room;
 use crate::bus::Bus;
 use crate::config::AlertmanagerConfig;
 
@@ -41,7 +41,7 @@ struct Entry {
 pub struct Pending {
     resend: i64,
     firing: BTreeMap<Key, Entry>,
-    once: Vec<Entry>,
+    once: VecDeque<Entry>,
     /// Entries of `once` dropped to keep it bounded.
     dropped: u64,
     last_post: Option<i64>,
@@ -75,7 +75,7 @@ impl Pending {
         Pending {
             resend: ms(resend).max(1),
             firing: BTreeMap::new(),
-            once: Vec::new(),
+            once: VecDeque::new(),
             dropped: 0,
             last_post: None,
             changed: false,
@@ -87,7 +87,7 @@ impl Pending {
     pub fn on_alert(&mut self, a: &Alert) {
         let key = (a.alert.clone(), a.node.clone(), a.subject.clone());
         match a.state {
-            AlertState::Firing if one_off(a) => self.once.push(Entry {
+            AlertState::Firing if one_off(a) => self.once.push_back(Entry {
                 alert: a.clone(),
                 ended: None,
             }),
@@ -107,7 +107,7 @@ impl Pending {
                 });
                 e.alert.summary = a.summary.clone();
                 e.ended = Some(a.ts);
-                self.once.push(e);
+                self.once.push_back(e);
             }
         }
         self.bound_once();
@@ -116,21 +116,10 @@ impl Pending {
 
     /// Resolved and one-off alerts wait for the next successful post, which never comes on a
     /// standby (only the active gateway posts) or while Alertmanager refuses: at most
-    /// [`MAX_ONCE`] wait, the oldest that is not [`VITAL`] going first (vital ones up to four
-    /// times that).
+    /// [`MAX_ONCE`] wait, made room for as in the webhook queues ([`make_room`]).
     fn bound_once(&mut self) {
-        if self.once.len() <= MAX_ONCE {
+        if make_room(&mut self.once, MAX_ONCE, |e| e.alert.alert.as_str()).is_none() {
             return;
-        }
-        let vital = |e: &Entry| VITAL.contains(&e.alert.alert.as_str());
-        match self.once.iter().position(|e| !vital(e)) {
-            Some(i) => {
-                self.once.remove(i);
-            }
-            None if self.once.len() > MAX_ONCE * 4 => {
-                self.once.remove(0);
-            }
-            None => return,
         }
         self.dropped += 1;
         if self.dropped.is_power_of_two() {

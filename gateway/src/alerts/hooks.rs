@@ -14,7 +14,7 @@ use leakmon_protocol::{encode, Alert, AlertState};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use crate::alerts::rules::VITAL;
+use crate::alerts::rules::make_room;
 use crate::bus::{Bus, Message};
 use crate::config::{AlertmanagerConfig, ExecConfig, WebhookConfig, WebhookFormat};
 use crate::outbox::Journal;
@@ -62,20 +62,6 @@ pub fn env_of(a: &Alert) -> Vec<(&'static str, String)> {
     env.into_iter()
         .map(|(k, v)| (k, v.replace('\0', "\u{fffd}")))
         .collect()
-}
-
-/// A queue over its `cap` drops its oldest alert that is not [`VITAL`]; with only vital ones
-/// it holds up to four times `cap` of them before the oldest goes (still bounded). Returns
-/// what was dropped.
-fn make_room(q: &mut VecDeque<Alert>, cap: usize) -> Option<Alert> {
-    if q.len() <= cap {
-        return None;
-    }
-    match q.iter().position(|a| !VITAL.contains(&a.alert.as_str())) {
-        Some(i) => q.remove(i),
-        None if q.len() > cap.saturating_mul(4) => q.pop_front(),
-        None => None,
-    }
 }
 
 struct Queue {
@@ -166,7 +152,7 @@ impl Queue {
             return false;
         };
         q.push_back(a);
-        let dropped = make_room(&mut q, self.cap).is_some();
+        let dropped = make_room(&mut q, self.cap, |a| a.alert.as_str()).is_some();
         drop(q);
         self.mark();
         self.notify.notify_one();
@@ -423,7 +409,7 @@ mod tests {
                 &format!("container_unhealthy_{i}"),
                 Severity::Critical,
             ));
-            make_room(&mut q, 100);
+            make_room(&mut q, 100, |a| a.alert.as_str());
         }
         assert_eq!(q.len(), 100);
         assert_eq!(q[0].alert, "node_down");
@@ -438,12 +424,15 @@ mod tests {
         let mut q = VecDeque::new();
         for _ in 0..1_000 {
             q.push_back(alert("node_down", Severity::Critical));
-            make_room(&mut q, 10);
+            make_room(&mut q, 10, |a| a.alert.as_str());
         }
         assert_eq!(q.len(), 40);
         // a lesser alert arriving then is the one that goes
         q.push_back(alert("cpu", Severity::Warning));
-        assert_eq!(make_room(&mut q, 10).map(|a| a.alert), Some("cpu".into()));
+        assert_eq!(
+            make_room(&mut q, 10, |a| a.alert.as_str()).map(|a| a.alert),
+            Some("cpu".into())
+        );
         assert_eq!(q.len(), 40);
     }
 

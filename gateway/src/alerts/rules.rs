@@ -74,6 +74,25 @@ pub const PAIRED_EVENTS: [&str; 2] = ["node_down", "agent_lost"];
 /// of critical alerts that push them out.
 pub const VITAL: [&str; 2] = ["node_down", "mass_failure"];
 
+/// Keeps a queue of alerts (`name` gives each one's alert name) bounded: over `cap` it drops
+/// its oldest alert that is not [`VITAL`]; with only vital ones it holds up to four times
+/// `cap` of them before the oldest goes. Returns what was dropped. One rule for the webhook
+/// queues and for what waits for Alertmanager.
+pub fn make_room<T>(
+    q: &mut std::collections::VecDeque<T>,
+    cap: usize,
+    name: impl Fn(&T) -> &str,
+) -> Option<T> {
+    if q.len() <= cap {
+        return None;
+    }
+    match q.iter().position(|a| !VITAL.contains(&name(a))) {
+        Some(i) => q.remove(i),
+        None if q.len() > cap.saturating_mul(4) => q.pop_front(),
+        None => None,
+    }
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
