@@ -3,8 +3,8 @@
 //! not absurd, and that its values are plausible. Pure; `now_ms` is passed in.
 
 use leakmon_protocol::{
-    decode, Beat, Channel, ContainersReport, DecodeError, EventReport, HostReport, ProbeReport,
-    Status, Topics,
+    decode, Beat, Channel, ContainersReport, DecodeError, EventReport, Header, HostReport,
+    ProbeReport, Status, Topics,
 };
 
 /// Data older than this is refused (an agent's spool holds hours, not weeks).
@@ -25,6 +25,18 @@ pub enum Incoming {
     /// The node's retained status was cleared (an empty retained message): the operator's way
     /// to say a host is gone for good. The gateway forgets it.
     Cleared,
+}
+
+impl Incoming {
+    /// The header of a data message (host, containers or event report).
+    pub fn header(&self) -> Option<&Header> {
+        match self {
+            Incoming::Host(r) => Some(&r.header),
+            Incoming::Containers(r) => Some(&r.header),
+            Incoming::Event(e) => Some(&e.header),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

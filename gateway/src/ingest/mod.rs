@@ -46,13 +46,16 @@ fn status_time(s: &leakmon_protocol::Status, received_ms: i64) -> i64 {
 struct Points {
     data: Vec<Point>,
     seen_by_all: Vec<Point>,
+    /// A status that decoded, of a node the gateway tracks: (its node, whether online), for
+    /// the Home Assistant announcements.
+    status: Option<(String, bool)>,
 }
 
 impl Points {
     fn seen_by_all(p: Vec<Point>) -> Points {
         Points {
-            data: Vec::new(),
             seen_by_all: p,
+            ..Points::default()
         }
     }
 }
@@ -81,8 +84,6 @@ pub struct Ingest {
     /// active (`seen_active`): emptied when the role changes.
     seen: seen::Seen,
     seen_active: bool,
-    /// The last message handled was a status that decoded: (its node, whether online).
-    status_seen: Option<(String, bool)>,
     /// Until the beat connection has heard every agent's clock once after the gateway started
     /// ([`beats::CLOCK_WARM`]): the first message waits for it (at most
     /// [`CLOCK_WAIT_MAX`]), so that what the broker queued while this gateway was away is
@@ -139,7 +140,6 @@ impl Ingest {
             announced: BTreeSet::new(),
             seen: seen::Seen::default(),
             seen_active: false,
-            status_seen: None,
             clocks_warm,
         }
     }
@@ -283,13 +283,10 @@ impl Ingest {
     /// Whether `payload` is a sample stamped [`crate::clocks::SKEW_BOUND_MS`] or more from now.
     fn stamped_far_off(&self, topic: &str, payload: &[u8]) -> bool {
         let now = now_ms();
-        let ts = match decode_message(&self.topics, topic, payload, now) {
-            Ok((_, Incoming::Host(r))) => r.header.ts,
-            Ok((_, Incoming::Containers(r))) => r.header.ts,
-            Ok((_, Incoming::Event(e))) => e.header.ts,
-            _ => return false,
-        };
-        (ts - now).abs() >= crate::clocks::SKEW_BOUND_MS
+        decode_message(&self.topics, topic, payload, now)
+            .ok()
+            .and_then(|(_, m)| m.header().map(|h| h.ts))
+            .is_some_and(|ts| (ts - now).abs() >= crate::clocks::SKEW_BOUND_MS)
     }
 
     /// Handles one MQTT publish; returns the points to write.
@@ -365,13 +362,7 @@ impl Ingest {
             return Points::default();
         }
         // A copy of what this gateway handled already (resent after a reconnect): dropped.
-        let header = match &msg {
-            Incoming::Host(r) => Some(&r.header),
-            Incoming::Containers(r) => Some(&r.header),
-            Incoming::Event(e) => Some(&e.header),
-            _ => None,
-        };
-        if let Some(h) = header {
+        if let Some(h) = msg.header() {
             if !self.seen.first_time(&node, h.run, h.seq) {
                 self.metrics.duplicate();
                 tracing::debug!(node = %node, run = h.run, seq = h.seq, "a copy of a message already handled dropped");
@@ -381,24 +372,27 @@ impl Ingest {
         self.metrics.message_in(&node, ms);
         match msg {
             Incoming::Status(s) => {
-                self.status_seen = Some((node.clone(), s.state == NodeState::Online));
+                let status = Some((node.clone(), s.state == NodeState::Online));
                 let t = nodes.on_status(&node, &s, now, ms);
                 if let Some(t) = &t {
                     self.liveness_alert(&node, t.to);
                 }
                 let tags = nodes.tags(&node);
-                Points::seen_by_all(
-                    t.map(|t| {
-                        tracing::info!(node = %node, seq = s.seq, to = t.to.as_str(), "node status");
-                        vec![schema::node_point(
-                            &tags,
-                            status_time(&s, ms),
-                            t.to.as_str(),
-                            Some(&s),
-                        )]
-                    })
-                    .unwrap_or_default(),
-                )
+                Points {
+                    status,
+                    ..Points::seen_by_all(
+                        t.map(|t| {
+                            tracing::info!(node = %node, seq = s.seq, to = t.to.as_str(), "node status");
+                            vec![schema::node_point(
+                                &tags,
+                                status_time(&s, ms),
+                                t.to.as_str(),
+                                Some(&s),
+                            )]
+                        })
+                        .unwrap_or_default(),
+                    )
+                }
             }
             Incoming::Host(mut r) => {
                 self.metrics.cut(r.bound());
@@ -408,6 +402,7 @@ impl Ingest {
                 Points {
                     data: with_offset(schema::host_points(&nodes.tags(&node), &r), fix),
                     seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
+                    status: None,
                 }
             }
             Incoming::Containers(mut r) => {
@@ -418,6 +413,7 @@ impl Ingest {
                 Points {
                     data: with_offset(schema::container_points(&nodes.tags(&node), &r), fix),
                     seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
+                    status: None,
                 }
             }
             // Handled above.
@@ -496,7 +492,8 @@ impl Handler for Ingest {
             self.seen = seen::Seen::default();
             self.seen_active = active;
         }
-        let pts = self.handle(topic, payload);
+        let mut pts = self.handle(topic, payload);
+        let status = pts.status.take();
         let wrote = self.emit(pts, active, seq).await;
         if payload.is_empty() {
             if let Ok((node, Channel::Status)) = self.topics.parse(topic) {
@@ -506,7 +503,7 @@ impl Handler for Ingest {
         // Only a status that decoded, of a node the gateway tracks (at most `MAX_NODES`), is
         // announced: a flood of made-up names with garbage that merely contains "online"
         // once made a Home Assistant device (retained) for each, without bound.
-        match self.status_seen.take() {
+        match status {
             // the agent's next birth may bring another version or interval: announce it again
             Some((node, false)) => {
                 self.announced.remove(&node);
