@@ -363,18 +363,31 @@ fn fits(steps: &[Step], scheduled: usize, step: &Step, rng: &mut Rng) -> bool {
         && (!step.is_death() || drained < SHIPPED.max_drained || one_in_ten(rng))
 }
 
+/// After the broker or the active gateway is back (restarted, continued), or the active
+/// gateway hears again: how long until a gateway can act ([`History::blind`]) ...
+const BLIND_BROKER: i64 = 3_000;
+/// ... after a killed active gateway is started again (connect, ask its engine, announce) ...
+const BLIND_GATEWAY_KILL: i64 = 5_000;
+/// ... after the active gateway's link stops losing packets (its local health recovering), or
+/// at most after a deaf one hears again ...
+const BLIND_LOSSY_OR_DEAF: i64 = 15_000;
+/// ... and at most after the leader's cable or engine is back, if no other gateway announced
+/// itself active before.
+const BLIND_LEADER_OUT: i64 = 30_000;
+
 /// How long after it ends a fault may leave no gateway able to act (the checker's
 /// [`History::blind`]; the plan does not know which manager will lead, so any manager's
 /// cable, engine, link or gateway counts as the leader's), when it may.
 fn blinding_tail(f: Fault) -> Option<u64> {
     use Fault::*;
-    match f {
-        BrokerRestart | BrokerKill | GatewayStop(_) => Some(3_000),
-        GatewayKill(_) => Some(5_000),
-        GatewayDeaf(_) | Loss(1..=MANAGERS, ..) => Some(15_000),
-        CutLeader | Cut(1..=MANAGERS) | EngineKill(1..=MANAGERS) => Some(30_000),
-        _ => None,
-    }
+    let tail = match f {
+        BrokerRestart | BrokerKill | GatewayStop(_) => BLIND_BROKER,
+        GatewayKill(_) => BLIND_GATEWAY_KILL,
+        GatewayDeaf(_) | Loss(1..=MANAGERS, ..) => BLIND_LOSSY_OR_DEAF,
+        CutLeader | Cut(1..=MANAGERS) | EngineKill(1..=MANAGERS) => BLIND_LEADER_OUT,
+        _ => return None,
+    };
+    Some(tail.unsigned_abs())
 }
 
 /// Whether `other` may blind the judgement of `death`: it may leave no gateway able to act
@@ -727,11 +740,15 @@ impl History {
         let mut out = Vec::new();
         for s in &self.spans {
             match s.fault {
-                Fault::BrokerRestart | Fault::BrokerKill => out.push((s.start, s.end + 3_000)),
+                Fault::BrokerRestart | Fault::BrokerKill => {
+                    out.push((s.start, s.end + BLIND_BROKER))
+                }
                 // (a standby's gateway stopped or killed: the active one acts on)
-                Fault::GatewayStop(_) if s.leader => out.push((s.start, s.end + 3_000)),
+                Fault::GatewayStop(_) if s.leader => out.push((s.start, s.end + BLIND_BROKER)),
                 // a killed gateway starts again: connect, ask its engine, announce itself
-                Fault::GatewayKill(_) if s.leader => out.push((s.start, s.end + 5_000)),
+                Fault::GatewayKill(_) if s.leader => {
+                    out.push((s.start, s.end + BLIND_GATEWAY_KILL))
+                }
                 // the active gateway deaf: blind until a deputy announced itself (the
                 // hand-over: 1 s of silence, its mark, a poll), and once it hears again until
                 // it announced itself back (2 s of hearing, its mark cleared, the lease gone)
@@ -746,23 +763,23 @@ impl History {
                     out.push((s.start, deputy.unwrap_or(s.end)));
                     if deputy.is_some() {
                         let back = after(s.end, &|e| e.node == n && !e.deputy)
-                            .unwrap_or(s.end + 15_000)
-                            .min(s.end + 15_000);
+                            .unwrap_or(s.end + BLIND_LOSSY_OR_DEAF)
+                            .min(s.end + BLIND_LOSSY_OR_DEAF);
                         out.push((s.end, back));
                     } else {
-                        out.push((s.end, s.end + 5_000));
+                        out.push((s.end, s.end + BLIND_GATEWAY_KILL));
                     }
                 }
                 // the active gateway's own link lossy: by design it accuses nobody (Lifeguard's
                 // local health), and its health takes up to ~15 s to recover once the link heals
-                Fault::Loss(..) if s.leader => out.push((s.start, s.end + 15_000)),
+                Fault::Loss(..) if s.leader => out.push((s.start, s.end + BLIND_LOSSY_OR_DEAF)),
                 Fault::Cut(n) | Fault::EngineKill(n) if s.leader => {
                     let active = self
                         .events
                         .iter()
                         .find(|e| e.t >= s.start && e.kind == "gateway_active" && e.node != n)
                         .map(|e| e.t)
-                        .unwrap_or(s.end + 30_000);
+                        .unwrap_or(s.end + BLIND_LEADER_OUT);
                     out.push((s.start, active));
                 }
                 _ => {}
@@ -1538,6 +1555,10 @@ impl History {
     }
 }
 
+/// The summary's names of the two faults that kill a node (its table counts their deaths).
+const LONG_CUT: &str = "a worker's cable pulled for 15-40 s";
+const FREEZE: &str = "a worker frozen (every process stopped) and continued";
+
 /// The run in a few lines for docs/benchmarks.md.
 pub fn summary(h: &History, v: &Verdict) -> String {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -1545,7 +1566,7 @@ pub fn summary(h: &History, v: &Verdict) -> String {
         let k = match s.fault {
             Fault::Cut(_) if s.leader => "the leader's cable pulled",
             Fault::Cut(_) if s.end - s.start < 5_000 => "a worker's cable pulled for 0.5-3 s",
-            Fault::Cut(_) => "a worker's cable pulled for 15-40 s",
+            Fault::Cut(_) => LONG_CUT,
             Fault::Loss(..) => "a link losing 10-40 % (both, in or out)",
             Fault::EngineKill(_) => "an engine killed (SIGKILL) and started",
             Fault::AgentKill(_) => "an agent killed and started",
@@ -1557,7 +1578,7 @@ pub fn summary(h: &History, v: &Verdict) -> String {
                 "forged reports: an intruder claiming a node's id and db unhealthy, ghosts"
             }
             Fault::CutLeader => "the leader's cable pulled",
-            Fault::Freeze(_) => "a worker frozen (every process stopped) and continued",
+            Fault::Freeze(_) => FREEZE,
             Fault::GatewayKill(_) => "a gateway killed (SIGKILL) and started",
             Fault::BrokerKill => "the broker killed (SIGKILL) and started",
             Fault::DatabaseStall => "InfluxDB hung (SIGSTOP) and continued",
@@ -1588,8 +1609,8 @@ pub fn summary(h: &History, v: &Verdict) -> String {
     let mut s = String::from("| fault injected | times | deaths judged in full |\n|---|---|---|\n");
     for (k, n) in kinds {
         let deaths = match k.as_str() {
-            "a worker's cable pulled for 15-40 s" => judged(false).to_string(),
-            "a worker frozen (every process stopped) and continued" => judged(true).to_string(),
+            LONG_CUT => judged(false).to_string(),
+            FREEZE => judged(true).to_string(),
             _ => "-".into(),
         };
         s.push_str(&format!("| {k} | {n} | {deaths} |\n"));
