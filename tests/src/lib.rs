@@ -121,19 +121,7 @@ impl Broker {
 
     /// Starts on a given port (a port an agent was already told to use).
     pub fn start_on(port: u16) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // mosquitto started as root drops to its own user: let it save its sessions here.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("chmod broker dir");
-        let mut b = Broker {
-            port,
-            dir,
-            child: None,
-            listener: None,
-            queue: (100_000, 20),
-            autosave: 1,
-        };
+        let mut b = Self::unstarted(port);
         b.launch();
         b
     }
@@ -141,17 +129,8 @@ impl Broker {
     /// A plain broker that queues at most `max_queued` messages per client beyond the
     /// `max_inflight` unacknowledged ones, and drops what comes beyond (mosquitto's rule).
     pub fn start_with_queue(max_queued: usize, max_inflight: usize) -> Broker {
-        let mut b = Broker {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-            listener: None,
-            queue: (max_queued, max_inflight),
-            autosave: 1,
-        };
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("chmod broker dir");
+        let mut b = Self::unstarted(free_port());
+        b.queue = (max_queued, max_inflight);
         b.launch();
         b
     }
@@ -160,20 +139,27 @@ impl Broker {
     /// gets the broker's directory (world-readable) to put certificates and files in, and
     /// returns the listener lines; `{port}` in them is replaced by the broker's port.
     pub fn start_custom(setup: impl FnOnce(&Path) -> String) -> Broker {
-        let mut b = Broker {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
+        let mut b = Self::unstarted(free_port());
+        b.listener = Some(setup(b.dir.path()).replace("{port}", &b.port.to_string()));
+        b.launch();
+        b
+    }
+
+    /// A broker on `port` with the defaults, in a directory of its own, not yet started.
+    fn unstarted(port: u16) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // mosquitto started as root drops to its own user: let it save its sessions here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod broker dir");
+        Broker {
+            port,
+            dir,
             child: None,
             listener: None,
             queue: (100_000, 20),
             autosave: 1,
-        };
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(b.dir.path(), std::fs::Permissions::from_mode(0o777))
-            .expect("chmod broker dir");
-        b.listener = Some(setup(b.dir.path()).replace("{port}", &b.port.to_string()));
-        b.launch();
-        b
+        }
     }
 
     /// The URL agents use to reach this broker.
