@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use leakmon_common::config::{ByteSize, ConfigError, Dur};
 use leakmon_common::mqtt::{Connector, MqttSettings};
+use leakmon_protocol::auth::NodeKey;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_PATH: &str = "/etc/leakmon/agent.toml";
@@ -26,6 +27,50 @@ pub struct Config {
     pub docker: DockerConfig,
     pub buffer: BufferConfig,
     pub liveness: LivenessConfig,
+    pub auth: AuthConfig,
+}
+
+/// Proof of which node sent a message (docs/operations.md, "Security"): every message is
+/// sealed with this node's key, and probe requests must be sealed with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// This node's key: `leakmon-gateway keys node <node>` on a manager prints it.
+    pub key_file: PathBuf,
+    /// Send unsealed messages and take unsealed probe requests: only for a gateway that has
+    /// `auth.insecure = true` too, on a broker no stranger can reach.
+    pub insecure: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            key_file: "/etc/leakmon/node.key".into(),
+            insecure: false,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// This node's key, or `None` with `insecure`; errors name the key and the fix.
+    fn load(&self, node: &str) -> Result<Option<NodeKey>, ConfigError> {
+        if self.insecure {
+            return Ok(None);
+        }
+        let path = &self.key_file;
+        let fix = format!(
+            "on a Swarm manager run `leakmon-gateway keys node {node} > node.key`, copy it to \
+             {} (mode 600), or set auth.insecure = true on a broker no stranger can reach",
+            path.display()
+        );
+        let text = leakmon_common::config::read_key_file(path, "auth.key_file", &fix)?;
+        let key = NodeKey::parse(&text)
+            .and_then(|k| k.for_node(node))
+            .map_err(|e| {
+                ConfigError::new("auth.key_file", format!("{}: {e}; {fix}", path.display()))
+            })?;
+        Ok(Some(key))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +229,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             buffer: BufferConfig::default(),
             liveness: LivenessConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -244,6 +290,8 @@ pub struct Checked {
     pub mqtt: Connector,
     /// `liveness.beat_interval`, or `None` when beats are off.
     pub beat_interval: Option<Duration>,
+    /// This node's key (`None`: `auth.insecure`).
+    pub key: Option<NodeKey>,
 }
 
 impl Config {
@@ -328,12 +376,14 @@ impl Config {
                 return Err(ConfigError::new(key, "must be an absolute path"));
             }
         }
+        let key = self.auth.load(&node)?;
         Ok(Checked {
             cfg: self,
             node,
             interval,
             mqtt,
             beat_interval,
+            key,
         })
     }
 
@@ -351,10 +401,42 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Checks `text` with `env`; without a key unless `text` or `env` sets `[auth]`.
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Checked, ConfigError> {
-        let env = env.iter().map(|(a, b)| (a.to_string(), b.to_string()));
+        let mut env: Vec<_> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        if !text.contains("[auth]") && !env.iter().any(|(k, _)| k.contains("__AUTH__")) {
+            env.push(("LEAKMON_AGENT__AUTH__INSECURE".into(), "true".into()));
+        }
         leakmon_common::config::from_str_with_env::<Config>(text, "agent.toml", ENV_PREFIX, env)?
             .check("host-1")
+    }
+
+    #[test]
+    fn the_default_wants_this_nodes_key_and_says_how_to_make_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        let with = |p: &std::path::Path| {
+            parse(&format!("[auth]\nkey_file = \"{}\"", p.display()), &[])
+        };
+        let e = with(&path).unwrap_err();
+        assert_eq!(e.key, "auth.key_file");
+        assert!(e.message.contains("leakmon-gateway keys node host-1"), "{e}");
+        let fleet = leakmon_protocol::auth::FleetKey::from_bytes([3; 32]);
+        std::fs::write(&path, fleet.node_key("host-1").to_text()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = with(&path).unwrap_err();
+        assert!(e.message.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(with(&path).unwrap().key, Some(fleet.node_key("host-1")));
+        std::fs::write(&path, fleet.node_key("host-2").to_text()).unwrap();
+        let e = with(&path).unwrap_err();
+        assert!(e.message.contains("for `host-2`"), "{e}");
+        let c = parse("[auth]\ninsecure = true", &[]).unwrap();
+        assert_eq!(c.key, None);
     }
 
     #[test]

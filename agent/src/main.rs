@@ -71,7 +71,7 @@ fn main() -> ExitCode {
 /// Nothing is published and the state dir is not touched (`run` is 0).
 async fn once(c: Checked) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let Checked { cfg, node, .. } = c;
+    let Checked { cfg, node, key, .. } = c;
     let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
     let mut host = collect::host::HostCollector::new(cfg.host.clone());
     let mut containers = cfg.docker.enabled.then(|| {
@@ -102,8 +102,9 @@ async fn once(c: Checked) -> anyhow::Result<()> {
             engine_info: c.engine_info(),
         });
     }
-    let mut enc =
-        publish::Encoder::new(topics, node, 0).with_max_payload(cfg.mqtt.max_packet_size.0);
+    let mut enc = publish::Encoder::new(topics, node, 0)
+        .with_max_payload(cfg.mqtt.max_packet_size.0)
+        .with_key(key);
     let mut out = std::io::stdout().lock();
     for r in reports {
         let Some(m) = enc.report(r, Default::default()) else {
@@ -124,6 +125,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         interval,
         mqtt,
         beat_interval,
+        key,
     } = c;
     let state = state::State::open(&cfg.state_dir, publish::now_ms());
     let spool = match &cfg.buffer.spool_dir {
@@ -173,18 +175,26 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         spool = cfg.buffer.spool_dir.is_some(),
         beat_interval_ms = beat_interval.map_or(0, |b| b.as_millis() as u64),
         probe = cfg.liveness.probe,
+        sealed = key.is_some(),
         "leakmon-agent starting"
     );
+    if key.is_none() {
+        tracing::warn!(
+            "auth.insecure = true: messages are sent unsealed and any client of the broker can \
+             speak for this node or have it probe; a gateway with auth on ignores them"
+        );
+    }
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let prober = cfg
         .liveness
         .probe
-        .then(|| probe::Prober::new(&topics, &node));
+        .then(|| probe::Prober::new(&topics, &node, key.clone()));
     let publisher = publish::Publisher {
         connector: mqtt,
         client_id: cfg.mqtt.client_id.clone().unwrap_or_default(),
         encoder: publish::Encoder::new(topics, node, state.run())
-            .with_max_payload(cfg.mqtt.max_packet_size.0),
+            .with_max_payload(cfg.mqtt.max_packet_size.0)
+            .with_key(key),
         state,
         outbox,
         reports: rx,

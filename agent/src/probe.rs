@@ -125,6 +125,7 @@ pub fn admit(payload: &[u8], running: usize) -> Result<Plan, Refused> {
 }
 
 use leakmon_common::tcp::Outcome;
+use leakmon_protocol::auth::NodeKey;
 
 /// The count a report carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -226,16 +227,21 @@ pub struct Prober {
     tasks: JoinSet<ProbeReport>,
     malformed_total: u64,
     dropped_total: u64,
+    /// This node's key: a request must be sealed with it (`None`: `auth.insecure`).
+    key: Option<NodeKey>,
+    unauthenticated_total: u64,
 }
 
 impl Prober {
-    pub fn new(topics: &Topics, node: &str) -> Prober {
+    pub fn new(topics: &Topics, node: &str, key: Option<NodeKey>) -> Prober {
         Prober {
             node: node.to_owned(),
             topic: topics.probe_request(node),
             tasks: JoinSet::new(),
             malformed_total: 0,
             dropped_total: 0,
+            key,
+            unauthenticated_total: 0,
         }
     }
 
@@ -249,6 +255,18 @@ impl Prober {
     pub fn on_publish(&mut self, topic: &str, payload: &[u8]) {
         if topic != self.topic {
             tracing::debug!(topic, "a message on a topic not subscribed to; ignored");
+            return;
+        }
+        // Only a gateway holds this node's key (it derives it from the fleet key): anyone
+        // else's request would have this node connect where a stranger says.
+        if let Some(Err(e)) = self.key.as_ref().map(|k| k.check(topic, payload)) {
+            self.unauthenticated_total += 1;
+            tracing::warn!(
+                error = %e,
+                reason = e.reason(),
+                unauthenticated_total = self.unauthenticated_total,
+                "probe request not sealed with this node's key: ignored"
+            );
             return;
         }
         match admit(payload, self.tasks.len()) {

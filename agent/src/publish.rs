@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use leakmon_common::mqtt::{Connector, Reconnect};
+use leakmon_protocol::auth::NodeKey;
 use leakmon_protocol::{
     encode, Beat, Channel, ContainersReport, EngineState, EventReport, Header, HostReport,
     Identity, NodeState, OfflineReason, ProbeReport, Status, Topics, PROTOCOL_VERSION,
@@ -67,6 +68,8 @@ pub struct Encoder {
     max_payload: usize,
     /// Reports too large to send even after cutting them down, dropped.
     pub oversize_dropped: u64,
+    /// This node's key: every message is sealed with it ([`leakmon_protocol::auth`]).
+    key: Option<NodeKey>,
 }
 
 impl Encoder {
@@ -79,7 +82,14 @@ impl Encoder {
             beats: 0,
             max_payload: leakmon_protocol::codec::MAX_PAYLOAD,
             oversize_dropped: 0,
+            key: None,
         }
+    }
+
+    /// Seals every message with `key` (`None`: `auth.insecure`).
+    pub fn with_key(mut self, key: Option<NodeKey>) -> Self {
+        self.key = key;
+        self
     }
 
     /// Payloads stay within `mqtt.max_packet_size` (less room for the topic and the MQTT
@@ -136,8 +146,13 @@ impl Encoder {
     }
 
     fn message(&self, channel: Channel, payload: Vec<u8>, retain: bool) -> Message {
+        let topic = self.topics.node(&self.node, channel);
+        let payload = match &self.key {
+            Some(k) => k.seal(&topic, payload),
+            None => payload,
+        };
         Message {
-            topic: self.topics.node(&self.node, channel),
+            topic,
             payload,
             retain,
         }
@@ -146,7 +161,13 @@ impl Encoder {
     /// The message of a report, bounded ([`leakmon_protocol::limits`]) and cut down further
     /// until it fits [`Encoder::with_max_payload`]; `None` (counted, logged) if it cannot.
     pub fn report(&mut self, r: Report, buffer: leakmon_protocol::BufferStats) -> Option<Message> {
-        let max = self.max_payload;
+        // room for the seal
+        let seal = if self.key.is_some() {
+            leakmon_protocol::auth::SEAL_OVERHEAD
+        } else {
+            0
+        };
+        let max = self.max_payload.saturating_sub(seal);
         let (channel, payload) = match r {
             Report::Host(mut msg) => {
                 msg.header = self.header(msg.header.ts);
@@ -730,8 +751,11 @@ mod tests {
                 .collect()
         };
         // The containers report sent through an encoder limited to `max` bytes, decoded.
+        // Sealed: the seal's bytes count too, and the payload still checks.
+        let key = leakmon_protocol::auth::FleetKey::from_bytes([1; 32]).node_key("n1");
         let send = |max: Option<u64>, list| -> ContainersReport {
-            let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4);
+            let mut e = Encoder::new(Topics::new("leakmon").unwrap(), "n1".into(), 4)
+                .with_key(Some(key.clone()));
             if let Some(max) = max {
                 e = e.with_max_payload(max);
             }
@@ -748,6 +772,7 @@ mod tests {
             if let Some(max) = max {
                 assert!(m.payload.len() as u64 <= max - 512, "{}", m.payload.len());
             }
+            assert_eq!(key.check(&m.topic, &m.payload), Ok(()));
             decode("n1", &m.payload).unwrap()
         };
         // thousands of containers, a 64 KiB packet limit: sent, cut down, the cut counted

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use leakmon_common::config::{ByteSize, ConfigError, Dur};
 use leakmon_common::mqtt::{Connector, MqttSettings};
+use leakmon_protocol::auth::FleetKey;
 use leakmon_protocol::{EventKind, Severity};
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,62 @@ pub struct Config {
     pub reschedule: RescheduleConfig,
     pub alerts: AlertsConfig,
     pub homeassistant: HomeAssistantConfig,
+    pub auth: AuthConfig,
+}
+
+/// Proof of which node sent what the gateway acts on (docs/operations.md, "Security").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The fleet key every node key derives from (`leakmon-gateway keys new` makes one); the
+    /// same file on every gateway.
+    pub fleet_key_file: PathBuf,
+    /// During a rotation, the key being replaced: agents sealing with it are still believed
+    /// until they have their new keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_fleet_key_file: Option<PathBuf>,
+    /// Believe unsealed messages: anyone who can publish on the broker can then speak for any
+    /// node. Logged loudly at start and shown in `/healthz`.
+    pub insecure: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            fleet_key_file: "/etc/leakmon/fleet.key".into(),
+            previous_fleet_key_file: None,
+            insecure: false,
+        }
+    }
+}
+
+/// The fleet keys a gateway checks with: the current one and, during a rotation, the previous.
+pub type FleetKeys = (FleetKey, Option<FleetKey>);
+
+impl AuthConfig {
+    /// The keys, or `None` with `insecure`; errors name the key and the fix.
+    fn load(&self) -> Result<Option<FleetKeys>, ConfigError> {
+        if self.insecure {
+            return Ok(None);
+        }
+        let read = |path: &std::path::Path, key: &str| {
+            let fix = format!(
+                "make one with `leakmon-gateway keys new --out {}` (the same file on every \
+                 gateway), or set auth.insecure = true on a broker no stranger can reach",
+                path.display()
+            );
+            let text = leakmon_common::config::read_key_file(path, key, &fix)?;
+            FleetKey::parse(&text).map_err(|e| {
+                ConfigError::new(key, format!("{}: {e}; {fix}", path.display()))
+            })
+        };
+        let current = read(&self.fleet_key_file, "auth.fleet_key_file")?;
+        let previous = match &self.previous_fleet_key_file {
+            Some(p) => Some(read(p, "auth.previous_fleet_key_file")?),
+            None => None,
+        };
+        Ok(Some((current, previous)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -430,6 +487,8 @@ pub struct Checked {
     pub mqtt: Connector,
     pub http: Option<SocketAddr>,
     pub offline_after: Duration,
+    /// The fleet keys (`None`: `auth.insecure`).
+    pub fleet_keys: Option<FleetKeys>,
 }
 
 impl AlertsConfig {
@@ -726,12 +785,14 @@ impl Config {
             .mqtt
             .client_id
             .get_or_insert_with(|| format!("leakmon-gateway-{name}"));
+        let fleet_keys = self.auth.load()?;
         Ok(Checked {
             cfg: self,
             name,
             mqtt,
             http,
             offline_after,
+            fleet_keys,
         })
     }
 
@@ -913,9 +974,39 @@ pub fn default_rules() -> Vec<Rule> {
 mod tests {
     use super::*;
 
+    /// Checks `toml`; without keys unless it sets `[auth]`.
     fn check(toml: &str) -> Result<Checked, ConfigError> {
-        leakmon_common::config::from_str_with_env(toml, "test", ENV_PREFIX, std::iter::empty())
+        let env = (!toml.contains("[auth]"))
+            .then(|| ("LEAKMON_GATEWAY__AUTH__INSECURE".to_owned(), "true".to_owned()));
+        leakmon_common::config::from_str_with_env(toml, "test", ENV_PREFIX, env)
             .and_then(|c: Config| c.check("host1"))
+    }
+
+    #[test]
+    fn the_default_wants_the_fleet_key_and_says_how_to_make_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.key");
+        let with = |extra: &str| {
+            check(&format!(
+                "[auth]\nfleet_key_file = \"{}\"\n{extra}",
+                path.display()
+            ))
+        };
+        let e = with("").unwrap_err();
+        assert_eq!(e.key, "auth.fleet_key_file");
+        assert!(e.message.contains("leakmon-gateway keys new"), "{e}");
+        let key = FleetKey::from_bytes([9; 32]);
+        std::fs::write(&path, key.to_text()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(with("").unwrap_err().message.contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(with("").unwrap().fleet_keys, Some((key, None)));
+        let e = with("previous_fleet_key_file = \"/nonexistent\"").unwrap_err();
+        assert_eq!(e.key, "auth.previous_fleet_key_file");
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(with("").unwrap_err().message.contains("not a leakmon fleet key"));
+        assert_eq!(check("[auth]\ninsecure = true").unwrap().fleet_keys, None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Keep in step with the picture in ARCHITECTURE.md.
 const LAYERS: &[&[&str]] = &[
     // pure leaves: settings, counters, liveness, the failure detector, the InfluxDB schema,
-    // discovery payloads
+    // discovery payloads, node keys
     &[
         "config",
         "metrics",
@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "detector",
         "schema",
         "homeassistant",
+        "keyring",
     ],
     &["nodes", "outbox", "acks"],
     // the MQTT session and the channels between tasks
@@ -26,7 +27,7 @@ const LAYERS: &[&[&str]] = &[
     // the tasks, which never import each other; and the servers
     &["ingest", "control", "alerts", "broker", "http"],
     // client subcommands
-    &["status", "events"],
+    &["status", "events", "keys"],
     &["main"],
 ];
 

@@ -23,6 +23,8 @@ mod events;
 mod homeassistant;
 mod http;
 mod ingest;
+mod keyring;
+mod keys;
 #[cfg(test)]
 mod layering;
 mod liveness;
@@ -50,12 +52,13 @@ leakmon-gateway: agents' MQTT data into InfluxDB, node liveness, HTTP API
 Usage: leakmon-gateway [--config PATH] [--check-config | --print-config | --version]
        leakmon-gateway status [--config PATH | --url URL] [--watch [SECONDS]] [--json]
        leakmon-gateway events [--config PATH] [--url MQTT_URL] [--json]
+       leakmon-gateway keys new [--out FILE] | keys node NAME [--config PATH]
 
   --config PATH    config file (default /etc/leakmon/gateway.toml; optional at that path)
   --check-config   validate the config and exit (0 valid, 2 invalid)
   --print-config   print the effective config (file + environment) and exit
   --version        print the version and exit
-  --help           print this help and exit (`status --help`, `events --help`: theirs)
+  --help           print this help and exit (`status --help` and the others: theirs)
 
 Every key can be set by environment: influxdb.url -> LEAKMON_GATEWAY__INFLUXDB__URL.
 Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
@@ -68,6 +71,18 @@ fn main() -> ExitCode {
     match argv.first().and_then(|a| a.to_str()) {
         Some("events") => {
             return subcommand(events::parse, rest(), |a| async { events::run(a).await })
+        }
+        Some("keys") => {
+            return match keys::parse(rest()) {
+                Ok(a) => match keys::run(a) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("leakmon-gateway keys: {e}");
+                        ExitCode::from(2)
+                    }
+                },
+                Err(stop) => ExitCode::from(stop.finish()),
+            };
         }
         Some("status") => {
             // where to ask is settled first: a config that cannot tell is exit 2, like any
@@ -142,7 +157,16 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         mqtt,
         http,
         offline_after,
+        fleet_keys,
     } = c;
+    let keys = fleet_keys.map(|(current, previous)| keyring::Keyring::new(current, previous));
+    if keys.is_none() {
+        tracing::error!(
+            "auth.insecure = true: unsealed messages are believed, so any client that can \
+             publish on the broker can speak for any node, report it dead or alive, and move \
+             its work; /healthz says so too"
+        );
+    }
     // Only a plain listener can be embedded; a TLS url always means a real broker.
     // With several brokers listed, a real cluster is meant: `auto` never takes the first's
     // port for an embedded broker the others would not know.
@@ -217,6 +241,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             http::AppState {
                 nodes: nodes.clone(),
                 metrics: metrics.clone(),
+                insecure: keys.is_none(),
             },
             shutdown_rx.clone(),
         ));
@@ -269,6 +294,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         bus: bus.clone(),
         session,
         detector: detector.clone(),
+        keys: keys.clone(),
     }
     .start(shutdown_rx.clone())
     .await;
@@ -312,7 +338,8 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         nodes,
         metrics.clone(),
         detector.is_some().then(|| (clocks.clone(), warm_rx)),
-    );
+    )
+    .with_keys(keys.clone());
     let ingest = tokio::spawn(connection.run(ingest));
     if let Some(detector) = detector {
         let beats = ingest::beats::Beats {
@@ -323,6 +350,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             clocks,
             warm,
             metrics,
+            keys,
         };
         tokio::spawn(beats.run(shutdown_rx.clone()));
     }

@@ -245,6 +245,14 @@ impl Nodes {
         t
     }
 
+    /// Whether `node`'s agent is online (its birth or its data came last).
+    pub fn online(&self, node: &str) -> bool {
+        self.liveness
+            .nodes()
+            .get(node)
+            .is_some_and(|n| n.state == crate::liveness::State::Online)
+    }
+
     /// Whether `node` is known (has a view).
     pub fn knows(&self, node: &str) -> bool {
         self.views.contains_key(node)

@@ -9,9 +9,12 @@
 //! - [`messages`]: the payloads (status, host, containers, event, beat, probe request and
 //!   report) and [`PROTOCOL_VERSION`].
 //! - [`codec`]: encoding and checked decoding with typed errors.
+//! - [`auth`]: which node sent a message (an HMAC with its node key, derived from the
+//!   gateways' fleet key).
 //! - [`limits`]: how much one report may carry (containers, disks, text lengths), applied by
 //!   senders and receivers alike.
 
+pub mod auth;
 pub mod codec;
 pub mod limits;
 pub mod messages;

@@ -242,6 +242,85 @@ impl Drop for Broker {
     }
 }
 
+/// The fleet key of every test: each gateway reads it from a file, each agent gets its own
+/// node's key derived from it (unless the test's config or environment sets `[auth]`).
+pub fn test_fleet() -> leakmon_protocol::auth::FleetKey {
+    leakmon_protocol::auth::FleetKey::from_bytes([0x5a; 32])
+}
+
+/// `payload` sealed as `node` seals it on `topic`: a message from a client holding that
+/// node's key.
+pub fn seal(node: &str, topic: &str, payload: &[u8]) -> Vec<u8> {
+    test_fleet().node_key(node).seal(topic, payload.to_vec())
+}
+
+/// A key file of the tests (mode 600, in a directory of this user's under the temp dir),
+/// written once (atomically: tests running at once write the same text).
+pub fn key_file(name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("leakmon-e2e-keys-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, text).expect("write a key file");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::rename(&tmp, &path).expect("rename a key file");
+    }
+    path
+}
+
+/// The fleet key's file, for gateways.
+pub fn fleet_key_file() -> PathBuf {
+    key_file("fleet.key", &test_fleet().to_text())
+}
+
+/// The key file of `node`, for its agent.
+pub fn node_key_file(node: &str) -> PathBuf {
+    key_file(&format!("{node}.key"), &test_fleet().node_key(node).to_text())
+}
+
+/// The environment giving `binary` its key, as an operator's enrollment would: nothing when
+/// the test's config or environment sets `[auth]` itself. An agent's node is its config's
+/// top-level `node`, or `LEAKMON_AGENT__NODE`, or the hostname.
+pub fn auth_env(binary: &str, config: &str, env: &[(String, String)]) -> Vec<(String, String)> {
+    if config.contains("[auth]") || env.iter().any(|(k, _)| k.contains("__AUTH__")) {
+        return Vec::new();
+    }
+    match binary {
+        "leakmon-gateway" => vec![(
+            "LEAKMON_GATEWAY__AUTH__FLEET_KEY_FILE".into(),
+            fleet_key_file().display().to_string(),
+        )],
+        "leakmon-agent" => {
+            let from_env = env
+                .iter()
+                .find(|(k, _)| k == "LEAKMON_AGENT__NODE")
+                .map(|(_, v)| v.clone());
+            let from_file = config
+                .lines()
+                .take_while(|l| !l.trim_start().starts_with('['))
+                .find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    (k.trim() == "node").then(|| v.trim().trim_matches('"').to_owned())
+                });
+            let node = from_env.or(from_file).unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            });
+            vec![(
+                "LEAKMON_AGENT__AUTH__KEY_FILE".into(),
+                node_key_file(&node).display().to_string(),
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// One of the project's binaries, running with a config file in a directory of its own and
 /// logging (at debug) to `<dir>/<binary>.log`. Killed when dropped.
 pub struct Daemon {
@@ -342,7 +421,10 @@ impl Daemon {
             }
             None => Command::new(bin(self.binary)),
         };
+        let config = std::fs::read_to_string(&self.config).unwrap_or_default();
+        let auth = auth_env(self.binary, &config, &self.env);
         let child = cmd
+            .envs(auth.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("--config")
             .arg(&self.config)

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::bus::{AlertInput, Bus, Message, Session};
 use crate::config::{Config, LeaderMode};
 use crate::detector::{self, Detector, Member};
+use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
 use crate::schema;
@@ -55,6 +56,9 @@ pub struct Control {
     pub session: watch::Sender<Session>,
     /// The failure detector (fed beats and reports by ingest), when it runs.
     pub detector: Option<Arc<Mutex<Detector>>>,
+    /// The nodes' keys: a probe request is sealed with its vantage point's (`None`:
+    /// `auth.insecure`).
+    pub keys: Option<Keyring>,
 }
 
 /// The running loop's state.
@@ -481,9 +485,14 @@ impl Loop {
                         every_ms: ms(every),
                         timeout_ms: ms(timeout),
                     };
+                    let topic = self.c.topics.probe_request(&prober);
+                    let payload = match self.c.keys.as_mut() {
+                        Some(k) => k.seal(&prober, &topic, encode(&req)),
+                        None => encode(&req),
+                    };
                     let m = Message {
-                        topic: self.c.topics.probe_request(&prober),
-                        payload: encode(&req),
+                        topic,
+                        payload,
                         retain: false,
                     };
                     if !self.c.bus.publish(m) {

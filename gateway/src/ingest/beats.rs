@@ -16,9 +16,10 @@ use leakmon_protocol::{Channel, Topics};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::watch;
 
-use super::decode::{decode_message, Incoming};
+use super::decode::{decode_sealed, Incoming};
 use crate::clocks::Clocks;
 use crate::detector::Detector;
+use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 
 /// Everything the beat connection needs.
@@ -34,6 +35,8 @@ pub struct Beats {
     /// beating each second has sent its clock by then (ingest waits for it).
     pub warm: watch::Sender<bool>,
     pub metrics: Arc<Metrics>,
+    /// The nodes' keys (`None`: `auth.insecure`): only sealed beats and reports count.
+    pub keys: Option<Keyring>,
 }
 
 /// How long the first connection must have been up before every agent's clock is known: an
@@ -60,9 +63,10 @@ impl Beats {
     }
 
     /// Hands one publish to the detector; malformed ones are counted and logged as ingest's.
-    fn on_publish(&self, topic: &str, payload: &[u8], now: Instant) {
+    fn on_publish(&mut self, topic: &str, payload: &[u8], now: Instant) {
         let now_ms = leakmon_common::now_ms();
-        let (node, msg) = match decode_message(&self.topics, topic, payload, now_ms) {
+        let (node, msg) = match decode_sealed(&self.topics, self.keys.as_mut(), topic, payload, now_ms)
+        {
             Ok(v) => v,
             Err(r) => {
                 let n = self
@@ -92,7 +96,7 @@ impl Beats {
 
     /// Runs until shutdown: connects (the addresses of `mqtt.url` in turn), subscribes, and
     /// hands every publish to the detector.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut reconnect =
             Reconnect::new(&self.connector, leakmon_common::mqtt::GATEWAY_RECONNECT_MAX);
         loop {

@@ -7,6 +7,8 @@ use leakmon_protocol::{
     ProbeReport, Status, Topics,
 };
 
+use crate::keyring::Keyring;
+
 /// Data older than this is refused (an agent's spool holds hours, not weeks).
 pub const MAX_AGE_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Clocks ahead by more than this are refused.
@@ -43,8 +45,8 @@ impl Incoming {
 pub struct Reject {
     /// The node named by the topic, when the topic could be read.
     pub node: Option<String>,
-    /// Stable label: `bad_topic`, `too_large`, `malformed`, `version`, `node_mismatch`,
-    /// `bad_timestamp`, `absurd_value`.
+    /// Stable label: `bad_topic`, `unauthenticated`, `too_large`, `malformed`, `version`,
+    /// `node_mismatch`, `bad_timestamp`, `absurd_value`.
     pub reason: &'static str,
     pub detail: String,
 }
@@ -114,6 +116,30 @@ fn check_containers(node: &str, r: &ContainersReport) -> Result<(), Reject> {
     Ok(())
 }
 
+/// [`decode_message`] of a message its node sealed with its key (`keys`; `None`:
+/// `auth.insecure`, anything is believed). An unsealed or wrongly sealed message is rejected
+/// as `unauthenticated`. An empty retained status cannot be sealed: it passes as
+/// [`Incoming::Cleared`], which ingest believes only of a node that is not online.
+pub fn decode_sealed(
+    topics: &Topics,
+    keys: Option<&mut Keyring>,
+    topic: &str,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<(String, Incoming), Reject> {
+    if let Some(keys) = keys {
+        let (node, channel) = topics
+            .parse(topic)
+            .map_err(|e| reject(None, "bad_topic", format!("{topic}: {e}")))?;
+        let cleared = channel == Channel::Status && payload.is_empty();
+        if !cleared {
+            keys.check(node, topic, payload)
+                .map_err(|e| reject(Some(node), "unauthenticated", e.to_string()))?;
+        }
+    }
+    decode_message(topics, topic, payload, now_ms)
+}
+
 /// Decodes one MQTT message into the node it is about and what it says.
 pub fn decode_message(
     topics: &Topics,
@@ -177,6 +203,32 @@ mod tests {
 
     fn run(topic: &str, v: &serde_json::Value) -> Result<(String, Incoming), Reject> {
         decode_message(&topics(), topic, &serde_json::to_vec(v).unwrap(), NOW)
+    }
+
+    #[test]
+    fn with_keys_only_what_the_node_sealed_is_believed() {
+        use leakmon_protocol::auth::FleetKey;
+        let fleet = FleetKey::from_bytes([5; 32]);
+        let mut keys = Keyring::new(fleet.clone(), None);
+        let topic = "leakmon/v1/nodes/a/host";
+        let body = serde_json::to_vec(&host_json("a", NOW)).unwrap();
+        let d = |keys: Option<&mut Keyring>, t: &str, p: &[u8]| {
+            decode_sealed(&topics(), keys, t, p, NOW).map_err(|r| r.reason)
+        };
+        assert_eq!(d(Some(&mut keys), topic, &body).unwrap_err(), "unauthenticated");
+        let own = fleet.node_key("a").seal(topic, body.clone());
+        assert!(matches!(d(Some(&mut keys), topic, &own), Ok((_, Incoming::Host(_)))));
+        // another node's key, or the right one for another topic
+        let other = fleet.node_key("b").seal(topic, body.clone());
+        assert_eq!(d(Some(&mut keys), topic, &other).unwrap_err(), "unauthenticated");
+        let moved = fleet.node_key("a").seal("leakmon/v1/nodes/a/containers", body.clone());
+        assert_eq!(d(Some(&mut keys), topic, &moved).unwrap_err(), "unauthenticated");
+        // an empty status cannot be sealed: ingest judges it
+        let cleared = d(Some(&mut keys), "leakmon/v1/nodes/a/status", b"");
+        assert!(matches!(cleared, Ok((_, Incoming::Cleared))));
+        // auth.insecure: anything decodes as before
+        assert!(d(None, topic, &body).is_ok());
+        assert_eq!(d(Some(&mut keys), "elsewhere", &own).unwrap_err(), "bad_topic");
     }
 
     #[test]

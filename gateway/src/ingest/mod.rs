@@ -22,10 +22,11 @@ use leakmon_protocol::{Channel, NodeState, Topics};
 use crate::bus::{AlertInput, Bus, Handler, Message};
 use crate::clocks::Clocks;
 use crate::liveness::Transition;
+use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
 use crate::schema::{self, Point};
-use decode::{decode_message, Incoming};
+use decode::{decode_message, decode_sealed, Incoming};
 
 /// The time a status point is written at. A Will carries the time its connection was opened
 /// (it is fixed at CONNECT), earlier than the birth it follows: written at that time, a
@@ -89,6 +90,9 @@ pub struct Ingest {
     /// [`CLOCK_WAIT_MAX`]), so that what the broker queued while this gateway was away is
     /// placed at true time too. `None` once warm, or without a detector.
     clocks_warm: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The nodes' keys: a message counts only when its node sealed it ([`decode_sealed`]).
+    /// `None`: `auth.insecure`.
+    keys: Option<Keyring>,
 }
 
 /// The longest the first message after a start waits for the agents' clocks.
@@ -141,7 +145,14 @@ impl Ingest {
             seen: seen::Seen::default(),
             seen_active: false,
             clocks_warm,
+            keys: None,
         }
+    }
+
+    /// Believes only what each node sealed with its key (`None`: `auth.insecure`).
+    pub fn with_keys(mut self, keys: Option<Keyring>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Home Assistant discovery for these nodes (retained), when on and active.
@@ -293,7 +304,8 @@ impl Ingest {
     fn handle(&mut self, topic: &str, payload: &[u8]) -> Points {
         let ms = now_ms();
         let now = Instant::now();
-        let (node, msg) = match decode_message(&self.topics, topic, payload, ms) {
+        let (node, msg) = match decode_sealed(&self.topics, self.keys.as_mut(), topic, payload, ms)
+        {
             Ok(v) => v,
             Err(r) => {
                 let n = self
@@ -330,6 +342,22 @@ impl Ingest {
             }
             Incoming::Probe(_) => return Points::default(),
             Incoming::Cleared => {
+                // Nobody can seal an empty message: with keys, a clear is believed only of a
+                // node that is not online (a host gone for good), never of one that speaks.
+                let online = self
+                    .nodes
+                    .lock()
+                    .map(|n| n.online(&node))
+                    .unwrap_or(false);
+                if self.keys.is_some() && online {
+                    let r = decode::Reject {
+                        node: Some(node.clone()),
+                        reason: "unauthenticated",
+                        detail: "an empty retained status of a node that is online".into(),
+                    };
+                    log_reject(self.metrics.rejected(&node, r.reason), &r);
+                    return Points::default();
+                }
                 let known = self
                     .nodes
                     .lock()
