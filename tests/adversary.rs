@@ -56,6 +56,19 @@ fn status_json(node: &str, state: &str, seq: u64) -> String {
     s.to_string()
 }
 
+/// A real message made editable: its `mac` field goes (the editor seals it anew).
+fn unseal(v: &mut Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("mac");
+    }
+}
+
+/// `json` sealed with the key of the node `topic` names: its agent, or whoever stole its key.
+fn sealed(topic: &str, json: &str) -> String {
+    let node = topic.split('/').nth(3).unwrap_or_default();
+    String::from_utf8(leakmon_e2e::seal(node, topic, json.as_bytes())).expect("JSON is text")
+}
+
 /// A gateway on the locked-down broker, writing to `db`.
 fn locked_gateway(broker: &LockedBroker, db: &Service, offline_after: &str) -> Gateway {
     Gateway::start(&format!(
@@ -264,12 +277,13 @@ fn forgotten_nodes_leave_and_a_forged_seq_silences_nobody() {
     for g in ghosts {
         let status = json!({"v": 1, "node": g, "state": "offline", "seq": 3,
             "reason": "lost", "ts": now_ms()});
+        let topic = format!("leakmon/v1/nodes/{g}/status");
         let (code, err) = broker.publish(
             g,
             &broker.password(g),
             true,
-            &format!("leakmon/v1/nodes/{g}/status"),
-            &status.to_string(),
+            &topic,
+            &sealed(&topic, &status.to_string()),
         );
         assert_eq!(code, 0, "{err}");
     }
@@ -300,16 +314,17 @@ fn forgotten_nodes_leave_and_a_forged_seq_silences_nobody() {
     });
     assert!(gw.get("/api/v1/nodes").contains("node-a"));
 
-    // node-a's credential (or anyone on an open broker) sends a birth and a death with a
-    // seq of u64::MAX. The real agent's next connection, and its Will, still count.
+    // node-a's credential and key (a stolen node) send a birth and a death with a seq of
+    // u64::MAX. The real agent's next connection, and its Will, still count.
     let pa = broker.password("node-a");
     for state in ["online", "offline"] {
+        let topic = "leakmon/v1/nodes/node-a/status";
         let (code, err) = broker.publish(
             "node-a",
             &pa,
             true,
-            "leakmon/v1/nodes/node-a/status",
-            &status_json("node-a", state, u64::MAX),
+            topic,
+            &sealed(topic, &status_json("node-a", state, u64::MAX)),
         );
         assert_eq!(code, 0, "{err}");
     }
@@ -366,8 +381,9 @@ fn only_a_decoded_birth_of_a_tracked_node_is_announced_to_home_assistant() {
             status_json(ghosts[2], "online", 1).replace("\"v\":1", "\"v\":99"),
         ),
     ];
+    // sealed with each node's key: what an enrolled node may send, not only a stranger
     for (node, payload) in &garbage {
-        leakmon_e2e::mosquitto_pub(
+        leakmon_e2e::mosquitto_pub_sealed(
             broker.port,
             &format!("leakmon/v1/nodes/{node}/status"),
             payload.as_bytes(),
@@ -375,7 +391,7 @@ fn only_a_decoded_birth_of_a_tracked_node_is_announced_to_home_assistant() {
     }
     // a real birth after them (the control: it is announced, so the ghosts had their time)
     let real = "ha-real";
-    leakmon_e2e::mosquitto_pub(
+    leakmon_e2e::mosquitto_pub_sealed(
         broker.port,
         &format!("leakmon/v1/nodes/{real}/status"),
         status_json(real, "online", 1).as_bytes(),
@@ -425,7 +441,8 @@ fn the_documented_exec_hook_keeps_untrusted_text_as_data() {
     let p = pwned.display();
     let name = format!("db$(touch {p})`touch {p}`;touch {p};'\"\n");
     let node = "exec-victim";
-    leakmon_e2e::mosquitto_pub(
+    // the node's own key: a container name is the agent's to say
+    leakmon_e2e::mosquitto_pub_sealed(
         broker.port,
         &format!("leakmon/v1/nodes/{node}/status"),
         status_json(node, "online", 1).as_bytes(),
@@ -434,7 +451,7 @@ fn the_documented_exec_hook_keeps_untrusted_text_as_data() {
         "engine": "ok", "containers": [{"id": format!("{:064}", 7), "name": name,
         "image": "busybox", "state": "running", "health": "unhealthy",
         "restart_count": 0, "oom_killed": false}]});
-    leakmon_e2e::mosquitto_pub(
+    leakmon_e2e::mosquitto_pub_sealed(
         broker.port,
         &format!("leakmon/v1/nodes/{node}/containers"),
         report.to_string().as_bytes(),
@@ -493,7 +510,8 @@ fn adversarial_text_reaches_influxdb_as_sent() {
         .collect();
     let report = json!({"v": 1, "node": "edge-text", "run": 1, "seq": 1, "ts": now_ms(),
         "engine": "ok", "containers": containers});
-    leakmon_e2e::mosquitto_pub(
+    // sent by a holder of edge-text's key: what an agent may say, not what a stranger may
+    leakmon_e2e::mosquitto_pub_sealed(
         broker.port,
         "leakmon/v1/nodes/edge-text/containers",
         report.to_string().as_bytes(),
@@ -546,7 +564,7 @@ fn an_alert_waiting_for_its_webhook_survives_a_gateway_restart() {
     // Not retained: a restarted gateway does not hear of edge-h again, so only what it kept
     // can deliver the alert.
     for state in ["online", "offline"] {
-        leakmon_e2e::mosquitto_pub(
+        leakmon_e2e::mosquitto_pub_sealed(
             broker.port,
             "leakmon/v1/nodes/edge-h/status",
             status_json("edge-h", state, 1).as_bytes(),
@@ -666,15 +684,16 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
         ],
     );
 
-    // 1a. A node no Swarm node is reports db's real container unhealthy, for 12 s (the rig's
-    // gateways act after 3 s): it is shown, never acted on.
+    // 1a. A node no Swarm node is (enrolled: it holds a key of its own name) reports db's
+    // real container unhealthy, for 12 s (the rig's gateways act after 3 s): it is shown,
+    // never acted on.
     for i in 0..12 {
         let report = json!({"v": 1, "node": "intruder", "run": 1, "seq": i + 1, "ts": now_ms(),
             "engine": "ok", "containers": [{"id": db_task_container, "name": "db.1.x",
             "image": "leakmon-test/busybox", "state": "running", "health": "unhealthy",
             "restart_count": 0, "oom_killed": false, "swarm_service": "db",
             "swarm_node_id": node_id(4)}]});
-        leakmon_e2e::mosquitto_pub(
+        leakmon_e2e::mosquitto_pub_sealed(
             f.broker.port,
             "leakmon/v1/nodes/intruder/containers",
             report.to_string().as_bytes(),
@@ -725,7 +744,7 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     for g in 1..=4 {
         let status = json!({"v": 1, "node": format!("ghost{g}"), "state": "offline",
             "seq": 1, "reason": "lost", "ts": now_ms()});
-        assert!(leakmon_e2e::mosquitto_pub_retained(
+        assert!(leakmon_e2e::mosquitto_pub_retained_sealed(
             f.broker.port,
             &format!("leakmon/v1/nodes/ghost{g}/status"),
             status.to_string().as_bytes(),
@@ -739,7 +758,9 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
         .expect("node3's birth");
     birth3["swarm_node_id"] = node_id(5).into();
     birth3["seq"] = (birth3["seq"].as_u64().unwrap_or(1) + 1000).into();
-    assert!(leakmon_e2e::mosquitto_pub_retained(
+    unseal(&mut birth3);
+    // node3's own key (a stolen node3): it speaks for node3, claiming node5's id
+    assert!(leakmon_e2e::mosquitto_pub_retained_sealed(
         f.broker.port,
         "leakmon/v1/nodes/node3/status",
         birth3.to_string().as_bytes(),
@@ -775,7 +796,7 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     rig(&["restore", "4"]);
 }
 
-/// A compromised node1 (anything its credential may send: here an open broker) answering every
+/// A compromised node1 (anything its credential and key may send: here an open broker) answering every
 /// probe request it gets "answered", at once, and again for the five rounds before it.
 fn lying_vantage_point(port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     use std::sync::atomic::Ordering;
@@ -799,11 +820,12 @@ fn lying_vantage_point(port: u16, stop: std::sync::Arc<std::sync::atomic::Atomic
         for lie in (id.saturating_sub(5)..=id).rev() {
             let report = json!({"v": 1, "node": "node1", "id": lie, "target": target,
                 "attempts": 1, "answered": 1});
+            let topic = "leakmon/v1/nodes/node1/probe";
             let _ = client.publish(
-                "leakmon/v1/nodes/node1/probe",
+                topic,
                 rumqttc::QoS::AtMostOnce,
                 false,
-                report.to_string(),
+                leakmon_e2e::seal("node1", topic, report.to_string().as_bytes()),
             );
         }
     }
@@ -861,7 +883,8 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
         .expect("node5's birth");
     birth5["beat_interval_ms"] = 86_400_000.into();
     birth5["seq"] = (birth5["seq"].as_u64().unwrap_or(1) + 1000).into();
-    assert!(leakmon_e2e::mosquitto_pub_retained(
+    unseal(&mut birth5);
+    assert!(leakmon_e2e::mosquitto_pub_retained_sealed(
         f.broker.port,
         "leakmon/v1/nodes/node5/status",
         birth5.to_string().as_bytes(),

@@ -464,7 +464,7 @@ fn once_prints_one_host_and_one_containers_report_and_publishes_nothing() {
         ),
     )
     .expect("config");
-    let out = Command::new(bin("leakmon-agent"))
+    let out = leakmon_e2e::enrolled("leakmon-agent", "node = \"e2e-once\"", &[])
         .args(["--once", "--config"])
         .arg(&cfg)
         .output()
@@ -749,7 +749,7 @@ fn check_config(text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, text).expect("write");
-    let mut cmd = Command::new(bin("leakmon-agent"));
+    let mut cmd = leakmon_e2e::enrolled("leakmon-agent", text, env);
     cmd.arg("--check-config").arg("--config").arg(&path);
     for (k, v) in env {
         cmd.env(k, v);
@@ -791,11 +791,15 @@ fn bad_config_exits_2_and_names_the_key() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 
-    let out = Command::new(bin("leakmon-agent"))
-        .arg("--print-config")
-        .env("LEAKMON_AGENT__NODE", "printed-node")
-        .output()
-        .expect("run");
+    let out = leakmon_e2e::enrolled(
+        "leakmon-agent",
+        "",
+        &[("LEAKMON_AGENT__NODE", "printed-node")],
+    )
+    .arg("--print-config")
+    .env("LEAKMON_AGENT__NODE", "printed-node")
+    .output()
+    .expect("run");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("node = \"printed-node\""));
 }
@@ -1195,9 +1199,11 @@ fn probe_requests_are_answered_alive_or_silent_and_bad_ones_do_no_harm() {
             timeout_ms: 300,
         })
     };
+    // sealed with the prober's key, as a gateway does
+    let seal = |payload: &[u8]| leakmon_e2e::seal(node, &topic, payload);
     let ask = |id: u64, port: u16, window_ms: u32| {
         let t = Instant::now();
-        mosquitto_pub(broker.port, &topic, &request(id, port, window_ms));
+        mosquitto_pub(broker.port, &topic, &seal(&request(id, port, window_ms)));
         t
     };
     let reports = || -> Vec<(ProbeReport, Received)> {
@@ -1255,7 +1261,9 @@ fn probe_requests_are_answered_alive_or_silent_and_bad_ones_do_no_harm() {
         "silence reported after {took:?} for a 1.5 s window"
     );
 
-    // 4. Malformed requests are counted and logged; no report, and the agent beats on.
+    // 4. Malformed requests (sealed: a gateway's mistakes) are counted and logged; unsealed
+    // ones (a stranger's, also a valid request) are ignored and counted; no report, and the
+    // agent beats on.
     let n_before = beats(&sub, node).last().map(|b| b.0.n).unwrap_or(0);
     let mut wrong_target: serde_json::Value =
         serde_json::from_slice(&request(90, port, 1000)).expect("json");
@@ -1264,23 +1272,29 @@ fn probe_requests_are_answered_alive_or_silent_and_bad_ones_do_no_harm() {
     future["target"] = "suspect".into();
     future["v"] = 2.into();
     for junk in [
-        b"not json".to_vec(),
-        b"{}".to_vec(),
+        b"{\"v\":1}".to_vec(),
         serde_json::to_vec(&wrong_target).expect("json"),
         serde_json::to_vec(&future).expect("json"),
-        vec![0xff; 300],
     ] {
-        mosquitto_pub(broker.port, &topic, &junk);
+        mosquitto_pub(broker.port, &topic, &seal(&junk));
+    }
+    for stranger in [
+        b"not json".to_vec(),
+        vec![0xff; 300],
+        request(91, port, 1000),
+    ] {
+        mosquitto_pub(broker.port, &topic, &stranger);
     }
     wait_for(S(10), || {
-        (agent
-            .log()
-            .matches("malformed probe request dropped")
-            .count()
-            >= 5)
+        let log = agent.log();
+        (log.matches("malformed probe request dropped").count() >= 3
+            && log
+                .matches("probe request not sealed with this node's key: ignored")
+                .count()
+                >= 3)
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("malformed requests not logged; log:\n{}", agent.log()));
+    .unwrap_or_else(|| panic!("bad requests not logged; log:\n{}", agent.log()));
     wait_for(S(10), || {
         (beats(&sub, node)
             .iter()
@@ -1304,7 +1318,7 @@ fn probe_requests_are_answered_alive_or_silent_and_bad_ones_do_no_harm() {
 
     // 5. At most 8 probes at once: of 10 requests in a burst, 8 are probed, 2 dropped.
     let burst: Vec<Vec<u8>> = (100..110)
-        .map(|id| request(id, silent.port, 3000))
+        .map(|id| seal(&request(id, silent.port, 3000)))
         .collect();
     mosquitto_pub_lines(broker.port, &topic, &burst);
     wait_for(S(10), || {
@@ -1374,7 +1388,9 @@ fn network_counters_and_socket_states_match_iproute2_in_a_namespace_of_our_own()
     .expect("config");
     let script = dir.path().join("netns.py");
     std::fs::write(&script, NETNS_SCRIPT).expect("script");
+    let out = leakmon_e2e::enrolled("leakmon-agent", "node = \"e2e-netns\"", &[]);
     let out = Command::new("unshare")
+        .envs(out.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .args(["--net", "--pid", "--fork", "--mount-proc", "python3"])
         .arg(&script)
         .arg(bin("leakmon-agent"))

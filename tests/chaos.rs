@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use leakmon_e2e::chaos::{self, Event, Fault, History, NodeView, Poll, Span};
 use leakmon_e2e::swarm::*;
 use leakmon_e2e::{
-    http_get, mosquitto_pub, mosquitto_pub_retained, wait_for, Broker, Daemon, Service, Subscriber,
+    http_get, mosquitto_pub_retained, mosquitto_pub_retained_sealed, mosquitto_pub_sealed,
+    wait_for, Broker, Daemon, Service, Subscriber,
 };
 
 fn duration() -> Duration {
@@ -257,7 +258,9 @@ impl Run {
         }
     }
 
-    /// Starts the forger ([`Fault::Forge`]): retained ghosts and an intruder's birth claiming
+    /// Starts the forger ([`Fault::Forge`]), enrolled under names no Swarm node has (it holds
+    /// their keys: a stranger's unsealed messages are not even read): retained ghosts and an
+    /// intruder's birth claiming
     /// node n's Swarm id, then the intruder's report of an unhealthy `db` container every
     /// second until [`Run::unforge`].
     fn forge(&mut self, n: u32) {
@@ -271,7 +274,7 @@ impl Run {
             s.to_string()
         };
         for g in GHOSTS {
-            let _ = mosquitto_pub_retained(
+            let _ = mosquitto_pub_retained_sealed(
                 port,
                 &format!("leakmon/v1/nodes/{g}/status"),
                 status(g, "offline", serde_json::json!({})).as_bytes(),
@@ -285,7 +288,11 @@ impl Run {
                 "arch": "x86_64", "interval_ms": 1000, "swarm_node_id": id,
                 "beat_interval_ms": 250}),
         );
-        let _ = mosquitto_pub_retained(port, "leakmon/v1/nodes/intruder/status", birth.as_bytes());
+        let _ = mosquitto_pub_retained_sealed(
+            port,
+            "leakmon/v1/nodes/intruder/status",
+            birth.as_bytes(),
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -298,7 +305,7 @@ impl Run {
                     "image": "leakmon-test/busybox", "state": "running",
                     "health": "unhealthy", "restart_count": 0, "oom_killed": false,
                     "swarm_service": "db", "swarm_node_id": id}]});
-                mosquitto_pub(
+                mosquitto_pub_sealed(
                     port,
                     "leakmon/v1/nodes/intruder/containers",
                     report.to_string().as_bytes(),

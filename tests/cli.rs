@@ -18,6 +18,8 @@ fn run(name: &str, args: &[&str]) -> Output {
             cmd.env_remove(k);
         }
     }
+    // the examples as an enrolled node and gateway have them
+    cmd.envs(leakmon_e2e::auth_env(name, "", &[]));
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
 }

@@ -23,6 +23,11 @@ fn run(binary: &str, args: &[&str], text: &str, env: &[(&str, &str)]) -> Output 
         }
     }
     cmd.envs(env.iter().copied());
+    let owned: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    cmd.envs(leakmon_e2e::auth_env(binary, text, &owned));
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(binary).display()))
 }

@@ -558,8 +558,9 @@ fn malformed_flood_is_counted_and_good_data_keeps_flowing() {
     })
     .unwrap_or_else(|| panic!("no points; gateway log:\n{}", gw.log()));
 
-    // A flood from a misbehaving client: junk, wrong version, a node posing as another,
-    // absurd values, and a payload over the size limit.
+    // A flood from a misbehaving client: a stranger's junk; then, sealed with the keys of the
+    // nodes they name (a holder of those keys), a wrong version, a node posing as another, a
+    // report of the wrong shape; and a payload over the size limit.
     let mut opts = rumqttc::MqttOptions::new("e2e-flooder", "127.0.0.1", broker.port);
     opts.set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut conn) = rumqttc::Client::new(opts, 1000);
@@ -567,21 +568,34 @@ fn malformed_flood_is_counted_and_good_data_keeps_flowing() {
     std::thread::spawn(move || for _ in conn.iter() {});
     // A complete, valid host report of this node, as a real agent would send it.
     let good = sub_first_host(&broker, node);
+    // the real agent's message as text, without its seal (each case seals it anew)
+    let good = match good.rfind(",\"mac\":\"") {
+        Some(at) => format!("{}}}", &good[..at]),
+        None => good,
+    };
+    let sealed = |topic: String, body: Vec<u8>| {
+        let node = topic.split('/').nth(3).unwrap_or_default().to_owned();
+        let body = leakmon_e2e::seal(&node, &topic, &body);
+        (topic, body)
+    };
     for i in 0..300 {
         let (topic, payload): (String, Vec<u8>) = match i % 5 {
             0 => (
                 format!("leakmon/v1/nodes/{node}/host"),
                 b"{not json".to_vec(),
             ),
-            1 => (
+            1 => sealed(
                 format!("leakmon/v1/nodes/{node}/host"),
                 good.replace("\"v\":1", "\"v\":7").into_bytes(),
             ),
-            2 => (
+            2 => sealed(
                 "leakmon/v1/nodes/someone-else/host".to_owned(),
                 good.clone().into_bytes(),
             ),
-            3 => (format!("leakmon/v1/nodes/{node}/events"), b"[]".to_vec()),
+            3 => sealed(
+                format!("leakmon/v1/nodes/{node}/events"),
+                format!("{{\"v\":1,\"node\":\"{node}\"}}").into_bytes(),
+            ),
             _ => (
                 format!("leakmon/v1/nodes/{node}/containers"),
                 vec![b' '; 1_100_000],
@@ -595,6 +609,7 @@ fn malformed_flood_is_counted_and_good_data_keeps_flowing() {
     let metrics = wait_for(S(30), || {
         let m = gw.get("/metrics");
         (m.contains("reason=\"malformed\"")
+            && m.contains("reason=\"unauthenticated\"")
             && m.contains("reason=\"version\"")
             && m.contains("reason=\"node_mismatch\"")
             && m.contains("reason=\"too_large\""))
@@ -697,7 +712,7 @@ fn bad_gateway_config_exits_2_and_names_the_key() {
         assert_eq!(out.status.code(), Some(2), "{text}: {err}");
         assert!(err.contains(key), "{text}: {err}");
     }
-    let out = Command::new(bin("leakmon-gateway"))
+    let out = leakmon_e2e::enrolled("leakmon-gateway", "", &[])
         .arg("--check-config")
         .arg("--config")
         .arg(concat!(

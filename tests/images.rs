@@ -98,6 +98,11 @@ fn arm64_and_armv7_images_run_their_platform_binaries() {
             false,
         );
         let name = format!("e2e-image-{arch}-{}", std::process::id());
+        // the node's key, as deploy/stack.yml mounts it
+        let key = format!(
+            "{}:/run/leakmon/node.key:ro",
+            leakmon_e2e::node_key_file(&node).display()
+        );
         let container = docker::Container::run(
             &name,
             &[
@@ -105,6 +110,10 @@ fn arm64_and_armv7_images_run_their_platform_binaries() {
                 platform,
                 "--network",
                 "host",
+                "-v",
+                &key,
+                "-e",
+                "LEAKMON_AGENT__AUTH__KEY_FILE=/run/leakmon/node.key",
                 "-e",
                 &format!("LEAKMON_AGENT__NODE={node}"),
                 "-e",

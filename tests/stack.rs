@@ -25,9 +25,21 @@ fn node_id(n: u32) -> String {
 /// configuration error, and no gateway would turn active.
 fn deploy(broker: &Broker) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    // Keys as deploy/stack.yml says: the fleet key a secret, each node's key a file of its
+    // host (here one directory, the file named by the node's hostname).
+    let fleet = leakmon_e2e::test_fleet().to_text();
+    for n in 1..=NODES {
+        leakmon_e2e::node_key_file(&format!("node{n}"));
+    }
+    let keys = leakmon_e2e::node_key_file("node1")
+        .parent()
+        .expect("the keys' directory")
+        .display()
+        .to_string();
     for (name, value) in [
         ("leakmon_mqtt_password", "mqtt-secret"),
         ("leakmon_influxdb_password", "db-secret"),
+        ("leakmon_fleet_key", fleet.as_str()),
     ] {
         let file = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::write(&file, value).expect("secret file");
@@ -53,6 +65,7 @@ fn deploy(broker: &Broker) {
             // The test's broker takes any credentials: the username and the password read
             // from the secret are sent and accepted.
             .env("LEAKMON_INTERVAL", "1s")
+            .env("LEAKMON_NODE_KEY", format!("{keys}/{{{{.Node.Hostname}}}}.key"))
             .env("LEAKMON_KEEP_ALIVE", "2s")
             // The rig's engines have their sockets here, not at /var/run/docker.sock.
             .env(

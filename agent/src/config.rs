@@ -419,12 +419,14 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.key");
-        let with = |p: &std::path::Path| {
-            parse(&format!("[auth]\nkey_file = \"{}\"", p.display()), &[])
-        };
+        let with =
+            |p: &std::path::Path| parse(&format!("[auth]\nkey_file = \"{}\"", p.display()), &[]);
         let e = with(&path).unwrap_err();
         assert_eq!(e.key, "auth.key_file");
-        assert!(e.message.contains("leakmon-gateway keys node host-1"), "{e}");
+        assert!(
+            e.message.contains("leakmon-gateway keys node host-1"),
+            "{e}"
+        );
         let fleet = leakmon_protocol::auth::FleetKey::from_bytes([3; 32]);
         std::fs::write(&path, fleet.node_key("host-1").to_text()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -81,9 +81,8 @@ impl AuthConfig {
                 path.display()
             );
             let text = leakmon_common::config::read_key_file(path, key, &fix)?;
-            FleetKey::parse(&text).map_err(|e| {
-                ConfigError::new(key, format!("{}: {e}; {fix}", path.display()))
-            })
+            FleetKey::parse(&text)
+                .map_err(|e| ConfigError::new(key, format!("{}: {e}; {fix}", path.display())))
         };
         let current = read(&self.fleet_key_file, "auth.fleet_key_file")?;
         let previous = match &self.previous_fleet_key_file {
@@ -976,8 +975,12 @@ mod tests {
 
     /// Checks `toml`; without keys unless it sets `[auth]`.
     fn check(toml: &str) -> Result<Checked, ConfigError> {
-        let env = (!toml.contains("[auth]"))
-            .then(|| ("LEAKMON_GATEWAY__AUTH__INSECURE".to_owned(), "true".to_owned()));
+        let env = (!toml.contains("[auth]")).then(|| {
+            (
+                "LEAKMON_GATEWAY__AUTH__INSECURE".to_owned(),
+                "true".to_owned(),
+            )
+        });
         leakmon_common::config::from_str_with_env(toml, "test", ENV_PREFIX, env)
             .and_then(|c: Config| c.check("host1"))
     }
@@ -1005,7 +1008,10 @@ mod tests {
         let e = with("previous_fleet_key_file = \"/nonexistent\"").unwrap_err();
         assert_eq!(e.key, "auth.previous_fleet_key_file");
         std::fs::write(&path, "not a key").unwrap();
-        assert!(with("").unwrap_err().message.contains("not a leakmon fleet key"));
+        assert!(with("")
+            .unwrap_err()
+            .message
+            .contains("not a leakmon fleet key"));
         assert_eq!(check("[auth]\ninsecure = true").unwrap().fleet_keys, None);
     }
 

@@ -81,7 +81,10 @@ mod tests {
         let sealed = fleet(1).node_key("a").seal(TOPIC, br#"{"v":1}"#.to_vec());
         assert_eq!(ring.check("a", TOPIC, &sealed), Ok(()));
         assert_eq!(ring.check("b", TOPIC, &sealed), Err(AuthError::BadMac));
-        assert_eq!(ring.check("a", TOPIC, br#"{"v":1}"#), Err(AuthError::Unsealed));
+        assert_eq!(
+            ring.check("a", TOPIC, br#"{"v":1}"#),
+            Err(AuthError::Unsealed)
+        );
         let other = fleet(2).node_key("a").seal(TOPIC, br#"{"v":1}"#.to_vec());
         assert_eq!(ring.check("a", TOPIC, &other), Err(AuthError::BadMac));
         // what the gateway seals for a node, that node's key checks

@@ -238,7 +238,11 @@ fn unhex(text: &str) -> Option<[u8; MAC_LEN]> {
     if t.len() != 2 * MAC_LEN {
         return None;
     }
-    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
     let mut out = [0u8; MAC_LEN];
     for (o, pair) in out.iter_mut().zip(t.chunks_exact(2)) {
         *o = digit(pair[0])? << 4 | digit(pair[1])?;
@@ -275,8 +279,14 @@ mod tests {
         let k = f.node_key("pi1");
         let sealed = k.seal(TOPIC, br#"{"v":1,"node":"pi1"}"#.to_vec());
         // another node's key, another fleet's, another topic
-        assert_eq!(f.node_key("pi2").check(TOPIC, &sealed), Err(AuthError::BadMac));
-        assert_eq!(fleet(2).node_key("pi1").check(TOPIC, &sealed), Err(AuthError::BadMac));
+        assert_eq!(
+            f.node_key("pi2").check(TOPIC, &sealed),
+            Err(AuthError::BadMac)
+        );
+        assert_eq!(
+            fleet(2).node_key("pi1").check(TOPIC, &sealed),
+            Err(AuthError::BadMac)
+        );
         assert_eq!(
             k.check("leakmon/v1/nodes/pi1/status", &sealed),
             Err(AuthError::BadMac)
@@ -285,7 +295,10 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(k.check(TOPIC, &bad).is_err(), "byte {i} flipped still checks");
+            assert!(
+                k.check(TOPIC, &bad).is_err(),
+                "byte {i} flipped still checks"
+            );
         }
         assert_eq!(
             k.check(TOPIC, br#"{"v":1,"node":"pi1"}"#),
@@ -321,7 +334,10 @@ mod tests {
             FleetKey::parse("hello"),
             Err(KeyError::Header("fleet", FLEET_KEY_HEADER))
         );
-        assert_eq!(FleetKey::parse("leakmon-fleet-key v1 abc"), Err(KeyError::Hex));
+        assert_eq!(
+            FleetKey::parse("leakmon-fleet-key v1 abc"),
+            Err(KeyError::Hex)
+        );
         let zz = format!("leakmon-fleet-key v1 {}", "zz".repeat(32));
         assert_eq!(FleetKey::parse(&zz), Err(KeyError::Hex));
         assert!(NodeKey::parse(&fleet(1).to_text()).is_err());

@@ -264,7 +264,9 @@ pub fn key_file(name: &str, text: &str) -> PathBuf {
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
     let path = dir.join(name);
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
-        let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{name}.{}-{n}.tmp", std::process::id()));
         std::fs::write(&tmp, text).expect("write a key file");
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         std::fs::rename(&tmp, &path).expect("rename a key file");
@@ -279,14 +281,18 @@ pub fn fleet_key_file() -> PathBuf {
 
 /// The key file of `node`, for its agent.
 pub fn node_key_file(node: &str) -> PathBuf {
-    key_file(&format!("{node}.key"), &test_fleet().node_key(node).to_text())
+    key_file(
+        &format!("{node}.key"),
+        &test_fleet().node_key(node).to_text(),
+    )
 }
 
 /// The environment giving `binary` its key, as an operator's enrollment would: nothing when
 /// the test's config or environment sets `[auth]` itself. An agent's node is its config's
 /// top-level `node`, or `LEAKMON_AGENT__NODE`, or the hostname.
 pub fn auth_env(binary: &str, config: &str, env: &[(String, String)]) -> Vec<(String, String)> {
-    if config.contains("[auth]") || env.iter().any(|(k, _)| k.contains("__AUTH__")) {
+    let sets_auth = config.lines().any(|l| l.trim_start().starts_with("[auth]"));
+    if sets_auth || env.iter().any(|(k, _)| k.contains("__AUTH__")) {
         return Vec::new();
     }
     match binary {
@@ -319,6 +325,18 @@ pub fn auth_env(binary: &str, config: &str, env: &[(String, String)]) -> Vec<(St
         }
         _ => Vec::new(),
     }
+}
+
+/// A command running `binary` with the key [`auth_env`] gives it for `config` and `env` (which
+/// the caller still sets itself).
+pub fn enrolled(binary: &str, config: &str, env: &[(&str, &str)]) -> Command {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut cmd = Command::new(bin(binary));
+    cmd.envs(auth_env(binary, config, &env));
+    cmd
 }
 
 /// One of the project's binaries, running with a config file in a directory of its own and
@@ -1236,6 +1254,22 @@ impl Gateway {
 /// Publishes one message with mosquitto_pub (for bad-input tests).
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
     let _ = pub_stdin(port, topic, &["-s"], payload);
+}
+
+/// The node a `<prefix>/v1/nodes/<node>/<channel>` topic names.
+fn topic_node(topic: &str) -> &str {
+    topic.split('/').nth(3).unwrap_or_default()
+}
+
+/// Publishes one message as its topic's node would, sealed with that node's key: a client
+/// holding the node's identity.
+pub fn mosquitto_pub_sealed(port: u16, topic: &str, payload: &[u8]) {
+    mosquitto_pub(port, topic, &seal(topic_node(topic), topic, payload));
+}
+
+/// [`mosquitto_pub_retained`] sealed with the topic's node's key.
+pub fn mosquitto_pub_retained_sealed(port: u16, topic: &str, payload: &[u8]) -> bool {
+    mosquitto_pub_retained(port, topic, &seal(topic_node(topic), topic, payload))
 }
 
 /// Publishes one retained message with mosquitto_pub; whether the broker took it.

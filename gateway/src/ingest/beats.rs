@@ -65,17 +65,17 @@ impl Beats {
     /// Hands one publish to the detector; malformed ones are counted and logged as ingest's.
     fn on_publish(&mut self, topic: &str, payload: &[u8], now: Instant) {
         let now_ms = leakmon_common::now_ms();
-        let (node, msg) = match decode_sealed(&self.topics, self.keys.as_mut(), topic, payload, now_ms)
-        {
-            Ok(v) => v,
-            Err(r) => {
-                let n = self
-                    .metrics
-                    .rejected(r.node.as_deref().unwrap_or("?"), r.reason);
-                super::log_reject(n, &r);
-                return;
-            }
-        };
+        let (node, msg) =
+            match decode_sealed(&self.topics, self.keys.as_mut(), topic, payload, now_ms) {
+                Ok(v) => v,
+                Err(r) => {
+                    let n = self
+                        .metrics
+                        .rejected(r.node.as_deref().unwrap_or("?"), r.reason);
+                    super::log_reject(n, &r);
+                    return;
+                }
+            };
         if let Incoming::Beat(b) = &msg {
             if let Ok(mut c) = self.clocks.lock() {
                 c.on_beat(&node, b.run, b.ts, b.mono, now_ms);

@@ -132,6 +132,10 @@ pub fn decode_sealed(
             .parse(topic)
             .map_err(|e| reject(None, "bad_topic", format!("{topic}: {e}")))?;
         let cleared = channel == Channel::Status && payload.is_empty();
+        // the size first: a payload too large to be anything is not worth an HMAC
+        if payload.len() > leakmon_protocol::codec::MAX_PAYLOAD {
+            return Err(from_decode(node, DecodeError::TooLarge(payload.len())));
+        }
         if !cleared {
             keys.check(node, topic, payload)
                 .map_err(|e| reject(Some(node), "unauthenticated", e.to_string()))?;
@@ -215,20 +219,37 @@ mod tests {
         let d = |keys: Option<&mut Keyring>, t: &str, p: &[u8]| {
             decode_sealed(&topics(), keys, t, p, NOW).map_err(|r| r.reason)
         };
-        assert_eq!(d(Some(&mut keys), topic, &body).unwrap_err(), "unauthenticated");
+        assert_eq!(
+            d(Some(&mut keys), topic, &body).unwrap_err(),
+            "unauthenticated"
+        );
         let own = fleet.node_key("a").seal(topic, body.clone());
-        assert!(matches!(d(Some(&mut keys), topic, &own), Ok((_, Incoming::Host(_)))));
+        assert!(matches!(
+            d(Some(&mut keys), topic, &own),
+            Ok((_, Incoming::Host(_)))
+        ));
         // another node's key, or the right one for another topic
         let other = fleet.node_key("b").seal(topic, body.clone());
-        assert_eq!(d(Some(&mut keys), topic, &other).unwrap_err(), "unauthenticated");
-        let moved = fleet.node_key("a").seal("leakmon/v1/nodes/a/containers", body.clone());
-        assert_eq!(d(Some(&mut keys), topic, &moved).unwrap_err(), "unauthenticated");
+        assert_eq!(
+            d(Some(&mut keys), topic, &other).unwrap_err(),
+            "unauthenticated"
+        );
+        let moved = fleet
+            .node_key("a")
+            .seal("leakmon/v1/nodes/a/containers", body.clone());
+        assert_eq!(
+            d(Some(&mut keys), topic, &moved).unwrap_err(),
+            "unauthenticated"
+        );
         // an empty status cannot be sealed: ingest judges it
         let cleared = d(Some(&mut keys), "leakmon/v1/nodes/a/status", b"");
         assert!(matches!(cleared, Ok((_, Incoming::Cleared))));
         // auth.insecure: anything decodes as before
         assert!(d(None, topic, &body).is_ok());
-        assert_eq!(d(Some(&mut keys), "elsewhere", &own).unwrap_err(), "bad_topic");
+        assert_eq!(
+            d(Some(&mut keys), "elsewhere", &own).unwrap_err(),
+            "bad_topic"
+        );
     }
 
     #[test]

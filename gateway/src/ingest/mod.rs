@@ -21,8 +21,8 @@ use leakmon_protocol::{Channel, NodeState, Topics};
 
 use crate::bus::{AlertInput, Bus, Handler, Message};
 use crate::clocks::Clocks;
-use crate::liveness::Transition;
 use crate::keyring::Keyring;
+use crate::liveness::Transition;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
 use crate::schema::{self, Point};
@@ -344,11 +344,7 @@ impl Ingest {
             Incoming::Cleared => {
                 // Nobody can seal an empty message: with keys, a clear is believed only of a
                 // node that is not online (a host gone for good), never of one that speaks.
-                let online = self
-                    .nodes
-                    .lock()
-                    .map(|n| n.online(&node))
-                    .unwrap_or(false);
+                let online = self.nodes.lock().map(|n| n.online(&node)).unwrap_or(false);
                 if self.keys.is_some() && online {
                     let r = decode::Reject {
                         node: Some(node.clone()),
