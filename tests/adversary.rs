@@ -903,3 +903,264 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
     );
     rig(&["restore", "5"]);
 }
+
+// --- A stranger: a client of the broker without any node's key (issue 27) ---
+
+/// A host report of `node` that would fire `memory_in_use` and mark the view: memory 99.9 %,
+/// uptime 424242 s.
+fn forged_host(node: &str) -> String {
+    json!({"v": 1, "node": node, "run": 1, "seq": 1, "ts": now_ms(), "hostname": "forged",
+        "uptime_s": 424242, "n_cpus": 2,
+        "load": {"load1": 0.1, "load5": 0.1, "load15": 0.1},
+        "mem": {"total": 10, "available": 0, "used": 10, "free": 0, "buffers": 0,
+                "cached": 0, "used_percent": 99.9, "available_percent": 0.1},
+        "swap": {"total": 0, "used": 0, "free": 0, "used_percent": 0.0},
+        "buffer": {"queued": 0, "queued_bytes": 0, "spooled_bytes": 0, "dropped_total": 0}})
+    .to_string()
+}
+
+/// Everything a stranger may send as `node`: a birth with another identity and a Will (both
+/// retained), a host report that would fire an alert, an unhealthy container, a beat, a probe
+/// report that "found it dead"; and a made-up node's birth. `publish(topic, payload, retain)`
+/// must deliver each (the broker let the stranger in). The six of `node` are what the gateway
+/// must count as unauthenticated.
+fn forge_as(node: &str, publish: &dyn Fn(&str, &str, bool)) {
+    let t = |c: &str| format!("leakmon/v1/nodes/{node}/{c}");
+    let mut birth: Value =
+        serde_json::from_str(&status_json(node, "online", u64::MAX - 1)).expect("a status");
+    birth["hostname"] = "forged".into();
+    publish(&t("status"), &birth.to_string(), true);
+    publish(&t("status"), &status_json(node, "offline", u64::MAX), true);
+    publish(&t("host"), &forged_host(node), false);
+    let containers = json!({"v": 1, "node": node, "run": 1, "seq": 2, "ts": now_ms(),
+        "engine": "ok", "containers": [{"id": format!("{:064}", 9), "name": "db.1.forged",
+        "image": "busybox", "state": "running", "health": "unhealthy", "restart_count": 0,
+        "oom_killed": false, "swarm_service": "db"}]});
+    publish(&t("containers"), &containers.to_string(), false);
+    let beat = json!({"v": 1, "node": node, "run": 1, "n": 1});
+    publish(&t("beat"), &beat.to_string(), false);
+    let report = json!({"v": 1, "node": node, "id": 1, "target": "anyone", "attempts": 50,
+        "answered": 0});
+    publish(&t("probe"), &report.to_string(), false);
+    let made_up = format!("made-up-{node}");
+    publish(
+        &format!("leakmon/v1/nodes/{made_up}/status"),
+        &status_json(&made_up, "online", 1),
+        true,
+    );
+}
+
+/// The value of `leakmon_gateway_rejected_total{node, reason}` in the gateway's metrics.
+fn rejected(gw: &Gateway, node: &str, reason: &str) -> u64 {
+    let series = format!("leakmon_gateway_rejected_total{{node=\"{node}\",reason=\"{reason}\"}} ");
+    gw.get("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One node's entry in the gateway's `/api/v1/nodes`.
+fn node_view(gw: &Gateway, node: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(&gw.get("/api/v1/nodes")).ok()?;
+    v["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node)
+        .cloned()
+}
+
+/// A stranger's forgeries against `victim`, whose real agent runs, on an open broker at
+/// `port` (anyone may publish anything there): the gateway counts every one and changes
+/// nothing: the node stays online with its own figures, no alert about it, the made-up node
+/// is not tracked, and the victim's agent ignores the stranger's probe request. Then the
+/// agent really dies, and its real Will counts (the judge was awake).
+fn a_stranger_changes_nothing(port: u16, gw: &Gateway, mut victim: Agent, node: &str) {
+    let alerts = Subscriber::start(port, "leakmon/v1/alerts", false);
+    wait_for(S(30), || {
+        node_view(gw, node)
+            .filter(|v| v["state"] == "online" && v["host"]["mem_used_percent"].is_number())
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("{node} not online with figures:\n{}", gw.log()));
+    let publish = |topic: &str, payload: &str, retain: bool| {
+        if retain {
+            assert!(leakmon_e2e::mosquitto_pub_retained(
+                port,
+                topic,
+                payload.as_bytes()
+            ));
+        } else {
+            leakmon_e2e::mosquitto_pub(port, topic, payload.as_bytes());
+        }
+    };
+    forge_as(node, &publish);
+    let request = json!({"v": 1, "id": 77, "gateway": "stranger", "target": node,
+        "addr": "192.0.2.1", "ports": [22], "window_ms": 1000, "every_ms": 100,
+        "timeout_ms": 100});
+    publish(
+        &format!("leakmon/v1/probe/{node}"),
+        &request.to_string(),
+        false,
+    );
+    let made_up = format!("made-up-{node}");
+    wait_for(S(20), || {
+        (rejected(gw, node, "unauthenticated") >= 6
+            && rejected(gw, &made_up, "unauthenticated") >= 1)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the forgeries were not all counted:\n{}",
+            gw.get("/metrics")
+        )
+    });
+    wait_for(S(10), || {
+        victim
+            .log()
+            .contains("probe request not sealed with this node's key: ignored")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the agent took a stranger's probe request:\n{}",
+            victim.log()
+        )
+    });
+    // what a forgery would have changed, a few seconds later still unchanged
+    std::thread::sleep(S(3));
+    let view = node_view(gw, node).expect("the victim's view");
+    assert_eq!(view["state"], "online", "{view}");
+    assert_ne!(
+        view["host"]["mem_used_percent"], 99.9,
+        "the forged report was taken: {view}"
+    );
+    assert_ne!(view["host"]["uptime_s"], 424242, "{view}");
+    assert_ne!(
+        view["hostname"], "forged",
+        "the forged birth was taken: {view}"
+    );
+    assert!(
+        node_view(gw, &made_up).is_none(),
+        "a made-up node is tracked"
+    );
+    let about: Vec<Value> = alerts
+        .all()
+        .iter()
+        .map(|m| m.json())
+        .filter(|a| a["node"] == node || a["node"] == made_up.as_str())
+        .collect();
+    assert!(about.is_empty(), "alerts from forged evidence: {about:?}");
+    assert!(
+        !gw.log().contains("192.0.2.1") && !victim.log().contains("192.0.2.1"),
+        "the stranger's probe target was acted on"
+    );
+    // the control: the real agent dies, and its own Will is believed
+    victim.kill9();
+    wait_for(S(30), || {
+        node_view(gw, node)
+            .filter(|v| v["state"] == "offline")
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("{node}'s real Will was not believed:\n{}", gw.log()));
+}
+
+/// A gateway in standalone mode (always active: it writes, alerts and decides) with the
+/// `[mqtt]` section `mqtt` and whatever `extra` adds.
+fn standalone_gateway(name: &str, mqtt: &str, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "name = \"{name}\"\n[leader]\nmode = \"standalone\"\n{extra}\n{mqtt}\n"
+    ))
+}
+
+/// The `[mqtt]` section of a gateway on `url`.
+fn mqtt_section(url: &str) -> String {
+    format!("[mqtt]\nurl = \"{url}\"\n")
+}
+
+fn victim_agent(node: &str, url: &str) -> Agent {
+    Agent::start(&format!(
+        "node = \"{node}\"\ninterval = \"1s\"\n[mqtt]\nurl = \"{url}\"\nkeep_alive = \"2s\"\n\
+         [docker]\nenabled = false\n"
+    ))
+}
+
+#[test]
+fn a_stranger_changes_nothing_on_stock_mosquitto() {
+    // the default deployment's broker: anyone on the network may publish anything
+    let broker = leakmon_e2e::Broker::start();
+    let gw = standalone_gateway("gw-stock", &mqtt_section(&broker.url()), "");
+    let node = "victim-stock";
+    let agent = victim_agent(node, &broker.url());
+    a_stranger_changes_nothing(broker.port, &gw, agent, node);
+}
+
+#[test]
+fn a_stranger_changes_nothing_on_the_embedded_broker() {
+    let port = leakmon_e2e::free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let gw = standalone_gateway(
+        "gw-embedded",
+        &mqtt_section(&url),
+        "[broker]\nembedded = \"auto\"\n",
+    );
+    wait_for(S(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("no embedded broker:\n{}", gw.log()));
+    let node = "victim-embedded";
+    let agent = victim_agent(node, &url);
+    a_stranger_changes_nothing(port, &gw, agent, node);
+}
+
+#[test]
+fn a_stranger_changes_nothing_on_rabbitmq() {
+    let cluster = leakmon_e2e::rabbitmq::RabbitCluster::start("127.0.0.1");
+    let url = cluster.url("127.0.0.1", 1);
+    let gw = standalone_gateway("gw-rabbit", &mqtt_section(&url), "");
+    let node = "victim-rabbit";
+    let agent = victim_agent(node, &url);
+    a_stranger_changes_nothing(cluster.ports[0], &gw, agent, node);
+}
+
+#[test]
+fn a_node_credential_without_the_node_key_changes_nothing_on_the_shipped_mosquitto() {
+    // config/mosquitto/ as shipped: TLS, a credential per node and the ACL. The stranger holds
+    // node-x's broker credential (stolen from a config file) but not node-x's key: on its
+    // own topics, where the ACL lets it publish, the gateway believes nothing.
+    let broker = LockedBroker::start(&["node-a", "node-x"]);
+    let gw = standalone_gateway("gw-locked", &broker.client_section("gateway"), "");
+    let agent = Agent::start(&lockdown::agent_config(&broker, "node-a", "node-a"));
+    wait_for(S(30), || {
+        node_view(&gw, "node-a")
+            .filter(|v| v["state"] == "online")
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("node-a not online:\n{}", gw.log()));
+    let px = broker.password("node-x");
+    let publish = |topic: &str, payload: &str, retain: bool| {
+        let extra: &[&str] = if retain { &["-r"] } else { &[] };
+        let port = broker.port_for("node-x");
+        // (the made-up node's topic is not node-x's: the ACL refuses that one)
+        let _ = broker.publish_on(port, "node-x", &px, true, extra, topic, payload);
+    };
+    forge_as("node-x", &publish);
+    wait_for(S(20), || {
+        (rejected(&gw, "node-x", "unauthenticated") >= 6).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node-x's forgeries not all counted:\n{}",
+            gw.get("/metrics")
+        )
+    });
+    std::thread::sleep(S(2));
+    assert!(
+        node_view(&gw, "node-x").is_none(),
+        "node-x tracked: {:?}",
+        node_view(&gw, "node-x")
+    );
+    assert_eq!(node_view(&gw, "node-a").expect("node-a")["state"], "online");
+    drop(agent);
+}

@@ -65,7 +65,10 @@ fn deploy(broker: &Broker) {
             // The test's broker takes any credentials: the username and the password read
             // from the secret are sent and accepted.
             .env("LEAKMON_INTERVAL", "1s")
-            .env("LEAKMON_NODE_KEY", format!("{keys}/{{{{.Node.Hostname}}}}.key"))
+            .env(
+                "LEAKMON_NODE_KEY",
+                format!("{keys}/{{{{.Node.Hostname}}}}.key"),
+            )
             .env("LEAKMON_KEEP_ALIVE", "2s")
             // The rig's engines have their sockets here, not at /var/run/docker.sock.
             .env(
