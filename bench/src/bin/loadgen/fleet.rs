@@ -391,6 +391,9 @@ async fn agent(
 ) {
     let node = format!("{}-{i:05}", plan.prefix);
     let topic = |c: &str| format!("leakmon/v1/nodes/{node}/{c}");
+    // sealed with its node's key, as an agent seals what it sends
+    let key = super::bench_fleet().node_key(&node);
+    let seal = |c: &str, body: Vec<u8>| key.seal(&topic(c), body);
     let mut opts = MqttOptions::new(node.clone(), "127.0.0.1", plan.port);
     opts.set_keep_alive(Duration::from_secs(5));
     opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -399,7 +402,7 @@ async fn agent(
     let will = status(&node, NodeState::Offline, 1, plan.beat, plan.interval);
     opts.set_last_will(LastWill::new(
         topic("status"),
-        encode(&will),
+        seal("status", encode(&will)),
         QoS::AtLeastOnce,
         true,
     ));
@@ -421,7 +424,12 @@ async fn agent(
     });
     let birth = status(&node, NodeState::Online, 1, plan.beat, plan.interval);
     match client
-        .publish(topic("status"), QoS::AtLeastOnce, true, encode(&birth))
+        .publish(
+            topic("status"),
+            QoS::AtLeastOnce,
+            true,
+            seal("status", encode(&birth)),
+        )
         .await
     {
         Ok(()) => counts.statuses.fetch_add(1, Ordering::Relaxed),
@@ -448,9 +456,12 @@ async fn agent(
                 let ts = now_ms();
                 let header = |seq| Header { v: 1, node: node.clone(), run, seq, ts, mono: None };
                 seq += 1;
-                let host = encode(&host_report(header(seq), seq));
+                let host = seal("host", encode(&host_report(header(seq), seq)));
                 seq += 1;
-                let cont = encode(&containers_report(header(seq), seq, plan.containers));
+                let cont = seal(
+                    "containers",
+                    encode(&containers_report(header(seq), seq, plan.containers)),
+                );
                 for (c, body) in [("host", host), ("containers", cont)] {
                     match client.publish(topic(c), QoS::AtLeastOnce, false, body).await {
                         Ok(()) => counts.reports.fetch_add(1, Ordering::Relaxed),
@@ -462,7 +473,8 @@ async fn agent(
                 n += 1;
                 let b = Beat { v: 1, node: node.clone(), run, n, ts: None, mono: None };
                 // QoS 0, never queued behind data: dropped when the request queue is full.
-                match client.try_publish(topic("beat"), QoS::AtMostOnce, false, encode(&b)) {
+                let b = seal("beat", encode(&b));
+                match client.try_publish(topic("beat"), QoS::AtMostOnce, false, b) {
                     Ok(()) => counts.beats.fetch_add(1, Ordering::Relaxed),
                     Err(_) => counts.errors.fetch_add(1, Ordering::Relaxed),
                 };
@@ -473,7 +485,12 @@ async fn agent(
     let mut bye = status(&node, NodeState::Offline, 1, plan.beat, plan.interval);
     bye.reason = Some(OfflineReason::Shutdown);
     if client
-        .publish(topic("status"), QoS::AtLeastOnce, true, encode(&bye))
+        .publish(
+            topic("status"),
+            QoS::AtLeastOnce,
+            true,
+            seal("status", encode(&bye)),
+        )
         .await
         .is_ok()
     {

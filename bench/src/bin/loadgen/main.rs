@@ -22,6 +22,11 @@
 //! `loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX]`: a fleet
 //! of simulated agents, one MQTT connection each (see `fleet.rs`); defaults 10000 ms, 20
 //! containers, 250 ms beats (the agent's defaults), node names `fleet-00000`...
+//!
+//! `loadgen fleet-key FILE`: writes the benchmarks' fleet key (mode 600) for the gateway's
+//! `auth.fleet_key_file`; `loadgen node-key NODE FILE` the key of NODE derived from it, for an
+//! agent's `auth.key_file`. Every message above is sealed with its node's key, derived from it,
+//! as an agent seals it (the gateway believes nothing else).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -31,9 +36,21 @@ use std::time::{Duration, Instant};
 
 mod fleet;
 
+use leakmon_protocol::auth::FleetKey;
 use leakmon_protocol::{
     encode, BufferStats, CpuUsage, Disk, Header, HostReport, Load, Memory, NetIf, Swap, Temperature,
 };
+
+/// The fleet key of every benchmark: public (a benchmark proves nothing about secrecy), the
+/// same cost as any other key.
+pub fn bench_fleet() -> FleetKey {
+    FleetKey::from_bytes(*b"leakmon benchmark key, public!!!")
+}
+
+/// `payload` as `node`'s agent sends it on `topic`: sealed with its key.
+pub fn sealed(node: &str, topic: &str, payload: Vec<u8>) -> Vec<u8> {
+    bench_fleet().node_key(node).seal(topic, payload)
+}
 
 /// Points the gateway makes of one report below: cpu, mem, swap, system, 2 disk, 2 net,
 /// 2 temp, leakmon_agent.
@@ -143,9 +160,13 @@ fn mqtt(port: u16, agents: usize, seconds: u64, conns: usize, rate: f64) {
                 let mut seq = 0u64;
                 // Each connection speaks for its share of the simulated agents; timestamps
                 // step by 1 ms per report so no two reports of a node share a point.
-                let mine: Vec<String> = (0..agents)
+                let mine: Vec<(String, leakmon_protocol::auth::NodeKey)> = (0..agents)
                     .filter(|a| a % conns == c)
-                    .map(|a| format!("sim-{a:04}"))
+                    .map(|a| {
+                        let node = format!("sim-{a:04}");
+                        let key = bench_fleet().node_key(&node);
+                        (node, key)
+                    })
                     .collect();
                 let base = now_ms() - 3_600_000;
                 let start = Instant::now();
@@ -157,11 +178,12 @@ fn mqtt(port: u16, agents: usize, seconds: u64, conns: usize, rate: f64) {
                         }
                     }
                     seq += 1;
-                    for node in &mine {
+                    for (node, key) in &mine {
                         let r = report(node, seq, base + seq as i64);
                         let topic = format!("leakmon/v1/nodes/{node}/host");
+                        let body = key.seal(&topic, encode(&r));
                         if client
-                            .publish(topic, rumqttc::QoS::AtLeastOnce, false, encode(&r))
+                            .publish(topic, rumqttc::QoS::AtLeastOnce, false, body)
                             .is_err()
                         {
                             return;
@@ -277,12 +299,13 @@ fn probe(port: u16, url: &str, db: &str, count: u64, interval: Duration, vm: boo
         let next = Instant::now() + interval;
         let ts = now_ms();
         let r = report("probe", seq, ts);
+        let topic = "leakmon/v1/nodes/probe/host";
         if client
             .publish(
-                "leakmon/v1/nodes/probe/host",
+                topic,
                 rumqttc::QoS::AtLeastOnce,
                 false,
-                encode(&r),
+                sealed("probe", topic, encode(&r)),
             )
             .is_err()
         {
@@ -370,7 +393,11 @@ fn watch(port: u16, url: &str, db: &str, seconds: u64, interval: Duration, vm: b
         if now >= next && now < stop_publishing {
             seq += 1;
             let ts = now_ms();
-            let body = encode(&report("probe", seq, ts));
+            let body = sealed(
+                "probe",
+                "leakmon/v1/nodes/probe/host",
+                encode(&report("probe", seq, ts)),
+            );
             if client
                 .publish(
                     "leakmon/v1/nodes/probe/host",
@@ -407,6 +434,22 @@ fn watch(port: u16, url: &str, db: &str, seconds: u64, interval: Duration, vm: b
         println!("latency_ms=timeout");
     }
     let _ = client.disconnect();
+}
+
+/// Writes a key file (mode 600), or exits 1 saying why.
+fn write_key(path: &str, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("loadgen: cannot write the key file {path}: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn main() {
@@ -447,8 +490,12 @@ fn main() {
             prefix: a.get(7).cloned().unwrap_or_else(|| "fleet".into()),
             ramp_per_s: 1000,
         }),
+        Some("fleet-key") if a.len() >= 2 => write_key(&a[1], &bench_fleet().to_text()),
+        Some("node-key") if a.len() >= 3 => {
+            write_key(&a[2], &bench_fleet().node_key(&a[1]).to_text())
+        }
         _ => {
-            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS [vm] | loadgen watch PORT URL DB SECONDS INTERVAL_MS [vm] | loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX]");
+            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS [vm] | loadgen watch PORT URL DB SECONDS INTERVAL_MS [vm] | loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX] | loadgen fleet-key FILE | loadgen node-key NODE FILE");
             std::process::exit(2);
         }
     }
