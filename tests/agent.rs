@@ -749,7 +749,8 @@ fn check_config(text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, text).expect("write");
-    let mut cmd = leakmon_e2e::enrolled("leakmon-agent", text, env);
+    // enrolled as this host (the shipped example names the key's path, not its node)
+    let mut cmd = leakmon_e2e::enrolled("leakmon-agent", "", env);
     cmd.arg("--check-config").arg("--config").arg(&path);
     for (k, v) in env {
         cmd.env(k, v);
