@@ -970,11 +970,18 @@ fn node_view(gw: &Gateway, node: &str) -> Option<Value> {
 }
 
 /// A stranger's forgeries against `victim`, whose real agent runs, on an open broker at
-/// `port` (anyone may publish anything there): the gateway counts every one and changes
-/// nothing: the node stays online with its own figures, no alert about it, the made-up node
-/// is not tracked, and the victim's agent ignores the stranger's probe request. Then the
-/// agent really dies, and its real Will counts (the judge was awake).
-fn a_stranger_changes_nothing(port: u16, gw: &Gateway, mut victim: Agent, node: &str) {
+/// `port` (anyone may publish anything there, and connect with any client id): no connection
+/// is cut by a stranger taking its id; the gateway counts every forgery and changes nothing:
+/// the node stays online with its own figures, no alert about it, the made-up node is not
+/// tracked, and the victim's agent ignores the stranger's probe request. Then the agent
+/// really dies, and its real Will counts (the judge was awake).
+fn a_stranger_changes_nothing(
+    port: u16,
+    gw: &Gateway,
+    gw_name: &str,
+    mut victim: Agent,
+    node: &str,
+) {
     let alerts = Subscriber::start(port, "leakmon/v1/alerts", false);
     wait_for(S(30), || {
         node_view(gw, node)
@@ -982,6 +989,29 @@ fn a_stranger_changes_nothing(port: u16, gw: &Gateway, mut victim: Agent, node: 
             .map(|_| ())
     })
     .unwrap_or_else(|| panic!("{node} not online with figures:\n{}", gw.log()));
+    // The stranger connects with every client id it can guess from the docs, two seconds
+    // each, all at once: a broker hands an id to the newest connection and cuts the older.
+    let guesses = [
+        format!("leakmon-agent-{node}"),
+        format!("leakmon-gateway-{gw_name}"),
+        format!("leakmon-gateway-{gw_name}-liveness"),
+        "leakmon-gateway-active".to_owned(),
+    ];
+    let squatters: Vec<_> = guesses
+        .iter()
+        .map(|id| {
+            std::process::Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", id])
+                .args(["-t", "leakmon/none", "-W", "2"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub")
+        })
+        .collect();
+    for mut s in squatters {
+        let _ = s.wait();
+    }
     let publish = |topic: &str, payload: &str, retain: bool| {
         if retain {
             assert!(leakmon_e2e::mosquitto_pub_retained(
@@ -1054,6 +1084,18 @@ fn a_stranger_changes_nothing(port: u16, gw: &Gateway, mut victim: Agent, node: 
         !gw.log().contains("192.0.2.1") && !victim.log().contains("192.0.2.1"),
         "the stranger's probe target was acted on"
     );
+    // no connection was cut by a squatter
+    assert_eq!(
+        victim.log().matches("birth published").count(),
+        1,
+        "the agent's connection was cut:\n{}",
+        victim.log()
+    );
+    assert!(
+        !gw.log().contains("connection lost"),
+        "a gateway connection was cut:\n{}",
+        gw.log()
+    );
     // the control: the real agent dies, and its own Will is believed
     victim.kill9();
     wait_for(S(30), || {
@@ -1091,7 +1133,7 @@ fn a_stranger_changes_nothing_on_stock_mosquitto() {
     let gw = standalone_gateway("gw-stock", &mqtt_section(&broker.url()), "");
     let node = "victim-stock";
     let agent = victim_agent(node, &broker.url());
-    a_stranger_changes_nothing(broker.port, &gw, agent, node);
+    a_stranger_changes_nothing(broker.port, &gw, "gw-stock", agent, node);
 }
 
 #[test]
@@ -1111,7 +1153,7 @@ fn a_stranger_changes_nothing_on_the_embedded_broker() {
     .unwrap_or_else(|| panic!("no embedded broker:\n{}", gw.log()));
     let node = "victim-embedded";
     let agent = victim_agent(node, &url);
-    a_stranger_changes_nothing(port, &gw, agent, node);
+    a_stranger_changes_nothing(port, &gw, "gw-embedded", agent, node);
 }
 
 #[test]
@@ -1121,7 +1163,7 @@ fn a_stranger_changes_nothing_on_rabbitmq() {
     let gw = standalone_gateway("gw-rabbit", &mqtt_section(&url), "");
     let node = "victim-rabbit";
     let agent = victim_agent(node, &url);
-    a_stranger_changes_nothing(cluster.ports[0], &gw, agent, node);
+    a_stranger_changes_nothing(cluster.ports[0], &gw, "gw-rabbit", agent, node);
 }
 
 #[test]

@@ -308,8 +308,7 @@ impl Config {
                 format!("{e}; set `node` to a name like \"edge-01\""),
             )
         })?;
-        let default_id = format!("leakmon-agent-{node}");
-        self.mqtt.client_id.get_or_insert(default_id);
+
         let interval = self.interval.0;
         if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
             return Err(ConfigError::new(
@@ -377,6 +376,13 @@ impl Config {
             }
         }
         let key = self.auth.load(&node)?;
+        // A client id no stranger can guess (it would cut this agent's connection and fire its
+        // Will): a tag only this node's key makes.
+        let default_id = match &key {
+            Some(k) => format!("leakmon-agent-{node}-{}", k.tag("mqtt client id")),
+            None => format!("leakmon-agent-{node}"),
+        };
+        self.mqtt.client_id.get_or_insert(default_id);
         Ok(Checked {
             cfg: self,
             node,
@@ -433,7 +439,12 @@ mod tests {
         let e = with(&path).unwrap_err();
         assert!(e.message.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(with(&path).unwrap().key, Some(fleet.node_key("host-1")));
+        let c = with(&path).unwrap();
+        assert_eq!(c.key, Some(fleet.node_key("host-1")));
+        // a client id only this node's key makes: no stranger can take its session
+        let id = c.cfg.mqtt.client_id.clone().unwrap();
+        let tag = fleet.node_key("host-1").tag("mqtt client id");
+        assert_eq!(id, format!("leakmon-agent-host-1-{tag}"));
         std::fs::write(&path, fleet.node_key("host-2").to_text()).unwrap();
         let e = with(&path).unwrap_err();
         assert!(e.message.contains("for `host-2`"), "{e}");

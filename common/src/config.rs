@@ -742,6 +742,31 @@ pub fn to_toml<T: Serialize>(cfg: &T) -> String {
     toml::to_string_pretty(cfg).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }
 
+/// The text of a key file named by `key` (`auth.key_file`, `auth.fleet_key_file`): it must
+/// exist and be readable by its owner alone (`chmod 600`), as ssh wants of its keys. `fix`
+/// says how to make one.
+pub fn read_key_file(path: &Path, key: &str, fix: &str) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(key, format!("cannot read {}: {e}; {fix}", path.display()))
+    })?;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{} is readable by others (mode {:o}); `chmod 600` it (and `chown` it to the \
+                 user the service runs as)",
+                path.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1174,29 +1199,4 @@ mod tests {
         let e = ConfigError::new("sub.m", "must be at least 1").blame_env("APP", &env);
         assert!(!e.to_string().contains("set by"), "{e}");
     }
-}
-
-/// The text of a key file named by `key` (`auth.key_file`, `auth.fleet_key_file`): it must
-/// exist and be readable by its owner alone (`chmod 600`), as ssh wants of its keys. `fix`
-/// says how to make one.
-pub fn read_key_file(path: &Path, key: &str, fix: &str) -> Result<String, ConfigError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(key, format!("cannot read {}: {e}; {fix}", path.display()))
-    })?;
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0);
-    if mode & 0o077 != 0 {
-        return Err(ConfigError::new(
-            key,
-            format!(
-                "{} is readable by others (mode {:o}); `chmod 600` it (and `chown` it to the \
-                 user the service runs as)",
-                path.display(),
-                mode & 0o777
-            ),
-        ));
-    }
-    Ok(text)
 }

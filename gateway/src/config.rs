@@ -269,8 +269,12 @@ pub struct LeaderConfig {
     /// How often the local engine is asked who leads (and the Swarm's node list is read).
     pub poll_interval: Dur,
     /// MQTT client id of the active gateway's persistent session, the same on every gateway
-    /// of a fleet: the broker keeps the agents' messages for it during a hand-over.
-    pub session_id: String,
+    /// of a fleet: the broker keeps the agents' messages for it during a hand-over. Default:
+    /// `leakmon-gateway-active-<tag>`, the tag made by the fleet key (so the same on every
+    /// gateway, and no stranger's to take); `leakmon-gateway-active` with `auth.insecure`.
+    /// Always set after [`Config::check`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,7 +322,7 @@ impl Default for LeaderConfig {
         LeaderConfig {
             mode: LeaderMode::Auto,
             poll_interval: Dur::secs(1),
-            session_id: "leakmon-gateway-active".into(),
+            session_id: None,
         }
     }
 }
@@ -722,7 +726,7 @@ impl Config {
                 "must be between 100ms and 5s (a takeover waits up to one interval)",
             ));
         }
-        if l.session_id.is_empty() {
+        if l.session_id.as_deref() == Some("") {
             return Err(ConfigError::new(
                 "leader.session_id",
                 "must not be empty: the same MQTT client id on every gateway of the fleet",
@@ -780,11 +784,22 @@ impl Config {
                 "must be a topic prefix without wildcards, e.g. homeassistant",
             ));
         }
-        let _ = self
-            .mqtt
-            .client_id
-            .get_or_insert_with(|| format!("leakmon-gateway-{name}"));
         let fleet_keys = self.auth.load()?;
+        // Client ids no stranger can guess (taking one cuts that gateway's connection, or the
+        // active session): tags only the fleet key makes.
+        let tag = |label: &str| {
+            fleet_keys
+                .as_ref()
+                .map(|(k, _)| format!("-{}", k.tag(label)))
+                .unwrap_or_default()
+        };
+        let own = format!(
+            "leakmon-gateway-{name}{}",
+            tag(&format!("client id {name}"))
+        );
+        let _ = self.mqtt.client_id.get_or_insert(own);
+        let session = format!("leakmon-gateway-active{}", tag("active session"));
+        let _ = self.leader.session_id.get_or_insert(session);
         Ok(Checked {
             cfg: self,
             name,
@@ -1004,7 +1019,25 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(with("").unwrap_err().message.contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(with("").unwrap().fleet_keys, Some((key, None)));
+        let c = with("").unwrap();
+        assert_eq!(c.fleet_keys, Some((key.clone(), None)));
+        // client ids only the fleet key makes: its own, and the active session's, the same
+        // for every gateway of the fleet
+        let own = c.cfg.mqtt.client_id.clone().unwrap();
+        assert_eq!(
+            own,
+            format!("leakmon-gateway-host1-{}", key.tag("client id host1"))
+        );
+        let session = c.cfg.leader.session_id.clone().unwrap();
+        assert_eq!(
+            session,
+            format!("leakmon-gateway-active-{}", key.tag("active session"))
+        );
+        let insecure = check("[auth]\ninsecure = true").unwrap();
+        assert_eq!(
+            insecure.cfg.leader.session_id.as_deref(),
+            Some("leakmon-gateway-active")
+        );
         let e = with("previous_fleet_key_file = \"/nonexistent\"").unwrap_err();
         assert_eq!(e.key, "auth.previous_fleet_key_file");
         std::fs::write(&path, "not a key").unwrap();

@@ -26,6 +26,16 @@ pub const TRAILER_LEN: usize = SEAL_OVERHEAD + 1;
 
 /// Labels the derivation, so a node key is never any other key of this scheme.
 const NODE_KEY_LABEL: &[u8] = b"leakmon node key v1\0";
+/// Labels a [`FleetKey::tag`] or [`NodeKey::tag`].
+const TAG_LABEL: &[u8] = b"leakmon tag v1\0";
+
+/// 12 hex digits of the HMAC of `label` with `key`: a name no one without the key can guess.
+fn tag(key: &hmac::Key, label: &str) -> String {
+    let mut c = hmac::Context::with_key(key);
+    c.update(TAG_LABEL);
+    c.update(label.as_bytes());
+    hex(&c.sign().as_ref()[..6])
+}
 const FLEET_KEY_HEADER: &str = "leakmon-fleet-key v1";
 const NODE_KEY_HEADER: &str = "leakmon-node-key v1";
 
@@ -92,6 +102,12 @@ impl FleetKey {
         format!("{FLEET_KEY_HEADER} {}\n", hex(&self.0))
     }
 
+    /// A name for `label` that only holders of the fleet key can know: the suffix of the
+    /// gateways' MQTT client ids, so that no stranger can take their sessions.
+    pub fn tag(&self, label: &str) -> String {
+        tag(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), label)
+    }
+
     /// The key of the node named `node`.
     pub fn node_key(&self, node: &str) -> NodeKey {
         let k = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
@@ -131,6 +147,12 @@ impl NodeKey {
             key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
             bytes,
         }
+    }
+
+    /// A name for `label` that only this node and the gateways can know: the suffix of its
+    /// agent's MQTT client id.
+    pub fn tag(&self, label: &str) -> String {
+        tag(&self.key, label)
     }
 
     /// The node it is for.
@@ -344,6 +366,19 @@ mod tests {
         let bad_node = format!("leakmon-node-key v1 a/b {}", "00".repeat(32));
         assert!(matches!(NodeKey::parse(&bad_node), Err(KeyError::Node(_))));
         assert!(NodeKey::parse("leakmon-node-key v1 a").is_err());
+    }
+
+    #[test]
+    fn tags_are_the_keys_own_and_stable() {
+        let f = fleet(1);
+        assert_eq!(f.tag("x"), f.tag("x"));
+        assert_eq!(f.tag("x").len(), 12);
+        assert_ne!(f.tag("x"), f.tag("y"));
+        assert_ne!(f.tag("x"), fleet(2).tag("x"));
+        let k = f.node_key("a");
+        assert_eq!(k.tag("x"), f.node_key("a").tag("x"));
+        assert_ne!(k.tag("x"), f.node_key("b").tag("x"));
+        assert_ne!(k.tag("x"), f.tag("x"));
     }
 
     #[test]

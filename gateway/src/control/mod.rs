@@ -181,7 +181,7 @@ pub fn session_for(cfg: &Config, role: &Role) -> Session {
     Session {
         active: role.active,
         client_id: if role.swarm_active() && !role.deputy {
-            cfg.leader.session_id.clone()
+            cfg.leader.session_id.clone().unwrap_or_default()
         } else {
             own_client_id(cfg)
         },
@@ -820,7 +820,7 @@ mod tests {
     fn the_active_gateway_takes_the_shared_session_and_a_standby_listens_on_its_own() {
         let mut cfg = Config::default();
         cfg.mqtt.client_id = Some("leakmon-gateway-gw1".into());
-        cfg.leader.session_id = "leakmon-gateway-active".into();
+        cfg.leader.session_id = Some("leakmon-gateway-active".into());
         let active = session_for(&cfg, &swarm_active());
         assert_eq!(
             (active.client_id.as_str(), active.persistent, active.active),

@@ -319,7 +319,11 @@ fn callgrind_ir(seconds: u64) -> Option<(f64, f64)> {
             .arg(root().join("target/release/leakmon-agent"))
             .arg("--config")
             .arg(&conf)
-            .envs(leakmon_e2e::auth_env("leakmon-agent", "node = \"bench\"", &[]))
+            .envs(leakmon_e2e::auth_env(
+                "leakmon-agent",
+                "node = \"bench\"",
+                &[],
+            ))
             .env("LEAKMON_LOG", "warn"),
         &dir.path().join("valgrind.log"),
     );

@@ -94,7 +94,11 @@ pub fn leakmon(bin: &Path, dir: &Path, broker: u16, extra: &str) -> Proc {
             .arg("--config")
             .arg(&conf)
             // sealing as shipped: the node's key
-            .envs(leakmon_e2e::auth_env("leakmon-agent", "node = \"bench\"", &[]))
+            .envs(leakmon_e2e::auth_env(
+                "leakmon-agent",
+                "node = \"bench\"",
+                &[],
+            ))
             .env("LEAKMON_LOG", "warn"),
         &dir.join("agent.log"),
     )
