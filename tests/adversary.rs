@@ -1206,3 +1206,62 @@ fn a_node_credential_without_the_node_key_changes_nothing_on_the_shipped_mosquit
     assert_eq!(node_view(&gw, "node-a").expect("node-a")["state"], "online");
     drop(agent);
 }
+
+#[test]
+fn label_churn_cannot_grow_the_databases_series() {
+    // Issue 27: every container label was a tag, so a label whose value changes with each
+    // deployment (here 40 build numbers, from a node's own key holder) made a series per
+    // value. Only Swarm's own labels (and those named in influxdb.docker_label_include) are.
+    let broker = leakmon_e2e::Broker::start();
+    let db = Service::influxdb();
+    let gw = standalone_gateway(
+        "gw-labels",
+        &mqtt_section(&broker.url()),
+        &format!(
+            "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"leakmon\"\n\
+             flush_interval = \"200ms\"\n",
+            db.url()
+        ),
+    );
+    wait_for(S(20), || {
+        gw.log().contains("connected; subscribed").then_some(())
+    })
+    .expect("the gateway connects");
+    let node = "churn";
+    let topic = format!("leakmon/v1/nodes/{node}/containers");
+    let builds = 40;
+    for i in 0..builds {
+        let report = json!({"v": 1, "node": node, "run": 1, "seq": i + 1,
+            "ts": now_ms() - 100_000 + i as i64, "engine": "ok", "containers": [{
+            "id": format!("{:064}", 5), "name": "web.1.x", "image": "web:1",
+            "state": "running", "health": "none", "restart_count": 0, "oom_killed": false,
+            "mem_usage": 1000,
+            "labels": {"build": format!("{i}"), "com.docker.swarm.service.name": "web"}}]});
+        leakmon_e2e::mosquitto_pub_sealed(broker.port, &topic, report.to_string().as_bytes());
+    }
+    let q = |q: &str| db.influx_query("leakmon", q);
+    let points = wait_for(S(30), || {
+        let v = q(&format!(
+            "SELECT count(usage) FROM docker_container_mem WHERE host = '{node}'"
+        ));
+        let n = v["results"][0]["series"][0]["values"][0][1].as_i64()?;
+        (n >= builds as i64).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("the reports were not all stored\n{}", gw.log()));
+    let series = q(&format!(
+        "SHOW SERIES FROM docker_container_mem WHERE host = '{node}'"
+    ));
+    let series = series["results"][0]["series"][0]["values"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(
+        series, 1,
+        "{points} points of one container made {series} series"
+    );
+    let keys = q("SHOW TAG KEYS FROM docker_container_mem").to_string();
+    assert!(
+        !keys.contains("\"build\""),
+        "a churning label is a tag: {keys}"
+    );
+    assert!(keys.contains("com.docker.swarm.service.name"), "{keys}");
+}

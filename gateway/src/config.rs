@@ -39,6 +39,16 @@ pub struct Config {
     pub auth: AuthConfig,
 }
 
+/// The container labels written as tags by default (`influxdb.docker_label_include`): Swarm's
+/// own (service, task, node: what the stock Telegraf dashboards group by) and the stack's and
+/// Compose project's names. Any other label would make a series per value.
+pub const DEFAULT_DOCKER_LABELS: &[&str] = &[
+    "com.docker.swarm.*",
+    "com.docker.stack.namespace",
+    "com.docker.compose.project",
+    "com.docker.compose.service",
+];
+
 /// Proof of which node sent what the gateway acts on (docs/operations.md, "Security").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -418,6 +428,11 @@ pub struct InfluxConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: ByteSize,
+    /// Container labels written as tags (Telegraf's `docker_label_include`): keys, or prefixes
+    /// ending in `*`; `["*"]`: all. Each value of a label is a series of its own.
+    pub docker_label_include: Vec<String>,
+    /// Labels never written, even when included.
+    pub docker_label_exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -461,6 +476,11 @@ impl Default for InfluxConfig {
             max_buffer_bytes: ByteSize::mib(64),
             spool_dir: None,
             spool_max_bytes: ByteSize::mib(1024),
+            docker_label_include: DEFAULT_DOCKER_LABELS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            docker_label_exclude: Vec::new(),
         }
     }
 }
@@ -639,6 +659,20 @@ impl Config {
         let mqtt = self.mqtt.connector("mqtt")?;
         self.load_secrets()?;
         let i = &self.influxdb;
+        for (key, list) in [
+            ("influxdb.docker_label_include", &i.docker_label_include),
+            ("influxdb.docker_label_exclude", &i.docker_label_exclude),
+        ] {
+            if list
+                .iter()
+                .any(|p| p.is_empty() || p.trim_end_matches('*').contains('*'))
+            {
+                return Err(ConfigError::new(
+                    key,
+                    "each entry a label key, or a prefix ending in `*` (e.g. \"com.docker.swarm.*\")",
+                ));
+            }
+        }
         if !i.url.is_empty() {
             if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
                 return Err(ConfigError::new(

@@ -339,7 +339,11 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         metrics.clone(),
         detector.is_some().then(|| (clocks.clone(), warm_rx)),
     )
-    .with_keys(keys.clone());
+    .with_keys(keys.clone())
+    .with_labels(schema::Labels::new(
+        cfg.influxdb.docker_label_include.clone(),
+        cfg.influxdb.docker_label_exclude.clone(),
+    ));
     let ingest = tokio::spawn(connection.run(ingest));
     if let Some(detector) = detector {
         let beats = ingest::beats::Beats {

@@ -93,6 +93,8 @@ pub struct Ingest {
     /// The nodes' keys: a message counts only when its node sealed it ([`decode_sealed`]).
     /// `None`: `auth.insecure`.
     keys: Option<Keyring>,
+    /// Which container labels become tags (`influxdb.docker_label_include`, `_exclude`).
+    labels: schema::Labels,
 }
 
 /// The longest the first message after a start waits for the agents' clocks.
@@ -146,7 +148,14 @@ impl Ingest {
             seen_active: false,
             clocks_warm,
             keys: None,
+            labels: schema::Labels::new(vec!["*".into()], Vec::new()),
         }
+    }
+
+    /// Writes only these container labels as tags.
+    pub fn with_labels(mut self, labels: schema::Labels) -> Self {
+        self.labels = labels;
+        self
     }
 
     /// Believes only what each node sealed with its key (`None`: `auth.insecure`).
@@ -435,7 +444,10 @@ impl Ingest {
                 self.alert(AlertInput::Containers(node.clone(), Box::new(r.clone())));
                 let fix = self.clock(&node, &mut r.header, false);
                 Points {
-                    data: with_offset(schema::container_points(&nodes.tags(&node), &r), fix),
+                    data: with_offset(
+                        schema::container_points(&nodes.tags(&node), &r, &self.labels),
+                        fix,
+                    ),
                     seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
                     status: None,
                 }

@@ -517,7 +517,44 @@ const OWN_TAGS: [&str; 8] = [
     "server_version",
 ];
 
-fn container_point(n: &NodeTags, measurement: &'static str, ts: i64, c: &Container) -> Point {
+/// Which container labels become tags (`influxdb.docker_label_include`, `_exclude`: Telegraf's
+/// `docker_label_include`/`_exclude`): each pattern a key, or a prefix with a trailing `*`.
+/// A label's value is a series of its own, so a label that changes with every deployment (a
+/// build number, a commit) grows the database's series without bound: only the named ones are
+/// taken (`config::DEFAULT_DOCKER_LABELS` by default; `["*"]` takes all, as Telegraf does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Labels {
+    pub fn new(include: Vec<String>, exclude: Vec<String>) -> Labels {
+        Labels { include, exclude }
+    }
+
+    /// Whether `pattern` names `key`: equal, or a prefix of it ending in `*`.
+    fn matches(pattern: &str, key: &str) -> bool {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => pattern == key,
+        }
+    }
+
+    /// Whether the label `key` becomes a tag.
+    pub fn takes(&self, key: &str) -> bool {
+        self.include.iter().any(|p| Self::matches(p, key))
+            && !self.exclude.iter().any(|p| Self::matches(p, key))
+    }
+}
+
+fn container_point(
+    n: &NodeTags,
+    measurement: &'static str,
+    ts: i64,
+    c: &Container,
+    labels: &Labels,
+) -> Point {
     let (image, version) = split_image(&c.image);
     let mut p = n
         .docker_point(measurement, ts)
@@ -525,9 +562,12 @@ fn container_point(n: &NodeTags, measurement: &'static str, ts: i64, c: &Contain
         .tag("container_image", image)
         .tag("container_version", version)
         .tag("container_status", c.state.as_str());
-    // every label a tag under its own key, as Telegraf's docker input does by default
+    // the labels taken a tag each under its own key, as Telegraf's docker input does
     for (k, v) in &c.labels {
-        if !OWN_TAGS.contains(&k.as_str()) && !MEASUREMENT_TAGS.contains(&k.as_str()) {
+        if labels.takes(k)
+            && !OWN_TAGS.contains(&k.as_str())
+            && !MEASUREMENT_TAGS.contains(&k.as_str())
+        {
             p = p.tag(k.clone(), v.as_str());
         }
     }
@@ -538,7 +578,7 @@ fn container_point(n: &NodeTags, measurement: &'static str, ts: i64, c: &Contain
     p.string("container_id", c.id.as_str())
 }
 
-pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
+pub fn container_points(n: &NodeTags, r: &ContainersReport, labels: &Labels) -> Vec<Point> {
     let ts = r.header.ts;
     let count = |state: &str| r.containers.iter().filter(|c| c.state == state).count() as i64;
     let mut docker = n
@@ -575,7 +615,8 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
     let mut out = vec![docker];
     for c in &r.containers {
         if c.cpu_percent.is_some() || c.cpu_time.is_some() {
-            let mut p = container_point(n, "docker_container_cpu", ts, c).tag("cpu", "cpu-total");
+            let mut p =
+                container_point(n, "docker_container_cpu", ts, c, labels).tag("cpu", "cpu-total");
             if let Some(pct) = c.cpu_percent {
                 p = p.float("usage_percent", pct);
             }
@@ -593,7 +634,7 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
         // Telegraf's default (`total_include`): one `total` point each, no per-device ones.
         if let Some(net) = &c.net {
             out.push(
-                container_point(n, "docker_container_net", ts, c)
+                container_point(n, "docker_container_net", ts, c, labels)
                     .tag("network", "total")
                     .uint("rx_bytes", net.rx_bytes)
                     .uint("rx_packets", net.rx_packets)
@@ -607,7 +648,7 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
         }
         if let Some(io) = &c.blkio {
             out.push(
-                container_point(n, "docker_container_blkio", ts, c)
+                container_point(n, "docker_container_blkio", ts, c, labels)
                     .tag("device", "total")
                     .uint("io_service_bytes_recursive_read", io.read_bytes)
                     .uint("io_service_bytes_recursive_write", io.write_bytes)
@@ -624,7 +665,8 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
             );
         }
         if let Some(usage) = c.mem_usage {
-            let mut p = container_point(n, "docker_container_mem", ts, c).uint("usage", usage);
+            let mut p =
+                container_point(n, "docker_container_mem", ts, c, labels).uint("usage", usage);
             if let Some(limit) = c.mem_limit.filter(|l| *l > 0) {
                 p = p
                     .uint("limit", limit)
@@ -632,7 +674,7 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
             }
             out.push(p);
         }
-        let mut st = container_point(n, "docker_container_status", ts, c)
+        let mut st = container_point(n, "docker_container_status", ts, c, labels)
             .boolean("oomkilled", c.oom_killed)
             .uint("restart_count", c.restart_count);
         if let Some(code) = c.exit_code {
@@ -647,7 +689,7 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport) -> Vec<Point> {
         out.push(st);
         if c.health != leakmon_protocol::Health::None {
             out.push(
-                container_point(n, "docker_container_health", ts, c)
+                container_point(n, "docker_container_health", ts, c, labels)
                     .string("health_status", c.health.as_str())
                     .uint("failing_streak", c.failing_streak),
             );
@@ -1338,7 +1380,10 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             }),
             cut: 0,
         };
-        assert_eq!(lines(&container_points(&tags(), &r)), CONTAINER_LINES);
+        assert_eq!(
+            lines(&container_points(&tags(), &r, &default_labels())),
+            CONTAINER_LINES
+        );
         let down = ContainersReport {
             header: header(1209, TS),
             engine: EngineState::Unavailable,
@@ -1348,18 +1393,64 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             cut: 0,
         };
         assert_eq!(
-            lines(&container_points(&tags(), &down)),
+            lines(&container_points(&tags(), &down, &default_labels())),
             CONTAINER_LINES_DOWN
         );
     }
 
+    fn report_of(c: Container) -> ContainersReport {
+        ContainersReport {
+            header: header(1, TS),
+            engine: EngineState::Ok,
+            error: None,
+            containers: vec![c],
+            engine_info: None,
+            cut: 0,
+        }
+    }
+
+    fn default_labels() -> Labels {
+        let include = crate::config::DEFAULT_DOCKER_LABELS.iter();
+        Labels::new(include.map(|s| (*s).to_owned()).collect(), Vec::new())
+    }
+
+    #[test]
+    fn only_the_labels_taken_become_tags() {
+        let l = default_labels();
+        for k in [
+            "com.docker.swarm.service.name",
+            "com.docker.swarm.task.id",
+            "com.docker.stack.namespace",
+        ] {
+            assert!(l.takes(k), "{k}");
+        }
+        for k in [
+            "team",
+            "build",
+            "com.docker.swarmx",
+            "org.opencontainers.image.revision",
+        ] {
+            assert!(!l.takes(k), "{k}");
+        }
+        let all = Labels::new(vec!["*".into()], vec!["build*".into()]);
+        assert!(all.takes("team") && !all.takes("build.number"));
+        // a thousand values of a label not taken make no new series: the points are the same
+        let mut c = container("web.1", "running");
+        let base = lines(&container_points(&tags(), &report_of(c.clone()), &l));
+        for i in 0..1000 {
+            c.labels.insert("build".into(), format!("{i}"));
+            let with = lines(&container_points(&tags(), &report_of(c.clone()), &l));
+            assert_eq!(with, base);
+        }
+    }
+
     const CONTAINER_LINES: &str = r#"docker,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq engine_ok=true,n_containers=4i,n_containers_running=1i,n_containers_paused=1i,n_containers_stopped=2i,n_containers_unhealthy=1i,n_images=7i,n_cpus=4i,memory_total=8000000000i,n_goroutines=58i,n_used_file_descriptors=51i,n_listener_events=1i 1795719775612
-docker_container_cpu,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,cpu=cpu-total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage_percent=3.25,usage_total=9000000000i,usage_in_usermode=6000000000i,usage_in_kernelmode=3000000000i,throttling_periods=500i,throttling_throttled_periods=12i,throttling_throttled_time=340000000i 1795719775612
-docker_container_net,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,network=total,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",rx_bytes=1000i,rx_packets=10i,rx_errors=1i,rx_dropped=2i,tx_bytes=2000i,tx_packets=20i,tx_errors=3i,tx_dropped=4i 1795719775612
-docker_container_blkio,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,device=total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",io_service_bytes_recursive_read=4096i,io_service_bytes_recursive_write=8192i,io_service_bytes_recursive_total=12288i,io_serviced_recursive_read=1i,io_serviced_recursive_write=2i,io_serviced_recursive_total=3i 1795719775612
-docker_container_mem,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",usage=73400320i,limit=268435456i,usage_percent=27.34375 1795719775612
-docker_container_status,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",oomkilled=false,restart_count=2i,exitcode=0i,started_at=1795719715612000000i,uptime_ns=60000000000i 1795719775612
-docker_container_health,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq,team=ops container_id="db.1.kq3z-id",health_status="healthy",failing_streak=1i 1795719775612
+docker_container_cpu,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,cpu=cpu-total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="db.1.kq3z-id",usage_percent=3.25,usage_total=9000000000i,usage_in_usermode=6000000000i,usage_in_kernelmode=3000000000i,throttling_periods=500i,throttling_throttled_periods=12i,throttling_throttled_time=340000000i 1795719775612
+docker_container_net,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,network=total,server_version=20.10.24,swarm_node_id=x2kq container_id="db.1.kq3z-id",rx_bytes=1000i,rx_packets=10i,rx_errors=1i,rx_dropped=2i,tx_bytes=2000i,tx_packets=20i,tx_errors=3i,tx_dropped=4i 1795719775612
+docker_container_blkio,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,device=total,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="db.1.kq3z-id",io_service_bytes_recursive_read=4096i,io_service_bytes_recursive_write=8192i,io_service_bytes_recursive_total=12288i,io_serviced_recursive_read=1i,io_serviced_recursive_write=2i,io_serviced_recursive_total=3i 1795719775612
+docker_container_mem,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="db.1.kq3z-id",usage=73400320i,limit=268435456i,usage_percent=27.34375 1795719775612
+docker_container_status,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="db.1.kq3z-id",oomkilled=false,restart_count=2i,exitcode=0i,started_at=1795719715612000000i,uptime_ns=60000000000i 1795719775612
+docker_container_health,com.docker.stack.namespace=plant,com.docker.swarm.service.name=db,com.docker.swarm.task.id=kq3zv8,container_image=registry.lan:5000/plant/postgres:16@sha256,container_name=db.1.kq3z,container_status=running,container_version=ab12,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="db.1.kq3z-id",health_status="healthy",failing_streak=1i 1795719775612
 docker_container_mem,container_image=postgres,container_name=web,container_status=exited,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="web-id",usage=1024i 1795719775612
 docker_container_status,container_image=postgres,container_name=web,container_status=exited,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="web-id",oomkilled=true,restart_count=9i,exitcode=137i,started_at=1795719770612000000i 1795719775612
 docker_container_health,container_image=postgres,container_name=web,container_status=exited,container_version=16,engine_host=edge-01.lan,host=edge-01,server_version=20.10.24,swarm_node_id=x2kq container_id="web-id",health_status="unhealthy",failing_streak=4i 1795719775612
