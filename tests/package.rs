@@ -89,25 +89,74 @@ fn amd64_packages_install_run_upgrade_and_purge() {
         let c = ok("dpkg-query", &["-W", "-f=${Conffiles}", p]);
         assert!(c.contains(conf), "{conf} is not a conffile of {p}: {c}");
     }
-    // A system user of its own, no login, no docker group (the unit adds that group to the
-    // daemon only); the config readable by its group, not by the world.
-    let pw = ok("getent", &["passwd", "leakmon"]);
-    assert!(pw.trim_end().ends_with(":/usr/sbin/nologin"), "{pw}");
-    assert_eq!(ok("id", &["-nG", "leakmon"]).trim(), "leakmon");
-    let st = ok("stat", &["-c", "%a %U %G", "/etc/leakmon/agent.toml"]);
-    assert_eq!(st.trim(), "640 root leakmon");
+    // Each daemon a system user of its own (they share no state and no secret), no login, no
+    // docker group (the unit adds that group to the daemon only); each config readable by its
+    // daemon's group, not by the world, nor by the other daemon.
+    for (user, conf) in [
+        ("leakmon", "/etc/leakmon/agent.toml"),
+        ("leakmon-gateway", "/etc/leakmon/gateway.toml"),
+    ] {
+        let pw = ok("getent", &["passwd", user]);
+        assert!(pw.trim_end().ends_with(":/usr/sbin/nologin"), "{pw}");
+        assert_eq!(ok("id", &["-nG", user]).trim(), user);
+        let st = ok("stat", &["-c", "%a %U %G", conf]);
+        assert_eq!(st.trim(), format!("640 root {user}"));
+    }
+    // The keys: the fleet key made by the gateway's package, this host's node key derived
+    // from it; root's alone (systemd hands each to its daemon as a credential).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    for key in ["/etc/leakmon/fleet.key", "/etc/leakmon/node.key"] {
+        let st = ok("stat", &["-c", "%a %U", key]);
+        assert_eq!(st.trim(), "600 root", "{key}");
+    }
+    let node_key = std::fs::read_to_string("/etc/leakmon/node.key").expect("node key");
+    assert!(
+        node_key.starts_with(&format!("leakmon-node-key v1 {} ", host.trim())),
+        "{node_key}"
+    );
 
-    // The installed binaries check the installed configs, as the daemon's user.
-    let out = ok(
-        "runuser",
-        &["-u", "leakmon", "--", "leakmon-agent", "--check-config"],
-    );
-    assert!(out.contains("configuration OK"), "{out}");
-    let out = ok(
-        "runuser",
-        &["-u", "leakmon", "--", "leakmon-gateway", "--check-config"],
-    );
-    assert!(out.contains("configuration OK"), "{out}");
+    // The installed binaries check the installed configs, as the daemon's user, with its key
+    // handed over as the unit does (a copy only that user reads).
+    let creds = tempfile::tempdir().expect("tempdir");
+    for (user, binary, key, var) in [
+        (
+            "leakmon",
+            "leakmon-agent",
+            "node.key",
+            "LEAKMON_AGENT__AUTH__KEY_FILE",
+        ),
+        (
+            "leakmon-gateway",
+            "leakmon-gateway",
+            "fleet.key",
+            "LEAKMON_GATEWAY__AUTH__FLEET_KEY_FILE",
+        ),
+    ] {
+        let dir = creds.path().join(user);
+        std::fs::create_dir(&dir).expect("credentials dir");
+        let copy = dir.join(key);
+        std::fs::copy(format!("/etc/leakmon/{key}"), &copy).expect("copy key");
+        ok("chmod", &["0400", copy.to_str().expect("path")]);
+        ok("chmod", &["0755", creds.path().to_str().expect("path")]);
+        ok("chown", &["-R", user, dir.to_str().expect("path")]);
+        let set = format!("{var}={}", copy.display());
+        let out = ok(
+            "runuser",
+            &["-u", user, "--", "env", &set, binary, "--check-config"],
+        );
+        assert!(out.contains("configuration OK"), "{out}");
+        // and the other daemon's user cannot read it
+        let other = if user == "leakmon" {
+            "leakmon-gateway"
+        } else {
+            "leakmon"
+        };
+        let (read, _) = run(
+            "runuser",
+            &["-u", other, "--", "cat", copy.to_str().expect("path")],
+        );
+        assert!(!read, "{other} reads {user}'s key");
+    }
     let v = ok("/usr/bin/leakmon-agent", &["--version"]);
     assert!(v.contains(VERSION), "{v}");
 
@@ -138,6 +187,14 @@ fn amd64_packages_install_run_upgrade_and_purge() {
     assert!(
         !Path::new("/etc/leakmon/agent.toml").exists(),
         "purge kept the config"
+    );
+    assert!(
+        !Path::new("/etc/leakmon/node.key").exists(),
+        "purge kept the node key"
+    );
+    assert!(
+        Path::new("/etc/leakmon/fleet.key").exists(),
+        "purge took the gateway's fleet key"
     );
     assert!(
         Path::new("/etc/leakmon/gateway.toml").exists(),
