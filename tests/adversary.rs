@@ -1265,3 +1265,49 @@ fn label_churn_cannot_grow_the_databases_series() {
     );
     assert!(keys.contains("com.docker.swarm.service.name"), "{keys}");
 }
+
+#[test]
+fn an_oversized_retained_probe_request_cannot_wedge_an_agent_on_stock_mosquitto() {
+    // Issue 27: stock mosquitto takes packets of any size. A stranger's 20 MiB retained
+    // message on an agent's probe topic was sent to the agent on every subscription, over its
+    // 1 MiB packet limit: it cut the connection each time, for ever. The agent now clears its
+    // probe topic (no gateway retains a request) before it subscribes.
+    let broker = leakmon_e2e::Broker::start();
+    let node = "wedge-me";
+    let agent = victim_agent(node, &broker.url());
+    let host = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), false);
+    wait_for(S(20), || {
+        agent
+            .log()
+            .contains("subscribed to probe requests")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the agent did not subscribe:\n{}", agent.log()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, vec![b'x'; 20 << 20]).expect("payload");
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-V", "mqttv311", "-q", "1", "-r"])
+        .args(["-t", &format!("leakmon/v1/probe/{node}"), "-f"])
+        .arg(&huge)
+        .output()
+        .expect("mosquitto_pub");
+    assert!(out.status.success(), "{out:?}");
+    // delivered live it cuts the connection once; never again after
+    std::thread::sleep(S(15));
+    let births = agent.log().matches("birth published").count();
+    assert!(
+        births <= 2,
+        "the agent reconnected {births} times:\n{}",
+        agent.log()
+    );
+    let recent = now_ms() - 3_000;
+    wait_for(S(5), || {
+        host.all()
+            .iter()
+            .any(|m| m.json()["ts"].as_i64() > Some(recent))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no host report lately:\n{}", agent.log()));
+}

@@ -529,6 +529,15 @@ impl Publisher {
                             if stale > 0 {
                                 tracing::debug!(stale, "probe reports from while disconnected dropped");
                             }
+                            // A gateway never retains a request, so anything retained there is
+                            // a stranger's: cleared before subscribing (the broker takes this
+                            // connection's packets in order), so that a retained message over
+                            // mqtt.max_packet_size cannot cut every connection as it is
+                            // delivered on the subscription (a broker without a packet limit
+                            // takes any; a locked broker's ACL drops this, harmlessly).
+                            if client.try_publish(p.topic(), QoS::AtMostOnce, true, Vec::new()).is_err() {
+                                tracing::warn!(topic = p.topic(), "cannot clear the probe topic: client queue full");
+                            }
                             // QoS 0: a request that waited for an outage to end is stale.
                             if client.try_subscribe(p.topic(), QoS::AtMostOnce).is_err() {
                                 tracing::warn!(topic = p.topic(), "cannot subscribe to probe requests: client queue full");
