@@ -42,6 +42,13 @@ fn rig_turn() -> std::sync::MutexGuard<'static, ()> {
     RIG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The RabbitMQ cluster listens on fixed ports (scripts/rabbitmq-cluster): one at a time.
+static RABBIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rabbit_turn() -> std::sync::MutexGuard<'static, ()> {
+    RABBIT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A birth (`online`, with an identity) or a Will (`offline`, lost) of `node` with `seq`.
 fn status_json(node: &str, state: &str, seq: u64) -> String {
     let mut s = json!({"v": 1, "node": node, "state": state, "seq": seq, "ts": now_ms()});
@@ -1158,6 +1165,7 @@ fn a_stranger_changes_nothing_on_the_embedded_broker() {
 
 #[test]
 fn a_stranger_changes_nothing_on_rabbitmq() {
+    let _turn = rabbit_turn();
     let cluster = leakmon_e2e::rabbitmq::RabbitCluster::start("127.0.0.1");
     let url = cluster.url("127.0.0.1", 1);
     let gw = standalone_gateway("gw-rabbit", &mqtt_section(&url), "");
@@ -1270,12 +1278,21 @@ fn label_churn_cannot_grow_the_databases_series() {
 fn an_oversized_retained_probe_request_cannot_wedge_an_agent_on_stock_mosquitto() {
     // Issue 27: stock mosquitto takes packets of any size. A stranger's 20 MiB retained
     // message on an agent's probe topic was sent to the agent on every subscription, over its
-    // 1 MiB packet limit: it cut the connection each time, for ever. The agent now clears its
-    // probe topic (no gateway retains a request) before it subscribes.
+    // 1 MiB packet limit: it cut the connection each time, for ever (38 times in 15 s). The
+    // agent now clears its probe topic (no gateway retains a request) before it subscribes.
     let broker = leakmon_e2e::Broker::start();
-    let node = "wedge-me";
-    let agent = victim_agent(node, &broker.url());
-    let host = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), false);
+    an_oversized_retained_probe_request_cannot_wedge_an_agent(
+        broker.port,
+        &broker.url(),
+        "wedge-me",
+    );
+}
+
+/// A stranger's 20 MiB retained probe request for an agent on the broker at `port`: it cuts
+/// the agent's connection at most once.
+fn an_oversized_retained_probe_request_cannot_wedge_an_agent(port: u16, url: &str, node: &str) {
+    let agent = victim_agent(node, url);
+    let host = Subscriber::start(port, &format!("leakmon/v1/nodes/{node}/host"), false);
     wait_for(S(20), || {
         agent
             .log()
@@ -1287,7 +1304,7 @@ fn an_oversized_retained_probe_request_cannot_wedge_an_agent_on_stock_mosquitto(
     let huge = dir.path().join("huge");
     std::fs::write(&huge, vec![b'x'; 20 << 20]).expect("payload");
     let out = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-V", "mqttv311", "-q", "1", "-r"])
         .args(["-t", &format!("leakmon/v1/probe/{node}"), "-f"])
         .arg(&huge)
@@ -1310,4 +1327,113 @@ fn an_oversized_retained_probe_request_cannot_wedge_an_agent_on_stock_mosquitto(
             .then_some(())
     })
     .unwrap_or_else(|| panic!("no host report lately:\n{}", agent.log()));
+}
+
+/// A stranger's 20 MiB retained message on a node's status topic of the broker at `port`,
+/// which takes it (no packet limit); whether the broker took it.
+fn retain_huge_status(port: u16, node: &str, dir: &Path) -> bool {
+    let huge = dir.join(format!("huge-{node}"));
+    std::fs::write(&huge, vec![b'x'; 20 << 20]).expect("payload");
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-V", "mqttv311", "-q", "1", "-r"])
+        .args(["-t", &format!("leakmon/v1/nodes/{node}/status"), "-f"])
+        .arg(&huge)
+        .output()
+        .expect("mosquitto_pub")
+        .status
+        .success()
+}
+
+/// Whether anything is retained on `topic` at the broker on `port` (a new subscriber gets it
+/// within a second).
+fn retained_on(port: u16, topic: &str) -> bool {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
+        .args(["-C", "1", "-W", "2", "-F", "%l"])
+        .output()
+        .expect("mosquitto_sub");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<usize>()
+        .is_ok_and(|n| n > 0)
+}
+
+/// A gateway and an agent on the open broker at `port`, which takes packets of any size; a
+/// stranger's 20 MiB retained status, there before the gateway starts and again while it
+/// runs: the gateway's connection is cut at most once by each, never again, and it keeps its
+/// view of the live node. With `retained_on_wildcards` (mosquitto) the gateway gets them on
+/// its wildcard subscription, and clears them from the broker; RabbitMQ 3.10 sends retained
+/// messages to exact subscriptions only (measured: none on `leakmon/v1/nodes/+/status`), so
+/// only their live delivery reaches the gateway (and its persistent session's queue, which the
+/// scrub drops), and they stay retained for an exact subscriber.
+fn an_oversized_retained_message_cannot_wedge_the_gateway(
+    port: u16,
+    url: &str,
+    name: &str,
+    retained_on_wildcards: bool,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(
+        retain_huge_status(port, "huge-1", dir.path()),
+        "the broker refused it"
+    );
+    let gw = standalone_gateway(name, &mqtt_section(url), "");
+    let node = format!("{name}-node");
+    let _agent = victim_agent(&node, url);
+    let online = || {
+        wait_for(S(30), || {
+            node_view(&gw, &node)
+                .filter(|v| v["state"] == "online")
+                .map(|_| ())
+        })
+        .unwrap_or_else(|| panic!("{node} not seen online:\n{}", gw.log()))
+    };
+    online();
+    assert!(retain_huge_status(port, "huge-2", dir.path()));
+    std::thread::sleep(S(8));
+    online();
+    let lost = gw.log().matches("MQTT connection lost").count();
+    assert!(
+        lost <= 2,
+        "the gateway's connection was cut {lost} times:\n{}",
+        gw.log()
+    );
+    for n in ["huge-1", "huge-2"]
+        .iter()
+        .filter(|_| retained_on_wildcards)
+    {
+        assert!(
+            !retained_on(port, &format!("leakmon/v1/nodes/{n}/status")),
+            "{n}'s 20 MiB is still retained:\n{}",
+            gw.log()
+        );
+    }
+}
+
+#[test]
+fn an_oversized_retained_message_cannot_wedge_the_gateway_on_stock_mosquitto() {
+    // Issue 27: a broker without a packet limit delivered the stranger's retained message on
+    // every subscription, over the gateway's 16 MiB, and cut the connection for ever.
+    let broker = leakmon_e2e::Broker::start();
+    an_oversized_retained_message_cannot_wedge_the_gateway(
+        broker.port,
+        &broker.url(),
+        "gw-huge",
+        true,
+    );
+}
+
+#[test]
+fn an_oversized_retained_message_cannot_wedge_a_gateway_or_an_agent_on_rabbitmq() {
+    let _turn = rabbit_turn();
+    let cluster = leakmon_e2e::rabbitmq::RabbitCluster::start("127.0.0.1");
+    let url = cluster.url("127.0.0.1", 1);
+    an_oversized_retained_probe_request_cannot_wedge_an_agent(cluster.ports[0], &url, "wedge-rmq");
+    an_oversized_retained_message_cannot_wedge_the_gateway(
+        cluster.ports[0],
+        &url,
+        "gw-huge-rmq",
+        false,
+    );
 }

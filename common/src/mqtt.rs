@@ -548,6 +548,11 @@ impl Connector {
         &self.settings
     }
 
+    /// The TLS client config, when the broker is reached over TLS.
+    pub fn tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.clone()
+    }
+
     /// The first broker: the preferred one.
     pub fn primary(&self) -> &Endpoint {
         // `connector` refuses an empty list

@@ -198,6 +198,32 @@ pub fn reader_options(connector: &Connector, broker: usize, client_id: &str) -> 
     opts
 }
 
+/// A packet over this connection's limit cut it: clears it from broker `broker` (its retained
+/// messages on `filters` with a clean session, or the queue of the persistent session
+/// `client_id`), so the next connection is not cut the same way ([`crate::scrub`]).
+pub async fn scrub_broker(
+    connector: &Connector,
+    broker: usize,
+    client_id: &str,
+    clean: bool,
+    filters: &[String],
+) {
+    let out = usize::try_from(connector.settings().max_packet_size.0).unwrap_or(usize::MAX);
+    let limit = out.max(MAX_INCOMING_PACKET);
+    match crate::scrub::scrub(connector, broker, client_id, clean, filters, limit).await {
+        Ok(s) => tracing::warn!(
+            broker = %connector.url(broker),
+            cleared = ?s.cleared,
+            dropped = s.dropped,
+            limit,
+            "a message over the incoming packet limit cut the connection: retained ones over it \
+             cleared, queued ones dropped"
+        ),
+        Err(e) => tracing::warn!(broker = %connector.url(broker), error = %e,
+            "could not clear a message over the incoming packet limit from the broker"),
+    }
+}
+
 /// The client's non-blocking QoS 1 publish; whether it took the message.
 fn publish(client: &AsyncClient, m: &Message) -> bool {
     client
@@ -410,6 +436,15 @@ impl Connection {
                     tracing::warn!(broker = %self.connector.url(broker),
                         next = %self.connector.url(reconnect.current()), error = %e,
                         retry_in_ms = d.as_millis() as u64, "MQTT connection lost");
+                    if crate::scrub::oversized(&e) {
+                        let filters = h.subscriptions();
+                        let own = format!("{}-scrub", session.client_id);
+                        scrub_broker(&self.connector, broker, &own, true, &filters).await;
+                        if session.persistent {
+                            scrub_broker(&self.connector, broker, &session.client_id, false, &[])
+                                .await;
+                        }
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
                         _ = self.shutdown.changed() => return,

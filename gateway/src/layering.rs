@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "homeassistant",
         "keyring",
     ],
-    &["nodes", "outbox", "acks"],
+    &["nodes", "outbox", "acks", "scrub"],
     // the MQTT session and the channels between tasks
     &["bus"],
     // the tasks, which never import each other; and the servers

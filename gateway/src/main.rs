@@ -32,6 +32,7 @@ mod metrics;
 mod nodes;
 mod outbox;
 mod schema;
+mod scrub;
 mod status;
 
 use std::process::ExitCode;

@@ -139,6 +139,11 @@ impl Beats {
             let d = reconnect.ended(accepted_at.map(|t| t.elapsed()));
             tracing::warn!(broker = %self.connector.url(broker), error = %error,
                 retry_in_ms = d.as_millis() as u64, "liveness connection lost");
+            if crate::scrub::oversized(&error) {
+                let own = format!("{}-scrub", self.client_id);
+                let filters = self.subscriptions();
+                crate::bus::scrub_broker(&self.connector, broker, &own, true, &filters).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
                 _ = shutdown.changed() => return,
