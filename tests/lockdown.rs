@@ -78,6 +78,9 @@ fn a_node_cannot_publish_as_another() {
     .expect("a host message of node-b seen by the telemetry user");
     let mut forged: serde_json::Value = serde_json::from_str(&sample).expect("host JSON");
     forged["mem"]["used_percent"] = 99.25.into();
+    if let Some(o) = forged.as_object_mut() {
+        o.remove("mac");
+    }
     let forged = forged.to_string();
     let pa = broker.password("node-a");
     let (code, err) = broker.publish("node-a", &pa, true, "leakmon/v1/nodes/node-b/host", &forged);
@@ -105,9 +108,13 @@ fn a_node_cannot_publish_as_another() {
     wait_for(S(20), || c.log().contains("birth published").then_some(()))
         .unwrap_or_else(|| panic!("the spoofing agent never connected:\n{}", c.log()));
 
-    // 3. node-a on its own topic with a payload that names node-b: the broker lets it through
-    // (the topic is node-a's), and the gateway drops it and counts it.
-    let (code, err) = broker.publish("node-a", &pa, true, "leakmon/v1/nodes/node-a/host", &forged);
+    // 3. node-a on its own topic with a payload that names node-b (sealed with node-a's own
+    // key: a compromised node-a): the broker lets it through (the topic is node-a's), and the
+    // gateway drops it and counts it.
+    let own = "leakmon/v1/nodes/node-a/host";
+    let sealed = leakmon_e2e::seal("node-a", own, forged.as_bytes());
+    let sealed = String::from_utf8(sealed).expect("JSON is UTF-8");
+    let (code, err) = broker.publish("node-a", &pa, true, own, &sealed);
     assert!(
         code == 0 && !err.contains("Not authorized"),
         "own topic refused: {err}"
@@ -227,12 +234,14 @@ fn liveness_passes_the_acl_and_a_node_reads_only_its_own_probe_requests() {
         .expect("JSON is UTF-8")
     };
     let pg = broker.password("gateway");
+    // sealed with node-a's key, as the gateway seals a request for it (node-a ignores others)
+    let sealed = leakmon_e2e::seal("node-a", "leakmon/v1/probe/node-a", request(77).as_bytes());
     let (code, err) = broker.publish(
         "gateway",
         &pg,
         true,
         "leakmon/v1/probe/node-a",
-        &request(77),
+        &String::from_utf8(sealed).expect("JSON is UTF-8"),
     );
     assert!(
         code == 0 && !err.contains("Not authorized"),
