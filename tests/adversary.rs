@@ -72,8 +72,7 @@ fn unseal(v: &mut Value) {
 
 /// `json` sealed with the key of the node `topic` names: its agent, or whoever stole its key.
 fn sealed(topic: &str, json: &str) -> String {
-    let node = topic.split('/').nth(3).unwrap_or_default();
-    String::from_utf8(leakmon_e2e::seal(node, topic, json.as_bytes())).expect("JSON is text")
+    String::from_utf8(leakmon_e2e::seal_on(topic, json.as_bytes())).expect("JSON is text")
 }
 
 /// A gateway on the locked-down broker, writing to `db`.

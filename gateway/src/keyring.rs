@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use leakmon_protocol::auth::{is_sealed, AuthError, FleetKey, NodeKey};
+use leakmon_protocol::auth::{AuthError, FleetKey, NodeKey, Seal};
 
 /// How many nodes' keys are kept (as many as the gateway tracks nodes); past it the cache
 /// starts over: a flood of made-up node names costs two HMACs each, never memory.
@@ -41,14 +41,9 @@ impl Keyring {
 
     /// Whether `payload` on `topic` was sealed with `node`'s key.
     pub fn check(&mut self, node: &str, topic: &str, payload: &[u8]) -> Result<(), AuthError> {
-        if !is_sealed(payload) {
-            return Err(AuthError::Unsealed);
-        }
-        if self
-            .keys(node)
-            .iter()
-            .any(|k| k.check(topic, payload).is_ok())
-        {
+        // the field read once, checked with each key
+        let seal = Seal::of(payload).ok_or(AuthError::Unsealed)?;
+        if self.keys(node).iter().any(|k| k.made(topic, &seal)) {
             Ok(())
         } else {
             Err(AuthError::BadMac)

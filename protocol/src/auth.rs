@@ -216,28 +216,39 @@ impl NodeKey {
 
     /// Whether `payload` on `topic` was sealed with this key.
     pub fn check(&self, topic: &str, payload: &[u8]) -> Result<(), AuthError> {
-        let (body, mac) = split(payload).ok_or(AuthError::Unsealed)?;
-        let tag = self.mac(topic, &[body, b"}"]);
-        if equal(tag.as_ref(), &mac) {
+        let seal = Seal::of(payload).ok_or(AuthError::Unsealed)?;
+        if self.made(topic, &seal) {
             Ok(())
         } else {
             Err(AuthError::BadMac)
         }
     }
+
+    /// Whether this key made `seal` for `topic` (a payload's seal read once, checked with
+    /// several keys: a gateway during a rotation).
+    pub fn made(&self, topic: &str, seal: &Seal<'_>) -> bool {
+        let tag = self.mac(topic, &[seal.body, b"}"]);
+        equal(tag.as_ref(), &seal.mac)
+    }
 }
 
-/// Whether `payload` ends with a `mac` field (sealed by someone; not whether rightly).
-pub fn is_sealed(payload: &[u8]) -> bool {
-    split(payload).is_some()
+/// A payload's `mac` field, read (sealed by someone; not yet whether rightly).
+#[derive(Debug, Clone, Copy)]
+pub struct Seal<'a> {
+    /// The payload before the field.
+    body: &'a [u8],
+    mac: [u8; MAC_LEN],
 }
 
-/// The payload before its `mac` field, and the field's bytes.
-fn split(payload: &[u8]) -> Option<(&[u8], [u8; MAC_LEN])> {
-    let at = payload.len().checked_sub(TRAILER_LEN)?;
-    let (body, trailer) = payload.split_at(at);
-    let digits = trailer.strip_prefix(FIELD)?.strip_suffix(b"\"}")?;
-    let mac = unhex(std::str::from_utf8(digits).ok()?)?;
-    (body.first() == Some(&b'{')).then_some((body, mac))
+impl<'a> Seal<'a> {
+    /// The seal `payload` ends with, if it ends with one.
+    pub fn of(payload: &'a [u8]) -> Option<Seal<'a>> {
+        let at = payload.len().checked_sub(TRAILER_LEN)?;
+        let (body, trailer) = payload.split_at(at);
+        let digits = trailer.strip_prefix(FIELD)?.strip_suffix(b"\"}")?;
+        let mac = unhex(std::str::from_utf8(digits).ok()?)?;
+        (body.first() == Some(&b'{')).then_some(Seal { body, mac })
+    }
 }
 
 /// Compares in time that does not depend on where they differ.
@@ -292,7 +303,7 @@ mod tests {
         assert_eq!(v["run"], 3);
         assert_eq!(v["mac"].as_str().unwrap().len(), 64);
         assert_eq!(k.check(TOPIC, &sealed), Ok(()));
-        assert!(is_sealed(&sealed));
+        assert!(Seal::of(&sealed).is_some());
     }
 
     #[test]

@@ -1261,15 +1261,21 @@ fn topic_node(topic: &str) -> &str {
     topic.split('/').nth(3).unwrap_or_default()
 }
 
+/// `payload` sealed on `topic` with the key of the node the topic names: what its agent, or
+/// whoever holds its key, sends there.
+pub fn seal_on(topic: &str, payload: &[u8]) -> Vec<u8> {
+    seal(topic_node(topic), topic, payload)
+}
+
 /// Publishes one message as its topic's node would, sealed with that node's key: a client
 /// holding the node's identity.
 pub fn mosquitto_pub_sealed(port: u16, topic: &str, payload: &[u8]) {
-    mosquitto_pub(port, topic, &seal(topic_node(topic), topic, payload));
+    mosquitto_pub(port, topic, &seal_on(topic, payload));
 }
 
 /// [`mosquitto_pub_retained`] sealed with the topic's node's key.
 pub fn mosquitto_pub_retained_sealed(port: u16, topic: &str, payload: &[u8]) -> bool {
-    mosquitto_pub_retained(port, topic, &seal(topic_node(topic), topic, payload))
+    mosquitto_pub_retained(port, topic, &seal_on(topic, payload))
 }
 
 /// Publishes one retained message with mosquitto_pub; whether the broker took it.
