@@ -975,18 +975,30 @@ fn node_view(gw: &Gateway, node: &str) -> Option<Value> {
         .cloned()
 }
 
-/// A stranger's forgeries against `victim`, whose real agent runs, on an open broker at
-/// `port` (anyone may publish anything there, and connect with any client id): no connection
-/// is cut by a stranger taking its id; the gateway counts every forgery and changes nothing:
-/// the node stays online with its own figures, no alert about it, the made-up node is not
-/// tracked, and the victim's agent ignores the stranger's probe request. Then the agent
-/// really dies, and its real Will counts (the judge was awake).
+/// How a broker treats a stranger.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Door {
+    /// Anyone may publish anything, with any client id (stock mosquitto, RabbitMQ).
+    Open,
+    /// The embedded broker's front: ids that claim a node or gateway without its key are
+    /// refused, and others may only read.
+    Guarded,
+}
+
+/// A stranger's forgeries against `victim`, whose real agent runs, on the broker at `port`:
+/// no connection is cut by a stranger taking its id; the gateway changes nothing: the node
+/// stays online with its own figures, no alert about it, the made-up node is not tracked, and
+/// the victim's agent takes no stranger's probe request. On an `Open` broker the gateway counts
+/// every forgery (and the agent ignores the request); behind a `Guarded` one none reaches
+/// them, and the front says it dropped them. Then the agent really dies, and its real Will
+/// counts (the judge was awake).
 fn a_stranger_changes_nothing(
     port: u16,
     gw: &Gateway,
     gw_name: &str,
     mut victim: Agent,
     node: &str,
+    door: Door,
 ) {
     let alerts = Subscriber::start(port, "leakmon/v1/alerts", false);
     wait_for(S(30), || {
@@ -1039,29 +1051,64 @@ fn a_stranger_changes_nothing(
         false,
     );
     let made_up = format!("made-up-{node}");
-    wait_for(S(20), || {
-        (rejected(gw, node, "unauthenticated") >= 6
-            && rejected(gw, &made_up, "unauthenticated") >= 1)
-            .then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the forgeries were not all counted:\n{}",
-            gw.get("/metrics")
-        )
-    });
-    wait_for(S(10), || {
-        victim
-            .log()
-            .contains("probe request not sealed with this node's key: ignored")
-            .then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the agent took a stranger's probe request:\n{}",
-            victim.log()
-        )
-    });
+    match door {
+        Door::Open => {
+            wait_for(S(20), || {
+                (rejected(gw, node, "unauthenticated") >= 6
+                    && rejected(gw, &made_up, "unauthenticated") >= 1)
+                    .then_some(())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "the forgeries were not all counted:\n{}",
+                    gw.get("/metrics")
+                )
+            });
+            wait_for(S(10), || {
+                victim
+                    .log()
+                    .contains("probe request not sealed with this node's key: ignored")
+                    .then_some(())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "the agent took a stranger's probe request:\n{}",
+                    victim.log()
+                )
+            });
+        }
+        Door::Guarded => {
+            std::thread::sleep(S(3));
+            let log = gw.log();
+            let forged = format!("leakmon/v1/nodes/{node}/host");
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("a publish not allowed") && l.contains(&forged)),
+                "the front did not drop the forged host report:\n{log}"
+            );
+            assert!(
+                log.contains("claims a node or gateway without its key"),
+                "the squatters were let in:\n{log}"
+            );
+            for n in [node, made_up.as_str()] {
+                assert_eq!(
+                    rejected(gw, n, "unauthenticated"),
+                    0,
+                    "a forgery passed the front:\n{}",
+                    gw.get("/metrics")
+                );
+            }
+            assert!(
+                !retained_on(port, &format!("leakmon/v1/nodes/{made_up}/status")),
+                "the stranger's retained message is kept"
+            );
+            assert!(
+                !victim.log().contains("probe request not sealed"),
+                "a stranger's probe request reached the agent:\n{}",
+                victim.log()
+            );
+        }
+    }
     // what a forgery would have changed, a few seconds later still unchanged
     std::thread::sleep(S(3));
     let view = node_view(gw, node).expect("the victim's view");
@@ -1139,27 +1186,133 @@ fn a_stranger_changes_nothing_on_stock_mosquitto() {
     let gw = standalone_gateway("gw-stock", &mqtt_section(&broker.url()), "");
     let node = "victim-stock";
     let agent = victim_agent(node, &broker.url());
-    a_stranger_changes_nothing(broker.port, &gw, "gw-stock", agent, node);
+    a_stranger_changes_nothing(broker.port, &gw, "gw-stock", agent, node, Door::Open);
 }
 
-#[test]
-fn a_stranger_changes_nothing_on_the_embedded_broker() {
+/// A standalone gateway with its embedded broker on a free loopback port: the gateway, the
+/// port and its `mqtt://` url.
+fn embedded_gateway(name: &str) -> (Gateway, u16, String) {
     let port = leakmon_e2e::free_port();
     let url = format!("mqtt://127.0.0.1:{port}");
-    let gw = standalone_gateway(
-        "gw-embedded",
-        &mqtt_section(&url),
-        "[broker]\nembedded = \"auto\"\n",
-    );
+    let gw = standalone_gateway(name, &mqtt_section(&url), "[broker]\nembedded = \"auto\"\n");
     wait_for(S(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port))
             .ok()
             .map(|_| ())
     })
     .unwrap_or_else(|| panic!("no embedded broker:\n{}", gw.log()));
+    (gw, port, url)
+}
+
+#[test]
+fn a_stranger_changes_nothing_on_the_embedded_broker() {
+    let (gw, port, url) = embedded_gateway("gw-embedded");
     let node = "victim-embedded";
     let agent = victim_agent(node, &url);
-    a_stranger_changes_nothing(port, &gw, "gw-embedded", agent, node);
+    a_stranger_changes_nothing(port, &gw, "gw-embedded", agent, node, Door::Guarded);
+}
+
+/// mosquitto_pub as client `id` (QoS `qos`, retained), `extra` options added: whether the
+/// broker took the connection and the message (a dropped one is acknowledged too).
+fn publish_as(port: u16, id: &str, topic: &str, qos: &str, extra: &[&str]) -> bool {
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args(["-i", id, "-q", qos, "-r", "-t", topic, "-m", "acl-test"])
+        .args(extra)
+        .output()
+        .expect("mosquitto_pub")
+        .status
+        .success()
+}
+
+/// What client `id` gets from a new subscription to `filter` within two seconds (retained
+/// messages), one line each.
+fn read_as(port: u16, id: &str, filter: &str) -> String {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args(["-i", id, "-t", filter, "-W", "2", "-v"])
+        .output()
+        .expect("mosquitto_sub");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_embedded_broker_keeps_the_acl_of_the_shipped_mosquitto() {
+    // rumqttd has no ACL; before the front, every line below marked "refused" was let through.
+    let (gw, port, _) = embedded_gateway("gw-acl");
+    let fleet = leakmon_e2e::test_fleet();
+    let id_of = |node: &str| {
+        format!(
+            "leakmon-agent-{node}-{}",
+            fleet.node_key(node).tag("mqtt client id")
+        )
+    };
+    let b = id_of("acl-b");
+    let t = |rest: &str| format!("leakmon/v1/{rest}");
+    // node acl-b (its key's id) writes its own topics; a reader reads them (control)
+    assert!(publish_as(port, &b, &t("nodes/acl-b/own"), "1", &[]));
+    assert!(read_as(port, "reader-1", &t("nodes/#")).contains("nodes/acl-b/own acl-test"));
+    // refused: acl-b writing as acl-a, or as a gateway (a probe request); a reader writing
+    // anything of leakmon's, at QoS 0, 1 and 2 (each acknowledged as mosquitto does)
+    assert!(publish_as(port, &b, &t("nodes/acl-a/status"), "1", &[]));
+    assert!(publish_as(port, &b, &t("probe/acl-a"), "1", &[]));
+    for q in ["0", "1", "2"] {
+        assert!(
+            publish_as(port, "reader-2", &t(&format!("nodes/acl-a/q{q}")), q, &[]),
+            "QoS {q}: the dropped message was not acknowledged"
+        );
+    }
+    // refused: acl-b reading what is not its probe requests; a reader reading everything
+    assert_eq!(
+        read_as(port, &b, &t("nodes/#")),
+        "",
+        "acl-b read other nodes"
+    );
+    assert_eq!(read_as(port, "reader-3", "#"), "", "a reader read '#'");
+    // refused connections: an id that claims acl-a without its key; acl-b with a Will on
+    // acl-a's status
+    assert!(
+        !publish_as(port, "leakmon-agent-acl-a", &t("nodes/acl-a/x"), "1", &[]),
+        "an untagged agent id was let in"
+    );
+    assert!(
+        !publish_as(
+            port,
+            &b,
+            &t("nodes/acl-b/will"),
+            "1",
+            &[
+                "--will-topic",
+                &t("nodes/acl-a/status"),
+                "--will-payload",
+                "x"
+            ],
+        ),
+        "a Will on another node's topic was let in"
+    );
+    // Home Assistant's birth, which readers may send (control)
+    assert!(publish_as(
+        port,
+        "reader-4",
+        "homeassistant/status",
+        "1",
+        &[]
+    ));
+    let seen = read_as(port, "reader-5", &t("#")) + &read_as(port, "reader-6", "homeassistant/#");
+    assert!(seen.contains("homeassistant/status acl-test"), "{seen}");
+    for refused in ["nodes/acl-a", "probe/acl-a"] {
+        assert!(!seen.contains(refused), "{refused} was written:\n{seen}");
+    }
+    assert!(!seen.contains("nodes/acl-b/will"), "{seen}");
+    let log = gw.log();
+    for said in [
+        "embedded broker: a publish not allowed",
+        "embedded broker: a subscription not allowed",
+        "claims a node or gateway without its key",
+        "a Will on a topic it may not write",
+    ] {
+        assert!(log.contains(said), "the front did not say {said:?}:\n{log}");
+    }
 }
 
 #[test]
@@ -1170,7 +1323,7 @@ fn a_stranger_changes_nothing_on_rabbitmq() {
     let gw = standalone_gateway("gw-rabbit", &mqtt_section(&url), "");
     let node = "victim-rabbit";
     let agent = victim_agent(node, &url);
-    a_stranger_changes_nothing(cluster.ports[0], &gw, "gw-rabbit", agent, node);
+    a_stranger_changes_nothing(cluster.ports[0], &gw, "gw-rabbit", agent, node, Door::Open);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Keep in step with the picture in ARCHITECTURE.md.
 const LAYERS: &[&[&str]] = &[
     // pure leaves: settings, counters, liveness, the failure detector, the InfluxDB schema,
-    // discovery payloads, node keys
+    // discovery payloads, node keys, MQTT framing
     &[
         "config",
         "metrics",
@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "schema",
         "homeassistant",
         "keyring",
+        "wire",
     ],
     &["nodes", "outbox", "acks", "scrub"],
     // the MQTT session and the channels between tasks

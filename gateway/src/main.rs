@@ -34,6 +34,7 @@ mod outbox;
 mod schema;
 mod scrub;
 mod status;
+mod wire;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -160,6 +161,10 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         offline_after,
         fleet_keys,
     } = c;
+    let fleet_list: Vec<_> = fleet_keys
+        .iter()
+        .flat_map(|(current, previous)| std::iter::once(current.clone()).chain(previous.clone()))
+        .collect();
     let keys = fleet_keys.map(|(current, previous)| keyring::Keyring::new(current, previous));
     if keys.is_none() {
         tracing::error!(
@@ -176,7 +181,17 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         tracing::info!("several brokers in mqtt.url: no embedded broker (broker.embedded = auto)");
     } else if !mqtt.primary().tls {
         let ep = mqtt.primary();
-        broker::maybe_start(cfg.broker.embedded, &ep.host, ep.port).context("broker.embedded")?;
+        let guard = keys.as_ref().map(|_| broker::Guard {
+            fleet: fleet_list.clone(),
+            own: [cfg.mqtt.client_id.clone(), cfg.leader.session_id.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            topics: cfg.mqtt.topic_prefix.clone(),
+            discovery: cfg.homeassistant.discovery_prefix.clone(),
+        });
+        broker::maybe_start(cfg.broker.embedded, &ep.host, ep.port, guard)
+            .context("broker.embedded")?;
     }
     let metrics = Arc::new(metrics::Metrics::default());
     let nodes = Arc::new(Mutex::new(nodes::Nodes::new(liveness::Liveness::new(

@@ -17,13 +17,15 @@
 //!   the others unacknowledged, so the broker delivers them again to the gateway's next
 //!   connection (MQTT 3.1.1, 4.4).
 //!
-//! The framing is pure ([`connect`], [`subscribe`], [`publish_empty_retained`], [`puback`],
-//! [`Header::parse`]); [`scrub`] is the shell.
+//! The framing is pure ([`connect`], [`subscribe`], [`publish_empty_retained`], and
+//! [`crate::wire`]); [`scrub`] is the shell.
 
 use std::time::Duration;
 
 use leakmon_common::mqtt::Connector;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::wire::{header, packet, puback, put_str, read_n, skip, CONNACK, DISCONNECT, PUBLISH};
 
 /// How long a scrub listens once the broker is quiet, and at most in all. A clean scrub ends
 /// sooner, at the first message that is not retained: a broker sends a subscription's retained
@@ -41,34 +43,6 @@ pub enum ScrubError {
     Refused(u8),
     #[error("not an MQTT answer: {0}")]
     Protocol(&'static str),
-}
-
-/// The remaining-length field of MQTT (1 to 4 bytes, 7 bits each, least significant first).
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    let n = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&n.to_be_bytes());
-    out.extend_from_slice(&s[..usize::from(n)]);
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    put_len(&mut out, body.len());
-    out.extend_from_slice(body);
-    out
 }
 
 /// CONNECT, MQTT 3.1.1, keep-alive 30 s.
@@ -107,79 +81,6 @@ pub fn publish_empty_retained(topic: &str) -> Vec<u8> {
     packet(0x31, &body)
 }
 
-pub fn puback(id: u16) -> Vec<u8> {
-    packet(0x40, &id.to_be_bytes())
-}
-
-pub const DISCONNECT: [u8; 2] = [0xE0, 0];
-
-/// A packet's fixed header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub kind: u8,
-    pub flags: u8,
-    /// Bytes after the fixed header.
-    pub len: usize,
-    /// Bytes of the fixed header itself.
-    pub size: usize,
-}
-
-impl Header {
-    /// The fixed header at the start of `b`: `Ok(None)` while incomplete.
-    pub fn parse(b: &[u8]) -> Result<Option<Header>, ScrubError> {
-        let Some(&first) = b.first() else {
-            return Ok(None);
-        };
-        let (mut len, mut shift) = (0usize, 0u32);
-        for (i, &byte) in b.iter().enumerate().skip(1).take(4) {
-            len |= usize::from(byte & 0x7F) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(Some(Header {
-                    kind: first >> 4,
-                    flags: first & 0x0F,
-                    len,
-                    size: i + 1,
-                }));
-            }
-            shift += 7;
-        }
-        if b.len() >= 5 {
-            Err(ScrubError::Protocol("remaining length over 4 bytes"))
-        } else {
-            Ok(None)
-        }
-    }
-}
-
-/// Reads exactly `n` bytes into a new vector (small reads only: headers, topics).
-async fn read_n<S: AsyncRead + Unpin>(s: &mut S, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut v = vec![0u8; n];
-    s.read_exact(&mut v).await?;
-    Ok(v)
-}
-
-/// Reads and drops `n` bytes, 64 KiB at a time.
-async fn skip<S: AsyncRead + Unpin>(s: &mut S, mut n: usize) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    while n > 0 {
-        let k = n.min(buf.len());
-        s.read_exact(&mut buf[..k]).await?;
-        n -= k;
-    }
-    Ok(())
-}
-
-/// The next packet's fixed header.
-async fn header<S: AsyncRead + Unpin>(s: &mut S) -> Result<Header, ScrubError> {
-    let mut b = Vec::with_capacity(5);
-    loop {
-        b.push(s.read_u8().await?);
-        if let Some(h) = Header::parse(&b)? {
-            return Ok(h);
-        }
-    }
-}
-
 /// What a scrub did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Scrubbed {
@@ -200,7 +101,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(&connect(client_id, clean, user)).await?;
     let h = header(s).await?;
     let ack = read_n(s, h.len).await?;
-    if h.kind != 2 || ack.len() != 2 {
+    if h.kind != CONNACK || ack.len() != 2 {
         return Err(ScrubError::Protocol("no CONNACK"));
     }
     if ack[1] != 0 {
@@ -217,7 +118,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         };
         let h = h?;
-        if h.kind != 3 {
+        if h.kind != PUBLISH {
             skip(s, h.len).await?;
             continue;
         }
@@ -304,32 +205,7 @@ pub fn oversized(error: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lengths_and_headers_read_back() {
-        for n in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            2_097_151,
-            2_097_152,
-            268_435_455,
-        ] {
-            let mut b = vec![0x30];
-            put_len(&mut b, n);
-            let h = Header::parse(&b).unwrap().unwrap();
-            assert_eq!((h.kind, h.len, h.size), (3, n, b.len()), "{n}");
-            // one byte short: incomplete, not an error
-            if b.len() > 2 {
-                assert_eq!(Header::parse(&b[..b.len() - 1]).unwrap(), None);
-            }
-        }
-        assert!(Header::parse(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).is_err());
-        assert_eq!(Header::parse(&[]).unwrap(), None);
-    }
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn packets_are_what_mqtt_3_1_1_says() {
@@ -345,7 +221,6 @@ mod tests {
             [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'+', 0]
         );
         assert_eq!(publish_empty_retained("t"), [0x31, 3, 0, 1, b't']);
-        assert_eq!(puback(258), [0x40, 2, 1, 2]);
         assert!(oversized(
             "I/O: MQTT state error: payload size limit exceeded: 20971520"
         ));
