@@ -597,6 +597,100 @@ fn an_alert_waiting_for_its_webhook_survives_a_gateway_restart() {
     );
 }
 
+/// A containers report of `node` (sealed with its key) in which each of `names` is running
+/// and, with `oom`, was killed for want of memory.
+fn oom_report(node: &str, seq: u64, names: &[String], oom: bool) -> Vec<u8> {
+    let containers: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            json!({"id": format!("{seq:032}{i:032}"), "name": name, "image": "busybox",
+                "state": "running", "health": "none", "restart_count": 0, "oom_killed": oom})
+        })
+        .collect();
+    let report = json!({"v": 1, "node": node, "run": 1, "seq": seq, "ts": now_ms(),
+        "engine": "ok", "containers": containers});
+    let topic = format!("leakmon/v1/nodes/{node}/containers");
+    leakmon_e2e::seal_on(&topic, report.to_string().as_bytes())
+}
+
+#[test]
+fn alerts_waiting_for_a_refusing_alertmanager_are_bounded() {
+    // One node (its key) sends three pairs of reports: 500 containers OOM-killed (500 critical
+    // alerts at once), then the same 500 fine (500 resolved). Alertmanager refuses meanwhile:
+    // the 1,500 resolved alerts wait for it, which grew the gateway for ever before; at most
+    // 1,000 wait now, the newest. Then it answers: its first post carries at most 1,000, the
+    // last round's among them.
+    let broker = leakmon_e2e::Broker::start();
+    let am = std::net::SocketAddr::from(([127, 0, 0, 1], leakmon_e2e::free_port()));
+    let gw = standalone_gateway(
+        "gw-am-flood",
+        &mqtt_section(&broker.url()),
+        &format!("[[alerts.alertmanager]]\nurl = \"http://{am}\"\nresend = \"1s\"\n"),
+    );
+    let node = "am-flood";
+    leakmon_e2e::mosquitto_pub_retained_sealed(
+        broker.port,
+        &format!("leakmon/v1/nodes/{node}/status"),
+        status_json(node, "online", 1).as_bytes(),
+    );
+    let topic = format!("leakmon/v1/nodes/{node}/containers");
+    for round in 0..3u64 {
+        let names: Vec<String> = (0..500).map(|i| format!("flood-{round}-{i}")).collect();
+        leakmon_e2e::mosquitto_pub(
+            broker.port,
+            &topic,
+            &oom_report(node, 2 * round + 1, &names, true),
+        );
+        leakmon_e2e::mosquitto_pub(
+            broker.port,
+            &topic,
+            &oom_report(node, 2 * round + 2, &names, false),
+        );
+    }
+    // every report taken (the engine saw them all) before Alertmanager answers
+    wait_for(S(30), || {
+        gw.get("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("leakmon_gateway_messages_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&n| n >= 7)
+    })
+    .unwrap_or_else(|| panic!("the reports were not all taken:\n{}", gw.get("/metrics")));
+    std::thread::sleep(S(1));
+    let receiver = leakmon_e2e::HttpReceiver::start_on(am);
+    let first = wait_for(S(30), || receiver.all().into_iter().next())
+        .unwrap_or_else(|| panic!("nothing posted to Alertmanager:\n{}", gw.log()));
+    let alerts = first.json().as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = alerts
+        .iter()
+        .filter_map(|a| a["labels"]["subject"].as_str())
+        .collect();
+    eprintln!(
+        "Alertmanager's first post: {} alerts ({} resolved made)",
+        alerts.len(),
+        1_500
+    );
+    assert!(
+        alerts.len() <= 1_000,
+        "{} alerts waited for Alertmanager (the bound is 1,000)",
+        alerts.len()
+    );
+    assert!(
+        alerts.len() >= 500,
+        "the newest were lost: {}",
+        alerts.len()
+    );
+    assert!(
+        (0..500).all(|i| names.contains(&format!("flood-2-{i}").as_str())),
+        "the last round is not all there: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("flood-0-")),
+        "the oldest were kept over the newest"
+    );
+}
+
 // --- On the 5-node Swarm ---
 
 fn event_kind(e: &Value) -> &str {
