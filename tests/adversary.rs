@@ -710,12 +710,13 @@ struct SwarmFleet {
 }
 
 impl SwarmFleet {
-    fn up() -> SwarmFleet {
+    /// With `extra` added to every gateway's config.
+    fn up(extra: Option<&str>) -> SwarmFleet {
         let (rig, broker, influx) = fleet_up();
         let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
         let statuses = Subscriber::start(broker.port, "leakmon/v1/nodes/+/status", false);
         let agents = start_agents(broker.port);
-        let gateways = start_gateways(broker.port, influx.port, None);
+        let gateways = start_gateways(broker.port, influx.port, extra);
         wait_gateway_active(&events);
         for n in 1..=NODES {
             statuses
@@ -771,7 +772,11 @@ fn force_version(service: &str) -> String {
 #[test]
 fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     let _turn = rig_turn();
-    let mut f = SwarmFleet::up();
+    // every gateway alerts a webhook receiver of the test's, down until phase 2 wants it
+    let hook_port = leakmon_e2e::free_port();
+    let mut f = SwarmFleet::up(Some(&format!(
+        "[[alerts.webhook]]\nurl = \"http://172.30.0.1:{hook_port}/hook\"\n"
+    )));
     let db_task_container = docker(
         4,
         &[
@@ -870,6 +875,44 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     f.wait_event(30, "node_down node5", |e| {
         event_kind(e) == "node_down" && e["node"] == "node5"
     });
+    // ... while the webhook receiver is down, one report (of an enrolled node) raises 500
+    // critical alerts, five times the webhook's queue: they pushed node_down out before,
+    // and a receiver that stayed down past the retries lost it. When it comes back, the
+    // death is delivered.
+    let names: Vec<String> = (0..500).map(|i| format!("flood-{i}")).collect();
+    leakmon_e2e::mosquitto_pub_retained_sealed(
+        f.broker.port,
+        "leakmon/v1/nodes/flooder/status",
+        status_json("flooder", "online", 1).as_bytes(),
+    );
+    leakmon_e2e::mosquitto_pub(
+        f.broker.port,
+        "leakmon/v1/nodes/flooder/containers",
+        &oom_report("flooder", 1, &names, true),
+    );
+    wait_for(S(30), || {
+        f.gateways
+            .iter()
+            .any(|g| g.log().contains("webhook queue full: oldest alert dropped"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the flood did not fill the webhook queue:\n{}", f.logs()));
+    std::thread::sleep(S(15));
+    let hook =
+        leakmon_e2e::HttpReceiver::start_on(std::net::SocketAddr::from(([0, 0, 0, 0], hook_port)));
+    let delivered = |hook: &leakmon_e2e::HttpReceiver| {
+        hook.all()
+            .iter()
+            .map(|r| r.json())
+            .any(|a| a["alert"] == "node_down" && a["node"] == "node5")
+    };
+    wait_for(S(90), || delivered(&hook).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "node_down node5 never reached the webhook ({} alerts did):\n{}",
+            hook.all().len(),
+            f.logs()
+        )
+    });
     assert!(
         !f.events().iter().any(|e| event_kind(e) == "mass_failure"),
         "ghosts switched failover off"
@@ -942,7 +985,7 @@ fn one_lying_agent_can_neither_veto_a_death_nor_stay_alive_while_dead() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let _turn = rig_turn();
-    let f = SwarmFleet::up();
+    let f = SwarmFleet::up(None);
     // node2's agent stopped: the vantage points for node4 are node1 (the liar), node3, node5
     f.agents[1].pause(true);
     std::thread::sleep(S(4));

@@ -302,6 +302,18 @@ impl Hooks {
     }
 }
 
+/// Whether an alert whose attempt number `attempt` failed (with HTTP `status`, or none: no
+/// answer) is given up. Ordinary alerts get `retries` more attempts; `node_down` and
+/// `mass_failure` are tried until the receiver takes them (a receiver down for an hour still
+/// hears of the deaths in it), unless it refused them for good (a 4xx but 408 and 429).
+fn give_up(alert: &str, attempt: u32, retries: u32, status: Option<u16>) -> bool {
+    let for_good = status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429);
+    if crate::alerts::rules::VITAL.contains(&alert) && !for_good {
+        return false;
+    }
+    attempt >= retries
+}
+
 async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
     let client = match reqwest::Client::builder().timeout(cfg.timeout.0).build() {
         Ok(c) => c,
@@ -317,7 +329,8 @@ async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
             WebhookFormat::Slack => encode(&serde_json::json!({ "text": slack_text(&a) })),
         };
         let mut delay = Duration::from_secs(1);
-        for attempt in 0..=cfg.retries {
+        let mut attempt = 0;
+        loop {
             let mut req = client
                 .post(&cfg.url)
                 .header("content-type", "application/json")
@@ -325,23 +338,30 @@ async fn deliver(cfg: WebhookConfig, queue: Arc<Queue>) {
             for (k, v) in &cfg.headers {
                 req = req.header(k.as_str(), v.as_str());
             }
-            match req.send().await {
+            let status = match req.send().await {
                 Ok(r) if r.status().is_success() => break,
                 Ok(r) => {
                     tracing::warn!(url = %redact_url(&cfg.url, true), status = r.status().as_u16(), attempt,
-                    alert = %a.alert, "webhook refused the alert")
+                    alert = %a.alert, "webhook refused the alert");
+                    Some(r.status().as_u16())
                 }
                 Err(e) => {
                     tracing::warn!(url = %redact_url(&cfg.url, true), error = %e, attempt, alert = %a.alert,
-                    "webhook delivery failed")
+                    "webhook delivery failed");
+                    None
                 }
-            }
-            if attempt == cfg.retries {
+            };
+            if give_up(&a.alert, attempt, cfg.retries, status) {
                 tracing::error!(url = %redact_url(&cfg.url, true), alert = %a.alert, "alert dropped after retries");
                 break;
             }
+            if attempt == cfg.retries {
+                tracing::error!(url = %redact_url(&cfg.url, true), alert = %a.alert, node = %a.node,
+                    "webhook still failing: this alert is kept and tried until it is delivered (node_down and mass_failure are never given up)");
+            }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(60));
+            attempt = attempt.saturating_add(1);
         }
         queue.done(&a);
     }
@@ -417,6 +437,22 @@ mod tests {
         // the newest of the flood kept, the oldest gone
         assert_eq!(q[99].alert, "container_unhealthy_499");
         assert_eq!(q[2].alert, "container_unhealthy_402");
+    }
+
+    #[test]
+    fn deaths_are_tried_until_delivered_and_the_rest_retries_times() {
+        // no answer, or a server error: ordinary alerts give up after `retries`
+        assert!(!give_up("disk_full", 2, 3, None));
+        assert!(give_up("disk_full", 3, 3, None));
+        assert!(give_up("disk_full", 3, 3, Some(503)));
+        // deaths never, unless refused for good
+        for attempt in [0, 3, 1_000] {
+            assert!(!give_up("node_down", attempt, 3, None));
+            assert!(!give_up("mass_failure", attempt, 3, Some(503)));
+            assert!(!give_up("node_down", attempt, 3, Some(429)));
+        }
+        assert!(give_up("node_down", 3, 3, Some(400)));
+        assert!(!give_up("node_down", 2, 3, Some(400)));
     }
 
     #[test]
