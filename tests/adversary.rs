@@ -939,6 +939,95 @@ fn on_a_swarm_the_gateway_acts_only_on_what_swarm_confirms() {
     rig(&["restore", "4"]);
 }
 
+/// An agent named `name` on node `n` with no key file, enrolling with node `certs_of`'s
+/// Swarm certificate and key.
+fn enrolling_agent(name: &str, n: u32, certs_of: u32, broker: u16) -> leakmon_e2e::Daemon {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = swarm::certificates(certs_of);
+    let cfg = swarm::agent_config(n, broker, dir.path()).replace(
+        &format!("node = \"node{n}\""),
+        &format!("node = \"{name}\""),
+    ) + &format!(
+        "[auth]\nkey_file = \"{}\"\nswarm_cert_file = \"{}\"\nswarm_key_file = \"{}\"\n",
+        dir.path().join("none.key").display(),
+        certs.join("swarm-node.crt").display(),
+        certs.join("swarm-node.key").display(),
+    );
+    leakmon_e2e::Daemon::start_wrapped("leakmon-agent", dir, &cfg, swarm::in_node(n))
+}
+
+#[test]
+fn on_a_swarm_an_agent_gets_its_key_by_its_swarm_certificate_and_no_other_way() {
+    // No key files by hand: node5's agent proves with the certificate Swarm gave node5 that
+    // it is node5, and the active gateway sends it node5's key, sealed to its request. An
+    // agent calling itself node4 with node5's certificate gets nothing.
+    let _turn = rig_turn();
+    let (_rig, broker, influx) = fleet_up();
+    let events = Subscriber::start(broker.port, "leakmon/v1/gateway/events", false);
+    let replies = Subscriber::start(broker.port, "leakmon/v1/enroll/+", false);
+    let gateways = start_gateways(broker.port, influx.port, None);
+    wait_gateway_active(&events);
+    let liar = enrolling_agent("node4", 5, 5, broker.port);
+    let honest = enrolling_agent("node5", 5, 5, broker.port);
+    let saved = wait_for(S(60), || {
+        honest
+            .log()
+            .contains("enrolled: this node's key came from the gateways")
+            .then(|| std::fs::read_to_string(honest.dir.path().join("state/node.key")).ok())
+            .flatten()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node5 did not enroll:\n{}\n{}",
+            honest.log(),
+            swarm::gateway_logs(&gateways)
+        )
+    });
+    assert_eq!(saved, leakmon_e2e::test_fleet().node_key("node5").to_text());
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(honest.dir.path().join("state/node.key"))
+        .expect("the key file")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the key file is readable by others: {mode:o}"
+    );
+    // and it speaks as node5 with it: online, its birth sealed and believed
+    wait_for(S(30), || {
+        honest.log().contains("birth published").then_some(())
+    })
+    .unwrap_or_else(|| panic!("node5 did not start after enrolling:\n{}", honest.log()));
+    // the liar: refused (Swarm says the certificate's node is node5), asked again, no key
+    wait_for(S(30), || {
+        gateways
+            .iter()
+            .any(|g| g.log().contains("is agent \"node5\", not \"node4\""))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node4's request was not refused:\n{}",
+            swarm::gateway_logs(&gateways)
+        )
+    });
+    std::thread::sleep(S(5));
+    assert!(
+        !liar.dir.path().join("state/node.key").exists(),
+        "the liar got a key:\n{}",
+        liar.log()
+    );
+    wait_for(S(30), || liar.log().contains("asking again").then_some(()))
+        .unwrap_or_else(|| panic!("the liar did not ask again:\n{}", liar.log()));
+    // one answer went out, to node5 only (sealed: nobody else can open it)
+    let answered: Vec<String> = replies.all().iter().map(|m| m.topic.clone()).collect();
+    assert!(
+        answered.iter().all(|t| t == "leakmon/v1/enroll/node5") && !answered.is_empty(),
+        "{answered:?}"
+    );
+}
+
 /// A compromised node1 (anything its credential and key may send: here an open broker) answering every
 /// probe request it gets "answered", at once, and again for the five rounds before it.
 fn lying_vantage_point(port: u16, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {

@@ -35,41 +35,117 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// This node's key: `leakmon-gateway keys node <node>` on a manager prints it.
+    /// This node's key: `leakmon-gateway keys node <node>` on a manager prints it. Without
+    /// it (no file, or an empty one), the key enrolment got earlier (`<state_dir>/node.key`),
+    /// else enrolment.
     pub key_file: PathBuf,
+    /// Get the key from the gateways by proving this node's Swarm identity, when there is no
+    /// key file ([`leakmon_protocol::enroll`]).
+    pub enroll: bool,
+    /// The Swarm node certificate and key this node's engine holds (enrolment's proof).
+    pub swarm_cert_file: PathBuf,
+    pub swarm_key_file: PathBuf,
     /// Send unsealed messages and take unsealed probe requests: only for a gateway that has
     /// `auth.insecure = true` too, on a broker no stranger can reach.
     pub insecure: bool,
 }
 
+/// Where the Docker engine keeps this node's Swarm certificate and key.
+pub const SWARM_CERTS: &str = "/var/lib/docker/swarm/certificates";
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             key_file: "/etc/leakmon/node.key".into(),
+            enroll: true,
+            swarm_cert_file: format!("{SWARM_CERTS}/swarm-node.crt").into(),
+            swarm_key_file: format!("{SWARM_CERTS}/swarm-node.key").into(),
             insecure: false,
         }
     }
 }
 
+/// What enrolment needs: the Swarm node certificate and key (PEM), and where the key it
+/// gets is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub save_to: PathBuf,
+}
+
+/// The text of a file, `None` when it is missing or blank (systemd's empty credential).
+fn present(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+}
+
 impl AuthConfig {
-    /// This node's key, or `None` with `insecure`; errors name the key and the fix.
-    fn load(&self, node: &str) -> Result<Option<NodeKey>, ConfigError> {
+    /// Where the key enrolment got is kept.
+    pub fn enrolled_key(state_dir: &std::path::Path) -> PathBuf {
+        state_dir.join("node.key")
+    }
+
+    /// This node's key, or what enrolment needs, or neither with `insecure`; errors name
+    /// the key and the fix.
+    fn load(
+        &self,
+        node: &str,
+        state_dir: &std::path::Path,
+    ) -> Result<(Option<NodeKey>, Option<Enrollment>), ConfigError> {
         if self.insecure {
-            return Ok(None);
+            return Ok((None, None));
         }
-        let path = &self.key_file;
+        let enrolled = Self::enrolled_key(state_dir);
+        let path = match () {
+            _ if present(&self.key_file).is_some() => &self.key_file,
+            _ if present(&enrolled).is_some() => &enrolled,
+            _ => {
+                let swarm = self
+                    .enroll
+                    .then(|| present(&self.swarm_cert_file).zip(present(&self.swarm_key_file)))
+                    .flatten();
+                if let Some((cert_pem, key_pem)) = swarm {
+                    return Ok((
+                        None,
+                        Some(Enrollment {
+                            cert_pem,
+                            key_pem,
+                            save_to: enrolled,
+                        }),
+                    ));
+                }
+                &self.key_file
+            }
+        };
         let fix = format!(
-            "on a Swarm manager run `leakmon-gateway keys node {node} > node.key`, copy it to \
-             {} (mode 600), or set auth.insecure = true on a broker no stranger can reach",
-            path.display()
+            "on a Swarm node the agent enrolls by itself (auth.enroll, with the engine's \
+             {} readable); else on a Swarm manager run `leakmon-gateway keys node {node} > \
+             node.key` and copy it to {} (mode 600); or set auth.insecure = true on a broker no \
+             stranger can reach",
+            self.swarm_cert_file.display(),
+            self.key_file.display()
         );
-        let text = leakmon_common::config::read_key_file(path, "auth.key_file", &fix)?;
+        let key_name = if path == &enrolled {
+            "state_dir"
+        } else {
+            "auth.key_file"
+        };
+        let text = leakmon_common::config::read_key_file(path, key_name, &fix)?;
         let key = NodeKey::parse(&text)
             .and_then(|k| k.for_node(node))
-            .map_err(|e| {
-                ConfigError::new("auth.key_file", format!("{}: {e}; {fix}", path.display()))
-            })?;
-        Ok(Some(key))
+            .map_err(|e| ConfigError::new(key_name, format!("{}: {e}; {fix}", path.display())))?;
+        Ok((Some(key), None))
+    }
+}
+
+/// An agent's default MQTT client id: with its key, a tag only that key makes (a stranger
+/// who took the id would cut this agent's connection and fire its Will).
+pub fn default_client_id(node: &str, key: Option<&NodeKey>) -> String {
+    match key {
+        Some(k) => format!("leakmon-agent-{node}-{}", k.tag("mqtt client id")),
+        None => format!("leakmon-agent-{node}"),
     }
 }
 
@@ -290,8 +366,10 @@ pub struct Checked {
     pub mqtt: Connector,
     /// `liveness.beat_interval`, or `None` when beats are off.
     pub beat_interval: Option<Duration>,
-    /// This node's key (`None`: `auth.insecure`).
+    /// This node's key (`None`: `auth.insecure`, or enrolment pending).
     pub key: Option<NodeKey>,
+    /// What enrolment needs, when the key is to come from the gateways.
+    pub enroll: Option<Enrollment>,
 }
 
 impl Config {
@@ -375,14 +453,13 @@ impl Config {
                 return Err(ConfigError::new(key, "must be an absolute path"));
             }
         }
-        let key = self.auth.load(&node)?;
-        // A client id no stranger can guess (it would cut this agent's connection and fire its
-        // Will): a tag only this node's key makes.
-        let default_id = match &key {
-            Some(k) => format!("leakmon-agent-{node}-{}", k.tag("mqtt client id")),
-            None => format!("leakmon-agent-{node}"),
-        };
-        self.mqtt.client_id.get_or_insert(default_id);
+        let (key, enroll) = self.auth.load(&node, &self.state_dir)?;
+        // (while enrolling, the id waits for the key: `run` sets it)
+        if enroll.is_none() {
+            self.mqtt
+                .client_id
+                .get_or_insert(default_client_id(&node, key.as_ref()));
+        }
         Ok(Checked {
             cfg: self,
             node,
@@ -390,6 +467,7 @@ impl Config {
             mqtt,
             beat_interval,
             key,
+            enroll,
         })
     }
 
@@ -421,12 +499,67 @@ mod tests {
     }
 
     #[test]
+    fn without_a_key_file_the_agent_enrolls_once_and_keeps_the_key() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("swarm.crt"), dir.path().join("swarm.key"));
+        std::fs::write(&crt, "CERT").unwrap();
+        std::fs::write(&key, "KEY").unwrap();
+        let state = dir.path().join("state");
+        let cfg = |key_file: &str, enroll: bool| {
+            format!(
+                "state_dir = \"{}\"\n[auth]\nkey_file = \"{key_file}\"\nenroll = {enroll}\n\
+                 swarm_cert_file = \"{}\"\nswarm_key_file = \"{}\"",
+                state.display(),
+                crt.display(),
+                key.display()
+            )
+        };
+        // no key file, or systemd's empty credential: enrolment, the client id waits for it
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        for missing in ["/nonexistent", empty.to_str().unwrap()] {
+            let c = parse(&cfg(missing, true), &[]).unwrap();
+            assert_eq!(c.key, None);
+            let e = c.enroll.expect("enrolment");
+            assert_eq!((e.cert_pem.as_str(), e.key_pem.as_str()), ("CERT", "KEY"));
+            assert_eq!(e.save_to, state.join("node.key"));
+            assert_eq!(c.cfg.mqtt.client_id, None);
+        }
+        // what enrolment saved is used next time
+        let fleet = leakmon_protocol::auth::FleetKey::from_bytes([3; 32]);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("node.key"), fleet.node_key("host-1").to_text()).unwrap();
+        std::fs::set_permissions(
+            state.join("node.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let c = parse(&cfg("/nonexistent", true), &[]).unwrap();
+        assert_eq!(c.key, Some(fleet.node_key("host-1")));
+        assert!(c.enroll.is_none());
+        std::fs::remove_file(state.join("node.key")).unwrap();
+        // enrolment off: the error names both ways
+        let e = parse(&cfg("/nonexistent", false), &[]).unwrap_err();
+        assert_eq!(e.key, "auth.key_file");
+        assert!(e.message.contains("enrolls by itself"), "{e}");
+    }
+
+    #[test]
     fn the_default_wants_this_nodes_key_and_says_how_to_make_it() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.key");
-        let with =
-            |p: &std::path::Path| parse(&format!("[auth]\nkey_file = \"{}\"", p.display()), &[]);
+        // (no Swarm certificate: this machine's engine may have one)
+        let with = |p: &std::path::Path| {
+            parse(
+                &format!(
+                    "[auth]\nkey_file = \"{}\"\nswarm_cert_file = \"/nonexistent\"",
+                    p.display()
+                ),
+                &[],
+            )
+        };
         let e = with(&path).unwrap_err();
         assert_eq!(e.key, "auth.key_file");
         assert!(

@@ -10,6 +10,7 @@
 
 mod collect;
 mod config;
+mod enroll;
 mod events;
 mod probe;
 mod publish;
@@ -120,13 +121,26 @@ async fn once(c: Checked) -> anyhow::Result<()> {
 
 async fn run(c: Checked) -> anyhow::Result<()> {
     let Checked {
-        cfg,
+        mut cfg,
         node,
         interval,
         mqtt,
         beat_interval,
-        key,
+        mut key,
+        enroll,
     } = c;
+    // systemd (Type=notify): ready at once while enrolling, which may wait for a gateway.
+    let notify = std::sync::Arc::new(leakmon_common::notify::Notify::from_env());
+    if let Some(e) = &enroll {
+        notify.ready();
+        notify.status("enrolling: asking the gateways for this node's key");
+        let topics = Topics::new(&cfg.mqtt.topic_prefix)?;
+        let k = enroll::enroll(&mqtt, &topics, &node, e, &notify).await?;
+        cfg.mqtt
+            .client_id
+            .get_or_insert(config::default_client_id(&node, Some(&k)));
+        key = Some(k);
+    }
     let state = state::State::open(&cfg.state_dir, publish::now_ms());
     let spool = match &cfg.buffer.spool_dir {
         Some(dir) => Some(
@@ -209,7 +223,6 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     let publisher = tokio::spawn(publisher.run());
     let _ = ready_rx.await;
     // systemd (Type=notify): ready once the first connection attempt is over, either way.
-    let notify = std::sync::Arc::new(leakmon_common::notify::Notify::from_env());
     notify.ready();
     if let Some(every) = leakmon_common::notify::watchdog_every() {
         tokio::spawn(cli::watchdog(notify.clone(), every, interval, progress));

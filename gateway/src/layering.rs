@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "homeassistant",
         "keyring",
         "wire",
+        "enroll",
     ],
     &["nodes", "outbox", "acks", "scrub"],
     // the MQTT session and the channels between tasks

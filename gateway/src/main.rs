@@ -19,6 +19,7 @@ mod clocks;
 mod config;
 mod control;
 mod detector;
+mod enroll;
 mod events;
 mod homeassistant;
 mod http;
@@ -344,6 +345,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     // beat and per report).
     let clocks = Arc::new(Mutex::new(clocks::Clocks::new()));
     let (warm, warm_rx) = tokio::sync::watch::channel(false);
+    let enroll_bus = bus.clone();
     let ingest = ingest::Ingest::new(
         bus,
         topics.clone(),
@@ -360,6 +362,26 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         cfg.influxdb.docker_label_include.clone(),
         cfg.influxdb.docker_label_exclude.clone(),
     ));
+    // Enrolment: with the fleet key and a Swarm engine, agents get their keys by proving
+    // their Swarm node (control::enroll).
+    let engine = (cfg.leader.mode != config::LeaderMode::Standalone)
+        .then(|| leakmon_common::docker::connect(&cfg.docker.host, cfg.docker.timeout.0).ok())
+        .flatten();
+    let ingest = match (fleet_list.first(), engine) {
+        (Some(fleet), Some(docker)) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(control::enroll::QUEUE);
+            let enroller = control::enroll::Enroller {
+                docker,
+                fleet: fleet.clone(),
+                bus: enroll_bus,
+                topics: topics.clone(),
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(enroller.run(rx, shutdown_rx.clone()));
+            ingest.with_enroll(tx)
+        }
+        _ => ingest,
+    };
     let ingest = tokio::spawn(connection.run(ingest));
     if let Some(detector) = detector {
         let beats = ingest::beats::Beats {

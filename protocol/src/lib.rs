@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod enroll;
 pub mod limits;
 pub mod messages;
 pub mod topics;

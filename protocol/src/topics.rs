@@ -187,6 +187,31 @@ impl Topics {
         Ok(node)
     }
 
+    /// `<prefix>/v1/nodes/<node>/enroll`: an agent without its key asks for it
+    /// ([`crate::enroll`]). Not a [`Channel`]: it carries no seal, and only enrolment reads it.
+    pub fn enroll_request(&self, node: &str) -> String {
+        format!("{}/v1/nodes/{}/enroll", self.prefix, node)
+    }
+
+    /// The filter of every node's enrolment requests.
+    pub fn all_enroll_requests(&self) -> String {
+        format!("{}/v1/nodes/+/enroll", self.prefix)
+    }
+
+    /// The node an enrolment request's topic names, if it is one.
+    pub fn parse_enroll_request<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let node = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/v1/nodes/")?
+            .strip_suffix("/enroll")?;
+        validate_node(node).ok().map(|_| node)
+    }
+
+    /// `<prefix>/v1/enroll/<node>`: the gateway's answer to `node`'s enrolment request.
+    pub fn enroll_reply(&self, node: &str) -> String {
+        format!("{}/v1/enroll/{}", self.prefix, node)
+    }
+
     /// Splits a node topic into its node name and channel.
     pub fn parse<'t>(&self, topic: &'t str) -> Result<(&'t str, Channel), TopicError> {
         let rest = topic
@@ -204,6 +229,20 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enrolment_topics() {
+        let t = Topics::new("leakmon").unwrap();
+        assert_eq!(t.enroll_request("n1"), "leakmon/v1/nodes/n1/enroll");
+        assert_eq!(
+            t.parse_enroll_request("leakmon/v1/nodes/n1/enroll"),
+            Some("n1")
+        );
+        assert_eq!(t.parse_enroll_request("leakmon/v1/nodes/n1/status"), None);
+        assert_eq!(t.parse_enroll_request("leakmon/v1/nodes/a/b/enroll"), None);
+        assert_eq!(t.enroll_reply("n1"), "leakmon/v1/enroll/n1");
+        assert_eq!(t.all_enroll_requests(), "leakmon/v1/nodes/+/enroll");
+    }
 
     #[test]
     fn builds_and_parses_every_channel() {

@@ -34,6 +34,14 @@ pub fn addr(n: u32) -> String {
     format!("172.30.0.{}", 10 + n)
 }
 
+/// Where node n's engine keeps its Swarm node certificate and key (tests/swarm/rig.sh's
+/// `--data-root`).
+pub fn certificates(n: u32) -> std::path::PathBuf {
+    let root =
+        std::env::var("LEAKMON_SWARM_ROOT").unwrap_or_else(|_| "/var/lib/leakmon-swarm".into());
+    std::path::PathBuf::from(root).join(format!("n{n}/data/swarm/certificates"))
+}
+
 /// Runs a binary inside node n: its network namespace and its hostname.
 pub fn in_node(n: u32) -> Vec<String> {
     let pid = std::fs::read_to_string(format!("/run/lmsw/n{n}/docker.pid")).expect("dockerd pid");

@@ -146,7 +146,7 @@ impl Role {
         let ha = &p.discovery;
         match self {
             Role::Node(n) => (
-                vec![format!("{v1}/probe/{n}")],
+                vec![format!("{v1}/probe/{n}"), format!("{v1}/enroll/{n}")],
                 vec![format!("{v1}/nodes/{n}/#")],
             ),
             Role::Gateway => {
@@ -157,13 +157,15 @@ impl Role {
                 ];
                 let mut read = vec![format!("{v1}/nodes/#")];
                 read.extend(both.iter().cloned());
-                let mut write = vec![format!("{v1}/probe/#")];
+                let mut write = vec![format!("{v1}/probe/#"), format!("{v1}/enroll/#")];
                 write.extend(both);
                 (read, write)
             }
             Role::Reader => (
                 vec![format!("{v1}/#"), format!("{ha}/#")],
-                vec![format!("{ha}/status")],
+                // an agent without its key asks for it as a reader (its Swarm certificate
+                // is the proof, checked by the gateway)
+                vec![format!("{ha}/status"), format!("{v1}/nodes/+/enroll")],
             ),
         }
     }
@@ -298,6 +300,8 @@ mod tests {
             (false, 'w', "leakmon", "leakmon/v1/gateway/events"),
             (false, 'w', "leakmon", "leakmon/v1/nodes/edge-01/#"),
             (true, 'r', "leakmon", "leakmon/v1/probe/edge-01"),
+            (true, 'r', "leakmon", "leakmon/v1/enroll/edge-01"),
+            (false, 'r', "leakmon", "leakmon/v1/enroll/edge-02"),
             (false, 'r', "leakmon", "leakmon/v1/probe/+"),
             (false, 'r', "leakmon", "leakmon/v1/nodes/#"),
             (false, 'r', "leakmon", "#"),

@@ -6,6 +6,7 @@
 pub mod confirm;
 pub mod decide;
 pub mod deputy;
+pub mod enroll;
 pub mod leader;
 pub mod plan;
 pub mod swarm;

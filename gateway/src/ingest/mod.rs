@@ -90,6 +90,8 @@ pub struct Ingest {
     /// [`CLOCK_WAIT_MAX`]), so that what the broker queued while this gateway was away is
     /// placed at true time too. `None` once warm, or without a detector.
     clocks_warm: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Where enrolment requests go (the active gateway's, with a fleet key and a Swarm).
+    enroll: Option<tokio::sync::mpsc::Sender<leakmon_protocol::enroll::EnrollRequest>>,
     /// The nodes' keys: a message counts only when its node sealed it ([`decode_sealed`]).
     /// `None`: `auth.insecure`.
     keys: Option<Keyring>,
@@ -148,7 +150,44 @@ impl Ingest {
             seen_active: false,
             clocks_warm,
             keys: None,
+            enroll: None,
             labels: schema::Labels::new(vec!["*".into()], Vec::new()),
+        }
+    }
+
+    /// Enrolment requests are handed to `tx` (while active).
+    pub fn with_enroll(
+        mut self,
+        tx: tokio::sync::mpsc::Sender<leakmon_protocol::enroll::EnrollRequest>,
+    ) -> Self {
+        self.enroll = Some(tx);
+        self
+    }
+
+    /// An enrolment request for `node`: decoded (bounded) and handed on, only by the active
+    /// gateway (one answer). It carries no seal: the Swarm certificate in it is the proof.
+    fn enroll_request(&self, node: &str, payload: &[u8], active: bool) {
+        let Some(tx) = self.enroll.as_ref().filter(|_| active) else {
+            return;
+        };
+        let request = (payload.len() <= leakmon_protocol::enroll::MAX_ENROLL_BYTES)
+            .then(|| {
+                serde_json::from_slice::<leakmon_protocol::enroll::EnrollRequest>(payload).ok()
+            })
+            .flatten()
+            .filter(|r| r.node == node);
+        match request {
+            Some(r) => {
+                if tx.try_send(r).is_err() {
+                    tracing::warn!(%node, "enrolment busy: request dropped (the agent asks again)");
+                }
+            }
+            None => {
+                let n = self.metrics.rejected(node, "malformed");
+                if n.is_power_of_two() {
+                    tracing::warn!(%node, count = n, "malformed enrolment request ignored");
+                }
+            }
         }
     }
 
@@ -483,6 +522,9 @@ impl Handler for Ingest {
             // Home Assistant announces itself here when it (re)starts.
             subs.push(format!("{prefix}/status"));
         }
+        if self.enroll.is_some() {
+            subs.push(self.topics.all_enroll_requests());
+        }
         for c in [Channel::Host, Channel::Containers] {
             let t = self.topics.all_nodes(c);
             subs.push(match &self.shared_group {
@@ -498,6 +540,10 @@ impl Handler for Ingest {
     }
 
     async fn on_publish(&mut self, topic: &str, payload: &[u8], active: bool, seq: u64) -> bool {
+        if let Some(node) = self.topics.parse_enroll_request(topic) {
+            self.enroll_request(node, payload, active);
+            return false;
+        }
         // Only a sample stamped far from now waits (queued, or from a wrong clock): reading
         // on keeps the broker's queue for this gateway from filling meanwhile.
         if let Some(warm) = &self.clocks_warm {
