@@ -17,7 +17,10 @@
 //!   earlier rounds were believed, and the beat interval it announced was taken unclamped;
 //! - reading the code as an attacker would (issue 27): garbage that merely contained "online"
 //!   announced any made-up name to Home Assistant; untrusted text (a container's name) through
-//!   the documented exec hook stays data.
+//!   the documented exec hook stays data; a stranger without a node's key changes nothing on
+//!   any broker; guessable client ids; oversized retained messages; label churn; the embedded
+//!   broker's missing ACL; alert floods (a webhook's queue, what waits for Alertmanager);
+//!   enrolment by Swarm certificate, and only under the name Swarm gives the node.
 //!
 //! docs/operations.md ("Threat model") says who may publish what and what the gateway does
 //! with it.

@@ -25,17 +25,9 @@ fn node_id(n: u32) -> String {
 /// configuration error, and no gateway would turn active.
 fn deploy(broker: &Broker) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
-    // Keys as deploy/stack.yml says: the fleet key a secret, each node's key a file of its
-    // host (here one directory, the file named by the node's hostname).
+    // Keys as deploy/stack.yml says: the fleet key a secret; each node's agent enrolls with
+    // its engine's Swarm certificate (no key file by hand).
     let fleet = leakmon_e2e::test_fleet().to_text();
-    for n in 1..=NODES {
-        leakmon_e2e::node_key_file(&format!("node{n}"));
-    }
-    let keys = leakmon_e2e::node_key_file("node1")
-        .parent()
-        .expect("the keys' directory")
-        .display()
-        .to_string();
     for (name, value) in [
         ("leakmon_mqtt_password", "mqtt-secret"),
         ("leakmon_influxdb_password", "db-secret"),
@@ -65,9 +57,11 @@ fn deploy(broker: &Broker) {
             // The test's broker takes any credentials: the username and the password read
             // from the secret are sent and accepted.
             .env("LEAKMON_INTERVAL", "1s")
+            // Each engine's data root is its own (tests/swarm/rig.sh links its certificates
+            // next to its socket).
             .env(
-                "LEAKMON_NODE_KEY",
-                format!("{keys}/{{{{.Node.Hostname}}}}.key"),
+                "LEAKMON_SWARM_CERTS",
+                "/run/lmsw/{{.Node.Hostname}}/swarm-certificates",
             )
             .env("LEAKMON_KEEP_ALIVE", "2s")
             // The rig's engines have their sockets here, not at /var/run/docker.sock.

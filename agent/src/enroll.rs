@@ -1,7 +1,7 @@
 //! Enrolment, the agent's side: with no key file, the agent asks the gateways for its node
 //! key, proving with its Swarm node certificate which node it is
 //! ([`leakmon_protocol::enroll`]), keeps the key it gets (`<state_dir>/node.key`, mode 600),
-//! and starts as usual. It asks again every few seconds (up to a minute apart) until the
+//! and starts as usual. It asks again every few seconds (up to 20 s apart) until the
 //! active gateway answers: a gateway not yet up, or a Swarm that does not know this node yet,
 //! only delays it.
 
@@ -20,9 +20,9 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use crate::config::Enrollment;
 
 /// How long one attempt waits for the gateway's answer.
-const WAIT: Duration = Duration::from_secs(15);
-/// The longest pause between attempts.
-const PAUSE_MAX: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(10);
+/// The longest pause between attempts (a request costs a gateway a signature check).
+const PAUSE_MAX: Duration = Duration::from_secs(20);
 
 /// This node's key, from the gateways; saved to `e.save_to`.
 pub async fn enroll(

@@ -77,6 +77,8 @@ node_up() {
     mkdir -p "$ROOT/n$n/data" "$RUN/n$n"
     # By hostname too: a stack can mount /run/lmsw/{{.Node.Hostname}}/docker.sock.
     ln -sfn "n$n" "$RUN/node$n"
+    # its Swarm node certificate, where a stack can name it by hostname (deploy/stack.yml)
+    ln -sfn "$ROOT/n$n/data/swarm/certificates" "$RUN/n$n/swarm-certificates"
     # A resolver that refuses at once: image pulls fail fast and the local image is used.
     echo "nameserver 127.0.0.1" >"$RUN/n$n/resolv.conf"
     engine_start "$n"
