@@ -440,7 +440,14 @@ fn control_loop_on_a_real_five_node_swarm() {
         wait_for(Duration::from_secs(90), || {
             node_line(via, n).starts_with("active ready").then_some(())
         })
-        .unwrap_or_else(|| panic!("node{n} reactivated: {}\n{}", node_line(via, n), f.logs()));
+        .unwrap_or_else(|| {
+            panic!(
+                "node{n} reactivated: {}\n{}\n{}",
+                node_line(via, n),
+                node_diagnosis(via, n),
+                f.logs()
+            )
+        });
     }
     // No point lost at the hand-over: node2's samples have no hole around the cut.
     std::thread::sleep(Duration::from_secs(5));

@@ -134,6 +134,36 @@ pub fn node_line(via: u32, n: u32) -> String {
     )
 }
 
+/// What Swarm and node n's engine say of node n, for a failing assertion: the node's status
+/// as `via` (a manager) lists it, the engine's own view of its Swarm membership, and the
+/// last warnings and errors of its dockerd.
+pub fn node_diagnosis(via: u32, n: u32) -> String {
+    let listed = docker(
+        via,
+        &[
+            "node",
+            "inspect",
+            &format!("node{n}"),
+            "--format",
+            "{{json .Status}} {{json .ManagerStatus}}",
+        ],
+    );
+    let own = docker(n, &["info", "--format", "{{json .Swarm}}"]);
+    let log = std::fs::read_to_string(format!("/run/lmsw/n{n}/dockerd.log")).unwrap_or_default();
+    let tail: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("level=warn") || l.contains("level=error"))
+        .rev()
+        .take(30)
+        .collect();
+    format!(
+        "node{n} as node{via} lists it: {}\nnode{n}'s engine: {}\nnode{n}'s dockerd (last warnings):\n{}",
+        listed.trim(),
+        own.trim(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
 /// The rig's number of a node named `nodeN` (a hostname, an event's `node`).
 pub fn node_number(name: &str) -> Option<u32> {
     name.strip_prefix("node")?.parse().ok()
