@@ -254,7 +254,11 @@ where
                     w.flush().await?;
                 }
             }
-            SUBSCRIBE if h.len <= SMALL => {
+            // (a larger one is no client of ours: never passed on unread)
+            SUBSCRIBE if h.len > SMALL => {
+                return Err(Malformed("a SUBSCRIBE over 64 KiB").into());
+            }
+            SUBSCRIBE => {
                 let body = read_n(r, h.len).await?;
                 let (id, filters) = subscriptions(&body)?;
                 let kept: Vec<bool> = filters
@@ -355,6 +359,76 @@ async fn downstream<R: AsyncRead + Unpin>(r: &mut R, link: &Link) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `upstream` for a client of `role` that sent `sent`: what reached the broker, what
+    /// the front answered the client itself, and how it ended.
+    async fn judge(role: Role, sent: Vec<u8>) -> (Vec<u8>, Vec<u8>, std::io::Result<()>) {
+        use tokio::io::AsyncReadExt as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let (_, w) = ours.into_split();
+        let link = Link {
+            client: tokio::sync::Mutex::new(BufWriter::new(w)),
+            partial: Mutex::new(HashMap::new()),
+        };
+        let prefixes = Prefixes {
+            topics: "leakmon".into(),
+            discovery: "homeassistant".into(),
+        };
+        let who = Judge {
+            role,
+            prefixes: &prefixes,
+            client_id: "test",
+            denied: 0,
+        };
+        let mut broker = BufWriter::new(Vec::new());
+        let end = upstream(&mut sent.as_slice(), &mut broker, who, &link).await;
+        drop(link);
+        let mut answered = Vec::new();
+        client.read_to_end(&mut answered).await.unwrap();
+        (broker.into_inner(), answered, end)
+    }
+
+    fn publish(topic: &str, id: Option<u16>, payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_str(&mut body, topic.as_bytes());
+        if let Some(id) = id {
+            body.extend_from_slice(&id.to_be_bytes());
+        }
+        body.extend_from_slice(payload);
+        packet(if id.is_some() { 0x32 } else { 0x30 }, &body)
+    }
+
+    #[tokio::test]
+    async fn what_a_client_may_not_send_never_reaches_the_broker() {
+        let node = || Role::Node("n1".into());
+        // its own topic passes unchanged
+        let own = publish("leakmon/v1/nodes/n1/host", Some(7), b"{}");
+        let (broker, answered, _) = judge(node(), own.clone()).await;
+        assert_eq!((broker, answered), (own, vec![]));
+        // another node's: dropped, and acknowledged to the client
+        let other = publish("leakmon/v1/nodes/n2/host", Some(8), &[b'x'; 100_000]);
+        let (broker, answered, _) = judge(node(), other).await;
+        assert_eq!((broker, answered), (vec![], puback(8)));
+        // a subscription it may not read: refused in the SUBACK
+        let mut body = 3u16.to_be_bytes().to_vec();
+        put_str(&mut body, b"leakmon/v1/nodes/#");
+        body.push(1);
+        let (broker, answered, _) = judge(node(), packet(0x82, &body)).await;
+        assert_eq!((broker, answered), (vec![], suback(3, &[0x80])));
+        // a SUBSCRIBE too large to read is the end of the connection, not passed on
+        let mut big = 4u16.to_be_bytes().to_vec();
+        for i in 0..5_000 {
+            put_str(&mut big, format!("leakmon/v1/probe/n1/{i:08}").as_bytes());
+            big.push(0);
+        }
+        assert!(big.len() > SMALL);
+        let (broker, _, end) = judge(Role::Reader, packet(0x82, &big)).await;
+        assert!(broker.is_empty() && end.is_err());
+    }
 
     #[test]
     fn a_partial_suback_refuses_what_was_taken_out() {
