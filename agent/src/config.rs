@@ -143,10 +143,7 @@ impl AuthConfig {
 /// An agent's default MQTT client id: with its key, a tag only that key makes (a stranger
 /// who took the id would cut this agent's connection and fire its Will).
 pub fn default_client_id(node: &str, key: Option<&NodeKey>) -> String {
-    match key {
-        Some(k) => format!("leakmon-agent-{node}-{}", k.tag("mqtt client id")),
-        None => format!("leakmon-agent-{node}"),
-    }
+    key.map_or_else(|| format!("leakmon-agent-{node}"), NodeKey::client_id)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

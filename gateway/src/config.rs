@@ -821,18 +821,14 @@ impl Config {
         let fleet_keys = self.auth.load()?;
         // Client ids no stranger can guess (taking one cuts that gateway's connection, or the
         // active session): tags only the fleet key makes.
-        let tag = |label: &str| {
-            fleet_keys
-                .as_ref()
-                .map(|(k, _)| format!("-{}", k.tag(label)))
-                .unwrap_or_default()
-        };
-        let own = format!(
-            "leakmon-gateway-{name}{}",
-            tag(&format!("client id {name}"))
+        let fleet = fleet_keys.as_ref().map(|(k, _)| k);
+        let own = fleet.map_or_else(
+            || format!("leakmon-gateway-{name}"),
+            |k| k.gateway_client_id(&name),
         );
         let _ = self.mqtt.client_id.get_or_insert(own);
-        let session = format!("leakmon-gateway-active{}", tag("active session"));
+        let session =
+            fleet.map_or_else(|| "leakmon-gateway-active".to_owned(), FleetKey::session_id);
         let _ = self.leader.session_id.get_or_insert(session);
         Ok(Checked {
             cfg: self,

@@ -108,6 +108,21 @@ impl FleetKey {
         tag(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), label)
     }
 
+    /// The default MQTT client id of the gateway named `name`: nobody without the fleet key
+    /// can take its session.
+    pub fn gateway_client_id(&self, name: &str) -> String {
+        format!(
+            "leakmon-gateway-{name}-{}",
+            self.tag(&format!("client id {name}"))
+        )
+    }
+
+    /// The default client id of the active gateway's persistent session (the same on every
+    /// gateway of the fleet).
+    pub fn session_id(&self) -> String {
+        format!("leakmon-gateway-active-{}", self.tag("active session"))
+    }
+
     /// The key of the node named `node`.
     pub fn node_key(&self, node: &str) -> NodeKey {
         let k = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
@@ -153,6 +168,12 @@ impl NodeKey {
     /// agent's MQTT client id.
     pub fn tag(&self, label: &str) -> String {
         tag(&self.key, label)
+    }
+
+    /// The default MQTT client id of this node's agent: nobody without its key can take its
+    /// session.
+    pub fn client_id(&self) -> String {
+        format!("leakmon-agent-{}-{}", self.node, self.tag("mqtt client id"))
     }
 
     /// The node it is for.
@@ -252,11 +273,12 @@ impl<'a> Seal<'a> {
 }
 
 /// Compares in time that does not depend on where they differ.
-fn equal(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
+pub fn equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -267,8 +289,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<[u8; MAC_LEN]> {
+    let mut out = [0u8; MAC_LEN];
+    unhex_into(text, &mut out)?;
+    Some(out)
+}
+
+/// Reads `text`, exactly twice as many hex digits as `out` has bytes, into `out`.
+pub(crate) fn unhex_into(text: &str, out: &mut [u8]) -> Option<()> {
     let t = text.as_bytes();
-    if t.len() != 2 * MAC_LEN {
+    if t.len() != 2 * out.len() {
         return None;
     }
     let digit = |c: u8| {
@@ -276,11 +305,10 @@ fn unhex(text: &str) -> Option<[u8; MAC_LEN]> {
             .to_digit(16)
             .and_then(|d| u8::try_from(d).ok())
     };
-    let mut out = [0u8; MAC_LEN];
     for (o, pair) in out.iter_mut().zip(t.chunks_exact(2)) {
         *o = digit(pair[0])? << 4 | digit(pair[1])?;
     }
-    Some(out)
+    Some(())
 }
 
 #[cfg(test)]

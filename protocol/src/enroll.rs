@@ -19,7 +19,7 @@
 use ring::{aead, agreement, hkdf, rand, signature};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::NodeKey;
+use crate::auth::{hex, NodeKey};
 
 const SIGNED_LABEL: &[u8] = b"leakmon enroll request v1\0";
 const KEY_LABEL: &[u8] = b"leakmon enroll key v1";
@@ -77,22 +77,24 @@ pub fn signed_bytes(node: &str, cert: &str, public: &str, ts: i64) -> Vec<u8> {
     m
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+fn unhex(s: &str) -> Result<Vec<u8>, EnrollError> {
+    let mut out = vec![0u8; s.len() / 2];
+    crate::auth::unhex_into(s, &mut out).ok_or(EnrollError::Encoding("hex"))?;
+    Ok(out)
 }
 
-fn unhex(s: &str) -> Result<Vec<u8>, EnrollError> {
-    if s.len() % 2 != 0 {
-        return Err(EnrollError::Encoding("odd hex"));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or(EnrollError::Encoding("hex"))
-        })
-        .collect()
+/// A fresh X25519 key pair: the private key (used once) and the public key's bytes.
+fn ephemeral(
+    rng: &rand::SystemRandom,
+) -> Result<(agreement::EphemeralPrivateKey, Vec<u8>), EnrollError> {
+    let private = agreement::EphemeralPrivateKey::generate(&agreement::X25519, rng)
+        .map_err(|_| EnrollError::Random)?;
+    let public = private
+        .compute_public_key()
+        .map_err(|_| EnrollError::Random)?
+        .as_ref()
+        .to_vec();
+    Ok((private, public))
 }
 
 /// The DER of every PEM block labelled `label` in `text` (header lines such as Swarm's
@@ -184,13 +186,7 @@ impl Enrolling {
             &rng,
         )
         .map_err(|_| EnrollError::BadNodeKey)?;
-        let private = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
-            .map_err(|_| EnrollError::Random)?;
-        let public = private
-            .compute_public_key()
-            .map_err(|_| EnrollError::Random)?
-            .as_ref()
-            .to_vec();
+        let (private, public) = ephemeral(&rng)?;
         let cert = base64::engine::general_purpose::STANDARD.encode(cert);
         let public_hex = hex(&public);
         let sig = signer
@@ -245,13 +241,7 @@ impl Enrolling {
 pub fn reply_for(request: &EnrollRequest, key: &NodeKey) -> Result<EnrollReply, EnrollError> {
     let rng = rand::SystemRandom::new();
     let agent = unhex(&request.public)?;
-    let private = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
-        .map_err(|_| EnrollError::Random)?;
-    let public = private
-        .compute_public_key()
-        .map_err(|_| EnrollError::Random)?
-        .as_ref()
-        .to_vec();
+    let (private, public) = ephemeral(&rng)?;
     let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, &agent);
     let sealer =
         agreement::agree_ephemeral(private, &peer, |secret| reply_key(secret, &agent, &public))

@@ -14,7 +14,7 @@
 //! is not made with the key is refused. Any other id is a telemetry consumer (read only, as the
 //! `telemetry` user of config/mosquitto/acl) where readers are allowed.
 
-use leakmon_protocol::auth::FleetKey;
+use leakmon_protocol::auth::{equal, FleetKey};
 
 /// The topic prefixes the rules are written for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,15 +50,6 @@ pub enum Refusal {
 const AGENT: &str = "leakmon-agent-";
 const GATEWAY: &str = "leakmon-gateway-";
 
-/// Byte strings compared in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// A name that is one topic level.
 fn one_level(name: &str) -> bool {
     !name.is_empty() && !name.contains(['/', '+', '#', '\0'])
@@ -83,21 +74,23 @@ pub fn identify(
         return Ok(Role::Gateway);
     }
     let impostor = || Refusal::Impostor(client_id.to_owned());
+    // the ids the keys make (`leakmon_protocol::auth`), made again and compared whole
+    let is = |made: String, id: &str| equal(made.as_bytes(), id.as_bytes());
     if let Some(rest) = client_id.strip_prefix(AGENT) {
-        let (node, tag) = rest.rsplit_once('-').ok_or_else(impostor)?;
+        let (node, _) = rest.rsplit_once('-').ok_or_else(impostor)?;
         let made = one_level(node)
             && fleet
                 .iter()
-                .any(|f| same(&f.node_key(node).tag("mqtt client id"), tag));
+                .any(|f| is(f.node_key(node).client_id(), client_id));
         return made
             .then(|| Role::Node(node.to_owned()))
             .ok_or_else(impostor);
     }
     if let Some(rest) = own_base.strip_prefix(GATEWAY) {
-        let (name, tag) = rest.rsplit_once('-').ok_or_else(impostor)?;
+        let (name, _) = rest.rsplit_once('-').ok_or_else(impostor)?;
         let made = fleet.iter().any(|f| {
-            same(&f.tag(&format!("client id {name}")), tag)
-                || (name == "active" && same(&f.tag("active session"), tag))
+            is(f.gateway_client_id(name), own_base)
+                || (name == "active" && is(f.session_id(), own_base))
         });
         return made.then_some(Role::Gateway).ok_or_else(impostor);
     }
