@@ -1236,6 +1236,10 @@ fn a_stranger_changes_nothing(
             .map(|_| ())
     })
     .unwrap_or_else(|| panic!("{node} not online with figures:\n{}", gw.log()));
+    // Connections are judged from here, where the stranger starts: a freshly formed RabbitMQ
+    // cluster may close a client's first connection (seen once in CI, 30 ms after the gateway
+    // subscribed, before any stranger ran; the gateway reconnected in 0.3 s).
+    let (gw_from, victim_from) = (gw.log().len(), victim.log().len());
     // The stranger connects with every client id it can guess from the docs, two seconds
     // each, all at once: a broker hands an id to the newest connection and cuts the older.
     let guesses = [
@@ -1367,16 +1371,17 @@ fn a_stranger_changes_nothing(
         "the stranger's probe target was acted on"
     );
     // no connection was cut by a squatter
+    let (gw_log, victim_log) = (gw.log(), victim.log());
     assert_eq!(
-        victim.log().matches("birth published").count(),
-        1,
-        "the agent's connection was cut:\n{}",
-        victim.log()
+        String::from_utf8_lossy(&victim_log.as_bytes()[victim_from..])
+            .matches("birth published")
+            .count(),
+        0,
+        "the agent's connection was cut while the stranger acted:\n{victim_log}"
     );
     assert!(
-        !gw.log().contains("connection lost"),
-        "a gateway connection was cut:\n{}",
-        gw.log()
+        !String::from_utf8_lossy(&gw_log.as_bytes()[gw_from..]).contains("connection lost"),
+        "a gateway connection was cut while the stranger acted:\n{gw_log}"
     );
     // the control: the real agent dies, and its own Will is believed
     victim.kill9();
