@@ -88,7 +88,7 @@ async fn once(c: Checked) -> anyhow::Result<()> {
     // CPU percentages come from two readings: a first one, then the one reported.
     host.sample(publish::now_ms());
     if let Some(c) = containers.as_mut() {
-        let _ = c.sample().await;
+        let _ = c.sample(publish::now_ms()).await;
     }
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let mut reports = vec![publish::Report::Host(Box::new(
@@ -96,7 +96,7 @@ async fn once(c: Checked) -> anyhow::Result<()> {
     ))];
     if let Some(c) = containers.as_mut() {
         let ts = publish::now_ms();
-        let result = c.sample().await;
+        let result = c.sample(ts).await;
         reports.push(publish::Report::Containers {
             ts,
             result,

@@ -247,7 +247,7 @@ impl CgroupReader {
 
     /// The cgroup of the process `pid`, if it can be read.
     pub fn paths(&self, pid: i64) -> Option<CgroupPaths> {
-        let text = super::host::read_small(&self.proc_root.join(format!("{pid}/cgroup")))?;
+        let text = super::kfile::read_small(&self.proc_root.join(format!("{pid}/cgroup")))?;
         parse_proc_cgroup(&text)
     }
 
@@ -260,12 +260,12 @@ impl CgroupReader {
             p.push("/");
             p.push(r.trim_matches('/'));
         }
-        super::host::read_small(Path::new(&p))
+        super::kfile::read_small(Path::new(&p))
     }
 
     /// The network counters of the namespace the process `pid` lives in.
     pub fn net(&self, pid: i64) -> Option<ContainerNet> {
-        let text = super::host::read_small(&self.proc_root.join(format!("{pid}/net/dev")))?;
+        let text = super::kfile::read_small(&self.proc_root.join(format!("{pid}/net/dev")))?;
         net_totals(&text)
     }
 

@@ -20,6 +20,7 @@ use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 use std::time::Instant;
 
+use super::cadence::Cadence;
 use super::cgroup::{self, CgroupPaths, CgroupReader};
 use leakmon_protocol::{Container, ContainerBlkio, ContainerCpu, ContainerNet, EngineInfo, Health};
 
@@ -345,8 +346,9 @@ pub struct ContainerCollector {
     /// Previous cgroup CPU reading and when it was taken.
     prev_cgroup: HashMap<String, (u64, Instant)>,
     stale: Invalidations,
-    /// The engine's `/info` figures of the last sample.
+    /// The engine's `/info` figures, read again on the slow cadence.
     engine_info: Option<EngineInfo>,
+    info_every: Cadence,
 }
 
 impl ContainerCollector {
@@ -366,7 +368,20 @@ impl ContainerCollector {
             prev_cgroup: HashMap::new(),
             stale,
             engine_info: None,
+            info_every: Cadence::slow(),
         }
+    }
+
+    async fn list(&mut self) -> Result<(Docker, Vec<ContainerSummary>), String> {
+        let docker = self.engine.client()?;
+        let list = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((docker, list))
     }
 
     /// The figures of a running container from its cgroup and namespace, if readable.
@@ -403,29 +418,32 @@ impl ContainerCollector {
         &mut self.engine
     }
 
-    /// The engine's own figures as of the last sample (none if `/info` failed).
+    /// The engine's own figures (images, goroutines, descriptors...: slowly changing) as last
+    /// read, at most [`super::cadence::SLOW_EVERY_MS`] ago; none if the engine's `/info` failed
+    /// then, or the last sample found no engine.
     pub fn engine_info(&self) -> Option<EngineInfo> {
         self.engine_info
     }
 
-    pub async fn sample(&mut self) -> Result<Vec<Container>, String> {
-        // figures of an earlier sample are never sent with this one
-        self.engine_info = None;
-        let docker = self.engine.client()?;
-        let list = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| e.to_string())?;
-        self.engine_info = match docker.info().await {
-            Ok(i) => Some(engine_info(&i)),
-            Err(e) => {
-                tracing::debug!(error = %e, "engine info failed");
-                None
-            }
-        };
+    /// Takes one sample at `ts` (ms since the epoch).
+    pub async fn sample(&mut self, ts: i64) -> Result<Vec<Container>, String> {
+        let listed = self.list().await;
+        if listed.is_err() {
+            // no engine: nothing of it is sent, and its `/info` is read as soon as it answers
+            self.engine_info = None;
+            self.info_every.expire();
+        }
+        let (docker, list) = listed?;
+        if self.info_every.due(ts) {
+            self.engine_info = match docker.info().await {
+                Ok(i) => Some(engine_info(&i)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "engine info failed");
+                    self.info_every.expire();
+                    None
+                }
+            };
+        }
         let stale = self.stale.take();
         let ids: HashSet<&str> = list.iter().filter_map(|c| c.id.as_deref()).collect();
         self.inspected.retain(|id, _| ids.contains(id.as_str()));

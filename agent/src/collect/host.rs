@@ -14,7 +14,9 @@ use leakmon_protocol::{
     Load, Memory, NetCounters, NetIf, Processes, Sockets, Swap, Temperature,
 };
 
+use super::cadence::Cadence;
 use super::kernel_net;
+use super::kfile::{self, read_small, KeptFiles};
 use crate::config::HostConfig;
 
 /// Raw jiffies of the aggregate `cpu` line of /proc/stat, in the kernel's order.
@@ -312,18 +314,6 @@ pub fn parse_net_dev(text: &str, ignore: &[String]) -> Vec<NetIf> {
     out
 }
 
-/// Reads a /proc, /sys or cgroup file. Those report a size of 0 or 4096 whatever they hold,
-/// so `std::fs::read_to_string` starts from a tiny buffer and grows it read by read; one
-/// buffer of the usual size up front saves those reallocations, which were a tenth of the
-/// agent's instructions (callgrind, 20 containers).
-pub fn read_small(path: &Path) -> Option<String> {
-    use std::io::Read as _;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut s = String::with_capacity(4096);
-    f.read_to_string(&mut s).ok()?;
-    Some(s)
-}
-
 /// `pattern` matches exactly, or as a prefix when it ends in `*`.
 pub fn matches_any(name: &str, patterns: &[String]) -> bool {
     patterns.iter().any(|p| match p.strip_suffix('*') {
@@ -485,6 +475,13 @@ pub struct HostCollector {
     nodev: HashSet<String>,
     /// `host.nstat`, compiled.
     nstat: kernel_net::CounterFilter,
+    /// When the slowly changing parts below are read again.
+    slow: Cadence,
+    processes: Option<Processes>,
+    mounts: Vec<Mount>,
+    sensors: Vec<Sensor>,
+    /// The files read every sample, kept open.
+    kept: KeptFiles,
 }
 
 impl HostCollector {
@@ -504,6 +501,11 @@ impl HostCollector {
             prev_cpu: None,
             prev_cores: HashMap::new(),
             nodev,
+            slow: Cadence::slow(),
+            processes: None,
+            mounts: Vec::new(),
+            sensors: Vec::new(),
+            kept: KeptFiles::default(),
         }
     }
 
@@ -512,7 +514,7 @@ impl HostCollector {
     }
 
     fn read(&self, path: &Path) -> Option<String> {
-        read_small(path)
+        self.kept.read(path)
     }
 
     /// Takes one sample at `ts` (ms since the epoch), straight into the protocol's report.
@@ -521,6 +523,11 @@ impl HostCollector {
     /// empty rather than failing the sample: a missing sensor or an unreadable mount is not an
     /// outage.
     pub fn sample(&mut self, ts: i64) -> HostReport {
+        if self.slow.due(ts) {
+            self.processes = self.processes();
+            self.mounts = self.mounts();
+            self.sensors = find_sensors(&self.cfg.sys_root);
+        }
         let stat = self.read(&self.proc("stat"));
         let (cpu, n_cpus) = match stat.as_deref().and_then(parse_stat) {
             Some((cur, n)) => {
@@ -579,7 +586,7 @@ impl HostCollector {
                 .net_file("dev")
                 .map(|t| parse_net_dev(&t, &self.cfg.net_ignore))
                 .unwrap_or_default(),
-            temps: read_temperatures(&self.cfg.sys_root),
+            temps: read_sensors(&self.kept, &self.sensors),
             diskio: self
                 .read(&self.proc("diskstats"))
                 .map(|t| parse_diskstats(&t))
@@ -591,7 +598,7 @@ impl HostCollector {
                     .unwrap_or(0);
                 k
             }),
-            processes: self.processes(),
+            processes: self.processes,
             files: parse_file_handles(
                 &self.read(&self.proc("sys/fs/file-nr")).unwrap_or_default(),
                 &self.read(&self.proc("sys/fs/file-max")).unwrap_or_default(),
@@ -676,20 +683,17 @@ impl HostCollector {
     fn processes(&self) -> Option<Processes> {
         let dir = std::fs::read_dir(&self.cfg.proc_root).ok()?;
         let mut p = Processes::default();
-        let mut stat = String::with_capacity(1024);
+        let mut buf = Vec::with_capacity(1024);
         let mut path = self.cfg.proc_root.clone();
         for entry in dir.flatten() {
             let name = entry.file_name();
             if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
                 continue;
             }
-            stat.clear();
             path.push(&name);
             path.push("stat");
-            if let Ok(mut f) = std::fs::File::open(&path) {
-                if std::io::Read::read_to_string(&mut f, &mut stat).is_ok() {
-                    count_process(&mut p, &stat);
-                }
+            if let Some(stat) = kfile::read_into(&path, &mut buf) {
+                count_process(&mut p, stat);
             }
             path.pop();
             path.pop();
@@ -697,11 +701,16 @@ impl HostCollector {
         (p.total > 0).then_some(p)
     }
 
+    /// The real filesystems of the mount table.
+    fn mounts(&self) -> Vec<Mount> {
+        self.read(&self.proc(&format!("{}/mounts", self.pid_dir)))
+            .map(|text| real_mounts(&text, &self.nodev, &self.cfg.disk_ignore))
+            .unwrap_or_default()
+    }
+
+    /// Usage of each filesystem found by [`Self::mounts`], read now.
     fn disks(&self) -> Vec<Disk> {
-        let Some(text) = self.read(&self.proc(&format!("{}/mounts", self.pid_dir))) else {
-            return Vec::new();
-        };
-        real_mounts(&text, &self.nodev, &self.cfg.disk_ignore)
+        self.mounts
             .iter()
             .filter_map(|m| {
                 let at = self
@@ -715,9 +724,23 @@ impl HostCollector {
     }
 }
 
+/// A temperature sensor found under /sys: its name as reported and the file read each sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sensor {
+    pub name: String,
+    pub input: PathBuf,
+}
+
 /// Temperatures from hwmon (`tempN_input`, millidegrees) and thermal zones (`temp`).
 /// Absent directories or unreadable sensors yield nothing, not an error.
+#[cfg(test)]
 pub fn read_temperatures(sys_root: &Path) -> Vec<Temperature> {
+    read_sensors(&KeptFiles::default(), &find_sensors(sys_root))
+}
+
+/// The sensors under `sys_root` that answer now; the walk of /sys that
+/// [`read_sensors`] then needs not repeat.
+pub fn find_sensors(sys_root: &Path) -> Vec<Sensor> {
     let mut out = Vec::new();
     for dir in sorted_entries(&sys_root.join("class/hwmon")) {
         let name = read_trim(&dir.join("name")).unwrap_or_else(|| file_name(&dir));
@@ -729,14 +752,14 @@ pub fn read_temperatures(sys_root: &Path) -> Vec<Temperature> {
             else {
                 continue;
             };
-            let Some(milli) = read_trim(&f).and_then(|v| v.parse::<i64>().ok()) else {
+            if read_milli(&f).is_none() {
                 continue;
-            };
+            }
             let label = read_trim(&dir.join(format!("temp{idx}_label")))
                 .unwrap_or_else(|| format!("temp{idx}"));
-            out.push(Temperature {
-                sensor: sensor_name(&format!("{name}_{label}")),
-                temp: milli as f64 / 1000.0,
+            out.push(Sensor {
+                name: sensor_name(&format!("{name}_{label}")),
+                input: f,
             });
         }
     }
@@ -744,16 +767,35 @@ pub fn read_temperatures(sys_root: &Path) -> Vec<Temperature> {
         if !file_name(&dir).starts_with("thermal_zone") {
             continue;
         }
-        let Some(milli) = read_trim(&dir.join("temp")).and_then(|v| v.parse::<i64>().ok()) else {
+        let input = dir.join("temp");
+        if read_milli(&input).is_none() {
             continue;
-        };
+        }
         let kind = read_trim(&dir.join("type")).unwrap_or_else(|| file_name(&dir));
-        out.push(Temperature {
-            sensor: sensor_name(&kind),
-            temp: milli as f64 / 1000.0,
+        out.push(Sensor {
+            name: sensor_name(&kind),
+            input,
         });
     }
     out
+}
+
+/// The temperature of each sensor that answers.
+pub fn read_sensors(kept: &KeptFiles, sensors: &[Sensor]) -> Vec<Temperature> {
+    sensors
+        .iter()
+        .filter_map(|s| {
+            let milli: i64 = kept.read(&s.input)?.trim().parse().ok()?;
+            Some(Temperature {
+                sensor: s.name.clone(),
+                temp: milli as f64 / 1000.0,
+            })
+        })
+        .collect()
+}
+
+fn read_milli(p: &Path) -> Option<i64> {
+    read_small(p)?.trim().parse().ok()
 }
 
 /// Lower case, spaces to underscores: `coretemp_Package id 0` -> `coretemp_package_id_0`.

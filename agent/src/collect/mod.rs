@@ -1,9 +1,11 @@
 //! The collectors and the tasks that drive them: the sampling tick and the engine events.
 
+pub mod cadence;
 pub mod cgroup;
 pub mod containers;
 pub mod host;
 pub mod kernel_net;
+pub mod kfile;
 
 use std::time::Duration;
 
@@ -78,7 +80,7 @@ pub async fn container_sampler(
     loop {
         tick.tick().await;
         let ts = now_ms();
-        let result = collector.sample().await;
+        let result = collector.sample(ts).await;
         let ok = result.is_ok();
         if engine_ok != Some(ok) {
             match &result {
