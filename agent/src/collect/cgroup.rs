@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{ContainerBlkio, ContainerCpu, ContainerNet};
 
+use super::kfile::KeptFiles;
+
 /// Where one container's CPU and memory accounting lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupPaths {
@@ -251,7 +253,7 @@ impl CgroupReader {
         parse_proc_cgroup(&text)
     }
 
-    fn read(&self, rel: &[&str]) -> Option<String> {
+    fn read(&self, files: &KeptFiles, rel: &[&str]) -> Option<String> {
         // Joined as text: `PathBuf::push` (a separator scan and a growth per part) was 8 % of
         // the agent's instructions at nine files per container per sample.
         let mut p = self.root.as_os_str().to_os_string();
@@ -260,16 +262,18 @@ impl CgroupReader {
             p.push("/");
             p.push(r.trim_matches('/'));
         }
-        super::kfile::read_small(Path::new(&p))
+        files.read(Path::new(&p))
     }
 
     /// The network counters of the namespace the process `pid` lives in.
-    pub fn net(&self, pid: i64) -> Option<ContainerNet> {
-        let text = super::kfile::read_small(&self.proc_root.join(format!("{pid}/net/dev")))?;
+    pub fn net(&self, pid: i64, files: &KeptFiles) -> Option<ContainerNet> {
+        let text = files.read(&self.proc_root.join(format!("{pid}/net/dev")))?;
         net_totals(&text)
     }
 
-    pub fn usage(&self, paths: &CgroupPaths) -> Option<Usage> {
+    /// The figures of the cgroup at `paths`, its files read through `files` (one set per
+    /// container: they are the same ones every sample).
+    pub fn usage(&self, paths: &CgroupPaths, files: &KeptFiles) -> Option<Usage> {
         match paths {
             CgroupPaths::V1 {
                 cpuacct,
@@ -278,7 +282,7 @@ impl CgroupReader {
             } => {
                 // `cpu` and `cpuacct` are mounted together on most systems, apart on some.
                 let in_cpu = |hs: &[&str], file: &str| {
-                    hs.iter().find_map(|h| self.read(&[h, cpuacct, file]))
+                    hs.iter().find_map(|h| self.read(files, &[h, cpuacct, file]))
                 };
                 let cpu = parse_cpu_v1(
                     &in_cpu(&["cpuacct", "cpu,cpuacct"], "cpuacct.usage")?,
@@ -286,25 +290,25 @@ impl CgroupReader {
                     &in_cpu(&["cpu", "cpu,cpuacct"], "cpu.stat").unwrap_or_default(),
                 )?;
                 let usage: u64 = self
-                    .read(&["memory", memory, "memory.usage_in_bytes"])?
+                    .read(files, &["memory", memory, "memory.usage_in_bytes"])?
                     .trim()
                     .parse()
                     .ok()?;
                 let stat = self
-                    .read(&["memory", memory, "memory.stat"])
+                    .read(files, &["memory", memory, "memory.stat"])
                     .unwrap_or_default();
                 let cache = stat_value(&stat, "total_inactive_file").unwrap_or(0);
                 let limit = self
-                    .read(&["memory", memory, "memory.limit_in_bytes"])
+                    .read(files, &["memory", memory, "memory.limit_in_bytes"])
                     .and_then(|t| parse_limit(&t, self.host_mem_total))?;
                 // The engine reads the throttle files (the CFQ ones are empty on blk-mq).
                 let blkio = blkio.as_ref().and_then(|b| {
-                    let (read_bytes, write_bytes) = parse_blkio_v1(&self.read(&[
+                    let (read_bytes, write_bytes) = parse_blkio_v1(&self.read(files, &[
                         "blkio",
                         b,
                         "blkio.throttle.io_service_bytes_recursive",
                     ])?);
-                    let (reads, writes) = parse_blkio_v1(&self.read(&[
+                    let (reads, writes) = parse_blkio_v1(&self.read(files, &[
                         "blkio",
                         b,
                         "blkio.throttle.io_serviced_recursive",
@@ -324,15 +328,15 @@ impl CgroupReader {
                 })
             }
             CgroupPaths::V2 { path } => {
-                let cpu = parse_cpu_stat_v2(&self.read(&[path, "cpu.stat"])?)?;
-                let usage: u64 = self.read(&[path, "memory.current"])?.trim().parse().ok()?;
-                let stat = self.read(&[path, "memory.stat"]).unwrap_or_default();
+                let cpu = parse_cpu_stat_v2(&self.read(files, &[path, "cpu.stat"])?)?;
+                let usage: u64 = self.read(files, &[path, "memory.current"])?.trim().parse().ok()?;
+                let stat = self.read(files, &[path, "memory.stat"]).unwrap_or_default();
                 let cache = stat_value(&stat, "inactive_file").unwrap_or(0);
                 let limit = self
-                    .read(&[path, "memory.max"])
+                    .read(files, &[path, "memory.max"])
                     .and_then(|t| parse_limit(&t, self.host_mem_total))?;
                 // Absent when the io controller is not enabled for the subtree.
-                let blkio = self.read(&[path, "io.stat"]).map(|t| parse_io_stat(&t));
+                let blkio = self.read(files, &[path, "io.stat"]).map(|t| parse_io_stat(&t));
                 Some(Usage {
                     cpu,
                     blkio,
@@ -448,7 +452,7 @@ mod tests {
             mem_usage: 900,
             mem_limit: 2048 * 1024,
         };
-        assert_eq!(r.usage(&p), Some(want), "no io controller: no blkio");
+        assert_eq!(r.usage(&p, &KeptFiles::default()), Some(want), "no io controller: no blkio");
         std::fs::write(
             cg.join("io.stat"),
             "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
@@ -456,7 +460,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.usage(&p).and_then(|u| u.blkio),
+            r.usage(&p, &KeptFiles::default()).and_then(|u| u.blkio),
             Some(ContainerBlkio {
                 read_bytes: 4097,
                 write_bytes: 8193,
@@ -465,11 +469,11 @@ mod tests {
             })
         );
         assert!(r.paths(43).is_none());
-        assert!(r.net(42).is_none(), "no net/dev: no network figures");
+        assert!(r.net(42, &KeptFiles::default()).is_none(), "no net/dev: no network figures");
         std::fs::create_dir_all(proc_.join("42/net")).unwrap();
         std::fs::write(proc_.join("42/net/dev"), NET_DEV).unwrap();
         assert_eq!(
-            r.net(42).map(|n| (n.rx_bytes, n.tx_packets)),
+            r.net(42, &KeptFiles::default()).map(|n| (n.rx_bytes, n.tx_packets)),
             Some((300, 7))
         );
     }
@@ -545,7 +549,7 @@ Inter-|   Receive                                                |  Transmit
         let r = CgroupReader::new(&sys, &proc_);
         let p = r.paths(7).unwrap();
         assert_eq!(
-            r.usage(&p),
+            r.usage(&p, &KeptFiles::default()),
             Some(Usage {
                 cpu: ContainerCpu {
                     total_ns: 5_000_000_000,

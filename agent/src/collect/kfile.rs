@@ -62,16 +62,29 @@ pub fn read_into<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Option<&'b str> {
     std::str::from_utf8(buf).ok()
 }
 
-/// Files read again every sample, kept open (at most [`KeptFiles::MAX`]; the rest are opened
-/// each time). A file that fails a read is closed and opened again once.
-#[derive(Debug, Default)]
+/// Files read again every sample, kept open (up to a number; the rest are opened each time).
+/// A file that fails a read is closed and opened again once.
+#[derive(Debug)]
 pub struct KeptFiles {
     open: RefCell<HashMap<PathBuf, File>>,
+    max: usize,
+}
+
+impl Default for KeptFiles {
+    /// The host's: about 25 files, and a few sensors.
+    fn default() -> Self {
+        Self::with_max(64)
+    }
 }
 
 impl KeptFiles {
-    /// Open descriptors at most: the host's files are about 25, and a few sensors.
-    pub const MAX: usize = 64;
+    /// Keeping at most `max` files open (0: none, each read opens its file).
+    pub fn with_max(max: usize) -> Self {
+        KeptFiles {
+            open: RefCell::new(HashMap::new()),
+            max,
+        }
+    }
 
     pub fn read(&self, path: &Path) -> Option<String> {
         let mut open = self.open.borrow_mut();
@@ -84,7 +97,7 @@ impl KeptFiles {
         }
         let f = File::open(path).ok()?;
         fill(&f, Some(0), &mut buf).ok()?;
-        if open.len() < Self::MAX {
+        if open.len() < self.max {
             open.insert(path.to_owned(), f);
         }
         text(buf)
