@@ -13,6 +13,25 @@ use crate::collect::containers::{LABEL_SERVICE, LABEL_TASK};
 /// The container actions the agent forwards.
 pub const ACTIONS: [&str; 6] = ["die", "oom", "kill", "restart", "start", "health_status"];
 
+/// The container actions the agent listens for: those it forwards, and those that change the
+/// container list between its slow relistings (see `collect::containers::Invalidations`).
+/// Not the `exec_*` of every health check.
+pub const WATCHED: [&str; 13] = [
+    "die",
+    "oom",
+    "kill",
+    "restart",
+    "start",
+    "health_status",
+    "create",
+    "destroy",
+    "stop",
+    "pause",
+    "unpause",
+    "rename",
+    "update",
+];
+
 /// An engine event, before it gets a header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineEvent {
@@ -78,7 +97,7 @@ pub fn stream(
     filters.insert("type".to_owned(), vec!["container".to_owned()]);
     filters.insert(
         "event".to_owned(),
-        ACTIONS.iter().map(|a| (*a).to_owned()).collect(),
+        WATCHED.iter().map(|a| (*a).to_owned()).collect(),
     );
     docker
         .events(Some(EventsOptions {
@@ -91,6 +110,11 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_forwarded_action_is_watched() {
+        assert!(ACTIONS.iter().all(|a| WATCHED.contains(a)));
+    }
 
     fn msg(action: &str, attrs: serde_json::Value) -> EventMessage {
         serde_json::from_value(serde_json::json!({

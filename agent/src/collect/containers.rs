@@ -36,22 +36,40 @@ pub fn connect(cfg: &DockerConfig) -> Result<Docker, bollard::errors::Error> {
     leakmon_common::docker::connect(&cfg.host, cfg.timeout.0)
 }
 
-/// Container ids whose cached inspection an engine event has made stale.
+/// What engine events have made stale: the container list (any container event) and the
+/// cached inspections of the containers they name.
 #[derive(Debug, Clone, Default)]
-pub struct Invalidations(Arc<Mutex<HashSet<String>>>);
+pub struct Invalidations(Arc<Mutex<Stale>>);
+
+#[derive(Debug, Default)]
+struct Stale {
+    ids: HashSet<String>,
+    list: bool,
+}
 
 impl Invalidations {
+    /// Container `id` changed: the list and its inspection are stale.
     pub fn mark(&self, id: &str) {
         if let Ok(mut s) = self.0.lock() {
-            s.insert(id.to_owned());
+            s.ids.insert(id.to_owned());
+            s.list = true;
         }
     }
 
-    fn take(&self) -> HashSet<String> {
+    /// Events may have been missed (the event stream broke or is only now connecting): the
+    /// list is stale.
+    pub fn mark_list(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.list = true;
+        }
+    }
+
+    /// The stale inspections, and whether the list is stale; both cleared.
+    fn take(&self) -> (HashSet<String>, bool) {
         self.0
             .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default()
+            .map(|mut s| (std::mem::take(&mut s.ids), std::mem::take(&mut s.list)))
+            .unwrap_or((HashSet::new(), true))
     }
 }
 
@@ -363,6 +381,10 @@ pub struct ContainerCollector {
     /// The engine's `/info` figures, read again on the slow cadence.
     engine_info: Option<EngineInfo>,
     info_every: Cadence,
+    /// The engine's container list, listed again on the slow cadence and whenever an engine
+    /// event says a container changed (or events may have been missed).
+    listed: Option<Vec<ContainerSummary>>,
+    list_every: Cadence,
 }
 
 impl ContainerCollector {
@@ -383,6 +405,8 @@ impl ContainerCollector {
             stale,
             engine_info: None,
             info_every: Cadence::slow(),
+            listed: None,
+            list_every: Cadence::slow(),
         }
     }
 
@@ -453,13 +477,39 @@ impl ContainerCollector {
 
     /// Takes one sample at `ts` (ms since the epoch).
     pub async fn sample(&mut self, ts: i64) -> Result<Vec<Container>, String> {
-        let listed = self.list().await;
+        let (stale, relist) = self.stale.take();
+        if relist {
+            self.list_every.expire();
+        }
+        let listed = match self.listed.take() {
+            Some(list) if !self.list_every.due(ts) => {
+                self.engine.client().map(|docker| (docker, list))
+            }
+            _ => {
+                self.list_every.expire();
+                self.list_every.due(ts);
+                self.list().await
+            }
+        };
         if listed.is_err() {
             // no engine: nothing of it is sent, and its `/info` is read as soon as it answers
             self.engine_info = None;
             self.info_every.expire();
         }
         let (docker, list) = listed?;
+        let out = self.sample_from(ts, &docker, &list, &stale).await;
+        self.listed = Some(list);
+        Ok(out)
+    }
+
+    /// A sample of the containers of `list`.
+    async fn sample_from(
+        &mut self,
+        ts: i64,
+        docker: &Docker,
+        list: &[ContainerSummary],
+        stale: &HashSet<String>,
+    ) -> Vec<Container> {
         if self.info_every.due(ts) {
             self.engine_info = match docker.info().await {
                 Ok(i) => Some(engine_info(&i)),
@@ -470,7 +520,6 @@ impl ContainerCollector {
                 }
             };
         }
-        let stale = self.stale.take();
         let ids: HashSet<&str> = list.iter().filter_map(|c| c.id.as_deref()).collect();
         self.inspected.retain(|id, _| ids.contains(id.as_str()));
         self.prev_cpu.retain(|id, _| ids.contains(id.as_str()));
@@ -484,7 +533,7 @@ impl ContainerCollector {
             .retain(|id, _| running_ids.contains(id.as_str()));
         self.prev_cgroup.retain(|id, _| ids.contains(id.as_str()));
 
-        for c in &list {
+        for c in list {
             let Some(id) = c.id.as_deref() else { continue };
             let listed_state = c.state.map(|s| s.to_string()).unwrap_or_default();
             let needs = match self.inspected.get(id) {
@@ -509,7 +558,7 @@ impl ContainerCollector {
         let now = Instant::now();
         let mut from_cgroups = HashMap::new();
         let mut running: Vec<String> = Vec::new();
-        for c in &list {
+        for c in list {
             let Some(id) = c.id.as_deref() else { continue };
             if c.state.map(|s| s.to_string()).as_deref() != Some("running") {
                 continue;
@@ -552,7 +601,7 @@ impl ContainerCollector {
             .await;
 
         let mut out = Vec::with_capacity(list.len());
-        for c in &list {
+        for c in list {
             let Some(id) = c.id.as_deref() else { continue };
             let figures = match (from_cgroups.remove(id), stats.get(id)) {
                 (Some(v), _) => v,
@@ -581,13 +630,25 @@ impl ContainerCollector {
             out.push(to_report(c, self.inspected.get(id), figures));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_makes_the_list_and_that_inspection_stale_once() {
+        let stale = Invalidations::default();
+        assert_eq!(stale.take(), (HashSet::new(), false));
+        stale.mark("abc");
+        let (ids, list) = stale.take();
+        assert!(list && ids.contains("abc") && ids.len() == 1);
+        assert_eq!(stale.take(), (HashSet::new(), false), "cleared");
+        stale.mark_list();
+        assert_eq!(stale.take(), (HashSet::new(), true));
+    }
 
     fn stats_json(total: u64, system: u64, online: u32) -> ContainerStatsResponse {
         serde_json::from_value(serde_json::json!({

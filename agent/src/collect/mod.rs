@@ -127,12 +127,17 @@ pub async fn event_watcher(mut engine: Engine, tx: mpsc::Sender<Report>, stale: 
                 continue;
             }
         };
+        // events before the stream is up, or while it was down, are unknown: list again
+        stale.mark_list();
         let mut stream = events::stream(&docker);
         while let Some(item) = stream.next().await {
             match item {
                 Ok(m) => {
+                    match m.actor.as_ref().and_then(|a| a.id.as_deref()) {
+                        Some(id) => stale.mark(id),
+                        None => stale.mark_list(),
+                    }
                     if let Some(e) = events::from_message(&m, now_ms()) {
-                        stale.mark(&e.container_id);
                         tracing::debug!(action = %e.action, container = %e.container_name, "engine event");
                         if tx.send(Report::Event(e)).await.is_err() {
                             return;
@@ -145,6 +150,7 @@ pub async fn event_watcher(mut engine: Engine, tx: mpsc::Sender<Report>, stale: 
                 }
             }
         }
+        stale.mark_list();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
