@@ -270,6 +270,56 @@ fn points_land_in_victoria_metrics_through_the_v2_api() {
 }
 
 #[test]
+fn sigterm_stops_the_gateway_with_its_points_kept_even_with_the_database_and_broker_away() {
+    // Found with the fleet benchmark: a standalone gateway never ended on SIGTERM (main kept a
+    // bus handle, which holds the writer's sender, so the writer waited for more lines).
+    let broker = Broker::start();
+    let db = Service::influxdb();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let mut gw = Gateway::start(&gateway_config(
+        &broker,
+        &v1(&db),
+        &format!(
+            "spool_dir = \"{}\"\n[leader]\nmode = \"standalone\"",
+            spool.display()
+        ),
+    ));
+    let mut agent = Agent::start(&agent_config(&broker, "stopper"));
+    wait_for(S(30), || {
+        (node_view(&gw, "stopper")["state"] == "online").then_some(())
+    })
+    .unwrap_or_else(|| panic!("stopper not online:\n{}", gw.log()));
+    gw.terminate();
+    assert!(gw.log().contains("stopped"), "{}", gw.log());
+    // again with the database and the broker gone: what it holds goes to the spool
+    gw.start_again();
+    wait_for(S(30), || {
+        (node_view(&gw, "stopper")["state"] == "online").then_some(())
+    })
+    .unwrap_or_else(|| panic!("stopper not online again:\n{}", gw.log()));
+    drop(db);
+    std::thread::sleep(S(3));
+    agent.terminate();
+    drop(broker);
+    gw.terminate();
+    let spooled: u64 = std::fs::read_dir(&spool)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        spooled > 0,
+        "nothing kept in {}:\n{}",
+        spool.display(),
+        gw.log()
+    );
+}
+
+#[test]
 fn database_down_for_30s_loses_nothing() {
     let mut db = Service::influxdb();
     let broker = Broker::start();

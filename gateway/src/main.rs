@@ -380,7 +380,12 @@ async fn run(c: Checked) -> anyhow::Result<()> {
             tokio::spawn(enroller.run(rx, shutdown_rx.clone()));
             ingest.with_enroll(tx)
         }
-        _ => ingest,
+        _ => {
+            // Not kept for the rest of `main`: a bus handle holds the writer's sender, and the
+            // writer ends (spooling what it holds) only once every handle is gone.
+            drop(enroll_bus);
+            ingest
+        }
     };
     let ingest = tokio::spawn(connection.run(ingest));
     if let Some(detector) = detector {

@@ -1225,9 +1225,21 @@ impl Gateway {
             .unwrap_or_default()
     }
 
+    /// SIGTERM: the gateway must stop by itself (its writer spooling what it holds) and exit
+    /// 0, within [`Daemon::terminate`]'s 30 s, as systemd's stop waits for it.
+    pub fn terminate(&mut self) {
+        let code = self.daemon.terminate();
+        assert_eq!(
+            code,
+            Some(0),
+            "the gateway did not exit 0 on SIGTERM (None: it was still running after 30 s and was killed):\n{}",
+            self.log()
+        );
+    }
+
     /// SIGTERM, then start again with the same config and directory (spool).
     pub fn restart(&mut self) {
-        self.daemon.terminate();
+        self.terminate();
         self.daemon.spawn();
         self.wait_ready();
     }
