@@ -135,7 +135,12 @@ fn take(t: &mut Tally, body: &str, at: i64) {
             continue;
         };
         t.reports += 1;
-        if !t.seqs.entry((node.to_owned(), run)).or_default().insert(seq) {
+        if !t
+            .seqs
+            .entry((node.to_owned(), run))
+            .or_default()
+            .insert(seq)
+        {
             t.duplicates += 1;
         }
         t.latency.push((at, at - l.ts));

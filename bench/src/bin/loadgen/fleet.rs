@@ -359,7 +359,13 @@ pub fn containers_report(header: Header, seq: u64, n: usize) -> ContainersReport
     }
 }
 
-fn status(node: &str, state: NodeState, seq: u64, beat: Duration, interval: Duration) -> Status {
+pub(super) fn status(
+    node: &str,
+    state: NodeState,
+    seq: u64,
+    beat: Duration,
+    interval: Duration,
+) -> Status {
     Status {
         v: 1,
         node: node.to_owned(),

@@ -23,6 +23,13 @@
 //! of simulated agents, one MQTT connection each (see `fleet.rs`); defaults 10000 ms, 20
 //! containers, 250 ms beats (the agent's defaults), node names `fleet-00000`...
 //!
+//! `loadgen replay PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX] [REPORTS]`:
+//! the same fleet, arguments and MQTT traffic as `fleet` (the broker and the gateway cannot tell
+//! them apart), for a fraction of its CPU: each agent's reports are encoded once as templates
+//! whose `seq` and `ts` are written in place, and a few threads write hand-made MQTT frames to
+//! non-blocking sockets (see `replay.rs`). REPORTS=0 (default 1): births, beats and Wills only.
+//! Prints the same `FLEET ...` line as `fleet`.
+//!
 //! `loadgen fleet-key FILE`: writes the benchmarks' fleet key (mode 600) for the gateway's
 //! `auth.fleet_key_file`; `loadgen node-key NODE FILE` the key of NODE derived from it, for an
 //! agent's `auth.key_file`. Every message above is sealed with its node's key, derived from it,
@@ -35,6 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod fleet;
+mod replay;
 
 use leakmon_protocol::auth::FleetKey;
 use leakmon_protocol::{
@@ -480,22 +488,29 @@ fn main() {
             Duration::from_millis(num(5, 500)),
             a.get(6).is_some_and(|v| v == "vm"),
         ),
-        Some("fleet") => fleet::run(fleet::Plan {
-            port: num(1, 1883) as u16,
-            agents: num(2, 1000) as usize,
-            seconds: num(3, 60),
-            interval: Duration::from_millis(num(4, 10_000)),
-            containers: num(5, 20) as usize,
-            beat: Duration::from_millis(num(6, 250)),
-            prefix: a.get(7).cloned().unwrap_or_else(|| "fleet".into()),
-            ramp_per_s: 1000,
-        }),
+        Some(kind @ ("fleet" | "replay")) => {
+            let plan = fleet::Plan {
+                port: num(1, 1883) as u16,
+                agents: num(2, 1000) as usize,
+                seconds: num(3, 60),
+                interval: Duration::from_millis(num(4, 10_000)),
+                containers: num(5, 20) as usize,
+                beat: Duration::from_millis(num(6, 250)),
+                prefix: a.get(7).cloned().unwrap_or_else(|| "fleet".into()),
+                ramp_per_s: 1000,
+            };
+            if kind == "fleet" {
+                fleet::run(plan)
+            } else {
+                replay::run(plan, num(8, 1) != 0)
+            }
+        }
         Some("fleet-key") if a.len() >= 2 => write_key(&a[1], &bench_fleet().to_text()),
         Some("node-key") if a.len() >= 3 => {
             write_key(&a[2], &bench_fleet().node_key(&a[1]).to_text())
         }
         _ => {
-            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS [vm] | loadgen watch PORT URL DB SECONDS INTERVAL_MS [vm] | loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX] | loadgen fleet-key FILE | loadgen node-key NODE FILE");
+            eprintln!("usage: loadgen mqtt PORT AGENTS SECONDS [CONNECTIONS] | loadgen direct URL DB AGENTS SECONDS | loadgen probe PORT URL DB COUNT INTERVAL_MS [vm] | loadgen watch PORT URL DB SECONDS INTERVAL_MS [vm] | loadgen fleet PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX] | loadgen replay PORT AGENTS SECONDS [INTERVAL_MS] [CONTAINERS] [BEAT_MS] [PREFIX] [REPORTS] | loadgen fleet-key FILE | loadgen node-key NODE FILE");
             std::process::exit(2);
         }
     }
