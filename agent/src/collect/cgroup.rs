@@ -282,7 +282,8 @@ impl CgroupReader {
             } => {
                 // `cpu` and `cpuacct` are mounted together on most systems, apart on some.
                 let in_cpu = |hs: &[&str], file: &str| {
-                    hs.iter().find_map(|h| self.read(files, &[h, cpuacct, file]))
+                    hs.iter()
+                        .find_map(|h| self.read(files, &[h, cpuacct, file]))
                 };
                 let cpu = parse_cpu_v1(
                     &in_cpu(&["cpuacct", "cpu,cpuacct"], "cpuacct.usage")?,
@@ -303,16 +304,13 @@ impl CgroupReader {
                     .and_then(|t| parse_limit(&t, self.host_mem_total))?;
                 // The engine reads the throttle files (the CFQ ones are empty on blk-mq).
                 let blkio = blkio.as_ref().and_then(|b| {
-                    let (read_bytes, write_bytes) = parse_blkio_v1(&self.read(files, &[
-                        "blkio",
-                        b,
-                        "blkio.throttle.io_service_bytes_recursive",
-                    ])?);
-                    let (reads, writes) = parse_blkio_v1(&self.read(files, &[
-                        "blkio",
-                        b,
-                        "blkio.throttle.io_serviced_recursive",
-                    ])?);
+                    let (read_bytes, write_bytes) = parse_blkio_v1(&self.read(
+                        files,
+                        &["blkio", b, "blkio.throttle.io_service_bytes_recursive"],
+                    )?);
+                    let (reads, writes) = parse_blkio_v1(
+                        &self.read(files, &["blkio", b, "blkio.throttle.io_serviced_recursive"])?,
+                    );
                     Some(ContainerBlkio {
                         read_bytes,
                         write_bytes,
@@ -329,14 +327,20 @@ impl CgroupReader {
             }
             CgroupPaths::V2 { path } => {
                 let cpu = parse_cpu_stat_v2(&self.read(files, &[path, "cpu.stat"])?)?;
-                let usage: u64 = self.read(files, &[path, "memory.current"])?.trim().parse().ok()?;
+                let usage: u64 = self
+                    .read(files, &[path, "memory.current"])?
+                    .trim()
+                    .parse()
+                    .ok()?;
                 let stat = self.read(files, &[path, "memory.stat"]).unwrap_or_default();
                 let cache = stat_value(&stat, "inactive_file").unwrap_or(0);
                 let limit = self
                     .read(files, &[path, "memory.max"])
                     .and_then(|t| parse_limit(&t, self.host_mem_total))?;
                 // Absent when the io controller is not enabled for the subtree.
-                let blkio = self.read(files, &[path, "io.stat"]).map(|t| parse_io_stat(&t));
+                let blkio = self
+                    .read(files, &[path, "io.stat"])
+                    .map(|t| parse_io_stat(&t));
                 Some(Usage {
                     cpu,
                     blkio,
@@ -452,7 +456,11 @@ mod tests {
             mem_usage: 900,
             mem_limit: 2048 * 1024,
         };
-        assert_eq!(r.usage(&p, &KeptFiles::default()), Some(want), "no io controller: no blkio");
+        assert_eq!(
+            r.usage(&p, &KeptFiles::default()),
+            Some(want),
+            "no io controller: no blkio"
+        );
         std::fs::write(
             cg.join("io.stat"),
             "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
@@ -469,11 +477,15 @@ mod tests {
             })
         );
         assert!(r.paths(43).is_none());
-        assert!(r.net(42, &KeptFiles::default()).is_none(), "no net/dev: no network figures");
+        assert!(
+            r.net(42, &KeptFiles::default()).is_none(),
+            "no net/dev: no network figures"
+        );
         std::fs::create_dir_all(proc_.join("42/net")).unwrap();
         std::fs::write(proc_.join("42/net/dev"), NET_DEV).unwrap();
         assert_eq!(
-            r.net(42, &KeptFiles::default()).map(|n| (n.rx_bytes, n.tx_packets)),
+            r.net(42, &KeptFiles::default())
+                .map(|n| (n.rx_bytes, n.tx_packets)),
             Some((300, 7))
         );
     }
