@@ -345,8 +345,29 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     // beat and per report).
     let clocks = Arc::new(Mutex::new(clocks::Clocks::new()));
     let (warm, warm_rx) = tokio::sync::watch::channel(false);
-    let enroll_bus = bus.clone();
-    let ingest = ingest::Ingest::new(
+    // Enrolment: with the fleet key and a Swarm engine, agents get their keys by proving
+    // their Swarm node (control::enroll). The enroller's bus handle is made only when it runs:
+    // a bus handle holds the writer's sender, and the writer ends (spooling what it holds) only
+    // once every handle is gone.
+    let engine = (cfg.leader.mode != config::LeaderMode::Standalone)
+        .then(|| leakmon_common::docker::connect(&cfg.docker.host, cfg.docker.timeout.0).ok())
+        .flatten();
+    let enroll = match (fleet_list.first(), engine) {
+        (Some(fleet), Some(docker)) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(control::enroll::QUEUE);
+            let enroller = control::enroll::Enroller {
+                docker,
+                fleet: fleet.clone(),
+                bus: bus.clone(),
+                topics: topics.clone(),
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(enroller.run(rx, shutdown_rx.clone()));
+            Some(tx)
+        }
+        _ => None,
+    };
+    let mut ingest = ingest::Ingest::new(
         bus,
         topics.clone(),
         cfg.homeassistant
@@ -362,31 +383,9 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         cfg.influxdb.docker_label_include.clone(),
         cfg.influxdb.docker_label_exclude.clone(),
     ));
-    // Enrolment: with the fleet key and a Swarm engine, agents get their keys by proving
-    // their Swarm node (control::enroll).
-    let engine = (cfg.leader.mode != config::LeaderMode::Standalone)
-        .then(|| leakmon_common::docker::connect(&cfg.docker.host, cfg.docker.timeout.0).ok())
-        .flatten();
-    let ingest = match (fleet_list.first(), engine) {
-        (Some(fleet), Some(docker)) => {
-            let (tx, rx) = tokio::sync::mpsc::channel(control::enroll::QUEUE);
-            let enroller = control::enroll::Enroller {
-                docker,
-                fleet: fleet.clone(),
-                bus: enroll_bus,
-                topics: topics.clone(),
-                metrics: metrics.clone(),
-            };
-            tokio::spawn(enroller.run(rx, shutdown_rx.clone()));
-            ingest.with_enroll(tx)
-        }
-        _ => {
-            // Not kept for the rest of `main`: a bus handle holds the writer's sender, and the
-            // writer ends (spooling what it holds) only once every handle is gone.
-            drop(enroll_bus);
-            ingest
-        }
-    };
+    if let Some(tx) = enroll {
+        ingest = ingest.with_enroll(tx);
+    }
     let ingest = tokio::spawn(connection.run(ingest));
     if let Some(detector) = detector {
         let beats = ingest::beats::Beats {

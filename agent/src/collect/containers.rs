@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bollard::models::{
-    ContainerInspectResponse, ContainerStatsResponse, ContainerSummary, HealthStatusEnum,
+    ContainerInspectResponse, ContainerStatsResponse, ContainerSummary, ContainerSummaryStateEnum,
+    HealthStatusEnum,
 };
 use bollard::query_parameters::{ListContainersOptions, StatsOptions};
 use bollard::Docker;
@@ -351,6 +352,11 @@ impl Engine {
     }
 }
 
+/// Whether the list says the container runs (only a running one has a cgroup to read).
+fn is_running(c: &ContainerSummary) -> bool {
+    c.state == Some(ContainerSummaryStateEnum::RUNNING)
+}
+
 /// Where a running container's figures are read: its cgroup, found for its pid, and those
 /// files kept open (they are read every sample; open and close were a quarter of the agent's
 /// CPU at 20 containers and a 1 s interval).
@@ -481,15 +487,9 @@ impl ContainerCollector {
         if relist {
             self.list_every.expire();
         }
-        let listed = match self.listed.take() {
-            Some(list) if !self.list_every.due(ts) => {
-                self.engine.client().map(|docker| (docker, list))
-            }
-            _ => {
-                self.list_every.expire();
-                self.list_every.due(ts);
-                self.list().await
-            }
+        let listed = match (self.listed.take(), self.list_every.due(ts)) {
+            (Some(list), false) => self.engine.client().map(|docker| (docker, list)),
+            _ => self.list().await,
         };
         if listed.is_err() {
             // no engine: nothing of it is sent, and its `/info` is read as soon as it answers
@@ -526,7 +526,7 @@ impl ContainerCollector {
         // only running containers' files stay open: a stopped one's cgroup is gone
         let running_ids: HashSet<&str> = list
             .iter()
-            .filter(|c| c.state.map(|s| s.to_string()).as_deref() == Some("running"))
+            .filter(|c| is_running(c))
             .filter_map(|c| c.id.as_deref())
             .collect();
         self.cgroup_paths
@@ -560,7 +560,7 @@ impl ContainerCollector {
         let mut running: Vec<String> = Vec::new();
         for c in list {
             let Some(id) = c.id.as_deref() else { continue };
-            if c.state.map(|s| s.to_string()).as_deref() != Some("running") {
+            if !is_running(c) {
                 continue;
             }
             match self.read_cgroup(id, now) {
