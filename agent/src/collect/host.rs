@@ -785,7 +785,7 @@ pub fn read_sensors(kept: &KeptFiles, sensors: &[Sensor]) -> Vec<Temperature> {
     sensors
         .iter()
         .filter_map(|s| {
-            let milli: i64 = kept.read(&s.input)?.trim().parse().ok()?;
+            let milli = milli(&kept.read(&s.input)?)?;
             Some(Temperature {
                 sensor: s.name.clone(),
                 temp: milli as f64 / 1000.0,
@@ -794,8 +794,13 @@ pub fn read_sensors(kept: &KeptFiles, sensors: &[Sensor]) -> Vec<Temperature> {
         .collect()
 }
 
+/// A sensor file's reading: millidegrees.
+fn milli(text: &str) -> Option<i64> {
+    text.trim().parse().ok()
+}
+
 fn read_milli(p: &Path) -> Option<i64> {
-    read_small(p)?.trim().parse().ok()
+    milli(&read_small(p)?)
 }
 
 /// Lower case, spaces to underscores: `coretemp_Package id 0` -> `coretemp_package_id_0`.
