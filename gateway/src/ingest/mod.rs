@@ -45,7 +45,8 @@ fn status_time(s: &leakmon_protocol::Status, received_ms: i64) -> i64 {
 /// the active gateway alone, so once.
 #[derive(Debug, Default)]
 struct Points {
-    data: Vec<Point>,
+    /// Lines, ready to write.
+    data: String,
     seen_by_all: Vec<Point>,
     /// A status that decoded, of a node the gateway tracks: (its node, whether online), for
     /// the Home Assistant announcements.
@@ -268,9 +269,7 @@ impl Ingest {
         }
         let mut s = String::new();
         if active || self.shared_group.is_some() {
-            for p in &points.data {
-                p.write_line(&mut s);
-            }
+            s = points.data;
         }
         if active {
             for p in &points.seen_by_all {
@@ -469,25 +468,28 @@ impl Ingest {
             Incoming::Host(mut r) => {
                 self.metrics.cut(r.bound());
                 let t = nodes.on_host(&node, &r, now, ms);
-                self.alert(AlertInput::Host(node.clone(), r.clone()));
                 let fix = self.clock(&node, &mut r.header, true);
+                let mut data = schema::Lines::new(fix);
+                schema::host_lines(&mut data, &nodes.tags(&node), &r);
+                let seen_by_all = self.transition_points(&nodes, t.into_iter().collect(), ms);
+                self.alert(AlertInput::Host(node, r));
                 Points {
-                    data: with_offset(schema::host_points(&nodes.tags(&node), &r), fix),
-                    seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
+                    data: data.into_string(),
+                    seen_by_all,
                     status: None,
                 }
             }
             Incoming::Containers(mut r) => {
                 self.metrics.cut(r.bound());
                 let t = nodes.on_containers(&node, &r, now, ms);
-                self.alert(AlertInput::Containers(node.clone(), Box::new(r.clone())));
                 let fix = self.clock(&node, &mut r.header, false);
+                let mut data = schema::Lines::new(fix);
+                schema::container_lines(&mut data, &nodes.tags(&node), &r, &self.labels);
+                let seen_by_all = self.transition_points(&nodes, t.into_iter().collect(), ms);
+                self.alert(AlertInput::Containers(node, Box::new(r)));
                 Points {
-                    data: with_offset(
-                        schema::container_points(&nodes.tags(&node), &r, &self.labels),
-                        fix,
-                    ),
-                    seen_by_all: self.transition_points(&nodes, t.into_iter().collect(), ms),
+                    data: data.into_string(),
+                    seen_by_all,
                     status: None,
                 }
             }

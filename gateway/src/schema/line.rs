@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Float(f64),
     Int(i64),
     Bool(bool),
     Str(String),
@@ -54,23 +53,11 @@ impl Point {
         self
     }
 
-    /// Whether a tag of this key is set.
-    pub fn has_tag(&self, key: &str) -> bool {
-        self.tags.iter().any(|(k, _)| k == key)
-    }
-
     pub fn tag_opt(self, key: &'static str, value: Option<&str>) -> Self {
         match value {
             Some(v) => self.tag(key, v),
             None => self,
         }
-    }
-
-    pub fn float(mut self, key: impl Into<std::borrow::Cow<'static, str>>, v: f64) -> Self {
-        if v.is_finite() {
-            self.fields.push((key.into(), Value::Float(v)));
-        }
-        self
     }
 
     pub fn int(mut self, key: impl Into<std::borrow::Cow<'static, str>>, v: i64) -> Self {
@@ -96,46 +83,28 @@ impl Point {
 
     /// Appends the point as one line (with a trailing newline); false if it has no fields.
     pub fn write_line(&self, out: &mut String) -> bool {
-        if self.fields.is_empty() {
-            return false;
+        let before = out.len();
+        let mut tags: Vec<(&str, &str)> = self
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
+            .collect();
+        let mut line = Line::new(
+            out,
+            self.measurement,
+            &TagSet::default(),
+            &mut tags,
+            self.ts_ms,
+        );
+        for (k, v) in &self.fields {
+            line = match v {
+                Value::Int(n) => line.int(k, *n),
+                Value::Bool(b) => line.boolean(k, *b),
+                Value::Str(s) => line.string(k, s),
+            };
         }
-        escape(out, self.measurement, &[',', ' ']);
-        for (k, v) in &self.tags {
-            out.push(',');
-            escape(out, k, &[',', '=', ' ']);
-            out.push('=');
-            escape(out, v, &[',', '=', ' ']);
-        }
-        for (i, (k, v)) in self.fields.iter().enumerate() {
-            out.push(if i == 0 { ' ' } else { ',' });
-            escape(out, k, &[',', '=', ' ']);
-            out.push('=');
-            match v {
-                Value::Float(f) => {
-                    let _ = write!(out, "{f}");
-                }
-                Value::Int(n) => {
-                    let _ = write!(out, "{n}i");
-                }
-                Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-                Value::Str(s) => {
-                    out.push('"');
-                    for c in s.chars() {
-                        match c {
-                            '"' | '\\' => {
-                                out.push('\\');
-                                out.push(c);
-                            }
-                            '\n' | '\r' => out.push(' '),
-                            c => out.push(c),
-                        }
-                    }
-                    out.push('"');
-                }
-            }
-        }
-        let _ = writeln!(out, " {}", self.ts_ms);
-        true
+        drop(line);
+        out.len() > before
     }
 
     #[cfg(test)]
@@ -143,6 +112,208 @@ impl Point {
         let mut s = String::new();
         self.write_line(&mut s);
         s
+    }
+}
+
+/// The special characters of a measurement, and of tag keys, tag values and field keys.
+const MEASUREMENT: &[char] = &[',', ' '];
+const KEY: &[char] = &[',', '=', ' '];
+
+/// Tags rendered once (escaped, sorted by key) for the many lines of one node or one
+/// container: `,k=v,k=v`.
+#[derive(Debug, Default, Clone)]
+pub struct TagSet {
+    text: String,
+    /// Where each tag starts (its `,`) and where its key ends, in `text`.
+    at: Vec<(usize, usize)>,
+}
+
+impl TagSet {
+    /// These tags, `(key, value)`: see [`TagSet::set`].
+    pub fn new(tags: &mut [(&str, &str)]) -> TagSet {
+        let mut t = TagSet::default();
+        t.set(tags);
+        t
+    }
+
+    /// Renders these tags in place of the ones held (its buffers kept): sorted by key (equal
+    /// keys in the order given), a tag with an empty key or value left out (InfluxDB refuses
+    /// them).
+    pub fn set(&mut self, tags: &mut [(&str, &str)]) {
+        tags.sort_by(|a, b| a.0.cmp(b.0));
+        self.text.clear();
+        self.at.clear();
+        for (k, v) in tags.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()) {
+            let start = self.text.len();
+            self.text.push(',');
+            escape(&mut self.text, k, KEY);
+            let key_end = self.text.len();
+            self.text.push('=');
+            escape(&mut self.text, v, KEY);
+            self.at.push((start, key_end));
+        }
+    }
+}
+
+/// Lines written straight into one buffer, each sample's tags rendered once ([`TagSet`]):
+/// what a report becomes without a [`Point`] per line.
+#[derive(Debug, Default)]
+pub struct Lines {
+    out: String,
+    /// Added to every line as `clock_offset_ms` (a sample placed at true time).
+    offset: Option<i64>,
+}
+
+impl Lines {
+    /// Every line with its fields and `clock_offset_ms` when `offset` is set.
+    pub fn new(offset: Option<i64>) -> Lines {
+        Lines {
+            out: String::with_capacity(4096),
+            offset,
+        }
+    }
+
+    /// A line: its fields are added to what this returns, and it ends when that is dropped.
+    pub fn line(
+        &mut self,
+        measurement: &str,
+        tags: &TagSet,
+        extra: &mut [(&str, &str)],
+        ts_ms: i64,
+    ) -> Line<'_> {
+        let offset = self.offset;
+        let mut l = Line::new(&mut self.out, measurement, tags, extra, ts_ms);
+        l.offset = offset;
+        l
+    }
+
+    pub fn into_string(self) -> String {
+        self.out
+    }
+}
+
+/// One line being written: measurement and tags are in, fields are added (by value, so they
+/// chain), and the timestamp ends it when it is dropped; a line left without fields is taken
+/// back out (InfluxDB refuses it).
+#[derive(Debug)]
+pub struct Line<'o> {
+    out: &'o mut String,
+    start: usize,
+    fields: usize,
+    ts_ms: i64,
+    offset: Option<i64>,
+}
+
+impl<'o> Line<'o> {
+    /// The measurement and the tags: `tags` merged with `extra` (sorted here; after equal
+    /// keys of `tags`), each tag with an empty key or value left out.
+    pub fn new(
+        out: &'o mut String,
+        measurement: &str,
+        tags: &TagSet,
+        extra: &mut [(&str, &str)],
+        ts_ms: i64,
+    ) -> Line<'o> {
+        let start = out.len();
+        escape(out, measurement, MEASUREMENT);
+        extra.sort_by(|a, b| a.0.cmp(b.0));
+        let mut extra = extra
+            .iter()
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .peekable();
+        let tag = |out: &mut String, k: &str, v: &str| {
+            out.push(',');
+            escape(out, k, KEY);
+            out.push('=');
+            escape(out, v, KEY);
+        };
+        for (i, &(at, key_end)) in tags.at.iter().enumerate() {
+            let key = &tags.text[at + 1..key_end];
+            while let Some((k, v)) = extra.next_if(|(k, _)| *k < key) {
+                tag(out, k, v);
+            }
+            let end = tags.at.get(i + 1).map_or(tags.text.len(), |n| n.0);
+            out.push_str(&tags.text[at..end]);
+        }
+        for (k, v) in extra {
+            tag(out, k, v);
+        }
+        Line {
+            out,
+            start,
+            fields: 0,
+            ts_ms,
+            offset: None,
+        }
+    }
+
+    fn key(&mut self, k: &str) {
+        self.out.push(if self.fields == 0 { ' ' } else { ',' });
+        self.fields += 1;
+        escape(self.out, k, KEY);
+        self.out.push('=');
+    }
+
+    /// A float field; left out when not finite (InfluxDB cannot store it).
+    pub fn float(mut self, k: &str, v: f64) -> Self {
+        if v.is_finite() {
+            self.key(k);
+            let _ = write!(self.out, "{v}");
+        }
+        self
+    }
+
+    pub fn int(mut self, k: &str, v: i64) -> Self {
+        self.key(k);
+        self.out.push_str(itoa::Buffer::new().format(v));
+        self.out.push('i');
+        self
+    }
+
+    /// Unsigned counters are stored as integers, saturating at i64::MAX (InfluxDB 1.x has
+    /// no unsigned type).
+    pub fn uint(self, k: &str, v: u64) -> Self {
+        self.int(k, i64::try_from(v).unwrap_or(i64::MAX))
+    }
+
+    pub fn boolean(mut self, k: &str, v: bool) -> Self {
+        self.key(k);
+        self.out.push_str(if v { "true" } else { "false" });
+        self
+    }
+
+    pub fn string(mut self, k: &str, v: &str) -> Self {
+        self.key(k);
+        self.out.push('"');
+        for c in v.chars() {
+            match c {
+                '"' | '\\' => {
+                    self.out.push('\\');
+                    self.out.push(c);
+                }
+                '\n' | '\r' => self.out.push(' '),
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+        self
+    }
+}
+
+impl Drop for Line<'_> {
+    fn drop(&mut self) {
+        if self.fields == 0 {
+            self.out.truncate(self.start);
+            return;
+        }
+        if let Some(o) = self.offset.take() {
+            self.key("clock_offset_ms");
+            self.out.push_str(itoa::Buffer::new().format(o));
+            self.out.push('i');
+        }
+        self.out.push(' ');
+        self.out.push_str(itoa::Buffer::new().format(self.ts_ms));
+        self.out.push('\n');
     }
 }
 
@@ -186,68 +357,83 @@ fn escape(out: &mut String, s: &str, special: &[char]) {
     }
 }
 
+/// One line read back ([`parse`]); string fields unquoted, other field values as written.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub measurement: String,
+    pub tags: Vec<(String, String)>,
+    pub fields: Vec<(String, String)>,
+    pub ts_ms: i64,
+}
+
+/// Reads one line back as InfluxDB does: `\` escapes the token's special characters
+/// (and nothing else: a backslash before anything else is itself); a string field is
+/// quoted with `\"` and `\\` escaped.
+#[cfg(test)]
+pub(crate) fn parse(line: &str) -> Parsed {
+    let c: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    let token = |i: &mut usize, special: &[char], stop: &[char]| -> String {
+        let mut t = String::new();
+        while *i < c.len() && !stop.contains(&c[*i]) {
+            if c[*i] == '\\' && *i + 1 < c.len() && special.contains(&c[*i + 1]) {
+                t.push(c[*i + 1]);
+                *i += 2;
+            } else {
+                t.push(c[*i]);
+                *i += 1;
+            }
+        }
+        t
+    };
+    let m = token(&mut i, &[',', ' '], &[',', ' ']);
+    let mut tags = Vec::new();
+    while c[i] == ',' {
+        i += 1;
+        let k = token(&mut i, &[',', '=', ' '], &['=']);
+        i += 1;
+        let v = token(&mut i, &[',', '=', ' '], &[',', ' ']);
+        tags.push((k, v));
+    }
+    assert_eq!(c[i], ' ', "{line}");
+    let mut fields = Vec::new();
+    loop {
+        i += 1;
+        let k = token(&mut i, &[',', '=', ' '], &['=']);
+        i += 1;
+        let mut v = String::new();
+        if c[i] == '"' {
+            i += 1;
+            while c[i] != '"' {
+                if c[i] == '\\' && (c[i + 1] == '"' || c[i + 1] == '\\') {
+                    i += 1;
+                }
+                v.push(c[i]);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            v = token(&mut i, &[], &[',', ' ']);
+        }
+        fields.push((k, v));
+        if c[i] != ',' {
+            break;
+        }
+    }
+    assert_eq!(c[i], ' ', "{line}");
+    let ts: String = c[i + 1..].iter().collect();
+    Parsed {
+        measurement: m,
+        tags,
+        fields,
+        ts_ms: ts.trim_end().parse().expect("a timestamp"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Reads one line back as InfluxDB does: `\` escapes the token's special characters
-    /// (and nothing else: a backslash before anything else is itself); a string field is
-    /// quoted with `\"` and `\\` escaped. (tags, string fields, timestamp).
-    #[allow(clippy::type_complexity)]
-    fn parse(line: &str) -> (String, Vec<(String, String)>, Vec<(String, String)>, String) {
-        let c: Vec<char> = line.chars().collect();
-        let mut i = 0;
-        let token = |i: &mut usize, special: &[char], stop: &[char]| -> String {
-            let mut t = String::new();
-            while *i < c.len() && !stop.contains(&c[*i]) {
-                if c[*i] == '\\' && *i + 1 < c.len() && special.contains(&c[*i + 1]) {
-                    t.push(c[*i + 1]);
-                    *i += 2;
-                } else {
-                    t.push(c[*i]);
-                    *i += 1;
-                }
-            }
-            t
-        };
-        let m = token(&mut i, &[',', ' '], &[',', ' ']);
-        let mut tags = Vec::new();
-        while c[i] == ',' {
-            i += 1;
-            let k = token(&mut i, &[',', '=', ' '], &['=']);
-            i += 1;
-            let v = token(&mut i, &[',', '=', ' '], &[',', ' ']);
-            tags.push((k, v));
-        }
-        assert_eq!(c[i], ' ', "{line}");
-        let mut fields = Vec::new();
-        loop {
-            i += 1;
-            let k = token(&mut i, &[',', '=', ' '], &['=']);
-            i += 1;
-            let mut v = String::new();
-            if c[i] == '"' {
-                i += 1;
-                while c[i] != '"' {
-                    if c[i] == '\\' && (c[i + 1] == '"' || c[i + 1] == '\\') {
-                        i += 1;
-                    }
-                    v.push(c[i]);
-                    i += 1;
-                }
-                i += 1;
-            } else {
-                v = token(&mut i, &[], &[',', ' ']);
-            }
-            fields.push((k, v));
-            if c[i] != ',' {
-                break;
-            }
-        }
-        assert_eq!(c[i], ' ', "{line}");
-        let ts: String = c[i + 1..].iter().collect();
-        (m, tags, fields, ts)
-    }
 
     /// What the encoder promises a tag value reads back as: newlines as spaces, a backslash
     /// that would escape a special character (or the delimiter at the end) as U+29F5.
@@ -301,7 +487,12 @@ mod tests {
             let line = p.to_line();
             assert_eq!(line.matches('\n').count(), 1, "{line:?}");
             assert!(line.ends_with('\n'));
-            let (m, tags, fields, ts) = parse(line.trim_end_matches('\n'));
+            let Parsed {
+                measurement: m,
+                tags,
+                fields,
+                ts_ms: ts,
+            } = parse(line.trim_end_matches('\n'));
             assert_eq!(m, "docker_container_status");
             assert_eq!(
                 tags,
@@ -319,7 +510,7 @@ mod tests {
                 ],
                 "{field:?} -> {line:?}"
             );
-            assert_eq!(ts, "7");
+            assert_eq!(ts, 7);
         }
     }
 
@@ -346,16 +537,57 @@ mod tests {
         let p = Point::new("cpu", 1_700_000_000_123)
             .tag("host", "edge-01")
             .tag("cpu", "cpu-total")
-            .float("usage_idle", 98.5)
             .int("n", -3)
             .uint("big", u64::MAX)
             .boolean("ok", true)
             .string("state", "online");
         assert_eq!(
             p.to_line(),
-            "cpu,cpu=cpu-total,host=edge-01 usage_idle=98.5,n=-3i,big=9223372036854775807i,\
+            "cpu,cpu=cpu-total,host=edge-01 n=-3i,big=9223372036854775807i,\
              ok=true,state=\"online\" 1700000000123\n"
         );
+    }
+
+    /// A set's tags and a line's own merge in key order (a line's own after a set's of the
+    /// same key); empty keys and values are left out; the offset comes last of the fields.
+    #[test]
+    fn lines_merge_their_tags_in_order() {
+        let set = TagSet::new(&mut [("host", "edge-01"), ("b", "2"), ("", "x"), ("e", "")]);
+        let mut lines = Lines::new(Some(-40));
+        lines
+            .line(
+                "m",
+                &set,
+                &mut [("z", "9"), ("a", "1"), ("host", "again"), ("c", "")],
+                5,
+            )
+            .float("f", 98.5)
+            .uint("u", 7);
+        lines.line("m", &set, &mut [], 6).float("nan", f64::NAN);
+        lines
+            .line("m", &TagSet::default(), &mut [], 7)
+            .boolean("ok", false);
+        assert_eq!(
+            lines.into_string(),
+            "m,a=1,b=2,host=edge-01,host=again,z=9 f=98.5,u=7i,clock_offset_ms=-40i 5\n\
+             m ok=false,clock_offset_ms=-40i 7\n"
+        );
+    }
+
+    #[test]
+    fn non_finite_and_empty() {
+        let mut lines = Lines::new(None);
+        lines
+            .line("m", &TagSet::default(), &mut [], 1)
+            .float("a", f64::NAN)
+            .float("b", f64::INFINITY);
+        assert!(lines.into_string().is_empty(), "no fields, no line");
+        let mut lines = Lines::new(None);
+        lines
+            .line("m", &TagSet::default(), &mut [], 1)
+            .float("a", f64::NAN)
+            .float("b", 1.0);
+        assert_eq!(lines.into_string(), "m b=1 1\n");
     }
 
     #[test]
@@ -368,16 +600,6 @@ mod tests {
             p.to_line(),
             "my\\ meas\\,x,path=/mnt/my\\ data\\,x\\=y msg=\"say \\\"hi\\\" \\\\ now please\" 1\n"
         );
-    }
-
-    #[test]
-    fn non_finite_and_empty() {
-        let p = Point::new("m", 1)
-            .float("a", f64::NAN)
-            .float("b", f64::INFINITY);
-        assert!(p.to_line().is_empty(), "no fields, no line");
-        let p = Point::new("m", 1).float("a", f64::NAN).float("b", 1.0);
-        assert_eq!(p.to_line(), "m b=1 1\n");
     }
 
     #[test]

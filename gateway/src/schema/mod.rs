@@ -16,7 +16,7 @@ use serde::{ser, Serialize};
 
 pub mod line;
 
-pub use line::Point;
+pub use line::{Line, Lines, Point, TagSet};
 
 /// Tags every point of a node carries.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,21 +31,29 @@ pub struct NodeTags {
 }
 
 impl NodeTags {
+    /// The tags of every line of the node, rendered once for all of a report's lines.
+    fn tag_set(&self) -> TagSet {
+        TagSet::new(&mut self.pairs()[..2])
+    }
+
+    /// With the engine's tags too: the `docker` family's.
+    fn pairs(&self) -> [(&'static str, &str); 4] {
+        let (name, version) = self
+            .engine
+            .as_ref()
+            .map_or(("", ""), |(n, v)| (n.as_str(), v.as_str()));
+        [
+            ("host", self.host.as_str()),
+            ("swarm_node_id", self.swarm_node_id.as_deref().unwrap_or("")),
+            ("engine_host", name),
+            ("server_version", version),
+        ]
+    }
+
     fn point(&self, measurement: &'static str, ts: i64) -> Point {
         Point::new(measurement, ts)
             .tag("host", self.host.as_str())
             .tag_opt("swarm_node_id", self.swarm_node_id.as_deref())
-    }
-
-    /// A point of the `docker` family, with the engine's tags.
-    fn docker_point(&self, measurement: &'static str, ts: i64) -> Point {
-        let p = self.point(measurement, ts);
-        match &self.engine {
-            Some((name, version)) => p
-                .tag("engine_host", name.as_str())
-                .tag("server_version", version.as_str()),
-            None => p,
-        }
     }
 }
 
@@ -153,109 +161,141 @@ const AGENT: Part = Part {
 };
 
 impl Part {
-    fn point(&self, n: &NodeTags, ts: i64, part: &impl Serialize) -> Point {
-        self.fill(n.point(self.measurement, ts), part)
+    /// This part's protocol name `name` as written: Telegraf's, where it differs.
+    fn renamed(&self, name: &'static str) -> &'static str {
+        self.renames
+            .iter()
+            .find(|(from, _)| *from == name)
+            .map_or(name, |(_, to)| *to)
     }
 
-    fn fill(&self, mut p: Point, part: &impl Serialize) -> Point {
-        for (name, value) in fields(part) {
-            let key = self
-                .renames
-                .iter()
-                .find(|(from, _)| *from == name)
-                .map_or(name, |(_, to)| *to);
-            p = match value {
+    /// A line of this part: the node's tags, `extra` and the text fields named in `tags`,
+    /// then every number and boolean as a field ([`Part::fill`]).
+    fn line<'l>(
+        &self,
+        lines: &'l mut Lines,
+        node: &TagSet,
+        extra: (&str, &str),
+        ts: i64,
+        part: &impl Serialize,
+    ) -> Line<'l> {
+        let fields = fields(part);
+        let mut tags = [("", ""); 6];
+        tags[0] = extra;
+        let texts = fields.iter().filter_map(|(name, value)| match value {
+            serde_json::Value::String(s) if self.tags.contains(name) => {
+                let v = if *name == "device" { device_name(s) } else { s };
+                Some((self.renamed(name), v))
+            }
+            _ => None,
+        });
+        for (slot, t) in tags[1..].iter_mut().zip(texts) {
+            *slot = t;
+        }
+        let line = lines.line(self.measurement, node, &mut tags, ts);
+        self.fill(line, &fields)
+    }
+
+    /// Every number and boolean of the part as a field, in declaration order, under its
+    /// (renamed) protocol name.
+    fn fill<'l>(&self, mut l: Line<'l>, fields: &[(&'static str, serde_json::Value)]) -> Line<'l> {
+        for (name, value) in fields {
+            let key = self.renamed(name);
+            l = match value {
                 serde_json::Value::Number(x) => match (x.as_u64(), x.as_i64(), x.as_f64()) {
-                    (Some(u), _, _) => p.uint(key, u),
-                    (None, Some(i), _) => p.int(key, i),
-                    (None, None, Some(f)) => p.float(key, f),
-                    (None, None, None) => p,
+                    (Some(u), _, _) => l.uint(key, u),
+                    (None, Some(i), _) => l.int(key, i),
+                    (None, None, Some(f)) => l.float(key, f),
+                    (None, None, None) => l,
                 },
-                serde_json::Value::Bool(b) => p.boolean(key, b),
-                serde_json::Value::String(s) if self.tags.contains(&name) => {
-                    let v = if name == "device" {
-                        device_name(&s)
-                    } else {
-                        &s
-                    };
-                    p.tag(key, v)
-                }
-                // Untagged text, absent options (and non-finite floats, which serde_json
-                // makes null), nested values: not written.
-                _ => p,
+                serde_json::Value::Bool(b) => l.boolean(key, *b),
+                // Text (a tag, or untagged), absent options (and non-finite floats, which
+                // serde_json makes null), nested values: no field.
+                _ => l,
             };
         }
-        p
+        l
     }
 }
 
 /// `cpu` (from the second sample on), `mem`, `swap`, `system`, one `disk`, `net` and `temp`
-/// per mount, interface and sensor, and `leakmon_agent`.
-pub fn host_points(n: &NodeTags, r: &HostReport) -> Vec<Point> {
+/// per mount, interface and sensor, and `leakmon_agent`: appended to `lines`.
+pub fn host_lines(lines: &mut Lines, n: &NodeTags, r: &HostReport) {
     let ts = r.header.ts;
-    let mut out = Vec::with_capacity(8 + r.disks.len() + r.net.len() + r.temps.len());
+    let node = n.tag_set();
+    let none = ("", "");
     if let Some(c) = &r.cpu {
-        out.push(CPU.point(n, ts, c).tag("cpu", "cpu-total"));
+        CPU.line(lines, &node, ("cpu", "cpu-total"), ts, c);
     }
-    // Telegraf's `percpu`: the same fields, one point per CPU
-    out.extend(
-        r.cores
-            .iter()
-            .map(|c| CPU.point(n, ts, &c.usage).tag("cpu", &c.cpu)),
-    );
+    // Telegraf's `percpu`: the same fields, one line per CPU
+    for c in &r.cores {
+        CPU.line(lines, &node, ("cpu", &c.cpu), ts, &c.usage);
+    }
     // Telegraf's `mem` repeats two numbers of `swap`.
-    out.push(
-        MEM.point(n, ts, &r.mem)
-            .uint("swap_total", r.swap.total)
-            .uint("swap_free", r.swap.free),
-    );
-    out.push(SWAP.point(n, ts, &r.swap));
+    MEM.line(lines, &node, none, ts, &r.mem)
+        .uint("swap_total", r.swap.total)
+        .uint("swap_free", r.swap.free);
+    SWAP.line(lines, &node, none, ts, &r.swap);
     // The report's own scalars are listed by hand: with its header flattened into it, serde
-    // hands the report over as a map, whose keys are not `'static` as a point's must be.
-    out.push(
-        SYSTEM
-            .point(n, ts, &r.load)
-            .uint("n_cpus", u64::from(r.n_cpus))
-            .uint("uptime", r.uptime_s),
-    );
-    out.extend(r.disks.iter().map(|d| DISK.point(n, ts, d)));
-    out.extend(r.net.iter().map(|i| NET.point(n, ts, i)));
-    out.extend(r.temps.iter().map(|t| TEMP.point(n, ts, t)));
-    out.extend(r.diskio.iter().map(|d| DISKIO.point(n, ts, d)));
-    out.extend(r.kernel.iter().map(|k| KERNEL.point(n, ts, k)));
-    out.extend(r.processes.iter().map(|p| PROCESSES.point(n, ts, p)));
-    out.extend(r.files.iter().map(|f| FILES.point(n, ts, f)));
-    if let Some(c) = &r.nstat {
-        out.extend(nstat_points(n, ts, c));
+    // hands the report over as a map, whose keys are not `'static` as a part's names are.
+    SYSTEM
+        .line(lines, &node, none, ts, &r.load)
+        .uint("n_cpus", u64::from(r.n_cpus))
+        .uint("uptime", r.uptime_s);
+    for d in &r.disks {
+        DISK.line(lines, &node, none, ts, d);
     }
-    out.extend(r.sockets.iter().map(|s| SOCKETS.point(n, ts, s)));
+    for i in &r.net {
+        NET.line(lines, &node, none, ts, i);
+    }
+    for t in &r.temps {
+        TEMP.line(lines, &node, none, ts, t);
+    }
+    for d in &r.diskio {
+        DISKIO.line(lines, &node, none, ts, d);
+    }
+    if let Some(k) = &r.kernel {
+        KERNEL.line(lines, &node, none, ts, k);
+    }
+    if let Some(p) = &r.processes {
+        PROCESSES.line(lines, &node, none, ts, p);
+    }
+    if let Some(f) = &r.files {
+        FILES.line(lines, &node, none, ts, f);
+    }
+    if let Some(c) = &r.nstat {
+        nstat_lines(lines, &node, ts, c);
+    }
+    if let Some(s) = &r.sockets {
+        SOCKETS.line(lines, &node, none, ts, s);
+    }
     // Telegraf reads these files as text into floats.
-    out.extend(r.conntrack.iter().map(|c| {
-        n.point("conntrack", ts)
+    if let Some(c) = &r.conntrack {
+        lines
+            .line("conntrack", &node, &mut [], ts)
             .float("ip_conntrack_count", c.count as f64)
-            .float("ip_conntrack_max", c.max as f64)
-    }));
-    out.extend(irq_points(n, ts, "interrupts", &r.interrupts));
-    out.extend(irq_points(n, ts, "soft_interrupts", &r.soft_interrupts));
-    let agent = n
-        .point(AGENT.measurement, ts)
+            .float("ip_conntrack_max", c.max as f64);
+    }
+    irq_lines(lines, &node, ts, "interrupts", &r.interrupts);
+    irq_lines(lines, &node, ts, "soft_interrupts", &r.soft_interrupts);
+    let agent = lines
+        .line(AGENT.measurement, &node, &mut [], ts)
         .uint("run", r.header.run)
         .uint("seq", r.header.seq);
-    out.push(AGENT.fill(agent, &r.buffer));
-    out
+    AGENT.fill(agent, &fields(&r.buffer));
 }
 
-/// Telegraf's `nstat`: one point per file (`name=netstat`, `snmp`, `snmp6`), each counter a
+/// Telegraf's `nstat`: one line per file (`name=netstat`, `snmp`, `snmp6`), each counter a
 /// field named by its line's prefix and its name (`TcpExtListenDrops`); and its `net`
 /// `interface=all`: the `snmp` counters as `tcp_activeopens` (both lowercased). The names come
 /// from the agent: one InfluxDB cannot take as a field key (empty, `time`) is left out, or the
 /// whole batch would be refused.
-fn nstat_points(n: &NodeTags, ts: i64, c: &NetCounters) -> Vec<Point> {
-    fn add(p: Point, key: String, v: i64) -> Point {
+fn nstat_lines(lines: &mut Lines, node: &TagSet, ts: i64, c: &NetCounters) {
+    fn add<'l>(l: Line<'l>, key: &str, v: i64) -> Line<'l> {
         if key.is_empty() || key == "time" {
-            p
+            l
         } else {
-            p.int(key, v)
+            l.int(key, v)
         }
     }
     /// (line, name, count) of every counter of a file read by lines.
@@ -265,60 +305,54 @@ fn nstat_points(n: &NodeTags, ts: i64, c: &NetCounters) -> Vec<Point> {
         m.iter()
             .flat_map(|(line, counters)| counters.iter().map(move |(k, v)| (line, k, *v)))
     }
-    let lines = |name: &'static str, m: &BTreeMap<String, BTreeMap<String, i64>>| {
-        each(m).fold(n.point("nstat", ts).tag("name", name), |p, (line, k, v)| {
-            add(p, format!("{line}{k}"), v)
-        })
-    };
-    let snmp6 = c
-        .snmp6
-        .iter()
-        .fold(n.point("nstat", ts).tag("name", "snmp6"), |p, (k, v)| {
-            add(p, k.clone(), *v)
-        });
-    let protocols = each(&c.snmp).fold(
-        n.point("net", ts).tag("interface", "all"),
-        |p, (line, k, v)| {
-            add(
-                p,
-                format!("{}_{}", line.to_lowercase(), k.to_lowercase()),
-                v,
-            )
-        },
-    );
-    // Points without fields are not written.
-    vec![
-        lines("netstat", &c.netstat),
-        lines("snmp", &c.snmp),
-        snmp6,
-        protocols,
-    ]
+    // (one buffer for the names made of two parts)
+    let mut key = String::new();
+    for (name, m) in [("netstat", &c.netstat), ("snmp", &c.snmp)] {
+        let mut l = lines.line("nstat", node, &mut [("name", name)], ts);
+        for (line, k, v) in each(m) {
+            key.clear();
+            key.push_str(line);
+            key.push_str(k);
+            l = add(l, &key, v);
+        }
+    }
+    let mut l = lines.line("nstat", node, &mut [("name", "snmp6")], ts);
+    for (k, v) in &c.snmp6 {
+        l = add(l, k, *v);
+    }
+    drop(l);
+    let mut l = lines.line("net", node, &mut [("interface", "all")], ts);
+    for (line, k, v) in each(&c.snmp) {
+        key.clear();
+        key.push_str(&line.to_lowercase());
+        key.push('_');
+        key.push_str(&k.to_lowercase());
+        l = add(l, &key, v);
+    }
 }
 
-/// Telegraf's `interrupts` and `soft_interrupts`: a point per line, tagged by `irq`, `type`
+/// Telegraf's `interrupts` and `soft_interrupts`: a line per IRQ, tagged by `irq`, `type`
 /// and `device`, with a field per CPU (`CPU0`) and their `total`.
-fn irq_points<'a>(
-    n: &'a NodeTags,
-    ts: i64,
-    measurement: &'static str,
-    irqs: &'a [Irq],
-) -> impl Iterator<Item = Point> + 'a {
-    irqs.iter().map(move |i| {
-        let p = n
-            .point(measurement, ts)
-            .tag("irq", i.irq.as_str())
-            .tag("type", i.kind.as_str())
-            .tag("device", i.device.as_str());
-        let p = i
-            .cpus
-            .iter()
-            .enumerate()
-            .fold(p, |p, (cpu, count)| p.uint(format!("CPU{cpu}"), *count));
-        p.uint(
+fn irq_lines(lines: &mut Lines, node: &TagSet, ts: i64, measurement: &'static str, irqs: &[Irq]) {
+    use std::fmt::Write as _;
+    let mut key = String::new();
+    for i in irqs {
+        let mut tags = [
+            ("irq", i.irq.as_str()),
+            ("type", i.kind.as_str()),
+            ("device", i.device.as_str()),
+        ];
+        let mut l = lines.line(measurement, node, &mut tags, ts);
+        for (cpu, count) in i.cpus.iter().enumerate() {
+            key.clear();
+            let _ = write!(key, "CPU{cpu}");
+            l = l.uint(&key, *count);
+        }
+        l.uint(
             "total",
             i.cpus.iter().fold(0u64, |a, b| a.saturating_add(*b)),
-        )
-    })
+        );
+    }
 }
 
 /// The fields of a struct in declaration order, each under the name serde gives it (which is
@@ -485,20 +519,16 @@ impl ser::SerializeStruct for Fields<'_> {
 /// is cut at its last `:` (`unknown` without one), and the host put back. As Telegraf, a
 /// digest is not special: `nginx:1.25@sha256:ab12` gives `nginx:1.25@sha256` and `ab12`
 /// (kept so, to match the series a Telegraf writes).
-pub fn split_image(image: &str) -> (String, String) {
-    let (domain, rest) = match image.split_once('/') {
-        Some((d, r)) if d.contains(['.', ':']) || d == "localhost" => (Some(d), r),
-        _ => (None, image),
+pub fn split_image(image: &str) -> (&str, &str) {
+    // (the registry host and the name are the front of the reference: one slice of it)
+    let host = match image.split_once('/') {
+        Some((d, _)) if d.contains(['.', ':']) || d == "localhost" => d.len() + 1,
+        _ => 0,
     };
-    let (name, version) = match rest.rsplit_once(':') {
-        Some((n, v)) => (n, v),
-        None => (rest, "unknown"),
-    };
-    let name = match domain {
-        Some(d) => format!("{d}/{name}"),
-        None => name.to_owned(),
-    };
-    (name, version.to_owned())
+    match image[host..].rfind(':') {
+        Some(at) => (&image[..host + at], &image[host + at + 1..]),
+        None => (image, "unknown"),
+    }
 }
 
 /// Tag keys a container label may not take on any `docker_container_*` point: the tags one
@@ -548,41 +578,55 @@ impl Labels {
     }
 }
 
-fn container_point(
-    n: &NodeTags,
-    measurement: &'static str,
-    ts: i64,
-    c: &Container,
+/// The label Swarm sets on a service's containers.
+const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+
+/// The tags of every line of a container: the node's and the engine's, the container's name,
+/// image, version and state, and the labels taken.
+fn container_tags<'a>(
+    n: &'a NodeTags,
+    c: &'a Container,
     labels: &Labels,
-) -> Point {
+    pairs: &mut Vec<(&'a str, &'a str)>,
+) {
     let (image, version) = split_image(&c.image);
-    let mut p = n
-        .docker_point(measurement, ts)
-        .tag("container_name", c.name.as_str())
-        .tag("container_image", image)
-        .tag("container_version", version)
-        .tag("container_status", c.state.as_str());
+    pairs.clear();
+    pairs.extend(n.pairs());
+    pairs.extend([
+        ("container_name", c.name.as_str()),
+        ("container_image", image),
+        ("container_version", version),
+        ("container_status", c.state.as_str()),
+    ]);
     // the labels taken a tag each under its own key, as Telegraf's docker input does
     for (k, v) in &c.labels {
         if labels.takes(k)
             && !OWN_TAGS.contains(&k.as_str())
             && !MEASUREMENT_TAGS.contains(&k.as_str())
         {
-            p = p.tag(k.clone(), v.as_str());
+            pairs.push((k.as_str(), v.as_str()));
         }
     }
     // an agent from before labels were reported still names its Swarm service
-    if !p.has_tag("com.docker.swarm.service.name") {
-        p = p.tag_opt("com.docker.swarm.service.name", c.swarm_service.as_deref());
+    if !pairs
+        .iter()
+        .any(|(k, v)| *k == SERVICE_LABEL && !v.is_empty())
+    {
+        if let Some(s) = &c.swarm_service {
+            pairs.push((SERVICE_LABEL, s.as_str()));
+        }
     }
-    p.string("container_id", c.id.as_str())
 }
 
-pub fn container_points(n: &NodeTags, r: &ContainersReport, labels: &Labels) -> Vec<Point> {
+/// `docker` (the engine's counts), then per container `docker_container_cpu`, `_net`,
+/// `_blkio`, `_mem`, `_status` and `_health` (each when the agent measured it): appended to
+/// `lines`. Each container's tags are rendered once for its lines.
+pub fn container_lines(lines: &mut Lines, n: &NodeTags, r: &ContainersReport, labels: &Labels) {
     let ts = r.header.ts;
     let count = |state: &str| r.containers.iter().filter(|c| c.state == state).count() as i64;
-    let mut docker = n
-        .docker_point("docker", ts)
+    let engine = TagSet::new(&mut n.pairs());
+    let docker = lines
+        .line("docker", &engine, &mut [], ts)
         .boolean("engine_ok", r.engine == EngineState::Ok)
         .int("n_containers", r.containers.len() as i64)
         .int("n_containers_running", count("running"))
@@ -604,24 +648,36 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport, labels: &Labels) -> 
     if let Some(e) = &r.engine_info {
         // Telegraf sends `memory_total` as a point of its own with the same tags and time,
         // which InfluxDB merges into this one
-        docker = docker
+        docker
             .uint("n_images", e.images)
             .uint("n_cpus", e.cpus)
             .uint("memory_total", e.memory_total)
             .uint("n_goroutines", e.goroutines)
             .uint("n_used_file_descriptors", e.file_descriptors)
             .uint("n_listener_events", e.event_listeners);
+    } else {
+        drop(docker);
     }
-    let mut out = vec![docker];
+    let mut pairs = Vec::with_capacity(16);
+    let mut tags = TagSet::default();
     for c in &r.containers {
+        container_tags(n, c, labels, &mut pairs);
+        tags.set(&mut pairs);
+        let id = c.id.as_str();
         if c.cpu_percent.is_some() || c.cpu_time.is_some() {
-            let mut p =
-                container_point(n, "docker_container_cpu", ts, c, labels).tag("cpu", "cpu-total");
+            let mut l = lines
+                .line(
+                    "docker_container_cpu",
+                    &tags,
+                    &mut [("cpu", "cpu-total")],
+                    ts,
+                )
+                .string("container_id", id);
             if let Some(pct) = c.cpu_percent {
-                p = p.float("usage_percent", pct);
+                l = l.float("usage_percent", pct);
             }
             if let Some(t) = &c.cpu_time {
-                p = p
+                l = l
                     .uint("usage_total", t.total_ns)
                     .uint("usage_in_usermode", t.user_ns)
                     .uint("usage_in_kernelmode", t.kernel_ns)
@@ -629,52 +685,62 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport, labels: &Labels) -> 
                     .uint("throttling_throttled_periods", t.throttled_periods)
                     .uint("throttling_throttled_time", t.throttled_ns);
             }
-            out.push(p);
         }
-        // Telegraf's default (`total_include`): one `total` point each, no per-device ones.
+        // Telegraf's default (`total_include`): one `total` line each, no per-device ones.
         if let Some(net) = &c.net {
-            out.push(
-                container_point(n, "docker_container_net", ts, c, labels)
-                    .tag("network", "total")
-                    .uint("rx_bytes", net.rx_bytes)
-                    .uint("rx_packets", net.rx_packets)
-                    .uint("rx_errors", net.rx_errors)
-                    .uint("rx_dropped", net.rx_dropped)
-                    .uint("tx_bytes", net.tx_bytes)
-                    .uint("tx_packets", net.tx_packets)
-                    .uint("tx_errors", net.tx_errors)
-                    .uint("tx_dropped", net.tx_dropped),
-            );
+            lines
+                .line(
+                    "docker_container_net",
+                    &tags,
+                    &mut [("network", "total")],
+                    ts,
+                )
+                .string("container_id", id)
+                .uint("rx_bytes", net.rx_bytes)
+                .uint("rx_packets", net.rx_packets)
+                .uint("rx_errors", net.rx_errors)
+                .uint("rx_dropped", net.rx_dropped)
+                .uint("tx_bytes", net.tx_bytes)
+                .uint("tx_packets", net.tx_packets)
+                .uint("tx_errors", net.tx_errors)
+                .uint("tx_dropped", net.tx_dropped);
         }
         if let Some(io) = &c.blkio {
-            out.push(
-                container_point(n, "docker_container_blkio", ts, c, labels)
-                    .tag("device", "total")
-                    .uint("io_service_bytes_recursive_read", io.read_bytes)
-                    .uint("io_service_bytes_recursive_write", io.write_bytes)
-                    .uint(
-                        "io_service_bytes_recursive_total",
-                        io.read_bytes.saturating_add(io.write_bytes),
-                    )
-                    .uint("io_serviced_recursive_read", io.reads)
-                    .uint("io_serviced_recursive_write", io.writes)
-                    .uint(
-                        "io_serviced_recursive_total",
-                        io.reads.saturating_add(io.writes),
-                    ),
-            );
+            lines
+                .line(
+                    "docker_container_blkio",
+                    &tags,
+                    &mut [("device", "total")],
+                    ts,
+                )
+                .string("container_id", id)
+                .uint("io_service_bytes_recursive_read", io.read_bytes)
+                .uint("io_service_bytes_recursive_write", io.write_bytes)
+                .uint(
+                    "io_service_bytes_recursive_total",
+                    io.read_bytes.saturating_add(io.write_bytes),
+                )
+                .uint("io_serviced_recursive_read", io.reads)
+                .uint("io_serviced_recursive_write", io.writes)
+                .uint(
+                    "io_serviced_recursive_total",
+                    io.reads.saturating_add(io.writes),
+                );
         }
         if let Some(usage) = c.mem_usage {
-            let mut p =
-                container_point(n, "docker_container_mem", ts, c, labels).uint("usage", usage);
+            let mut l = lines
+                .line("docker_container_mem", &tags, &mut [], ts)
+                .string("container_id", id)
+                .uint("usage", usage);
             if let Some(limit) = c.mem_limit.filter(|l| *l > 0) {
-                p = p
+                l = l
                     .uint("limit", limit)
                     .float("usage_percent", usage as f64 * 100.0 / limit as f64);
             }
-            out.push(p);
         }
-        let mut st = container_point(n, "docker_container_status", ts, c, labels)
+        let mut st = lines
+            .line("docker_container_status", &tags, &mut [], ts)
+            .string("container_id", id)
             .boolean("oomkilled", c.oom_killed)
             .uint("restart_count", c.restart_count);
         if let Some(code) = c.exit_code {
@@ -686,16 +752,15 @@ pub fn container_points(n: &NodeTags, r: &ContainersReport, labels: &Labels) -> 
                 st = st.int("uptime_ns", (ts - started).max(0).saturating_mul(1_000_000));
             }
         }
-        out.push(st);
+        drop(st);
         if c.health != leakmon_protocol::Health::None {
-            out.push(
-                container_point(n, "docker_container_health", ts, c, labels)
-                    .string("health_status", c.health.as_str())
-                    .uint("failing_streak", c.failing_streak),
-            );
+            lines
+                .line("docker_container_health", &tags, &mut [], ts)
+                .string("container_id", id)
+                .string("health_status", c.health.as_str())
+                .uint("failing_streak", c.failing_streak);
         }
     }
-    out
 }
 
 /// Telegraf's `docker_swarm`: per service, its tasks running and desired (written by the
@@ -796,6 +861,23 @@ mod tests {
 
     fn lines(points: &[Point]) -> String {
         points.iter().map(Point::to_line).collect()
+    }
+
+    fn host_text(n: &NodeTags, r: &HostReport) -> String {
+        let mut l = Lines::new(None);
+        host_lines(&mut l, n, r);
+        l.into_string()
+    }
+
+    fn containers_text(n: &NodeTags, r: &ContainersReport, labels: &Labels) -> String {
+        let mut l = Lines::new(None);
+        container_lines(&mut l, n, r, labels);
+        l.into_string()
+    }
+
+    /// The lines of a host report read back.
+    fn host_parsed(n: &NodeTags, r: &HostReport) -> Vec<line::Parsed> {
+        host_text(n, r).lines().map(line::parse).collect()
     }
 
     fn header(seq: u64, ts: i64) -> Header {
@@ -1026,7 +1108,7 @@ mod tests {
 
     #[test]
     fn host_points_pin_every_measurement_tag_and_field() {
-        assert_eq!(lines(&host_points(&tags(), &host_report())), HOST_LINES);
+        assert_eq!(host_text(&tags(), &host_report()), HOST_LINES);
     }
 
     const HOST_LINES: &str = r#"cpu,cpu=cpu-total,host=edge-01,swarm_node_id=x2kq usage_user=11.5,usage_nice=0.25,usage_system=3,usage_idle=80.125,usage_iowait=1.5,usage_irq=0.5,usage_softirq=0.75,usage_steal=0.0625,usage_guest=2,usage_guest_nice=0.3125 1795719775612
@@ -1067,7 +1149,9 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             .into(),
             ..Default::default()
         };
-        let out = lines(&nstat_points(&tags(), 5, &c));
+        let mut l = Lines::new(None);
+        nstat_lines(&mut l, &tags().tag_set(), 5, &c);
+        let out = l.into_string();
         assert_eq!(
             out,
             "nstat,host=edge-01,name=snmp6,swarm_node_id=x2kq Ip6InReceives=3i 5\n"
@@ -1101,7 +1185,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             })
             .map(|l| l.replace(",swarm_node_id=x2kq", "") + "\n")
             .collect();
-        assert_eq!(lines(&host_points(&n, &r)), want);
+        assert_eq!(host_text(&n, &r), want);
     }
 
     /// Fields of a host report deliberately not written, and why.
@@ -1147,14 +1231,13 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
     /// test says which. `host_report()` sets every part, so a new one must be set there too.
     #[test]
     fn every_host_report_field_is_written_or_listed_as_not_written() {
-        use crate::schema::line::Value;
         let mut r = host_report();
         r.disks.truncate(1); // the second one holds values JSON cannot carry
         let mut json = serde_json::to_value(&r).unwrap();
         let mut leaves = Vec::new();
         distinct(&mut json, "", &mut leaves);
         let r: HostReport = serde_json::from_value(json).unwrap();
-        let points = host_points(&tags(), &r);
+        let points = host_parsed(&tags(), &r);
         for (path, leaf) in &leaves {
             let name = path.rsplit('.').next().unwrap_or(path);
             if path == "ts" {
@@ -1165,16 +1248,17 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
                 continue;
             }
             let written = points.iter().any(|p| {
-                p.fields.iter().any(|(k, v)| match (v, leaf) {
-                    (Value::Int(i), _) => leaf.as_i64() == Some(*i) && !leaf.is_f64(),
-                    // Integers Telegraf writes as floats (conntrack) count too.
-                    (Value::Float(f), _) => leaf.as_f64() == Some(*f),
-                    (Value::Bool(b), serde_json::Value::Bool(l)) => k == name && b == l,
-                    _ => false,
-                }) || p
-                    .tags
+                p.fields
                     .iter()
-                    .any(|(_, t)| leaf.as_str() == Some(t.as_str()))
+                    .any(|(k, v)| match (v.strip_suffix('i'), leaf) {
+                        (Some(i), _) => leaf.as_i64() == i.parse().ok() && !leaf.is_f64(),
+                        (None, serde_json::Value::Bool(l)) => k == name && *v == l.to_string(),
+                        // Integers Telegraf writes as floats (conntrack) count too.
+                        (None, _) => leaf.as_f64().is_some() && leaf.as_f64() == v.parse().ok(),
+                    })
+                    || p.tags
+                        .iter()
+                        .any(|(_, t)| leaf.as_str() == Some(t.as_str()))
             });
             assert!(
                 written,
@@ -1206,7 +1290,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
     #[test]
     fn docs_name_every_host_field_and_tag() {
         let doc = include_str!("../../../docs/schema.md");
-        for p in host_points(&tags(), &host_report()) {
+        for p in host_parsed(&tags(), &host_report()) {
             let head = format!("| `{}` |", p.measurement);
             let row = doc
                 .lines()
@@ -1215,8 +1299,8 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             let keys = p
                 .fields
                 .iter()
-                .map(|(k, _)| documented_as(p.measurement, k));
-            let tags = p.tags.iter().map(|(k, _)| k.as_ref());
+                .map(|(k, _)| documented_as(&p.measurement, k));
+            let tags = p.tags.iter().map(|(k, _)| k.as_str());
             for k in keys.chain(tags) {
                 let named = row.contains(&format!("`{k}`")) || row.contains(&format!("`{k}="));
                 let common = k == "host" || k == "swarm_node_id";
@@ -1283,11 +1367,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             ),
             ("sha256:0123abcd", "sha256", "0123abcd"),
         ] {
-            assert_eq!(
-                split_image(image),
-                (name.to_owned(), version.to_owned()),
-                "{image}"
-            );
+            assert_eq!(split_image(image), (name, version), "{image}");
         }
     }
 
@@ -1381,7 +1461,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             cut: 0,
         };
         assert_eq!(
-            lines(&container_points(&tags(), &r, &default_labels())),
+            containers_text(&tags(), &r, &default_labels()),
             CONTAINER_LINES
         );
         let down = ContainersReport {
@@ -1393,7 +1473,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             cut: 0,
         };
         assert_eq!(
-            lines(&container_points(&tags(), &down, &default_labels())),
+            containers_text(&tags(), &down, &default_labels()),
             CONTAINER_LINES_DOWN
         );
     }
@@ -1436,10 +1516,10 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
         assert!(all.takes("team") && !all.takes("build.number"));
         // a thousand values of a label not taken make no new series: the points are the same
         let mut c = container("web.1", "running");
-        let base = lines(&container_points(&tags(), &report_of(c.clone()), &l));
+        let base = containers_text(&tags(), &report_of(c.clone()), &l);
         for i in 0..1000 {
             c.labels.insert("build".into(), format!("{i}"));
-            let with = lines(&container_points(&tags(), &report_of(c.clone()), &l));
+            let with = containers_text(&tags(), &report_of(c.clone()), &l);
             assert_eq!(with, base);
         }
     }
