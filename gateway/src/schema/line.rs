@@ -285,6 +285,12 @@ impl<'o> Line<'o> {
     pub fn string(mut self, k: &str, v: &str) -> Self {
         self.key(k);
         self.out.push('"');
+        // (nearly every value needs no escaping: copied whole)
+        if !v.bytes().any(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r')) {
+            self.out.push_str(v);
+            self.out.push('"');
+            return self;
+        }
         for c in v.chars() {
             match c {
                 '"' | '\\' => {
