@@ -1,5 +1,6 @@
-//! The fleet-scale scenario: scripts/bench-fleet at 1,000 to 10,000 simulated agents, into
-//! VictoriaMetrics and into InfluxDB 1.6.7, and once without beats (what liveness costs).
+//! The fleet-scale scenario: scripts/bench-fleet at 1,000 to 10,000 simulated agents, into the
+//! line-protocol sink (the gateway priced apart), into VictoriaMetrics and into InfluxDB 1.6.7,
+//! and once without beats (what liveness costs).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -122,7 +123,60 @@ pub fn liveness(secs: u64, md: &mut String) {
     let _ = writeln!(md);
 }
 
+/// Sizes of the gateway's pricing runs.
+pub const PRICED: [u32; 3] = [1000, 2500, 10000];
+
+/// The gateway priced apart from any database: into `sink` (bench/src/bin/sink.rs), per
+/// point (agents without beats), per beat (agents without reports), and the whole fleet with
+/// every host report's seq counted at the sink.
+fn priced(secs: u64, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "### The gateway priced apart\n\n`scripts/bench-fleet N sink {secs} 0` (reports, no \
+         beats: the gateway's CPU per point), `scripts/bench-fleet N sink {secs} 250 0` \
+         (beats, no reports: per beat) and `scripts/bench-fleet N sink {secs}` (the whole \
+         fleet): the fleet replayed by `loadgen replay` (pre-encoded messages) through one \
+         mosquitto into the release gateway with config/gateway.toml (spool on, gzip on), \
+         writing to `sink`, which parses every line and counts every host report's seq. \
+         Changed from the shipped settings, and why: as in \"Fleet scale\", and in the \
+         beats-only run `liveness.offline_after = \"1h\"` (without reports every node would \
+         turn stale). Everything shares this machine's two cores: where the sum of the \
+         processes' CPU nears 200 %, the gateway is starved and the broker drops what its \
+         queue for the gateway cannot hold (`missing`).\n\n\
+         | agents | points/s | us a point | beats/s | us a beat | whole fleet: gateway CPU % | gateway RSS MiB | host reports published / at the sink (missing, twice) | sample to sink p50 / p99 ms | broker CPU % | sink CPU % | load generator CPU % |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for n in PRICED {
+        log(&format!("fleet: {n} simulated agents into the sink"));
+        let points = run(n, "sink", secs, 0, true);
+        let beats = run(n, "sink", secs, 250, false);
+        let all = one(n, "sink", secs, 250);
+        let get = |r: &Option<Run>, k: &str| r.as_ref().map_or(-1.0, |r| r.get(k));
+        let _ = writeln!(
+            md,
+            "| {n} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} / {:.0} ({:.0}, {:.0}) | {} / {} | {:.1} | {:.1} | {:.1} |",
+            get(&points, "points_per_s"),
+            get(&points, "gw_us_per_point"),
+            get(&beats, "beats_per_s"),
+            get(&beats, "gw_us_per_beat"),
+            get(&all, "gw_cpu_pct"),
+            get(&all, "gw_rss_mib"),
+            get(&all, "host_reports_published"),
+            get(&all, "host_reports_at_sink"),
+            get(&all, "missing"),
+            get(&all, "duplicates"),
+            ms(get(&all, "p50_ms")),
+            ms(get(&all, "p99_ms")),
+            get(&all, "broker_cpu_pct"),
+            get(&all, "db_cpu_pct"),
+            get(&all, "loadgen_cpu_pct"),
+        );
+    }
+    let _ = writeln!(md);
+}
+
 pub fn fleet(secs: u64, md: &mut String, plots: &Path) {
+    priced(secs, md);
     let mut runs = Vec::new();
     for sink in ["victoria", "influxdb"] {
         for n in SIZES {
