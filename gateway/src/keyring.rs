@@ -43,7 +43,12 @@ impl Keyring {
     pub fn check(&mut self, node: &str, topic: &str, payload: &[u8]) -> Result<(), AuthError> {
         // the field read once, checked with each key
         let seal = Seal::of(payload).ok_or(AuthError::Unsealed)?;
-        if self.keys(node).iter().any(|k| k.made(topic, &seal)) {
+        // (a node already known costs one lookup: 4 of every node's messages a second)
+        let made = match self.nodes.get(node) {
+            Some(keys) => keys.iter().any(|k| k.made(topic, &seal)),
+            None => self.keys(node).iter().any(|k| k.made(topic, &seal)),
+        };
+        if made {
             Ok(())
         } else {
             Err(AuthError::BadMac)
