@@ -389,7 +389,7 @@ pub struct BufferStats {
 /// field's name (docs/schema.md). So a new host metric is: a field in one of the parts, with
 /// its unit in its doc comment; the collector's line that fills it; its name in
 /// docs/schema.md. A field of the report itself, or a new part, also needs a line in the
-/// gateway's `host_points`.
+/// gateway's `host_lines`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostReport {
     #[serde(flatten)]

@@ -1107,7 +1107,7 @@ mod tests {
     }
 
     #[test]
-    fn host_points_pin_every_measurement_tag_and_field() {
+    fn host_lines_pin_every_measurement_tag_and_field() {
         assert_eq!(host_text(&tags(), &host_report()), HOST_LINES);
     }
 
@@ -1227,7 +1227,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
     }
 
     /// A new field of a part (cpu, mem, a disk, ...) is written by itself; a new field of the
-    /// report itself, or a new part, needs a line in `host_points` (or in `NOT_WRITTEN`): this
+    /// report itself, or a new part, needs a line in `host_lines` (or in `NOT_WRITTEN`): this
     /// test says which. `host_report()` sets every part, so a new one must be set there too.
     #[test]
     fn every_host_report_field_is_written_or_listed_as_not_written() {
@@ -1262,7 +1262,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
             });
             assert!(
                 written,
-                "HostReport field {path} is not written: map it in host_points (a text field: \
+                "HostReport field {path} is not written: map it in host_lines (a text field: \
                  list it in its Part's tags) or list it in NOT_WRITTEN"
             );
         }
@@ -1372,7 +1372,7 @@ leakmon_agent,host=edge-01,swarm_node_id=x2kq run=3i,seq=1207i,queued=2i,queued_
     }
 
     #[test]
-    fn container_points_pin_every_measurement_tag_and_field() {
+    fn container_lines_pin_every_measurement_tag_and_field() {
         let r = ContainersReport {
             header: header(1208, TS),
             engine: EngineState::Ok,
