@@ -267,10 +267,11 @@ impl Ingest {
         if !self.bus.has_database() {
             return false;
         }
-        let mut s = String::new();
-        if active || self.shared_group.is_some() {
-            s = points.data;
-        }
+        let mut s = if active || self.shared_group.is_some() {
+            points.data
+        } else {
+            String::new()
+        };
         if active {
             for p in &points.seen_by_all {
                 p.write_line(&mut s);

@@ -145,14 +145,20 @@ impl TagSet {
         self.at.clear();
         for (k, v) in tags.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()) {
             let start = self.text.len();
-            self.text.push(',');
-            escape(&mut self.text, k, KEY);
-            let key_end = self.text.len();
-            self.text.push('=');
-            escape(&mut self.text, v, KEY);
+            let key_end = push_tag(&mut self.text, k, v);
             self.at.push((start, key_end));
         }
     }
+}
+
+/// Appends `,key=value`, escaped; returns where the key ends.
+fn push_tag(out: &mut String, k: &str, v: &str) -> usize {
+    out.push(',');
+    escape(out, k, KEY);
+    let key_end = out.len();
+    out.push('=');
+    escape(out, v, KEY);
+    key_end
 }
 
 /// Lines written straight into one buffer, each sample's tags rendered once ([`TagSet`]):
@@ -221,22 +227,16 @@ impl<'o> Line<'o> {
             .iter()
             .filter(|(k, v)| !k.is_empty() && !v.is_empty())
             .peekable();
-        let tag = |out: &mut String, k: &str, v: &str| {
-            out.push(',');
-            escape(out, k, KEY);
-            out.push('=');
-            escape(out, v, KEY);
-        };
         for (i, &(at, key_end)) in tags.at.iter().enumerate() {
             let key = &tags.text[at + 1..key_end];
             while let Some((k, v)) = extra.next_if(|(k, _)| *k < key) {
-                tag(out, k, v);
+                push_tag(out, k, v);
             }
             let end = tags.at.get(i + 1).map_or(tags.text.len(), |n| n.0);
             out.push_str(&tags.text[at..end]);
         }
         for (k, v) in extra {
-            tag(out, k, v);
+            push_tag(out, k, v);
         }
         Line {
             out,
@@ -286,20 +286,19 @@ impl<'o> Line<'o> {
         self.key(k);
         self.out.push('"');
         // (nearly every value needs no escaping: copied whole)
-        if !v.bytes().any(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r')) {
-            self.out.push_str(v);
-            self.out.push('"');
-            return self;
-        }
-        for c in v.chars() {
-            match c {
-                '"' | '\\' => {
-                    self.out.push('\\');
-                    self.out.push(c);
+        if v.bytes().any(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r')) {
+            for c in v.chars() {
+                match c {
+                    '"' | '\\' => {
+                        self.out.push('\\');
+                        self.out.push(c);
+                    }
+                    '\n' | '\r' => self.out.push(' '),
+                    c => self.out.push(c),
                 }
-                '\n' | '\r' => self.out.push(' '),
-                c => self.out.push(c),
             }
+        } else {
+            self.out.push_str(v);
         }
         self.out.push('"');
         self

@@ -618,6 +618,20 @@ fn container_tags<'a>(
     }
 }
 
+/// A line of a container: its tags and `extra`, then its id, the first field of each.
+fn container_line<'l>(
+    lines: &'l mut Lines,
+    measurement: &str,
+    tags: &TagSet,
+    extra: &mut [(&str, &str)],
+    ts: i64,
+    id: &str,
+) -> Line<'l> {
+    lines
+        .line(measurement, tags, extra, ts)
+        .string("container_id", id)
+}
+
 /// `docker` (the engine's counts), then per container `docker_container_cpu`, `_net`,
 /// `_blkio`, `_mem`, `_status` and `_health` (each when the agent measured it): appended to
 /// `lines`. Each container's tags are rendered once for its lines.
@@ -625,7 +639,7 @@ pub fn container_lines(lines: &mut Lines, n: &NodeTags, r: &ContainersReport, la
     let ts = r.header.ts;
     let count = |state: &str| r.containers.iter().filter(|c| c.state == state).count() as i64;
     let engine = TagSet::new(&mut n.pairs());
-    let docker = lines
+    let mut docker = lines
         .line("docker", &engine, &mut [], ts)
         .boolean("engine_ok", r.engine == EngineState::Ok)
         .int("n_containers", r.containers.len() as i64)
@@ -648,16 +662,16 @@ pub fn container_lines(lines: &mut Lines, n: &NodeTags, r: &ContainersReport, la
     if let Some(e) = &r.engine_info {
         // Telegraf sends `memory_total` as a point of its own with the same tags and time,
         // which InfluxDB merges into this one
-        docker
+        docker = docker
             .uint("n_images", e.images)
             .uint("n_cpus", e.cpus)
             .uint("memory_total", e.memory_total)
             .uint("n_goroutines", e.goroutines)
             .uint("n_used_file_descriptors", e.file_descriptors)
             .uint("n_listener_events", e.event_listeners);
-    } else {
-        drop(docker);
     }
+    // (ended here: the containers' lines follow it)
+    drop(docker);
     let mut pairs = Vec::with_capacity(16);
     let mut tags = TagSet::default();
     for c in &r.containers {
@@ -665,14 +679,14 @@ pub fn container_lines(lines: &mut Lines, n: &NodeTags, r: &ContainersReport, la
         tags.set(&mut pairs);
         let id = c.id.as_str();
         if c.cpu_percent.is_some() || c.cpu_time.is_some() {
-            let mut l = lines
-                .line(
-                    "docker_container_cpu",
-                    &tags,
-                    &mut [("cpu", "cpu-total")],
-                    ts,
-                )
-                .string("container_id", id);
+            let mut l = container_line(
+                lines,
+                "docker_container_cpu",
+                &tags,
+                &mut [("cpu", "cpu-total")],
+                ts,
+                id,
+            );
             if let Some(pct) = c.cpu_percent {
                 l = l.float("usage_percent", pct);
             }
@@ -688,49 +702,47 @@ pub fn container_lines(lines: &mut Lines, n: &NodeTags, r: &ContainersReport, la
         }
         // Telegraf's default (`total_include`): one `total` line each, no per-device ones.
         if let Some(net) = &c.net {
-            lines
-                .line(
-                    "docker_container_net",
-                    &tags,
-                    &mut [("network", "total")],
-                    ts,
-                )
-                .string("container_id", id)
-                .uint("rx_bytes", net.rx_bytes)
-                .uint("rx_packets", net.rx_packets)
-                .uint("rx_errors", net.rx_errors)
-                .uint("rx_dropped", net.rx_dropped)
-                .uint("tx_bytes", net.tx_bytes)
-                .uint("tx_packets", net.tx_packets)
-                .uint("tx_errors", net.tx_errors)
-                .uint("tx_dropped", net.tx_dropped);
+            container_line(
+                lines,
+                "docker_container_net",
+                &tags,
+                &mut [("network", "total")],
+                ts,
+                id,
+            )
+            .uint("rx_bytes", net.rx_bytes)
+            .uint("rx_packets", net.rx_packets)
+            .uint("rx_errors", net.rx_errors)
+            .uint("rx_dropped", net.rx_dropped)
+            .uint("tx_bytes", net.tx_bytes)
+            .uint("tx_packets", net.tx_packets)
+            .uint("tx_errors", net.tx_errors)
+            .uint("tx_dropped", net.tx_dropped);
         }
         if let Some(io) = &c.blkio {
-            lines
-                .line(
-                    "docker_container_blkio",
-                    &tags,
-                    &mut [("device", "total")],
-                    ts,
-                )
-                .string("container_id", id)
-                .uint("io_service_bytes_recursive_read", io.read_bytes)
-                .uint("io_service_bytes_recursive_write", io.write_bytes)
-                .uint(
-                    "io_service_bytes_recursive_total",
-                    io.read_bytes.saturating_add(io.write_bytes),
-                )
-                .uint("io_serviced_recursive_read", io.reads)
-                .uint("io_serviced_recursive_write", io.writes)
-                .uint(
-                    "io_serviced_recursive_total",
-                    io.reads.saturating_add(io.writes),
-                );
+            container_line(
+                lines,
+                "docker_container_blkio",
+                &tags,
+                &mut [("device", "total")],
+                ts,
+                id,
+            )
+            .uint("io_service_bytes_recursive_read", io.read_bytes)
+            .uint("io_service_bytes_recursive_write", io.write_bytes)
+            .uint(
+                "io_service_bytes_recursive_total",
+                io.read_bytes.saturating_add(io.write_bytes),
+            )
+            .uint("io_serviced_recursive_read", io.reads)
+            .uint("io_serviced_recursive_write", io.writes)
+            .uint(
+                "io_serviced_recursive_total",
+                io.reads.saturating_add(io.writes),
+            );
         }
         if let Some(usage) = c.mem_usage {
-            let mut l = lines
-                .line("docker_container_mem", &tags, &mut [], ts)
-                .string("container_id", id)
+            let mut l = container_line(lines, "docker_container_mem", &tags, &mut [], ts, id)
                 .uint("usage", usage);
             if let Some(limit) = c.mem_limit.filter(|l| *l > 0) {
                 l = l
@@ -738,9 +750,7 @@ pub fn container_lines(lines: &mut Lines, n: &NodeTags, r: &ContainersReport, la
                     .float("usage_percent", usage as f64 * 100.0 / limit as f64);
             }
         }
-        let mut st = lines
-            .line("docker_container_status", &tags, &mut [], ts)
-            .string("container_id", id)
+        let mut st = container_line(lines, "docker_container_status", &tags, &mut [], ts, id)
             .boolean("oomkilled", c.oom_killed)
             .uint("restart_count", c.restart_count);
         if let Some(code) = c.exit_code {
@@ -754,9 +764,7 @@ pub fn container_lines(lines: &mut Lines, n: &NodeTags, r: &ContainersReport, la
         }
         drop(st);
         if c.health != leakmon_protocol::Health::None {
-            lines
-                .line("docker_container_health", &tags, &mut [], ts)
-                .string("container_id", id)
+            container_line(lines, "docker_container_health", &tags, &mut [], ts, id)
                 .string("health_status", c.health.as_str())
                 .uint("failing_streak", c.failing_streak);
         }
