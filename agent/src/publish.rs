@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use leakmon_common::mqtt::{Connector, Reconnect};
 use leakmon_protocol::auth::NodeKey;
 use leakmon_protocol::{
-    encode, Beat, Channel, ContainersReport, EngineState, EventReport, Header, HostReport,
-    Identity, NodeState, OfflineReason, ProbeReport, Status, Topics, PROTOCOL_VERSION,
+    encode, encode_with_capacity, Beat, Channel, ContainersReport, EngineState, EventReport,
+    Header, HostReport, Identity, NodeState, OfflineReason, ProbeReport, Status, Topics,
+    PROTOCOL_VERSION,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, LastWill, Outgoing, Packet, QoS, SubscribeReasonCode,
@@ -70,6 +71,9 @@ pub struct Encoder {
     pub oversize_dropped: u64,
     /// This node's key: every message is sealed with it ([`leakmon_protocol::auth`]).
     key: Option<NodeKey>,
+    /// The last host and containers payloads' lengths: the next one's buffer is made that
+    /// large (and the seal's room) at once.
+    last_len: [usize; 2],
 }
 
 impl Encoder {
@@ -83,6 +87,7 @@ impl Encoder {
             max_payload: leakmon_protocol::codec::MAX_PAYLOAD,
             oversize_dropped: 0,
             key: None,
+            last_len: [0; 2],
         }
     }
 
@@ -173,7 +178,7 @@ impl Encoder {
                 msg.header = self.header(msg.header.ts);
                 msg.buffer = buffer;
                 msg.bound();
-                let payload = fit(&mut msg, max, |m| {
+                let payload = fit(&mut msg, max, &mut self.last_len[0], |m| {
                     // the least telling first: interrupt tables, network counters, one
                     // point per CPU or device; the mounts (disk space) last
                     let n = if !m.soft_interrupts.is_empty() {
@@ -216,7 +221,7 @@ impl Encoder {
                     cut: 0,
                 };
                 msg.bound();
-                let payload = fit(&mut msg, max, |m| {
+                let payload = fit(&mut msg, max, &mut self.last_len[1], |m| {
                     // cut from the end of what matters least
                     m.prioritize();
                     let n = cut_half(&mut m.containers);
@@ -239,7 +244,7 @@ impl Encoder {
                     swarm_task: e.swarm_task,
                 };
                 msg.bound();
-                (Channel::Events, fit(&mut msg, max, |_| false))
+                (Channel::Events, fit(&mut msg, max, &mut 0, |_| false))
             }
         };
         match payload {
@@ -286,15 +291,19 @@ fn cut_half<T>(v: &mut Vec<T>) -> u32 {
 }
 
 /// `msg` encoded, cut down by `shrink` (false: nothing left to cut) until it is at most
-/// `max` bytes; `None` if it never is.
+/// `max` bytes; `None` if it never is. `last_len`: the length of the last payload of its kind
+/// (the buffer's first size, with room for the seal), updated.
 fn fit<T: serde::Serialize>(
     msg: &mut T,
     max: usize,
+    last_len: &mut usize,
     mut shrink: impl FnMut(&mut T) -> bool,
 ) -> Option<Vec<u8>> {
     loop {
-        let p = encode(&*msg);
+        let room = *last_len + *last_len / 16 + leakmon_protocol::auth::TRAILER_LEN;
+        let p = encode_with_capacity(&*msg, room.max(128));
         if p.len() <= max {
+            *last_len = p.len();
             return Some(p);
         }
         if !shrink(msg) {

@@ -84,9 +84,14 @@ fn cost(m: &Message) -> usize {
     m.topic.len() + m.payload.len()
 }
 
-/// FNV-1a over the payload: a cheap first test before comparing bytes.
+/// A cheap first test before comparing bytes: FNV-1a over the length and the first and last
+/// 64 bytes (where a message's seq and, sealed, its mac are). Hashing every byte of every
+/// acknowledged report was 4 % of the agent's instructions.
 fn digest(m: &Message) -> u64 {
-    m.payload.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+    let p = &m.payload;
+    let (head, tail) = (&p[..p.len().min(64)], &p[p.len().saturating_sub(64)..]);
+    let h0 = 0xcbf2_9ce4_8422_2325 ^ p.len() as u64;
+    head.iter().chain(tail).fold(h0, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }

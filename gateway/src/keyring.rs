@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use leakmon_protocol::auth::{AuthError, FleetKey, NodeKey, Seal};
 
 /// How many nodes' keys are kept (as many as the gateway tracks nodes); past it the cache
-/// starts over: a flood of made-up node names costs two HMACs each, never memory.
+/// starts over: a flood of made-up node names costs a key derivation and a MAC each, never memory.
 const MAX_CACHED: usize = 20_000;
 
 #[derive(Debug, Clone)]

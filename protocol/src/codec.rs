@@ -105,9 +105,19 @@ impl Versioned for Header {
 
 /// Encodes a message as compact JSON.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    encode_with_capacity(msg, 128)
+}
+
+/// [`encode`] into a buffer of `capacity` bytes to begin with: a sender that knows about how
+/// long its message will be (the last one's length) spares the buffer's doublings and copies.
+pub fn encode_with_capacity<T: Serialize>(msg: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     // Serialising these plain structs cannot fail: no maps with non-string keys, no custom
     // serialisers that error.
-    serde_json::to_vec(msg).unwrap_or_default()
+    match serde_json::to_writer(&mut out, msg) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Decodes a payload that arrived on `topic_node`'s topic, checking size, version and node.

@@ -9,7 +9,7 @@
 //! - [`messages`]: the payloads (status, host, containers, event, beat, probe request and
 //!   report) and [`PROTOCOL_VERSION`].
 //! - [`codec`]: encoding and checked decoding with typed errors.
-//! - [`auth`]: which node sent a message (an HMAC with its node key, derived from the
+//! - [`auth`]: which node sent a message (a MAC with its node key, derived from the
 //!   gateways' fleet key).
 //! - [`limits`]: how much one report may carry (containers, disks, text lengths), applied by
 //!   senders and receivers alike.
@@ -21,7 +21,7 @@ pub mod limits;
 pub mod messages;
 pub mod topics;
 
-pub use codec::{decode, decode_request, encode, DecodeError};
+pub use codec::{decode, decode_request, encode, encode_with_capacity, DecodeError};
 pub use messages::*;
 pub use topics::{Channel, TopicError, Topics};
 

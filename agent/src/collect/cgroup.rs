@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{ContainerBlkio, ContainerCpu, ContainerNet};
 
-use super::kfile::KeptFiles;
+use super::kfile::{numbers, KeptFile};
 
 /// Where one container's CPU and memory accounting lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,14 +65,26 @@ pub fn parse_proc_cgroup(text: &str) -> Option<CgroupPaths> {
 
 /// A v2 `cpu.stat`: usage, user and system time, and CFS throttling (microseconds there).
 pub fn parse_cpu_stat_v2(text: &str) -> Option<ContainerCpu> {
-    let ns = |k| stat_value(text, k).map(|us| us.saturating_mul(1000));
+    let [usage, user, system, periods, throttled, throttled_us] = numbers(
+        text,
+        b' ',
+        [
+            "usage_usec",
+            "user_usec",
+            "system_usec",
+            "nr_periods",
+            "nr_throttled",
+            "throttled_usec",
+        ],
+    );
+    let ns = |us: Option<u64>| us.unwrap_or(0).saturating_mul(1000);
     Some(ContainerCpu {
-        total_ns: ns("usage_usec")?,
-        user_ns: ns("user_usec").unwrap_or(0),
-        kernel_ns: ns("system_usec").unwrap_or(0),
-        periods: stat_value(text, "nr_periods").unwrap_or(0),
-        throttled_periods: stat_value(text, "nr_throttled").unwrap_or(0),
-        throttled_ns: ns("throttled_usec").unwrap_or(0),
+        total_ns: usage?.saturating_mul(1000),
+        user_ns: ns(user),
+        kernel_ns: ns(system),
+        periods: periods.unwrap_or(0),
+        throttled_periods: throttled.unwrap_or(0),
+        throttled_ns: ns(throttled_us),
     })
 }
 
@@ -83,17 +95,20 @@ const NS_PER_TICK: u64 = 10_000_000;
 /// cgroup v1: `cpuacct.usage` (ns), `cpuacct.stat` (ticks) and the `cpu` controller's
 /// `cpu.stat` (throttling, `throttled_time` in ns; absent without CFS bandwidth control).
 pub fn parse_cpu_v1(usage: &str, acct_stat: &str, cpu_stat: &str) -> Option<ContainerCpu> {
+    let [user, system] = numbers(acct_stat, b' ', ["user", "system"]);
+    let [periods, throttled, throttled_ns] = numbers(
+        cpu_stat,
+        b' ',
+        ["nr_periods", "nr_throttled", "throttled_time"],
+    );
+    let ticks = |t: Option<u64>| t.unwrap_or(0).saturating_mul(NS_PER_TICK);
     Some(ContainerCpu {
         total_ns: usage.trim().parse().ok()?,
-        user_ns: stat_value(acct_stat, "user")
-            .unwrap_or(0)
-            .saturating_mul(NS_PER_TICK),
-        kernel_ns: stat_value(acct_stat, "system")
-            .unwrap_or(0)
-            .saturating_mul(NS_PER_TICK),
-        periods: stat_value(cpu_stat, "nr_periods").unwrap_or(0),
-        throttled_periods: stat_value(cpu_stat, "nr_throttled").unwrap_or(0),
-        throttled_ns: stat_value(cpu_stat, "throttled_time").unwrap_or(0),
+        user_ns: ticks(user),
+        kernel_ns: ticks(system),
+        periods: periods.unwrap_or(0),
+        throttled_periods: throttled.unwrap_or(0),
+        throttled_ns: throttled_ns.unwrap_or(0),
     })
 }
 
@@ -180,16 +195,8 @@ pub fn net_totals(net_dev: &str) -> Option<ContainerNet> {
 
 /// The value of `key` in a `key value` per line file (`memory.stat`, `cpu.stat`).
 pub fn stat_value(text: &str, key: &str) -> Option<u64> {
-    // A substring search, not a walk over every line: v1 memory.stat has ~35 lines and is read
-    // for every container every interval (this was a tenth of the agent's instructions).
-    text.match_indices(key).find_map(|(at, _)| {
-        let line_start = at == 0 || text.as_bytes()[at - 1] == b'\n';
-        let rest = text[at + key.len()..].strip_prefix(' ')?;
-        if !line_start {
-            return None;
-        }
-        rest.split('\n').next()?.trim().parse().ok()
-    })
+    let [v] = numbers(text, b' ', [key]);
+    v
 }
 
 /// A memory limit file: a number, or `max` (v2) / a huge number (v1) for "no limit", which is
@@ -253,64 +260,92 @@ impl CgroupReader {
         parse_proc_cgroup(&text)
     }
 
-    fn read(&self, files: &KeptFiles, rel: &[&str]) -> Option<String> {
-        // Joined as text: `PathBuf::push` (a separator scan and a growth per part) was 8 % of
-        // the agent's instructions at nine files per container per sample.
-        let mut p = self.root.as_os_str().to_os_string();
-        p.reserve(128);
-        for r in rel {
-            p.push("/");
-            p.push(r.trim_matches('/'));
-        }
-        files.read(Path::new(&p))
-    }
-
-    /// The network counters of the namespace the process `pid` lives in.
-    pub fn net(&self, pid: i64, files: &KeptFiles) -> Option<ContainerNet> {
-        let text = files.read(&self.proc_root.join(format!("{pid}/net/dev")))?;
-        net_totals(&text)
-    }
-
-    /// The figures of the cgroup at `paths`, its files read through `files` (one set per
-    /// container: they are the same ones every sample).
-    pub fn usage(&self, paths: &CgroupPaths, files: &KeptFiles) -> Option<Usage> {
-        match paths {
+    /// The files of the cgroup at `paths` and of the network namespace of `pid`, kept open
+    /// between reads if `keep`. Where v1 mounts `cpu` and `cpuacct` apart or together, the
+    /// hierarchy that has the file is chosen here, once.
+    pub fn files(&self, paths: &CgroupPaths, pid: i64, keep: bool) -> CgroupFiles {
+        let at = |hierarchy: &str, group: &str, file: &str| {
+            let mut p = self.root.clone();
+            for part in [hierarchy, group.trim_matches('/'), file] {
+                if !part.is_empty() {
+                    p.push(part);
+                }
+            }
+            KeptFile::keeping(p, keep)
+        };
+        let in_cpu = |hierarchies: [&str; 2], group: &str, file: &str| {
+            let found = hierarchies
+                .iter()
+                .map(|h| at(h, group, file))
+                .find(|f| f.path().exists());
+            found.unwrap_or_else(|| at(hierarchies[0], group, file))
+        };
+        let cgroup = match paths {
             CgroupPaths::V1 {
                 cpuacct,
                 memory,
                 blkio,
+            } => Files::V1 {
+                usage: in_cpu(["cpuacct", "cpu,cpuacct"], cpuacct, "cpuacct.usage"),
+                acct_stat: in_cpu(["cpuacct", "cpu,cpuacct"], cpuacct, "cpuacct.stat"),
+                cpu_stat: in_cpu(["cpu", "cpu,cpuacct"], cpuacct, "cpu.stat"),
+                mem_usage: at("memory", memory, "memory.usage_in_bytes"),
+                mem_stat: at("memory", memory, "memory.stat"),
+                mem_limit: at("memory", memory, "memory.limit_in_bytes"),
+                blkio: blkio.as_ref().map(|b| {
+                    [
+                        at("blkio", b, "blkio.throttle.io_service_bytes_recursive"),
+                        at("blkio", b, "blkio.throttle.io_serviced_recursive"),
+                    ]
+                }),
+            },
+            CgroupPaths::V2 { path } => Files::V2 {
+                cpu_stat: at("", path, "cpu.stat"),
+                mem_current: at("", path, "memory.current"),
+                mem_stat: at("", path, "memory.stat"),
+                mem_max: at("", path, "memory.max"),
+                io_stat: at("", path, "io.stat"),
+            },
+        };
+        CgroupFiles {
+            cgroup,
+            net_dev: KeptFile::keeping(self.proc_root.join(format!("{pid}/net/dev")), keep),
+        }
+    }
+
+    /// The network counters of the namespace the container's process lives in.
+    pub fn net(files: &mut CgroupFiles, buf: &mut Vec<u8>) -> Option<ContainerNet> {
+        net_totals(files.net_dev.read(buf)?)
+    }
+
+    /// The figures of a container's cgroup, its files read through `buf`.
+    pub fn usage(&self, files: &mut CgroupFiles, buf: &mut Vec<u8>) -> Option<Usage> {
+        let number = |f: &mut KeptFile, buf: &mut Vec<u8>| -> Option<u64> {
+            f.read(buf)?.trim().parse().ok()
+        };
+        match &mut files.cgroup {
+            Files::V1 {
+                usage,
+                acct_stat,
+                cpu_stat,
+                mem_usage,
+                mem_stat,
+                mem_limit,
+                blkio,
             } => {
-                // `cpu` and `cpuacct` are mounted together on most systems, apart on some.
-                let in_cpu = |hs: &[&str], file: &str| {
-                    hs.iter()
-                        .find_map(|h| self.read(files, &[h, cpuacct, file]))
-                };
-                let cpu = parse_cpu_v1(
-                    &in_cpu(&["cpuacct", "cpu,cpuacct"], "cpuacct.usage")?,
-                    &in_cpu(&["cpuacct", "cpu,cpuacct"], "cpuacct.stat").unwrap_or_default(),
-                    &in_cpu(&["cpu", "cpu,cpuacct"], "cpu.stat").unwrap_or_default(),
-                )?;
-                let usage: u64 = self
-                    .read(files, &["memory", memory, "memory.usage_in_bytes"])?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                let stat = self
-                    .read(files, &["memory", memory, "memory.stat"])
-                    .unwrap_or_default();
-                let cache = stat_value(&stat, "total_inactive_file").unwrap_or(0);
-                let limit = self
-                    .read(files, &["memory", memory, "memory.limit_in_bytes"])
-                    .and_then(|t| parse_limit(&t, self.host_mem_total))?;
+                let usage_ns = usage.read(buf)?.to_owned();
+                let acct = acct_stat.read(buf).unwrap_or_default().to_owned();
+                let cpu = parse_cpu_v1(&usage_ns, &acct, cpu_stat.read(buf).unwrap_or_default())?;
+                let usage = number(mem_usage, buf)?;
+                let cache = mem_stat
+                    .read(buf)
+                    .and_then(|t| stat_value(t, "total_inactive_file"))
+                    .unwrap_or(0);
+                let limit = parse_limit(mem_limit.read(buf)?, self.host_mem_total)?;
                 // The engine reads the throttle files (the CFQ ones are empty on blk-mq).
-                let blkio = blkio.as_ref().and_then(|b| {
-                    let (read_bytes, write_bytes) = parse_blkio_v1(&self.read(
-                        files,
-                        &["blkio", b, "blkio.throttle.io_service_bytes_recursive"],
-                    )?);
-                    let (reads, writes) = parse_blkio_v1(
-                        &self.read(files, &["blkio", b, "blkio.throttle.io_serviced_recursive"])?,
-                    );
+                let blkio = blkio.as_mut().and_then(|[bytes, ios]| {
+                    let (read_bytes, write_bytes) = parse_blkio_v1(bytes.read(buf)?);
+                    let (reads, writes) = parse_blkio_v1(ios.read(buf)?);
                     Some(ContainerBlkio {
                         read_bytes,
                         write_bytes,
@@ -325,22 +360,22 @@ impl CgroupReader {
                     mem_limit: limit,
                 })
             }
-            CgroupPaths::V2 { path } => {
-                let cpu = parse_cpu_stat_v2(&self.read(files, &[path, "cpu.stat"])?)?;
-                let usage: u64 = self
-                    .read(files, &[path, "memory.current"])?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                let stat = self.read(files, &[path, "memory.stat"]).unwrap_or_default();
-                let cache = stat_value(&stat, "inactive_file").unwrap_or(0);
-                let limit = self
-                    .read(files, &[path, "memory.max"])
-                    .and_then(|t| parse_limit(&t, self.host_mem_total))?;
+            Files::V2 {
+                cpu_stat,
+                mem_current,
+                mem_stat,
+                mem_max,
+                io_stat,
+            } => {
+                let cpu = parse_cpu_stat_v2(cpu_stat.read(buf)?)?;
+                let usage = number(mem_current, buf)?;
+                let cache = mem_stat
+                    .read(buf)
+                    .and_then(|t| stat_value(t, "inactive_file"))
+                    .unwrap_or(0);
+                let limit = parse_limit(mem_max.read(buf)?, self.host_mem_total)?;
                 // Absent when the io controller is not enabled for the subtree.
-                let blkio = self
-                    .read(files, &[path, "io.stat"])
-                    .map(|t| parse_io_stat(&t));
+                let blkio = io_stat.read(buf).map(parse_io_stat);
                 Some(Usage {
                     cpu,
                     blkio,
@@ -350,6 +385,34 @@ impl CgroupReader {
             }
         }
     }
+}
+
+/// One container's files, found once (when it is first seen running) and read every sample.
+#[derive(Debug)]
+pub struct CgroupFiles {
+    cgroup: Files,
+    net_dev: KeptFile,
+}
+
+#[derive(Debug)]
+enum Files {
+    V1 {
+        usage: KeptFile,
+        acct_stat: KeptFile,
+        cpu_stat: KeptFile,
+        mem_usage: KeptFile,
+        mem_stat: KeptFile,
+        mem_limit: KeptFile,
+        /// Bytes, then operations.
+        blkio: Option<[KeptFile; 2]>,
+    },
+    V2 {
+        cpu_stat: KeptFile,
+        mem_current: KeptFile,
+        mem_stat: KeptFile,
+        mem_max: KeptFile,
+        io_stat: KeptFile,
+    },
 }
 
 #[cfg(test)]
@@ -447,6 +510,8 @@ mod tests {
         std::fs::write(cg.join("memory.max"), "max\n").unwrap();
         let r = CgroupReader::new(&sys, &proc_);
         let p = r.paths(42).unwrap();
+        let mut files = r.files(&p, 42, true);
+        let buf = &mut Vec::new();
         let want = Usage {
             cpu: ContainerCpu {
                 total_ns: 2_000_000,
@@ -457,7 +522,7 @@ mod tests {
             mem_limit: 2048 * 1024,
         };
         assert_eq!(
-            r.usage(&p, &KeptFiles::default()),
+            r.usage(&mut files, buf),
             Some(want),
             "no io controller: no blkio"
         );
@@ -468,7 +533,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.usage(&p, &KeptFiles::default()).and_then(|u| u.blkio),
+            r.usage(&mut files, buf).and_then(|u| u.blkio),
             Some(ContainerBlkio {
                 read_bytes: 4097,
                 write_bytes: 8193,
@@ -478,14 +543,13 @@ mod tests {
         );
         assert!(r.paths(43).is_none());
         assert!(
-            r.net(42, &KeptFiles::default()).is_none(),
+            CgroupReader::net(&mut files, buf).is_none(),
             "no net/dev: no network figures"
         );
         std::fs::create_dir_all(proc_.join("42/net")).unwrap();
         std::fs::write(proc_.join("42/net/dev"), NET_DEV).unwrap();
         assert_eq!(
-            r.net(42, &KeptFiles::default())
-                .map(|n| (n.rx_bytes, n.tx_packets)),
+            CgroupReader::net(&mut files, buf).map(|n| (n.rx_bytes, n.tx_packets)),
             Some((300, 7))
         );
     }
@@ -561,7 +625,7 @@ Inter-|   Receive                                                |  Transmit
         let r = CgroupReader::new(&sys, &proc_);
         let p = r.paths(7).unwrap();
         assert_eq!(
-            r.usage(&p, &KeptFiles::default()),
+            r.usage(&mut r.files(&p, 7, false), &mut Vec::new()),
             Some(Usage {
                 cpu: ContainerCpu {
                     total_ns: 5_000_000_000,

@@ -10,13 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{
-    BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, FileHandles, Header, HostReport, Irq, Kernel,
-    Load, Memory, NetCounters, NetIf, Processes, Sockets, Swap, Temperature,
+    BufferStats, CoreUsage, CpuUsage, Disk, DiskIo, FileHandles, Header, HostReport, Kernel, Load,
+    Memory, NetCounters, NetIf, Processes, Sockets, Swap, Temperature,
 };
 
 use super::cadence::Cadence;
 use super::kernel_net;
-use super::kfile::{self, read_small, KeptFiles};
+use super::kfile::{self, read_small, KeptFile};
 use crate::config::HostConfig;
 
 /// Raw jiffies of the aggregate `cpu` line of /proc/stat, in the kernel's order.
@@ -224,29 +224,27 @@ pub fn parse_uptime(text: &str) -> Option<u64> {
 
 /// Parses /proc/meminfo into memory and swap, in bytes.
 pub fn parse_meminfo(text: &str) -> Option<(Memory, Swap)> {
-    let mut get = std::collections::HashMap::new();
-    for line in text.lines() {
-        let Some((k, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let kb = rest
-            .split_ascii_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(kb) = kb {
-            get.insert(k, kb * 1024);
-        }
-    }
-    let v = |k: &str| get.get(k).copied().unwrap_or(0);
-    let total = *get.get("MemTotal")?;
-    let free = v("MemFree");
-    let buffers = v("Buffers");
-    let cached = v("Cached") + v("SReclaimable");
+    let bytes = kfile::numbers(
+        text,
+        b':',
+        [
+            "MemTotal",
+            "MemFree",
+            "Buffers",
+            "Cached",
+            "SReclaimable",
+            "MemAvailable",
+            "SwapTotal",
+            "SwapFree",
+        ],
+    )
+    .map(|kb| kb.map(|kb| kb.saturating_mul(1024)));
+    let [total, free, buffers, cached, reclaimable, available, swap_total, swap_free] = bytes;
+    let total = total?;
+    let [free, buffers] = [free, buffers].map(|v| v.unwrap_or(0));
+    let cached = cached.unwrap_or(0) + reclaimable.unwrap_or(0);
     // Kernels before 3.14 have no MemAvailable; estimate it as free + buffers + cache.
-    let available = get
-        .get("MemAvailable")
-        .copied()
-        .unwrap_or(free + buffers + cached);
+    let available = available.unwrap_or(free + buffers + cached);
     let used = total.saturating_sub(free + buffers + cached);
     let pct = |x: u64, of: u64| {
         if of == 0 {
@@ -255,8 +253,7 @@ pub fn parse_meminfo(text: &str) -> Option<(Memory, Swap)> {
             x as f64 * 100.0 / of as f64
         }
     };
-    let swap_total = v("SwapTotal");
-    let swap_free = v("SwapFree");
+    let [swap_total, swap_free] = [swap_total, swap_free].map(|v| v.unwrap_or(0));
     let swap_used = swap_total.saturating_sub(swap_free);
     Some((
         Memory {
@@ -475,13 +472,71 @@ pub struct HostCollector {
     nodev: HashSet<String>,
     /// `host.nstat`, compiled.
     nstat: kernel_net::CounterFilter,
+    /// What it keeps of netstat, snmp and snmp6, as last read.
+    nstat_layouts: [kernel_net::Layout; 3],
     /// When the slowly changing parts below are read again.
     slow: Cadence,
     processes: Option<Processes>,
     mounts: Vec<Mount>,
     sensors: Vec<Sensor>,
-    /// The files read every sample, kept open.
-    kept: KeptFiles,
+    /// The files read every sample, kept open, and what they are read into.
+    files: HostFiles,
+    sensor_files: Vec<KeptFile>,
+    buf: Vec<u8>,
+}
+
+/// The host's files read every sample, opened once.
+struct HostFiles {
+    stat: KeptFile,
+    meminfo: KeptFile,
+    vmstat: KeptFile,
+    hostname: KeptFile,
+    uptime: KeptFile,
+    loadavg: KeptFile,
+    diskstats: KeptFile,
+    entropy: KeptFile,
+    file_nr: KeptFile,
+    file_max: KeptFile,
+    conntrack_count: KeptFile,
+    conntrack_max: KeptFile,
+    interrupts: KeptFile,
+    softirqs: KeptFile,
+    /// The network namespace's: its own natively, the host's (pid 1's) when /proc is the
+    /// host's mounted elsewhere.
+    net_dev: KeptFile,
+    netstat: KeptFile,
+    snmp: KeptFile,
+    snmp6: KeptFile,
+    /// tcp, tcp6, udp, udp6.
+    sockets: [KeptFile; 4],
+}
+
+impl HostFiles {
+    fn new(proc_root: &Path, pid_dir: &str) -> Self {
+        let proc = |rel: &str| KeptFile::new(proc_root.join(rel));
+        let net = |name: &str| proc(&format!("{pid_dir}/net/{name}"));
+        HostFiles {
+            stat: proc("stat"),
+            meminfo: proc("meminfo"),
+            vmstat: proc("vmstat"),
+            hostname: proc("sys/kernel/hostname"),
+            uptime: proc("uptime"),
+            loadavg: proc("loadavg"),
+            diskstats: proc("diskstats"),
+            entropy: proc("sys/kernel/random/entropy_avail"),
+            file_nr: proc("sys/fs/file-nr"),
+            file_max: proc("sys/fs/file-max"),
+            conntrack_count: proc("sys/net/netfilter/nf_conntrack_count"),
+            conntrack_max: proc("sys/net/netfilter/nf_conntrack_max"),
+            interrupts: proc("interrupts"),
+            softirqs: proc("softirqs"),
+            net_dev: net("dev"),
+            netstat: net("netstat"),
+            snmp: net("snmp"),
+            snmp6: net("snmp6"),
+            sockets: [net("tcp"), net("tcp6"), net("udp"), net("udp6")],
+        }
+    }
 }
 
 impl HostCollector {
@@ -496,6 +551,8 @@ impl HostCollector {
             .unwrap_or_default();
         HostCollector {
             nstat: kernel_net::CounterFilter::new(&cfg.nstat),
+            nstat_layouts: Default::default(),
+            files: HostFiles::new(&cfg.proc_root, pid_dir),
             cfg,
             pid_dir,
             prev_cpu: None,
@@ -505,16 +562,13 @@ impl HostCollector {
             processes: None,
             mounts: Vec::new(),
             sensors: Vec::new(),
-            kept: KeptFiles::default(),
+            sensor_files: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
     fn proc(&self, rel: &str) -> PathBuf {
         self.cfg.proc_root.join(rel)
-    }
-
-    fn read(&self, path: &Path) -> Option<String> {
-        self.kept.read(path)
     }
 
     /// Takes one sample at `ts` (ms since the epoch), straight into the protocol's report.
@@ -526,156 +580,108 @@ impl HostCollector {
         if self.slow.due(ts) {
             self.processes = self.processes();
             self.mounts = self.mounts();
-            self.sensors = find_sensors(&self.cfg.sys_root);
+            let sensors = find_sensors(&self.cfg.sys_root);
+            self.sensor_files = sensor_files(std::mem::take(&mut self.sensor_files), &sensors);
+            self.sensors = sensors;
         }
-        let stat = self.read(&self.proc("stat"));
-        let (cpu, n_cpus) = match stat.as_deref().and_then(parse_stat) {
-            Some((cur, n)) => {
-                let usage = self.prev_cpu.and_then(|p| cpu_usage(&p, &cur));
+        let disks = self.disks();
+        let (f, buf) = (&mut self.files, &mut self.buf);
+        let (mut cpu, mut n_cpus, mut cores, mut kernel) = (None, 0, Vec::new(), None);
+        if let Some(t) = f.stat.read(buf) {
+            if let Some((cur, n)) = parse_stat(t) {
+                cpu = self.prev_cpu.and_then(|p| cpu_usage(&p, &cur));
                 self.prev_cpu = Some(cur);
-                (usage, n)
+                n_cpus = n;
             }
-            None => (None, 0),
-        };
-        let cores = match stat.as_deref() {
-            Some(t) => {
-                let cur = parse_stat_cores(t);
-                let usage = cur
-                    .iter()
-                    .filter_map(|(name, now)| {
-                        let prev = self.prev_cores.get(name)?;
-                        Some(CoreUsage {
-                            cpu: name.clone(),
-                            usage: cpu_usage(prev, now)?,
-                        })
+            let cur = parse_stat_cores(t);
+            cores = cur
+                .iter()
+                .filter_map(|(name, now)| {
+                    let prev = self.prev_cores.get(name)?;
+                    Some(CoreUsage {
+                        cpu: name.clone(),
+                        usage: cpu_usage(prev, now)?,
                     })
-                    .collect();
-                self.prev_cores = cur.into_iter().collect();
-                usage
-            }
-            None => Vec::new(),
-        };
-        let (mem, mut swap) = self
-            .read(&self.proc("meminfo"))
-            .and_then(|t| parse_meminfo(&t))
-            .unwrap_or_default();
-        if let Some(t) = self.read(&self.proc("vmstat")) {
-            (swap.swapped_in, swap.swapped_out) = parse_vmstat_swap(&t);
+                })
+                .collect();
+            self.prev_cores = cur.into_iter().collect();
+            kernel = parse_stat_kernel(t);
         }
+        if let Some(k) = kernel.as_mut() {
+            k.entropy_avail = f
+                .entropy
+                .read(buf)
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+        }
+        let (mem, mut swap) = f
+            .meminfo
+            .read(buf)
+            .and_then(parse_meminfo)
+            .unwrap_or_default();
+        if let Some(t) = f.vmstat.read(buf) {
+            (swap.swapped_in, swap.swapped_out) = parse_vmstat_swap(t);
+        }
+        let file_nr = f.file_nr.read(buf).unwrap_or_default().to_owned();
+        let files = parse_file_handles(&file_nr, f.file_max.read(buf).unwrap_or_default());
+        let conntrack_count = f.conntrack_count.read(buf).unwrap_or_default().to_owned();
+        let conntrack = kernel_net::parse_conntrack(
+            &conntrack_count,
+            f.conntrack_max.read(buf).unwrap_or_default(),
+        );
+        let irqs = |file: &mut KeptFile, buf: &mut Vec<u8>| {
+            if !self.cfg.interrupts {
+                return Vec::new();
+            }
+            file.read(buf)
+                .map(kernel_net::parse_interrupts)
+                .unwrap_or_default()
+        };
         HostReport {
             header: Header::sampled_at(ts),
-            hostname: self
-                .read(&self.proc("sys/kernel/hostname"))
+            hostname: f
+                .hostname
+                .read(buf)
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_default(),
-            uptime_s: self
-                .read(&self.proc("uptime"))
-                .and_then(|t| parse_uptime(&t))
-                .unwrap_or(0),
+            uptime_s: f.uptime.read(buf).and_then(parse_uptime).unwrap_or(0),
             n_cpus,
             cpu,
             cores,
-            load: self
-                .read(&self.proc("loadavg"))
-                .and_then(|t| parse_loadavg(&t))
+            load: f
+                .loadavg
+                .read(buf)
+                .and_then(parse_loadavg)
                 .unwrap_or_default(),
             mem,
             swap,
-            disks: self.disks(),
-            net: self
-                .net_file("dev")
-                .map(|t| parse_net_dev(&t, &self.cfg.net_ignore))
+            disks,
+            net: f
+                .net_dev
+                .read(buf)
+                .map(|t| parse_net_dev(t, &self.cfg.net_ignore))
                 .unwrap_or_default(),
-            temps: read_sensors(&self.kept, &self.sensors),
-            diskio: self
-                .read(&self.proc("diskstats"))
-                .map(|t| parse_diskstats(&t))
+            temps: read_sensors(&mut self.sensor_files, &self.sensors, buf),
+            diskio: f
+                .diskstats
+                .read(buf)
+                .map(parse_diskstats)
                 .unwrap_or_default(),
-            kernel: stat.as_deref().and_then(parse_stat_kernel).map(|mut k| {
-                k.entropy_avail = self
-                    .read(&self.proc("sys/kernel/random/entropy_avail"))
-                    .and_then(|t| t.trim().parse().ok())
-                    .unwrap_or(0);
-                k
-            }),
+            kernel,
             processes: self.processes,
-            files: parse_file_handles(
-                &self.read(&self.proc("sys/fs/file-nr")).unwrap_or_default(),
-                &self.read(&self.proc("sys/fs/file-max")).unwrap_or_default(),
-            ),
-            nstat: self.net_counters(),
-            sockets: self.sockets(),
-            conntrack: kernel_net::parse_conntrack(
-                &self
-                    .read(&self.proc("sys/net/netfilter/nf_conntrack_count"))
-                    .unwrap_or_default(),
-                &self
-                    .read(&self.proc("sys/net/netfilter/nf_conntrack_max"))
-                    .unwrap_or_default(),
-            ),
-            interrupts: self.interrupts("interrupts"),
-            soft_interrupts: self.interrupts("softirqs"),
+            files,
+            nstat: net_counters(f, buf, &self.nstat, &mut self.nstat_layouts),
+            sockets: if self.cfg.sockets {
+                sockets(&mut f.sockets, buf)
+            } else {
+                None
+            },
+            conntrack,
+            interrupts: irqs(&mut f.interrupts, buf),
+            soft_interrupts: irqs(&mut f.softirqs, buf),
             buffer: BufferStats::default(),
             cut: 0,
         }
-    }
-
-    /// A file of the network namespace the agent reports: its own natively, the host's (pid
-    /// 1's) when /proc is the host's mounted elsewhere.
-    fn net_file(&self, name: &str) -> Option<String> {
-        self.read(&self.proc(&format!("{}/net/{name}", self.pid_dir)))
-    }
-
-    fn net_counters(&self) -> Option<NetCounters> {
-        let keep = &self.nstat;
-        if keep.is_empty() {
-            return None;
-        }
-        let c = NetCounters {
-            netstat: self
-                .net_file("netstat")
-                .map(|t| kernel_net::parse_pairs(&t, keep))
-                .unwrap_or_default(),
-            snmp: self
-                .net_file("snmp")
-                .map(|t| kernel_net::parse_pairs(&t, keep))
-                .unwrap_or_default(),
-            snmp6: self
-                .net_file("snmp6")
-                .map(|t| kernel_net::parse_snmp6(&t, keep))
-                .unwrap_or_default(),
-        };
-        (!c.is_empty()).then_some(c)
-    }
-
-    /// TCP sockets by state and UDP sockets; none if no table could be read.
-    fn sockets(&self) -> Option<Sockets> {
-        if !self.cfg.sockets {
-            return None;
-        }
-        let mut s = Sockets::default();
-        let mut read = false;
-        for (table, count) in [
-            ("tcp", kernel_net::count_tcp as fn(&mut Sockets, &str)),
-            ("tcp6", kernel_net::count_tcp),
-            ("udp", kernel_net::count_udp),
-            ("udp6", kernel_net::count_udp),
-        ] {
-            if let Some(t) = self.net_file(table) {
-                count(&mut s, &t);
-                read = true;
-            }
-        }
-        read.then_some(s)
-    }
-
-    fn interrupts(&self, file: &str) -> Vec<Irq> {
-        if !self.cfg.interrupts {
-            return Vec::new();
-        }
-        self.read(&self.proc(file))
-            .map(|t| kernel_net::parse_interrupts(&t))
-            .unwrap_or_default()
     }
 
     /// Every process of the (host's, when `proc_root` is) pid namespace by state. A process
@@ -703,7 +709,7 @@ impl HostCollector {
 
     /// The real filesystems of the mount table.
     fn mounts(&self) -> Vec<Mount> {
-        self.read(&self.proc(&format!("{}/mounts", self.pid_dir)))
+        read_small(&self.proc(&format!("{}/mounts", self.pid_dir)))
             .map(|text| real_mounts(&text, &self.nodev, &self.cfg.disk_ignore))
             .unwrap_or_default()
     }
@@ -724,6 +730,67 @@ impl HostCollector {
     }
 }
 
+/// The network namespace's counters that `keep` keeps; none if it keeps none or no file
+/// could be read.
+fn net_counters(
+    f: &mut HostFiles,
+    buf: &mut Vec<u8>,
+    keep: &kernel_net::CounterFilter,
+    [netstat, snmp, snmp6]: &mut [kernel_net::Layout; 3],
+) -> Option<NetCounters> {
+    if keep.is_empty() {
+        return None;
+    }
+    let c = NetCounters {
+        netstat: f
+            .netstat
+            .read(buf)
+            .map(|t| kernel_net::parse_pairs_in(t, keep, netstat))
+            .unwrap_or_default(),
+        snmp: f
+            .snmp
+            .read(buf)
+            .map(|t| kernel_net::parse_pairs_in(t, keep, snmp))
+            .unwrap_or_default(),
+        snmp6: f
+            .snmp6
+            .read(buf)
+            .map(|t| kernel_net::parse_snmp6_in(t, keep, snmp6))
+            .unwrap_or_default(),
+    };
+    (!c.is_empty()).then_some(c)
+}
+
+/// TCP sockets by state and UDP sockets (`tables`: tcp, tcp6, udp, udp6); none if no table
+/// could be read.
+fn sockets(tables: &mut [KeptFile; 4], buf: &mut Vec<u8>) -> Option<Sockets> {
+    let mut s = Sockets::default();
+    let mut read = false;
+    for (i, file) in tables.iter_mut().enumerate() {
+        if let Some(t) = file.read(buf) {
+            if i < 2 {
+                kernel_net::count_tcp(&mut s, t);
+            } else {
+                kernel_net::count_udp(&mut s, t);
+            }
+            read = true;
+        }
+    }
+    read.then_some(s)
+}
+
+/// The files of `sensors`, those already open in `old` kept open (sensors are found again on
+/// the slow cadence; mostly the same ones).
+fn sensor_files(mut old: Vec<KeptFile>, sensors: &[Sensor]) -> Vec<KeptFile> {
+    sensors
+        .iter()
+        .map(|s| match old.iter().position(|f| f.path() == s.input) {
+            Some(i) => old.swap_remove(i),
+            None => KeptFile::new(&s.input),
+        })
+        .collect()
+}
+
 /// A temperature sensor found under /sys: its name as reported and the file read each sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sensor {
@@ -735,7 +802,12 @@ pub struct Sensor {
 /// Absent directories or unreadable sensors yield nothing, not an error.
 #[cfg(test)]
 pub fn read_temperatures(sys_root: &Path) -> Vec<Temperature> {
-    read_sensors(&KeptFiles::default(), &find_sensors(sys_root))
+    let sensors = find_sensors(sys_root);
+    read_sensors(
+        &mut sensor_files(Vec::new(), &sensors),
+        &sensors,
+        &mut Vec::new(),
+    )
 }
 
 /// The sensors under `sys_root` that answer now; the walk of /sys that
@@ -780,12 +852,17 @@ pub fn find_sensors(sys_root: &Path) -> Vec<Sensor> {
     out
 }
 
-/// The temperature of each sensor that answers.
-pub fn read_sensors(kept: &KeptFiles, sensors: &[Sensor]) -> Vec<Temperature> {
+/// The temperature of each sensor that answers (`files`: theirs, in the same order).
+pub fn read_sensors(
+    files: &mut [KeptFile],
+    sensors: &[Sensor],
+    buf: &mut Vec<u8>,
+) -> Vec<Temperature> {
     sensors
         .iter()
-        .filter_map(|s| {
-            let milli = milli(&kept.read(&s.input)?)?;
+        .zip(files.iter_mut())
+        .filter_map(|(s, f)| {
+            let milli = milli(f.read(buf)?)?;
             Some(Temperature {
                 sensor: s.name.clone(),
                 temp: milli as f64 / 1000.0,

@@ -132,7 +132,7 @@ pub fn decode_sealed(
             .parse(topic)
             .map_err(|e| reject(None, "bad_topic", format!("{topic}: {e}")))?;
         let cleared = channel == Channel::Status && payload.is_empty();
-        // the size first: a payload too large to be anything is not worth an HMAC
+        // the size first: a payload too large to be anything is not worth a MAC
         if payload.len() > leakmon_protocol::codec::MAX_PAYLOAD {
             return Err(from_decode(node, DecodeError::TooLarge(payload.len())));
         }

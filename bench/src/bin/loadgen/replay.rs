@@ -10,7 +10,7 @@
 //!   `seq` and `ts` change from one send to the next: they are written in place into
 //!   fixed-width fields padded with spaces (`"seq":17        ,` is valid JSON). The counters
 //!   inside the reports (CPU, network, ...) stay as they were when the template was made.
-//! - Every payload is then sealed with the node's key (an HMAC, derived once per node), as
+//! - Every payload is then sealed with the node's key (a keyed BLAKE3 MAC, the key derived once per node), as
 //!   `fleet` and a real agent seal it, and framed as MQTT 3.1.1 by hand.
 //! - One OS thread (two above 4,000 agents; not a task per agent) owns the connections and
 //!   walks a time-ordered schedule (beats, reports, pings), sleeping until the next item is
