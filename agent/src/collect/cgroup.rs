@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{ContainerBlkio, ContainerCpu, ContainerNet};
 
-use super::kfile::{numbers, KeptFile};
+use super::kfile::{number_near, numbers, KeptFile};
 
 /// Where one container's CPU and memory accounting lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +310,7 @@ impl CgroupReader {
         CgroupFiles {
             cgroup,
             net_dev: KeptFile::keeping(self.proc_root.join(format!("{pid}/net/dev")), keep),
+            hint: 0,
         }
     }
 
@@ -339,7 +340,7 @@ impl CgroupReader {
                 let usage = number(mem_usage, buf)?;
                 let cache = mem_stat
                     .read(buf)
-                    .and_then(|t| stat_value(t, "total_inactive_file"))
+                    .and_then(|t| number_near(t, b' ', "total_inactive_file", &mut files.hint))
                     .unwrap_or(0);
                 let limit = parse_limit(mem_limit.read(buf)?, self.host_mem_total)?;
                 // The engine reads the throttle files (the CFQ ones are empty on blk-mq).
@@ -371,7 +372,7 @@ impl CgroupReader {
                 let usage = number(mem_current, buf)?;
                 let cache = mem_stat
                     .read(buf)
-                    .and_then(|t| stat_value(t, "inactive_file"))
+                    .and_then(|t| number_near(t, b' ', "inactive_file", &mut files.hint))
                     .unwrap_or(0);
                 let limit = parse_limit(mem_max.read(buf)?, self.host_mem_total)?;
                 // Absent when the io controller is not enabled for the subtree.
@@ -392,6 +393,8 @@ impl CgroupReader {
 pub struct CgroupFiles {
     cgroup: Files,
     net_dev: KeptFile,
+    /// Where in `memory.stat` the inactive file cache was at the last read.
+    hint: usize,
 }
 
 #[derive(Debug)]

@@ -98,19 +98,9 @@ pub fn parse_diskstats(text: &str) -> Vec<DiskIo> {
 /// Bytes swapped in and out since boot, from /proc/vmstat (`pswpin`, `pswpout` pages of 4096
 /// bytes, as Telegraf counts them whatever the page size).
 pub fn parse_vmstat_swap(text: &str) -> (u64, u64) {
-    let mut out = (0, 0);
-    for line in text.lines() {
-        let mut it = line.split_ascii_whitespace();
-        let (Some(k), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) else {
-            continue;
-        };
-        match k {
-            "pswpin" => out.0 = v.saturating_mul(4096),
-            "pswpout" => out.1 = v.saturating_mul(4096),
-            _ => {}
-        }
-    }
-    out
+    let [pages_in, pages_out] = kfile::numbers(text, b' ', ["pswpin", "pswpout"])
+        .map(|p| p.unwrap_or(0).saturating_mul(4096));
+    (pages_in, pages_out)
 }
 
 /// The kernel's counters of /proc/stat (`btime`, `ctxt`, `intr` total, `processes`); none if

@@ -78,23 +78,79 @@ pub fn read_into<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Option<&'b str> {
 /// agent's instructions at 20 containers.
 pub fn numbers<const N: usize>(text: &str, sep: u8, keys: [&str; N]) -> [Option<u64>; N] {
     let mut out = [None; N];
+    let mut seen = [false; N];
     let mut left = N;
-    for line in text.as_bytes().split(|b| *b == b'\n') {
-        let Some(at) = line.iter().position(|b| *b == sep) else {
-            continue;
+    // Each line is compared with each key where its separator would be, then skipped by a
+    // plain byte loop: `split('\n')`'s memchr costs more to set up than these 20-byte lines
+    // take to scan (190 instructions a line).
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+        let line = &rest[..line_end];
+        let at_key = |k: &&str| {
+            let k = k.as_bytes();
+            line.get(k.len()) == Some(&sep) && line.starts_with(k)
         };
-        let Some(i) = keys.iter().position(|k| k.as_bytes() == &line[..at]) else {
-            continue;
-        };
-        if out[i].is_none() {
-            out[i] = first_number(&line[at + 1..]);
-            left -= 1;
-            if left == 0 {
-                break;
+        if let Some(i) = keys.iter().position(at_key) {
+            if !seen[i] {
+                seen[i] = true;
+                out[i] = first_number(&line[keys[i].len() + 1..]);
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
             }
         }
+        rest = rest.get(line_end + 1..).unwrap_or_default();
     }
     out
+}
+
+/// The number of `key` in a file of `key<sep>value` lines, looked for first on the line
+/// around `hint` (a position in the text), then on its neighbours, then everywhere; `hint`
+/// is left in the middle of the key's line. A file the kernel prints in one fixed order
+/// (`memory.stat`: 40 lines, the key near the end on cgroup v1) has the key within a few bytes
+/// of where it was at the last read; scanning up to it was 8,000 instructions per container.
+pub fn number_near(text: &str, sep: u8, key: &str, hint: &mut usize) -> Option<u64> {
+    let b = text.as_bytes();
+    let at = (*hint).min(b.len());
+    let start = b[..at]
+        .iter()
+        .rposition(|c| *c == b'\n')
+        .map_or(0, |i| i + 1);
+    let next = |from: usize| {
+        b.get(from..)?
+            .iter()
+            .position(|c| *c == b'\n')
+            .map(|i| from + i + 1)
+    };
+    let prev = |from: usize| {
+        let end = from.checked_sub(1)?;
+        Some(
+            b[..end]
+                .iter()
+                .rposition(|c| *c == b'\n')
+                .map_or(0, |i| i + 1),
+        )
+    };
+    let is_key = |s: usize| {
+        let line = b.get(s..)?;
+        (line.get(key.len()) == Some(&sep) && line.starts_with(key.as_bytes())).then_some(s)
+    };
+    let found = is_key(start)
+        .or_else(|| next(start).and_then(is_key))
+        .or_else(|| prev(start).and_then(is_key))
+        .or_else(|| {
+            let mut s = 0;
+            loop {
+                if let Some(f) = is_key(s) {
+                    return Some(f);
+                }
+                s = next(s)?;
+            }
+        })?;
+    *hint = found + key.len() / 2;
+    first_number(&b[found + key.len() + 1..])
 }
 
 /// The whole number at the start of `b` after blanks (followed by a blank or nothing).
@@ -105,7 +161,7 @@ fn first_number(b: &[u8]) -> Option<u64> {
         .iter()
         .position(|c| !c.is_ascii_digit())
         .unwrap_or(digits.len());
-    if end == 0 || !matches!(digits.get(end), None | Some(b' ' | b'\t' | b'\r')) {
+    if end == 0 || !matches!(digits.get(end), None | Some(b' ' | b'\t' | b'\r' | b'\n')) {
         return None;
     }
     digits[..end].iter().try_fold(0u64, |n, d| {
@@ -239,6 +295,42 @@ mod tests {
             [Some(42), Some(16318732)]
         );
         assert_eq!(numbers("", b' ', ["a"]), [None]);
+    }
+
+    #[test]
+    fn a_number_near_where_it_was() {
+        let v1 = |cache: &str, total: &str| {
+            format!("cache {cache}\nrss 1\ninactive_file 5\ntotal_cache 7\ntotal_inactive_file {total}\nx 1\n")
+        };
+        let mut hint = 0;
+        let t = v1("1", "42");
+        assert_eq!(
+            number_near(&t, b' ', "total_inactive_file", &mut hint),
+            Some(42)
+        );
+        assert!(t[..hint].ends_with("\ntotal_ina"), "hint in the key's line");
+        // the lines before it grew and shrank: still found, first where it was
+        for (cache, total) in [("123456789", "43"), ("1", "44"), ("", "45")] {
+            let t = v1(cache, total);
+            assert_eq!(
+                number_near(&t, b' ', "total_inactive_file", &mut hint),
+                total.parse().ok()
+            );
+        }
+        // a hint past the end or at a key that is a suffix of another's: the whole text
+        let mut far = 10_000;
+        assert_eq!(
+            number_near(&v1("1", "9"), b' ', "inactive_file", &mut far),
+            Some(5)
+        );
+        assert_eq!(number_near("a 1\n", b' ', "b", &mut far), None);
+        let mut zero = 0;
+        assert_eq!(
+            number_near("a 1\nb 2", b' ', "b", &mut zero),
+            Some(2),
+            "no final newline"
+        );
+        assert_eq!(number_near("", b' ', "b", &mut zero), None);
     }
 
     #[test]
