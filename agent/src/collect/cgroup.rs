@@ -193,12 +193,6 @@ pub fn net_totals(net_dev: &str) -> Option<ContainerNet> {
     any.then_some(n)
 }
 
-/// The value of `key` in a `key value` per line file (`memory.stat`, `cpu.stat`).
-pub fn stat_value(text: &str, key: &str) -> Option<u64> {
-    let [v] = numbers(text, b' ', [key]);
-    v
-}
-
 /// A memory limit file: a number, or `max` (v2) / a huge number (v1) for "no limit", which is
 /// reported as the host's memory, as the engine does.
 pub fn parse_limit(text: &str, host_total: u64) -> Option<u64> {
@@ -469,16 +463,19 @@ mod tests {
         );
         assert_eq!(parse_cpu_stat_v2("junk"), None);
         let mem = "anon 100\nfile 200\ninactive_file 50\n";
-        assert_eq!(stat_value(mem, "inactive_file"), Some(50));
-        assert_eq!(stat_value(mem, "inactive"), None);
+        assert_eq!(number_near(mem, b' ', "inactive_file", &mut 0), Some(50));
+        assert_eq!(number_near(mem, b' ', "inactive", &mut 0), None);
         assert_eq!(
-            stat_value(mem, "file"),
+            number_near(mem, b' ', "file", &mut 0),
             Some(200),
             "not the tail of inactive_file"
         );
         let v1 = "cache 10\ntotal_inactive_file 7\ninactive_file 3\n";
-        assert_eq!(stat_value(v1, "inactive_file"), Some(3));
-        assert_eq!(stat_value(v1, "total_inactive_file"), Some(7));
+        assert_eq!(number_near(v1, b' ', "inactive_file", &mut 0), Some(3));
+        assert_eq!(
+            number_near(v1, b' ', "total_inactive_file", &mut 0),
+            Some(7)
+        );
         assert_eq!(parse_limit("max\n", 1000), Some(1000));
         assert_eq!(parse_limit("9223372036854771712\n", 1000), Some(1000));
         assert_eq!(parse_limit("67108864\n", 1 << 30), Some(67108864));
