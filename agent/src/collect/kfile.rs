@@ -26,11 +26,24 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A first read shorter than this is the whole file, for the files read every sample.
+///
+/// The kernel's seq_file hands a multi-record file (mounts, diskstats, tcp) over a buffer of
+/// at least a page at a time, and stops a read early only when the next record does not fit
+/// in what is left of that page: so a read that stops early has returned more than a page
+/// less one record. Records of the files kept open are lines of a few hundred bytes
+/// (`net/dev`; `interrupts`, 11 bytes a CPU), and cgroup, sysfs and most /proc files are one
+/// record, returned whole. A read of less than 1 KiB therefore ended at the end of the file,
+/// for any record up to 3 KiB (`interrupts` of up to 270 CPUs); the read that would return nothing is spared (one system call
+/// per cgroup file per container per sample, 180 a second at 20 containers).
+const WHOLE_BELOW: usize = 1024;
+
 /// Reads `f` from `at` (`None`: its current position) to the end into `buf`, growing it if
 /// needed; returns the length read (what lies beyond it in `buf` is stale). A short read is
 /// not the end: the kernel hands a multi-record file (mounts, diskstats, vmstat) over about a
-/// page at a time, so this reads until a read returns nothing.
-fn fill(f: &File, at: Option<u64>, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// page at a time, so this reads until a read returns nothing, or until a first read
+/// returns fewer than `whole_below` bytes (0: never; see [`WHOLE_BELOW`]).
+fn fill(f: &File, at: Option<u64>, buf: &mut Vec<u8>, whole_below: usize) -> io::Result<usize> {
     if buf.len() < FIRST_READ {
         buf.resize(FIRST_READ, 0);
     }
@@ -43,8 +56,8 @@ fn fill(f: &File, at: Option<u64>, buf: &mut Vec<u8>) -> io::Result<usize> {
             Some(off) => f.read_at(&mut buf[len..], off + len as u64)?,
             None => (&*f).read(&mut buf[len..])?,
         };
-        if n == 0 {
-            return Ok(len);
+        if n == 0 || (len == 0 && n < whole_below) {
+            return Ok(len + n);
         }
         len += n;
     }
@@ -53,7 +66,7 @@ fn fill(f: &File, at: Option<u64>, buf: &mut Vec<u8>) -> io::Result<usize> {
 /// `f` read whole from `at`, through this thread's buffer.
 fn read_text(f: &File, at: Option<u64>) -> Option<String> {
     SCRATCH.with_borrow_mut(|buf| {
-        let n = fill(f, at, buf).ok()?;
+        let n = fill(f, at, buf, 0).ok()?;
         std::str::from_utf8(&buf[..n]).ok().map(str::to_owned)
     })
 }
@@ -66,7 +79,7 @@ pub fn read_small(path: &Path) -> Option<String> {
 /// [`read_small`] into a buffer the caller keeps (a walk over many files).
 pub fn read_into<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Option<&'b str> {
     let f = File::open(path).ok()?;
-    let n = fill(&f, None, buf).ok()?;
+    let n = fill(&f, None, buf, 0).ok()?;
     std::str::from_utf8(&buf[..n]).ok()
 }
 
@@ -204,11 +217,15 @@ impl KeptFile {
     /// The file's whole text now, in `buf` (grown if needed, never cleared); `None` if it
     /// cannot be opened or read, or is not UTF-8.
     pub fn read<'b>(&mut self, buf: &'b mut Vec<u8>) -> Option<&'b str> {
-        let n = match self.file.as_ref().map(|f| fill(f, Some(0), buf)) {
+        let n = match self
+            .file
+            .as_ref()
+            .map(|f| fill(f, Some(0), buf, WHOLE_BELOW))
+        {
             Some(Ok(n)) => n,
             _ => {
                 let f = File::open(&self.path).ok();
-                let n = fill(f.as_ref()?, Some(0), buf);
+                let n = fill(f.as_ref()?, Some(0), buf, WHOLE_BELOW);
                 self.file = f.filter(|_| self.keep && n.is_ok());
                 n.ok()?
             }
@@ -346,6 +363,22 @@ mod tests {
         let b2 = uptime.read(&mut buf).expect("uptime");
         assert_ne!(b, b2, "a kept /proc file is formatted afresh");
         assert!(a.ends_with('\n') && b2.ends_with('\n'));
+        for multi_record in [
+            "/proc/self/mountinfo",
+            "/proc/self/net/dev",
+            "/proc/interrupts",
+        ] {
+            let whole = std::fs::read_to_string(multi_record).expect("read");
+            let kept = KeptFile::new(multi_record)
+                .read(&mut buf)
+                .expect("read")
+                .to_owned();
+            assert_eq!(
+                kept.lines().count(),
+                whole.lines().count(),
+                "{multi_record}"
+            );
+        }
         let whole = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let ours = read_small(Path::new("/proc/self/mountinfo")).expect("mountinfo");
         assert_eq!(ours.lines().count(), whole.lines().count());
