@@ -2,13 +2,14 @@
 //! machine, results written into docs/benchmarks.md (between its generated-block markers) with
 //! PNG plots in docs/bench/.
 //!
-//! `bench [--trials N] [--duration S] [--outage S] [--only a,b] [--out FILE]`
+//! `bench [--trials N] [--duration S] [--outage S] [--soak S] [--only a,b] [--out FILE]`
 //! scenarios: footprint, callgrind, load, outage, gateway, fleet, liveness, control,
-//! broker-cluster.
+//! broker-cluster; and soak (an hour, only when named in `--only`).
 
 mod fleet;
 mod measure;
 mod peers;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,6 +28,7 @@ struct Opts {
     trials: usize,
     duration: u64,
     outage: u64,
+    soak: u64,
     only: Vec<String>,
     out: PathBuf,
 }
@@ -799,6 +801,7 @@ fn parse() -> Opts {
         trials: 3,
         duration: 300,
         outage: 600,
+        soak: 3600,
         only: Vec::new(),
         out: root().join("docs/benchmarks.md"),
     };
@@ -810,6 +813,7 @@ fn parse() -> Opts {
             "--trials" => o.trials = v.parse().unwrap_or(o.trials),
             "--duration" => o.duration = v.parse().unwrap_or(o.duration),
             "--outage" => o.outage = v.parse().unwrap_or(o.outage),
+            "--soak" => o.soak = v.parse().unwrap_or(o.soak),
             "--only" => o.only = v.split(',').map(str::to_owned).collect(),
             "--out" => o.out = PathBuf::from(v),
             other => {
@@ -853,6 +857,9 @@ fn main() {
     }
     if want("callgrind") {
         callgrind(&mut md);
+    }
+    if o.only.iter().any(|x| x == "soak") {
+        soak::soak(o.soak, &mut md, &plots);
     }
     if want("load") {
         load(&mut md, cpu20);
