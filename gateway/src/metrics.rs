@@ -41,6 +41,7 @@ pub struct Metrics {
     mqtt_dropped: AtomicU64,
     too_many_nodes: AtomicU64,
     duplicates: AtomicU64,
+    missing: AtomicU64,
     /// Rejected payloads by (node, reason).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Unix ms of the last message per node.
@@ -113,6 +114,11 @@ impl Metrics {
     /// A copy of a data message already handled (an agent resends after a reconnect).
     pub fn duplicate(&self) {
         self.duplicates.fetch_add(1, Relaxed);
+    }
+
+    /// `n` data messages of a node that never arrived (`crate::ingest::seen`).
+    pub fn missing(&self, n: u64) {
+        self.missing.fetch_add(n, Relaxed);
     }
 
     pub fn beat(&self) {
@@ -270,6 +276,12 @@ impl Metrics {
                 "Copies of data messages already handled, dropped (agents resend what the broker acknowledged lately after a reconnect).",
                 "counter",
                 &self.duplicates,
+            ),
+            (
+                "leakmon_gateway_messages_missing_total",
+                "Data messages (host, containers, events) of a node's run that never reached this active gateway, counted 256 of that node's messages later: lost at the agent, by the broker (its queue for the gateway full) or on the way. Not counted with mqtt.shared_group.",
+                "counter",
+                &self.missing,
             ),
             (
                 "leakmon_gateway_detector_health",

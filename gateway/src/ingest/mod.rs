@@ -435,7 +435,16 @@ impl Ingest {
         }
         // A copy of what this gateway handled already (resent after a reconnect): dropped.
         if let Some(h) = msg.header() {
-            if !self.seen.first_time(&node, h.run, h.seq) {
+            let first = self.seen.first_time(&node, h.run, h.seq);
+            // With a shared subscription each gateway gets a share of every node's seqs: the
+            // gaps are the others' messages.
+            let missing = self.seen.take_missing();
+            if missing > 0 && self.shared_group.is_none() {
+                self.metrics.missing(missing);
+                tracing::debug!(node = %node, run = h.run, missing,
+                    "data messages of this node never arrived (lost at the agent, by the broker or on the way)");
+            }
+            if !first {
                 self.metrics.duplicate();
                 tracing::debug!(node = %node, run = h.run, seq = h.seq, "a copy of a message already handled dropped");
                 return Points::default();

@@ -4,7 +4,13 @@
 //! what arrived are dropped here, before they reach the alerts, the node views or the
 //! database. Per node the last [`RUNS`] runs, each with its highest seq and which of the
 //! [`WINDOW`] seqs below it were seen; a seq further below is taken as seen (a copy is at
-//! most a window of messages old). Pure.
+//! most a window of messages old).
+//!
+//! The same window counts what never came: a seq of a run that leaves the window unseen (a
+//! window of later seqs of that node has arrived), not below the run's first seq here, is
+//! **missing**: lost at the agent (its buffer full, a report too large), by the broker (its
+//! queue for this gateway full, as at 10,000 agents on one 2-vCPU machine, docs/benchmarks.md)
+//! or on the way. Pure.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +25,8 @@ struct Run {
     high: u64,
     /// Bit i: `high - 1 - i` was seen.
     below: [u64; (WINDOW / 64) as usize],
+    /// The first seq of the run this gateway saw: none below it counts as missing.
+    floor: u64,
 }
 
 impl Run {
@@ -27,12 +35,15 @@ impl Run {
             run,
             high: seq,
             below: [0; (WINDOW / 64) as usize],
+            floor: seq,
         }
     }
 
-    /// Whether `seq` is new; records it.
-    fn first_time(&mut self, seq: u64) -> bool {
+    /// Whether `seq` is new; records it, and adds to `missing` the seqs that leave the window
+    /// unseen.
+    fn first_time(&mut self, seq: u64, missing: &mut u64) -> bool {
         if seq > self.high {
+            *missing += self.unseen_leaving(seq - self.high);
             self.shift(seq - self.high);
             self.high = seq;
             return true;
@@ -48,6 +59,24 @@ impl Run {
         let seen = self.below[word] & (1 << bit) != 0;
         self.below[word] |= 1 << bit;
         !seen
+    }
+
+    /// How many seqs at or above the floor leave the window unseen when the highest seq
+    /// moves up by `by`: the top `by` bits of the window (seqs `high - WINDOW ..`), and, for a
+    /// jump beyond the window, the seqs jumped over that never entered it.
+    fn unseen_leaving(&self, by: u64) -> u64 {
+        let counted = |seq: u64| seq >= self.floor;
+        let mut n = 0;
+        // old bit i (seq high - 1 - i) leaves when i + by >= WINDOW
+        for i in WINDOW.saturating_sub(by)..WINDOW {
+            let seen = self.below[(i / 64) as usize] & (1 << (i % 64)) != 0;
+            if !seen && self.high > i && counted(self.high - 1 - i) {
+                n += 1;
+            }
+        }
+        // seqs high + 1 ..= high + by - 1 - WINDOW never were in the window (the new highest
+        // is high + by, its window reaches down to high + by - WINDOW)
+        n + by.saturating_sub(WINDOW + 1)
     }
 
     /// The highest seq moves up by `by`: every bit moves up by `by` (a left shift of the
@@ -78,9 +107,16 @@ impl Run {
 #[derive(Debug, Default)]
 pub struct Seen {
     nodes: BTreeMap<String, Vec<Run>>,
+    /// Seqs that left a window unseen, since the last [`Seen::take_missing`].
+    missing: u64,
 }
 
 impl Seen {
+    /// The seqs found missing since the last call.
+    pub fn take_missing(&mut self) -> u64 {
+        std::mem::take(&mut self.missing)
+    }
+
     /// Whether this is the first time `node`'s message `(run, seq)` is handled; records it.
     pub fn first_time(&mut self, node: &str, run: u64, seq: u64) -> bool {
         let runs = match self.nodes.get_mut(node) {
@@ -88,7 +124,7 @@ impl Seen {
             None => self.nodes.entry(node.to_owned()).or_default(),
         };
         if let Some(r) = runs.iter_mut().find(|r| r.run == run) {
-            return r.first_time(seq);
+            return r.first_time(seq, &mut self.missing);
         }
         if runs.len() >= RUNS {
             // the oldest run goes (runs grow by one per agent start)
@@ -167,6 +203,36 @@ mod tests {
         // 999 and 1000 are far below now
         assert!(!s.first_time("n", 1, 1_000));
         assert!(s.first_time("n", 1, 1_000 + 2 * WINDOW - 1));
+    }
+
+    #[test]
+    fn seqs_that_never_came_are_counted_once_a_window_later() {
+        let mut s = Seen::default();
+        // first seen at 100: nothing below it is missing
+        for seq in (100..=400).filter(|q| q % 10 != 3) {
+            s.first_time("n", 1, seq);
+        }
+        // the copies and late arrivals: 395 was seen; 393 arrives late (inside the window)
+        assert!(!s.first_time("n", 1, 395));
+        assert!(s.first_time("n", 1, 393));
+        // seqs ending in 3 from 103 up to 400 - 256 - 1 = 143 left the window: 103 ... 143
+        assert_eq!(s.take_missing(), 5);
+        assert_eq!(s.take_missing(), 0, "taken");
+        // a jump far past the window: the unseen left in it (the 3s from 153 to 383, not 393),
+        // and the 999 seqs 401 ..= 1399 jumped over, but the ones now in the new window
+        s.first_time("n", 1, 1_400 + WINDOW);
+        assert_eq!(s.take_missing(), 24 + (1_400 + WINDOW - 1 - WINDOW - 400));
+        // a new run starts clean, other nodes apart
+        s.first_time("n", 2, 5);
+        s.first_time("m", 1, 1);
+        s.first_time("m", 1, 2 + WINDOW);
+        assert_eq!(
+            s.take_missing(),
+            0,
+            "m's 2 ..= 1 + WINDOW are still in its window"
+        );
+        s.first_time("m", 1, 2 + 2 * WINDOW + 1);
+        assert_eq!(s.take_missing(), WINDOW, "and now out of it");
     }
 
     #[test]
