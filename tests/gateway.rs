@@ -676,6 +676,60 @@ fn malformed_flood_is_counted_and_good_data_keeps_flowing() {
     drop(client);
 }
 
+#[test]
+fn data_messages_that_never_arrived_are_counted_missing() {
+    // Each node numbers its data messages; a number still absent 256 of that node's messages
+    // later is counted missing: what a broker past its queue for the gateway drops (the
+    // 10,000-agent run, docs/benchmarks.md) or an agent's full buffer. A node's host report
+    // replayed as run 999 with seqs 1..=400 but two, and copies of some: exactly 2 counted.
+    let broker = Broker::start();
+    let node = "e2e-gw-missing";
+    let gw = Gateway::start(&format!("[mqtt]\nurl = \"{}\"\n", broker.url()));
+    wait_for(S(20), || {
+        gw.get("/metrics")
+            .contains("leakmon_gateway_active 1")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the gateway never became active; log:\n{}", gw.log()));
+    let report = {
+        let _agent = Agent::start(&agent_config(&broker, node));
+        sub_first_host(&broker, node)
+    };
+    let mut v: serde_json::Value = serde_json::from_str(&report).expect("JSON");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("mac");
+        o.insert("run".into(), 999.into());
+    }
+    let topic = format!("leakmon/v1/nodes/{node}/host");
+    let seqs: Vec<u64> = (1..=400)
+        .filter(|s| *s != 50 && *s != 60)
+        .chain(380..=390)
+        .collect();
+    let payloads: Vec<Vec<u8>> = seqs
+        .iter()
+        .map(|seq| {
+            v["seq"] = (*seq).into();
+            leakmon_e2e::seal_on(&topic, v.to_string().as_bytes())
+        })
+        .collect();
+    leakmon_e2e::mosquitto_pub_lines(broker.port, &topic, &payloads);
+    let count = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("leakmon_gateway_messages_missing_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    wait_for(S(30), || {
+        (count(&gw.get("/metrics")) == Some(2)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not 2 missing:\n{}\nlog:\n{}", gw.get("/metrics"), gw.log()));
+    std::thread::sleep(S(2));
+    assert_eq!(
+        count(&gw.get("/metrics")),
+        Some(2),
+        "counted once, copies nothing"
+    );
+}
+
 /// The first host report `node` publishes, as text.
 fn sub_first_host(broker: &Broker, node: &str) -> String {
     let sub = Subscriber::start(broker.port, &format!("leakmon/v1/nodes/{node}/host"), false);
