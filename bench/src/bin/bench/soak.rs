@@ -69,7 +69,7 @@ pub fn soak(seconds: u64, md: &mut String, plots: &Path) {
         p.stop();
     }
     let n = minutes.len();
-    let tenth = (n / 6).max(1);
+    let sixth = (n / 6).max(1);
     let _ = writeln!(
         md,
         "### Soak: an hour beside collectd\n\n{} minutes, the agent (static, shipped defaults, 1 s \
@@ -81,11 +81,11 @@ pub fn soak(seconds: u64, md: &mut String, plots: &Path) {
         n,
         reports,
         reports / secs,
-        tenth
+        sixth
     );
     let _ = writeln!(
         md,
-        "| program | RSS first {tenth} min (MiB) | RSS last {tenth} min (MiB) | RSS min-max (MiB) | CPU first {tenth} min (%) | CPU last {tenth} min (%) | CPU whole run (%) |\n|---|---|---|---|---|---|---|"
+        "| program | RSS first {sixth} min (MiB) | RSS last {sixth} min (MiB) | RSS min-max (MiB) | CPU first {sixth} min (%) | CPU last {sixth} min (%) | CPU whole run (%) |\n|---|---|---|---|---|---|---|"
     );
     for (i, name) in names.iter().enumerate() {
         let rss: Vec<f64> = minutes.iter().map(|r| r[i].rss).collect();
@@ -94,12 +94,12 @@ pub fn soak(seconds: u64, md: &mut String, plots: &Path) {
         let _ = writeln!(
             md,
             "| {name} | {:.2} | {:.2} | {:.2}-{:.2} | {:.3} | {:.3} | {:.3} |",
-            Spread::of(&rss[..tenth]).median,
-            Spread::of(&rss[n - tenth..]).median,
+            Spread::of(&rss[..sixth]).median,
+            Spread::of(&rss[n - sixth..]).median,
             all.min,
             all.max,
-            Spread::of(&cpu[..tenth]).median,
-            Spread::of(&cpu[n - tenth..]).median,
+            Spread::of(&cpu[..sixth]).median,
+            Spread::of(&cpu[n - sixth..]).median,
             total_cpu[i]
         );
     }
