@@ -318,7 +318,7 @@ impl CgroupReader {
         let number = |f: &mut KeptFile, buf: &mut Vec<u8>| -> Option<u64> {
             f.read(buf)?.trim().parse().ok()
         };
-        match &mut files.cgroup {
+        let (cpu, blkio, usage, limit, mem_stat, cache_key) = match &mut files.cgroup {
             Files::V1 {
                 usage,
                 acct_stat,
@@ -332,10 +332,6 @@ impl CgroupReader {
                 let acct = acct_stat.read(buf).unwrap_or_default().to_owned();
                 let cpu = parse_cpu_v1(&usage_ns, &acct, cpu_stat.read(buf).unwrap_or_default())?;
                 let usage = number(mem_usage, buf)?;
-                let cache = mem_stat
-                    .read(buf)
-                    .and_then(|t| number_near(t, b' ', "total_inactive_file", &mut files.hint))
-                    .unwrap_or(0);
                 let limit = parse_limit(mem_limit.read(buf)?, self.host_mem_total)?;
                 // The engine reads the throttle files (the CFQ ones are empty on blk-mq).
                 let blkio = blkio.as_mut().and_then(|[bytes, ios]| {
@@ -348,12 +344,7 @@ impl CgroupReader {
                         writes,
                     })
                 });
-                Some(Usage {
-                    cpu,
-                    blkio,
-                    mem_usage: usage.saturating_sub(cache),
-                    mem_limit: limit,
-                })
+                (cpu, blkio, usage, limit, mem_stat, "total_inactive_file")
             }
             Files::V2 {
                 cpu_stat,
@@ -364,21 +355,23 @@ impl CgroupReader {
             } => {
                 let cpu = parse_cpu_stat_v2(cpu_stat.read(buf)?)?;
                 let usage = number(mem_current, buf)?;
-                let cache = mem_stat
-                    .read(buf)
-                    .and_then(|t| number_near(t, b' ', "inactive_file", &mut files.hint))
-                    .unwrap_or(0);
                 let limit = parse_limit(mem_max.read(buf)?, self.host_mem_total)?;
                 // Absent when the io controller is not enabled for the subtree.
                 let blkio = io_stat.read(buf).map(parse_io_stat);
-                Some(Usage {
-                    cpu,
-                    blkio,
-                    mem_usage: usage.saturating_sub(cache),
-                    mem_limit: limit,
-                })
+                (cpu, blkio, usage, limit, mem_stat, "inactive_file")
             }
-        }
+        };
+        // Usage less the inactive file cache, as the engine's stats do.
+        let cache = mem_stat
+            .read(buf)
+            .and_then(|t| number_near(t, b' ', cache_key, &mut files.hint))
+            .unwrap_or(0);
+        Some(Usage {
+            cpu,
+            blkio,
+            mem_usage: usage.saturating_sub(cache),
+            mem_limit: limit,
+        })
     }
 }
 
