@@ -46,6 +46,15 @@ Usage: leakmon-agent [--config PATH] [--once | --check-config | --print-config |
 Every key can be set by environment: mqtt.url -> LEAKMON_AGENT__MQTT__URL.
 Log level: LEAKMON_LOG (e.g. debug, info, warn; default info).";
 
+/// The static (musl) builds' allocator. musl's own (mallocng) hands a group of slots back to
+/// the kernel as soon as it is empty: the few-KiB buffers of each sample (the reports, their
+/// copies kept for resending) cost an `mmap`, page faults and a `munmap` every second, and its
+/// hardened paths are several times slower. dlmalloc keeps what it freed for the next sample
+/// and trims only above 2 MiB free (ARCHITECTURE.md, "Dependencies").
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let stage = cli::Stage {
         name: NAME,

@@ -111,43 +111,14 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 /// [`encode`] into a buffer of `capacity` bytes to begin with: a sender that knows about how
 /// long its message will be (the last one's length) spares the buffer's doublings and copies.
 pub fn encode_with_capacity<T: Serialize>(msg: &T, capacity: usize) -> Vec<u8> {
-    let mut out = Out(Vec::with_capacity(capacity));
-    // Serialising these plain structs cannot fail: no maps with non-string keys, no custom
-    // serialisers that error.
-    match serde_json::to_writer(&mut out, msg) {
-        Ok(()) => out.0,
-        Err(_) => Vec::new(),
+    let mut out = Vec::with_capacity(capacity);
+    if crate::json::write(&mut out, msg).is_ok() {
+        return out;
     }
-}
-
-/// The encoder's output. serde_json writes a key in five pieces (`,` `"` the name `"` `:`),
-/// each through `io::Write`; a `Vec`'s `write_all` is a call to `extend_from_slice` and a
-/// `memcpy` for each. Pieces of a few bytes are pushed here instead (inlined), which took a
-/// third off the cost of encoding a report.
-struct Out(Vec<u8>);
-
-impl std::io::Write for Out {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_all(buf)?;
-        Ok(buf.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if buf.len() <= 4 {
-            for b in buf {
-                self.0.push(*b);
-            }
-        } else {
-            self.0.extend_from_slice(buf);
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    // A type the fast writer does not take (a map key that is no string): serde_json's text,
+    // which is the same wherever both take a value. Serialising these plain structs cannot
+    // fail there either: no maps with non-string keys, no custom serialisers that error.
+    serde_json::to_vec(msg).unwrap_or_default()
 }
 
 /// Decodes a payload that arrived on `topic_node`'s topic, checking size, version and node.
@@ -203,6 +174,17 @@ fn decode_versioned<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeErro
 pub(crate) mod tests {
     use super::*;
     use crate::*;
+
+    /// [`encode`], checked to be byte for byte what serde_json writes (see [`crate::json`]).
+    fn encoded<T: Serialize>(msg: &T) -> Vec<u8> {
+        let ours = encode(msg);
+        let theirs = serde_json::to_vec(msg).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+        ours
+    }
 
     fn header(seq: u64) -> Header {
         Header {
@@ -316,7 +298,7 @@ pub(crate) mod tests {
     #[test]
     fn host_round_trip() {
         let h = host();
-        let bytes = encode(&h);
+        let bytes = encoded(&h);
         let back: HostReport = decode("edge-01", &bytes).unwrap();
         assert_eq!(back, h);
         // Flat header fields at the top level, as documented.
@@ -348,7 +330,7 @@ pub(crate) mod tests {
                 beat_interval_ms: Some(250),
             }),
         };
-        let bytes = encode(&birth);
+        let bytes = encoded(&birth);
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["state"], "online");
         assert_eq!(v["swarm_role"], "manager");
@@ -365,7 +347,7 @@ pub(crate) mod tests {
             ts: 5,
             identity: None,
         };
-        let bytes = encode(&will);
+        let bytes = encoded(&will);
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
             r#"{"v":1,"node":"edge-01","state":"offline","seq":9,"reason":"lost","ts":5}"#
@@ -420,7 +402,7 @@ pub(crate) mod tests {
             cut: 0,
         };
         assert_eq!(
-            decode::<ContainersReport>("edge-01", &encode(&c)).unwrap(),
+            decode::<ContainersReport>("edge-01", &encoded(&c)).unwrap(),
             c
         );
         let e = EventReport {
@@ -435,12 +417,12 @@ pub(crate) mod tests {
             swarm_service: None,
             swarm_task: None,
         };
-        assert_eq!(decode::<EventReport>("edge-01", &encode(&e)).unwrap(), e);
+        assert_eq!(decode::<EventReport>("edge-01", &encoded(&e)).unwrap(), e);
     }
 
     #[test]
     fn decode_rejects_with_reasons() {
-        let h = encode(&host());
+        let h = encoded(&host());
         assert_eq!(
             decode::<HostReport>("other", &h).unwrap_err().reason(),
             "node_mismatch"
@@ -471,7 +453,11 @@ pub(crate) mod tests {
     #[test]
     fn encoded_messages_start_with_their_version() {
         assert_eq!(VERSION_PREFIX, format!("{{\"v\":{PROTOCOL_VERSION},"));
-        for bytes in [encode(&host()), encode(&beat(4)), encode(&probe_request())] {
+        for bytes in [
+            encoded(&host()),
+            encoded(&beat(4)),
+            encoded(&probe_request()),
+        ] {
             assert!(bytes.starts_with(VERSION_PREFIX.as_bytes()));
         }
         let pretty = serde_json::to_vec_pretty(&host()).unwrap();
@@ -497,7 +483,7 @@ pub(crate) mod tests {
     #[test]
     fn beat_round_trip_and_size() {
         let b = beat(17);
-        let bytes = encode(&b);
+        let bytes = encoded(&b);
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
             r#"{"v":1,"node":"edge-01","run":3,"n":17}"#
@@ -510,7 +496,7 @@ pub(crate) mod tests {
             "node_mismatch"
         );
         // A day at 4 a second still fits in about 40 bytes.
-        assert!(encode(&beat(345_600)).len() <= 43);
+        assert!(encoded(&beat(345_600)).len() <= 43);
         assert_eq!(
             decode::<Beat>("edge-01", br#"{"v":2,"node":"edge-01","run":3,"n":1}"#)
                 .unwrap_err()
@@ -542,7 +528,7 @@ pub(crate) mod tests {
     #[test]
     fn probe_request_round_trip() {
         let r = probe_request();
-        let bytes = encode(&r);
+        let bytes = encoded(&r);
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
             r#"{"v":1,"id":42,"gateway":"gw1","target":"edge-01","addr":"10.0.0.11","ports":[22,2377],"window_ms":3000,"every_ms":200,"timeout_ms":500}"#
@@ -553,7 +539,7 @@ pub(crate) mod tests {
                 addr: addr.into(),
                 ..probe_request()
             };
-            assert_eq!(decode_request::<ProbeRequest>(&encode(&ok)).unwrap(), ok);
+            assert_eq!(decode_request::<ProbeRequest>(&encoded(&ok)).unwrap(), ok);
         }
     }
 
@@ -562,7 +548,7 @@ pub(crate) mod tests {
         let bad = |f: &dyn Fn(&mut ProbeRequest)| {
             let mut r = probe_request();
             f(&mut r);
-            decode_request::<ProbeRequest>(&encode(&r)).unwrap_err()
+            decode_request::<ProbeRequest>(&encoded(&r)).unwrap_err()
         };
         for e in [
             bad(&|r| r.target = "a/b".into()),
@@ -581,7 +567,7 @@ pub(crate) mod tests {
         ] {
             assert_eq!(e.reason(), "invalid", "{e}");
         }
-        let mut v: serde_json::Value = serde_json::from_slice(&encode(&probe_request())).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&encoded(&probe_request())).unwrap();
         v["v"] = 7.into();
         let e = decode_request::<ProbeRequest>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert_eq!(e.reason(), "version");
@@ -610,7 +596,7 @@ pub(crate) mod tests {
             attempts: 3,
             answered: 1,
         };
-        let bytes = encode(&r);
+        let bytes = encoded(&r);
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
             r#"{"v":1,"node":"edge-02","id":42,"target":"edge-01","attempts":3,"answered":1}"#
@@ -627,7 +613,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_fields_are_accepted_for_forward_compatibility() {
-        let mut v: serde_json::Value = serde_json::from_slice(&encode(&host())).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&encoded(&host())).unwrap();
         v["some_future_field"] = 1.into();
         assert!(decode::<HostReport>("edge-01", &serde_json::to_vec(&v).unwrap()).is_ok());
     }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod codec;
 pub mod enroll;
+pub mod json;
 pub mod limits;
 pub mod messages;
 pub mod topics;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use leakmon_protocol::{ContainerBlkio, ContainerCpu, ContainerNet};
 
+use super::cadence::Cadence;
 use super::kfile::{number_near, numbers, KeptFile};
 
 /// Where one container's CPU and memory accounting lives.
@@ -94,22 +95,48 @@ const NS_PER_TICK: u64 = 10_000_000;
 
 /// cgroup v1: `cpuacct.usage` (ns), `cpuacct.stat` (ticks) and the `cpu` controller's
 /// `cpu.stat` (throttling, `throttled_time` in ns; absent without CFS bandwidth control).
-pub fn parse_cpu_v1(usage: &str, acct_stat: &str, cpu_stat: &str) -> Option<ContainerCpu> {
-    let [user, system] = numbers(acct_stat, b' ', ["user", "system"]);
-    let [periods, throttled, throttled_ns] = numbers(
-        cpu_stat,
-        b' ',
-        ["nr_periods", "nr_throttled", "throttled_time"],
-    );
-    let ticks = |t: Option<u64>| t.unwrap_or(0).saturating_mul(NS_PER_TICK);
-    Some(ContainerCpu {
-        total_ns: usage.trim().parse().ok()?,
-        user_ns: ticks(user),
-        kernel_ns: ticks(system),
+/// v1 `cpuacct.stat`: user and system time, in clock ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Acct {
+    user: u64,
+    system: u64,
+}
+
+pub fn parse_acct_v1(text: &str) -> Acct {
+    let [user, system] = numbers(text, b' ', ["user", "system"]);
+    Acct {
+        user: user.unwrap_or(0),
+        system: system.unwrap_or(0),
+    }
+}
+
+/// v1 `cpu.stat`: CFS throttling (absent without CFS bandwidth control: all zero).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Throttle {
+    periods: u64,
+    throttled: u64,
+    throttled_ns: u64,
+}
+
+pub fn parse_throttle_v1(text: &str) -> Throttle {
+    let [periods, throttled, throttled_ns] =
+        numbers(text, b' ', ["nr_periods", "nr_throttled", "throttled_time"]);
+    Throttle {
         periods: periods.unwrap_or(0),
-        throttled_periods: throttled.unwrap_or(0),
+        throttled: throttled.unwrap_or(0),
         throttled_ns: throttled_ns.unwrap_or(0),
-    })
+    }
+}
+
+fn cpu_v1(total_ns: u64, acct: Acct, t: Throttle) -> ContainerCpu {
+    ContainerCpu {
+        total_ns,
+        user_ns: acct.user.saturating_mul(NS_PER_TICK),
+        kernel_ns: acct.system.saturating_mul(NS_PER_TICK),
+        periods: t.periods,
+        throttled_periods: t.throttled,
+        throttled_ns: t.throttled_ns,
+    }
 }
 
 /// A v2 `io.stat` (`MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. ...` per device), summed over
@@ -305,6 +332,11 @@ impl CgroupReader {
             cgroup,
             net_dev: KeptFile::keeping(self.proc_root.join(format!("{pid}/net/dev")), keep),
             hint: 0,
+            slow: Slow {
+                every: Cadence::slow(),
+                limit: None,
+                throttle: None,
+            },
         }
     }
 
@@ -314,11 +346,13 @@ impl CgroupReader {
     }
 
     /// The figures of a container's cgroup, its files read through `buf`.
-    pub fn usage(&self, files: &mut CgroupFiles, buf: &mut Vec<u8>) -> Option<Usage> {
+    pub fn usage(&self, files: &mut CgroupFiles, buf: &mut Vec<u8>, now_ms: i64) -> Option<Usage> {
         let number = |f: &mut KeptFile, buf: &mut Vec<u8>| -> Option<u64> {
             f.read(buf)?.trim().parse().ok()
         };
-        let (cpu, blkio, usage, limit, mem_stat, cache_key) = match &mut files.cgroup {
+        let slow = &mut files.slow;
+        let due = slow.every.due(now_ms);
+        let (cpu, blkio, usage, mem_limit, mem_stat, cache_key) = match &mut files.cgroup {
             Files::V1 {
                 usage,
                 acct_stat,
@@ -328,11 +362,25 @@ impl CgroupReader {
                 mem_limit,
                 blkio,
             } => {
-                let usage_ns = usage.read(buf)?.to_owned();
-                let acct = acct_stat.read(buf).unwrap_or_default().to_owned();
-                let cpu = parse_cpu_v1(&usage_ns, &acct, cpu_stat.read(buf).unwrap_or_default())?;
+                let total_ns = number(usage, buf)?;
+                let acct = acct_stat.read(buf).map(parse_acct_v1).unwrap_or_default();
+                // Throttling counts only under a CPU quota: while there is none they stay
+                // at zero and are read on the slow cadence (and after any engine event for
+                // the container, such as `docker update`).
+                let throttle = match slow.throttle {
+                    Some(t) if !due && t == Throttle::default() => t,
+                    _ => cpu_stat
+                        .read(buf)
+                        .map(parse_throttle_v1)
+                        .unwrap_or_default(),
+                };
+                slow.throttle = Some(throttle);
+                let cpu = cpu_v1(total_ns, acct, throttle);
                 let usage = number(mem_usage, buf)?;
-                let limit = parse_limit(mem_limit.read(buf)?, self.host_mem_total)?;
+                let limit = match slow.limit {
+                    Some(l) if !due => l,
+                    _ => parse_limit(mem_limit.read(buf)?, self.host_mem_total)?,
+                };
                 // The engine reads the throttle files (the CFQ ones are empty on blk-mq).
                 let blkio = blkio.as_mut().and_then(|[bytes, ios]| {
                     let (read_bytes, write_bytes) = parse_blkio_v1(bytes.read(buf)?);
@@ -355,12 +403,18 @@ impl CgroupReader {
             } => {
                 let cpu = parse_cpu_stat_v2(cpu_stat.read(buf)?)?;
                 let usage = number(mem_current, buf)?;
-                let limit = parse_limit(mem_max.read(buf)?, self.host_mem_total)?;
+                let limit = match slow.limit {
+                    Some(l) if !due => l,
+                    _ => parse_limit(mem_max.read(buf)?, self.host_mem_total)?,
+                };
                 // Absent when the io controller is not enabled for the subtree.
                 let blkio = io_stat.read(buf).map(parse_io_stat);
                 (cpu, blkio, usage, limit, mem_stat, "inactive_file")
             }
         };
+        // The memory limit changes only when the container is updated: read on the slow
+        // cadence and after an engine event for the container.
+        slow.limit = Some(mem_limit);
         // Usage less the inactive file cache, as the engine's stats do.
         let cache = mem_stat
             .read(buf)
@@ -370,9 +424,17 @@ impl CgroupReader {
             cpu,
             blkio,
             mem_usage: usage.saturating_sub(cache),
-            mem_limit: limit,
+            mem_limit,
         })
     }
+}
+
+/// What a container's slowly changing files said when last read.
+#[derive(Debug)]
+struct Slow {
+    every: Cadence,
+    limit: Option<u64>,
+    throttle: Option<Throttle>,
 }
 
 /// One container's files, found once (when it is first seen running) and read every sample.
@@ -382,6 +444,15 @@ pub struct CgroupFiles {
     net_dev: KeptFile,
     /// Where in `memory.stat` the inactive file cache was at the last read.
     hint: usize,
+    slow: Slow,
+}
+
+impl CgroupFiles {
+    /// Something about the container changed (an engine event named it): its memory limit and
+    /// CPU quota are read again at the next sample.
+    pub fn expire(&mut self) {
+        self.slow.every.expire();
+    }
 }
 
 #[derive(Debug)]
@@ -515,7 +586,7 @@ mod tests {
             mem_limit: 2048 * 1024,
         };
         assert_eq!(
-            r.usage(&mut files, buf),
+            r.usage(&mut files, buf, 0),
             Some(want),
             "no io controller: no blkio"
         );
@@ -526,7 +597,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.usage(&mut files, buf).and_then(|u| u.blkio),
+            r.usage(&mut files, buf, 1000).and_then(|u| u.blkio),
             Some(ContainerBlkio {
                 read_bytes: 4097,
                 write_bytes: 8193,
@@ -575,6 +646,74 @@ Inter-|   Receive                                                |  Transmit
     }
 
     #[test]
+    fn the_limit_and_an_idle_quota_are_read_on_the_slow_cadence_or_after_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sys, proc_) = (dir.path().join("sys"), dir.path().join("proc"));
+        let cg = sys.join("fs/cgroup");
+        for d in ["cpu,cpuacct/docker/abc", "memory/docker/abc"] {
+            std::fs::create_dir_all(cg.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(proc_.join("7")).unwrap();
+        std::fs::write(
+            proc_.join("7/cgroup"),
+            "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
+        )
+        .unwrap();
+        let w = |f: &str, t: &str| std::fs::write(cg.join(f), t).unwrap();
+        w("cpu,cpuacct/docker/abc/cpuacct.usage", "5\n");
+        w("cpu,cpuacct/docker/abc/cpuacct.stat", "user 1\nsystem 1\n");
+        w(
+            "cpu,cpuacct/docker/abc/cpu.stat",
+            "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n",
+        );
+        w("memory/docker/abc/memory.usage_in_bytes", "1000\n");
+        w("memory/docker/abc/memory.stat", "total_inactive_file 0\n");
+        w("memory/docker/abc/memory.limit_in_bytes", "500000\n");
+        let r = CgroupReader::new(&sys, &proc_);
+        let mut files = r.files(&r.paths(7).unwrap(), 7, true);
+        let buf = &mut Vec::new();
+        let mut at = |files: &mut CgroupFiles, ms: i64| {
+            let u = r.usage(files, buf, ms).unwrap();
+            (u.mem_limit, u.cpu.periods, u.cpu.total_ns)
+        };
+        assert_eq!(at(&mut files, 0), (500_000, 0, 5));
+        // `docker update --memory 1m --cpus 0.5`
+        w("memory/docker/abc/memory.limit_in_bytes", "1048576\n");
+        w(
+            "cpu,cpuacct/docker/abc/cpu.stat",
+            "nr_periods 3\nnr_throttled 1\nthrottled_time 9\n",
+        );
+        w("cpu,cpuacct/docker/abc/cpuacct.usage", "6\n");
+        assert_eq!(
+            at(&mut files, 1000),
+            (500_000, 0, 6),
+            "counters every sample, not these"
+        );
+        assert_eq!(
+            at(&mut files, 10_000),
+            (1_048_576, 3, 6),
+            "the slow cadence came round"
+        );
+        w(
+            "cpu,cpuacct/docker/abc/cpu.stat",
+            "nr_periods 4\nnr_throttled 1\nthrottled_time 9\n",
+        );
+        assert_eq!(
+            at(&mut files, 11_000).1,
+            4,
+            "under a quota throttling is read every sample"
+        );
+        w("memory/docker/abc/memory.limit_in_bytes", "2097152\n");
+        assert_eq!(at(&mut files, 12_000).0, 1_048_576);
+        files.expire();
+        assert_eq!(
+            at(&mut files, 13_000).0,
+            2_097_152,
+            "an engine event: read now"
+        );
+    }
+
+    #[test]
     fn reads_a_fake_v1_tree() {
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path().join("sys");
@@ -618,7 +757,7 @@ Inter-|   Receive                                                |  Transmit
         let r = CgroupReader::new(&sys, &proc_);
         let p = r.paths(7).unwrap();
         assert_eq!(
-            r.usage(&mut r.files(&p, 7, false), &mut Vec::new()),
+            r.usage(&mut r.files(&p, 7, false), &mut Vec::new(), 0),
             Some(Usage {
                 cpu: ContainerCpu {
                     total_ns: 5_000_000_000,

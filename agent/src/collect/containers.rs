@@ -469,7 +469,8 @@ impl ContainerCollector {
     }
 
     /// The figures of a running container from its cgroup and namespace, if readable.
-    fn read_cgroup(&mut self, id: &str, now: Instant) -> Option<Figures> {
+    /// `changed`: an engine event named the container since the last sample.
+    fn read_cgroup(&mut self, id: &str, now: Instant, ts: i64, changed: bool) -> Option<Figures> {
         let reader = self.cgroups.as_ref()?;
         let inspected = self.inspected.get(id).filter(|i| i.pid > 0)?;
         let (pid, host_network) = (inspected.pid, inspected.host_network);
@@ -488,7 +489,10 @@ impl ContainerCollector {
         }
         let tracked = self.cgroup_paths.get_mut(id)?;
         let files = tracked.files.as_mut()?;
-        let u = reader.usage(files, &mut self.buf)?;
+        if changed {
+            files.expire();
+        }
+        let u = reader.usage(files, &mut self.buf, ts)?;
         let total = u.cpu.total_ns;
         let pct = tracked.prev.and_then(|(prev, at)| {
             cgroup::cpu_percent(prev, total, now.duration_since(at).as_nanos() as u64)
@@ -603,7 +607,10 @@ impl ContainerCollector {
         let mut running: Vec<String> = Vec::new();
         for c in list {
             let id = c.id.as_deref().filter(|_| is_running(c));
-            let figures = id.and_then(|id| self.read_cgroup(id, now));
+            let figures = id.and_then(|id| {
+                let changed = !stale.is_empty() && stale.contains(id);
+                self.read_cgroup(id, now, ts, changed)
+            });
             if let (Some(id), None) = (id, &figures) {
                 // Fall back to the engine's stats endpoint for this one.
                 running.push(id.to_owned());
