@@ -208,6 +208,9 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         );
     }
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The instant the samplers' ticks and the beats are counted from (collect::ticker); the
+    // samplers' first tick.
+    let grid = tokio::time::Instant::now();
     let prober = cfg
         .liveness
         .probe
@@ -226,6 +229,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         ready: Some(ready_tx),
         progress: progress.clone(),
         beat_interval,
+        grid,
         prober,
         resend: resend::Resend::new(cfg.buffer.resend_window.0, resend::MAX_BYTES),
     };
@@ -251,6 +255,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         )
     });
     let mut tasks = vec![tokio::spawn(collect::host_sampler(
+        grid,
         interval,
         host,
         tx.clone(),
@@ -260,6 +265,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
     }
     if let Some(c) = collectors {
         tasks.push(tokio::spawn(collect::container_sampler(
+            grid,
             interval,
             c,
             tx,

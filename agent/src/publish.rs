@@ -361,6 +361,9 @@ pub struct Publisher {
     pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// `liveness.beat_interval`; `None`: no beats.
     pub beat_interval: Option<Duration>,
+    /// Beats after the first of a connection fall on this grid, with the samplers' ticks
+    /// ([`crate::collect::ticker`]).
+    pub grid: tokio::time::Instant,
     /// With `liveness.probe`: serves the gateway's probe requests.
     pub prober: Option<Prober>,
     /// Data messages the broker acknowledged lately, sent again on every new connection.
@@ -489,7 +492,7 @@ impl Publisher {
         // Copies to send again once the broker accepts this connection.
         let mut resending: VecDeque<Message> = VecDeque::new();
         // Started at the CONNACK: no beats before the broker accepted the connection.
-        let mut beat: Option<tokio::time::Interval> = None;
+        let mut beat: Option<Beats> = None;
         let ended = 'conn: loop {
             while let Some(action) = session.next_action(&mut Feed {
                 resend: &mut resending,
@@ -526,12 +529,17 @@ impl Publisher {
                         }
                         accepted_at = Some(tokio::time::Instant::now());
                         tracing::info!(broker = %self.connector.url(broker), seq, "connected; birth published");
+                        // The first beat right after the birth, then every interval on the
+                        // grid; a stalled loop does not fire a burst of beats after.
                         beat = self.beat_interval.map(|every| {
-                            // The first beat right after the birth, then every interval; a
-                            // stalled loop does not fire a burst of beats after.
-                            let mut i = tokio::time::interval(every);
-                            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            i
+                            let next = tokio::time::Instant::now() + Duration::from_nanos(1);
+                            Beats {
+                                now: true,
+                                every: crate::collect::ticker(
+                                    crate::collect::grid_after(self.grid, every, next),
+                                    every,
+                                ),
+                            }
                         });
                         if let Some(p) = &mut self.prober {
                             let stale = p.drop_finished();
@@ -648,11 +656,20 @@ fn publish(client: &AsyncClient, msg: Message, qos: QoS) -> bool {
         .is_ok()
 }
 
-/// The next beat is due; never without beats.
-async fn next_beat(beat: &mut Option<tokio::time::Interval>) {
+/// A connection's beats: one at once, then on the grid.
+struct Beats {
+    now: bool,
+    every: tokio::time::Interval,
+}
+
+/// The next beat is due; never without beats. Cancel-safe: the first beat is taken only
+/// when this future is polled, and it is ready at that poll.
+async fn next_beat(beat: &mut Option<Beats>) {
     match beat {
-        Some(i) => {
-            i.tick().await;
+        Some(b) => {
+            if !std::mem::take(&mut b.now) {
+                b.every.tick().await;
+            }
         }
         None => std::future::pending().await,
     }

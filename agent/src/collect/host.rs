@@ -506,8 +506,8 @@ impl HostFiles {
         let proc = |rel: &str| KeptFile::new(proc_root.join(rel));
         let net = |name: &str| proc(&format!("{pid_dir}/net/{name}"));
         HostFiles {
-            stat: proc("stat"),
-            meminfo: proc("meminfo"),
+            stat: proc("stat").one_record(),
+            meminfo: proc("meminfo").one_record(),
             vmstat: proc("vmstat"),
             hostname: proc("sys/kernel/hostname"),
             uptime: proc("uptime"),
@@ -519,11 +519,11 @@ impl HostFiles {
             conntrack_count: proc("sys/net/netfilter/nf_conntrack_count"),
             conntrack_max: proc("sys/net/netfilter/nf_conntrack_max"),
             interrupts: proc("interrupts"),
-            softirqs: proc("softirqs"),
+            softirqs: proc("softirqs").one_record(),
             net_dev: net("dev"),
-            netstat: net("netstat"),
-            snmp: net("snmp"),
-            snmp6: net("snmp6"),
+            netstat: net("netstat").one_record(),
+            snmp: net("snmp").one_record(),
+            snmp6: net("snmp6").one_record(),
             sockets: [net("tcp"), net("tcp6"), net("udp"), net("udp6")],
         }
     }

@@ -42,7 +42,8 @@ const WHOLE_BELOW: usize = 1024;
 /// needed; returns the length read (what lies beyond it in `buf` is stale). A short read is
 /// not the end: the kernel hands a multi-record file (mounts, diskstats, vmstat) over about a
 /// page at a time, so this reads until a read returns nothing, or until a first read
-/// returns fewer than `whole_below` bytes (0: never; see [`WHOLE_BELOW`]).
+/// returns fewer than `whole_below` bytes and less than the space it was given (0: never; see
+/// [`WHOLE_BELOW`] and [`KeptFile::one_record`]).
 fn fill(f: &File, at: Option<u64>, buf: &mut Vec<u8>, whole_below: usize) -> io::Result<usize> {
     if buf.len() < FIRST_READ {
         buf.resize(FIRST_READ, 0);
@@ -56,7 +57,7 @@ fn fill(f: &File, at: Option<u64>, buf: &mut Vec<u8>, whole_below: usize) -> io:
             Some(off) => f.read_at(&mut buf[len..], off + len as u64)?,
             None => (&*f).read(&mut buf[len..])?,
         };
-        if n == 0 || (len == 0 && n < whole_below) {
+        if n == 0 || (len == 0 && n < whole_below.min(buf.len())) {
             return Ok(len + n);
         }
         len += n;
@@ -193,6 +194,9 @@ pub struct KeptFile {
     file: Option<File>,
     /// Whether the file stays open between reads (beyond a bound of descriptors it does not).
     keep: bool,
+    /// A first read shorter than this ended at the end of the file ([`WHOLE_BELOW`], or
+    /// any length for a file of one record: [`KeptFile::one_record`]).
+    whole_below: usize,
 }
 
 impl KeptFile {
@@ -207,7 +211,17 @@ impl KeptFile {
             path: path.into(),
             file: None,
             keep,
+            whole_below: WHOLE_BELOW,
         }
+    }
+
+    /// A file the kernel formats as one record (`single_open`: /proc/stat, meminfo,
+    /// net/netstat, snmp, snmp6, softirqs): its seq_file buffer grows until the record fits,
+    /// so any read that did not fill the space it was given returned the whole file, however
+    /// long, and the read that would return nothing is spared.
+    pub fn one_record(mut self) -> Self {
+        self.whole_below = usize::MAX;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -220,12 +234,12 @@ impl KeptFile {
         let n = match self
             .file
             .as_ref()
-            .map(|f| fill(f, Some(0), buf, WHOLE_BELOW))
+            .map(|f| fill(f, Some(0), buf, self.whole_below))
         {
             Some(Ok(n)) => n,
             _ => {
                 let f = File::open(&self.path).ok();
-                let n = fill(f.as_ref()?, Some(0), buf, WHOLE_BELOW);
+                let n = fill(f.as_ref()?, Some(0), buf, self.whole_below);
                 self.file = f.filter(|_| self.keep && n.is_ok());
                 n.ok()?
             }
@@ -260,6 +274,12 @@ mod tests {
         let q = dir.path().join("big");
         std::fs::write(&q, &big).expect("write");
         assert_eq!(KeptFile::new(&q).read(&mut buf), Some(big.as_str()));
+        let mut fresh = Vec::new();
+        assert_eq!(
+            KeptFile::new(&q).one_record().read(&mut fresh),
+            Some(big.as_str()),
+            "a read that fills its space is not taken for the whole"
+        );
         assert_eq!(kept.read(&mut buf), Some("22\n"));
         assert_eq!(read_small(&q).as_deref(), Some(big.as_str()));
         let mut absent = KeptFile::new(dir.path().join("absent"));
@@ -377,6 +397,25 @@ mod tests {
                 whole.lines().count(),
                 "{multi_record}"
             );
+        }
+        // files of one record, read whole in one read however long (snmp6 and netstat are
+        // longer than the first read's 4 KiB on some kernels)
+        for one in [
+            "/proc/stat",
+            "/proc/meminfo",
+            "/proc/softirqs",
+            "/proc/net/netstat",
+            "/proc/net/snmp",
+            "/proc/net/snmp6",
+        ] {
+            let whole = std::fs::read_to_string(one).expect("read");
+            let mut small = Vec::new();
+            let kept = KeptFile::new(one)
+                .one_record()
+                .read(&mut small)
+                .expect("read")
+                .to_owned();
+            assert_eq!(kept.lines().count(), whole.lines().count(), "{one}");
         }
         let whole = std::fs::read_to_string("/proc/crypto").expect("crypto");
         let ours = read_small(Path::new("/proc/crypto")).expect("crypto");
