@@ -90,6 +90,25 @@ ensure_target() {
     rustup target add "$1"
 }
 
+# free_port: a TCP port on 127.0.0.1 nobody listens on now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# ensure_test_image: the containers' image of the benchmarks and tests (busybox on scratch,
+# built locally: no registry needed); prints its name.
+ensure_test_image() {
+    local image=leakmon-test/busybox:latest dir
+    if ! docker image inspect "$image" >/dev/null 2>&1; then
+        dir=$(mktemp -d)
+        cp "$(command -v busybox)" "$dir/busybox"
+        printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\nCMD ["/bin/sh"]\n' >"$dir/Dockerfile"
+        DOCKER_BUILDKIT=0 docker build -q -t "$image" "$dir" >/dev/null
+        rm -rf "$dir"
+    fi
+    echo "$image"
+}
+
 # project_version: the workspace's version, as the packages and images are tagged.
 project_version() {
     cargo metadata --no-deps --format-version 1 --locked |
