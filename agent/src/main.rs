@@ -208,7 +208,7 @@ async fn run(c: Checked) -> anyhow::Result<()> {
         );
     }
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // The instant the samplers' ticks and the beats are counted from (collect::ticker); the
+    // The instant the samplers' ticks and the beats are counted from (collect::cadence::ticker); the
     // samplers' first tick.
     let grid = tokio::time::Instant::now();
     let prober = cfg

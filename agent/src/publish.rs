@@ -362,7 +362,7 @@ pub struct Publisher {
     /// `liveness.beat_interval`; `None`: no beats.
     pub beat_interval: Option<Duration>,
     /// Beats after the first of a connection fall on this grid, with the samplers' ticks
-    /// ([`crate::collect::ticker`]).
+    /// ([`crate::collect::cadence::ticker`]).
     pub grid: tokio::time::Instant,
     /// With `liveness.probe`: serves the gateway's probe requests.
     pub prober: Option<Prober>,
@@ -535,8 +535,8 @@ impl Publisher {
                             let next = tokio::time::Instant::now() + Duration::from_nanos(1);
                             Beats {
                                 now: true,
-                                every: crate::collect::ticker(
-                                    crate::collect::grid_after(self.grid, every, next),
+                                every: crate::collect::cadence::ticker(
+                                    crate::collect::cadence::grid_after(self.grid, every, next),
                                     every,
                                 ),
                             }

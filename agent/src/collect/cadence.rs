@@ -1,4 +1,5 @@
-//! When the slowly changing parts of a sample are read again.
+//! When the slowly changing parts of a sample are read again, and the grid the samplers and
+//! beats tick on ([`ticker`]).
 //!
 //! Some figures change slowly but cost as much to read as all the rest: the process count walks
 //! every /proc/<pid>/stat, the mount table is formatted by the kernel for every mount, the
@@ -6,6 +7,8 @@
 //! document. They are read again every [`SLOW_EVERY`] (or every sample, if the interval is
 //! longer) and their last reading is sent with every sample in between, so the schema and the
 //! number of points are unchanged. Counters (CPU, network, disk I/O) are read every sample.
+
+use std::time::Duration;
 
 /// How often the slowly changing parts are read again.
 pub const SLOW_EVERY_MS: i64 = 10_000;
@@ -50,9 +53,50 @@ impl Cadence {
     }
 }
 
+/// Ticks every `every` from `start`, a point of the agent's grid (its first instant and whole
+/// periods after it), so that the samplers and the beats that fall on the same instant wake
+/// the agent once (a sample's tick is every 4th beat's at the defaults). A late tick is not
+/// made up for: the next is on the grid again.
+pub fn ticker(start: tokio::time::Instant, every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(start, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick
+}
+
+/// The first instant at or after `now` that lies whole periods of `every` after `grid`.
+pub fn grid_after(
+    grid: tokio::time::Instant,
+    every: Duration,
+    now: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let (since, every_ns) = (now.saturating_duration_since(grid), every.as_nanos().max(1));
+    let periods = since.as_nanos().div_ceil(every_ns);
+    let ahead = u64::try_from(periods.saturating_mul(every_ns)).unwrap_or(u64::MAX);
+    grid + Duration::from_nanos(ahead)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_fall_on_the_grid_whatever_the_start() {
+        let g = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(grid_after(g, ms(250), g), g);
+        assert_eq!(grid_after(g, ms(250), g + ms(1)), g + ms(250));
+        assert_eq!(grid_after(g, ms(250), g + ms(1000)), g + ms(1000));
+        assert_eq!(grid_after(g, ms(1000), g + ms(1001)), g + ms(2000));
+        // every 4th beat is a sample's tick
+        let beat = grid_after(g, ms(250), g + ms(2760));
+        assert_eq!(beat, g + ms(3000));
+        assert_eq!(grid_after(g, ms(1000), g + ms(2760)), beat);
+        assert_eq!(
+            grid_after(g + ms(5), ms(250), g),
+            g + ms(5),
+            "before the grid: its start"
+        );
+    }
 
     #[test]
     fn due_first_then_once_a_period_and_when_the_clock_goes_back() {

@@ -45,28 +45,6 @@ pub async fn engine_identity(docker: &Docker, base: &Identity) -> Identity {
     id
 }
 
-/// Ticks every `every` from `start`, a point of the agent's grid (its first instant and whole
-/// periods after it), so that the samplers and the beats that fall on the same instant wake
-/// the agent once (a sample's tick is every 4th beat's at the defaults). A late tick is not
-/// made up for: the next is on the grid again.
-pub fn ticker(start: tokio::time::Instant, every: Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval_at(start, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tick
-}
-
-/// The first instant at or after `now` that lies whole periods of `every` after `grid`.
-pub fn grid_after(
-    grid: tokio::time::Instant,
-    every: Duration,
-    now: tokio::time::Instant,
-) -> tokio::time::Instant {
-    let (since, every_ns) = (now.saturating_duration_since(grid), every.as_nanos().max(1));
-    let periods = since.as_nanos().div_ceil(every_ns);
-    let ahead = u64::try_from(periods.saturating_mul(every_ns)).unwrap_or(u64::MAX);
-    grid + Duration::from_nanos(ahead)
-}
-
 /// Samples the host every `interval`. It runs apart from container sampling, so a slow
 /// engine never delays host reports.
 pub async fn host_sampler(
@@ -75,7 +53,7 @@ pub async fn host_sampler(
     mut host: HostCollector,
     tx: mpsc::Sender<Report>,
 ) {
-    let mut tick = ticker(grid, interval);
+    let mut tick = cadence::ticker(grid, interval);
     loop {
         tick.tick().await;
         let report = Box::new(host.sample(now_ms()));
@@ -96,7 +74,7 @@ pub async fn container_sampler(
     identity: watch::Sender<Identity>,
     base: Identity,
 ) {
-    let mut tick = ticker(grid, interval);
+    let mut tick = cadence::ticker(grid, interval);
     let mut engine_ok: Option<bool> = None;
     let mut identity_at = tokio::time::Instant::now();
     loop {
@@ -174,29 +152,5 @@ pub async fn event_watcher(mut engine: Engine, tx: mpsc::Sender<Report>, stale: 
         }
         stale.mark_list();
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_fall_on_the_grid_whatever_the_start() {
-        let g = tokio::time::Instant::now();
-        let ms = Duration::from_millis;
-        assert_eq!(grid_after(g, ms(250), g), g);
-        assert_eq!(grid_after(g, ms(250), g + ms(1)), g + ms(250));
-        assert_eq!(grid_after(g, ms(250), g + ms(1000)), g + ms(1000));
-        assert_eq!(grid_after(g, ms(1000), g + ms(1001)), g + ms(2000));
-        // every 4th beat is a sample's tick
-        let beat = grid_after(g, ms(250), g + ms(2760));
-        assert_eq!(beat, g + ms(3000));
-        assert_eq!(grid_after(g, ms(1000), g + ms(2760)), beat);
-        assert_eq!(
-            grid_after(g + ms(5), ms(250), g),
-            g + ms(5),
-            "before the grid: its start"
-        );
     }
 }
