@@ -167,6 +167,22 @@ fn float<F: zmij::Float + Copy>(out: &mut Vec<u8>, v: F, finite: bool) {
     }
 }
 
+impl<'a> Json<'a> {
+    /// `{"variant":` and `open`: a tuple or struct variant's start; `close` ends it.
+    fn variant<'s>(
+        &'s mut self,
+        variant: &str,
+        open: u8,
+        close: &'static [u8],
+    ) -> Compound<'s, 'a> {
+        self.out.push(b'{');
+        string(self.out, variant);
+        self.out.push(b':');
+        self.out.push(open);
+        Compound::new(self, close)
+    }
+}
+
 macro_rules! integers {
     ($($f:ident: $t:ty),*) => {$(
         fn $f(self, v: $t) -> Result<(), Unsupported> {
@@ -299,10 +315,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Json<'a> {
         variant: &'static str,
         _: usize,
     ) -> Result<Compound<'s, 'a>, Unsupported> {
-        self.out.push(b'{');
-        string(self.out, variant);
-        put(self.out, b":[");
-        Ok(Compound::new(self, b"]}"))
+        Ok(self.variant(variant, b'[', b"]}"))
     }
 
     fn serialize_map(self, _: Option<usize>) -> Result<Compound<'s, 'a>, Unsupported> {
@@ -321,10 +334,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Json<'a> {
         variant: &'static str,
         _: usize,
     ) -> Result<Compound<'s, 'a>, Unsupported> {
-        self.out.push(b'{');
-        string(self.out, variant);
-        put(self.out, b":{");
-        Ok(Compound::new(self, b"}}"))
+        Ok(self.variant(variant, b'{', b"}}"))
     }
 }
 

@@ -645,20 +645,25 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(net_totals(&lo_only), None, "--network none: no figures");
     }
 
+    /// A v1 cgroup tree with `controllers` for container `abc`, whose process is pid 7:
+    /// the temporary root (`sys/`, `proc/` in it) and the cgroup mount.
+    fn v1_tree(controllers: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let cg = dir.path().join("sys/fs/cgroup");
+        let mut proc_cgroup = String::new();
+        for (n, c) in controllers.iter().enumerate() {
+            std::fs::create_dir_all(cg.join(c).join("docker/abc")).unwrap();
+            proc_cgroup.push_str(&format!("{}:{c}:/docker/abc\n", n + 3));
+        }
+        std::fs::create_dir_all(dir.path().join("proc/7")).unwrap();
+        std::fs::write(dir.path().join("proc/7/cgroup"), proc_cgroup).unwrap();
+        (dir, cg)
+    }
+
     #[test]
     fn the_limit_and_an_idle_quota_are_read_on_the_slow_cadence_or_after_an_event() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, cg) = v1_tree(&["cpu,cpuacct", "memory"]);
         let (sys, proc_) = (dir.path().join("sys"), dir.path().join("proc"));
-        let cg = sys.join("fs/cgroup");
-        for d in ["cpu,cpuacct/docker/abc", "memory/docker/abc"] {
-            std::fs::create_dir_all(cg.join(d)).unwrap();
-        }
-        std::fs::create_dir_all(proc_.join("7")).unwrap();
-        std::fs::write(
-            proc_.join("7/cgroup"),
-            "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
-        )
-        .unwrap();
         let w = |f: &str, t: &str| std::fs::write(cg.join(f), t).unwrap();
         w("cpu,cpuacct/docker/abc/cpuacct.usage", "5\n");
         w("cpu,cpuacct/docker/abc/cpuacct.stat", "user 1\nsystem 1\n");
@@ -715,23 +720,8 @@ Inter-|   Receive                                                |  Transmit
 
     #[test]
     fn reads_a_fake_v1_tree() {
-        let dir = tempfile::tempdir().unwrap();
-        let sys = dir.path().join("sys");
-        let proc_ = dir.path().join("proc");
-        let cg = sys.join("fs/cgroup");
-        for d in [
-            "cpu,cpuacct/docker/abc",
-            "memory/docker/abc",
-            "blkio/docker/abc",
-        ] {
-            std::fs::create_dir_all(cg.join(d)).unwrap();
-        }
-        std::fs::create_dir_all(proc_.join("7")).unwrap();
-        std::fs::write(
-            proc_.join("7/cgroup"),
-            "9:blkio:/docker/abc\n4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
-        )
-        .unwrap();
+        let (dir, cg) = v1_tree(&["cpu,cpuacct", "memory", "blkio"]);
+        let (sys, proc_) = (dir.path().join("sys"), dir.path().join("proc"));
         let w = |f: &str, t: &str| std::fs::write(cg.join(f), t).unwrap();
         w("cpu,cpuacct/docker/abc/cpuacct.usage", "5000000000\n");
         w(
